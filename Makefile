@@ -1,0 +1,38 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: demo test lint protos bench up clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(INSTALLED): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(INSTALLED)
+	$(BIN)/almere demo
+
+up: $(INSTALLED)
+	$(BIN)/almere up
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check services sim tests loadtest protos/generate.py
+	$(BIN)/mypy
+	$(BIN)/buf lint protos
+
+protos: $(INSTALLED)
+	$(BIN)/python protos/generate.py
+
+bench: $(INSTALLED)
+	$(BIN)/python loadtest/bench_parking.py
+
+clean:
+	rm -rf $(VENV) data

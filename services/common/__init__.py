@@ -1,0 +1,1 @@
+"""Runtime shared by every service: configuration, gRPC bootstrap, auth, bus, database, outbox."""

@@ -1,0 +1,154 @@
+"""Database engines (SQLite in WAL mode or PostgreSQL) and group commit of concurrent writes.
+
+SQLite commits cost an fsync each (~400/s here), so writes are queued and a single writer thread
+commits everything waiting in one transaction. A caller's future resolves only after that commit:
+nothing is acknowledged that is not durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import make_url
+from sqlmodel import Session, SQLModel, create_engine
+
+from services.common.observability import COMMIT_BATCH
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Item = TypeVar("Item")
+
+# A batch handler gets every queued item of its kind, in arrival order, and returns one result per
+# item: a value, or the exception to raise to that item's caller. It must write nothing for an item
+# it rejects, so one bad request never spoils the others in the same transaction.
+WRITER_OPTION = "almere_writer"
+
+BatchHandler = Callable[[Session, Sequence[Any]], Sequence[Any]]
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(parsed, pool_pre_ping=True, pool_size=10)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, issue BEGIN, so SAVEPOINTs work (SQLAlchemy's recipe).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")  # durable on power loss, not just on process crash
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Writers take the write lock up front: a deferred transaction that reads first and then
+        # writes fails at once (SQLITE_BUSY) if another connection wrote in between.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITER_OPTION) else "BEGIN")
+
+    return engine
+
+
+def writer(engine: Engine) -> Engine:
+    """The engine to use for transactions that write."""
+    return engine.execution_options(**{WRITER_OPTION: True})
+
+
+def create_tables(engine: Engine, tables: Iterable[type[SQLModel]]) -> None:
+    """Create a service's tables if missing (idempotent)."""
+    SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in tables])  # type: ignore[attr-defined]
+
+
+@dataclass
+class _Pending(Generic[T]):
+    handler: BatchHandler
+    item: Any
+    future: asyncio.Future[T]
+
+
+@dataclass
+class GroupCommitter:
+    """Queues write operations and commits whatever is waiting in one transaction."""
+
+    engine: Engine
+    service: str
+    max_batch: int = 512
+    after_commit: Callable[[], None] | None = None
+    _queue: list[_Pending[Any]] = field(default_factory=list)
+    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"{self.service}-group-commit")
+
+    async def stop(self) -> None:
+        """Commit what is queued, then stop."""
+        if self._task:
+            self._wakeup.set()
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+            while self._queue:
+                await self._commit_some()
+
+    async def submit(self, handler: BatchHandler, item: Any) -> Any:
+        if self._task is None:
+            raise RuntimeError("group committer is not running")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(handler, item, future))
+        self._wakeup.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                await self._commit_some()
+
+    async def _commit_some(self) -> None:
+        batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+        try:
+            results = await asyncio.to_thread(self._commit, batch)
+        except Exception as exc:  # the whole transaction failed: every caller learns it
+            log.exception("group commit of %d operations failed", len(batch))
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            return
+        COMMIT_BATCH.labels(self.service).observe(len(batch))
+        if self.after_commit:
+            self.after_commit()
+        for pending, result in zip(batch, results, strict=True):
+            if pending.future.done():  # caller went away (cancelled); its write is committed anyway
+                continue
+            if isinstance(result, BaseException):
+                pending.future.set_exception(result)
+            else:
+                pending.future.set_result(result)
+
+    def _commit(self, batch: list[_Pending[Any]]) -> list[Any]:
+        results: list[Any] = []
+        with Session(writer(self.engine), expire_on_commit=False) as session, session.begin():
+            start = 0
+            # Consecutive items of the same handler run as one call: they can share reads and writes.
+            while start < len(batch):
+                end = start
+                while end < len(batch) and batch[end].handler is batch[start].handler:
+                    end += 1
+                results.extend(batch[start].handler(session, [p.item for p in batch[start:end]]))
+                start = end
+        return results

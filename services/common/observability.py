@@ -1,0 +1,44 @@
+"""Structured logs and Prometheus metrics shared by every service."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from pythonjsonlogger.json import JsonFormatter
+
+RPC_REQUESTS = Counter(
+    "almere_grpc_requests", "gRPC calls handled", ["service", "method", "code"]
+)
+RPC_LATENCY = Histogram(
+    "almere_grpc_request_seconds",
+    "gRPC call latency (server side)",
+    ["service", "method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+OUTBOX_BACKLOG = Gauge("almere_outbox_backlog", "Outbox rows not yet published to JetStream", ["service"])
+OUTBOX_PUBLISHED = Counter("almere_outbox_published", "Outbox rows published to JetStream", ["service"])
+COMMIT_BATCH = Histogram(
+    "almere_commit_batch_size",
+    "Write operations committed together (group commit)",
+    ["service"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def serve_metrics(host: str, port: int) -> None:
+    """Expose /metrics on host:port; port 0 leaves metrics unexposed."""
+    if port:
+        start_http_server(port, addr=host)

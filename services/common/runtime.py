@@ -1,0 +1,101 @@
+"""Wiring shared by every service process: config -> database -> bus -> outbox relay -> gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from grpc import aio
+from nats.js.api import StreamConfig
+from sqlalchemy import Engine
+from sqlmodel import SQLModel
+
+from services.common.auth import TokenStore
+from services.common.bus import Bus
+from services.common.config import Settings
+from services.common.db import GroupCommitter, create_tables, make_engine
+from services.common.observability import configure_logging, serve_metrics
+from services.common.outbox import OutboxBase, OutboxRelay
+from services.common.server import GrpcServer, stop_on_signals
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What a service brings: its name, gRPC services, tables, outbox, streams and servicer."""
+
+    name: str
+    full_names: list[str]
+    tables: list[type[SQLModel]]
+    outbox: type[OutboxBase]
+    streams: Callable[[Settings], list[StreamConfig]]
+    # Registers the servicer(s) on the server; returns extra start/stop hooks (e.g. watch feeds).
+    mount: Callable[[Service, aio.Server], Awaitable[list[Callable[[], Awaitable[None]]]]]
+
+
+def migrate(spec: ServiceSpec, settings: Settings) -> None:
+    engine = make_engine(settings.database_url_for(spec.name))
+    create_tables(engine, spec.tables)
+    engine.dispose()
+
+
+@dataclass
+class Service:
+    """A running service; `start` and `stop` bracket its life (tests run it in-process)."""
+
+    spec: ServiceSpec
+    settings: Settings
+    engine: Engine = field(init=False)
+    bus: Bus = field(init=False)
+    committer: GroupCommitter = field(init=False)
+    relay: OutboxRelay = field(init=False)
+    server: GrpcServer = field(init=False)
+    _stop_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def start(self, port: int | None = None) -> int:
+        s = self.settings
+        self.engine = make_engine(s.database_url_for(self.spec.name))
+        create_tables(self.engine, self.spec.tables)
+        self.bus = await Bus.connect(s.nats_url, name=f"almere-{self.spec.name}")
+        for stream in self.spec.streams(s):
+            await self.bus.ensure_stream(stream)
+        self.relay = OutboxRelay(self.engine, self.spec.outbox, self.bus, self.spec.name)
+        self.committer = GroupCommitter(self.engine, self.spec.name, s.commit_max_batch, self.relay.notify)
+        self.committer.start()
+        self.relay.start()
+        tokens = TokenStore.load(s.tokens_file, s.tokens)
+        if not len(tokens):
+            log.warning("no tokens configured: every call will be UNAUTHENTICATED (see `almere token issue`)")
+        self.server = GrpcServer(self.spec.name, self.spec.full_names, s, tokens)
+        self._stop_hooks = await self.spec.mount(self, self.server.server)
+        bound = await self.server.start(port)
+        return bound
+
+    async def stop(self) -> None:
+        """Drain calls, commit what is queued, publish the outbox, close the bus and database."""
+        await self.server.stop()
+        for hook in self._stop_hooks:
+            await hook()
+        await self.committer.stop()
+        await self.relay.stop()
+        await self.bus.close()
+        self.engine.dispose()
+
+
+async def _serve(spec: ServiceSpec, settings: Settings) -> None:
+    stop = stop_on_signals()
+    service = Service(spec, settings)
+    await service.start()
+    serve_metrics(settings.bind_host, settings.metrics_port)
+    await stop.wait()
+    log.info("stopping", extra={"service": spec.name})
+    await service.stop()
+
+
+def serve(spec: ServiceSpec, settings: Settings) -> None:
+    """Run one service until SIGTERM/SIGINT (what `almere serve <service>` and a pod run)."""
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(_serve(spec, settings))

@@ -1,0 +1,80 @@
+"""gRPC server bootstrap: interceptors, limits, health, reflection, TLS and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from services.common.auth import TokenStore
+from services.common.config import Settings
+from services.common.interceptors import AuthInterceptor, ObservabilityInterceptor
+
+log = logging.getLogger(__name__)
+
+
+class GrpcServer:
+    """One grpc.aio server hosting a service plus the standard health and reflection services."""
+
+    def __init__(self, service: str, full_names: list[str], settings: Settings, tokens: TokenStore) -> None:
+        self.service = service
+        self.full_names = full_names
+        self.settings = settings
+        limit = settings.max_message_bytes
+        self.server = aio.server(
+            interceptors=[ObservabilityInterceptor(service), AuthInterceptor(tokens)],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        self.health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [*full_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            self.server,
+        )
+        self.port = 0
+
+    def add(self, register: Callable[[aio.Server], None]) -> None:
+        register(self.server)
+
+    async def start(self, port: int | None = None) -> int:
+        address = f"{self.settings.bind_host}:{self.settings.port_for(self.service) if port is None else port}"
+        if self.settings.tls_enabled:
+            assert self.settings.tls_cert_file and self.settings.tls_key_file
+            credentials = grpc.ssl_server_credentials(
+                [(self.settings.tls_key_file.read_bytes(), self.settings.tls_cert_file.read_bytes())]
+            )
+            self.port = self.server.add_secure_port(address, credentials)
+        else:
+            self.port = self.server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot bind gRPC server to {address}")
+        await self.server.start()
+        for name in ["", *self.full_names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", extra={"service": self.service, "address": f"{self.settings.bind_host}:{self.port}"})
+        return self.port
+
+    async def stop(self) -> None:
+        """Report NOT_SERVING so load balancers drain, then let in-flight calls finish."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.grace_seconds)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT, for the serve loop to wait on."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

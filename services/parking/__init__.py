@@ -1,0 +1,33 @@
+"""ParkingService: facilities, live occupancy, history and guidance (almere.parking.v1)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from almere.parking.v1 import parking_pb2, parking_pb2_grpc
+from grpc import aio
+
+from services.common.runtime import Service, ServiceSpec
+from services.parking.api import ParkingApi
+from services.parking.events import parking_stream
+from services.parking.feed import OccupancyFeed
+from services.parking.models import TABLES, ParkingOutbox
+
+
+async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awaitable[None]]]:
+    feed = OccupancyFeed(service.bus)
+    api = ParkingApi(service.engine, service.committer, feed)
+    parking_pb2_grpc.add_ParkingServiceServicer_to_server(api, server)
+
+    await feed.start()
+    return [feed.stop]
+
+
+SPEC = ServiceSpec(
+    name="parking",
+    full_names=[parking_pb2.DESCRIPTOR.services_by_name["ParkingService"].full_name],
+    tables=TABLES,
+    outbox=ParkingOutbox,
+    streams=lambda settings: [parking_stream(settings)],
+    mount=_mount,
+)

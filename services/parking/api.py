@@ -1,0 +1,264 @@
+"""The gRPC servicer of almere.parking.v1.ParkingService: proto <-> domain, status codes, roles."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+from almere.parking.v1 import parking_pb2 as pb
+from almere.parking.v1 import parking_pb2_grpc
+from almere.type.v1 import geo_pb2
+from grpc import aio
+from sqlalchemy import Engine
+
+from services.common.auth import current_identity
+from services.common.clock import from_timestamp, to_timestamp, utcnow
+from services.common.db import GroupCommitter
+from services.common.errors import InvalidArgument
+from services.parking import events, logic, store
+from services.parking.convert import facility_to_proto, occupancy_to_proto
+from services.parking.feed import OccupancyFeed
+
+Context = aio.ServicerContext[Any, Any]
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 50
+MAX_WATCH_IDS = 1000
+MAX_BUCKETS = 10_000
+MAX_HISTORY_ROWS = 500_000
+
+
+def _area(box: geo_pb2.BoundingBox) -> tuple[float, float, float, float]:
+    logic.validate_lat_lng(box.low.latitude, box.low.longitude, "area.low")
+    logic.validate_lat_lng(box.high.latitude, box.high.longitude, "area.high")
+    if box.low.latitude > box.high.latitude or box.low.longitude > box.high.longitude:
+        raise InvalidArgument("area.low must be south-west of area.high")
+    return box.low.latitude, box.low.longitude, box.high.latitude, box.high.longitude
+
+
+def _inside(area: tuple[float, float, float, float], location: geo_pb2.LatLng) -> bool:
+    return area[0] <= location.latitude <= area[2] and area[1] <= location.longitude <= area[3]
+
+
+def _page_token(after_id: str, fingerprint: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": after_id, "query": fingerprint}).encode()).decode()
+
+
+def _after_id(token: str, fingerprint: str) -> str:
+    if not token:
+        return ""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        after, query = str(data["after"]), str(data["query"])
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument("page_token is malformed") from None
+    if query != fingerprint:
+        raise InvalidArgument("page_token belongs to a request with other filters")
+    return after
+
+
+class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
+    def __init__(self, engine: Engine, committer: GroupCommitter, feed: OccupancyFeed) -> None:
+        self._engine = engine
+        self._committer = committer
+        self._feed = feed
+
+    # --- facilities ------------------------------------------------------------------------------
+
+    async def CreateFacility(self, request: pb.CreateFacilityRequest, context: Context) -> pb.CreateFacilityResponse:
+        identity = current_identity.get()
+        logic.authorize_manage(identity)
+        facility_id = logic.validate_id(request.facility_id, "facility_id")
+        if not request.HasField("facility"):
+            raise InvalidArgument("facility is required")
+        facility = pb.Facility()
+        facility.CopyFrom(request.facility)
+        for output_only in ("name", "version", "create_time", "update_time", "occupancy"):
+            facility.ClearField(output_only)  # type: ignore[arg-type]
+        logic.apply_defaults(facility)
+        logic.validate_facility(facility)
+        item = store.CreateFacility(identity, facility_id, facility, utcnow())
+        created = await self._committer.submit(store.create_facilities, item)
+        return pb.CreateFacilityResponse(facility=created)
+
+    async def GetFacility(self, request: pb.GetFacilityRequest, context: Context) -> pb.GetFacilityResponse:
+        facility_id = logic.facility_id_from_name(request.name)
+        row = await asyncio.to_thread(store.get_facility, self._engine, facility_id)
+        return pb.GetFacilityResponse(facility=facility_to_proto(row))
+
+    async def ListFacilities(self, request: pb.ListFacilitiesRequest, context: Context) -> pb.ListFacilitiesResponse:
+        if request.page_size < 0:
+            raise InvalidArgument("page_size must not be negative")
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        if request.operator_id:
+            logic.validate_id(request.operator_id, "operator_id")
+        query = store.FacilityFilter(
+            operator_id=request.operator_id,
+            kinds=tuple(sorted(set(request.kinds))),
+            area=_area(request.area) if request.HasField("area") else None,
+        )
+        fingerprint = hashlib.sha256(repr(query).encode()).hexdigest()[:16]
+        after = _after_id(request.page_token, fingerprint)
+        rows = await asyncio.to_thread(store.list_facilities, self._engine, query, after, size + 1)
+        next_token = _page_token(rows[size - 1].id, fingerprint) if len(rows) > size else ""
+        return pb.ListFacilitiesResponse(
+            facilities=[facility_to_proto(r) for r in rows[:size]], next_page_token=next_token
+        )
+
+    async def UpdateFacility(self, request: pb.UpdateFacilityRequest, context: Context) -> pb.UpdateFacilityResponse:
+        facility_id = logic.facility_id_from_name(request.facility.name, "facility.name")
+        paths = tuple(dict.fromkeys(request.update_mask.paths))
+        if not paths:
+            raise InvalidArgument("update_mask is required: name the fields to change")
+        unknown = sorted(set(paths) - store.UPDATABLE_FIELDS)
+        if unknown:
+            raise InvalidArgument(
+                f"update_mask names fields that cannot be updated: {', '.join(unknown)} "
+                f"(updatable: {', '.join(sorted(store.UPDATABLE_FIELDS))})"
+            )
+        item = store.UpdateFacility(current_identity.get(), facility_id, request.facility, paths, utcnow())
+        updated = await self._committer.submit(store.update_facilities, item)
+        return pb.UpdateFacilityResponse(facility=updated)
+
+    # --- occupancy -------------------------------------------------------------------------------
+
+    async def ReportOccupancy(
+        self, request: pb.ReportOccupancyRequest, context: Context
+    ) -> pb.ReportOccupancyResponse:
+        facility_id = logic.facility_id_from_name(request.facility, "facility")
+        if request.sequence < 1:
+            raise InvalidArgument("sequence is required and starts at 1")
+        if not request.HasField("source_time"):
+            raise InvalidArgument("source_time is required: when the count was measured")
+        now = utcnow()
+        source_time = from_timestamp(request.source_time)
+        logic.validate_source_time(source_time, now, "source_time")
+        item = store.ReportOccupancy(current_identity.get(), facility_id, request, source_time, now)
+        response: pb.ReportOccupancyResponse = await self._committer.submit(store.report_occupancies, item)
+        return response
+
+    async def RecordGateEvents(
+        self, request_iterator: AsyncIterator[pb.RecordGateEventsRequest], context: Context
+    ) -> pb.RecordGateEventsResponse:
+        identity = current_identity.get()
+        response = pb.RecordGateEventsResponse()
+        latest: dict[str, pb.Occupancy] = {}
+        async for batch in request_iterator:
+            facility_id = logic.facility_id_from_name(batch.facility, f"batch {batch.batch_id!r} facility")
+            now = utcnow()
+            entries, exits, latest_time = logic.validate_gate_batch(batch, now)
+            item = store.GateBatchItem(identity, facility_id, batch.batch_id, entries, exits, latest_time, now)
+            result: store.GateBatchResult = await self._committer.submit(store.record_gate_batches, item)
+            if result.duplicate:
+                response.duplicate_batches += 1
+                response.duplicate_events += len(batch.events)
+            else:
+                response.accepted_batches += 1
+                response.accepted_events += len(batch.events)
+            latest[facility_id] = result.occupancy
+        if response.accepted_batches + response.duplicate_batches == 0:
+            raise InvalidArgument("the stream carried no batches")
+        response.occupancies.extend(latest[k] for k in sorted(latest))
+        return response
+
+    async def GetOccupancy(self, request: pb.GetOccupancyRequest, context: Context) -> pb.GetOccupancyResponse:
+        facility_id = logic.facility_id_from_name(request.facility, "facility")
+        row = await asyncio.to_thread(store.get_facility, self._engine, facility_id)
+        return pb.GetOccupancyResponse(occupancy=occupancy_to_proto(row))
+
+    async def WatchOccupancy(
+        self, request: pb.WatchOccupancyRequest, context: Context
+    ) -> AsyncIterator[pb.WatchOccupancyResponse]:
+        if len(request.facilities) > MAX_WATCH_IDS:
+            raise InvalidArgument(f"at most {MAX_WATCH_IDS} facilities per watch")
+        ids = {logic.facility_id_from_name(n, f"facilities[{i}]") for i, n in enumerate(request.facilities)}
+        area = _area(request.area) if request.HasField("area") else None
+        with self._feed.watch() as watcher:
+            # Subscribed before reading the snapshot: no change can fall between the two.
+            rows = await asyncio.to_thread(
+                store.all_facilities, self._engine, store.FacilityFilter(area=area), ids or None
+            )
+            versions = {r.id: r.version for r in rows}
+            for row in rows:
+                yield pb.WatchOccupancyResponse(occupancy=occupancy_to_proto(row), snapshot=True)
+            matching: set[str] | None = ids or (set(versions) if area else None)
+            while True:
+                name, event = await watcher.next()
+                if name != events.OCCUPANCY_CHANGED:
+                    if area and not ids and event.facility.HasField("location"):
+                        if _inside(area, event.facility.location):
+                            matching.add(event.facility_id)  # type: ignore[union-attr]
+                        else:
+                            matching.discard(event.facility_id)  # type: ignore[union-attr]
+                    continue
+                if matching is not None and event.facility_id not in matching:
+                    continue
+                if event.version <= versions.get(event.facility_id, 0):
+                    continue
+                versions[event.facility_id] = event.version
+                yield pb.WatchOccupancyResponse(occupancy=event.occupancy, snapshot=False)
+
+    async def GetOccupancyHistory(
+        self, request: pb.GetOccupancyHistoryRequest, context: Context
+    ) -> pb.GetOccupancyHistoryResponse:
+        facility_id = logic.facility_id_from_name(request.facility, "facility")
+        if not request.HasField("start_time"):
+            raise InvalidArgument("start_time is required")
+        start = from_timestamp(request.start_time)
+        end = from_timestamp(request.end_time) if request.HasField("end_time") else utcnow()
+        if end <= start:
+            raise InvalidArgument("end_time must be after start_time")
+        width = request.bucket.ToTimedelta() if request.HasField("bucket") else timedelta(minutes=5)
+        if width < timedelta(seconds=1):
+            raise InvalidArgument("bucket must be at least 1s")
+        if (end - start) / width > MAX_BUCKETS:
+            raise InvalidArgument(f"the range holds more than {MAX_BUCKETS} buckets; use wider buckets")
+        row, prior, samples = await asyncio.to_thread(
+            store.history, self._engine, facility_id, start, end, MAX_HISTORY_ROWS
+        )
+        buckets = logic.bucket_history(prior, samples, start, end, width)
+        return pb.GetOccupancyHistoryResponse(
+            capacity=row.capacity,
+            buckets=[
+                pb.OccupancyBucket(
+                    start_time=to_timestamp(b.start), min_occupied_spaces=b.min, max_occupied_spaces=b.max,
+                    mean_occupied_spaces=b.mean, last_occupied_spaces=b.last, samples=b.samples, known=b.known,
+                )  # fmt: skip
+                for b in buckets
+            ],
+        )
+
+    async def RecommendFacility(
+        self, request: pb.RecommendFacilityRequest, context: Context
+    ) -> pb.RecommendFacilityResponse:
+        if not request.HasField("destination"):
+            raise InvalidArgument("destination is required")
+        lat, lng = request.destination.latitude, request.destination.longitude
+        logic.validate_lat_lng(lat, lng, "destination")
+        if not 0 <= request.max_results <= 50:
+            raise InvalidArgument("max_results must be between 0 and 50")
+        if not 0 <= request.max_walk_meters <= 20_000:
+            raise InvalidArgument("max_walk_meters must be between 0 and 20000")
+        arrival = from_timestamp(request.arrival_time) if request.HasField("arrival_time") else utcnow()
+        kinds = tuple(sorted(set(request.kinds)))
+        rows = await asyncio.to_thread(store.all_facilities, self._engine, store.FacilityFilter(kinds=kinds))
+        by_id = {r.id: r for r in rows}
+        candidates = [
+            logic.Candidate(
+                r.id, r.latitude, r.longitude, r.capacity, r.occupied, r.status,
+                logic.is_open(r.opening_hours, r.time_zone, arrival),
+            )  # fmt: skip
+            for r in rows
+            if r.latitude is not None and r.longitude is not None
+        ]
+        ranked = logic.rank(candidates, lat, lng, request.max_walk_meters or 1500.0, request.max_results or 5)
+        return pb.RecommendFacilityResponse(
+            recommendations=[
+                pb.Recommendation(facility=facility_to_proto(by_id[c.facility_id]), walk_meters=walk, score=score)
+                for c, walk, score in ranked
+            ]
+        )

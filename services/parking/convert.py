@@ -1,0 +1,80 @@
+"""Facility rows <-> protobuf messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from almere.parking.v1 import parking_pb2 as pb
+from almere.type.v1 import geo_pb2
+
+from services.common.clock import to_timestamp
+from services.parking.logic import Thresholds, facility_name
+from services.parking.models import Facility
+
+
+def thresholds_of(row: Facility) -> Thresholds:
+    return Thresholds(row.almost_full, row.full, row.hysteresis)
+
+
+def occupancy_to_proto(row: Facility) -> pb.Occupancy:
+    occupied = row.occupied or 0
+    return pb.Occupancy(
+        facility=facility_name(row.id),
+        occupied_spaces=occupied,
+        free_spaces=max(0, row.capacity - occupied),
+        capacity=row.capacity,
+        occupancy_ratio=occupied / row.capacity,
+        status=row.status,  # type: ignore[arg-type]
+        sequence=row.sequence,
+        source_time=to_timestamp(row.source_time),
+        update_time=to_timestamp(row.occupancy_time),
+        version=row.version,
+    )
+
+
+def facility_to_proto(row: Facility) -> pb.Facility:
+    return pb.Facility(
+        name=facility_name(row.id),
+        display_name=row.display_name,
+        kind=row.kind,  # type: ignore[arg-type]
+        operator_id=row.operator_id,
+        capacity=row.capacity,
+        location=(
+            geo_pb2.LatLng(latitude=row.latitude, longitude=row.longitude)
+            if row.latitude is not None and row.longitude is not None
+            else None
+        ),
+        entrance_edge_ids=row.entrance_edge_ids,
+        sumo_parking_area_id=row.sumo_parking_area_id,
+        opening_hours=[pb.OpeningWindow(**w) for w in row.opening_hours],
+        time_zone=row.time_zone,
+        state=row.state,  # type: ignore[arg-type]
+        thresholds=pb.StatusThresholds(almost_full=row.almost_full, full=row.full, hysteresis=row.hysteresis),
+        version=row.version,
+        create_time=to_timestamp(row.create_time),
+        update_time=to_timestamp(row.update_time),
+        occupancy=occupancy_to_proto(row),
+    )
+
+
+def facility_fields(f: pb.Facility) -> dict[str, Any]:
+    """Column values of the descriptive (not occupancy) part of a facility."""
+    has_location = f.HasField("location")
+    return {
+        "display_name": f.display_name,
+        "kind": f.kind,
+        "operator_id": f.operator_id,
+        "capacity": f.capacity,
+        "latitude": f.location.latitude if has_location else None,
+        "longitude": f.location.longitude if has_location else None,
+        "entrance_edge_ids": list(f.entrance_edge_ids),
+        "sumo_parking_area_id": f.sumo_parking_area_id,
+        "opening_hours": [
+            {"day_of_week": w.day_of_week, "opens": w.opens, "closes": w.closes} for w in f.opening_hours
+        ],
+        "time_zone": f.time_zone,
+        "state": f.state,
+        "almost_full": f.thresholds.almost_full,
+        "full": f.thresholds.full,
+        "hysteresis": f.thresholds.hysteresis,
+    }

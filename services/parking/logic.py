@@ -1,0 +1,370 @@
+"""Parking domain rules: validation, derived status with hysteresis, report ordering, gate counts,
+history buckets and ranking. No gRPC, no NATS, no database: everything here tests on its own."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from almere.parking.v1 import parking_pb2 as pb
+
+from services.common.auth import Identity, Role
+from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+
+ID_PATTERN = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+NAME_PREFIX = "facilities/"
+MAX_CAPACITY = 100_000
+MAX_EDGES = 64
+MAX_BATCH_EVENTS = 10_000
+# Clocks of field systems drift; a count "from the future" beyond this is a client bug.
+CLOCK_SKEW = timedelta(seconds=60)
+DEFAULT_THRESHOLDS = (0.90, 1.0, 0.03)
+
+Status = int  # an almere.parking.v1.OccupancyStatus value
+
+
+def validate_id(value: str, what: str) -> str:
+    if not ID_PATTERN.match(value):
+        raise InvalidArgument(
+            f"{what} {value!r} is malformed: use 1-63 lowercase letters, digits and hyphens, starting with a letter"
+        )
+    return value
+
+
+def facility_id_from_name(name: str, field: str = "name") -> str:
+    """`facilities/garage-a` -> `garage-a`."""
+    if not name:
+        raise InvalidArgument(f"{field} is required (facilities/{{facility}})")
+    if not name.startswith(NAME_PREFIX):
+        raise InvalidArgument(f"{field} {name!r} must look like facilities/{{facility}}")
+    return validate_id(name[len(NAME_PREFIX) :], f"{field} id")
+
+
+def facility_name(facility_id: str) -> str:
+    return NAME_PREFIX + facility_id
+
+
+# --- authorisation -------------------------------------------------------------------------------
+
+WRITERS = frozenset({Role.ENGINEER, Role.SIM})
+
+
+def authorize_manage(identity: Identity) -> None:
+    if identity.role not in WRITERS:
+        raise PermissionDenied(f"role {identity.role_name} may not create facilities (engineer only)")
+
+
+def authorize_write(identity: Identity, facility_id: str, operator_id: str) -> None:
+    """Engineers and the simulator write any facility; an operator only its own."""
+    if identity.role in WRITERS:
+        return
+    if identity.role is Role.OPERATOR and identity.operator_id == operator_id:
+        return
+    raise PermissionDenied(f"{identity.role_name} may not write facility {facility_id!r}")
+
+
+# --- facility validation -------------------------------------------------------------------------
+
+
+def parse_clock(text: str, field: str) -> int:
+    """'07:30' -> minutes after midnight; '24:00' allowed as the end of a day."""
+    match = re.fullmatch(r"(\d{2}):(\d{2})", text)
+    if not match or int(match[2]) > 59 or int(match[1]) > 24 or (int(match[1]) == 24 and int(match[2]) != 0):
+        raise InvalidArgument(f"{field} {text!r} must be HH:MM between 00:00 and 24:00")
+    return int(match[1]) * 60 + int(match[2])
+
+
+def validate_facility(f: pb.Facility) -> None:
+    """Checks a complete facility (after create or after merging an update)."""
+    if not f.display_name.strip() or len(f.display_name) > 200:
+        raise InvalidArgument("display_name is required (at most 200 characters)")
+    if f.kind == pb.FACILITY_KIND_UNSPECIFIED or f.kind not in pb.FacilityKind.values():
+        raise InvalidArgument("kind must be one of FACILITY_KIND_GARAGE, _PARK_AND_RIDE, _ON_STREET_ZONE, ...")
+    validate_id(f.operator_id, "operator_id")
+    if not 1 <= f.capacity <= MAX_CAPACITY:
+        raise InvalidArgument(f"capacity must be between 1 and {MAX_CAPACITY}, got {f.capacity}")
+    if f.HasField("location"):
+        validate_lat_lng(f.location.latitude, f.location.longitude, "location")
+    if len(f.entrance_edge_ids) > MAX_EDGES or any(not 0 < len(e) <= 128 for e in f.entrance_edge_ids):
+        raise InvalidArgument(f"entrance_edge_ids: at most {MAX_EDGES} non-empty ids of at most 128 characters")
+    if len(f.sumo_parking_area_id) > 128:
+        raise InvalidArgument("sumo_parking_area_id is longer than 128 characters")
+    if len(f.opening_hours) > 28:
+        raise InvalidArgument("opening_hours: at most 28 windows")
+    for i, w in enumerate(f.opening_hours):
+        if not 1 <= w.day_of_week <= 7:
+            raise InvalidArgument(f"opening_hours[{i}].day_of_week must be 1 (Monday) to 7 (Sunday)")
+        parse_clock(w.opens, f"opening_hours[{i}].opens")
+        parse_clock(w.closes, f"opening_hours[{i}].closes")
+    try:
+        ZoneInfo(f.time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidArgument(f"time_zone {f.time_zone!r} is not an IANA time zone") from None
+    if f.state not in (pb.FACILITY_STATE_OPEN, pb.FACILITY_STATE_CLOSED):
+        raise InvalidArgument("state must be FACILITY_STATE_OPEN or FACILITY_STATE_CLOSED")
+    t = f.thresholds
+    if not (0 < t.almost_full <= t.full <= 1.5 and 0 <= t.hysteresis <= 0.5):
+        raise InvalidArgument(
+            "thresholds need 0 < almost_full <= full <= 1.5 and 0 <= hysteresis <= 0.5, "
+            f"got {t.almost_full}, {t.full}, {t.hysteresis}"
+        )
+
+
+def apply_defaults(f: pb.Facility) -> None:
+    if not f.time_zone:
+        f.time_zone = "Europe/Amsterdam"
+    if f.state == pb.FACILITY_STATE_UNSPECIFIED:
+        f.state = pb.FACILITY_STATE_OPEN
+    if not f.HasField("thresholds"):
+        f.thresholds.almost_full, f.thresholds.full, f.thresholds.hysteresis = DEFAULT_THRESHOLDS
+
+
+def validate_lat_lng(lat: float, lng: float, field: str) -> None:
+    if not (math.isfinite(lat) and math.isfinite(lng) and -90 <= lat <= 90 and -180 <= lng <= 180):
+        raise InvalidArgument(f"{field} must have latitude in [-90, 90] and longitude in [-180, 180]")
+
+
+# --- status --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    almost_full: float
+    full: float
+    hysteresis: float
+
+
+def derive_status(
+    previous: Status, occupied: int | None, capacity: int, thresholds: Thresholds, closed: bool
+) -> Status:
+    """Status from the count, staying almostFull/full until the ratio drops `hysteresis` below."""
+    if closed:
+        return pb.OCCUPANCY_STATUS_CLOSED
+    if occupied is None:
+        return pb.OCCUPANCY_STATUS_UNKNOWN
+    ratio = occupied / capacity
+    band = thresholds.hysteresis
+    if ratio >= thresholds.full or (previous == pb.OCCUPANCY_STATUS_FULL and ratio >= thresholds.full - band):
+        return pb.OCCUPANCY_STATUS_FULL
+    if ratio >= thresholds.almost_full or (
+        previous in (pb.OCCUPANCY_STATUS_FULL, pb.OCCUPANCY_STATUS_ALMOST_FULL)
+        and ratio >= thresholds.almost_full - band
+    ):
+        return pb.OCCUPANCY_STATUS_ALMOST_FULL
+    return pb.OCCUPANCY_STATUS_SPACES_AVAILABLE
+
+
+# --- count reports -------------------------------------------------------------------------------
+
+
+def plausible_limit(capacity: int) -> int:
+    """Counts may overshoot capacity a little (miscounts, staff cars), not by much."""
+    return capacity + max(10, capacity // 4)
+
+
+def reported_occupied(request: pb.ReportOccupancyRequest, capacity: int) -> int:
+    which = request.WhichOneof("count")
+    if which is None:
+        raise InvalidArgument("occupied_spaces or free_spaces is required")
+    if which == "free_spaces":
+        if not 0 <= request.free_spaces <= capacity:
+            raise InvalidArgument(f"free_spaces must be between 0 and capacity {capacity}, got {request.free_spaces}")
+        return capacity - request.free_spaces
+    if request.occupied_spaces < 0:
+        raise InvalidArgument(f"occupied_spaces must not be negative, got {request.occupied_spaces}")
+    if request.occupied_spaces > plausible_limit(capacity):
+        raise InvalidArgument(
+            f"occupied_spaces {request.occupied_spaces} is far above capacity {capacity} "
+            f"(at most {plausible_limit(capacity)} accepted)"
+        )
+    return request.occupied_spaces
+
+
+def validate_source_time(when: datetime, now: datetime, field: str) -> None:
+    if when > now + CLOCK_SKEW:
+        raise InvalidArgument(f"{field} {when.isoformat()} is in the future (server time {now.isoformat()})")
+
+
+class ReportOutcome(Enum):
+    ACCEPTED = pb.REPORT_OUTCOME_ACCEPTED
+    DUPLICATE = pb.REPORT_OUTCOME_DUPLICATE
+    STALE = pb.REPORT_OUTCOME_STALE
+
+
+def order_report(
+    *,
+    sequence: int,
+    occupied: int,
+    source_time: datetime,
+    last_sequence: int,
+    last_reported: int | None,
+    last_report_time: datetime | None,
+) -> tuple[ReportOutcome, str]:
+    """Decide whether a count report is new, a repeat, or older than what was accepted."""
+    if sequence == last_sequence:
+        if occupied != last_reported:
+            raise FailedPrecondition(
+                f"sequence {sequence} was already accepted with occupied_spaces {last_reported}, not {occupied}"
+            )
+        return ReportOutcome.DUPLICATE, f"sequence {sequence} was already accepted"
+    if sequence < last_sequence:
+        return ReportOutcome.STALE, f"sequence {sequence} is older than the last accepted {last_sequence}"
+    if last_report_time is not None and source_time < last_report_time:
+        return (
+            ReportOutcome.STALE,
+            f"measured at {source_time.isoformat()}, before the last accepted count ({last_report_time.isoformat()})",
+        )
+    return ReportOutcome.ACCEPTED, ""
+
+
+def validate_gate_batch(request: pb.RecordGateEventsRequest, now: datetime) -> tuple[int, int, datetime]:
+    """Return (entries, exits, latest event time) of a well-formed batch."""
+    if not request.batch_id or len(request.batch_id) > 64:
+        raise InvalidArgument("batch_id is required (at most 64 characters)")
+    if not request.events:
+        raise InvalidArgument(f"batch {request.batch_id!r} is empty")
+    if len(request.events) > MAX_BATCH_EVENTS:
+        raise InvalidArgument(f"batch {request.batch_id!r} has {len(request.events)} events; at most {MAX_BATCH_EVENTS}")
+    entries = exits = 0
+    latest = 0.0
+    for i, e in enumerate(request.events):
+        if e.direction == pb.GATE_DIRECTION_ENTRY:
+            entries += 1
+        elif e.direction == pb.GATE_DIRECTION_EXIT:
+            exits += 1
+        else:
+            raise InvalidArgument(f"batch {request.batch_id!r} event {i}: direction must be ENTRY or EXIT")
+        if not e.HasField("event_time"):
+            raise InvalidArgument(f"batch {request.batch_id!r} event {i}: event_time is required")
+        latest = max(latest, e.event_time.seconds + e.event_time.nanos / 1e9)
+    latest_time = datetime.fromtimestamp(latest, tz=now.tzinfo)
+    validate_source_time(latest_time, now, f"batch {request.batch_id!r} event_time")
+    return entries, exits, latest_time
+
+
+def apply_gate_counts(occupied: int | None, entries: int, exits: int) -> int:
+    """Gate counts move the count; it never goes below zero (a missed entry is common)."""
+    return max(0, (occupied or 0) + entries - exits)
+
+
+# --- opening hours -------------------------------------------------------------------------------
+
+
+def is_open(windows: list[dict[str, object]], time_zone: str, when: datetime) -> bool:
+    """True if `when` falls inside one of the weekly windows (always open when there are none)."""
+    if not windows:
+        return True
+    local = when.astimezone(ZoneInfo(time_zone))
+    minute_of_week = (local.isoweekday() - 1) * 1440 + local.hour * 60 + local.minute
+    for w in windows:
+        start = (int(str(w["day_of_week"])) - 1) * 1440 + parse_clock(str(w["opens"]), "opens")
+        length = parse_clock(str(w["closes"]), "closes") - parse_clock(str(w["opens"]), "opens")
+        if length <= 0:
+            length += 1440
+        if (minute_of_week - start) % (7 * 1440) < length:
+            return True
+    return False
+
+
+# --- history -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bucket:
+    start: datetime
+    min: int
+    max: int
+    mean: float
+    last: int
+    samples: int
+    known: bool
+
+
+def bucket_history(
+    prior: int | None, samples: list[tuple[datetime, int]], start: datetime, end: datetime, width: timedelta
+) -> list[Bucket]:
+    """Time-weighted buckets of a piecewise-constant count. `prior` is the count in force at `start`."""
+    buckets: list[Bucket] = []
+    value = prior
+    i = 0
+    b_start = start
+    while b_start < end:
+        b_end = min(b_start + width, end)
+        lo = hi = value
+        weighted = 0.0
+        known_seconds = 0.0
+        count = 0
+        t = b_start
+        while i < len(samples) and samples[i][0] < b_end:
+            when, new_value = samples[i]
+            if value is not None:
+                weighted += value * (when - t).total_seconds()
+                known_seconds += (when - t).total_seconds()
+            t, value = when, new_value
+            lo = value if lo is None else min(lo, value)
+            hi = value if hi is None else max(hi, value)
+            count += 1
+            i += 1
+        if value is not None:
+            weighted += value * (b_end - t).total_seconds()
+            known_seconds += (b_end - t).total_seconds()
+        if value is None:
+            buckets.append(Bucket(b_start, 0, 0, 0.0, 0, count, False))
+        else:
+            mean = weighted / known_seconds if known_seconds > 0 else float(value)
+            buckets.append(Bucket(b_start, int(lo or 0), int(hi or 0), mean, value, count, True))
+        b_start = b_end
+    return buckets
+
+
+# --- recommendation ------------------------------------------------------------------------------
+
+EARTH_RADIUS_M = 6_371_008.8
+# An unknown count is treated as this full: guidance prefers facilities it knows have room.
+UNKNOWN_RATIO = 0.9
+
+
+def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(a))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    facility_id: str
+    latitude: float
+    longitude: float
+    capacity: int
+    occupied: int | None
+    status: Status
+    open_at_arrival: bool
+
+
+def score(walk_m: float, ratio: float) -> float:
+    """Walk metres plus a penalty that grows steeply as the facility fills (searching and queueing)."""
+    return walk_m + 1000.0 * min(ratio, 1.0) ** 4
+
+
+def rank(
+    candidates: list[Candidate], lat: float, lng: float, max_walk_m: float, limit: int
+) -> list[tuple[Candidate, float, float]]:
+    """Open facilities with room within walking distance, best first: (candidate, walk, score)."""
+    ranked = []
+    for c in candidates:
+        if not c.open_at_arrival or c.status in (pb.OCCUPANCY_STATUS_FULL, pb.OCCUPANCY_STATUS_CLOSED):
+            continue
+        if c.occupied is not None and c.occupied >= c.capacity:
+            continue
+        walk = haversine_m(c.latitude, c.longitude, lat, lng)
+        if walk > max_walk_m:
+            continue
+        ratio = UNKNOWN_RATIO if c.occupied is None else c.occupied / c.capacity
+        ranked.append((c, walk, score(walk, ratio)))
+    ranked.sort(key=lambda r: (r[2], r[0].facility_id))
+    return ranked[:limit]

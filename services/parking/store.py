@@ -1,0 +1,320 @@
+"""Reads and writes of the parking tables. Writes are group-commit batch handlers: they get every
+queued request of their kind, apply the domain rules in order and return one result per request."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from almere.parking.v1 import events_pb2
+from almere.parking.v1 import parking_pb2 as pb
+from google.protobuf import field_mask_pb2
+from sqlalchemy import Engine, insert, select
+from sqlmodel import Session
+
+from services.common.auth import Identity, Role
+from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, ServiceError
+from services.parking import events, logic
+from services.parking.convert import facility_fields, facility_to_proto, occupancy_to_proto, thresholds_of
+from services.parking.models import Facility, GateBatch, OccupancySample, ParkingOutbox
+
+UPDATABLE_FIELDS = frozenset(
+    {
+        "display_name", "kind", "operator_id", "capacity", "location", "entrance_edge_ids",
+        "sumo_parking_area_id", "opening_hours", "time_zone", "state", "thresholds",
+    }
+)  # fmt: skip
+
+
+def _load(session: Session, ids: set[str]) -> dict[str, Facility]:
+    return {r.id: r for r in session.execute(select(Facility).where(Facility.id.in_(ids))).scalars()}
+
+
+def _derive(row: Facility) -> int:
+    return logic.derive_status(
+        row.status, row.occupied, row.capacity, thresholds_of(row), row.state == pb.FACILITY_STATE_CLOSED
+    )
+
+
+def _record_change(
+    row: Facility, previous_status: int, cause: int, now: datetime, source_time: datetime,
+    samples: list[dict[str, Any]], outbox: list[dict[str, Any]],
+) -> None:  # fmt: skip
+    row.version += 1
+    row.update_time = row.occupancy_time = now
+    row.source_time = source_time
+    samples.append(
+        {"facility_id": row.id, "source_time": source_time, "occupied": row.occupied or 0,
+         "version": row.version, "cause": cause, "sequence": row.sequence}
+    )  # fmt: skip
+    outbox.extend(events.occupancy_changed(row, previous_status, cause, now))
+
+
+def _flush(session: Session, samples: list[dict[str, Any]], outbox: list[dict[str, Any]]) -> None:
+    if samples:
+        session.execute(insert(OccupancySample), samples)
+    if outbox:
+        session.execute(insert(ParkingOutbox), outbox)
+
+
+# --- writes --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateFacility:
+    identity: Identity
+    facility_id: str
+    facility: pb.Facility
+    now: datetime
+
+
+def create_facilities(session: Session, items: Sequence[CreateFacility]) -> list[Any]:
+    results: list[Any] = []
+    existing = _load(session, {i.facility_id for i in items})
+    outbox: list[dict[str, Any]] = []
+    for item in items:
+        if item.facility_id in existing:
+            results.append(AlreadyExists(f"facility {item.facility_id!r} already exists"))
+            continue
+        row = Facility(
+            id=item.facility_id,
+            **facility_fields(item.facility),
+            version=1,
+            create_time=item.now,
+            update_time=item.now,
+            status=pb.OCCUPANCY_STATUS_UNKNOWN,
+        )
+        row.status = _derive(row)
+        session.add(row)
+        existing[row.id] = row
+        outbox.append(events.facility_changed(row, True, [], item.now))
+        results.append(facility_to_proto(row))
+    _flush(session, [], outbox)
+    return results
+
+
+@dataclass(frozen=True)
+class UpdateFacility:
+    identity: Identity
+    facility_id: str
+    patch: pb.Facility
+    paths: tuple[str, ...]
+    now: datetime
+
+
+def update_facilities(session: Session, items: Sequence[UpdateFacility]) -> list[Any]:
+    rows = _load(session, {i.facility_id for i in items})
+    results: list[Any] = []
+    samples: list[dict[str, Any]] = []
+    outbox: list[dict[str, Any]] = []
+    for item in items:
+        try:
+            row = rows.get(item.facility_id)
+            if row is None:
+                raise NotFound(f"facility {item.facility_id!r} not found")
+            logic.authorize_write(item.identity, row.id, row.operator_id)
+            if "operator_id" in item.paths and item.identity.role is Role.OPERATOR:
+                raise PermissionDenied("an operator may not hand its facility to another operator")
+            merged = facility_to_proto(row)
+            field_mask_pb2.FieldMask(paths=item.paths).MergeMessage(
+                item.patch, merged, replace_message_field=True, replace_repeated_field=True
+            )
+            logic.apply_defaults(merged)
+            logic.validate_facility(merged)
+        except ServiceError as err:
+            results.append(err)
+            continue
+        previous_status = row.status
+        for column, value in facility_fields(merged).items():
+            setattr(row, column, value)
+        row.status = _derive(row)
+        row.version += 1
+        row.update_time = item.now
+        outbox.append(events.facility_changed(row, False, sorted(item.paths), item.now))
+        if row.status != previous_status or "capacity" in item.paths:
+            cause = events_pb2.OCCUPANCY_CHANGE_CAUSE_FACILITY_UPDATE
+            _record_change(row, previous_status, cause, item.now, item.now, samples, outbox)
+        results.append(facility_to_proto(row))
+    _flush(session, samples, outbox)
+    return results
+
+
+@dataclass(frozen=True)
+class ReportOccupancy:
+    identity: Identity
+    facility_id: str
+    request: pb.ReportOccupancyRequest
+    source_time: datetime
+    now: datetime
+
+
+def report_occupancies(session: Session, items: Sequence[ReportOccupancy]) -> list[Any]:
+    rows = _load(session, {i.facility_id for i in items})
+    results: list[Any] = []
+    samples: list[dict[str, Any]] = []
+    outbox: list[dict[str, Any]] = []
+    for item in items:
+        try:
+            row = rows.get(item.facility_id)
+            if row is None:
+                raise NotFound(f"facility {item.facility_id!r} not found")
+            logic.authorize_write(item.identity, row.id, row.operator_id)
+            occupied = logic.reported_occupied(item.request, row.capacity)
+            outcome, detail = logic.order_report(
+                sequence=item.request.sequence,
+                occupied=occupied,
+                source_time=item.source_time,
+                last_sequence=row.sequence,
+                last_reported=row.reported_occupied,
+                last_report_time=row.report_time,
+            )
+        except ServiceError as err:
+            results.append(err)
+            continue
+        if outcome is logic.ReportOutcome.ACCEPTED:
+            previous_status = row.status
+            row.occupied = row.reported_occupied = occupied
+            row.sequence = item.request.sequence
+            row.report_time = item.source_time
+            row.status = _derive(row)
+            cause = events_pb2.OCCUPANCY_CHANGE_CAUSE_COUNT_REPORT
+            _record_change(row, previous_status, cause, item.now, item.source_time, samples, outbox)
+        results.append(
+            pb.ReportOccupancyResponse(outcome=outcome.value, occupancy=occupancy_to_proto(row), detail=detail)
+        )
+    _flush(session, samples, outbox)
+    return results
+
+
+@dataclass(frozen=True)
+class GateBatchItem:
+    identity: Identity
+    facility_id: str
+    batch_id: str
+    entries: int
+    exits: int
+    latest: datetime
+    now: datetime
+
+
+@dataclass(frozen=True)
+class GateBatchResult:
+    duplicate: bool
+    occupancy: pb.Occupancy
+
+
+def record_gate_batches(session: Session, items: Sequence[GateBatchItem]) -> list[Any]:
+    rows = _load(session, {i.facility_id for i in items})
+    seen = {
+        (b.facility_id, b.batch_id)
+        for b in session.execute(
+            select(GateBatch).where(GateBatch.batch_id.in_({i.batch_id for i in items}))  # type: ignore[attr-defined]
+        ).scalars()
+    }
+    results: list[Any] = []
+    samples: list[dict[str, Any]] = []
+    outbox: list[dict[str, Any]] = []
+    batches: list[dict[str, Any]] = []
+    for item in items:
+        row = rows.get(item.facility_id)
+        try:
+            if row is None:
+                raise NotFound(f"facility {item.facility_id!r} not found")
+            logic.authorize_write(item.identity, row.id, row.operator_id)
+        except ServiceError as err:
+            results.append(err)
+            continue
+        key = (item.facility_id, item.batch_id)
+        if key in seen:
+            results.append(GateBatchResult(True, occupancy_to_proto(row)))
+            continue
+        seen.add(key)
+        previous_status = row.status
+        row.occupied = logic.apply_gate_counts(row.occupied, item.entries, item.exits)
+        row.status = _derive(row)
+        source_time = max(item.latest, row.source_time) if row.source_time else item.latest
+        cause = events_pb2.OCCUPANCY_CHANGE_CAUSE_GATE_EVENTS
+        _record_change(row, previous_status, cause, item.now, source_time, samples, outbox)
+        batches.append(
+            {"facility_id": row.id, "batch_id": item.batch_id, "entries": item.entries,
+             "exits": item.exits, "recorded_time": item.now}
+        )  # fmt: skip
+        results.append(GateBatchResult(False, occupancy_to_proto(row)))
+    if batches:
+        session.execute(insert(GateBatch), batches)
+    _flush(session, samples, outbox)
+    return results
+
+
+# --- reads ---------------------------------------------------------------------------------------
+
+
+def get_facility(engine: Engine, facility_id: str) -> Facility:
+    with Session(engine) as session:
+        row = session.get(Facility, facility_id)
+        if row is None:
+            raise NotFound(f"facility {facility_id!r} not found")
+        return row
+
+
+@dataclass(frozen=True)
+class FacilityFilter:
+    operator_id: str = ""
+    kinds: tuple[int, ...] = ()
+    area: tuple[float, float, float, float] | None = None  # south, west, north, east
+
+
+def _filtered(query: Any, f: FacilityFilter) -> Any:
+    if f.operator_id:
+        query = query.where(Facility.operator_id == f.operator_id)
+    if f.kinds:
+        query = query.where(Facility.kind.in_(f.kinds))  # type: ignore[attr-defined]
+    if f.area:
+        south, west, north, east = f.area
+        query = query.where(
+            Facility.latitude.between(south, north),  # type: ignore[union-attr]
+            Facility.longitude.between(west, east),  # type: ignore[union-attr]
+        )
+    return query
+
+
+def list_facilities(engine: Engine, f: FacilityFilter, after_id: str, limit: int) -> list[Facility]:
+    with Session(engine) as session:
+        query = _filtered(select(Facility), f).where(Facility.id > after_id).order_by(Facility.id).limit(limit)
+        return list(session.execute(query).scalars())
+
+
+def all_facilities(engine: Engine, f: FacilityFilter, ids: set[str] | None = None) -> list[Facility]:
+    with Session(engine) as session:
+        query = _filtered(select(Facility), f)
+        if ids is not None:
+            query = query.where(Facility.id.in_(ids))  # type: ignore[attr-defined]
+        return list(session.execute(query.order_by(Facility.id)).scalars())
+
+
+def history(engine: Engine, facility_id: str, start: datetime, end: datetime, max_rows: int) -> tuple[
+    Facility, int | None, list[tuple[datetime, int]]
+]:  # fmt: skip
+    """The facility, the count in force at `start`, and the changes in [start, end)."""
+    with Session(engine) as session:
+        row = session.get(Facility, facility_id)
+        if row is None:
+            raise NotFound(f"facility {facility_id!r} not found")
+        s = OccupancySample
+        prior = session.execute(
+            select(s.occupied)
+            .where(s.facility_id == facility_id, s.source_time < start)
+            .order_by(s.source_time.desc(), s.id.desc())  # type: ignore[attr-defined, union-attr]
+            .limit(1)
+        ).scalar_one_or_none()
+        samples = session.execute(
+            select(s.source_time, s.occupied)
+            .where(s.facility_id == facility_id, s.source_time >= start, s.source_time < end)
+            .order_by(s.source_time, s.id)  # type: ignore[arg-type]
+            .limit(max_rows + 1)
+        ).all()
+        if len(samples) > max_rows:
+            raise InvalidArgument(f"more than {max_rows} changes in the range; ask for a shorter range")
+        return row, prior, [(t, o) for t, o in samples]

@@ -1,0 +1,140 @@
+"""`almere up`: the whole system on one machine: nats-server, database migrations and every service
+as its own process (as on Kubernetes), with development tokens for each role."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.auth import issue_token
+from services.common.config import DEFAULT_PORTS, Settings
+from services.common.natsd import NatsServer, port_is_free, start_nats
+
+SERVICES = ["parking"]
+# Development callers issued by `almere up` when no tokens file is configured.
+DEV_CALLERS = {
+    "engineer": "engineer",
+    "operator": "operator:demo-operator",
+    "police": "police",
+    "optimizer": "optimizer",
+    "sim": "sim",
+}
+
+
+def free_port(host: str, preferred: int) -> int:
+    if port_is_free(host, preferred):
+        return preferred
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_serving(address: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{address} did not report SERVING within {timeout:.0f} s")
+            time.sleep(0.1)
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    services: list[str] = field(default_factory=lambda: list(SERVICES))
+    nats: NatsServer | None = None
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    endpoints: dict[str, str] = field(default_factory=dict)
+    credentials: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir.resolve()
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, ALMERE_DATA_DIR=str(self.data_dir))
+        if "ALMERE_NATS_URL" in os.environ:
+            nats_url = os.environ["ALMERE_NATS_URL"]
+        else:
+            port = 4222 if port_is_free(self.settings.bind_host, 4222) else None
+            self.nats = start_nats(self.data_dir / "nats", port, self.settings.bind_host)
+            nats_url = self.nats.url
+        env["ALMERE_NATS_URL"] = nats_url
+        if not (self.settings.tokens_file or self.settings.tokens):
+            env["ALMERE_TOKENS_FILE"] = str(self._issue_dev_tokens())
+        try:
+            for name in self.services:
+                port = free_port(self.settings.bind_host, DEFAULT_PORTS[name])
+                address = f"{self.settings.bind_host}:{port}"
+                log = (self.data_dir / f"{name}.log").open("ab")
+                self.processes[name] = subprocess.Popen(
+                    [sys.executable, "-m", "services.cli", "serve", name],
+                    env=dict(env, ALMERE_PORT=str(port)),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+                log.close()
+                self.endpoints[name] = address
+            for name, address in self.endpoints.items():
+                wait_serving(address)
+        except BaseException:
+            self.stop()
+            raise
+        self.endpoints["nats"] = nats_url
+        (self.data_dir / "endpoints.json").write_text(json.dumps(self.endpoints, indent=2))
+
+    def _issue_dev_tokens(self) -> Path:
+        path = self.data_dir / "tokens.json"
+        path.unlink(missing_ok=True)
+        self.credentials = {caller: issue_token(path, caller, role) for caller, role in DEV_CALLERS.items()}
+        creds = self.data_dir / "credentials.json"
+        fd = os.open(creds, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({c: {"role": DEV_CALLERS[c], "token": t} for c, t in self.credentials.items()}, f, indent=2)
+        return path
+
+    def check_alive(self) -> str | None:
+        """Name of a service process that died, if any."""
+        return next((n for n, p in self.processes.items() if p.poll() is not None), None)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(self.settings.grace_seconds + 10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+        if self.nats:
+            self.nats.stop()
+            self.nats = None
+
+    def describe(self) -> str:
+        lines = ["almere-traffic is up", ""]
+        lines += [f"  {name:<10} {address}" for name, address in self.endpoints.items()]
+        if self.credentials:
+            lines += ["", "development tokens (also in credentials.json; send as 'authorization: Bearer <token>'):"]
+            lines += [f"  {DEV_CALLERS[c]:<24} {t}" for c, t in self.credentials.items()]
+        lines += ["", f"data, logs and endpoints.json in {self.data_dir}", "Ctrl-C stops everything."]
+        return "\n".join(lines)
