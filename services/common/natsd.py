@@ -21,6 +21,8 @@ def nats_server_binary() -> Path:
 
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket() as s:
+        # Like the servers themselves, ignore sockets lingering in TIME_WAIT.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -1,0 +1,94 @@
+"""Test clients: a ParkingService stub that calls as a given test caller, and a JetStream reader."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+import nats
+from almere.parking.v1 import events_pb2
+from almere.parking.v1 import parking_pb2 as pb
+from almere.parking.v1 import parking_pb2_grpc
+from almere.type.v1 import geo_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+
+CENTRE = (52.3731, 5.2194)
+
+
+def ts(when: datetime | None = None) -> Timestamp:
+    out = Timestamp()
+    out.FromDatetime(when or datetime.now(UTC))
+    return out
+
+
+def facility(capacity: int = 100, operator: str = "op-a", lat: float = CENTRE[0], lng: float = CENTRE[1],
+             **extra: Any) -> pb.Facility:  # fmt: skip
+    fields: dict[str, Any] = {"display_name": "Test garage", "kind": pb.FACILITY_KIND_GARAGE, **extra}
+    return pb.Facility(
+        operator_id=operator, capacity=capacity, location=geo_pb2.LatLng(latitude=lat, longitude=lng), **fields
+    )
+
+
+class Parking:
+    """ParkingService stub whose calls carry a caller's token: `await client.as_("operator").GetFacility(...)`."""
+
+    def __init__(self, channel: grpc.aio.Channel, tokens: dict[str, str]) -> None:
+        self.stub = parking_pb2_grpc.ParkingServiceStub(channel)
+        self.tokens = tokens
+
+    def as_(self, caller: str) -> _As:
+        return _As(self.stub, (("authorization", f"Bearer {self.tokens[caller]}"),))
+
+    async def create(self, facility_id: str, caller: str = "engineer", **kw: Any) -> pb.Facility:
+        reply = await self.as_(caller).CreateFacility(
+            pb.CreateFacilityRequest(facility_id=facility_id, facility=facility(**kw))
+        )
+        return reply.facility
+
+    async def report(self, facility_id: str, occupied: int, sequence: int, caller: str = "operator",
+                     when: datetime | None = None) -> pb.ReportOccupancyResponse:  # fmt: skip
+        return await self.as_(caller).ReportOccupancy(
+            pb.ReportOccupancyRequest(
+                facility=f"facilities/{facility_id}", occupied_spaces=occupied, source_time=ts(when),
+                sequence=sequence,
+            )  # fmt: skip
+        )
+
+
+class _As:
+    def __init__(self, stub: parking_pb2_grpc.ParkingServiceStub, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._stub = stub
+        self._metadata = metadata
+
+    def __getattr__(self, method: str) -> Any:
+        rpc = getattr(self._stub, method)
+        return lambda request, **kw: rpc(request, metadata=self._metadata, **kw)
+
+
+DECODERS = {
+    "occupancy_changed": events_pb2.OccupancyChangedEvent,
+    "status_changed": events_pb2.StatusChangedEvent,
+    "facility_created": events_pb2.FacilityChangedEvent,
+    "facility_updated": events_pb2.FacilityChangedEvent,
+}
+
+
+async def read_stream(nats_url: str, subject: str = "almere.parking.v1.>", durable: str = "test-reader",
+                      idle: float = 0.5) -> list[tuple[str, Any]]:  # fmt: skip
+    """Every message on `subject` through a durable pull consumer, as (subject, decoded event)."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        sub = await js.pull_subscribe(subject, durable=durable, stream="PARKING")
+        out: list[tuple[str, Any]] = []
+        while True:
+            try:
+                batch = await sub.fetch(500, timeout=idle)
+            except nats.errors.TimeoutError:
+                return out
+            for msg in batch:
+                out.append((msg.subject, DECODERS[msg.subject.split(".")[3]].FromString(msg.data)))
+                await msg.ack()
+    finally:
+        await nc.close()
