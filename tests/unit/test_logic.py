@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -13,17 +14,14 @@ from hypothesis import strategies as st
 
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.parking import logic
-from services.parking.logic import Candidate, ReportOutcome, Thresholds
+from services.parking.logic import Bucket, Candidate, ReportOutcome, Thresholds
 
-AMS = ZoneInfo("Europe/Amsterdam")
+AMS = "Europe/Amsterdam"
 DEFAULT = Thresholds(0.90, 1.0, 0.03)
-SPACES = pb.OCCUPANCY_STATUS_SPACES_AVAILABLE
-ALMOST = pb.OCCUPANCY_STATUS_ALMOST_FULL
-FULL = pb.OCCUPANCY_STATUS_FULL
+SPACES, ALMOST = pb.OCCUPANCY_STATUS_SPACES_AVAILABLE, pb.OCCUPANCY_STATUS_ALMOST_FULL
+FULL, CLOSED, UNKNOWN = pb.OCCUPANCY_STATUS_FULL, pb.OCCUPANCY_STATUS_CLOSED, pb.OCCUPANCY_STATUS_UNKNOWN
+ENTRY, EXIT = pb.GATE_DIRECTION_ENTRY, pb.GATE_DIRECTION_EXIT
 NOW = datetime(2025, 6, 2, 12, 0, tzinfo=UTC)
-
-
-# --- names ----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("value", ["a", "garage-a", "p1", "a" * 63, "park-and-ride-2"])
@@ -39,180 +37,139 @@ def test_validate_id_rejects_malformed_ids(value: str) -> None:
     assert "lowercase letters, digits and hyphens" in err.value.message
 
 
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", r"^facility is required \(facilities/\{facility\}\)$"),
+        ("garages/a", r"^facility 'garages/a' must look like facilities/\{facility\}$"),
+        ("facilities/Bad_Id", r"^facility id 'Bad_Id' is malformed"),
+        ("facilities/", r"^facility id '' is malformed"),
+    ],
+)
+def test_facility_id_from_name_rejects(name: str, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        logic.facility_id_from_name(name, "facility")
+
+
 def test_facility_id_from_name_strips_prefix() -> None:
     assert logic.facility_id_from_name("facilities/garage-a") == "garage-a"
 
 
-def test_facility_id_from_name_requires_a_name() -> None:
-    with pytest.raises(InvalidArgument, match=r"^facility is required \(facilities/\{facility\}\)$"):
-        logic.facility_id_from_name("", "facility")
-
-
-def test_facility_id_from_name_requires_prefix() -> None:
-    with pytest.raises(InvalidArgument, match=r"name 'garages/a' must look like facilities/\{facility\}"):
-        logic.facility_id_from_name("garages/a")
-
-
-def test_facility_id_from_name_validates_the_id() -> None:
-    with pytest.raises(InvalidArgument, match=r"^name id 'Bad_Id' is malformed"):
-        logic.facility_id_from_name("facilities/Bad_Id")
-
-
-# --- status ---------------------------------------------------------------------------------------
-
-
-def test_derive_status_closed_wins_over_count() -> None:
-    assert logic.derive_status(SPACES, 10, 100, DEFAULT, closed=True) == pb.OCCUPANCY_STATUS_CLOSED
-    assert logic.derive_status(FULL, None, 100, DEFAULT, closed=True) == pb.OCCUPANCY_STATUS_CLOSED
-
-
-def test_derive_status_unknown_without_count() -> None:
-    assert logic.derive_status(FULL, None, 100, DEFAULT, closed=False) == pb.OCCUPANCY_STATUS_UNKNOWN
-
-
-@pytest.mark.parametrize(
-    ("occupied", "expected"),
-    [(0, SPACES), (89, SPACES), (90, ALMOST), (99, ALMOST), (100, FULL), (120, FULL)],
-)
-def test_derive_status_from_spaces_available(occupied: int, expected: int) -> None:
-    assert logic.derive_status(SPACES, occupied, 100, DEFAULT, closed=False) == expected
+def test_derive_status_closed_and_unknown() -> None:
+    assert logic.derive_status(SPACES, 10, 100, DEFAULT, closed=True) == CLOSED
+    assert logic.derive_status(FULL, None, 100, DEFAULT, closed=True) == CLOSED
+    assert logic.derive_status(FULL, None, 100, DEFAULT, closed=False) == UNKNOWN
 
 
 @pytest.mark.parametrize(
     ("previous", "occupied", "expected"),
     [
+        *[(SPACES, 0, SPACES), (SPACES, 89, SPACES), (SPACES, 90, ALMOST), (SPACES, 99, ALMOST)],
+        *[(SPACES, 100, FULL), (SPACES, 120, FULL), (UNKNOWN, 98, ALMOST), (CLOSED, 98, ALMOST)],
         (FULL, 98, FULL),  # within 3 % below full: stays full
         (FULL, 96, ALMOST),  # below full - hysteresis
-        (FULL, 88, ALMOST),  # still within the almost-full hysteresis band
+        (FULL, 88, ALMOST),  # still within the almost-full band
         (FULL, 86, SPACES),
-        (ALMOST, 98, ALMOST),  # does not jump to full before reaching it
+        (ALMOST, 98, ALMOST),  # the band holds a status, it never raises one
         (ALMOST, 88, ALMOST),  # within 3 % below almost_full: stays almost full
         (ALMOST, 86, SPACES),
-        (SPACES, 88, SPACES),  # the band only holds a status, it does not raise one
-        (pb.OCCUPANCY_STATUS_UNKNOWN, 98, ALMOST),
-        (pb.OCCUPANCY_STATUS_CLOSED, 98, ALMOST),
+        (SPACES, 88, SPACES),
     ],
 )
-def test_derive_status_hysteresis(previous: int, occupied: int, expected: int) -> None:
+def test_derive_status_thresholds_and_hysteresis(previous: int, occupied: int, expected: int) -> None:
     assert logic.derive_status(previous, occupied, 100, DEFAULT, closed=False) == expected
-
-
-SEPARATED_THRESHOLDS = [Thresholds(0.90, 1.0, 0.03), Thresholds(0.80, 0.95, 0.05), Thresholds(0.85, 1.0, 0.02)]
 
 
 @st.composite
 def oscillation(draw: st.DrawFn) -> tuple[Thresholds, int, list[int]]:
     """Counts within a band narrower than the hysteresis that straddles one threshold."""
-    thresholds = draw(st.sampled_from(SEPARATED_THRESHOLDS))
+    separated = [Thresholds(0.90, 1.0, 0.03), Thresholds(0.80, 0.95, 0.05), Thresholds(0.85, 1.0, 0.02)]
+    thresholds = draw(st.sampled_from(separated))
     capacity = draw(st.integers(200, 5000))
     threshold = draw(st.sampled_from([thresholds.almost_full, thresholds.full]))
     width = int(thresholds.hysteresis * capacity) - 1
-    centre = round(threshold * capacity)
-    lo = centre - draw(st.integers(0, width))
-    counts = draw(st.lists(st.integers(lo, lo + width), min_size=1, max_size=60))
-    return thresholds, capacity, counts
+    lo = round(threshold * capacity) - draw(st.integers(0, width))
+    return thresholds, capacity, draw(st.lists(st.integers(lo, lo + width), min_size=1, max_size=60))
 
 
 @given(oscillation())
 def test_derive_status_does_not_flicker(case: tuple[Thresholds, int, list[int]]) -> None:
     thresholds, capacity, counts = case
-    status = pb.OCCUPANCY_STATUS_UNKNOWN
-    seen = []
+    status, seen = UNKNOWN, []
     for occupied in counts:
         status = logic.derive_status(status, occupied, capacity, thresholds, closed=False)
         seen.append(status)
-    changes = sum(1 for a, b in zip(seen, seen[1:], strict=False) if a != b)
-    assert changes <= 1, seen
+    assert sum(1 for a, b in itertools.pairwise(seen) if a != b) <= 1, seen
 
 
-# --- count reports --------------------------------------------------------------------------------
+def _report(**count: int) -> pb.ReportOccupancyRequest:
+    return pb.ReportOccupancyRequest(facility="facilities/g", **count)
 
 
-def test_reported_occupied_from_occupied_and_free_spaces() -> None:
-    assert logic.reported_occupied(pb.ReportOccupancyRequest(occupied_spaces=42), 100) == 42
-    assert logic.reported_occupied(pb.ReportOccupancyRequest(free_spaces=30), 100) == 70
-    assert logic.reported_occupied(pb.ReportOccupancyRequest(free_spaces=0), 100) == 100
-    assert logic.reported_occupied(pb.ReportOccupancyRequest(occupied_spaces=0), 100) == 0
+@pytest.mark.parametrize(
+    ("count", "capacity", "expected"),
+    [
+        ({"occupied_spaces": 42}, 100, 42),
+        ({"occupied_spaces": 0}, 100, 0),
+        ({"free_spaces": 30}, 100, 70),
+        ({"free_spaces": 0}, 100, 100),
+        ({"occupied_spaces": 125}, 100, 125),  # a little over capacity: at most capacity // 4 more
+        ({"occupied_spaces": 30}, 20, 30),  # ... and always at least 10 more
+    ],
+)
+def test_reported_occupied(count: dict[str, int], capacity: int, expected: int) -> None:
+    assert logic.reported_occupied(_report(**count), capacity) == expected
 
 
-def test_reported_occupied_requires_a_count() -> None:
-    with pytest.raises(InvalidArgument, match="occupied_spaces or free_spaces is required"):
-        logic.reported_occupied(pb.ReportOccupancyRequest(), 100)
-
-
-@pytest.mark.parametrize("free", [-1, 101])
-def test_reported_occupied_rejects_free_spaces_out_of_range(free: int) -> None:
-    with pytest.raises(InvalidArgument, match=f"free_spaces must be between 0 and capacity 100, got {free}"):
-        logic.reported_occupied(pb.ReportOccupancyRequest(free_spaces=free), 100)
-
-
-def test_reported_occupied_rejects_negative() -> None:
-    with pytest.raises(InvalidArgument, match="must not be negative, got -1"):
-        logic.reported_occupied(pb.ReportOccupancyRequest(occupied_spaces=-1), 100)
-
-
-def test_reported_occupied_allows_small_overshoot_but_not_far_above_capacity() -> None:
-    # capacity 100 -> limit 125; capacity 20 -> limit 30 (at least 10 over)
-    assert logic.reported_occupied(pb.ReportOccupancyRequest(occupied_spaces=125), 100) == 125
-    assert logic.reported_occupied(pb.ReportOccupancyRequest(occupied_spaces=30), 20) == 30
-    with pytest.raises(InvalidArgument, match=r"126 is far above capacity 100 \(at most 125 accepted\)"):
-        logic.reported_occupied(pb.ReportOccupancyRequest(occupied_spaces=126), 100)
-    with pytest.raises(InvalidArgument, match="at most 30 accepted"):
-        logic.reported_occupied(pb.ReportOccupancyRequest(occupied_spaces=31), 20)
+@pytest.mark.parametrize(
+    ("count", "capacity", "message"),
+    [
+        ({}, 100, "occupied_spaces or free_spaces is required"),
+        ({"free_spaces": -1}, 100, "free_spaces must be between 0 and capacity 100, got -1"),
+        ({"free_spaces": 101}, 100, "free_spaces must be between 0 and capacity 100, got 101"),
+        ({"occupied_spaces": -1}, 100, "occupied_spaces must not be negative, got -1"),
+        ({"occupied_spaces": 126}, 100, r"126 is far above capacity 100 \(at most 125 accepted\)"),
+        ({"occupied_spaces": 31}, 20, r"31 is far above capacity 20 \(at most 30 accepted\)"),
+    ],
+)
+def test_reported_occupied_rejects(count: dict[str, int], capacity: int, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        logic.reported_occupied(_report(**count), capacity)
 
 
 def _order(sequence: int, occupied: int, source_time: datetime) -> tuple[ReportOutcome, str]:
     return logic.order_report(
-        sequence=sequence,
-        occupied=occupied,
-        source_time=source_time,
-        last_sequence=5,
-        last_reported=40,
-        last_report_time=NOW,
-    )
+        sequence=sequence, occupied=occupied, source_time=source_time,
+        last_sequence=5, last_reported=40, last_report_time=NOW,
+    )  # fmt: skip
 
 
-def test_order_report_first_report_is_accepted() -> None:
-    outcome = logic.order_report(
+def test_order_report_accepts_first_and_newer_reports() -> None:
+    first = logic.order_report(
         sequence=1, occupied=3, source_time=NOW, last_sequence=0, last_reported=None, last_report_time=None
     )
-    assert outcome == (ReportOutcome.ACCEPTED, "")
-
-
-def test_order_report_newer_sequence_is_accepted() -> None:
+    assert first == (ReportOutcome.ACCEPTED, "")
     assert _order(6, 41, NOW + timedelta(seconds=1)) == (ReportOutcome.ACCEPTED, "")
     assert _order(9, 10, NOW) == (ReportOutcome.ACCEPTED, "")  # same source time is not older
 
 
-def test_order_report_same_sequence_same_count_is_duplicate() -> None:
-    outcome, detail = _order(5, 40, NOW - timedelta(hours=1))
-    assert outcome is ReportOutcome.DUPLICATE
-    assert detail == "sequence 5 was already accepted"
-
-
-def test_order_report_same_sequence_different_count_fails() -> None:
-    with pytest.raises(FailedPrecondition, match="sequence 5 was already accepted with occupied_spaces 40, not 41"):
+def test_order_report_duplicate_and_conflict() -> None:
+    duplicate = _order(5, 40, NOW - timedelta(hours=1))
+    assert duplicate == (ReportOutcome.DUPLICATE, "sequence 5 was already accepted")
+    with pytest.raises(FailedPrecondition, match=r"accepted with occupied_spaces 40, not 41$"):
         _order(5, 41, NOW)
 
 
-def test_order_report_lower_sequence_is_stale() -> None:
-    outcome, detail = _order(4, 40, NOW + timedelta(minutes=1))
-    assert outcome is ReportOutcome.STALE
-    assert detail == "sequence 4 is older than the last accepted 5"
-
-
-def test_order_report_newer_sequence_but_older_source_time_is_stale() -> None:
+def test_order_report_stale() -> None:
+    by_sequence = _order(4, 40, NOW + timedelta(minutes=1))
+    assert by_sequence == (ReportOutcome.STALE, "sequence 4 is older than the last accepted 5")
     outcome, detail = _order(6, 41, NOW - timedelta(seconds=1))
     assert outcome is ReportOutcome.STALE
-    assert "before the last accepted count" in detail
-    assert NOW.isoformat() in detail
+    assert detail.endswith(f"before the last accepted count ({NOW.isoformat()})")
 
 
-# --- gate events ----------------------------------------------------------------------------------
-
-
-def _event(direction: int, when: datetime | None = NOW) -> pb.GateEvent:
-    event = pb.GateEvent(direction=direction)  # type: ignore[arg-type]
+def _event(direction: pb.GateDirection.ValueType, when: datetime | None = NOW) -> pb.GateEvent:
+    event = pb.GateEvent(direction=direction, gate_id="lane-1")
     if when is not None:
         ts = Timestamp()
         ts.FromDatetime(when)
@@ -224,58 +181,186 @@ def _batch(*events: pb.GateEvent, batch_id: str = "b1") -> pb.RecordGateEventsRe
     return pb.RecordGateEventsRequest(facility="facilities/g", batch_id=batch_id, events=events)
 
 
-ENTRY, EXIT = pb.GATE_DIRECTION_ENTRY, pb.GATE_DIRECTION_EXIT
-
-
 def test_validate_gate_batch_counts_entries_and_exits() -> None:
-    early = NOW - timedelta(minutes=5)
-    late = NOW - timedelta(minutes=1)
+    early, late = NOW - timedelta(minutes=5), NOW - timedelta(minutes=1)
     batch = _batch(_event(ENTRY, early), _event(ENTRY, late), _event(EXIT, early), _event(ENTRY, early))
-    entries, exits, latest = logic.validate_gate_batch(batch, NOW)
-    assert (entries, exits) == (3, 1)
-    assert latest == late
+    assert logic.validate_gate_batch(batch, NOW) == (3, 1, late)
 
 
-def test_validate_gate_batch_requires_batch_id() -> None:
-    with pytest.raises(InvalidArgument, match="batch_id is required"):
-        logic.validate_gate_batch(_batch(_event(ENTRY), batch_id=""), NOW)
-    with pytest.raises(InvalidArgument, match="batch_id is required"):
-        logic.validate_gate_batch(_batch(_event(ENTRY), batch_id="x" * 65), NOW)
-
-
-def test_validate_gate_batch_rejects_empty_batch() -> None:
-    with pytest.raises(InvalidArgument, match="batch 'b1' is empty"):
-        logic.validate_gate_batch(_batch(), NOW)
+def test_validate_gate_batch_allows_clock_skew_up_to_a_minute() -> None:
+    within_skew = NOW + timedelta(seconds=59)
+    assert logic.validate_gate_batch(_batch(_event(EXIT, within_skew)), NOW) == (0, 1, within_skew)
 
 
 def test_validate_gate_batch_size_limit() -> None:
     event = _event(EXIT)
     assert logic.validate_gate_batch(_batch(*[event] * 10_000), NOW)[:2] == (0, 10_000)
-    with pytest.raises(InvalidArgument, match="has 10001 events; at most 10000"):
+    with pytest.raises(InvalidArgument, match="batch 'b1' has 10001 events; at most 10000"):
         logic.validate_gate_batch(_batch(*[event] * 10_001), NOW)
 
 
-def test_validate_gate_batch_rejects_unspecified_direction() -> None:
-    batch = _batch(_event(ENTRY), _event(pb.GATE_DIRECTION_UNSPECIFIED))
-    with pytest.raises(InvalidArgument, match="event 1: direction must be ENTRY or EXIT"):
+@pytest.mark.parametrize(
+    ("batch", "message"),
+    [
+        (_batch(_event(ENTRY), batch_id=""), "batch_id is required"),
+        (_batch(_event(ENTRY), batch_id="x" * 65), "batch_id is required"),
+        (_batch(), "batch 'b1' is empty"),
+        (
+            _batch(_event(ENTRY), _event(pb.GATE_DIRECTION_UNSPECIFIED)),
+            "batch 'b1' event 1: direction must be ENTRY or EXIT",
+        ),
+        (_batch(_event(ENTRY, None)), "batch 'b1' event 0: event_time is required"),
+        (
+            _batch(_event(ENTRY), _event(EXIT, NOW + timedelta(seconds=61))),
+            r"batch 'b1' event_time 2025-06-02T12:01:01\+00:00 is in the future",
+        ),
+    ],
+)
+def test_validate_gate_batch_rejects(batch: pb.RecordGateEventsRequest, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
         logic.validate_gate_batch(batch, NOW)
 
 
-def test_validate_gate_batch_requires_event_time() -> None:
-    with pytest.raises(InvalidArgument, match="event 0: event_time is required"):
-        logic.validate_gate_batch(_batch(_event(ENTRY, None)), NOW)
+@pytest.mark.parametrize(
+    ("occupied", "entries", "exits", "want"),
+    [(10, 3, 1, 12), (None, 2, 0, 2), (2, 0, 5, 0), (None, 0, 4, 0), (0, 0, 0, 0)],
+)
+def test_apply_gate_counts_never_negative(occupied: int | None, entries: int, exits: int, want: int) -> None:
+    assert logic.apply_gate_counts(occupied, entries, exits) == want
 
 
-def test_validate_gate_batch_future_event_time() -> None:
-    within_skew = NOW + timedelta(seconds=59)
-    assert logic.validate_gate_batch(_batch(_event(ENTRY, within_skew)), NOW) == (1, 0, within_skew)
-    with pytest.raises(InvalidArgument, match="is in the future"):
-        logic.validate_gate_batch(_batch(_event(ENTRY), _event(EXIT, NOW + timedelta(seconds=61))), NOW)
+def _local(day: int, hour: int, minute: int = 0, month: int = 6) -> datetime:
+    """A 2025 wall-clock time in Amsterdam, as UTC (is_open must convert it back)."""
+    return datetime(2025, month, day, hour, minute, tzinfo=ZoneInfo(AMS)).astimezone(UTC)
+
+
+MONDAY_DAY = [{"day_of_week": 1, "opens": "07:00", "closes": "19:00"}]
+FRIDAY_NIGHT = [{"day_of_week": 5, "opens": "22:00", "closes": "02:00"}]
+SUNDAY_NIGHT = [{"day_of_week": 7, "opens": "23:00", "closes": "01:00"}]
+
+
+def test_is_open_without_windows_is_always_open() -> None:
+    assert logic.is_open([], AMS, _local(8, 3))
 
 
 @pytest.mark.parametrize(
-    ("occupied", "entries", "exits", "expected"),
-    [(10, 3, 1, 12), (None, 2, 0, 2), (2, 0, 5, 0), (None, 0, 4, 0), (0, 0, 0, 0)],
+    ("windows", "when", "expected"),
+    [
+        (MONDAY_DAY, _local(2, 6, 59), False),  # 2 June 2025 is a Monday
+        (MONDAY_DAY, _local(2, 7), True),
+        (MONDAY_DAY, _local(2, 18, 59), True),
+        (MONDAY_DAY, _local(2, 19), False),
+        (MONDAY_DAY, _local(3, 12), False),  # Tuesday
+        # The same UTC clock is 07:30 local in summer (UTC+2) but 06:30 local in winter (UTC+1).
+        (MONDAY_DAY, datetime(2025, 6, 2, 5, 30, tzinfo=UTC), True),
+        (MONDAY_DAY, datetime(2025, 1, 6, 5, 30, tzinfo=UTC), False),
+        (MONDAY_DAY, datetime(2025, 1, 6, 17, 30, tzinfo=UTC), True),
+        (MONDAY_DAY, datetime(2025, 6, 2, 17, 30, tzinfo=UTC), False),
+        (FRIDAY_NIGHT, _local(6, 21, 59), False),
+        (FRIDAY_NIGHT, _local(6, 22), True),
+        (FRIDAY_NIGHT, _local(7, 1), True),  # Saturday 01:00
+        (FRIDAY_NIGHT, _local(7, 1, 59), True),
+        (FRIDAY_NIGHT, _local(7, 2), False),
+        (FRIDAY_NIGHT, _local(7, 3), False),  # Saturday 03:00
+        (FRIDAY_NIGHT, _local(8, 1), False),  # Sunday 01:00
+        (SUNDAY_NIGHT, _local(9, 0, 30), True),  # wraps around the end of the week into Monday
+        (SUNDAY_NIGHT, _local(9, 1, 30), False),
+        (MONDAY_DAY + FRIDAY_NIGHT, _local(7, 1), True),
+    ],
 )
-def test_apply_gate_counts_never_negative(occupied: int | None, entries: int, exits: int, expected: int) -> None:
-    assert logic.apply_gate_counts(occupied, entries, exits) == expected
+def test_is_open(windows: list[dict[str, object]], when: datetime, expected: bool) -> None:
+    assert logic.is_open(windows, AMS, when) is expected
+
+
+def test_is_open_on_the_spring_forward_night() -> None:
+    # Sunday 30 March 2025: 02:00 CET jumps to 03:00 CEST. Window Sunday 01:00-04:00 local.
+    windows = [{"day_of_week": 7, "opens": "01:00", "closes": "04:00"}]
+    assert logic.is_open(windows, AMS, datetime(2025, 3, 30, 0, 30, tzinfo=UTC))  # 01:30 CET
+    assert logic.is_open(windows, AMS, datetime(2025, 3, 30, 1, 30, tzinfo=UTC))  # 03:30 CEST
+    assert not logic.is_open(windows, AMS, datetime(2025, 3, 30, 2, 30, tzinfo=UTC))  # 04:30 CEST
+
+
+T0 = datetime(2025, 6, 2, 8, 0, tzinfo=UTC)
+TEN = timedelta(minutes=10)
+
+
+def _at(minutes: int) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def test_bucket_history_carries_prior_and_weights_by_time() -> None:
+    samples = [(_at(5), 20), (_at(12), 5), (_at(18), 8)]
+    first, second, third = logic.bucket_history(10, samples, T0, _at(30), TEN)
+    assert first == Bucket(T0, 10, 20, 15.0, 20, 1, True)
+    # 2 min at 20 (carried over), 6 min at 5, 2 min at 8
+    assert second == Bucket(_at(10), 5, 20, pytest.approx((2 * 20 + 6 * 5 + 2 * 8) / 10), 8, 2, True)
+    assert third == Bucket(_at(20), 8, 8, 8.0, 8, 0, True)
+
+
+def test_bucket_history_unknown_before_first_count() -> None:
+    buckets = logic.bucket_history(None, [(_at(15), 30)], T0, _at(30), TEN)
+    assert [b.known for b in buckets] == [False, True, True]
+    assert buckets[0] == Bucket(T0, 0, 0, 0.0, 0, 0, False)
+    assert buckets[1] == Bucket(_at(10), 30, 30, 30.0, 30, 1, True)
+
+
+def test_bucket_history_last_bucket_is_truncated_at_end() -> None:
+    buckets = logic.bucket_history(4, [(_at(12), 0)], T0, _at(14), TEN)
+    assert [b.start for b in buckets] == [T0, _at(10)]
+    assert buckets[1] == Bucket(_at(10), 0, 4, 2.0, 0, 1, True)  # 2 min at 4, 2 min at 0
+
+
+ALMERE_CENTRUM = (52.3753, 5.2179)
+
+
+def test_haversine_almere_to_amsterdam_centraal() -> None:
+    assert logic.haversine_m(*ALMERE_CENTRUM, 52.3791, 4.9003) == pytest.approx(21_600, rel=0.01)
+    assert logic.haversine_m(*ALMERE_CENTRUM, *ALMERE_CENTRUM) == 0.0
+
+
+def _candidate(
+    name: str, north: float, occ: int | None = 10, status: int = SPACES, op: bool = True
+) -> Candidate:
+    """A facility `north` metres north of the destination, capacity 100."""
+    lat = ALMERE_CENTRUM[0] + north / 111_195.0
+    return Candidate(name, lat, ALMERE_CENTRUM[1], 100, occ, status, op)
+
+
+def _rank(candidates: list[Candidate], limit: int = 10) -> list[str]:
+    return [c.facility_id for c, _, _ in logic.rank(candidates, *ALMERE_CENTRUM, 1500.0, limit)]
+
+
+def test_rank_excludes_unusable_facilities() -> None:
+    candidates = [
+        _candidate("ok", 300),
+        _candidate("full-status", 100, 50, FULL),
+        _candidate("closed", 100, 50, CLOSED),
+        _candidate("closed-at-arrival", 100, 50, op=False),
+        _candidate("no-room", 100, 100, ALMOST),
+        _candidate("too-far", 1600, 0),
+    ]
+    assert _rank(candidates) == ["ok"]
+
+
+def test_rank_prefers_nearer_and_reports_walk_and_score() -> None:
+    ranked = logic.rank([_candidate("far", 800), _candidate("near", 200)], *ALMERE_CENTRUM, 1500.0, 5)
+    assert [c.facility_id for c, _, _ in ranked] == ["near", "far"]
+    _, walk, score = ranked[0]
+    assert walk == pytest.approx(200, rel=0.01)
+    assert score == pytest.approx(walk + 1000 * 0.1**4)
+
+
+def test_rank_penalises_nearly_full() -> None:
+    candidates = [_candidate("nearly-full", 100, 95), _candidate("roomy", 400, 10)]
+    assert _rank(candidates) == ["roomy", "nearly-full"]
+
+
+def test_rank_respects_limit() -> None:
+    candidates = [_candidate(f"f{i}", 100 * i) for i in (3, 1, 5, 2, 4)]
+    assert _rank(candidates, limit=2) == ["f1", "f2"]
+    assert _rank(candidates, limit=0) == []
+
+
+def test_rank_unknown_occupancy_behind_equally_near_with_room() -> None:
+    unknown = _candidate("a-unknown", 300, None, UNKNOWN)
+    assert _rank([unknown, _candidate("b-known", 300, 50)]) == ["b-known", "a-unknown"]

@@ -1,0 +1,81 @@
+"""`almere up` as a user runs it: a subprocess that starts NATS and the services, then stops on Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from almere.parking.v1 import parking_pb2 as pb
+from almere.parking.v1 import parking_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.integration.helpers import facility, ts
+
+pytestmark = pytest.mark.e2e
+
+
+def wait_for(path: Path, process: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"almere up exited early: {process.communicate()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} not written within {timeout} s")
+        time.sleep(0.1)
+
+
+def test_up_serves_parking_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALMERE_")}
+    env["ALMERE_DATA_DIR"] = str(tmp_path / "data")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        wait_for(tmp_path / "data" / "endpoints.json", process)
+        endpoints = json.loads((tmp_path / "data" / "endpoints.json").read_text())
+        credentials = json.loads((tmp_path / "data" / "credentials.json").read_text())
+        assert (tmp_path / "data" / "credentials.json").stat().st_mode & 0o077 == 0
+        assert endpoints["nats"].startswith("nats://127.0.0.1:")
+        with grpc.insecure_channel(endpoints["parking"]) as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            stub = parking_pb2_grpc.ParkingServiceStub(channel)
+
+            def auth(caller: str) -> tuple[tuple[str, str]]:
+                return (("authorization", f"Bearer {credentials[caller]['token']}"),)
+
+            stub.CreateFacility(
+                pb.CreateFacilityRequest(facility_id="garage-e2e", facility=facility(operator="demo-operator")),
+                metadata=auth("engineer"),
+            )
+            reply = stub.ReportOccupancy(
+                pb.ReportOccupancyRequest(facility="facilities/garage-e2e", occupied_spaces=42, sequence=1,
+                                          source_time=ts()),  # fmt: skip
+                metadata=auth("operator"),
+            )
+            assert reply.outcome == pb.REPORT_OUTCOME_ACCEPTED
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ReportOccupancy(
+                    pb.ReportOccupancyRequest(facility="facilities/garage-e2e", occupied_spaces=43, sequence=2,
+                                              source_time=ts()),  # fmt: skip
+                    metadata=auth("police"),
+                )
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, errors = process.communicate(timeout=60)
+    assert process.returncode == 0, errors
+    assert "almere-traffic is up" in out and endpoints["parking"] in out
+    assert credentials["engineer"]["token"] in out
+    # Everything it started is gone: the gRPC port and NATS no longer answer.
+    with grpc.insecure_channel(endpoints["parking"]) as channel:
+        with pytest.raises(grpc.RpcError):
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
