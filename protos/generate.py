@@ -21,17 +21,22 @@ def proto_files() -> list[Path]:
 
 
 def generate(out_dir: Path = DEFAULT_OUT) -> list[Path]:
-    """Write *_pb2.py, *_pb2.pyi, *_pb2_grpc.py and package __init__ files; return every file written."""
+    """Write *_pb2.py(i), *_pb2_grpc.py(i) and package __init__ files; return every file written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     well_known = str(resources.files("grpc_tools") / "_proto")
     files = [str(p.relative_to(PROTO_ROOT)) for p in proto_files()]
+    # Typed stubs (messages and gRPC stubs/servicers) come from mypy-protobuf's plugins.
+    plugins = Path(sys.executable).parent
     args = [
         "grpc_tools.protoc",
         f"-I{PROTO_ROOT}",
         f"-I{well_known}",
+        f"--plugin=protoc-gen-mypy={plugins / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={plugins / 'protoc-gen-mypy_grpc'}",
         f"--python_out={out_dir}",
-        f"--pyi_out={out_dir}",
+        f"--mypy_out={out_dir}",
         f"--grpc_python_out={out_dir}",
+        f"--mypy_grpc_out={out_dir}",
         *files,
     ]
     if protoc.main(args) != 0:

@@ -34,18 +34,22 @@ def _auth(token: str) -> tuple[tuple[str, str]]:
     return (("authorization", f"Bearer {token}"),)
 
 
-async def _setup(stub: parking_pb2_grpc.ParkingServiceStub, engineer: str) -> None:
+async def _setup(stub: parking_pb2_grpc.ParkingServiceAsyncStub, engineer: str) -> None:
     for facility_id, name, kind, capacity, lat, lng in FACILITIES:
         facility = pb.Facility(
-            display_name=name, kind=kind, operator_id="demo-operator", capacity=capacity,
-            location=geo_pb2.LatLng(latitude=lat, longitude=lng), entrance_edge_ids=[f"{facility_id}-in"],
-        )  # fmt: skip
+            display_name=name,
+            kind=kind,
+            operator_id="demo-operator",
+            capacity=capacity,
+            location=geo_pb2.LatLng(latitude=lat, longitude=lng),
+            entrance_edge_ids=[f"{facility_id}-in"],
+        )
         await stub.CreateFacility(
             pb.CreateFacilityRequest(facility_id=facility_id, facility=facility), metadata=_auth(engineer)
         )
 
 
-async def _watch(stub: parking_pb2_grpc.ParkingServiceStub, token: str, say: Callable[[str], None]) -> list[str]:
+async def _watch(stub: parking_pb2_grpc.ParkingServiceAsyncStub, token: str, say: Callable[[str], None]) -> list[str]:
     statuses: list[str] = []
     call = stub.WatchOccupancy(pb.WatchOccupancyRequest(facilities=[f"facilities/{GARAGE}"]), metadata=_auth(token))
     try:
@@ -62,15 +66,17 @@ async def _watch(stub: parking_pb2_grpc.ParkingServiceStub, token: str, say: Cal
     return statuses
 
 
-async def _fill(stub: parking_pb2_grpc.ParkingServiceStub, operator: str, say: Callable[[str], None]) -> None:
+async def _fill(stub: parking_pb2_grpc.ParkingServiceAsyncStub, operator: str, say: Callable[[str], None]) -> None:
     """The operator's counter: arrivals push the garage to full, then a few cars leave."""
     counts = [*range(0, 101, 5), 100, 99, 98, 96, 94, 90, 86, 80]
     for sequence, count in enumerate(counts, start=1):
         reply = await stub.ReportOccupancy(
             pb.ReportOccupancyRequest(
-                facility=f"facilities/{GARAGE}", occupied_spaces=count, source_time=to_timestamp(utcnow()),
+                facility=f"facilities/{GARAGE}",
+                occupied_spaces=count,
+                source_time=to_timestamp(utcnow()),
                 sequence=sequence,
-            ),  # fmt: skip
+            ),
             metadata=_auth(operator),
         )
         if reply.outcome != pb.REPORT_OUTCOME_ACCEPTED:
@@ -78,9 +84,11 @@ async def _fill(stub: parking_pb2_grpc.ParkingServiceStub, operator: str, say: C
         await asyncio.sleep(0.1)
     retry = await stub.ReportOccupancy(
         pb.ReportOccupancyRequest(
-            facility=f"facilities/{GARAGE}", occupied_spaces=counts[-1], source_time=to_timestamp(utcnow()),
+            facility=f"facilities/{GARAGE}",
+            occupied_spaces=counts[-1],
+            source_time=to_timestamp(utcnow()),
             sequence=len(counts),
-        ),  # fmt: skip
+        ),
         metadata=_auth(operator),
     )
     say(f"[operator] the counter resends report {len(counts)}: {pb.ReportOutcome.Name(retry.outcome)}")
@@ -101,9 +109,10 @@ async def _play(address: str, tokens: dict[str, str], say: Callable[[str], None]
         say(f"[summary] status sequence of {GARAGE}: {' -> '.join(statuses)}")
         history = await stub.GetOccupancyHistory(
             pb.GetOccupancyHistoryRequest(
-                facility=f"facilities/{GARAGE}", start_time=to_timestamp(start - timedelta(seconds=1)),
+                facility=f"facilities/{GARAGE}",
+                start_time=to_timestamp(start - timedelta(seconds=1)),
                 bucket=Duration(seconds=1),
-            ),  # fmt: skip
+            ),
             metadata=_auth(tokens["engineer"]),
         )
         means = ", ".join(f"{b.mean_occupied_spaces:.0f}" for b in history.buckets if b.known)
@@ -119,8 +128,11 @@ async def _play(address: str, tokens: dict[str, str], say: Callable[[str], None]
             )
         expected = ["SPACES_AVAILABLE", "ALMOST_FULL", "FULL", "ALMOST_FULL"]
         ok = all(s in statuses for s in expected) and statuses.index("ALMOST_FULL") < statuses.index("FULL")
-        say("[result] the garage filled: almostFull -> full, and the sign relaxed with hysteresis" if ok else
-            "[result] UNEXPECTED status sequence")  # fmt: skip
+        say(
+            "[result] the garage filled: almostFull -> full, and the sign relaxed with hysteresis"
+            if ok
+            else "[result] UNEXPECTED status sequence"
+        )
         return 0 if ok else 1
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.auth import issue_token
+from services.common.auth import issue_token, write_private
 from services.common.config import DEFAULT_PORTS, Settings
 from services.common.natsd import NatsServer, port_is_free, start_nats
 
@@ -93,7 +93,7 @@ class Stack:
                 )
                 log.close()
                 self.endpoints[name] = address
-            for name, address in self.endpoints.items():
+            for address in self.endpoints.values():
                 wait_serving(address)
         except BaseException:
             self.stop()
@@ -105,10 +105,8 @@ class Stack:
         path = self.data_dir / "tokens.json"
         path.unlink(missing_ok=True)
         self.credentials = {caller: issue_token(path, caller, role) for caller, role in DEV_CALLERS.items()}
-        creds = self.data_dir / "credentials.json"
-        fd = os.open(creds, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({c: {"role": DEV_CALLERS[c], "token": t} for c, t in self.credentials.items()}, f, indent=2)
+        credentials = {c: {"role": DEV_CALLERS[c], "token": t} for c, t in self.credentials.items()}
+        write_private(self.data_dir / "credentials.json", credentials)
         return path
 
     def check_alive(self) -> str | None:

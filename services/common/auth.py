@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -46,14 +47,14 @@ class Identity:
 
 def parse_role(text: str) -> tuple[Role, str | None]:
     """`engineer` -> (ENGINEER, None); `operator:garage-a` -> (OPERATOR, "garage-a")."""
-    name, _, operator_id = text.partition(":")
+    name, colon, operator_id = text.partition(":")
     try:
         role = Role(name)
     except ValueError:
         raise ValueError(f"unknown role {name!r}; expected one of {', '.join(r.value for r in Role)}") from None
     if role is Role.OPERATOR and not operator_id:
         raise ValueError("role operator needs an operator id: operator:<id>")
-    if role is not Role.OPERATOR and operator_id:
+    if role is not Role.OPERATOR and colon:
         raise ValueError(f"role {name} takes no id")
     return role, operator_id or None
 
@@ -99,11 +100,17 @@ def issue_token(path: Path, caller: str, role: str) -> str:
     data = json.loads(path.read_text()) if path.exists() else {"tokens": []}
     data["tokens"] = [t for t in data["tokens"] if t["caller"] != caller]
     data["tokens"].append({"caller": caller, "role": role, "sha256": token_digest(token)})
+    write_private(path, data)
+    return token
+
+
+def write_private(path: Path, data: object) -> None:
+    """Write JSON readable by the owner only, atomically (a crash leaves the old file intact)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2)
-    return token
+    os.replace(tmp, path)
 
 
 # The identity of the caller of the RPC being served; set by the auth interceptor.

@@ -56,9 +56,7 @@ class Bus:
         async def on_error(exc: Exception) -> None:
             log.warning("nats error: %s", exc)
 
-        nc = await nats.connect(
-            url, name=name, error_cb=on_error, max_reconnect_attempts=-1, reconnect_time_wait=0.5
-        )
+        nc = await nats.connect(url, name=name, error_cb=on_error, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
         return cls(nc, nc.jetstream(timeout=5))
 
     async def ensure_stream(self, config: StreamConfig) -> None:
@@ -73,16 +71,18 @@ class Bus:
         if info.config.subjects != config.subjects or info.config.max_bytes != config.max_bytes:
             await self.js.update_stream(config)
 
-    async def publish_all(self, messages: Sequence[OutgoingMessage], timeout: float = 5.0) -> list[bool]:
+    async def publish_all(self, messages: Sequence[OutgoingMessage], ack_timeout: float = 5.0) -> list[bool]:
         """Publish with per-message ids; return which ones JetStream acknowledged."""
-        futures = [
-            await self.js.publish_async(
-                m.subject, m.payload, headers={MSG_ID_HEADER: m.msg_id, EVENT_TYPE_HEADER: m.event_type}
-            )
-            for m in messages
-        ]
-        done = await asyncio.gather(*(asyncio.wait_for(f, timeout) for f in futures), return_exceptions=True)
-        return [not isinstance(d, BaseException) for d in done]
+        futures = []
+        try:
+            for m in messages:
+                headers = {MSG_ID_HEADER: m.msg_id, EVENT_TYPE_HEADER: m.event_type}
+                futures.append(await self.js.publish_async(m.subject, m.payload, headers=headers))
+        except Exception as exc:  # disconnected: the rest stays in the outbox for the next attempt
+            log.warning("publishing stopped after %d of %d messages: %s", len(futures), len(messages), exc)
+        done = await asyncio.gather(*(asyncio.wait_for(f, ack_timeout) for f in futures), return_exceptions=True)
+        acked = [not isinstance(d, BaseException) for d in done]
+        return acked + [False] * (len(messages) - len(futures))
 
     async def close(self) -> None:
         if not self.nc.is_closed:

@@ -6,8 +6,8 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias
 
 import grpc
 from grpc import aio
@@ -19,21 +19,23 @@ from services.common.observability import RPC_LATENCY, RPC_REQUESTS
 # Standard infrastructure services answer without a token (probes and tooling must reach them).
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
-UnaryBehavior = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
-StreamBehavior = Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+# grpc's stubs type behaviours for the sync server; under grpc.aio they are coroutine functions,
+# and a response-streaming one returns an async generator (or writes through its context itself).
+Behavior = Callable[[Any, aio.ServicerContext[Any, Any]], Any]
 Around = Callable[[aio.ServicerContext[Any, Any], Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
 access_log = logging.getLogger("almere.access")
 
 
-def _wrap(handler: grpc.RpcMethodHandler, around: Around) -> grpc.RpcMethodHandler:
+def _wrap(handler: Handler, around: Around) -> Handler:
     """Run every call of `handler` inside `around(context, call)`, whatever its streaming kind."""
     serializers = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.response_streaming:
-        stream_behavior: StreamBehavior = handler.stream_stream if handler.request_streaming else handler.unary_stream
+        stream_behavior: Behavior = handler.stream_stream if handler.request_streaming else handler.unary_stream  # type: ignore[assignment]
 
         async def streaming(request: Any, context: aio.ServicerContext[Any, Any]) -> None:
             async def drain() -> None:
@@ -52,12 +54,14 @@ def _wrap(handler: grpc.RpcMethodHandler, around: Around) -> grpc.RpcMethodHandl
         )
         return factory(streaming, **serializers)
 
-    unary_behavior: UnaryBehavior = handler.stream_unary if handler.request_streaming else handler.unary_unary
+    unary_behavior: Behavior = handler.stream_unary if handler.request_streaming else handler.unary_unary  # type: ignore[assignment]
 
     async def unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         return await around(context, lambda: unary_behavior(request, context))
 
-    factory_u = grpc.stream_unary_rpc_method_handler if handler.request_streaming else grpc.unary_unary_rpc_method_handler
+    factory_u = (
+        grpc.stream_unary_rpc_method_handler if handler.request_streaming else grpc.unary_unary_rpc_method_handler
+    )
     return factory_u(unary, **serializers)
 
 
@@ -69,7 +73,7 @@ def _bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str |
     return None
 
 
-class AuthInterceptor(aio.ServerInterceptor):
+class AuthInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
     """Resolves the caller's token to an Identity; calls without a valid token get UNAUTHENTICATED."""
 
     def __init__(self, tokens: TokenStore) -> None:
@@ -77,26 +81,26 @@ class AuthInterceptor(aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler:
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(OPEN_METHOD_PREFIXES):
             return handler
-        token = _bearer_token(handler_call_details.invocation_metadata)  # type: ignore[arg-type]
+        token = _bearer_token(handler_call_details.invocation_metadata)
         identity = self._tokens.identify(token) if token else None
 
         async def around(context: aio.ServicerContext[Any, Any], call: Callable[[], Awaitable[Any]]) -> Any:
             if identity is None:
                 reason = "invalid token" if token else "missing 'authorization: Bearer <token>' metadata"
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
-            current_identity.set(identity)  # type: ignore[arg-type]
+            current_identity.set(identity)
             return await call()
 
         return _wrap(handler, around)
 
 
-class ObservabilityInterceptor(aio.ServerInterceptor):
+class ObservabilityInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
     """Access log and metrics per call; turns ServiceError into its status and hides crashes."""
 
     def __init__(self, service: str) -> None:
@@ -104,9 +108,9 @@ class ObservabilityInterceptor(aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method.startswith(OPEN_METHOD_PREFIXES):

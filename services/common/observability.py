@@ -8,9 +8,7 @@ import sys
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from pythonjsonlogger.json import JsonFormatter
 
-RPC_REQUESTS = Counter(
-    "almere_grpc_requests", "gRPC calls handled", ["service", "method", "code"]
-)
+RPC_REQUESTS = Counter("almere_grpc_requests", "gRPC calls handled", ["service", "method", "code"])
 RPC_LATENCY = Histogram(
     "almere_grpc_request_seconds",
     "gRPC call latency (server side)",

@@ -15,9 +15,9 @@ from google.protobuf.message import Message
 from sqlalchemy import Engine, LargeBinary, delete, func, select
 from sqlmodel import Field, Session, SQLModel
 
+from services.common.bus import Bus, OutgoingMessage
 from services.common.clock import UtcDateTime
 from services.common.db import writer
-from services.common.bus import Bus, OutgoingMessage
 from services.common.observability import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,9 @@ class OutboxRelay:
         with Session(self._engine) as session:
             rows = list(session.execute(select(self._table).order_by(self._table.id).limit(self._batch)).scalars())
             if len(rows) == self._batch:
-                OUTBOX_BACKLOG.labels(self._service).set(session.execute(select(func.count(self._table.id))).scalar_one())
+                OUTBOX_BACKLOG.labels(self._service).set(
+                    session.execute(select(func.count(self._table.id))).scalar_one()
+                )
             return rows
 
     def _delete(self, ids: list[int]) -> None:

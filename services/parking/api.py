@@ -78,7 +78,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         facility = pb.Facility()
         facility.CopyFrom(request.facility)
         for output_only in ("name", "version", "create_time", "update_time", "occupancy"):
-            facility.ClearField(output_only)  # type: ignore[arg-type]
+            facility.ClearField(output_only)
         logic.apply_defaults(facility)
         logic.validate_facility(facility)
         item = store.CreateFacility(identity, facility_id, facility, utcnow())
@@ -126,9 +126,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
 
     # --- occupancy -------------------------------------------------------------------------------
 
-    async def ReportOccupancy(
-        self, request: pb.ReportOccupancyRequest, context: Context
-    ) -> pb.ReportOccupancyResponse:
+    async def ReportOccupancy(self, request: pb.ReportOccupancyRequest, context: Context) -> pb.ReportOccupancyResponse:
         facility_id = logic.facility_id_from_name(request.facility, "facility")
         if request.sequence < 1:
             raise InvalidArgument("sequence is required and starts at 1")
@@ -225,9 +223,14 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             capacity=row.capacity,
             buckets=[
                 pb.OccupancyBucket(
-                    start_time=to_timestamp(b.start), min_occupied_spaces=b.min, max_occupied_spaces=b.max,
-                    mean_occupied_spaces=b.mean, last_occupied_spaces=b.last, samples=b.samples, known=b.known,
-                )  # fmt: skip
+                    start_time=to_timestamp(b.start),
+                    min_occupied_spaces=b.min,
+                    max_occupied_spaces=b.max,
+                    mean_occupied_spaces=b.mean,
+                    last_occupied_spaces=b.last,
+                    samples=b.samples,
+                    known=b.known,
+                )
                 for b in buckets
             ],
         )
@@ -249,9 +252,14 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         by_id = {r.id: r for r in rows}
         candidates = [
             logic.Candidate(
-                r.id, r.latitude, r.longitude, r.capacity, r.occupied, r.status,
+                r.id,
+                r.latitude,
+                r.longitude,
+                r.capacity,
+                r.occupied,
+                r.status,
                 logic.is_open(r.opening_hours, r.time_zone, arrival),
-            )  # fmt: skip
+            )
             for r in rows
             if r.latitude is not None and r.longitude is not None
         ]

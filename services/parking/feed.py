@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from almere.parking.v1 import events_pb2
+from google.protobuf.message import Message
 from nats.aio.msg import Msg
 
 from services.common.bus import Bus
@@ -20,7 +21,7 @@ from services.parking import events
 Change = tuple[str, Any]  # (event name, decoded event)
 WATCHER_QUEUE = 10_000
 
-_DECODERS = {
+_DECODERS: dict[str, type[Message]] = {
     events.OCCUPANCY_CHANGED: events_pb2.OccupancyChangedEvent,
     events.FACILITY_CREATED: events_pb2.FacilityChangedEvent,
     events.FACILITY_UPDATED: events_pb2.FacilityChangedEvent,

@@ -228,7 +228,9 @@ def validate_gate_batch(request: pb.RecordGateEventsRequest, now: datetime) -> t
     if not request.events:
         raise InvalidArgument(f"batch {request.batch_id!r} is empty")
     if len(request.events) > MAX_BATCH_EVENTS:
-        raise InvalidArgument(f"batch {request.batch_id!r} has {len(request.events)} events; at most {MAX_BATCH_EVENTS}")
+        raise InvalidArgument(
+            f"batch {request.batch_id!r} has {len(request.events)} events; at most {MAX_BATCH_EVENTS}"
+        )
     entries = exits = 0
     latest = 0.0
     for i, e in enumerate(request.events):
@@ -294,7 +296,9 @@ def bucket_history(
     b_start = start
     while b_start < end:
         b_end = min(b_start + width, end)
-        lo = hi = value
+        # The count carried in from before counts only if it held for some time in this bucket.
+        carried = value if not (i < len(samples) and samples[i][0] <= b_start) else None
+        lo = hi = carried
         weighted = 0.0
         known_seconds = 0.0
         count = 0

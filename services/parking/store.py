@@ -12,7 +12,7 @@ from almere.parking.v1 import events_pb2
 from almere.parking.v1 import parking_pb2 as pb
 from google.protobuf import field_mask_pb2
 from sqlalchemy import Engine, insert, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from services.common.auth import Identity, Role
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, ServiceError
@@ -22,14 +22,23 @@ from services.parking.models import Facility, GateBatch, OccupancySample, Parkin
 
 UPDATABLE_FIELDS = frozenset(
     {
-        "display_name", "kind", "operator_id", "capacity", "location", "entrance_edge_ids",
-        "sumo_parking_area_id", "opening_hours", "time_zone", "state", "thresholds",
+        "display_name",
+        "kind",
+        "operator_id",
+        "capacity",
+        "location",
+        "entrance_edge_ids",
+        "sumo_parking_area_id",
+        "opening_hours",
+        "time_zone",
+        "state",
+        "thresholds",
     }
-)  # fmt: skip
+)
 
 
 def _load(session: Session, ids: set[str]) -> dict[str, Facility]:
-    return {r.id: r for r in session.execute(select(Facility).where(Facility.id.in_(ids))).scalars()}
+    return {r.id: r for r in session.execute(select(Facility).where(col(Facility.id).in_(ids))).scalars()}
 
 
 def _derive(row: Facility) -> int:
@@ -39,16 +48,27 @@ def _derive(row: Facility) -> int:
 
 
 def _record_change(
-    row: Facility, previous_status: int, cause: int, now: datetime, source_time: datetime,
-    samples: list[dict[str, Any]], outbox: list[dict[str, Any]],
-) -> None:  # fmt: skip
+    row: Facility,
+    previous_status: int,
+    cause: int,
+    now: datetime,
+    source_time: datetime,
+    samples: list[dict[str, Any]],
+    outbox: list[dict[str, Any]],
+) -> None:
     row.version += 1
     row.update_time = row.occupancy_time = now
     row.source_time = source_time
     samples.append(
-        {"facility_id": row.id, "source_time": source_time, "occupied": row.occupied or 0,
-         "version": row.version, "cause": cause, "sequence": row.sequence}
-    )  # fmt: skip
+        {
+            "facility_id": row.id,
+            "source_time": source_time,
+            "occupied": row.occupied or 0,
+            "version": row.version,
+            "cause": cause,
+            "sequence": row.sequence,
+        }
+    )
     outbox.extend(events.occupancy_changed(row, previous_status, cause, now))
 
 
@@ -210,7 +230,7 @@ def record_gate_batches(session: Session, items: Sequence[GateBatchItem]) -> lis
     seen = {
         (b.facility_id, b.batch_id)
         for b in session.execute(
-            select(GateBatch).where(GateBatch.batch_id.in_({i.batch_id for i in items}))  # type: ignore[attr-defined]
+            select(GateBatch).where(col(GateBatch.batch_id).in_({i.batch_id for i in items}))
         ).scalars()
     }
     results: list[Any] = []
@@ -238,9 +258,14 @@ def record_gate_batches(session: Session, items: Sequence[GateBatchItem]) -> lis
         cause = events_pb2.OCCUPANCY_CHANGE_CAUSE_GATE_EVENTS
         _record_change(row, previous_status, cause, item.now, source_time, samples, outbox)
         batches.append(
-            {"facility_id": row.id, "batch_id": item.batch_id, "entries": item.entries,
-             "exits": item.exits, "recorded_time": item.now}
-        )  # fmt: skip
+            {
+                "facility_id": row.id,
+                "batch_id": item.batch_id,
+                "entries": item.entries,
+                "exits": item.exits,
+                "recorded_time": item.now,
+            }
+        )
         results.append(GateBatchResult(False, occupancy_to_proto(row)))
     if batches:
         session.execute(insert(GateBatch), batches)
@@ -270,12 +295,12 @@ def _filtered(query: Any, f: FacilityFilter) -> Any:
     if f.operator_id:
         query = query.where(Facility.operator_id == f.operator_id)
     if f.kinds:
-        query = query.where(Facility.kind.in_(f.kinds))  # type: ignore[attr-defined]
+        query = query.where(col(Facility.kind).in_(f.kinds))
     if f.area:
         south, west, north, east = f.area
         query = query.where(
-            Facility.latitude.between(south, north),  # type: ignore[union-attr]
-            Facility.longitude.between(west, east),  # type: ignore[union-attr]
+            col(Facility.latitude).between(south, north),
+            col(Facility.longitude).between(west, east),
         )
     return query
 
@@ -290,13 +315,13 @@ def all_facilities(engine: Engine, f: FacilityFilter, ids: set[str] | None = Non
     with Session(engine) as session:
         query = _filtered(select(Facility), f)
         if ids is not None:
-            query = query.where(Facility.id.in_(ids))  # type: ignore[attr-defined]
+            query = query.where(col(Facility.id).in_(ids))
         return list(session.execute(query.order_by(Facility.id)).scalars())
 
 
-def history(engine: Engine, facility_id: str, start: datetime, end: datetime, max_rows: int) -> tuple[
-    Facility, int | None, list[tuple[datetime, int]]
-]:  # fmt: skip
+def history(
+    engine: Engine, facility_id: str, start: datetime, end: datetime, max_rows: int
+) -> tuple[Facility, int | None, list[tuple[datetime, int]]]:
     """The facility, the count in force at `start`, and the changes in [start, end)."""
     with Session(engine) as session:
         row = session.get(Facility, facility_id)
@@ -304,15 +329,15 @@ def history(engine: Engine, facility_id: str, start: datetime, end: datetime, ma
             raise NotFound(f"facility {facility_id!r} not found")
         s = OccupancySample
         prior = session.execute(
-            select(s.occupied)
-            .where(s.facility_id == facility_id, s.source_time < start)
-            .order_by(s.source_time.desc(), s.id.desc())  # type: ignore[attr-defined, union-attr]
+            select(col(s.occupied))
+            .where(col(s.facility_id) == facility_id, col(s.source_time) < start)
+            .order_by(col(s.source_time).desc(), col(s.id).desc())
             .limit(1)
         ).scalar_one_or_none()
         samples = session.execute(
-            select(s.source_time, s.occupied)
-            .where(s.facility_id == facility_id, s.source_time >= start, s.source_time < end)
-            .order_by(s.source_time, s.id)  # type: ignore[arg-type]
+            select(col(s.source_time), col(s.occupied))
+            .where(col(s.facility_id) == facility_id, col(s.source_time) >= start, col(s.source_time) < end)
+            .order_by(col(s.source_time), col(s.id))
             .limit(max_rows + 1)
         ).all()
         if len(samples) > max_rows:

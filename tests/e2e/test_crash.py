@@ -19,10 +19,11 @@ from sqlalchemy import create_engine, text
 
 from services.common.natsd import NatsServer
 from services.stack import wait_serving
-from tests.integration.helpers import Parking, read_stream, ts
+from tests.integration.helpers import Parking, read_stream
 
 pytestmark = pytest.mark.e2e
 REPORTERS = 16
+KILL_AFTER = 300  # acknowledged reports before the SIGKILL
 
 
 def free_port() -> int:
@@ -33,11 +34,12 @@ def free_port() -> int:
 
 def start_service(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "parking"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "serve", "parking"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
 
 
-async def reporter(client: Parking, facility_id: str, acked: list[tuple[str, int]]) -> None:
+async def reporter(client: Parking, facility_id: str, acked: list[tuple[str, int]], enough: asyncio.Event) -> None:
     """An operator's counter: reports until the service stops answering."""
     sequence = 0
     while True:
@@ -48,6 +50,8 @@ async def reporter(client: Parking, facility_id: str, acked: list[tuple[str, int
             return
         assert reply.outcome == pb.REPORT_OUTCOME_ACCEPTED
         acked.append((facility_id, sequence))
+        if len(acked) >= KILL_AFTER:
+            enough.set()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
@@ -57,9 +61,13 @@ async def test_sigkill_loses_no_acknowledged_report_and_publishes_each_once(
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALMERE_")}
     env.update(
-        ALMERE_DATA_DIR=str(tmp_path / "data"), ALMERE_DATABASE_URL=database_url, ALMERE_NATS_URL=nats_server.url,
-        ALMERE_TOKENS=tokens_json, ALMERE_PORT=str(port), ALMERE_LOG_LEVEL="WARNING",
-    )  # fmt: skip
+        ALMERE_DATA_DIR=str(tmp_path / "data"),
+        ALMERE_DATABASE_URL=database_url,
+        ALMERE_NATS_URL=nats_server.url,
+        ALMERE_TOKENS=tokens_json,
+        ALMERE_PORT=str(port),
+        ALMERE_LOG_LEVEL="WARNING",
+    )
     address = f"127.0.0.1:{port}"
     service = start_service(env, tmp_path / "parking.log")
     acked: list[tuple[str, int]] = []
@@ -70,9 +78,9 @@ async def test_sigkill_loses_no_acknowledged_report_and_publishes_each_once(
             facilities = [f"garage-{i}" for i in range(REPORTERS)]
             for facility_id in facilities:
                 await client.create(facility_id)
-            tasks = [asyncio.create_task(reporter(client, f, acked)) for f in facilities]
-            while len(acked) < 300:
-                await asyncio.sleep(0.05)
+            enough = asyncio.Event()
+            tasks = [asyncio.create_task(reporter(client, f, acked, enough)) for f in facilities]
+            await asyncio.wait_for(enough.wait(), 60)
             service.send_signal(signal.SIGKILL)
             await asyncio.wait_for(asyncio.gather(*tasks), 30)
         service.wait(10)
@@ -97,7 +105,7 @@ async def test_sigkill_loses_no_acknowledged_report_and_publishes_each_once(
         service.kill()
         service.wait(10)
 
-    assert acked_at_kill >= 300
+    assert acked_at_kill >= KILL_AFTER
     missing = [a for a in acked if a not in stored]
     assert not missing, f"{len(missing)} acknowledged reports lost, e.g. {missing[:3]}"
     assert outbox_left == 0

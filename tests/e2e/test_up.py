@@ -35,9 +35,12 @@ def test_up_serves_parking_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALMERE_")}
     env["ALMERE_DATA_DIR"] = str(tmp_path / "data")
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "services.cli", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-    )  # fmt: skip
+    )
     try:
         wait_for(tmp_path / "data" / "endpoints.json", process)
         endpoints = json.loads((tmp_path / "data" / "endpoints.json").read_text())
@@ -57,15 +60,17 @@ def test_up_serves_parking_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
                 metadata=auth("engineer"),
             )
             reply = stub.ReportOccupancy(
-                pb.ReportOccupancyRequest(facility="facilities/garage-e2e", occupied_spaces=42, sequence=1,
-                                          source_time=ts()),  # fmt: skip
+                pb.ReportOccupancyRequest(
+                    facility="facilities/garage-e2e", occupied_spaces=42, sequence=1, source_time=ts()
+                ),
                 metadata=auth("operator"),
             )
             assert reply.outcome == pb.REPORT_OUTCOME_ACCEPTED
             with pytest.raises(grpc.RpcError) as err:
                 stub.ReportOccupancy(
-                    pb.ReportOccupancyRequest(facility="facilities/garage-e2e", occupied_spaces=43, sequence=2,
-                                              source_time=ts()),  # fmt: skip
+                    pb.ReportOccupancyRequest(
+                        facility="facilities/garage-e2e", occupied_spaces=43, sequence=2, source_time=ts()
+                    ),
                     metadata=auth("police"),
                 )
             assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -76,6 +81,5 @@ def test_up_serves_parking_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     assert "almere-traffic is up" in out and endpoints["parking"] in out
     assert credentials["engineer"]["token"] in out
     # Everything it started is gone: the gRPC port and NATS no longer answer.
-    with grpc.insecure_channel(endpoints["parking"]) as channel:
-        with pytest.raises(grpc.RpcError):
-            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+    with grpc.insecure_channel(endpoints["parking"]) as channel, pytest.raises(grpc.RpcError):
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)

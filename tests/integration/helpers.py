@@ -7,9 +7,8 @@ from typing import Any
 
 import grpc
 import nats
-from almere.parking.v1 import events_pb2
+from almere.parking.v1 import events_pb2, parking_pb2_grpc
 from almere.parking.v1 import parking_pb2 as pb
-from almere.parking.v1 import parking_pb2_grpc
 from almere.type.v1 import geo_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -22,8 +21,9 @@ def ts(when: datetime | None = None) -> Timestamp:
     return out
 
 
-def facility(capacity: int = 100, operator: str = "op-a", lat: float = CENTRE[0], lng: float = CENTRE[1],
-             **extra: Any) -> pb.Facility:  # fmt: skip
+def facility(
+    capacity: int = 100, operator: str = "op-a", lat: float = CENTRE[0], lng: float = CENTRE[1], **extra: Any
+) -> pb.Facility:
     fields: dict[str, Any] = {"display_name": "Test garage", "kind": pb.FACILITY_KIND_GARAGE, **extra}
     return pb.Facility(
         operator_id=operator, capacity=capacity, location=geo_pb2.LatLng(latitude=lat, longitude=lng), **fields
@@ -46,13 +46,16 @@ class Parking:
         )
         return reply.facility
 
-    async def report(self, facility_id: str, occupied: int, sequence: int, caller: str = "operator",
-                     when: datetime | None = None) -> pb.ReportOccupancyResponse:  # fmt: skip
+    async def report(
+        self, facility_id: str, occupied: int, sequence: int, caller: str = "operator", when: datetime | None = None
+    ) -> pb.ReportOccupancyResponse:
         return await self.as_(caller).ReportOccupancy(
             pb.ReportOccupancyRequest(
-                facility=f"facilities/{facility_id}", occupied_spaces=occupied, source_time=ts(when),
+                facility=f"facilities/{facility_id}",
+                occupied_spaces=occupied,
+                source_time=ts(when),
                 sequence=sequence,
-            )  # fmt: skip
+            )
         )
 
 
@@ -74,18 +77,19 @@ DECODERS = {
 }
 
 
-async def read_stream(nats_url: str, subject: str = "almere.parking.v1.>", durable: str = "test-reader",
-                      idle: float = 0.5) -> list[tuple[str, Any]]:  # fmt: skip
+async def read_stream(
+    nats_url: str, subject: str = "almere.parking.v1.>", durable: str = "test-reader", idle: float = 0.5
+) -> list[tuple[str, Any]]:
     """Every message on `subject` through a durable pull consumer, as (subject, decoded event)."""
     nc = await nats.connect(nats_url)
     try:
-        js = nc.jetstream()
+        js = nc.jetstream(timeout=20)
         sub = await js.pull_subscribe(subject, durable=durable, stream="PARKING")
         out: list[tuple[str, Any]] = []
         while True:
             try:
                 batch = await sub.fetch(500, timeout=idle)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats raises its own subclass or asyncio's, depending on the path
                 return out
             for msg in batch:
                 out.append((msg.subject, DECODERS[msg.subject.split(".")[3]].FromString(msg.data)))

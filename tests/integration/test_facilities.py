@@ -38,7 +38,11 @@ async def test_create_twice_is_already_exists(client: Parking) -> None:
         ("garage-b", {"lat": 95.0}, "latitude"),
         ("garage-b", {"operator": "Not Valid"}, "operator_id"),
         ("garage-b", {"time_zone": "Mars/Olympus"}, "time_zone"),
-        ("garage-b", {"opening_hours": [pb.OpeningWindow(day_of_week=8, opens="07:00", closes="19:00")]}, "day_of_week"),
+        (
+            "garage-b",
+            {"opening_hours": [pb.OpeningWindow(day_of_week=8, opens="07:00", closes="19:00")]},
+            "day_of_week",
+        ),
         ("garage-b", {"opening_hours": [pb.OpeningWindow(day_of_week=1, opens="7am", closes="19:00")]}, "HH:MM"),
         ("garage-b", {"thresholds": pb.StatusThresholds(almost_full=0.95, full=0.9)}, "thresholds"),
     ],
@@ -86,7 +90,9 @@ async def test_list_pages_through_everything_with_filters(client: Parking) -> No
     for i in range(7):
         await client.create(f"garage-{i}", operator="op-a" if i % 2 else "op-b", lat=52.37 + i * 0.001)
     await client.as_("engineer").CreateFacility(
-        pb.CreateFacilityRequest(facility_id="pr-1", facility=facility(operator="op-c", kind=pb.FACILITY_KIND_PARK_AND_RIDE))
+        pb.CreateFacilityRequest(
+            facility_id="pr-1", facility=facility(operator="op-c", kind=pb.FACILITY_KIND_PARK_AND_RIDE)
+        )
     )
     engineer = client.as_("engineer")
     seen: list[str] = []
@@ -100,7 +106,11 @@ async def test_list_pages_through_everything_with_filters(client: Parking) -> No
             break
     assert seen == sorted(seen) and len(seen) == 8
     by_operator = await engineer.ListFacilities(pb.ListFacilitiesRequest(operator_id="op-a"))
-    assert [f.name for f in by_operator.facilities] == ["facilities/garage-1", "facilities/garage-3", "facilities/garage-5"]
+    assert [f.name for f in by_operator.facilities] == [
+        "facilities/garage-1",
+        "facilities/garage-3",
+        "facilities/garage-5",
+    ]
     by_kind = await engineer.ListFacilities(pb.ListFacilitiesRequest(kinds=[pb.FACILITY_KIND_PARK_AND_RIDE]))
     assert [f.name for f in by_kind.facilities] == ["facilities/pr-1"]
     box = geo_pb2.BoundingBox(
@@ -147,15 +157,32 @@ async def test_update_rejections(client: Parking) -> None:
     cases = [
         (operator, pb.Facility(name="facilities/garage-a", capacity=5), [], grpc.StatusCode.INVALID_ARGUMENT),
         (operator, pb.Facility(name="facilities/garage-a"), ["version"], grpc.StatusCode.INVALID_ARGUMENT),
-        (operator, pb.Facility(name="facilities/garage-a", capacity=-1), ["capacity"], grpc.StatusCode.INVALID_ARGUMENT),
-        (operator, pb.Facility(name="facilities/garage-a", operator_id="op-b"), ["operator_id"],
-         grpc.StatusCode.PERMISSION_DENIED),
-        (client.as_("other_operator"), pb.Facility(name="facilities/garage-a", capacity=5), ["capacity"],
-         grpc.StatusCode.PERMISSION_DENIED),
-        (client.as_("police"), pb.Facility(name="facilities/garage-a", capacity=5), ["capacity"],
-         grpc.StatusCode.PERMISSION_DENIED),
+        (
+            operator,
+            pb.Facility(name="facilities/garage-a", capacity=-1),
+            ["capacity"],
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            operator,
+            pb.Facility(name="facilities/garage-a", operator_id="op-b"),
+            ["operator_id"],
+            grpc.StatusCode.PERMISSION_DENIED,
+        ),
+        (
+            client.as_("other_operator"),
+            pb.Facility(name="facilities/garage-a", capacity=5),
+            ["capacity"],
+            grpc.StatusCode.PERMISSION_DENIED,
+        ),
+        (
+            client.as_("police"),
+            pb.Facility(name="facilities/garage-a", capacity=5),
+            ["capacity"],
+            grpc.StatusCode.PERMISSION_DENIED,
+        ),
         (operator, pb.Facility(name="facilities/nope", capacity=5), ["capacity"], grpc.StatusCode.NOT_FOUND),
-    ]  # fmt: skip
+    ]
     for caller, patch, paths, code in cases:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await caller.UpdateFacility(pb.UpdateFacilityRequest(facility=patch, update_mask=FieldMask(paths=paths)))

@@ -39,7 +39,7 @@ async def test_reports_are_idempotent_and_ordered(client: Parking, nats_server: 
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await client.report("garage-a", 50, 3)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    current = (await client.as_("optimizer").GetOccupancy(pb.GetOccupancyRequest(facility="facilities/garage-a")))
+    current = await client.as_("optimizer").GetOccupancy(pb.GetOccupancyRequest(facility="facilities/garage-a"))
     assert (current.occupancy.occupied_spaces, current.occupancy.sequence, current.occupancy.version) == (45, 3, 3)
     changes = [e for s, e in await read_stream(nats_server.url) if ".occupancy_changed." in s]
     assert [(e.version, e.occupancy.occupied_spaces) for e in changes] == [(2, 40), (3, 45)]
@@ -67,13 +67,15 @@ async def test_free_spaces_report(client: Parking) -> None:
         ({"occupied_spaces": 5, "sequence": 1, "no_time": True}, grpc.StatusCode.INVALID_ARGUMENT, "source_time"),
         ({"occupied_spaces": 5, "sequence": 1, "future": True}, grpc.StatusCode.INVALID_ARGUMENT, "future"),
         ({"occupied_spaces": 5, "sequence": 1, "facility": "facilities/nope"}, grpc.StatusCode.NOT_FOUND, "nope"),
-        ({"occupied_spaces": 5, "sequence": 1, "facility": "facilities/Bad!"}, grpc.StatusCode.INVALID_ARGUMENT,
-         "malformed"),
-        ({"occupied_spaces": 5, "sequence": 1, "caller": "other_operator"}, grpc.StatusCode.PERMISSION_DENIED,
-         "op-b"),
+        (
+            {"occupied_spaces": 5, "sequence": 1, "facility": "facilities/Bad!"},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "malformed",
+        ),
+        ({"occupied_spaces": 5, "sequence": 1, "caller": "other_operator"}, grpc.StatusCode.PERMISSION_DENIED, "op-b"),
         ({"occupied_spaces": 5, "sequence": 1, "caller": "police"}, grpc.StatusCode.PERMISSION_DENIED, "police"),
     ],
-)  # fmt: skip
+)
 async def test_bad_reports_get_a_clear_status_and_write_nothing(
     client: Parking, nats_server: NatsServer, request_fields: dict[str, object], code: grpc.StatusCode, message: str
 ) -> None:
@@ -109,8 +111,12 @@ async def test_status_goes_almost_full_then_full_with_hysteresis(client: Parking
     assert statuses == [S[0], S[0], S[1], S[1], S[2], S[2], S[2], S[1], S[1], S[1], S[0]]
     status_events = [e for s, e in await read_stream(nats_server.url) if ".status_changed." in s]
     assert [(e.previous_status, e.status) for e in status_events] == [
-        (pb.OCCUPANCY_STATUS_UNKNOWN, S[0]), (S[0], S[1]), (S[1], S[2]), (S[2], S[1]), (S[1], S[0]),
-    ]  # fmt: skip
+        (pb.OCCUPANCY_STATUS_UNKNOWN, S[0]),
+        (S[0], S[1]),
+        (S[1], S[2]),
+        (S[2], S[1]),
+        (S[1], S[0]),
+    ]
 
 
 async def test_gate_events_count_once_per_batch(client: Parking, nats_server: NatsServer) -> None:
@@ -127,8 +133,9 @@ async def test_gate_events_count_once_per_batch(client: Parking, nats_server: Na
     reply = await stream([batch("garage-a", "b1", 30, 5), batch("garage-b", "b1", 7), batch("garage-a", "b2", 4, 1)])
     assert (reply.accepted_batches, reply.accepted_events, reply.duplicate_batches) == (3, 47, 0)
     assert [(o.facility, o.occupied_spaces) for o in reply.occupancies] == [
-        ("facilities/garage-a", 28), ("facilities/garage-b", 7),
-    ]  # fmt: skip
+        ("facilities/garage-a", 28),
+        ("facilities/garage-b", 7),
+    ]
     retry = await stream([batch("garage-a", "b2", 4, 1), batch("garage-a", "b3", 0, 40)])
     assert (retry.accepted_batches, retry.duplicate_batches, retry.duplicate_events) == (1, 1, 5)
     assert retry.occupancies[0].occupied_spaces == 0  # never below zero
@@ -140,15 +147,23 @@ async def test_gate_events_count_once_per_batch(client: Parking, nats_server: Na
 @pytest.mark.parametrize(
     ("bad", "code", "message"),
     [
-        (pb.RecordGateEventsRequest(facility="facilities/garage-a", batch_id="x"), grpc.StatusCode.INVALID_ARGUMENT,
-         "empty"),
+        (
+            pb.RecordGateEventsRequest(facility="facilities/garage-a", batch_id="x"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "empty",
+        ),
         (batch("garage-a", "", 1), grpc.StatusCode.INVALID_ARGUMENT, "batch_id"),
         (batch("garage-a", "big", 10_001), grpc.StatusCode.INVALID_ARGUMENT, "at most 10000"),
         (batch("nope", "x", 1), grpc.StatusCode.NOT_FOUND, "nope"),
-        (pb.RecordGateEventsRequest(facility="facilities/garage-a", batch_id="x", events=[pb.GateEvent(event_time=ts())]),
-         grpc.StatusCode.INVALID_ARGUMENT, "direction"),
+        (
+            pb.RecordGateEventsRequest(
+                facility="facilities/garage-a", batch_id="x", events=[pb.GateEvent(event_time=ts())]
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "direction",
+        ),
     ],
-)  # fmt: skip
+)
 async def test_bad_gate_batches_are_rejected_without_effect(
     client: Parking, bad: pb.RecordGateEventsRequest, code: grpc.StatusCode, message: str
 ) -> None:
@@ -175,9 +190,10 @@ async def test_empty_stream_and_oversized_message(client: Parking) -> None:
         await client.as_("operator").RecordGateEvents(nothing())
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     huge = pb.RecordGateEventsRequest(
-        facility="facilities/garage-a", batch_id="huge",
+        facility="facilities/garage-a",
+        batch_id="huge",
         events=[pb.GateEvent(direction=pb.GATE_DIRECTION_ENTRY, event_time=ts(), gate_id="g" * 200)] * 9000,
-    )  # fmt: skip
+    )
     assert huge.ByteSize() > 1024 * 1024
 
     async def one():  # type: ignore[no-untyped-def]
@@ -204,8 +220,9 @@ async def test_watch_sends_snapshot_then_changes_of_selected_facilities(client: 
     area_watcher = client.as_("police").WatchOccupancy(pb.WatchOccupancyRequest(area=area_box))
     got = [await watcher.read(), await watcher.read()]
     assert [(m.snapshot, m.occupancy.facility, m.occupancy.occupied_spaces) for m in got] == [
-        (True, "facilities/garage-a", 10), (True, "facilities/garage-far", 0),
-    ]  # fmt: skip
+        (True, "facilities/garage-a", 10),
+        (True, "facilities/garage-far", 0),
+    ]
     area_first = await area_watcher.read()
     assert (area_first.snapshot, area_first.occupancy.facility) == (True, "facilities/garage-far")
     await client.report("garage-b", 20, 1)  # not watched
@@ -213,8 +230,9 @@ async def test_watch_sends_snapshot_then_changes_of_selected_facilities(client: 
     await client.report("garage-far", 5, 1)
     changes = [await asyncio.wait_for(watcher.read(), 5) for _ in range(2)]
     assert [(m.snapshot, m.occupancy.facility, m.occupancy.occupied_spaces) for m in changes] == [
-        (False, "facilities/garage-a", 11), (False, "facilities/garage-far", 5),
-    ]  # fmt: skip
+        (False, "facilities/garage-a", 11),
+        (False, "facilities/garage-far", 5),
+    ]
     area_change = await asyncio.wait_for(area_watcher.read(), 5)
     assert (area_change.occupancy.facility, area_change.occupancy.occupied_spaces) == ("facilities/garage-far", 5)
     watcher.cancel()
@@ -228,17 +246,20 @@ async def test_history_buckets_are_time_weighted(client: Parking) -> None:
         await client.report("garage-a", count, i, when=start + timedelta(minutes=minute))
     reply = await client.as_("engineer").GetOccupancyHistory(
         pb.GetOccupancyHistoryRequest(
-            facility="facilities/garage-a", start_time=ts(start - timedelta(minutes=10)),
-            end_time=ts(start + timedelta(minutes=20)), bucket=Duration(seconds=600),
-        )  # fmt: skip
+            facility="facilities/garage-a",
+            start_time=ts(start - timedelta(minutes=10)),
+            end_time=ts(start + timedelta(minutes=20)),
+            bucket=Duration(seconds=600),
+        )
     )
     assert reply.capacity == 100
     assert [(b.known, b.samples) for b in reply.buckets] == [(False, 0), (True, 1), (True, 1)]
     assert [b.mean_occupied_spaces for b in reply.buckets[1:]] == [10, 30]
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await client.as_("engineer").GetOccupancyHistory(
-            pb.GetOccupancyHistoryRequest(facility="facilities/garage-a", start_time=ts(start),
-                                          bucket=Duration(nanos=1000))  # fmt: skip
+            pb.GetOccupancyHistoryRequest(
+                facility="facilities/garage-a", start_time=ts(start), bucket=Duration(nanos=1000)
+            )
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 

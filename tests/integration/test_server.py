@@ -41,14 +41,38 @@ async def test_health_and_reflection_answer_without_a_token(parking: tuple[Servi
     assert "grpc.health.v1.Health" in services
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_tls(tmp_path: Path, settings: Settings, tokens: dict[str, str]) -> None:
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost: (cert, key)."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_tls(certificate: tuple[Path, Path], settings: Settings, tokens: dict[str, str]) -> None:
+    cert, key = certificate
     service = Service(SPEC, settings.model_copy(update={"tls_cert_file": cert, "tls_key_file": key}))
     port = await service.start(port=0)
     try:
