@@ -20,11 +20,12 @@ demo: $(INSTALLED)
 up: $(INSTALLED)
 	$(BIN)/almere up
 
-test: $(INSTALLED)
+test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check services sim tests loadtest protos/generate.py
+	$(BIN)/ruff format --check services sim tests loadtest protos/generate.py
 	$(BIN)/mypy
 	$(BIN)/buf lint protos
 

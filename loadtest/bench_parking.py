@@ -31,8 +31,11 @@ do not. (The echo reply is empty, so the baseline is, if anything, slightly gene
 
 Targets: parking >= 0.70 x echo at the best level; >= 10,000 gate events/s.
 
-Every process (nats-server, both servers, load clients) runs on 127.0.0.1 and is stopped by PID at
-the end, also on Ctrl-C or an error. Run: ``.venv/bin/python loadtest/bench_parking.py`` (``make
+Every process (nats-server, both servers, the setup and load clients) runs on 127.0.0.1 in a session
+of its own and is stopped by PID at the end, also on Ctrl-C, SIGTERM or an error. The orchestrating
+process itself makes no gRPC calls: a KeyboardInterrupt landing inside grpc's synchronous client can
+hang the interpreter at exit, so even the readiness checks and facility creation run in a client
+process. Run: ``.venv/bin/python loadtest/bench_parking.py`` (``make
 bench``); ``--help`` for options.
 """
 
@@ -87,6 +90,7 @@ GATE_CAPACITY = 100_000
 GATE_BATCH_EVENTS = 1_000
 GATE_BATCHES_PER_STREAM = 20
 CALL_TIMEOUT_S = 30.0
+STARTUP_TIMEOUT_S = 30.0
 LOG_LEVEL = "WARNING"
 # ParkingOutbox.__tablename__ (services/parking/models.py), read directly so that the load clients
 # need not import the whole service.
@@ -305,14 +309,67 @@ async def run_gate(cfg: GateConfig) -> GateResult:
     return GateResult(elapsed, events, batches, events / elapsed, batches / elapsed, dict(errors))
 
 
+@dataclass(frozen=True)
+class SetupConfig:
+    parking_address: str
+    echo_address: str
+    engineer_token: str
+    load_facilities: int
+    gate_facilities: int
+    timeout: float
+
+
+@dataclass
+class SetupResult:
+    facilities: int
+    seconds: float
+
+
+async def run_setup(cfg: SetupConfig) -> SetupResult:
+    """Wait until both servers answer, then create one facility per caller and per gate stream."""
+    start = time.perf_counter()
+    await asyncio.to_thread(wait_serving, cfg.parking_address, cfg.timeout)
+    async with grpc.aio.insecure_channel(cfg.echo_address) as channel:
+        probe = pb.ReportOccupancyRequest(facility=f"facilities/{LOAD_PREFIX}-0000", occupied_spaces=0)
+        await parking_pb2_grpc.ParkingServiceStub(channel).ReportOccupancy(
+            probe, wait_for_ready=True, timeout=cfg.timeout
+        )
+    metadata = (("authorization", f"Bearer {cfg.engineer_token}"),)
+    ids = facility_ids(LOAD_PREFIX, cfg.load_facilities) + facility_ids(GATE_PREFIX, cfg.gate_facilities)
+    async with grpc.aio.insecure_channel(cfg.parking_address) as channel:
+        stub = parking_pb2_grpc.ParkingServiceStub(channel)
+        await asyncio.gather(
+            *(
+                stub.CreateFacility(
+                    pb.CreateFacilityRequest(
+                        facility_id=facility_id,
+                        facility=pb.Facility(
+                            display_name=f"Benchmark garage {facility_id}",
+                            kind=pb.FACILITY_KIND_GARAGE,
+                            operator_id=OPERATOR_ID,
+                            capacity=CAPACITY if facility_id.startswith(LOAD_PREFIX) else GATE_CAPACITY,
+                            location=geo_pb2.LatLng(latitude=52.3731, longitude=5.2194),
+                        ),
+                    ),
+                    metadata=metadata,
+                    timeout=CALL_TIMEOUT_S,
+                )
+                for facility_id in ids
+            )
+        )
+    return SetupResult(len(ids), time.perf_counter() - start)
+
+
 def client_main(mode: str) -> int:
-    """Body of a load-client process: config as JSON on stdin, result as JSON on stdout."""
+    """Body of a client process: config as JSON on stdin, result as JSON on stdout."""
     config = json.loads(sys.stdin.read())
-    result: LoadResult | GateResult
+    result: LoadResult | GateResult | SetupResult
     if mode == "load":
         result = asyncio.run(run_load(LoadConfig(**config)))
-    else:
+    elif mode == "gate":
         result = asyncio.run(run_gate(GateConfig(**config)))
+    else:
+        result = asyncio.run(run_setup(SetupConfig(**config)))
     json.dump(asdict(result), sys.stdout)
     return 0
 
@@ -407,12 +464,18 @@ class Bench:
                 process.wait()
 
     def close(self) -> None:
-        for process in reversed(self.processes):
-            self._stop(process)
-        self.processes.clear()
-        if self.nats:
-            self.nats.stop()
-            self.nats = None
+        """Stop every started process; a second Ctrl-C cannot cut this short."""
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for process in reversed(self.processes):
+                self._stop(process)
+            self.processes.clear()
+            if self.nats:
+                self.nats.stop()
+                self.nats = None
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def start(self) -> None:
         self.nats = start_nats(self.workdir / "nats")
@@ -444,58 +507,39 @@ class Bench:
         self._echo = self.spawn(
             [sys.executable, str(SELF), "--echo-server", str(echo_port)], log=self.workdir / "echo.log"
         )
-        self._wait_ready(self._parking, self.parking_address, self.parking_log)
-        wait_serving(self.parking_address, timeout=10)
-        self._wait_ready(self._echo, self.echo_address, self.workdir / "echo.log")
 
-    @staticmethod
-    def _wait_ready(process: subprocess.Popen[bytes], address: str, log: Path, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(address) as channel:
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"server for {address} exited with {process.returncode}:\n{tail(log)}")
-                try:
-                    grpc.channel_ready_future(channel).result(timeout=0.5)
-                    return
-                except grpc.FutureTimeoutError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{address} not ready within {timeout:.0f} s") from None
+    def check_servers_alive(self) -> None:
+        for name, process, log in (
+            ("the parking service", self._parking, self.parking_log),
+            ("the echo server", self._echo, self.workdir / "echo.log"),
+        ):
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail(log)}")
 
-    def check_parking_alive(self) -> None:
-        if self._parking is not None and self._parking.poll() is not None:
-            raise RuntimeError(f"the parking service exited with {self._parking.returncode}:\n{tail(self.parking_log)}")
+    def setup(self, load_facilities: int, gate_facilities: int) -> SetupResult:
+        """Wait for both servers and create the facilities (from a client process, like all gRPC here)."""
+        config = SetupConfig(
+            parking_address=self.parking_address, echo_address=self.echo_address,
+            engineer_token=self.engineer_token, load_facilities=load_facilities,
+            gate_facilities=gate_facilities, timeout=STARTUP_TIMEOUT_S,
+        )  # fmt: skip
+        return SetupResult(**self.run_client("setup", config, timeout=STARTUP_TIMEOUT_S + CALL_TIMEOUT_S))
 
-    def create_facilities(self, load_count: int, gate_count: int) -> None:
-        """One facility per concurrent caller plus one per gate stream, created concurrently."""
-        metadata = (("authorization", f"Bearer {self.engineer_token}"),)
-        ids = facility_ids(LOAD_PREFIX, load_count) + facility_ids(GATE_PREFIX, gate_count)
-        with grpc.insecure_channel(self.parking_address) as channel:
-            stub = parking_pb2_grpc.ParkingServiceStub(channel)
-            futures = [
-                stub.CreateFacility.future(
-                    pb.CreateFacilityRequest(
-                        facility_id=facility_id,
-                        facility=pb.Facility(
-                            display_name=f"Benchmark garage {facility_id}",
-                            kind=pb.FACILITY_KIND_GARAGE,
-                            operator_id=OPERATOR_ID,
-                            capacity=CAPACITY if facility_id.startswith(LOAD_PREFIX) else GATE_CAPACITY,
-                            location=geo_pb2.LatLng(latitude=52.3731, longitude=5.2194),
-                        ),
-                    ),
-                    metadata=metadata,
-                    timeout=CALL_TIMEOUT_S,
-                )
-                for facility_id in ids
-            ]
-            for future in futures:
-                future.result()
-
-    def run_client(self, mode: str, config: LoadConfig | GateConfig, timeout: float) -> dict[str, Any]:
+    def run_client(self, mode: str, config: SetupConfig | LoadConfig | GateConfig, timeout: float) -> dict[str, Any]:
+        """Run this file as a client process; fail early if a server dies meanwhile."""
         process = self.spawn([sys.executable, str(SELF), f"--{mode}-client"], pipes=True)
+        deadline = time.monotonic() + timeout
+        payload: bytes | None = json.dumps(asdict(config)).encode()
         try:
-            out, err = process.communicate(json.dumps(asdict(config)).encode(), timeout=timeout)
+            while True:
+                try:
+                    out, err = process.communicate(payload, timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    payload = None  # already sent; communicate() resumes where it was
+                    self.check_servers_alive()
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{mode} client did not finish within {timeout:.0f} s") from None
         finally:
             self._stop(process)
             self.processes.remove(process)
@@ -520,7 +564,7 @@ class Bench:
         if cpu_before is not None and cpu_after is not None and result.total_calls:
             result.server_cpu_us = 1e6 * (cpu_after - cpu_before) / result.total_calls
         self.next_sequence = result.last_sequence + 1
-        self.check_parking_alive()
+        self.check_servers_alive()
         return result
 
     def gate(self, duration: float) -> GateResult:
@@ -530,7 +574,7 @@ class Bench:
             run_id=secrets.token_hex(4),
         )  # fmt: skip
         result = GateResult(**self.run_client("gate", config, timeout=duration + 60))
-        self.check_parking_alive()
+        self.check_servers_alive()
         return result
 
     def outbox_backlog(self) -> int:
@@ -639,8 +683,8 @@ def run(args: argparse.Namespace) -> int:
         bench = Bench(Path(tmp))
         try:
             bench.start()
+            bench.setup(max(levels), GATE_STREAMS)
             print_header(args, bench)
-            bench.create_facilities(max(levels), GATE_STREAMS)
             bench.drain_outbox()
             print(level_header(), flush=True)
             for level in levels:
@@ -710,12 +754,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--load-client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--gate-client", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--setup-client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.echo_server is not None:
         asyncio.run(serve_echo(args.echo_server))
         return 0
-    if args.load_client or args.gate_client:
-        return client_main("load" if args.load_client else "gate")
+    if args.load_client or args.gate_client or args.setup_client:
+        return client_main("load" if args.load_client else "gate" if args.gate_client else "setup")
     if args.duration <= 0 or args.warmup < 0 or args.gate_duration <= 0:
         parser.error("--duration and --gate-duration must be positive, --warmup not negative")
     # SIGTERM unwinds like Ctrl-C, so every started process is stopped.
