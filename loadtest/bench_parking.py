@@ -15,14 +15,16 @@ What is measured
      interceptors, validation, a durable SQLite file database (WAL, ``synchronous=FULL``) written
      through the group committer, occupancy samples and a transactional outbox relayed to JetStream
      on a real nats-server. It logs at WARNING, so the per-call access log is off.
-2. ``RecordGateEvents`` (client streaming): a few streams, one facility each, send batches of 1,000
-   gate events (alternating ENTRY/EXIT, unique batch ids) for ~5 s; events/s and batches/s count what
-   the server acknowledged in its responses.
+   Also shown: the server process's CPU time per call (from /proc), and the outbox rows still waiting
+   for JetStream after each parking run; the next run starts only once the relay has drained them.
+2. ``RecordGateEvents`` (client streaming): four callers, one facility each, send streams of up to 20
+   batches of 1,000 gate events (alternating ENTRY/EXIT, unique batch ids), one stream after the other,
+   for ~5 s (``--gate-duration``); events/s and batches/s count what the server acknowledged.
 
 Why the echo server is the baseline
 -----------------------------------
-On a small machine Python gRPC itself is the ceiling: a bare unary server does ~1.2-1.8k calls/s
-whatever the concurrency, and absolute numbers drift by +-50 % between runs on shared hosts. The echo
+On a small machine Python gRPC itself is the ceiling: a bare unary server manages only a few thousand
+calls/s, and absolute numbers drift by +-50 % between runs on shared hosts. The echo
 server pays the same transport, HTTP/2 and request-parsing cost as the service, over the same client,
 with the same request messages, on the same cores, measured minutes apart in the same run. The ratio
 parking/echo therefore isolates what the service adds per call (interceptors, domain logic,
@@ -35,8 +37,9 @@ Every process (nats-server, both servers, the setup and load clients) runs on 12
 of its own and is stopped by PID at the end, also on Ctrl-C, SIGTERM or an error. The orchestrating
 process itself makes no gRPC calls: a KeyboardInterrupt landing inside grpc's synchronous client can
 hang the interpreter at exit, so even the readiness checks and facility creation run in a client
-process. Run: ``.venv/bin/python loadtest/bench_parking.py`` (``make
-bench``); ``--help`` for options.
+process.
+
+Run: ``.venv/bin/python loadtest/bench_parking.py`` (``make bench``); ``--help`` for the options.
 """
 
 from __future__ import annotations
@@ -770,6 +773,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; every started process was stopped", file=sys.stderr)
         return 130
+    except (RuntimeError, TimeoutError) as err:
+        print(f"\nbenchmark failed (every started process was stopped): {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

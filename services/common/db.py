@@ -18,7 +18,9 @@ from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel, create_engine
 
+from services.common.errors import Unavailable
 from services.common.observability import COMMIT_BATCH
+from services.common.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -88,36 +90,29 @@ class GroupCommitter:
     max_batch: int = 512
     after_commit: Callable[[], None] | None = None
     _queue: list[_Pending[Any]] = field(default_factory=list)
-    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    _task: asyncio.Task[None] | None = None
+    _worker: Worker | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"{self.service}-group-commit")
+        self._worker = Worker(f"{self.service}-group-commit", self._commit_queued)
+        self._worker.start()
 
     async def stop(self) -> None:
         """Commit what is queued, then stop."""
-        if self._task:
-            self._wakeup.set()
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-            while self._queue:
-                await self._commit_some()
+        if self._worker is not None:
+            await self._worker.stop()
+            self._worker = None
 
     async def submit(self, handler: BatchHandler, item: Any) -> Any:
-        if self._task is None:
-            raise RuntimeError("group committer is not running")
+        if self._worker is None or not self._worker.running:
+            raise Unavailable(f"{self.service} is shutting down")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(handler, item, future))
-        self._wakeup.set()
+        self._worker.wake()
         return await future
 
-    async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._queue:
-                await self._commit_some()
+    async def _commit_queued(self) -> None:
+        while self._queue:
+            await self._commit_some()
 
     async def _commit_some(self) -> None:
         batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]

@@ -73,11 +73,8 @@ def _bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str |
     return None
 
 
-class AuthInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Resolves the caller's token to an Identity; calls without a valid token get UNAUTHENTICATED."""
-
-    def __init__(self, tokens: TokenStore) -> None:
-        self._tokens = tokens
+class _WrappingInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Wraps the handlers of application methods (not health or reflection) in `around`."""
 
     async def intercept_service(
         self,
@@ -87,7 +84,20 @@ class AuthInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(OPEN_METHOD_PREFIXES):
             return handler
-        token = _bearer_token(handler_call_details.invocation_metadata)
+        return _wrap(handler, self.around_for(handler_call_details))
+
+    def around_for(self, details: grpc.HandlerCallDetails) -> Around:
+        raise NotImplementedError
+
+
+class AuthInterceptor(_WrappingInterceptor):
+    """Resolves the caller's token to an Identity; calls without a valid token get UNAUTHENTICATED."""
+
+    def __init__(self, tokens: TokenStore) -> None:
+        self._tokens = tokens
+
+    def around_for(self, details: grpc.HandlerCallDetails) -> Around:
+        token = _bearer_token(details.invocation_metadata)
         identity = self._tokens.identify(token) if token else None
 
         async def around(context: aio.ServicerContext[Any, Any], call: Callable[[], Awaitable[Any]]) -> Any:
@@ -97,24 +107,17 @@ class AuthInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             current_identity.set(identity)
             return await call()
 
-        return _wrap(handler, around)
+        return around
 
 
-class ObservabilityInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
+class ObservabilityInterceptor(_WrappingInterceptor):
     """Access log and metrics per call; turns ServiceError into its status and hides crashes."""
 
     def __init__(self, service: str) -> None:
         self._service = service
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method.startswith(OPEN_METHOD_PREFIXES):
-            return handler
+    def around_for(self, details: grpc.HandlerCallDetails) -> Around:
+        method = details.method
         short = method.rsplit("/", 1)[-1]
         latency = RPC_LATENCY.labels(self._service, short)
 
@@ -152,4 +155,4 @@ class ObservabilityInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
                         },
                     )
 
-        return _wrap(handler, around)
+        return around

@@ -5,7 +5,6 @@ de-duplicated by the stream) and deletes them once JetStream has acknowledged th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from datetime import datetime
@@ -19,6 +18,7 @@ from services.common.bus import Bus, OutgoingMessage
 from services.common.clock import UtcDateTime
 from services.common.db import writer
 from services.common.observability import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
+from services.common.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -56,36 +56,24 @@ class OutboxRelay:
         self._bus = bus
         self._service = service
         self._batch = batch
-        self._poll = poll
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._worker = Worker(f"{service}-outbox-relay", self._publish_all_pending, poll)
 
     def notify(self) -> None:
-        self._wakeup.set()
+        self._worker.wake()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"{self._service}-outbox-relay")
+        self._worker.start()
 
     async def stop(self) -> None:
         """Publish what is left (best effort), then stop."""
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        with contextlib.suppress(Exception):
-            await self.publish_pending()
+        await self._worker.stop()
 
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self._poll)
-            self._wakeup.clear()
-            try:
-                while await self.publish_pending() == self._batch:
-                    pass
-            except Exception:
-                log.warning("outbox relay could not publish; will retry", exc_info=True)
-                await asyncio.sleep(self._poll)
+    async def _publish_all_pending(self) -> None:
+        try:
+            while await self.publish_pending() == self._batch:
+                pass
+        except Exception:
+            log.warning("outbox relay could not publish; will retry", exc_info=True)
 
     async def publish_pending(self) -> int:
         """Publish one batch of pending rows; return how many were published."""

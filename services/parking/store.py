@@ -41,6 +41,15 @@ def _load(session: Session, ids: set[str]) -> dict[str, Facility]:
     return {r.id: r for r in session.execute(select(Facility).where(col(Facility.id).in_(ids))).scalars()}
 
 
+def _writable(rows: dict[str, Facility], identity: Identity, facility_id: str) -> Facility:
+    """The facility the caller is about to change: NOT_FOUND or PERMISSION_DENIED otherwise."""
+    row = rows.get(facility_id)
+    if row is None:
+        raise NotFound(f"facility {facility_id!r} not found")
+    logic.authorize_write(identity, row.id, row.operator_id)
+    return row
+
+
 def _derive(row: Facility) -> int:
     return logic.derive_status(
         row.status, row.occupied, row.capacity, thresholds_of(row), row.state == pb.FACILITY_STATE_CLOSED
@@ -131,10 +140,7 @@ def update_facilities(session: Session, items: Sequence[UpdateFacility]) -> list
     outbox: list[dict[str, Any]] = []
     for item in items:
         try:
-            row = rows.get(item.facility_id)
-            if row is None:
-                raise NotFound(f"facility {item.facility_id!r} not found")
-            logic.authorize_write(item.identity, row.id, row.operator_id)
+            row = _writable(rows, item.identity, item.facility_id)
             if "operator_id" in item.paths and item.identity.role is Role.OPERATOR:
                 raise PermissionDenied("an operator may not hand its facility to another operator")
             merged = facility_to_proto(row)
@@ -177,10 +183,7 @@ def report_occupancies(session: Session, items: Sequence[ReportOccupancy]) -> li
     outbox: list[dict[str, Any]] = []
     for item in items:
         try:
-            row = rows.get(item.facility_id)
-            if row is None:
-                raise NotFound(f"facility {item.facility_id!r} not found")
-            logic.authorize_write(item.identity, row.id, row.operator_id)
+            row = _writable(rows, item.identity, item.facility_id)
             occupied = logic.reported_occupied(item.request, row.capacity)
             outcome, detail = logic.order_report(
                 sequence=item.request.sequence,
@@ -238,11 +241,8 @@ def record_gate_batches(session: Session, items: Sequence[GateBatchItem]) -> lis
     outbox: list[dict[str, Any]] = []
     batches: list[dict[str, Any]] = []
     for item in items:
-        row = rows.get(item.facility_id)
         try:
-            if row is None:
-                raise NotFound(f"facility {item.facility_id!r} not found")
-            logic.authorize_write(item.identity, row.id, row.operator_id)
+            row = _writable(rows, item.identity, item.facility_id)
         except ServiceError as err:
             results.append(err)
             continue
