@@ -80,8 +80,12 @@ class Bus:
                 futures.append(await self.js.publish_async(m.subject, m.payload, headers=headers))
         except Exception as exc:  # disconnected: the rest stays in the outbox for the next attempt
             log.warning("publishing stopped after %d of %d messages: %s", len(futures), len(messages), exc)
-        done = await asyncio.gather(*(asyncio.wait_for(f, ack_timeout) for f in futures), return_exceptions=True)
-        acked = [not isinstance(d, BaseException) for d in done]
+        if futures:
+            await asyncio.wait(futures, timeout=ack_timeout)
+        acked = [f.done() and not f.cancelled() and f.exception() is None for f in futures]
+        for f in futures:
+            if not f.done():
+                f.cancel()
         return acked + [False] * (len(messages) - len(futures))
 
     async def close(self) -> None:

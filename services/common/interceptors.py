@@ -1,4 +1,6 @@
-"""Server interceptors: bearer-token authentication, and access logs + metrics + error statuses."""
+"""The server interceptor of every service: bearer-token authentication, access log, metrics, and
+turning ServiceError into its gRPC status. One layer, wrapped once per method (not per call): on two
+cores every microsecond of per-call Python is throughput."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any, TypeAlias
 import grpc
 from grpc import aio
 
-from services.common.auth import TokenStore, current_identity
+from services.common.auth import Identity, TokenStore, current_identity
 from services.common.errors import ServiceError
 from services.common.observability import RPC_LATENCY, RPC_REQUESTS
 
@@ -20,10 +22,11 @@ from services.common.observability import RPC_LATENCY, RPC_REQUESTS
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Context: TypeAlias = "aio.ServicerContext[Any, Any]"
 # grpc's stubs type behaviours for the sync server; under grpc.aio they are coroutine functions,
-# and a response-streaming one returns an async generator (or writes through its context itself).
-Behavior = Callable[[Any, aio.ServicerContext[Any, Any]], Any]
-Around = Callable[[aio.ServicerContext[Any, Any], Callable[[], Awaitable[Any]]], Awaitable[Any]]
+# and a response-streaming one returns an async generator.
+Behavior = Callable[[Any, Context], Any]
+Around = Callable[[Context, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
 access_log = logging.getLogger("almere.access")
 
@@ -37,9 +40,8 @@ def _wrap(handler: Handler, around: Around) -> Handler:
     if handler.response_streaming:
         stream_behavior: Behavior = handler.stream_stream if handler.request_streaming else handler.unary_stream  # type: ignore[assignment]
 
-        async def streaming(request: Any, context: aio.ServicerContext[Any, Any]) -> None:
+        async def streaming(request: Any, context: Context) -> None:
             async def drain() -> None:
-                # Servicers yield responses; an inner interceptor's wrapper writes them itself.
                 responses = stream_behavior(request, context)
                 if inspect.isasyncgen(responses):
                     async for item in responses:
@@ -56,7 +58,7 @@ def _wrap(handler: Handler, around: Around) -> Handler:
 
     unary_behavior: Behavior = handler.stream_unary if handler.request_streaming else handler.unary_unary  # type: ignore[assignment]
 
-    async def unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+    async def unary(request: Any, context: Context) -> Any:
         return await around(context, lambda: unary_behavior(request, context))
 
     factory_u = (
@@ -65,7 +67,7 @@ def _wrap(handler: Handler, around: Around) -> Handler:
     return factory_u(unary, **serializers)
 
 
-def _bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
+def _bearer_token(metadata: Any) -> str | None:
     for key, value in metadata or ():
         if key == "authorization" and isinstance(value, str):
             scheme, _, token = value.partition(" ")
@@ -73,58 +75,46 @@ def _bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str |
     return None
 
 
-class _WrappingInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Wraps the handlers of application methods (not health or reflection) in `around`."""
+class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Authenticates the caller, then logs and measures the call and maps its errors to statuses."""
+
+    def __init__(self, service: str, tokens: TokenStore) -> None:
+        self._service = service
+        self._tokens = tokens
+        self._wrapped: dict[str, Handler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler:
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
         handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(OPEN_METHOD_PREFIXES):
+        if handler is None or method.startswith(OPEN_METHOD_PREFIXES):
             return handler
-        return _wrap(handler, self.around_for(handler_call_details))
+        wrapped = self._wrapped[method] = _wrap(handler, self._around(method))
+        return wrapped
 
-    def around_for(self, details: grpc.HandlerCallDetails) -> Around:
-        raise NotImplementedError
+    def _authenticate(self, context: Context) -> Identity | None:
+        token = _bearer_token(context.invocation_metadata())
+        return self._tokens.identify(token) if token else None
 
-
-class AuthInterceptor(_WrappingInterceptor):
-    """Resolves the caller's token to an Identity; calls without a valid token get UNAUTHENTICATED."""
-
-    def __init__(self, tokens: TokenStore) -> None:
-        self._tokens = tokens
-
-    def around_for(self, details: grpc.HandlerCallDetails) -> Around:
-        token = _bearer_token(details.invocation_metadata)
-        identity = self._tokens.identify(token) if token else None
-
-        async def around(context: aio.ServicerContext[Any, Any], call: Callable[[], Awaitable[Any]]) -> Any:
-            if identity is None:
-                reason = "invalid token" if token else "missing 'authorization: Bearer <token>' metadata"
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
-            current_identity.set(identity)
-            return await call()
-
-        return around
-
-
-class ObservabilityInterceptor(_WrappingInterceptor):
-    """Access log and metrics per call; turns ServiceError into its status and hides crashes."""
-
-    def __init__(self, service: str) -> None:
-        self._service = service
-
-    def around_for(self, details: grpc.HandlerCallDetails) -> Around:
-        method = details.method
+    def _around(self, method: str) -> Around:
         short = method.rsplit("/", 1)[-1]
         latency = RPC_LATENCY.labels(self._service, short)
 
-        async def around(context: aio.ServicerContext[Any, Any], call: Callable[[], Awaitable[Any]]) -> Any:
+        async def around(context: Context, call: Callable[[], Awaitable[Any]]) -> Any:
             start = time.perf_counter()
             code = grpc.StatusCode.OK
+            identity = self._authenticate(context)
             try:
+                if identity is None:
+                    reason = "missing or invalid 'authorization: Bearer <token>' metadata"
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+                current_identity.set(identity)
                 return await call()
             except ServiceError as err:
                 code = err.code
@@ -143,7 +133,6 @@ class ObservabilityInterceptor(_WrappingInterceptor):
                 elapsed = time.perf_counter() - start
                 latency.observe(elapsed)
                 RPC_REQUESTS.labels(self._service, short, code.name).inc()
-                identity = current_identity.get(None)
                 if access_log.isEnabledFor(logging.INFO):
                     access_log.info(
                         "rpc",

@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.auth import TokenStore
 from services.common.config import Settings
-from services.common.interceptors import AuthInterceptor, ObservabilityInterceptor
+from services.common.interceptors import ServiceInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class GrpcServer:
         self.settings = settings
         limit = settings.max_message_bytes
         self.server = aio.server(
-            interceptors=[ObservabilityInterceptor(service), AuthInterceptor(tokens)],
+            interceptors=[ServiceInterceptor(service, tokens)],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),

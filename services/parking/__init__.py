@@ -19,7 +19,6 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
     api = ParkingApi(service.engine, service.committer, feed)
     parking_pb2_grpc.add_ParkingServiceServicer_to_server(api, server)
 
-    await feed.start()
     return [feed.stop]
 
 

@@ -175,7 +175,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             raise InvalidArgument(f"at most {MAX_WATCH_IDS} facilities per watch")
         ids = {logic.facility_id_from_name(n, f"facilities[{i}]") for i, n in enumerate(request.facilities)}
         area = _area(request.area) if request.HasField("area") else None
-        with self._feed.watch() as watcher:
+        async with self._feed.watch() as watcher:
             # Subscribed before reading the snapshot: no change can fall between the two.
             rows = await asyncio.to_thread(
                 store.all_facilities, self._engine, store.FacilityFilter(area=area), ids or None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
 
 from almere.parking.v1 import parking_pb2 as pb
 from almere.type.v1 import geo_pb2
@@ -12,11 +14,54 @@ from services.parking.logic import Thresholds, facility_name
 from services.parking.models import Facility
 
 
-def thresholds_of(row: Facility) -> Thresholds:
+class FacilityView(Protocol):
+    """The columns occupancy rules need; a Facility row or an OccupancyRow."""
+
+    id: str
+    capacity: int
+    operator_id: str
+    state: int
+    almost_full: float
+    full: float
+    hysteresis: float
+    version: int
+    occupied: int | None
+    status: int
+    sequence: int
+    reported_occupied: int | None
+    report_time: datetime | None
+    source_time: datetime | None
+    occupancy_time: datetime | None
+    update_time: datetime
+
+
+@dataclass(slots=True)
+class OccupancyRow:
+    """The occupancy columns of a facility, read and written with SQLAlchemy Core on the hot path."""
+
+    id: str
+    capacity: int
+    operator_id: str
+    state: int
+    almost_full: float
+    full: float
+    hysteresis: float
+    version: int
+    occupied: int | None
+    status: int
+    sequence: int
+    reported_occupied: int | None
+    report_time: datetime | None
+    source_time: datetime | None
+    occupancy_time: datetime | None
+    update_time: datetime
+
+
+def thresholds_of(row: FacilityView) -> Thresholds:
     return Thresholds(row.almost_full, row.full, row.hysteresis)
 
 
-def occupancy_to_proto(row: Facility) -> pb.Occupancy:
+def occupancy_to_proto(row: FacilityView) -> pb.Occupancy:
     occupied = row.occupied or 0
     return pb.Occupancy(
         facility=facility_name(row.id),

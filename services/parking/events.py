@@ -6,12 +6,13 @@ from datetime import datetime
 from typing import Any
 
 from almere.parking.v1 import events_pb2
+from almere.parking.v1 import parking_pb2 as pb
 
 from services.common.bus import stream_config
 from services.common.clock import to_timestamp
 from services.common.config import Settings
 from services.common.outbox import outbox_row
-from services.parking.convert import facility_to_proto, occupancy_to_proto
+from services.parking.convert import facility_to_proto
 from services.parking.models import Facility
 
 STREAM = "PARKING"
@@ -42,17 +43,18 @@ def facility_changed(row: Facility, created: bool, changed: list[str], now: date
     return outbox_row(subject(event, row.id), event, message, now)
 
 
-def occupancy_changed(row: Facility, previous_status: int, cause: int, now: datetime) -> list[dict[str, Any]]:
+def occupancy_changed(
+    facility_id: str, version: int, occupancy: pb.Occupancy, previous_status: int, cause: int, now: datetime
+) -> list[dict[str, Any]]:
     """An occupancy_changed row, plus status_changed when the derived status moved."""
-    occupancy = occupancy_to_proto(row)
     occurred = to_timestamp(now)
     rows = [
         outbox_row(
-            subject(OCCUPANCY_CHANGED, row.id),
+            subject(OCCUPANCY_CHANGED, facility_id),
             OCCUPANCY_CHANGED,
             events_pb2.OccupancyChangedEvent(
-                facility_id=row.id,
-                version=row.version,
+                facility_id=facility_id,
+                version=version,
                 occur_time=occurred,
                 occupancy=occupancy,
                 previous_status=previous_status,  # type: ignore[arg-type]
@@ -61,17 +63,17 @@ def occupancy_changed(row: Facility, previous_status: int, cause: int, now: date
             now,
         )
     ]
-    if previous_status != row.status:
+    if previous_status != occupancy.status:
         rows.append(
             outbox_row(
-                subject(STATUS_CHANGED, row.id),
+                subject(STATUS_CHANGED, facility_id),
                 STATUS_CHANGED,
                 events_pb2.StatusChangedEvent(
-                    facility_id=row.id,
-                    version=row.version,
+                    facility_id=facility_id,
+                    version=version,
                     occur_time=occurred,
                     previous_status=previous_status,  # type: ignore[arg-type]
-                    status=row.status,  # type: ignore[arg-type]
+                    status=occupancy.status,
                     occupancy=occupancy,
                 ),
                 now,

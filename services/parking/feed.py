@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from almere.parking.v1 import events_pb2
@@ -46,22 +46,25 @@ class Watcher:
 
 
 class OccupancyFeed:
+    """Subscribed to the bus only while somebody watches, so a busy writer does not decode its own events."""
+
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
         self._watchers: set[Watcher] = set()
         self._subscription: Any = None
-
-    async def start(self) -> None:
-        self._subscription = await self._bus.nc.subscribe(f"{events.SUBJECT_PREFIX}.*.*", cb=self._on_message)
+        self._lock = asyncio.Lock()
 
     async def stop(self) -> None:
+        async with self._lock:
+            await self._unsubscribe()
+
+    async def _unsubscribe(self) -> None:
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()
+            self._subscription = None
 
     async def _on_message(self, msg: Msg) -> None:
-        if not self._watchers:
-            return
         name = msg.subject.split(".")[3]
         decoder = _DECODERS.get(name)
         if decoder is None:
@@ -70,11 +73,19 @@ class OccupancyFeed:
         for watcher in self._watchers:
             watcher.offer(change)
 
-    @contextlib.contextmanager
-    def watch(self) -> Iterator[Watcher]:
+    @contextlib.asynccontextmanager
+    async def watch(self) -> AsyncIterator[Watcher]:
+        """A watcher receiving every change from the moment this returns."""
         watcher = Watcher()
-        self._watchers.add(watcher)
+        async with self._lock:
+            if self._subscription is None:
+                self._subscription = await self._bus.nc.subscribe(f"{events.SUBJECT_PREFIX}.*.*", cb=self._on_message)
+                await self._bus.nc.flush()  # the server has the subscription before the caller reads its snapshot
+            self._watchers.add(watcher)
         try:
             yield watcher
         finally:
-            self._watchers.discard(watcher)
+            async with self._lock:
+                self._watchers.discard(watcher)
+                if not self._watchers:
+                    await self._unsubscribe()
