@@ -10,6 +10,7 @@ no usable secret. `almere token issue` creates an entry and prints the token onc
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 import json
 import os
@@ -87,6 +88,10 @@ class TokenStore:
         return cls(entries)
 
     def identify(self, token: str) -> Identity | None:
+        return self._identify_cached(token)
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - one store per process; saves a SHA-256 per call
+    def _identify_cached(self, token: str) -> Identity | None:
         return self._by_digest.get(token_digest(token))
 
     def __len__(self) -> int:
