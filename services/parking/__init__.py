@@ -10,12 +10,12 @@ from grpc import aio
 from services.common.runtime import Service, ServiceSpec
 from services.parking.api import ParkingApi
 from services.parking.events import parking_stream
-from services.parking.feed import OccupancyFeed
+from services.parking.feed import occupancy_feed
 from services.parking.models import TABLES, ParkingOutbox
 
 
 async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awaitable[None]]]:
-    feed = OccupancyFeed(service.bus)
+    feed = occupancy_feed(service.bus)
     api = ParkingApi(service.engine, service.committer, feed)
     parking_pb2_grpc.add_ParkingServiceServicer_to_server(api, server)
 

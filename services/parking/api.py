@@ -3,66 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 from almere.parking.v1 import parking_pb2 as pb
 from almere.parking.v1 import parking_pb2_grpc
-from almere.type.v1 import geo_pb2
 from grpc import aio
 from sqlalchemy import Engine
 
+from services.common import paging
 from services.common.auth import current_identity
 from services.common.clock import from_timestamp, to_timestamp, utcnow
 from services.common.db import GroupCommitter
 from services.common.errors import InvalidArgument
+from services.common.feed import EventFeed
+from services.common.geo import area_of, inside, validate_lat_lng
 from services.parking import events, logic, store
 from services.parking.convert import facility_to_proto, occupancy_to_proto
-from services.parking.feed import OccupancyFeed
 
 Context = aio.ServicerContext[Any, Any]
-MAX_PAGE_SIZE = 1000
-DEFAULT_PAGE_SIZE = 50
 MAX_WATCH_IDS = 1000
 MAX_BUCKETS = 10_000
 MAX_HISTORY_ROWS = 500_000
 
 
-def _area(box: geo_pb2.BoundingBox) -> tuple[float, float, float, float]:
-    logic.validate_lat_lng(box.low.latitude, box.low.longitude, "area.low")
-    logic.validate_lat_lng(box.high.latitude, box.high.longitude, "area.high")
-    if box.low.latitude > box.high.latitude or box.low.longitude > box.high.longitude:
-        raise InvalidArgument("area.low must be south-west of area.high")
-    return box.low.latitude, box.low.longitude, box.high.latitude, box.high.longitude
-
-
-def _inside(area: tuple[float, float, float, float], location: geo_pb2.LatLng) -> bool:
-    return area[0] <= location.latitude <= area[2] and area[1] <= location.longitude <= area[3]
-
-
-def _page_token(after_id: str, fingerprint: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": after_id, "query": fingerprint}).encode()).decode()
-
-
-def _after_id(token: str, fingerprint: str) -> str:
-    if not token:
-        return ""
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token.encode()))
-        after, query = str(data["after"]), str(data["query"])
-    except (ValueError, KeyError, TypeError):
-        raise InvalidArgument("page_token is malformed") from None
-    if query != fingerprint:
-        raise InvalidArgument("page_token belongs to a request with other filters")
-    return after
-
-
 class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
-    def __init__(self, engine: Engine, committer: GroupCommitter, feed: OccupancyFeed) -> None:
+    def __init__(self, engine: Engine, committer: GroupCommitter, feed: EventFeed) -> None:
         self._engine = engine
         self._committer = committer
         self._feed = feed
@@ -91,20 +58,18 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         return pb.GetFacilityResponse(facility=facility_to_proto(row))
 
     async def ListFacilities(self, request: pb.ListFacilitiesRequest, context: Context) -> pb.ListFacilitiesResponse:
-        if request.page_size < 0:
-            raise InvalidArgument("page_size must not be negative")
-        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        size = paging.page_size(request.page_size)
         if request.operator_id:
             logic.validate_id(request.operator_id, "operator_id")
         query = store.FacilityFilter(
             operator_id=request.operator_id,
             kinds=tuple(sorted(set(request.kinds))),
-            area=_area(request.area) if request.HasField("area") else None,
+            area=area_of(request.area) if request.HasField("area") else None,
         )
-        fingerprint = hashlib.sha256(repr(query).encode()).hexdigest()[:16]
-        after = _after_id(request.page_token, fingerprint)
+        fingerprint = paging.fingerprint(query)
+        after = paging.decode(request.page_token, fingerprint)
         rows = await asyncio.to_thread(store.list_facilities, self._engine, query, after, size + 1)
-        next_token = _page_token(rows[size - 1].id, fingerprint) if len(rows) > size else ""
+        next_token = paging.encode(rows[size - 1].id, fingerprint) if len(rows) > size else ""
         return pb.ListFacilitiesResponse(
             facilities=[facility_to_proto(r) for r in rows[:size]], next_page_token=next_token
         )
@@ -174,7 +139,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         if len(request.facilities) > MAX_WATCH_IDS:
             raise InvalidArgument(f"at most {MAX_WATCH_IDS} facilities per watch")
         ids = {logic.facility_id_from_name(n, f"facilities[{i}]") for i, n in enumerate(request.facilities)}
-        area = _area(request.area) if request.HasField("area") else None
+        area = area_of(request.area) if request.HasField("area") else None
         async with self._feed.watch() as watcher:
             # Subscribed before reading the snapshot: no change can fall between the two.
             rows = await asyncio.to_thread(
@@ -188,7 +153,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
                 name, event = await watcher.next()
                 if name != events.OCCUPANCY_CHANGED:
                     if area and not ids and event.facility.HasField("location"):
-                        if _inside(area, event.facility.location):
+                        if inside(area, event.facility.location.latitude, event.facility.location.longitude):
                             matching.add(event.facility_id)  # type: ignore[union-attr]
                         else:
                             matching.discard(event.facility_id)  # type: ignore[union-attr]
@@ -241,7 +206,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         if not request.HasField("destination"):
             raise InvalidArgument("destination is required")
         lat, lng = request.destination.latitude, request.destination.longitude
-        logic.validate_lat_lng(lat, lng, "destination")
+        validate_lat_lng(lat, lng, "destination")
         if not 0 <= request.max_results <= 50:
             raise InvalidArgument("max_results must be between 0 and 50")
         if not 0 <= request.max_walk_meters <= 20_000:

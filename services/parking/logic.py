@@ -3,7 +3,6 @@ history buckets and ranking. No gRPC, no NATS, no database: everything here test
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,6 +13,7 @@ from almere.parking.v1 import parking_pb2 as pb
 
 from services.common.auth import Identity, Role
 from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from services.common.geo import haversine_m, validate_lat_lng
 
 ID_PATTERN = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 NAME_PREFIX = "facilities/"
@@ -121,11 +121,6 @@ def apply_defaults(f: pb.Facility) -> None:
         f.state = pb.FACILITY_STATE_OPEN
     if not f.HasField("thresholds"):
         f.thresholds.almost_full, f.thresholds.full, f.thresholds.hysteresis = DEFAULT_THRESHOLDS
-
-
-def validate_lat_lng(lat: float, lng: float, field: str) -> None:
-    if not (math.isfinite(lat) and math.isfinite(lng) and -90 <= lat <= 90 and -180 <= lng <= 180):
-        raise InvalidArgument(f"{field} must have latitude in [-90, 90] and longitude in [-180, 180]")
 
 
 # --- status --------------------------------------------------------------------------------------
@@ -327,16 +322,8 @@ def bucket_history(
 
 # --- recommendation ------------------------------------------------------------------------------
 
-EARTH_RADIUS_M = 6_371_008.8
 # An unknown count is treated as this full: guidance prefers facilities it knows have room.
 UNKNOWN_RATIO = 0.9
-
-
-def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(a))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,86 @@
+"""Fans a service's events from the bus out to its Watch calls in this process.
+
+Watches read the bus, not local commits, so a watcher on one replica sees changes made on any other.
+The feed is subscribed only while somebody watches, so a busy writer does not decode its own events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from google.protobuf.message import Message
+from nats.aio.msg import Msg
+
+from services.common.bus import Bus
+from services.common.errors import ResourceExhausted
+
+Change = tuple[str, Any]  # (event name, decoded event)
+WATCHER_QUEUE = 10_000
+
+
+class Watcher:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Change] = asyncio.Queue(WATCHER_QUEUE)
+        self.overflowed = False
+
+    def offer(self, change: Change) -> None:
+        try:
+            self.queue.put_nowait(change)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+    async def next(self) -> Change:
+        if self.overflowed:
+            raise ResourceExhausted(f"watcher fell more than {WATCHER_QUEUE} changes behind; watch again")
+        return await self.queue.get()
+
+
+class EventFeed:
+    """Subscribes to `<prefix>.<event>.<id>` and hands decoded events of the given names to watchers."""
+
+    def __init__(self, bus: Bus, prefix: str, decoders: dict[str, type[Message]]) -> None:
+        self._bus = bus
+        self._prefix = prefix
+        self._decoders = decoders
+        self._watchers: set[Watcher] = set()
+        self._subscription: Any = None
+        self._lock = asyncio.Lock()
+
+    async def stop(self) -> None:
+        async with self._lock:
+            await self._unsubscribe()
+
+    async def _unsubscribe(self) -> None:
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
+            self._subscription = None
+
+    async def _on_message(self, msg: Msg) -> None:
+        name = msg.subject[len(self._prefix) + 1 :].split(".", 1)[0]
+        decoder = self._decoders.get(name)
+        if decoder is None:
+            return
+        change = (name, decoder.FromString(msg.data))
+        for watcher in self._watchers:
+            watcher.offer(change)
+
+    @contextlib.asynccontextmanager
+    async def watch(self) -> AsyncIterator[Watcher]:
+        """A watcher receiving every change from the moment this returns."""
+        watcher = Watcher()
+        async with self._lock:
+            if self._subscription is None:
+                self._subscription = await self._bus.nc.subscribe(f"{self._prefix}.*.*", cb=self._on_message)
+                await self._bus.nc.flush()  # the server has the subscription before the caller reads its snapshot
+            self._watchers.add(watcher)
+        try:
+            yield watcher
+        finally:
+            async with self._lock:
+                self._watchers.discard(watcher)
+                if not self._watchers:
+                    await self._unsubscribe()
