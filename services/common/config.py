@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     stream_max_bytes: int = 1024**3
     stream_max_msg_bytes: int = 64 * 1024
     stream_replicas: int = 1
+    # The SUMO network (.net.xml, geo-referenced) locations are checked and snapped against.
+    network_file: Path | None = None
+    # How often planned closures are checked for their start and end times.
+    scheduler_poll_seconds: float = 1.0
 
     def port_for(self, service: str) -> int:
         return self.port if self.port is not None else DEFAULT_PORTS[service]

@@ -19,6 +19,7 @@ from services.common.db import GroupCommitter
 from services.common.errors import InvalidArgument
 from services.common.feed import EventFeed
 from services.common.geo import area_of, inside, validate_lat_lng
+from services.common.names import validate_id
 from services.parking import events, logic, store
 from services.parking.convert import facility_to_proto, occupancy_to_proto
 
@@ -39,7 +40,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
     async def CreateFacility(self, request: pb.CreateFacilityRequest, context: Context) -> pb.CreateFacilityResponse:
         identity = current_identity.get()
         logic.authorize_manage(identity)
-        facility_id = logic.validate_id(request.facility_id, "facility_id")
+        facility_id = validate_id(request.facility_id, "facility_id")
         if not request.HasField("facility"):
             raise InvalidArgument("facility is required")
         facility = pb.Facility()
@@ -60,7 +61,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
     async def ListFacilities(self, request: pb.ListFacilitiesRequest, context: Context) -> pb.ListFacilitiesResponse:
         size = paging.page_size(request.page_size)
         if request.operator_id:
-            logic.validate_id(request.operator_id, "operator_id")
+            validate_id(request.operator_id, "operator_id")
         query = store.FacilityFilter(
             operator_id=request.operator_id,
             kinds=tuple(sorted(set(request.kinds))),

@@ -14,8 +14,8 @@ from almere.parking.v1 import parking_pb2 as pb
 from services.common.auth import Identity, Role
 from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from services.common.geo import haversine_m, validate_lat_lng
+from services.common.names import id_from_name, validate_id
 
-ID_PATTERN = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 NAME_PREFIX = "facilities/"
 MAX_CAPACITY = 100_000
 MAX_EDGES = 64
@@ -27,21 +27,9 @@ DEFAULT_THRESHOLDS = (0.90, 1.0, 0.03)
 Status = int  # an almere.parking.v1.OccupancyStatus value
 
 
-def validate_id(value: str, what: str) -> str:
-    if not ID_PATTERN.match(value):
-        raise InvalidArgument(
-            f"{what} {value!r} is malformed: use 1-63 lowercase letters, digits and hyphens, starting with a letter"
-        )
-    return value
-
-
 def facility_id_from_name(name: str, field: str = "name") -> str:
     """`facilities/garage-a` -> `garage-a`."""
-    if not name:
-        raise InvalidArgument(f"{field} is required (facilities/{{facility}})")
-    if not name.startswith(NAME_PREFIX):
-        raise InvalidArgument(f"{field} {name!r} must look like facilities/{{facility}}")
-    return validate_id(name[len(NAME_PREFIX) :], f"{field} id")
+    return id_from_name(name, "facilities", field)
 
 
 def facility_name(facility_id: str) -> str:

@@ -41,8 +41,8 @@ def test_validate_id_rejects_malformed_ids(value: str) -> None:
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("", r"^facility is required \(facilities/\{facility\}\)$"),
-        ("garages/a", r"^facility 'garages/a' must look like facilities/\{facility\}$"),
+        ("", r"^facility is required \(facilities/\{id\}\)$"),
+        ("garages/a", r"^facility 'garages/a' must look like facilities/\{id\}$"),
         ("facilities/Bad_Id", r"^facility id 'Bad_Id' is malformed"),
         ("facilities/", r"^facility id '' is malformed"),
     ],
