@@ -20,7 +20,7 @@ from services.common.auth import issue_token, write_private
 from services.common.config import DEFAULT_PORTS, Settings
 from services.common.natsd import NatsServer, port_is_free, start_nats
 
-SERVICES = ["parking"]
+SERVICES = ["parking", "incidents"]
 # Development callers issued by `almere up` when no tokens file is configured.
 DEV_CALLERS = {
     "engineer": "engineer",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,8 @@ ROLES = {
     "operator": "operator:op-a",
     "other_operator": "operator:op-b",
     "police": "police",
+    "fire": "fire",
+    "ems": "ems",
     "optimizer": "optimizer",
     "sim": "sim",
 }
@@ -79,13 +81,43 @@ def settings(tmp_path: Path, nats_server: NatsServer, database_url: str, tokens_
     )
 
 
+@pytest.fixture(scope="session")
+def network_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The schematic centrum-mini network, built with the real netconvert."""
+    from sim.netbuild import build_network
+
+    return build_network("centrum-mini", tmp_path_factory.mktemp("networks"))
+
+
 @pytest.fixture
-async def parking(settings: Settings) -> AsyncIterator[tuple[object, str]]:
-    """The parking service running in-process on a free loopback port: (service, address)."""
-    from services.common.runtime import Service
+async def start_service(settings: Settings) -> AsyncIterator[Callable[..., Awaitable[str]]]:
+    """Starts services in-process on free loopback ports; returns their addresses; stops them after."""
+    from services.common.runtime import Service, ServiceSpec
+
+    running: list[Service] = []
+
+    async def start(spec: ServiceSpec, **overrides: object) -> str:
+        service = Service(spec, settings.model_copy(update=overrides))
+        port = await service.start(port=0)
+        running.append(service)
+        return f"127.0.0.1:{port}"
+
+    yield start
+    for service in reversed(running):
+        await service.stop()
+
+
+@pytest.fixture
+async def parking(start_service: Callable[..., Awaitable[str]]) -> str:
+    """The parking service's address."""
     from services.parking import SPEC
 
-    service = Service(SPEC, settings)
-    port = await service.start(port=0)
-    yield service, f"127.0.0.1:{port}"
-    await service.stop()
+    return await start_service(SPEC)
+
+
+@pytest.fixture
+async def incidents(start_service: Callable[..., Awaitable[str]], network_file: Path) -> str:
+    """The incident service's address, with the centrum-mini network and a fast schedule."""
+    from services.incidents import SPEC
+
+    return await start_service(SPEC, network_file=network_file, scheduler_poll_seconds=0.2)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import DateTime
@@ -12,6 +12,14 @@ from sqlalchemy.types import TypeDecorator
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@overload
+def to_timestamp(when: datetime) -> Timestamp: ...
+@overload
+def to_timestamp(when: None) -> None: ...
+@overload
+def to_timestamp(when: datetime | None) -> Timestamp | None: ...
 
 
 def to_timestamp(when: datetime | None) -> Timestamp | None:

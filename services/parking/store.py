@@ -51,9 +51,16 @@ FACILITY = Facility.__table__  # type: ignore[attr-defined]
 # maps and change tracking cost more than the SQL itself at thousands of reports a second.
 OCCUPANCY_COLUMNS = [f.name for f in fields(OccupancyRow)]
 MUTABLE_COLUMNS = [
-    "version", "occupied", "status", "sequence", "reported_occupied", "report_time", "source_time",
-    "occupancy_time", "update_time",
-]  # fmt: skip
+    "version",
+    "occupied",
+    "status",
+    "sequence",
+    "reported_occupied",
+    "report_time",
+    "source_time",
+    "occupancy_time",
+    "update_time",
+]
 _SAVE_OCCUPANCY = (
     update(FACILITY).where(FACILITY.c.id == bindparam("b_id")).values({c: bindparam(f"b_{c}") for c in MUTABLE_COLUMNS})
 )
@@ -99,9 +106,15 @@ class _Changes:
         row.update_time = row.occupancy_time = now
         row.source_time = source
         self.samples.append(
-            {"facility_id": row.id, "source_time": source, "occupied": row.occupied or 0,
-             "version": row.version, "cause": cause, "sequence": row.sequence}
-        )  # fmt: skip
+            {
+                "facility_id": row.id,
+                "source_time": source,
+                "occupied": row.occupied or 0,
+                "version": row.version,
+                "cause": cause,
+                "sequence": row.sequence,
+            }
+        )
         occupancy = occupancy_to_proto(row)
         self.outbox.extend(events.occupancy_changed(row.id, row.version, occupancy, previous_status, cause, now))
         if isinstance(row, OccupancyRow):

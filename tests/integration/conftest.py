@@ -9,7 +9,6 @@ from tests.integration.helpers import Parking
 
 
 @pytest.fixture
-async def client(parking: tuple[object, str], tokens: dict[str, str]) -> AsyncIterator[Parking]:
-    _, address = parking
-    async with grpc.aio.insecure_channel(address) as channel:
+async def client(parking: str, tokens: dict[str, str]) -> AsyncIterator[Parking]:
+    async with grpc.aio.insecure_channel(parking) as channel:
         yield Parking(channel, tokens)

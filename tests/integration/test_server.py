@@ -29,16 +29,19 @@ async def list_services(channel: grpc.aio.Channel) -> list[str]:
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_health_and_reflection_answer_without_a_token(parking: tuple[Service, str]) -> None:
-    _, address = parking
-    async with grpc.aio.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        for name in ("", "almere.parking.v1.ParkingService"):
-            reply = await health.Check(health_pb2.HealthCheckRequest(service=name))
-            assert reply.status == health_pb2.HealthCheckResponse.SERVING
-        services = await list_services(channel)
-    assert "almere.parking.v1.ParkingService" in services
-    assert "grpc.health.v1.Health" in services
+async def test_health_and_reflection_answer_without_a_token(parking: str, incidents: str) -> None:
+    for address, service_name in (
+        (parking, "almere.parking.v1.ParkingService"),
+        (incidents, "almere.incidents.v1.IncidentService"),
+    ):
+        async with grpc.aio.insecure_channel(address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for name in ("", service_name):
+                reply = await health.Check(health_pb2.HealthCheckRequest(service=name))
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            services = await list_services(channel)
+        assert service_name in services
+        assert "grpc.health.v1.Health" in services
 
 
 @pytest.fixture

@@ -1,0 +1,289 @@
+"""The gRPC servicer of almere.incidents.v1.IncidentService: proto <-> domain, status codes, roles."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from almere.incidents.v1 import incidents_pb2 as pb
+from almere.incidents.v1 import incidents_pb2_grpc
+from grpc import aio
+from sqlalchemy import Engine
+
+from services.common import paging
+from services.common.auth import current_identity
+from services.common.clock import from_timestamp, to_timestamp, utcnow
+from services.common.db import GroupCommitter
+from services.common.errors import InvalidArgument
+from services.common.feed import EventFeed
+from services.common.geo import Area, area_of, inside
+from services.common.names import id_from_name, validate_id
+from services.common.network import RoadNetwork
+from services.incidents import logic, store
+from services.incidents.locate import locate
+
+Context = aio.ServicerContext[Any, Any]
+OUTPUT_ONLY = (
+    "name",
+    "reporting_agency",
+    "state",
+    "reporter",
+    "planned_event",
+    "version",
+    "create_time",
+    "update_time",
+)
+
+
+def _incident_id(name: str, field: str = "name") -> str:
+    return id_from_name(name, "incidents", field)
+
+
+def _enum_values(values: Any, enum: Any, field: str) -> tuple[int, ...]:
+    unknown = [v for v in values if v not in enum.values() or v == 0]
+    if unknown:
+        raise InvalidArgument(f"{field} holds unknown value {unknown[0]}")
+    return tuple(sorted(set(values)))
+
+
+def _matches(incident: pb.Incident, types: tuple[int, ...], area: Area | None) -> bool:
+    if types and incident.type not in types:
+        return False
+    loc = incident.location
+    return area is None or (incident.HasField("location") and inside(area, loc.latitude, loc.longitude))
+
+
+class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
+    def __init__(self, engine: Engine, committer: GroupCommitter, feed: EventFeed, network: RoadNetwork | None) -> None:
+        self._engine = engine
+        self._committer = committer
+        self._feed = feed
+        self._network = network
+
+    # --- incidents -------------------------------------------------------------------------------
+
+    async def ReportIncident(self, request: pb.ReportIncidentRequest, context: Context) -> pb.ReportIncidentResponse:
+        identity = current_identity.get()
+        if not request.request_id or len(request.request_id) > 128:
+            raise InvalidArgument("request_id is required (at most 128 characters); reuse it when you retry")
+        if not request.HasField("incident"):
+            raise InvalidArgument("incident is required")
+        incident = pb.Incident()
+        incident.CopyFrom(request.incident)
+        agency = logic.reporting_agency(identity, incident.reporting_agency)
+        for output_only in OUTPUT_ONLY:
+            incident.ClearField(output_only)  # type: ignore[arg-type]
+        if incident.severity == pb.SEVERITY_UNSPECIFIED:
+            incident.severity = pb.SEVERITY_MODERATE
+        logic.validate_incident(incident)
+        locate(incident, self._network)
+        now = utcnow()
+        incident.name = store.incident_name(store.new_incident_id())
+        incident.reporting_agency = agency  # type: ignore[assignment]
+        incident.state = pb.INCIDENT_STATE_REPORTED
+        incident.reporter = identity.caller
+        incident.version = 1
+        incident.create_time.CopyFrom(to_timestamp(now))
+        incident.update_time.CopyFrom(to_timestamp(now))
+        stored, duplicate = await self._committer.submit(
+            store.report_incidents, store.Report(identity, request.request_id, incident)
+        )
+        return pb.ReportIncidentResponse(incident=logic.visible(identity, stored), duplicate=duplicate)
+
+    async def GetIncident(self, request: pb.GetIncidentRequest, context: Context) -> pb.GetIncidentResponse:
+        incident = await asyncio.to_thread(store.get_incident, self._engine, _incident_id(request.name))
+        return pb.GetIncidentResponse(incident=logic.visible(current_identity.get(), incident))
+
+    async def ListIncidents(self, request: pb.ListIncidentsRequest, context: Context) -> pb.ListIncidentsResponse:
+        identity = current_identity.get()
+        size = paging.page_size(request.page_size)
+        start = from_timestamp(request.start_time) if request.HasField("start_time") else None
+        end = from_timestamp(request.end_time) if request.HasField("end_time") else None
+        if start and end and end <= start:
+            raise InvalidArgument("end_time must be after start_time")
+        query = store.IncidentFilter(
+            states=_enum_values(request.states, pb.IncidentState, "states"),
+            types=_enum_values(request.types, pb.IncidentType, "types"),
+            agencies=_enum_values(request.agencies, pb.Agency, "agencies"),
+            area=area_of(request.area) if request.HasField("area") else None,
+            start=start,
+            end=end,
+        )
+        fingerprint = paging.fingerprint(query)
+        after = paging.decode(request.page_token, fingerprint)
+        position = None
+        if after:
+            when, _, last_id = after.partition("|")
+            try:
+                position = (datetime.fromisoformat(when), last_id)
+            except ValueError:
+                raise InvalidArgument("page_token is malformed") from None
+        rows = await asyncio.to_thread(store.list_incidents, self._engine, query, position, size + 1)
+        next_token = ""
+        if len(rows) > size:
+            last_time, last_id, _ = rows[size - 1]
+            next_token = paging.encode(f"{last_time.isoformat()}|{last_id}", fingerprint)
+        return pb.ListIncidentsResponse(
+            incidents=[logic.visible(identity, i) for _, _, i in rows[:size]], next_page_token=next_token
+        )
+
+    async def UpdateIncident(self, request: pb.UpdateIncidentRequest, context: Context) -> pb.UpdateIncidentResponse:
+        identity = current_identity.get()
+        incident_id = _incident_id(request.incident.name, "incident.name")
+        paths = tuple(dict.fromkeys(request.update_mask.paths))
+        if not paths:
+            raise InvalidArgument("update_mask is required: name the fields to change")
+        unknown = sorted(set(paths) - logic.UPDATABLE_FIELDS)
+        if unknown:
+            raise InvalidArgument(
+                f"update_mask names fields that cannot be updated: {', '.join(unknown)} "
+                f"(updatable: {', '.join(sorted(logic.UPDATABLE_FIELDS))})"
+            )
+        item = store.Update(identity, incident_id, request.incident, paths, self._network, utcnow())
+        updated = await self._committer.submit(store.update_incidents, item)
+        return pb.UpdateIncidentResponse(incident=logic.visible(identity, updated))
+
+    async def TransitionIncident(
+        self, request: pb.TransitionIncidentRequest, context: Context
+    ) -> pb.TransitionIncidentResponse:
+        identity = current_identity.get()
+        incident_id = _incident_id(request.name)
+        if len(request.reason) > logic.MAX_REASON:
+            raise InvalidArgument(f"reason is longer than {logic.MAX_REASON} characters")
+        if request.state not in logic.TRANSITIONS:
+            raise InvalidArgument("state must be one of REPORTED, CONFIRMED, ACTIVE, CLEARING, CLEARED, CANCELLED")
+        item = store.Transition(identity, incident_id, request.state, request.reason, utcnow())
+        moved = await self._committer.submit(store.transition_incidents, item)
+        return pb.TransitionIncidentResponse(incident=logic.visible(identity, moved))
+
+    async def WatchIncidents(
+        self, request: pb.WatchIncidentsRequest, context: Context
+    ) -> AsyncIterator[pb.WatchIncidentsResponse]:
+        identity = current_identity.get()
+        types = _enum_values(request.types, pb.IncidentType, "types")
+        area = area_of(request.area) if request.HasField("area") else None
+        async with self._feed.watch() as watcher:
+            # Subscribed before reading the snapshot: no change can fall between the two.
+            snapshot = await asyncio.to_thread(
+                store.open_incidents, self._engine, store.IncidentFilter(types=types, area=area)
+            )
+            versions = {i.name: i.version for i in snapshot}
+            for incident in snapshot:
+                yield pb.WatchIncidentsResponse(incident=logic.visible(identity, incident), snapshot=True)
+            while True:
+                _, event = await watcher.next()
+                incident = event.incident
+                if not _matches(incident, types, area) or incident.version <= versions.get(incident.name, 0):
+                    continue
+                versions[incident.name] = incident.version
+                yield pb.WatchIncidentsResponse(incident=logic.visible(identity, incident), snapshot=False)
+
+    async def ListIncidentHistory(
+        self, request: pb.ListIncidentHistoryRequest, context: Context
+    ) -> pb.ListIncidentHistoryResponse:
+        logic.authorize_history(current_identity.get())
+        incident_id = _incident_id(request.name)
+        size = paging.page_size(request.page_size)
+        after = paging.decode(request.page_token, incident_id)
+        rows = await asyncio.to_thread(store.history, self._engine, incident_id, int(after or 0), size + 1)
+        next_token = paging.encode(str(rows[size - 1].version), incident_id) if len(rows) > size else ""
+        return pb.ListIncidentHistoryResponse(
+            entries=[
+                pb.IncidentHistoryEntry(
+                    version=r.version,
+                    time=to_timestamp(r.time),
+                    actor=r.actor,
+                    actor_role=r.actor_role,
+                    action=r.action,
+                    changed_fields=r.changed_fields,
+                    from_state=r.from_state,  # type: ignore[arg-type]
+                    to_state=r.to_state,  # type: ignore[arg-type]
+                    reason=r.reason,
+                )
+                for r in rows[:size]
+            ],
+            next_page_token=next_token,
+        )
+
+    # --- planned events --------------------------------------------------------------------------
+
+    async def CreatePlannedEvent(
+        self, request: pb.CreatePlannedEventRequest, context: Context
+    ) -> pb.CreatePlannedEventResponse:
+        identity = current_identity.get()
+        logic.authorize_plan(identity)
+        event_id = validate_id(request.planned_event_id, "planned_event_id")
+        planned = pb.PlannedEvent()
+        planned.CopyFrom(request.planned_event)
+        if not planned.display_name.strip() or len(planned.display_name) > logic.MAX_TITLE:
+            raise InvalidArgument(f"display_name is required (at most {logic.MAX_TITLE} characters)")
+        if not 1 <= len(planned.closures) <= logic.MAX_CLOSURES:
+            raise InvalidArgument(f"a planned event needs 1 to {logic.MAX_CLOSURES} closures")
+        if planned.type == pb.INCIDENT_TYPE_UNSPECIFIED:
+            planned.type = pb.INCIDENT_TYPE_PLANNED_EVENT
+        now = utcnow()
+        agency = logic.reporting_agency(identity, 0)
+        incidents = []
+        for index, closure in enumerate(planned.closures):
+            logic.validate_closure(closure, index, now)
+            incident = pb.Incident(
+                type=planned.type,
+                severity=closure.severity or pb.SEVERITY_MAJOR,
+                title=closure.title or planned.display_name,
+                network_location=closure.network_location,
+                impact=closure.impact,
+                reporting_agency=agency,  # type: ignore[arg-type]
+                reporter=identity.caller,
+                planned_event=f"plannedEvents/{event_id}",
+                state=pb.INCIDENT_STATE_CONFIRMED,
+                version=1,
+                create_time=to_timestamp(now),
+                update_time=to_timestamp(now),
+            )
+            if closure.HasField("location"):
+                incident.location.CopyFrom(closure.location)
+            try:
+                logic.validate_incident(incident)
+                locate(incident, self._network)
+            except InvalidArgument as err:
+                raise InvalidArgument(f"closures[{index}]: {err.message}") from None
+            incident.name = store.incident_name(store.new_incident_id())
+            incidents.append(incident)
+        planned.name = f"plannedEvents/{event_id}"
+        planned.cancelled = False
+        planned.create_time.CopyFrom(to_timestamp(now))
+        planned.ClearField("incidents")
+        planned.incidents.extend(i.name for i in incidents)
+        item = store.CreatePlanned(identity, event_id, planned, incidents, now)
+        created = await self._committer.submit(store.create_planned_events, item)
+        # Closures whose start has already come are started by the schedule right away.
+        await self._committer.submit(store.advance_schedule, utcnow())
+        return pb.CreatePlannedEventResponse(planned_event=created)
+
+    async def GetPlannedEvent(self, request: pb.GetPlannedEventRequest, context: Context) -> pb.GetPlannedEventResponse:
+        event_id = id_from_name(request.name, "plannedEvents")
+        planned = await asyncio.to_thread(store.get_planned, self._engine, event_id)
+        return pb.GetPlannedEventResponse(planned_event=planned)
+
+    async def ListPlannedEvents(
+        self, request: pb.ListPlannedEventsRequest, context: Context
+    ) -> pb.ListPlannedEventsResponse:
+        size = paging.page_size(request.page_size)
+        after = paging.decode(request.page_token, "planned")
+        rows = await asyncio.to_thread(store.list_planned, self._engine, after, size + 1)
+        next_token = paging.encode(rows[size - 1][0], "planned") if len(rows) > size else ""
+        return pb.ListPlannedEventsResponse(planned_events=[p for _, p in rows[:size]], next_page_token=next_token)
+
+    async def CancelPlannedEvent(
+        self, request: pb.CancelPlannedEventRequest, context: Context
+    ) -> pb.CancelPlannedEventResponse:
+        identity = current_identity.get()
+        logic.authorize_plan(identity)
+        event_id = id_from_name(request.name, "plannedEvents")
+        if len(request.reason) > logic.MAX_REASON:
+            raise InvalidArgument(f"reason is longer than {logic.MAX_REASON} characters")
+        item = store.CancelPlanned(identity, event_id, request.reason, utcnow())
+        cancelled = await self._committer.submit(store.cancel_planned_events, item)
+        return pb.CancelPlannedEventResponse(planned_event=cancelled)

@@ -1,0 +1,173 @@
+"""Incident domain rules: who may do what, who sees what, the lifecycle, and validation.
+No gRPC, no NATS, no database."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import datetime
+
+from almere.incidents.v1 import incidents_pb2 as pb
+
+from services.common.auth import PUBLIC_SAFETY, Identity, Role
+from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from services.common.geo import validate_lat_lng
+
+MAX_TITLE = 200
+MAX_NOTES = 4000
+MAX_REASON = 1000
+MAX_CLOSURES = 200
+
+S = pb.IncidentState
+OPEN_STATES = frozenset(
+    {S.INCIDENT_STATE_REPORTED, S.INCIDENT_STATE_CONFIRMED, S.INCIDENT_STATE_ACTIVE, S.INCIDENT_STATE_CLEARING}
+)
+# The lifecycle. CLEARING may fall back to ACTIVE when the situation worsens; CANCELLED is for
+# incidents withdrawn before they affected traffic.
+TRANSITIONS: dict[int, frozenset[int]] = {
+    S.INCIDENT_STATE_REPORTED: frozenset(
+        {S.INCIDENT_STATE_CONFIRMED, S.INCIDENT_STATE_ACTIVE, S.INCIDENT_STATE_CANCELLED}
+    ),
+    S.INCIDENT_STATE_CONFIRMED: frozenset({S.INCIDENT_STATE_ACTIVE, S.INCIDENT_STATE_CANCELLED}),
+    S.INCIDENT_STATE_ACTIVE: frozenset({S.INCIDENT_STATE_CLEARING, S.INCIDENT_STATE_CLEARED}),
+    S.INCIDENT_STATE_CLEARING: frozenset({S.INCIDENT_STATE_ACTIVE, S.INCIDENT_STATE_CLEARED}),
+    S.INCIDENT_STATE_CLEARED: frozenset(),
+    S.INCIDENT_STATE_CANCELLED: frozenset(),
+}
+UPDATABLE_FIELDS = frozenset({"type", "severity", "title", "location", "network_location", "impact", "notes"})
+
+AGENCY_OF_ROLE = {
+    Role.POLICE: pb.AGENCY_POLICE,
+    Role.FIRE: pb.AGENCY_FIRE,
+    Role.EMS: pb.AGENCY_EMS,
+    Role.ENGINEER: pb.AGENCY_TRAFFIC_CONTROL,
+}
+REPORTERS = frozenset({*PUBLIC_SAFETY, Role.ENGINEER, Role.SIM})
+# Roles that manage any incident; public-safety roles manage those of their own agency.
+MANAGERS = frozenset({Role.ENGINEER, Role.SIM})
+PLANNERS = frozenset({Role.ENGINEER, Role.POLICE, Role.SIM})
+
+
+def state_name(state: int) -> str:
+    return pb.IncidentState.Name(state).removeprefix("INCIDENT_STATE_")  # type: ignore[arg-type]
+
+
+# --- roles ---------------------------------------------------------------------------------------
+
+
+def reporting_agency(identity: Identity, requested: int) -> int:
+    """The agency a report is filed under: the caller's own; the simulator plays any agency."""
+    if identity.role not in REPORTERS:
+        raise PermissionDenied(f"role {identity.role_name} may not report incidents")
+    if identity.role is Role.SIM:
+        return requested or pb.AGENCY_POLICE
+    return AGENCY_OF_ROLE[identity.role]
+
+
+def authorize_change(identity: Identity, incident: pb.Incident) -> None:
+    if identity.role in MANAGERS:
+        return
+    if identity.role in PUBLIC_SAFETY and AGENCY_OF_ROLE[identity.role] == incident.reporting_agency:
+        return
+    raise PermissionDenied(f"{identity.role_name} may not change {incident.name}, reported by another agency")
+
+
+def authorize_plan(identity: Identity) -> None:
+    if identity.role not in PLANNERS:
+        raise PermissionDenied(f"role {identity.role_name} may not plan events (engineer or police)")
+
+
+def authorize_history(identity: Identity) -> None:
+    if identity.role not in PUBLIC_SAFETY and identity.role is not Role.ENGINEER:
+        raise PermissionDenied(f"role {identity.role_name} may not read incident histories")
+
+
+def visible(identity: Identity, incident: pb.Incident) -> pb.Incident:
+    """The incident as this caller may see it. Public safety sees everything; engineers all but the
+    notes of police actions; everybody else the incident and its impact without notes or reporter."""
+    if identity.role in PUBLIC_SAFETY:
+        return incident
+    view = pb.Incident()
+    view.CopyFrom(incident)
+    if identity.role is Role.ENGINEER:
+        if incident.type == pb.INCIDENT_TYPE_POLICE_ACTION:
+            view.ClearField("notes")
+        return view
+    view.ClearField("notes")
+    view.ClearField("reporter")
+    return view
+
+
+# --- lifecycle -----------------------------------------------------------------------------------
+
+
+def check_transition(current: int, target: int) -> None:
+    if target not in TRANSITIONS:
+        raise InvalidArgument("state must be one of REPORTED, CONFIRMED, ACTIVE, CLEARING, CLEARED, CANCELLED")
+    if target not in TRANSITIONS[current]:
+        allowed = ", ".join(sorted(state_name(s) for s in TRANSITIONS[current])) or "none (terminal)"
+        raise FailedPrecondition(f"cannot go from {state_name(current)} to {state_name(target)}; allowed: {allowed}")
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+
+def validate_incident(incident: pb.Incident) -> None:
+    """Checks the caller-settable fields of a complete incident (after report or update)."""
+    if incident.type == pb.INCIDENT_TYPE_UNSPECIFIED or incident.type not in pb.IncidentType.values():
+        raise InvalidArgument(f"type {incident.type} is not an incident type (COLLISION, BREAKDOWN, HAZARD, ...)")
+    if incident.severity not in pb.Severity.values() or incident.severity == pb.SEVERITY_UNSPECIFIED:
+        raise InvalidArgument("severity must be MINOR, MODERATE, MAJOR or CRITICAL")
+    if len(incident.title) > MAX_TITLE:
+        raise InvalidArgument(f"title is longer than {MAX_TITLE} characters")
+    if len(incident.notes) > MAX_NOTES:
+        raise InvalidArgument(f"notes are {len(incident.notes)} characters; at most {MAX_NOTES}")
+    if incident.HasField("location"):
+        validate_lat_lng(incident.location.latitude, incident.location.longitude, "location")
+    elif not incident.network_location.edge_id:
+        raise InvalidArgument("a location is required: location (WGS84) or network_location.edge_id")
+    loc = incident.network_location
+    if len(loc.edge_id) > 128:
+        raise InvalidArgument("network_location.edge_id is longer than 128 characters")
+    if not math.isfinite(loc.position_meters) or loc.position_meters < 0:
+        raise InvalidArgument("network_location.position_meters must be a non-negative number")
+    _check_lanes(loc.lane_indices, "network_location.lane_indices")
+    validate_impact(incident.impact, "impact")
+
+
+def validate_impact(impact: pb.Impact, field: str) -> None:
+    _check_lanes(impact.closed_lanes, f"{field}.closed_lanes")
+    if impact.speed_limit_kmh and not 5 <= impact.speed_limit_kmh <= 130:
+        raise InvalidArgument(f"{field}.speed_limit_kmh must be 0 (unchanged) or between 5 and 130")
+    if impact.HasField("expected_start_time") and impact.HasField("expected_end_time"):
+        start, end = impact.expected_start_time.ToDatetime(), impact.expected_end_time.ToDatetime()
+        if end <= start:
+            raise InvalidArgument(f"{field}.expected_end_time must be after expected_start_time")
+
+
+def _check_lanes(lanes: Iterable[int], field: str) -> None:
+    values = list(lanes)
+    if any(i < 0 or i > 31 for i in values) or len(set(values)) != len(values):
+        raise InvalidArgument(f"{field} must be distinct lane indices from 0 (rightmost)")
+
+
+def check_lanes_exist(incident: pb.Incident, lane_count: int) -> None:
+    """Lanes named by the incident must exist on its edge."""
+    edge = incident.network_location.edge_id
+    for field, lanes in (
+        ("network_location.lane_indices", incident.network_location.lane_indices),
+        ("impact.closed_lanes", incident.impact.closed_lanes),
+    ):
+        missing = [i for i in lanes if i >= lane_count]
+        if missing:
+            raise InvalidArgument(f"{field}: edge {edge!r} has {lane_count} lane(s); lane {missing[0]} does not exist")
+
+
+def validate_closure(closure: pb.ScheduledClosure, index: int, now: datetime) -> None:
+    field = f"closures[{index}]"
+    impact = closure.impact
+    if not (impact.HasField("expected_start_time") and impact.HasField("expected_end_time")):
+        raise InvalidArgument(f"{field}.impact needs expected_start_time and expected_end_time")
+    validate_impact(impact, f"{field}.impact")
+    if impact.expected_end_time.ToDatetime(tzinfo=now.tzinfo) <= now:
+        raise InvalidArgument(f"{field} is already over")

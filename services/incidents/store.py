@@ -1,0 +1,451 @@
+"""Reads and writes of the incident tables. Writes are group-commit batch handlers (see
+services/common/db.py): one result per item, nothing written for an item that is rejected."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from almere.incidents.v1 import incidents_pb2 as pb
+from google.protobuf import field_mask_pb2
+from sqlalchemy import Engine, and_, insert, or_, select
+from sqlmodel import Session, col
+
+from services.common.auth import Identity, Role
+from services.common.clock import from_timestamp, to_timestamp
+from services.common.errors import AlreadyExists, FailedPrecondition, NotFound, ServiceError
+from services.common.geo import Area
+from services.common.network import RoadNetwork
+from services.incidents import events, logic
+from services.incidents.locate import locate
+from services.incidents.models import HistoryRow, IncidentRow, IncidentsOutbox, PlannedEventRow
+
+SCHEDULER = Identity("scheduler", Role.SIM)  # planned closures move by themselves
+
+
+def new_incident_id() -> str:
+    return f"inc-{uuid.uuid4().hex[:20]}"
+
+
+def incident_name(incident_id: str) -> str:
+    return f"incidents/{incident_id}"
+
+
+def _document(row: IncidentRow) -> pb.Incident:
+    return pb.Incident.FromString(row.document)
+
+
+def _columns(incident: pb.Incident) -> dict[str, Any]:
+    """The query columns of an incident document."""
+    impact = incident.impact
+    return {
+        "type": incident.type,
+        "agency": incident.reporting_agency,
+        "state": incident.state,
+        "latitude": incident.location.latitude if incident.HasField("location") else None,
+        "longitude": incident.location.longitude if incident.HasField("location") else None,
+        "expected_start": from_timestamp(impact.expected_start_time)
+        if impact.HasField("expected_start_time")
+        else None,
+        "expected_end": from_timestamp(impact.expected_end_time) if impact.HasField("expected_end_time") else None,
+        "version": incident.version,
+        "update_time": from_timestamp(incident.update_time),
+        "document": incident.SerializeToString(),
+    }
+
+
+@dataclass
+class _Changes:
+    """History rows and outbox events of one batch."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(
+        self,
+        incident: pb.Incident,
+        identity: Identity,
+        action: str,
+        event: str,
+        now: datetime,
+        *,
+        previous_state: int = 0,
+        changed: Sequence[str] = (),
+        reason: str = "",
+    ) -> None:
+        self.history.append(
+            {
+                "incident_id": incident.name.removeprefix("incidents/"),
+                "version": incident.version,
+                "time": now,
+                "actor": identity.caller,
+                "actor_role": identity.role_name,
+                "action": action,
+                "changed_fields": list(changed),
+                "from_state": previous_state or incident.state,
+                "to_state": incident.state,
+                "reason": reason,
+            }
+        )
+        self.outbox.append(events.incident_event(event, incident, identity.caller, now, previous_state, list(changed)))
+
+    def flush(self, session: Session) -> None:
+        if self.history:
+            session.execute(insert(HistoryRow), self.history)
+        if self.outbox:
+            session.execute(insert(IncidentsOutbox), self.outbox)
+
+
+def _stamp(incident: pb.Incident, now: datetime) -> None:
+    incident.version += 1
+    incident.update_time.CopyFrom(to_timestamp(now))
+
+
+def _load(session: Session, ids: set[str]) -> dict[str, IncidentRow]:
+    return {r.id: r for r in session.execute(select(IncidentRow).where(col(IncidentRow.id).in_(ids))).scalars()}
+
+
+def _insert(session: Session, incident: pb.Incident, reporter: str, request_id: str, planned: str | None) -> None:
+    session.add(
+        IncidentRow(
+            id=incident.name.removeprefix("incidents/"),
+            reporter=reporter,
+            request_id=request_id,
+            planned_event_id=planned,
+            create_time=from_timestamp(incident.create_time),
+            **_columns(incident),
+        )
+    )
+
+
+def _save(row: IncidentRow, incident: pb.Incident) -> None:
+    for column, value in _columns(incident).items():
+        setattr(row, column, value)
+
+
+# --- reports -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Report:
+    identity: Identity
+    request_id: str
+    incident: pb.Incident  # complete, validated and located; version 1
+
+
+def report_incidents(session: Session, items: Sequence[Report]) -> list[Any]:
+    """Returns (incident, duplicate) per item."""
+    keys = {(i.identity.caller, i.request_id) for i in items}
+    existing = {
+        (r.reporter, r.request_id): _document(r)
+        for r in session.execute(
+            select(IncidentRow).where(col(IncidentRow.request_id).in_({k[1] for k in keys}))
+        ).scalars()
+    }
+    changes = _Changes()
+    results: list[Any] = []
+    for item in items:
+        key = (item.identity.caller, item.request_id)
+        if key in existing:
+            results.append((existing[key], True))
+            continue
+        now = from_timestamp(item.incident.create_time)
+        _insert(session, item.incident, item.identity.caller, item.request_id, None)
+        existing[key] = item.incident
+        changes.record(item.incident, item.identity, "reported", events.REPORTED, now)
+        results.append((item.incident, False))
+    changes.flush(session)
+    return results
+
+
+# --- updates and transitions ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Update:
+    identity: Identity
+    incident_id: str
+    patch: pb.Incident
+    paths: tuple[str, ...]
+    network: RoadNetwork | None
+    now: datetime
+
+
+def update_incidents(session: Session, items: Sequence[Update]) -> list[Any]:
+    rows = _load(session, {i.incident_id for i in items})
+    changes = _Changes()
+    results: list[Any] = []
+    for item in items:
+        try:
+            row = rows.get(item.incident_id)
+            if row is None:
+                raise NotFound(f"incident {item.incident_id!r} not found")
+            incident = _document(row)
+            logic.authorize_change(item.identity, incident)
+            if incident.state not in logic.OPEN_STATES:
+                raise FailedPrecondition(
+                    f"{incident.name} is {logic.state_name(incident.state)}; it can no longer change"
+                )
+            merged = pb.Incident()
+            merged.CopyFrom(incident)
+            field_mask_pb2.FieldMask(paths=item.paths).MergeMessage(
+                item.patch, merged, replace_message_field=True, replace_repeated_field=True
+            )
+            if "location" in item.paths and "network_location" not in item.paths:
+                merged.ClearField("network_location")  # a moved incident is placed anew
+            logic.validate_incident(merged)
+            locate(merged, item.network)
+        except ServiceError as err:
+            results.append(err)
+            continue
+        _stamp(merged, item.now)
+        _save(row, merged)
+        changes.record(merged, item.identity, "updated", events.UPDATED, item.now, changed=sorted(item.paths))
+        results.append(merged)
+    changes.flush(session)
+    return results
+
+
+@dataclass(frozen=True)
+class Transition:
+    identity: Identity
+    incident_id: str
+    state: int
+    reason: str
+    now: datetime
+
+
+def transition_incidents(session: Session, items: Sequence[Transition]) -> list[Any]:
+    rows = _load(session, {i.incident_id for i in items})
+    changes = _Changes()
+    results: list[Any] = []
+    for item in items:
+        try:
+            row = rows.get(item.incident_id)
+            if row is None:
+                raise NotFound(f"incident {item.incident_id!r} not found")
+            incident = _document(row)
+            logic.authorize_change(item.identity, incident)
+            logic.check_transition(incident.state, item.state)
+        except ServiceError as err:
+            results.append(err)
+            continue
+        results.append(_move(row, incident, item.state, item.identity, item.reason, item.now, changes))
+    changes.flush(session)
+    return results
+
+
+def _move(
+    row: IncidentRow,
+    incident: pb.Incident,
+    state: int,
+    identity: Identity,
+    reason: str,
+    now: datetime,
+    changes: _Changes,
+) -> pb.Incident:
+    previous = incident.state
+    incident.state = state  # type: ignore[assignment]
+    _stamp(incident, now)
+    _save(row, incident)
+    changes.record(
+        incident, identity, "transitioned", events.STATE_CHANGED, now, previous_state=previous, reason=reason
+    )
+    return incident
+
+
+# --- planned events ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreatePlanned:
+    identity: Identity
+    event_id: str
+    planned: pb.PlannedEvent  # incidents already named
+    incidents: list[pb.Incident]
+    now: datetime
+
+
+def create_planned_events(session: Session, items: Sequence[CreatePlanned]) -> list[Any]:
+    existing = set(
+        session.execute(
+            select(col(PlannedEventRow.id)).where(col(PlannedEventRow.id).in_({i.event_id for i in items}))
+        ).scalars()
+    )
+    changes = _Changes()
+    results: list[Any] = []
+    for item in items:
+        if item.event_id in existing:
+            results.append(AlreadyExists(f"planned event {item.event_id!r} already exists"))
+            continue
+        existing.add(item.event_id)
+        session.add(
+            PlannedEventRow(
+                id=item.event_id,
+                creator=item.identity.caller,
+                create_time=item.now,
+                document=item.planned.SerializeToString(),
+            )
+        )
+        for incident in item.incidents:
+            _insert(session, incident, item.identity.caller, f"{item.event_id}/{incident.name}", item.event_id)
+            changes.record(incident, item.identity, "reported", events.REPORTED, item.now)
+        results.append(item.planned)
+    changes.flush(session)
+    return results
+
+
+@dataclass(frozen=True)
+class CancelPlanned:
+    identity: Identity
+    event_id: str
+    reason: str
+    now: datetime
+
+
+def cancel_planned_events(session: Session, items: Sequence[CancelPlanned]) -> list[Any]:
+    changes = _Changes()
+    results: list[Any] = []
+    for item in items:
+        planned_row = session.get(PlannedEventRow, item.event_id)
+        if planned_row is None:
+            results.append(NotFound(f"planned event {item.event_id!r} not found"))
+            continue
+        if planned_row.cancelled:
+            results.append(FailedPrecondition(f"planned event {item.event_id!r} is already cancelled"))
+            continue
+        planned_row.cancelled = True
+        planned = pb.PlannedEvent.FromString(planned_row.document)
+        planned.cancelled = True
+        planned_row.document = planned.SerializeToString()
+        rows = session.execute(select(IncidentRow).where(col(IncidentRow.planned_event_id) == item.event_id)).scalars()
+        for row in rows:
+            incident = _document(row)
+            if incident.state in logic.OPEN_STATES:
+                over = pb.INCIDENT_STATE_CANCELLED
+                if pb.INCIDENT_STATE_CANCELLED not in logic.TRANSITIONS[incident.state]:
+                    over = pb.INCIDENT_STATE_CLEARED
+                _move(row, incident, over, item.identity, item.reason or "planned event cancelled", item.now, changes)
+        results.append(planned)
+    changes.flush(session)
+    return results
+
+
+def advance_schedule(session: Session, items: Sequence[datetime]) -> list[Any]:
+    """Start planned closures whose time has come and end those that are over."""
+    now = max(items)
+    due = session.execute(
+        select(IncidentRow).where(
+            col(IncidentRow.planned_event_id).is_not(None),
+            or_(
+                and_(col(IncidentRow.state) == pb.INCIDENT_STATE_CONFIRMED, col(IncidentRow.expected_start) <= now),
+                and_(
+                    col(IncidentRow.state).in_([pb.INCIDENT_STATE_ACTIVE, pb.INCIDENT_STATE_CLEARING]),
+                    col(IncidentRow.expected_end) <= now,
+                ),
+            ),
+        )
+    ).scalars()
+    changes = _Changes()
+    for row in due:
+        incident = _document(row)
+        ended = incident.impact.expected_end_time.ToDatetime(tzinfo=now.tzinfo) <= now
+        if incident.state == pb.INCIDENT_STATE_CONFIRMED:
+            _move(row, incident, pb.INCIDENT_STATE_ACTIVE, SCHEDULER, "scheduled start", now, changes)
+        if ended:
+            _move(row, incident, pb.INCIDENT_STATE_CLEARED, SCHEDULER, "scheduled end", now, changes)
+    changes.flush(session)
+    return [None] * len(items)
+
+
+# --- reads ---------------------------------------------------------------------------------------
+
+
+def get_incident(engine: Engine, incident_id: str) -> pb.Incident:
+    with Session(engine) as session:
+        row = session.get(IncidentRow, incident_id)
+        if row is None:
+            raise NotFound(f"incident {incident_id!r} not found")
+        return _document(row)
+
+
+@dataclass(frozen=True)
+class IncidentFilter:
+    states: tuple[int, ...] = ()
+    types: tuple[int, ...] = ()
+    agencies: tuple[int, ...] = ()
+    area: Area | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+def _filtered(query: Any, f: IncidentFilter) -> Any:
+    r = IncidentRow
+    if f.states:
+        query = query.where(col(r.state).in_(f.states))
+    if f.types:
+        query = query.where(col(r.type).in_(f.types))
+    if f.agencies:
+        query = query.where(col(r.agency).in_(f.agencies))
+    if f.area:
+        south, west, north, east = f.area
+        query = query.where(col(r.latitude).between(south, north), col(r.longitude).between(west, east))
+    if f.start:
+        query = query.where(col(r.create_time) >= f.start)
+    if f.end:
+        query = query.where(col(r.create_time) < f.end)
+    return query
+
+
+def list_incidents(
+    engine: Engine, f: IncidentFilter, after: tuple[datetime, str] | None, limit: int
+) -> list[tuple[datetime, str, pb.Incident]]:
+    """Newest first; `after` is the (create_time, id) of the last incident of the previous page."""
+    r = IncidentRow
+    query = _filtered(select(col(r.create_time), col(r.id), col(r.document)), f)
+    if after:
+        query = query.where(
+            or_(col(r.create_time) < after[0], and_(col(r.create_time) == after[0], col(r.id) < after[1]))
+        )
+    query = query.order_by(col(r.create_time).desc(), col(r.id).desc()).limit(limit)
+    with Session(engine) as session:
+        return [(t, i, pb.Incident.FromString(d)) for t, i, d in session.execute(query)]
+
+
+def open_incidents(engine: Engine, f: IncidentFilter) -> list[pb.Incident]:
+    query = _filtered(select(col(IncidentRow.document)), f).where(col(IncidentRow.state).in_(logic.OPEN_STATES))
+    with Session(engine) as session:
+        return [
+            pb.Incident.FromString(d) for d in session.execute(query.order_by(col(IncidentRow.create_time))).scalars()
+        ]
+
+
+def history(engine: Engine, incident_id: str, after_version: int, limit: int) -> list[HistoryRow]:
+    with Session(engine) as session:
+        if session.get(IncidentRow, incident_id) is None:
+            raise NotFound(f"incident {incident_id!r} not found")
+        query = (
+            select(HistoryRow)
+            .where(col(HistoryRow.incident_id) == incident_id, col(HistoryRow.version) > after_version)
+            .order_by(col(HistoryRow.version))
+            .limit(limit)
+        )
+        return list(session.execute(query).scalars())
+
+
+def get_planned(engine: Engine, event_id: str) -> pb.PlannedEvent:
+    with Session(engine) as session:
+        row = session.get(PlannedEventRow, event_id)
+        if row is None:
+            raise NotFound(f"planned event {event_id!r} not found")
+        return pb.PlannedEvent.FromString(row.document)
+
+
+def list_planned(engine: Engine, after_id: str, limit: int) -> list[tuple[str, pb.PlannedEvent]]:
+    query = select(col(PlannedEventRow.id), col(PlannedEventRow.document)).where(col(PlannedEventRow.id) > after_id)
+    with Session(engine) as session:
+        rows = session.execute(query.order_by(col(PlannedEventRow.id)).limit(limit))
+        return [(i, pb.PlannedEvent.FromString(d)) for i, d in rows]
