@@ -1,12 +1,16 @@
-"""Test clients: a ParkingService stub that calls as a given test caller, and a JetStream reader."""
+"""Test clients: service stubs that call as a given test caller, and a JetStream reader."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 import nats
+from almere.incidents.v1 import events_pb2 as ievents_pb2
+from almere.incidents.v1 import incidents_pb2 as ipb
+from almere.incidents.v1 import incidents_pb2_grpc
 from almere.parking.v1 import events_pb2, parking_pb2_grpc
 from almere.parking.v1 import parking_pb2 as pb
 from almere.type.v1 import geo_pb2
@@ -30,15 +34,20 @@ def facility(
     )
 
 
-class Parking:
-    """ParkingService stub whose calls carry a caller's token: `await client.as_("operator").GetFacility(...)`."""
+class Client:
+    """A service stub whose calls carry a caller's token: `await client.as_("operator").GetFacility(...)`."""
 
-    def __init__(self, channel: grpc.aio.Channel, tokens: dict[str, str]) -> None:
-        self.stub = parking_pb2_grpc.ParkingServiceStub(channel)
+    def __init__(self, stub: Any, tokens: dict[str, str]) -> None:
+        self.stub = stub
         self.tokens = tokens
 
     def as_(self, caller: str) -> _As:
         return _As(self.stub, (("authorization", f"Bearer {self.tokens[caller]}"),))
+
+
+class Parking(Client):
+    def __init__(self, channel: grpc.aio.Channel, tokens: dict[str, str]) -> None:
+        super().__init__(parking_pb2_grpc.ParkingServiceStub(channel), tokens)
 
     async def create(self, facility_id: str, caller: str = "engineer", **kw: Any) -> pb.Facility:
         reply = await self.as_(caller).CreateFacility(
@@ -59,8 +68,24 @@ class Parking:
         )
 
 
+class Incidents(Client):
+    def __init__(self, channel: grpc.aio.Channel, tokens: dict[str, str]) -> None:
+        super().__init__(incidents_pb2_grpc.IncidentServiceStub(channel), tokens)
+
+    async def report(self, caller: str = "police", request_id: str | None = None, **fields: Any) -> ipb.Incident:
+        incident = ipb.Incident(
+            **{"type": ipb.INCIDENT_TYPE_COLLISION, "title": "Collision on the Hogering", **fields}  # type: ignore[arg-type]
+        )
+        if not incident.HasField("location") and not incident.network_location.edge_id:
+            incident.location.CopyFrom(geo_pb2.LatLng(latitude=52.3742, longitude=5.2117))  # on ring-w-n
+        reply = await self.as_(caller).ReportIncident(
+            ipb.ReportIncidentRequest(request_id=request_id or uuid.uuid4().hex, incident=incident)
+        )
+        return reply.incident
+
+
 class _As:
-    def __init__(self, stub: parking_pb2_grpc.ParkingServiceStub, metadata: tuple[tuple[str, str], ...]) -> None:
+    def __init__(self, stub: Any, metadata: tuple[tuple[str, str], ...]) -> None:
         self._stub = stub
         self._metadata = metadata
 
@@ -69,7 +94,10 @@ class _As:
         return lambda request, **kw: rpc(request, metadata=self._metadata, **kw)
 
 
-DECODERS = {
+DECODERS: dict[str, Any] = {
+    "incident_reported": ievents_pb2.IncidentEvent,
+    "incident_updated": ievents_pb2.IncidentEvent,
+    "incident_state_changed": ievents_pb2.IncidentEvent,
     "occupancy_changed": events_pb2.OccupancyChangedEvent,
     "status_changed": events_pb2.StatusChangedEvent,
     "facility_created": events_pb2.FacilityChangedEvent,
@@ -78,13 +106,17 @@ DECODERS = {
 
 
 async def read_stream(
-    nats_url: str, subject: str = "almere.parking.v1.>", durable: str = "test-reader", idle: float = 0.5
+    nats_url: str,
+    subject: str = "almere.parking.v1.>",
+    durable: str = "test-reader",
+    idle: float = 0.5,
+    stream: str = "PARKING",
 ) -> list[tuple[str, Any]]:
     """Every message on `subject` through a durable pull consumer, as (subject, decoded event)."""
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream(timeout=20)
-        sub = await js.pull_subscribe(subject, durable=durable, stream="PARKING")
+        sub = await js.pull_subscribe(subject, durable=durable, stream=stream)
         out: list[tuple[str, Any]] = []
         while True:
             try:
