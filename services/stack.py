@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.common.auth import issue_token, write_private
 from services.common.config import DEFAULT_PORTS, Settings
 from services.common.natsd import NatsServer, port_is_free, start_nats
+from sim.netbuild import build_network
 
 SERVICES = ["parking", "incidents"]
 # Development callers issued by `almere up` when no tokens file is configured.
@@ -26,6 +27,8 @@ DEV_CALLERS = {
     "engineer": "engineer",
     "operator": "operator:demo-operator",
     "police": "police",
+    "fire": "fire",
+    "ems": "ems",
     "optimizer": "optimizer",
     "sim": "sim",
 }
@@ -63,6 +66,7 @@ class Stack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     endpoints: dict[str, str] = field(default_factory=dict)
     credentials: dict[str, str] = field(default_factory=dict)
+    network: str = ""
 
     @property
     def data_dir(self) -> Path:
@@ -80,6 +84,10 @@ class Stack:
         env["ALMERE_NATS_URL"] = nats_url
         if not (self.settings.tokens_file or self.settings.tokens):
             env["ALMERE_TOKENS_FILE"] = str(self._issue_dev_tokens())
+        if self.settings.network_file is None:
+            # Without a city network of its own, the stack runs on the schematic centrum-mini.
+            env["ALMERE_NETWORK_FILE"] = str(build_network("centrum-mini", self.data_dir / "networks"))
+        self.network = env["ALMERE_NETWORK_FILE"]
         try:
             for name in self.services:
                 port = free_port(self.settings.bind_host, DEFAULT_PORTS[name])
@@ -134,5 +142,6 @@ class Stack:
         if self.credentials:
             lines += ["", "development tokens (also in credentials.json; send as 'authorization: Bearer <token>'):"]
             lines += [f"  {DEV_CALLERS[c]:<24} {t}" for c, t in self.credentials.items()]
-        lines += ["", f"data, logs and endpoints.json in {self.data_dir}", "Ctrl-C stops everything."]
+        lines += ["", f"road network: {self.network}", f"data, logs and endpoints.json in {self.data_dir}"]
+        lines += ["Ctrl-C stops everything."]
         return "\n".join(lines)

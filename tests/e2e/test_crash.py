@@ -1,5 +1,5 @@
-"""Kill the parking service with SIGKILL while operators report; after a restart every acknowledged
-report is in the database and reached a durable JetStream consumer exactly once."""
+"""Kill a service with SIGKILL while clients write; after a restart every acknowledged write is in the
+database and its event reached a durable JetStream consumer exactly once."""
 
 from __future__ import annotations
 
@@ -10,20 +10,92 @@ import socket
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
 from almere.parking.v1 import parking_pb2 as pb
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, func, select, table, text
 
 from services.common.natsd import NatsServer
 from services.stack import wait_serving
-from tests.integration.helpers import Parking, read_stream
+from tests.integration.helpers import Incidents, Parking, read_stream
 
 pytestmark = pytest.mark.e2e
-REPORTERS = 16
-KILL_AFTER = 300  # acknowledged reports before the SIGKILL
+WRITERS = 16
+KILL_AFTER = 300  # acknowledged writes before the SIGKILL
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one service's clients write, and how to find it again in its tables and stream."""
+
+    service: str
+    # one writer: keeps writing until the service stops answering; appends a key per acknowledged write
+    writer: Callable[[grpc.aio.Channel, dict[str, str], int, list[str], asyncio.Event], Awaitable[None]]
+    # key of each stored write -> (entity id, version) of the change it made
+    stored_sql: str
+    stream: str
+    subjects: str
+
+
+async def _until_unavailable(write: Callable[[int], Awaitable[str]], acked: list[str], enough: asyncio.Event) -> None:
+    n = 0
+    while True:
+        n += 1
+        try:
+            acked.append(await write(n))
+        except grpc.aio.AioRpcError:
+            return
+        if len(acked) >= KILL_AFTER:
+            enough.set()
+
+
+async def parking_writer(
+    channel: grpc.aio.Channel, tokens: dict[str, str], i: int, acked: list[str], enough: asyncio.Event
+) -> None:
+    client = Parking(channel, tokens)
+    facility_id = f"garage-{i}"
+    await client.create(facility_id)
+
+    async def write(sequence: int) -> str:
+        reply = await client.report(facility_id, sequence % 90, sequence)
+        assert reply.outcome == pb.REPORT_OUTCOME_ACCEPTED
+        return f"{facility_id}/{sequence}"
+
+    await _until_unavailable(write, acked, enough)
+
+
+async def incident_writer(
+    channel: grpc.aio.Channel, tokens: dict[str, str], i: int, acked: list[str], enough: asyncio.Event
+) -> None:
+    client = Incidents(channel, tokens)
+
+    async def write(n: int) -> str:
+        await client.report(request_id=f"r{i}-{n}")
+        return f"r{i}-{n}"
+
+    await _until_unavailable(write, acked, enough)
+
+
+WORKLOADS = {
+    "parking": Workload(
+        "parking",
+        parking_writer,
+        "SELECT facility_id || '/' || sequence, facility_id, version FROM parking_occupancy_sample",
+        "PARKING",
+        "almere.parking.v1.occupancy_changed.>",
+    ),
+    "incidents": Workload(
+        "incidents",
+        incident_writer,
+        "SELECT request_id, id, version FROM incidents_incident",
+        "INCIDENTS",
+        "almere.incidents.v1.incident_reported.>",
+    ),
+}
 
 
 def free_port() -> int:
@@ -32,74 +104,52 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_service(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start_service(service: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve", "parking"], env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "services.cli", "serve", service], env=env, stdout=out, stderr=subprocess.STDOUT
         )
 
 
-async def reporter(client: Parking, facility_id: str, acked: list[tuple[str, int]], enough: asyncio.Event) -> None:
-    """An operator's counter: reports until the service stops answering."""
-    sequence = 0
-    while True:
-        sequence += 1
-        try:
-            reply = await client.report(facility_id, sequence % 90, sequence)
-        except grpc.aio.AioRpcError:
-            return
-        assert reply.outcome == pb.REPORT_OUTCOME_ACCEPTED
-        acked.append((facility_id, sequence))
-        if len(acked) >= KILL_AFTER:
-            enough.set()
-
-
+@pytest.mark.parametrize("workload", sorted(WORKLOADS))
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
-async def test_sigkill_loses_no_acknowledged_report_and_publishes_each_once(
-    tmp_path: Path, nats_server: NatsServer, database_url: str, tokens: dict[str, str], tokens_json: str
+async def test_sigkill_loses_no_acknowledged_write_and_publishes_each_once(
+    tmp_path: Path, nats_server: NatsServer, database_url: str, tokens: dict[str, str], tokens_json: str, workload: str
 ) -> None:
+    w = WORKLOADS[workload]
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALMERE_")}
     env.update(
-        ALMERE_DATA_DIR=str(tmp_path / "data"),
-        ALMERE_DATABASE_URL=database_url,
-        ALMERE_NATS_URL=nats_server.url,
-        ALMERE_TOKENS=tokens_json,
-        ALMERE_PORT=str(port),
-        ALMERE_LOG_LEVEL="WARNING",
-    )
+        ALMERE_DATA_DIR=str(tmp_path / "data"), ALMERE_DATABASE_URL=database_url, ALMERE_NATS_URL=nats_server.url,
+        ALMERE_TOKENS=tokens_json, ALMERE_PORT=str(port), ALMERE_LOG_LEVEL="WARNING",
+    )  # fmt: skip
     address = f"127.0.0.1:{port}"
-    service = start_service(env, tmp_path / "parking.log")
-    acked: list[tuple[str, int]] = []
+    log = tmp_path / f"{w.service}.log"
+    service = start_service(w.service, env, log)
+    acked: list[str] = []
     try:
         await asyncio.to_thread(wait_serving, address)
         async with grpc.aio.insecure_channel(address) as channel:
-            client = Parking(channel, tokens)
-            facilities = [f"garage-{i}" for i in range(REPORTERS)]
-            for facility_id in facilities:
-                await client.create(facility_id)
             enough = asyncio.Event()
-            tasks = [asyncio.create_task(reporter(client, f, acked, enough)) for f in facilities]
+            tasks = [asyncio.create_task(w.writer(channel, tokens, i, acked, enough)) for i in range(WRITERS)]
             await asyncio.wait_for(enough.wait(), 60)
             service.send_signal(signal.SIGKILL)
             await asyncio.wait_for(asyncio.gather(*tasks), 30)
         service.wait(10)
         acked_at_kill = len(acked)
 
-        service = start_service(env, tmp_path / "parking.log")
+        service = start_service(w.service, env, log)
         await asyncio.to_thread(wait_serving, address)
         engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
+        outbox = select(func.count()).select_from(table(f"{w.service}_outbox"))
         for _ in range(100):  # the restarted relay publishes what the killed one left in the outbox
             with engine.connect() as conn:
-                if conn.execute(text("SELECT count(*) FROM parking_outbox")).scalar_one() == 0:
+                if conn.execute(outbox).scalar_one() == 0:
                     break
             await asyncio.sleep(0.1)
         with engine.connect() as conn:
-            stored = {
-                (f, s): v
-                for f, s, v in conn.execute(text("SELECT facility_id, sequence, version FROM parking_occupancy_sample"))
-            }
-            outbox_left = conn.execute(text("SELECT count(*) FROM parking_outbox")).scalar_one()
+            stored = {key: (entity, version) for key, entity, version in conn.execute(text(w.stored_sql))}
+            outbox_left = conn.execute(outbox).scalar_one()
         engine.dispose()
     finally:
         service.kill()
@@ -107,12 +157,13 @@ async def test_sigkill_loses_no_acknowledged_report_and_publishes_each_once(
 
     assert acked_at_kill >= KILL_AFTER
     missing = [a for a in acked if a not in stored]
-    assert not missing, f"{len(missing)} acknowledged reports lost, e.g. {missing[:3]}"
+    assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {missing[:3]}"
     assert outbox_left == 0
-    events = [e for s, e in await read_stream(nats_server.url, "almere.parking.v1.occupancy_changed.>", "crash")]
-    delivered = Counter((e.facility_id, e.version) for e in events)
-    duplicates = {k: n for k, n in delivered.items() if n > 1}
-    assert not duplicates, f"delivered more than once: {list(duplicates)[:3]}"
+    events = await read_stream(nats_server.url, w.subjects, "crash", stream=w.stream)
+    id_field = "facility_id" if w.service == "parking" else "incident_id"
+    delivered = Counter((getattr(e, id_field), e.version) for _, e in events)
+    duplicates = [k for k, n in delivered.items() if n > 1]
+    assert not duplicates, f"delivered more than once: {duplicates[:3]}"
     # Every committed change (acknowledged or not) was published exactly once, and nothing else.
-    assert set(delivered) == {(f, v) for (f, _), v in stored.items()}
-    print(f"\nacknowledged {acked_at_kill}, stored {len(stored)}, delivered {len(events)} (each once)")
+    assert set(delivered) == set(stored.values())
+    print(f"\n{w.service}: acknowledged {acked_at_kill}, stored {len(stored)}, delivered {len(events)} (each once)")

@@ -178,7 +178,7 @@ async def test_update_with_mask_replaces_fields_and_resnaps(client: Incidents, n
     assert updated.impact.full_closure and list(updated.impact.closed_lanes) == []
     assert updated.title == "Collision on the Hogering" and updated.version == 2
     assert updated.network_location.edge_id != "ring-w-n"
-    event = [e for s, e in await events_of(nats_server) if ".incident_updated." in s][0]
+    event = next(e for s, e in await events_of(nats_server) if ".incident_updated." in s)
     assert list(event.changed_fields) == ["impact", "location"]  # type: ignore[attr-defined]
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await client.as_("police").UpdateIncident(
