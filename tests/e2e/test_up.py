@@ -12,8 +12,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from almere.incidents.v1 import incidents_pb2 as ipb
+from almere.incidents.v1 import incidents_pb2_grpc
 from almere.parking.v1 import parking_pb2 as pb
 from almere.parking.v1 import parking_pb2_grpc
+from almere.type.v1 import geo_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.integration.helpers import facility, ts
@@ -31,7 +34,7 @@ def wait_for(path: Path, process: subprocess.Popen[str], timeout: float = 60) ->
         time.sleep(0.1)
 
 
-def test_up_serves_parking_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+def test_up_serves_parking_and_incidents_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALMERE_")}
     env["ALMERE_DATA_DIR"] = str(tmp_path / "data")
     process = subprocess.Popen(
@@ -74,6 +77,22 @@ def test_up_serves_parking_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
                     metadata=auth("police"),
                 )
             assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with grpc.insecure_channel(endpoints["incidents"]) as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="almere.incidents.v1.IncidentService")
+            )
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            reported = incidents_pb2_grpc.IncidentServiceStub(channel).ReportIncident(
+                ipb.ReportIncidentRequest(
+                    request_id="e2e-1",
+                    incident=ipb.Incident(
+                        type=ipb.INCIDENT_TYPE_COLLISION, location=geo_pb2.LatLng(latitude=52.3742, longitude=5.2117)
+                    ),
+                ),
+                metadata=auth("police"),
+            )
+            # almere up runs on the centrum-mini network: the report is snapped to the ring road.
+            assert reported.incident.network_location.edge_id == "ring-w-n"
     finally:
         process.send_signal(signal.SIGINT)
         out, errors = process.communicate(timeout=60)

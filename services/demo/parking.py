@@ -1,13 +1,11 @@
-"""`almere demo` (make demo): start the stack, then a garage operator's system fills a garage while an
-engineer's watcher prints the occupancy stream and the status going almostFull -> full."""
+"""Demo scene 1: a garage operator's system fills a garage while an engineer's watcher prints the
+occupancy stream and the status going almostFull -> full; then guidance skips the full garage."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
 import grpc
 from almere.parking.v1 import parking_pb2 as pb
@@ -16,8 +14,6 @@ from almere.type.v1 import geo_pb2
 from google.protobuf.duration_pb2 import Duration
 
 from services.common.clock import to_timestamp, utcnow
-from services.common.config import Settings
-from services.stack import Stack
 
 # Schematic facilities around Almere Centrum station (52.375 N, 5.218 E).
 GARAGE = "garage-stadhuisplein"
@@ -94,11 +90,11 @@ async def _fill(stub: parking_pb2_grpc.ParkingServiceAsyncStub, operator: str, s
     say(f"[operator] the counter resends report {len(counts)}: {pb.ReportOutcome.Name(retry.outcome)}")
 
 
-async def _play(address: str, tokens: dict[str, str], say: Callable[[str], None]) -> int:
+async def play(address: str, tokens: dict[str, str], say: Callable[[str], None]) -> bool:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = parking_pb2_grpc.ParkingServiceStub(channel)
         await _setup(stub, tokens["engineer"])
-        say(f"[engineer] registered {', '.join(f[0] for f in FACILITIES)}")
+        say(f"[engineer] registered parking facilities {', '.join(f[0] for f in FACILITIES)}")
         start = utcnow()
         watcher = asyncio.create_task(_watch(stub, tokens["engineer"], say))
         await asyncio.sleep(0.5)
@@ -133,26 +129,4 @@ async def _play(address: str, tokens: dict[str, str], say: Callable[[str], None]
             if ok
             else "[result] UNEXPECTED status sequence"
         )
-        return 0 if ok else 1
-
-
-def run_demo(settings: Settings) -> int:
-    run_dir = (settings.data_dir / "demo").resolve()
-    shutil.rmtree(run_dir, ignore_errors=True)
-    stack = Stack(settings.model_copy(update={"data_dir": run_dir, "tokens_file": None, "tokens": None}))
-    stack.start()
-    print(stack.describe(), flush=True)
-    transcript: list[str] = []
-
-    def say(line: str) -> None:
-        transcript.append(line)
-        print(line, flush=True)
-
-    try:
-        result = asyncio.run(_play(stack.endpoints["parking"], stack.credentials, say))
-    finally:
-        stack.stop()
-    out = Path(run_dir / "parking-demo.txt")
-    out.write_text("\n".join(transcript) + "\n")
-    print(f"\ntranscript saved to {out}")
-    return result
+        return ok

@@ -1,0 +1,39 @@
+"""`almere demo` (make demo): start the whole stack on this machine, play the scenes, save a transcript."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+from services.common.config import Settings
+from services.demo import incidents, parking
+from services.stack import Stack
+
+
+def run_demo(settings: Settings) -> int:
+    run_dir = (settings.data_dir / "demo").resolve()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    stack = Stack(settings.model_copy(update={"data_dir": run_dir, "tokens_file": None, "tokens": None}))
+    stack.start()
+    print(stack.describe(), flush=True)
+    transcript: list[str] = []
+
+    def say(line: str) -> None:
+        transcript.append(line)
+        print(line, flush=True)
+
+    async def scenes() -> list[bool]:
+        say("\n== 1. A garage fills up ==")
+        filled = await parking.play(stack.endpoints["parking"], stack.credentials, say)
+        say("\n== 2. Police report a collision that closes a lane ==")
+        reported = await incidents.play(stack.endpoints["incidents"], stack.endpoints["nats"], stack.credentials, say)
+        return [filled, reported]
+
+    try:
+        results = asyncio.run(scenes())
+    finally:
+        stack.stop()
+    out = run_dir / "demo.txt"
+    out.write_text("\n".join(transcript) + "\n")
+    print(f"\ntranscript saved to {out}")
+    return 0 if all(results) else 1
