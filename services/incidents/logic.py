@@ -60,6 +60,8 @@ def reporting_agency(identity: Identity, requested: int) -> int:
     if identity.role not in REPORTERS:
         raise PermissionDenied(f"role {identity.role_name} may not report incidents")
     if identity.role is Role.SIM:
+        if requested not in pb.Agency.values():
+            raise InvalidArgument(f"reporting_agency {requested} is not an agency")
         return requested or pb.AGENCY_POLICE
     return AGENCY_OF_ROLE[identity.role]
 

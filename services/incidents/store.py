@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from almere.incidents.v1 import incidents_pb2 as pb
 from google.protobuf import field_mask_pb2
-from sqlalchemy import Engine, and_, insert, or_, select
+from sqlalchemy import Engine, and_, or_, select
 from sqlmodel import Session, col
 
 from services.common.auth import Identity, Role
+from services.common.changes import Changes
 from services.common.clock import from_timestamp, to_timestamp
 from services.common.errors import AlreadyExists, FailedPrecondition, NotFound, ServiceError
 from services.common.geo import Area
@@ -57,12 +58,11 @@ def _columns(incident: pb.Incident) -> dict[str, Any]:
     }
 
 
-@dataclass
-class _Changes:
+class _Changes(Changes):
     """History rows and outbox events of one batch."""
 
-    history: list[dict[str, Any]] = field(default_factory=list)
-    outbox: list[dict[str, Any]] = field(default_factory=list)
+    def __init__(self) -> None:
+        super().__init__(HistoryRow, IncidentsOutbox)
 
     def record(
         self,
@@ -91,12 +91,6 @@ class _Changes:
             }
         )
         self.outbox.append(events.incident_event(event, incident, identity.caller, now, previous_state, list(changed)))
-
-    def flush(self, session: Session) -> None:
-        if self.history:
-            session.execute(insert(HistoryRow), self.history)
-        if self.outbox:
-            session.execute(insert(IncidentsOutbox), self.outbox)
 
 
 def _stamp(incident: pb.Incident, now: datetime) -> None:
@@ -194,8 +188,11 @@ def update_incidents(session: Session, items: Sequence[Update]) -> list[Any]:
             field_mask_pb2.FieldMask(paths=item.paths).MergeMessage(
                 item.patch, merged, replace_message_field=True, replace_repeated_field=True
             )
+            # A moved incident is placed anew from whichever of its two locations the caller changed.
             if "location" in item.paths and "network_location" not in item.paths:
-                merged.ClearField("network_location")  # a moved incident is placed anew
+                merged.ClearField("network_location")
+            if "network_location" in item.paths and "location" not in item.paths:
+                merged.ClearField("location")
             logic.validate_incident(merged)
             locate(merged, item.network)
         except ServiceError as err:

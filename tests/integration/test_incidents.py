@@ -178,6 +178,16 @@ async def test_update_with_mask_replaces_fields_and_resnaps(client: Incidents, n
     assert updated.impact.full_closure and list(updated.impact.closed_lanes) == []
     assert updated.title == "Collision on the Hogering" and updated.version == 2
     assert updated.network_location.edge_id != "ring-w-n"
+    moved = (
+        await client.as_("police").UpdateIncident(
+            pb.UpdateIncidentRequest(
+                incident=pb.Incident(name=incident.name, network_location=pb.NetworkLocation(edge_id="ring-e-s")),
+                update_mask=FieldMask(paths=["network_location"]),
+            )
+        )
+    ).incident
+    # Moved by edge alone: its coordinates follow (the east side of the ring, not the west spoke).
+    assert moved.network_location.edge_id == "ring-e-s" and moved.location.longitude > 5.222
     event = next(e for s, e in await events_of(nats_server) if ".incident_updated." in s)
     assert list(event.changed_fields) == ["impact", "location"]  # type: ignore[attr-defined]
     with pytest.raises(grpc.aio.AioRpcError) as err:

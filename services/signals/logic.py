@@ -1,0 +1,174 @@
+"""Signal-timing rules: plan validation (safety first), who may do what, and priority decisions.
+No gRPC, no NATS, no database."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from almere.signals.v1 import signals_pb2 as pb
+
+from services.common.auth import PUBLIC_SAFETY, Identity, Role
+from services.common.errors import InvalidArgument, PermissionDenied
+
+GREEN = frozenset("Gg")
+YELLOW = frozenset("yY")
+STATE_CHARS = frozenset("rRyYgGsuoO")
+MIN_YELLOW_S = 3.0
+MIN_GREEN_S = 5.0
+MAX_PHASES = 64
+
+
+@dataclass(frozen=True)
+class CycleBounds:
+    min_s: float = 30.0
+    max_s: float = 180.0
+
+
+# --- roles ---------------------------------------------------------------------------------------
+
+ENGINEERS = frozenset({Role.ENGINEER, Role.SIM})
+READERS = frozenset({Role.ENGINEER, Role.SIM, Role.OPTIMIZER, *PUBLIC_SAFETY})
+PRIORITY_REQUESTERS = frozenset({*PUBLIC_SAFETY, Role.SIM})
+
+
+def authorize_read(identity: Identity) -> None:
+    if identity.role not in READERS:
+        raise PermissionDenied(f"role {identity.role_name} has no access to signal timing")
+
+
+def authorize_engineer(identity: Identity, action: str) -> None:
+    if identity.role not in ENGINEERS:
+        raise PermissionDenied(f"only engineers may {action}; {identity.role_name} may not")
+
+
+def authorize_propose(identity: Identity) -> None:
+    if identity.role not in {Role.OPTIMIZER, *ENGINEERS}:
+        raise PermissionDenied(f"only the optimizer proposes plans; {identity.role_name} may not")
+
+
+def authorize_priority(identity: Identity) -> None:
+    if identity.role not in PRIORITY_REQUESTERS:
+        raise PermissionDenied(f"only police, fire and ems request priority; {identity.role_name} may not")
+
+
+# --- plan validation -----------------------------------------------------------------------------
+
+
+def _duration(phase: pb.Phase, plan_type: int, shortest: bool) -> float:
+    """A phase's length; for actuated plans the shortest (or longest) it can run."""
+    if plan_type == pb.PLAN_TYPE_ACTUATED and phase.min_duration:
+        return phase.min_duration if shortest else max(phase.max_duration, phase.duration)
+    return phase.duration
+
+
+def validate_plan(links: list[pb.SignalLink], plan: pb.Plan, bounds: CycleBounds) -> None:
+    """Reject, naming the phase and the rule, any plan that is not safe and well-formed."""
+    n = len(links)
+    if plan.type not in (pb.PLAN_TYPE_STATIC, pb.PLAN_TYPE_ACTUATED):
+        raise InvalidArgument("type must be PLAN_TYPE_STATIC or PLAN_TYPE_ACTUATED")
+    if not 2 <= len(plan.phases) <= MAX_PHASES:
+        raise InvalidArgument(f"a plan needs 2 to {MAX_PHASES} phases, got {len(plan.phases)}")
+    for i, phase in enumerate(plan.phases):
+        where = f"phase {i}"
+        if len(phase.state) != n:
+            raise InvalidArgument(f"{where}: state has {len(phase.state)} characters; the intersection has {n} links")
+        bad = sorted(set(phase.state) - STATE_CHARS)
+        if bad:
+            raise InvalidArgument(f"{where}: state character {bad[0]!r} is not one of {''.join(sorted(STATE_CHARS))}")
+        if not (math.isfinite(phase.duration) and phase.duration > 0):
+            raise InvalidArgument(f"{where}: duration must be positive")
+        actuated = plan.type == pb.PLAN_TYPE_ACTUATED and (phase.min_duration or phase.max_duration)
+        if actuated and not 0 < phase.min_duration <= phase.duration <= phase.max_duration:
+            raise InvalidArgument(f"{where}: actuated phases need 0 < min_duration <= duration <= max_duration")
+        _check_no_conflicting_greens(links, phase.state, where)
+    _check_clearance(links, plan)
+    cycle = sum(p.duration for p in plan.phases)
+    if not bounds.min_s <= cycle <= bounds.max_s:
+        raise InvalidArgument(f"cycle: {cycle:g} s is outside the allowed {bounds.min_s:g}-{bounds.max_s:g} s")
+    if not (math.isfinite(plan.offset_seconds) and 0 <= plan.offset_seconds < cycle):
+        raise InvalidArgument(f"offset_seconds must be in [0, cycle) = [0, {cycle:g})")
+
+
+def _check_no_conflicting_greens(links: list[pb.SignalLink], state: str, where: str) -> None:
+    """Two links whose paths cross may not both have priority green ('G'); a yielding green ('g')
+    next to a 'G' is how SUMO runs permissive turns."""
+    for link in links:
+        if state[link.index] != "G":
+            continue
+        for foe in link.foes:
+            if state[foe] == "G":
+                raise InvalidArgument(
+                    f"{where}: conflicting greens: links {link.index} ({link.from_lane} -> {link.to_lane}) and "
+                    f"{foe} ({links[foe].from_lane} -> {links[foe].to_lane}) cross and are both 'G'"
+                )
+
+
+def _check_clearance(links: list[pb.SignalLink], plan: pb.Plan) -> None:
+    """Per link, over the cycle: a green ends in yellow lasting at least 3 s before red, and every
+    green lasts at least 5 s."""
+    phases = list(plan.phases)
+    count = len(phases)
+    for link in links:
+        k = link.index
+        for i, phase in enumerate(phases):
+            before = phases[i - 1].state[k]
+            now = phase.state[k]
+            if now in GREEN and before not in GREEN:
+                green, j = 0.0, i
+                while phases[j % count].state[k] in GREEN and j < i + count:
+                    green += _duration(phases[j % count], plan.type, shortest=True)
+                    j += 1
+                if green < MIN_GREEN_S:
+                    raise InvalidArgument(f"phase {i}: link {k} gets {green:g} s of green; minimum {MIN_GREEN_S:g} s")
+            if before in GREEN and now not in GREEN:
+                yellow, j = 0.0, i
+                while phases[j % count].state[k] in YELLOW and j < i + count:
+                    yellow += _duration(phases[j % count], plan.type, shortest=True)
+                    j += 1
+                if yellow < MIN_YELLOW_S:
+                    rule = "green -> red without yellow" if yellow == 0 else f"yellow of {yellow:g} s"
+                    raise InvalidArgument(
+                        f"phase {i}: link {k}: {rule}; a green must end in at least {MIN_YELLOW_S:g} s of yellow"
+                    )
+
+
+# --- priority ------------------------------------------------------------------------------------
+
+PRIORITY_LEAD = timedelta(seconds=10)  # green is held from ETA - lead ...
+PRIORITY_HOLD = timedelta(seconds=20)  # ... until ETA + hold
+
+
+@dataclass(frozen=True)
+class Grant:
+    phase_index: int
+    state: str
+    hold_until: datetime
+
+
+def green_phase_for(links: list[pb.SignalLink], plan: pb.Plan, approach_edge: str) -> int:
+    """The phase of `plan` giving the most priority green to links coming from `approach_edge`."""
+    approach = [link.index for link in links if link.from_lane.rsplit("_", 1)[0] == approach_edge]
+    if not approach:
+        raise InvalidArgument(f"edge {approach_edge!r} is not an approach of this intersection")
+    scores = [
+        (sum(2 if p.state[k] == "G" else 1 if p.state[k] == "g" else 0 for k in approach), -i)
+        for i, p in enumerate(plan.phases)
+    ]
+    best, neg_index = max(scores)
+    if best == 0:
+        raise InvalidArgument(f"no phase of the active plan gives {approach_edge!r} green")
+    return -neg_index
+
+
+def decide(
+    priority_class: int, eta: datetime, overlapping_emergency: bool, links: list[pb.SignalLink], plan: pb.Plan,
+    approach_edge: str,
+) -> tuple[bool, str, Grant | None]:  # fmt: skip
+    """Grant or deny; emergency first: public transport is denied while an emergency holds the junction."""
+    phase = green_phase_for(links, plan, approach_edge)
+    if priority_class == pb.PRIORITY_CLASS_PUBLIC_TRANSPORT and overlapping_emergency:
+        return False, "an emergency vehicle holds priority at this intersection", None
+    grant = Grant(phase, plan.phases[phase].state, eta + PRIORITY_HOLD)
+    return True, f"green on {approach_edge} in phase {phase} from {eta - PRIORITY_LEAD:%H:%M:%S}", grant

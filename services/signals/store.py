@@ -1,0 +1,457 @@
+"""Reads and writes of the signal tables. Writes are group-commit batch handlers (services/common/db.py):
+one result per item; an intersection's changes are serialised by the single writer."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from almere.signals.v1 import signals_pb2 as pb
+from google.protobuf import field_mask_pb2
+from sqlalchemy import Engine, func, select
+from sqlmodel import Session, col
+
+from services.common.auth import Identity, Role
+from services.common.changes import Changes
+from services.common.clock import to_timestamp
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError
+from services.signals import events, logic
+from services.signals.models import HistoryRow, IntersectionRow, PlanRow, PriorityRow, SignalsOutbox
+from services.signals.network_import import ImportedLight
+
+SCHEDULER = Identity("scheduler", Role.SIM)
+ACTIVATABLE = frozenset(
+    {pb.PLAN_STATE_DRAFT, pb.PLAN_STATE_PROPOSED, pb.PLAN_STATE_SCHEDULED, pb.PLAN_STATE_SUPERSEDED}
+)
+
+
+def plan_name(intersection_id: str, version: int) -> str:
+    return f"intersections/{intersection_id}/plans/{version}"
+
+
+class _Batch(Changes):
+    """One batch's intersections (loaded once, bumped per change), history rows and events."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(HistoryRow, SignalsOutbox)
+        self.session = session
+        self.rows: dict[str, IntersectionRow] = {}
+        self.docs: dict[str, pb.Intersection] = {}
+
+    def intersection(self, intersection_id: str) -> pb.Intersection:
+        if intersection_id not in self.docs:
+            row = self.session.get(IntersectionRow, intersection_id)
+            if row is None:
+                raise NotFound(f"intersection {intersection_id!r} not found")
+            self.rows[intersection_id] = row
+            self.docs[intersection_id] = pb.Intersection.FromString(row.document)
+        return self.docs[intersection_id]
+
+    def record(
+        self, intersection_id: str, identity: Identity, event: str, now: datetime, reason: str = "",
+        plan: pb.Plan | None = None, priority: pb.Priority | None = None,
+    ) -> None:  # fmt: skip
+        doc = self.docs[intersection_id]
+        doc.version += 1
+        doc.update_time.CopyFrom(to_timestamp(now))
+        row = self.rows[intersection_id]
+        row.version = doc.version
+        row.document = doc.SerializeToString()
+        self.history.append(
+            {"intersection_id": intersection_id, "version": doc.version, "time": now, "actor": identity.caller,
+             "actor_role": identity.role_name, "action": event, "plan_version": plan.version if plan else 0,
+             "reason": reason or (plan.reason if plan else "")}
+        )  # fmt: skip
+        self.outbox.append(events.signal_event(event, doc, identity.caller, now, plan, priority))
+
+    def plan(self, intersection_id: str, version: int) -> tuple[PlanRow, pb.Plan]:
+        row = self.session.get(PlanRow, (intersection_id, version))
+        if row is None:
+            raise NotFound(f"plan {plan_name(intersection_id, version)} not found")
+        return row, pb.Plan.FromString(row.document)
+
+    def save_plan(self, row: PlanRow, plan: pb.Plan) -> None:
+        row.state = plan.state
+        row.document = plan.SerializeToString()
+
+    def activate(self, intersection_id: str, version: int, identity: Identity, reason: str, now: datetime) -> pb.Plan:
+        """Make a plan the active one; the one it replaces becomes SUPERSEDED."""
+        doc = self.intersection(intersection_id)
+        row, plan = self.plan(intersection_id, version)
+        if plan.state not in ACTIVATABLE:
+            raise FailedPrecondition(f"{plan.name} is {pb.PlanState.Name(plan.state)} and cannot be activated")
+        if doc.active_plan_version and doc.active_plan_version != version:
+            old_row, old = self.plan(intersection_id, doc.active_plan_version)
+            old.state = pb.PLAN_STATE_SUPERSEDED
+            self.save_plan(old_row, old)
+        plan.state = pb.PLAN_STATE_ACTIVE
+        plan.ClearField("activate_time")
+        row.activate_time = None
+        self.save_plan(row, plan)
+        doc.active_plan_version = version
+        self.rows[intersection_id].activations = [*self.rows[intersection_id].activations, version]
+        self.record(intersection_id, identity, "plan_activated", now, reason, plan=plan)
+        return plan
+
+
+def _each(session: Session, items: Sequence[Any], apply: Any) -> list[Any]:
+    """Run `apply(batch, item)` per item; a ServiceError becomes that item's result, writing nothing."""
+    batch = _Batch(session)
+    results: list[Any] = []
+    for item in items:
+        try:
+            with session.begin_nested():
+                results.append(apply(batch, item))
+        except ServiceError as err:
+            batch.docs.clear()  # the savepoint rolled back: re-read what this item touched
+            batch.rows.clear()
+            results.append(err)
+    batch.flush(session)
+    return results
+
+
+# --- intersections -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Import:
+    identity: Identity
+    lights: list[ImportedLight]
+    now: datetime
+
+
+def import_lights(session: Session, items: Sequence[Import]) -> list[Any]:
+    def apply(batch: _Batch, item: Import) -> tuple[list[pb.Intersection], list[str]]:
+        created, skipped = [], []
+        for light in item.lights:
+            name = f"intersections/{light.intersection_id}"
+            if session.get(IntersectionRow, light.intersection_id) is not None:
+                skipped.append(name)
+                continue
+            doc = pb.Intersection()
+            doc.CopyFrom(light.intersection)
+            doc.name = name
+            doc.version = 0
+            session.add(IntersectionRow(id=light.intersection_id, sumo_tls_id=doc.sumo_tls_id, version=0,
+                                        document=doc.SerializeToString()))  # fmt: skip
+            session.flush()
+            batch.intersection(light.intersection_id)
+            batch.record(light.intersection_id, item.identity, "intersection_imported", item.now, "network import")
+            _store_plan(session, light.intersection_id, 1, light.plan, pb.PLAN_STATE_DRAFT, item.identity, item.now)
+            batch.activate(light.intersection_id, 1, item.identity, "imported program", item.now)
+            created.append(batch.docs[light.intersection_id])
+        return created, skipped
+
+    return _each(session, items, apply)
+
+
+@dataclass(frozen=True)
+class UpdateIntersection:
+    identity: Identity
+    intersection_id: str
+    patch: pb.Intersection
+    paths: tuple[str, ...]
+    now: datetime
+
+
+def update_intersections(session: Session, items: Sequence[UpdateIntersection]) -> list[Any]:
+    def apply(batch: _Batch, item: UpdateIntersection) -> pb.Intersection:
+        doc = batch.intersection(item.intersection_id)
+        field_mask_pb2.FieldMask(paths=item.paths).MergeMessage(item.patch, doc, replace_message_field=True)
+        if doc.proposal_policy == pb.PROPOSAL_POLICY_UNSPECIFIED:
+            doc.proposal_policy = pb.PROPOSAL_POLICY_REQUIRE_APPROVAL
+        if not doc.display_name.strip() or len(doc.display_name) > 200:
+            raise InvalidArgument("display_name is required (at most 200 characters)")
+        batch.record(item.intersection_id, item.identity, "intersection_updated", item.now, ",".join(item.paths))
+        return doc
+
+    return _each(session, items, apply)
+
+
+# --- plans ---------------------------------------------------------------------------------------
+
+
+def _store_plan(
+    session: Session, intersection_id: str, version: int, plan: pb.Plan, state: int, identity: Identity, now: datetime
+) -> pb.Plan:
+    stored = pb.Plan()
+    stored.CopyFrom(plan)
+    stored.name = plan_name(intersection_id, version)
+    stored.version = version
+    stored.state = state  # type: ignore[assignment]
+    stored.author = identity.caller
+    stored.cycle_seconds = sum(p.duration for p in plan.phases)
+    stored.create_time.CopyFrom(to_timestamp(now))
+    session.add(PlanRow(intersection_id=intersection_id, version=version, state=state,
+                        document=stored.SerializeToString()))  # fmt: skip
+    return stored
+
+
+@dataclass(frozen=True)
+class CreatePlan:
+    identity: Identity
+    intersection_id: str
+    plan: pb.Plan
+    proposal: bool
+    bounds: logic.CycleBounds
+    now: datetime
+
+
+def create_plans(session: Session, items: Sequence[CreatePlan]) -> list[Any]:
+    def apply(batch: _Batch, item: CreatePlan) -> pb.Plan:
+        doc = batch.intersection(item.intersection_id)
+        logic.validate_plan(list(doc.links), item.plan, item.bounds)
+        latest = session.execute(
+            select(func.max(PlanRow.version)).where(col(PlanRow.intersection_id) == item.intersection_id)
+        ).scalar_one()
+        state = pb.PLAN_STATE_PROPOSED if item.proposal else pb.PLAN_STATE_DRAFT
+        plan = _store_plan(session, item.intersection_id, (latest or 0) + 1, item.plan, state, item.identity, item.now)
+        session.flush()
+        batch.record(item.intersection_id, item.identity, "plan_proposed" if item.proposal else "plan_created",
+                     item.now, plan=plan)  # fmt: skip
+        if item.proposal and doc.proposal_policy == pb.PROPOSAL_POLICY_AUTO_APPLY:
+            return batch.activate(item.intersection_id, plan.version, item.identity, "auto-applied proposal", item.now)
+        return plan
+
+    return _each(session, items, apply)
+
+
+@dataclass(frozen=True)
+class Activate:
+    identity: Identity
+    intersection_id: str
+    version: int
+    at: datetime | None
+    reason: str
+    now: datetime
+    # Only plans in these states may be activated by this request (approval needs PROPOSED).
+    required_state: int = 0
+
+
+def activate_plans(session: Session, items: Sequence[Activate]) -> list[Any]:
+    def apply(batch: _Batch, item: Activate) -> pb.Plan:
+        batch.intersection(item.intersection_id)
+        row, plan = batch.plan(item.intersection_id, item.version)
+        if item.required_state and plan.state != item.required_state:
+            raise FailedPrecondition(f"{plan.name} is {pb.PlanState.Name(plan.state)}, not awaiting approval")
+        if item.at is not None and item.at > item.now:
+            if plan.state not in ACTIVATABLE:
+                raise FailedPrecondition(f"{plan.name} is {pb.PlanState.Name(plan.state)} and cannot be scheduled")
+            plan.state = pb.PLAN_STATE_SCHEDULED
+            plan.activate_time.CopyFrom(to_timestamp(item.at))
+            row.activate_time = item.at
+            batch.save_plan(row, plan)
+            batch.record(item.intersection_id, item.identity, "plan_scheduled", item.now, item.reason, plan=plan)
+            return plan
+        return batch.activate(item.intersection_id, item.version, item.identity, item.reason, item.now)
+
+    return _each(session, items, apply)
+
+
+@dataclass(frozen=True)
+class Reject:
+    identity: Identity
+    intersection_id: str
+    version: int
+    reason: str
+    now: datetime
+
+
+def reject_plans(session: Session, items: Sequence[Reject]) -> list[Any]:
+    def apply(batch: _Batch, item: Reject) -> pb.Plan:
+        batch.intersection(item.intersection_id)
+        row, plan = batch.plan(item.intersection_id, item.version)
+        if plan.state != pb.PLAN_STATE_PROPOSED:
+            raise FailedPrecondition(f"{plan.name} is {pb.PlanState.Name(plan.state)}, not awaiting approval")
+        plan.state = pb.PLAN_STATE_REJECTED
+        batch.save_plan(row, plan)
+        batch.record(item.intersection_id, item.identity, "plan_rejected", item.now, item.reason, plan=plan)
+        return plan
+
+    return _each(session, items, apply)
+
+
+@dataclass(frozen=True)
+class Rollback:
+    identity: Identity
+    intersection_id: str
+    reason: str
+    now: datetime
+
+
+def rollback_plans(session: Session, items: Sequence[Rollback]) -> list[Any]:
+    def apply(batch: _Batch, item: Rollback) -> pb.Plan:
+        batch.intersection(item.intersection_id)
+        row = batch.rows[item.intersection_id]
+        if len(row.activations) < 2:
+            raise FailedPrecondition(f"intersections/{item.intersection_id} has no earlier plan to roll back to")
+        previous = row.activations[-2]
+        row.activations = row.activations[:-2]  # activate() appends `previous` again
+        return batch.activate(item.intersection_id, previous, item.identity, item.reason or "rollback", item.now)
+
+    return _each(session, items, apply)
+
+
+def activate_due(session: Session, items: Sequence[datetime]) -> list[Any]:
+    """Activate SCHEDULED plans whose time has come (the schedule's tick)."""
+    now = max(items)
+    due = session.execute(
+        select(col(PlanRow.intersection_id), col(PlanRow.version))
+        .where(col(PlanRow.state) == pb.PLAN_STATE_SCHEDULED, col(PlanRow.activate_time) <= now)
+        .order_by(col(PlanRow.activate_time))
+    ).all()
+    _each(session, [(i, v) for i, v in due], lambda b, iv: b.activate(iv[0], iv[1], SCHEDULER, "scheduled", now))
+    return [None] * len(items)
+
+
+# --- priority ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestPriority:
+    identity: Identity
+    intersection_id: str
+    priority: pb.Priority
+    eta: datetime
+    now: datetime
+
+
+def request_priorities(session: Session, items: Sequence[RequestPriority]) -> list[Any]:
+    def apply(batch: _Batch, item: RequestPriority) -> pb.Priority:
+        doc = batch.intersection(item.intersection_id)
+        _, plan = batch.plan(item.intersection_id, doc.active_plan_version)
+        window_start = item.eta - logic.PRIORITY_LEAD
+        granted = [
+            (row, pb.Priority.FromString(row.document))
+            for row in session.execute(
+                select(PriorityRow).where(
+                    col(PriorityRow.intersection_id) == item.intersection_id,
+                    col(PriorityRow.decision) == pb.PRIORITY_DECISION_GRANTED,
+                    col(PriorityRow.hold_until) > window_start,
+                )
+            ).scalars()
+        ]
+        emergency_holds = any(p.priority_class == pb.PRIORITY_CLASS_EMERGENCY for _, p in granted)
+        ok, reason, grant = logic.decide(
+            item.priority.priority_class, item.eta, emergency_holds, list(doc.links), plan,
+            item.priority.approach_edge_id,
+        )  # fmt: skip
+        priority = pb.Priority()
+        priority.CopyFrom(item.priority)
+        priority.name = f"intersections/{item.intersection_id}/priorities/pri-{uuid.uuid4().hex[:16]}"
+        priority.requester = item.identity.caller
+        priority.decision = pb.PRIORITY_DECISION_GRANTED if ok else pb.PRIORITY_DECISION_DENIED
+        priority.reason = reason
+        hold_until = item.eta
+        if grant is not None:
+            priority.target_phase_index = grant.phase_index
+            priority.target_state = grant.state
+            priority.hold_until.CopyFrom(to_timestamp(grant.hold_until))
+            hold_until = grant.hold_until
+            if item.priority.priority_class == pb.PRIORITY_CLASS_EMERGENCY:
+                for row, pre_empted in granted:
+                    if pre_empted.priority_class == pb.PRIORITY_CLASS_PUBLIC_TRANSPORT:
+                        _end(batch, row, pre_empted, item.identity, f"pre-empted by {priority.vehicle_id}", item.now)
+        session.add(PriorityRow(id=priority.name.rsplit("/", 1)[1], intersection_id=item.intersection_id,
+                                decision=priority.decision, priority_class=priority.priority_class,
+                                hold_until=hold_until, document=priority.SerializeToString()))  # fmt: skip
+        batch.record(item.intersection_id, item.identity, "priority_decided", item.now, reason, priority=priority)
+        return priority
+
+    return _each(session, items, apply)
+
+
+def _end(
+    batch: _Batch, row: PriorityRow, priority: pb.Priority, identity: Identity, reason: str, now: datetime
+) -> None:
+    priority.decision = pb.PRIORITY_DECISION_ENDED
+    priority.reason = reason
+    row.decision = priority.decision
+    row.document = priority.SerializeToString()
+    batch.record(row.intersection_id, identity, "priority_ended", now, reason, priority=priority)
+
+
+@dataclass(frozen=True)
+class CancelPriority:
+    identity: Identity
+    intersection_id: str
+    priority_id: str
+    now: datetime
+
+
+def cancel_priorities(session: Session, items: Sequence[CancelPriority]) -> list[Any]:
+    def apply(batch: _Batch, item: CancelPriority) -> pb.Priority:
+        batch.intersection(item.intersection_id)
+        row = session.get(PriorityRow, item.priority_id)
+        if row is None or row.intersection_id != item.intersection_id:
+            raise NotFound(f"priority {item.priority_id!r} not found at intersections/{item.intersection_id}")
+        priority = pb.Priority.FromString(row.document)
+        if priority.decision != pb.PRIORITY_DECISION_GRANTED:
+            raise FailedPrecondition(f"{priority.name} is {pb.PriorityDecision.Name(priority.decision)}, not granted")
+        _end(batch, row, priority, item.identity, f"cancelled by {item.identity.caller}", item.now)
+        return priority
+
+    return _each(session, items, apply)
+
+
+# --- reads ---------------------------------------------------------------------------------------
+
+
+def get_intersection(engine: Engine, intersection_id: str) -> pb.Intersection:
+    with Session(engine) as session:
+        row = session.get(IntersectionRow, intersection_id)
+        if row is None:
+            raise NotFound(f"intersection {intersection_id!r} not found")
+        return pb.Intersection.FromString(row.document)
+
+
+def list_intersections(engine: Engine, after_id: str, limit: int, ids: set[str] | None = None) -> list[pb.Intersection]:
+    query = select(col(IntersectionRow.document)).where(col(IntersectionRow.id) > after_id)
+    if ids is not None:
+        query = query.where(col(IntersectionRow.id).in_(ids))
+    with Session(engine) as session:
+        rows = session.execute(query.order_by(col(IntersectionRow.id)).limit(limit)).scalars()
+        return [pb.Intersection.FromString(d) for d in rows]
+
+
+def get_plan(engine: Engine, intersection_id: str, version: int) -> pb.Plan:
+    with Session(engine) as session:
+        row = session.get(PlanRow, (intersection_id, version))
+        if row is None:
+            raise NotFound(f"plan {plan_name(intersection_id, version)} not found")
+        return pb.Plan.FromString(row.document)
+
+
+def list_plans(engine: Engine, intersection_id: str, before_version: int | None, limit: int) -> list[pb.Plan]:
+    with Session(engine) as session:
+        if session.get(IntersectionRow, intersection_id) is None:
+            raise NotFound(f"intersection {intersection_id!r} not found")
+        query = select(col(PlanRow.document)).where(col(PlanRow.intersection_id) == intersection_id)
+        if before_version is not None:
+            query = query.where(col(PlanRow.version) < before_version)
+        rows = session.execute(query.order_by(col(PlanRow.version).desc()).limit(limit)).scalars()
+        return [pb.Plan.FromString(d) for d in rows]
+
+
+def active_plans(engine: Engine, ids: set[str] | None) -> list[tuple[pb.Intersection, pb.Plan]]:
+    out = []
+    for doc in list_intersections(engine, "", 100_000, ids):
+        if doc.active_plan_version:
+            out.append((doc, get_plan(engine, doc.name.removeprefix("intersections/"), doc.active_plan_version)))
+    return out
+
+
+def history(engine: Engine, intersection_id: str, after_version: int, limit: int) -> list[HistoryRow]:
+    with Session(engine) as session:
+        if session.get(IntersectionRow, intersection_id) is None:
+            raise NotFound(f"intersection {intersection_id!r} not found")
+        query = (
+            select(HistoryRow)
+            .where(col(HistoryRow.intersection_id) == intersection_id, col(HistoryRow.version) > after_version)
+            .order_by(col(HistoryRow.version))
+            .limit(limit)
+        )
+        return list(session.execute(query).scalars())
