@@ -12,7 +12,7 @@ from services.common.auth import issue_token
 from services.common.config import Settings
 from services.common.runtime import ServiceSpec, migrate, serve
 
-SERVICE_MODULES = {"parking": "services.parking", "incidents": "services.incidents"}
+SERVICE_MODULES = {"parking": "services.parking", "incidents": "services.incidents", "signals": "services.signals"}
 
 
 def _spec(name: str) -> ServiceSpec:

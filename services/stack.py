@@ -21,7 +21,7 @@ from services.common.config import DEFAULT_PORTS, Settings
 from services.common.natsd import NatsServer, port_is_free, start_nats
 from sim.netbuild import build_network
 
-SERVICES = ["parking", "incidents"]
+SERVICES = ["parking", "incidents", "signals"]
 # Development callers issued by `almere up` when no tokens file is configured.
 DEV_CALLERS = {
     "engineer": "engineer",

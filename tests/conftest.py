@@ -121,3 +121,11 @@ async def incidents(start_service: Callable[..., Awaitable[str]], network_file: 
     from services.incidents import SPEC
 
     return await start_service(SPEC, network_file=network_file, scheduler_poll_seconds=0.2)
+
+
+@pytest.fixture
+async def signals(start_service: Callable[..., Awaitable[str]], network_file: Path) -> str:
+    """The signal service's address, configured with the centrum-mini network (three traffic lights)."""
+    from services.signals import SPEC
+
+    return await start_service(SPEC, network_file=network_file, scheduler_poll_seconds=0.2)

@@ -40,8 +40,11 @@ class Settings(BaseSettings):
     stream_replicas: int = 1
     # The SUMO network (.net.xml, geo-referenced) locations are checked and snapped against.
     network_file: Path | None = None
-    # How often planned closures are checked for their start and end times.
+    # How often scheduled work (planned closures, scheduled plan activations) is checked.
     scheduler_poll_seconds: float = 1.0
+    # Cycle lengths a signal plan may have.
+    signal_cycle_min_seconds: float = 30.0
+    signal_cycle_max_seconds: float = 180.0
 
     def port_for(self, service: str) -> int:
         return self.port if self.port is not None else DEFAULT_PORTS[service]

@@ -17,9 +17,16 @@ from services.common.outbox import outbox_row
 STREAM = "SIGNALS"
 SUBJECT_PREFIX = "almere.signals.v1"
 EVENTS = (
-    "intersection_imported", "intersection_updated", "plan_created", "plan_proposed", "plan_scheduled",
-    "plan_activated", "plan_rejected", "priority_decided", "priority_ended",
-)  # fmt: skip
+    "intersection_imported",
+    "intersection_updated",
+    "plan_created",
+    "plan_proposed",
+    "plan_scheduled",
+    "plan_activated",
+    "plan_rejected",
+    "priority_decided",
+    "priority_ended",
+)
 
 
 def signals_stream(settings: Settings) -> StreamConfig:
@@ -37,8 +44,13 @@ def signal_event(
     assert event in EVENTS
     intersection_id = intersection.name.removeprefix("intersections/")
     change = pb.SignalChange(
-        intersection=intersection.name, event=event, version=intersection.version, occur_time=to_timestamp(now),
-        plan=plan, priority=priority, actor=actor,
-    )  # fmt: skip
+        intersection=intersection.name,
+        event=event,
+        version=intersection.version,
+        occur_time=to_timestamp(now),
+        plan=plan,
+        priority=priority,
+        actor=actor,
+    )
     message = events_pb2.SignalEvent(intersection_id=intersection_id, change=change, intersection=intersection)
     return outbox_row(f"{SUBJECT_PREFIX}.{event}.{intersection_id}", event, message, now)

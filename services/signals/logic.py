@@ -163,9 +163,13 @@ def green_phase_for(links: list[pb.SignalLink], plan: pb.Plan, approach_edge: st
 
 
 def decide(
-    priority_class: int, eta: datetime, overlapping_emergency: bool, links: list[pb.SignalLink], plan: pb.Plan,
+    priority_class: int,
+    eta: datetime,
+    overlapping_emergency: bool,
+    links: list[pb.SignalLink],
+    plan: pb.Plan,
     approach_edge: str,
-) -> tuple[bool, str, Grant | None]:  # fmt: skip
+) -> tuple[bool, str, Grant | None]:
     """Grant or deny; emergency first: public transport is denied while an emergency holds the junction."""
     phase = green_phase_for(links, plan, approach_edge)
     if priority_class == pb.PRIORITY_CLASS_PUBLIC_TRANSPORT and overlapping_emergency:

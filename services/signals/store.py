@@ -51,9 +51,15 @@ class _Batch(Changes):
         return self.docs[intersection_id]
 
     def record(
-        self, intersection_id: str, identity: Identity, event: str, now: datetime, reason: str = "",
-        plan: pb.Plan | None = None, priority: pb.Priority | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        intersection_id: str,
+        identity: Identity,
+        event: str,
+        now: datetime,
+        reason: str = "",
+        plan: pb.Plan | None = None,
+        priority: pb.Priority | None = None,
+    ) -> None:
         doc = self.docs[intersection_id]
         doc.version += 1
         doc.update_time.CopyFrom(to_timestamp(now))
@@ -61,10 +67,17 @@ class _Batch(Changes):
         row.version = doc.version
         row.document = doc.SerializeToString()
         self.history.append(
-            {"intersection_id": intersection_id, "version": doc.version, "time": now, "actor": identity.caller,
-             "actor_role": identity.role_name, "action": event, "plan_version": plan.version if plan else 0,
-             "reason": reason or (plan.reason if plan else "")}
-        )  # fmt: skip
+            {
+                "intersection_id": intersection_id,
+                "version": doc.version,
+                "time": now,
+                "actor": identity.caller,
+                "actor_role": identity.role_name,
+                "action": event,
+                "plan_version": plan.version if plan else 0,
+                "reason": reason or (plan.reason if plan else ""),
+            }
+        )
         self.outbox.append(events.signal_event(event, doc, identity.caller, now, plan, priority))
 
     def plan(self, intersection_id: str, version: int) -> tuple[PlanRow, pb.Plan]:
@@ -135,8 +148,11 @@ def import_lights(session: Session, items: Sequence[Import]) -> list[Any]:
             doc.CopyFrom(light.intersection)
             doc.name = name
             doc.version = 0
-            session.add(IntersectionRow(id=light.intersection_id, sumo_tls_id=doc.sumo_tls_id, version=0,
-                                        document=doc.SerializeToString()))  # fmt: skip
+            session.add(
+                IntersectionRow(
+                    id=light.intersection_id, sumo_tls_id=doc.sumo_tls_id, version=0, document=doc.SerializeToString()
+                )
+            )
             session.flush()
             batch.intersection(light.intersection_id)
             batch.record(light.intersection_id, item.identity, "intersection_imported", item.now, "network import")
@@ -185,8 +201,9 @@ def _store_plan(
     stored.author = identity.caller
     stored.cycle_seconds = sum(p.duration for p in plan.phases)
     stored.create_time.CopyFrom(to_timestamp(now))
-    session.add(PlanRow(intersection_id=intersection_id, version=version, state=state,
-                        document=stored.SerializeToString()))  # fmt: skip
+    session.add(
+        PlanRow(intersection_id=intersection_id, version=version, state=state, document=stored.SerializeToString())
+    )
     return stored
 
 
@@ -210,8 +227,13 @@ def create_plans(session: Session, items: Sequence[CreatePlan]) -> list[Any]:
         state = pb.PLAN_STATE_PROPOSED if item.proposal else pb.PLAN_STATE_DRAFT
         plan = _store_plan(session, item.intersection_id, (latest or 0) + 1, item.plan, state, item.identity, item.now)
         session.flush()
-        batch.record(item.intersection_id, item.identity, "plan_proposed" if item.proposal else "plan_created",
-                     item.now, plan=plan)  # fmt: skip
+        batch.record(
+            item.intersection_id,
+            item.identity,
+            "plan_proposed" if item.proposal else "plan_created",
+            item.now,
+            plan=plan,
+        )
         if item.proposal and doc.proposal_policy == pb.PROPOSAL_POLICY_AUTO_APPLY:
             return batch.activate(item.intersection_id, plan.version, item.identity, "auto-applied proposal", item.now)
         return plan
@@ -336,9 +358,13 @@ def request_priorities(session: Session, items: Sequence[RequestPriority]) -> li
         ]
         emergency_holds = any(p.priority_class == pb.PRIORITY_CLASS_EMERGENCY for _, p in granted)
         ok, reason, grant = logic.decide(
-            item.priority.priority_class, item.eta, emergency_holds, list(doc.links), plan,
+            item.priority.priority_class,
+            item.eta,
+            emergency_holds,
+            list(doc.links),
+            plan,
             item.priority.approach_edge_id,
-        )  # fmt: skip
+        )
         priority = pb.Priority()
         priority.CopyFrom(item.priority)
         priority.name = f"intersections/{item.intersection_id}/priorities/pri-{uuid.uuid4().hex[:16]}"
@@ -355,9 +381,16 @@ def request_priorities(session: Session, items: Sequence[RequestPriority]) -> li
                 for row, pre_empted in granted:
                     if pre_empted.priority_class == pb.PRIORITY_CLASS_PUBLIC_TRANSPORT:
                         _end(batch, row, pre_empted, item.identity, f"pre-empted by {priority.vehicle_id}", item.now)
-        session.add(PriorityRow(id=priority.name.rsplit("/", 1)[1], intersection_id=item.intersection_id,
-                                decision=priority.decision, priority_class=priority.priority_class,
-                                hold_until=hold_until, document=priority.SerializeToString()))  # fmt: skip
+        session.add(
+            PriorityRow(
+                id=priority.name.rsplit("/", 1)[1],
+                intersection_id=item.intersection_id,
+                decision=priority.decision,
+                priority_class=priority.priority_class,
+                hold_until=hold_until,
+                document=priority.SerializeToString(),
+            )
+        )
         batch.record(item.intersection_id, item.identity, "priority_decided", item.now, reason, priority=priority)
         return priority
 

@@ -120,9 +120,13 @@ async def test_sigkill_loses_no_acknowledged_write_and_publishes_each_once(
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALMERE_")}
     env.update(
-        ALMERE_DATA_DIR=str(tmp_path / "data"), ALMERE_DATABASE_URL=database_url, ALMERE_NATS_URL=nats_server.url,
-        ALMERE_TOKENS=tokens_json, ALMERE_PORT=str(port), ALMERE_LOG_LEVEL="WARNING",
-    )  # fmt: skip
+        ALMERE_DATA_DIR=str(tmp_path / "data"),
+        ALMERE_DATABASE_URL=database_url,
+        ALMERE_NATS_URL=nats_server.url,
+        ALMERE_TOKENS=tokens_json,
+        ALMERE_PORT=str(port),
+        ALMERE_LOG_LEVEL="WARNING",
+    )
     address = f"127.0.0.1:{port}"
     log = tmp_path / f"{w.service}.log"
     service = start_service(w.service, env, log)

@@ -13,6 +13,8 @@ from almere.incidents.v1 import incidents_pb2 as ipb
 from almere.incidents.v1 import incidents_pb2_grpc
 from almere.parking.v1 import events_pb2, parking_pb2_grpc
 from almere.parking.v1 import parking_pb2 as pb
+from almere.signals.v1 import events_pb2 as sevents_pb2
+from almere.signals.v1 import signals_pb2_grpc
 from almere.type.v1 import geo_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -84,6 +86,11 @@ class Incidents(Client):
         return reply.incident
 
 
+class Signals(Client):
+    def __init__(self, channel: grpc.aio.Channel, tokens: dict[str, str]) -> None:
+        super().__init__(signals_pb2_grpc.SignalServiceStub(channel), tokens)
+
+
 class _As:
     def __init__(self, stub: Any, metadata: tuple[tuple[str, str], ...]) -> None:
         self._stub = stub
@@ -95,6 +102,20 @@ class _As:
 
 
 DECODERS: dict[str, Any] = {
+    **dict.fromkeys(
+        [
+            "intersection_imported",
+            "intersection_updated",
+            "plan_created",
+            "plan_proposed",
+            "plan_scheduled",
+            "plan_activated",
+            "plan_rejected",
+            "priority_decided",
+            "priority_ended",
+        ],
+        sevents_pb2.SignalEvent,
+    ),
     "incident_reported": ievents_pb2.IncidentEvent,
     "incident_updated": ievents_pb2.IncidentEvent,
     "incident_state_changed": ievents_pb2.IncidentEvent,

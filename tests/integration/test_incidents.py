@@ -37,8 +37,10 @@ async def test_police_report_is_snapped_stored_and_published(client: Incidents, 
     incident = await client.report(impact=lane_closure(), notes="two cars, no injuries", severity=pb.SEVERITY_MAJOR)
     assert incident.name.startswith("incidents/inc-")
     assert (incident.state, incident.reporting_agency, incident.reporter) == (
-        S.INCIDENT_STATE_REPORTED, pb.AGENCY_POLICE, "police",
-    )  # fmt: skip
+        S.INCIDENT_STATE_REPORTED,
+        pb.AGENCY_POLICE,
+        "police",
+    )
     loc = incident.network_location
     assert (loc.edge_id, list(loc.lane_indices), loc.snapped) == ("ring-w-n", [1], True)
     assert loc.snap_distance_meters < 5 and 0 < loc.position_meters < 984
@@ -52,9 +54,10 @@ async def test_police_report_is_snapped_stored_and_published(client: Incidents, 
 
 async def test_edge_only_report_gets_coordinates(client: Incidents) -> None:
     incident = await client.report(
-        caller="fire", type=pb.INCIDENT_TYPE_FIRE,
+        caller="fire",
+        type=pb.INCIDENT_TYPE_FIRE,
         network_location=pb.NetworkLocation(edge_id="spoke-w-in", position_meters=50),
-    )  # fmt: skip
+    )
     assert incident.reporting_agency == pb.AGENCY_FIRE
     assert incident.network_location.snapped is False
     assert incident.location.latitude == pytest.approx(52.3703, abs=1e-3)
@@ -78,8 +81,14 @@ async def test_report_is_idempotent_on_request_id(client: Incidents, nats_server
     [
         ({"type": 99}, "not an incident type"),
         ({"type": pb.INCIDENT_TYPE_UNSPECIFIED}, "not an incident type"),
-        ({"impact": pb.Impact(expected_start_time=ts(), expected_end_time=ts(datetime.now(UTC) - timedelta(hours=1)))},
-         "expected_end_time must be after"),
+        (
+            {
+                "impact": pb.Impact(
+                    expected_start_time=ts(), expected_end_time=ts(datetime.now(UTC) - timedelta(hours=1))
+                )
+            },
+            "expected_end_time must be after",
+        ),
         ({"impact": pb.Impact(closed_lanes=[3])}, "has 2 lane(s); lane 3 does not exist"),
         ({"network_location": pb.NetworkLocation(edge_id="ring-w-n", lane_indices=[2])}, "lane 2 does not exist"),
         ({"network_location": pb.NetworkLocation(edge_id="no-such-edge")}, "not in the road network"),
@@ -89,7 +98,7 @@ async def test_report_is_idempotent_on_request_id(client: Incidents, nats_server
         ({"location": geo_pb2.LatLng(latitude=95.0, longitude=5.0)}, "latitude"),
         ({"impact": pb.Impact(speed_limit_kmh=300)}, "speed_limit_kmh"),
     ],
-)  # fmt: skip
+)
 async def test_bad_reports_are_invalid_and_write_nothing(
     client: Incidents, nats_server: NatsServer, fields: dict[str, object], message: str
 ) -> None:
@@ -167,9 +176,11 @@ async def test_lifecycle_and_its_audit_trail(client: Incidents, nats_server: Nat
 async def test_update_with_mask_replaces_fields_and_resnaps(client: Incidents, nats_server: NatsServer) -> None:
     incident = await client.report(impact=lane_closure())
     patch = pb.Incident(
-        name=incident.name, impact=pb.Impact(full_closure=True), title="not in the mask",
+        name=incident.name,
+        impact=pb.Impact(full_closure=True),
+        title="not in the mask",
         location=geo_pb2.LatLng(latitude=52.3702, longitude=5.2120),  # on the west spoke now
-    )  # fmt: skip
+    )
     updated = (
         await client.as_("police").UpdateIncident(
             pb.UpdateIncidentRequest(incident=patch, update_mask=FieldMask(paths=["impact", "location"]))
@@ -295,8 +306,9 @@ async def test_watch_sends_open_incidents_then_changes(client: Incidents) -> Non
     await engineer.TransitionIncident(pb.TransitionIncidentRequest(name=open_one.name, state=S.INCIDENT_STATE_ACTIVE))
     changes = [await asyncio.wait_for(watch.read(), 5) for _ in range(2)]
     assert [(c.snapshot, c.incident.name, c.incident.state) for c in changes] == [
-        (False, new.name, S.INCIDENT_STATE_REPORTED), (False, open_one.name, S.INCIDENT_STATE_ACTIVE),
-    ]  # fmt: skip
+        (False, new.name, S.INCIDENT_STATE_REPORTED),
+        (False, open_one.name, S.INCIDENT_STATE_ACTIVE),
+    ]
     watch.cancel()
 
 
@@ -306,17 +318,25 @@ async def test_planned_closures_start_and_end_by_themselves(client: Incidents, n
         display_name="Festival on the Stadhuisplein",
         closures=[
             pb.ScheduledClosure(
-                title="Stadhuisstraat closed", network_location=pb.NetworkLocation(edge_id="spoke-w-in"),
-                impact=pb.Impact(full_closure=True, expected_start_time=ts(now + timedelta(seconds=1)),
-                                 expected_end_time=ts(now + timedelta(seconds=2.5))),
+                title="Stadhuisstraat closed",
+                network_location=pb.NetworkLocation(edge_id="spoke-w-in"),
+                impact=pb.Impact(
+                    full_closure=True,
+                    expected_start_time=ts(now + timedelta(seconds=1)),
+                    expected_end_time=ts(now + timedelta(seconds=2.5)),
+                ),
             ),
             pb.ScheduledClosure(
-                title="Grote Markt closed tomorrow", network_location=pb.NetworkLocation(edge_id="spoke-e-in"),
-                impact=pb.Impact(full_closure=True, expected_start_time=ts(now + timedelta(days=1)),
-                                 expected_end_time=ts(now + timedelta(days=1, hours=8))),
+                title="Grote Markt closed tomorrow",
+                network_location=pb.NetworkLocation(edge_id="spoke-e-in"),
+                impact=pb.Impact(
+                    full_closure=True,
+                    expected_start_time=ts(now + timedelta(days=1)),
+                    expected_end_time=ts(now + timedelta(days=1, hours=8)),
+                ),
             ),
         ],
-    )  # fmt: skip
+    )
     police = client.as_("police")
     created = (
         await police.CreatePlannedEvent(
@@ -327,8 +347,10 @@ async def test_planned_closures_start_and_end_by_themselves(client: Incidents, n
     soon, tomorrow = created.incidents
     first = (await police.GetIncident(pb.GetIncidentRequest(name=soon))).incident
     assert (first.state, first.type, first.planned_event) == (
-        S.INCIDENT_STATE_CONFIRMED, pb.INCIDENT_TYPE_PLANNED_EVENT, created.name,
-    )  # fmt: skip
+        S.INCIDENT_STATE_CONFIRMED,
+        pb.INCIDENT_TYPE_PLANNED_EVENT,
+        created.name,
+    )
     for _ in range(50):
         first = (await police.GetIncident(pb.GetIncidentRequest(name=soon))).incident
         if first.state == S.INCIDENT_STATE_CLEARED:

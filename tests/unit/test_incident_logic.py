@@ -25,9 +25,16 @@ REPORTED, CONFIRMED, ACTIVE = S.INCIDENT_STATE_REPORTED, S.INCIDENT_STATE_CONFIR
 CLEARING, CLEARED, CANCELLED = S.INCIDENT_STATE_CLEARING, S.INCIDENT_STATE_CLEARED, S.INCIDENT_STATE_CANCELLED
 STATES = [REPORTED, CONFIRMED, ACTIVE, CLEARING, CLEARED, CANCELLED]
 ALLOWED = {
-    (REPORTED, CONFIRMED), (REPORTED, ACTIVE), (REPORTED, CANCELLED), (CONFIRMED, ACTIVE), (CONFIRMED, CANCELLED),
-    (ACTIVE, CLEARING), (ACTIVE, CLEARED), (CLEARING, ACTIVE), (CLEARING, CLEARED),
-}  # fmt: skip
+    (REPORTED, CONFIRMED),
+    (REPORTED, ACTIVE),
+    (REPORTED, CANCELLED),
+    (CONFIRMED, ACTIVE),
+    (CONFIRMED, CANCELLED),
+    (ACTIVE, CLEARING),
+    (ACTIVE, CLEARED),
+    (CLEARING, ACTIVE),
+    (CLEARING, CLEARED),
+}
 NOW = datetime(2025, 6, 2, 12, 0, tzinfo=UTC)
 
 
@@ -70,11 +77,14 @@ def test_allowed_transitions_pass(current: int, target: int) -> None:
 @pytest.mark.parametrize(
     ("current", "target", "allowed"),
     [
-        (REPORTED, CLEARED, "ACTIVE, CANCELLED, CONFIRMED"), (REPORTED, REPORTED, "ACTIVE, CANCELLED, CONFIRMED"),
-        (CONFIRMED, CLEARING, "ACTIVE, CANCELLED"), (ACTIVE, CANCELLED, "CLEARED, CLEARING"),
-        (ACTIVE, REPORTED, "CLEARED, CLEARING"), (CLEARING, CANCELLED, "ACTIVE, CLEARED"),
+        (REPORTED, CLEARED, "ACTIVE, CANCELLED, CONFIRMED"),
+        (REPORTED, REPORTED, "ACTIVE, CANCELLED, CONFIRMED"),
+        (CONFIRMED, CLEARING, "ACTIVE, CANCELLED"),
+        (ACTIVE, CANCELLED, "CLEARED, CLEARING"),
+        (ACTIVE, REPORTED, "CLEARED, CLEARING"),
+        (CLEARING, CANCELLED, "ACTIVE, CLEARED"),
     ],
-)  # fmt: skip
+)
 def test_disallowed_transitions_name_both_states_and_allowed_targets(current: int, target: int, allowed: str) -> None:
     with pytest.raises(FailedPrecondition) as err:
         logic.check_transition(current, target)
@@ -126,10 +136,18 @@ OWN_AGENCY = {Role.POLICE: P, Role.FIRE: F, Role.EMS: E}
 @pytest.mark.parametrize(
     ("role", "requested", "agency"),
     [
-        (Role.POLICE, 0, P), (Role.POLICE, F, P), (Role.FIRE, 0, F), (Role.FIRE, E, F), (Role.EMS, P, E),
-        (Role.ENGINEER, 0, T), (Role.ENGINEER, P, T), (Role.SIM, F, F), (Role.SIM, T, T), (Role.SIM, 0, P),
+        (Role.POLICE, 0, P),
+        (Role.POLICE, F, P),
+        (Role.FIRE, 0, F),
+        (Role.FIRE, E, F),
+        (Role.EMS, P, E),
+        (Role.ENGINEER, 0, T),
+        (Role.ENGINEER, P, T),
+        (Role.SIM, F, F),
+        (Role.SIM, T, T),
+        (Role.SIM, 0, P),
     ],
-)  # fmt: skip
+)
 def test_reporting_agency_is_the_callers_own_except_for_the_sim(role: Role, requested: int, agency: int) -> None:
     assert logic.reporting_agency(who(role), requested) == agency
 

@@ -140,9 +140,13 @@ def test_reported_occupied_rejects(count: dict[str, int], capacity: int, message
 
 def _order(sequence: int, occupied: int, source_time: datetime) -> tuple[ReportOutcome, str]:
     return logic.order_report(
-        sequence=sequence, occupied=occupied, source_time=source_time,
-        last_sequence=5, last_reported=40, last_report_time=NOW,
-    )  # fmt: skip
+        sequence=sequence,
+        occupied=occupied,
+        source_time=source_time,
+        last_sequence=5,
+        last_reported=40,
+        last_report_time=NOW,
+    )
 
 
 def test_order_report_accepts_first_and_newer_reports() -> None:

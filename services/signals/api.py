@@ -1,0 +1,265 @@
+"""The gRPC servicer of almere.signals.v1.SignalService: proto <-> domain, status codes, roles."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from almere.signals.v1 import signals_pb2 as pb
+from almere.signals.v1 import signals_pb2_grpc
+from grpc import aio
+from sqlalchemy import Engine
+
+from services.common import paging
+from services.common.auth import current_identity
+from services.common.clock import from_timestamp, to_timestamp, utcnow
+from services.common.db import GroupCommitter
+from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.feed import EventFeed
+from services.common.names import id_from_name, validate_id
+from services.signals import logic, store
+from services.signals.network_import import read_lights
+
+Context = aio.ServicerContext[Any, Any]
+UPDATABLE_FIELDS = frozenset({"display_name", "proposal_policy"})
+MAX_REASON = 1000
+
+
+def _intersection_id(name: str, field: str = "name") -> str:
+    return id_from_name(name, "intersections", field)
+
+
+def _plan_ref(name: str) -> tuple[str, int]:
+    """`intersections/x/plans/3` -> ("x", 3)."""
+    parent, sep, version = name.rpartition("/plans/")
+    if not sep or not version.isdigit() or int(version) < 1:
+        raise InvalidArgument(f"name {name!r} must look like intersections/{{id}}/plans/{{version}}")
+    return _intersection_id(parent), int(version)
+
+
+def _reason(text: str) -> str:
+    if len(text) > MAX_REASON:
+        raise InvalidArgument(f"reason is longer than {MAX_REASON} characters")
+    return text
+
+
+class SignalApi(signals_pb2_grpc.SignalServiceServicer):
+    def __init__(
+        self,
+        engine: Engine,
+        committer: GroupCommitter,
+        feed: EventFeed,
+        network: Path | None,
+        bounds: logic.CycleBounds,
+    ) -> None:
+        self._engine = engine
+        self._committer = committer
+        self._feed = feed
+        self._network = network
+        self._bounds = bounds
+
+    # --- intersections ---------------------------------------------------------------------------
+
+    async def ImportNetwork(self, request: pb.ImportNetworkRequest, context: Context) -> pb.ImportNetworkResponse:
+        identity = current_identity.get()
+        logic.authorize_engineer(identity, "import networks")
+        if request.net_xml:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "upload.net.xml"
+                path.write_bytes(request.net_xml)
+                lights = await asyncio.to_thread(read_lights, path)
+        elif self._network is not None:
+            lights = await asyncio.to_thread(read_lights, self._network)
+        else:
+            raise FailedPrecondition("no network configured (ALMERE_NETWORK_FILE); send net_xml instead")
+        if not lights:
+            raise InvalidArgument("the network has no traffic lights")
+        for light in lights:
+            logic.validate_plan(list(light.intersection.links), light.plan, logic.CycleBounds(0, 10_000))
+        created, skipped = await self._committer.submit(store.import_lights, store.Import(identity, lights, utcnow()))
+        return pb.ImportNetworkResponse(created=created, skipped=skipped)
+
+    async def GetIntersection(self, request: pb.GetIntersectionRequest, context: Context) -> pb.GetIntersectionResponse:
+        logic.authorize_read(current_identity.get())
+        doc = await asyncio.to_thread(store.get_intersection, self._engine, _intersection_id(request.name))
+        return pb.GetIntersectionResponse(intersection=doc)
+
+    async def ListIntersections(
+        self, request: pb.ListIntersectionsRequest, context: Context
+    ) -> pb.ListIntersectionsResponse:
+        logic.authorize_read(current_identity.get())
+        size = paging.page_size(request.page_size)
+        after = paging.decode(request.page_token, "intersections")
+        docs = await asyncio.to_thread(store.list_intersections, self._engine, after, size + 1)
+        token = (
+            paging.encode(docs[size - 1].name.removeprefix("intersections/"), "intersections")
+            if len(docs) > size
+            else ""
+        )
+        return pb.ListIntersectionsResponse(intersections=docs[:size], next_page_token=token)
+
+    async def UpdateIntersection(
+        self, request: pb.UpdateIntersectionRequest, context: Context
+    ) -> pb.UpdateIntersectionResponse:
+        identity = current_identity.get()
+        logic.authorize_engineer(identity, "change intersections")
+        intersection_id = _intersection_id(request.intersection.name, "intersection.name")
+        paths = tuple(dict.fromkeys(request.update_mask.paths))
+        if not paths or set(paths) - UPDATABLE_FIELDS:
+            raise InvalidArgument(f"update_mask must name some of: {', '.join(sorted(UPDATABLE_FIELDS))}")
+        if request.intersection.proposal_policy not in pb.ProposalPolicy.values():
+            raise InvalidArgument("proposal_policy is not a ProposalPolicy")
+        item = store.UpdateIntersection(identity, intersection_id, request.intersection, paths, utcnow())
+        return pb.UpdateIntersectionResponse(
+            intersection=await self._committer.submit(store.update_intersections, item)
+        )
+
+    # --- plans -----------------------------------------------------------------------------------
+
+    async def _create(self, parent: str, plan: pb.Plan, proposal: bool) -> pb.Plan:
+        identity = current_identity.get()
+        intersection_id = _intersection_id(parent, "parent")
+        if len(plan.reason) > MAX_REASON:
+            raise InvalidArgument(f"reason is longer than {MAX_REASON} characters")
+        clean = pb.Plan(type=plan.type, phases=plan.phases, offset_seconds=plan.offset_seconds, reason=plan.reason)
+        item = store.CreatePlan(identity, intersection_id, clean, proposal, self._bounds, utcnow())
+        created: pb.Plan = await self._committer.submit(store.create_plans, item)
+        return created
+
+    async def CreatePlan(self, request: pb.CreatePlanRequest, context: Context) -> pb.CreatePlanResponse:
+        logic.authorize_engineer(current_identity.get(), "create plans")
+        return pb.CreatePlanResponse(plan=await self._create(request.parent, request.plan, proposal=False))
+
+    async def ProposePlan(self, request: pb.ProposePlanRequest, context: Context) -> pb.ProposePlanResponse:
+        logic.authorize_propose(current_identity.get())
+        return pb.ProposePlanResponse(plan=await self._create(request.parent, request.plan, proposal=True))
+
+    async def GetPlan(self, request: pb.GetPlanRequest, context: Context) -> pb.GetPlanResponse:
+        logic.authorize_read(current_identity.get())
+        intersection_id, version = _plan_ref(request.name)
+        return pb.GetPlanResponse(plan=await asyncio.to_thread(store.get_plan, self._engine, intersection_id, version))
+
+    async def ListPlans(self, request: pb.ListPlansRequest, context: Context) -> pb.ListPlansResponse:
+        logic.authorize_read(current_identity.get())
+        intersection_id = _intersection_id(request.parent, "parent")
+        size = paging.page_size(request.page_size)
+        before = paging.decode(request.page_token, intersection_id)
+        plans = await asyncio.to_thread(
+            store.list_plans, self._engine, intersection_id, int(before) if before else None, size + 1
+        )
+        token = paging.encode(str(plans[size - 1].version), intersection_id) if len(plans) > size else ""
+        return pb.ListPlansResponse(plans=plans[:size], next_page_token=token)
+
+    async def _activate(self, name: str, reason: str, at: Any = None, required_state: int = 0) -> pb.Plan:
+        intersection_id, version = _plan_ref(name)
+        item = store.Activate(
+            current_identity.get(), intersection_id, version, at, _reason(reason), utcnow(), required_state
+        )
+        plan: pb.Plan = await self._committer.submit(store.activate_plans, item)
+        return plan
+
+    async def ActivatePlan(self, request: pb.ActivatePlanRequest, context: Context) -> pb.ActivatePlanResponse:
+        logic.authorize_engineer(current_identity.get(), "activate plans")
+        at = from_timestamp(request.activate_time) if request.HasField("activate_time") else None
+        return pb.ActivatePlanResponse(plan=await self._activate(request.name, request.reason, at))
+
+    async def ApprovePlan(self, request: pb.ApprovePlanRequest, context: Context) -> pb.ApprovePlanResponse:
+        logic.authorize_engineer(current_identity.get(), "approve plans")
+        plan = await self._activate(request.name, request.reason or "approved", required_state=pb.PLAN_STATE_PROPOSED)
+        return pb.ApprovePlanResponse(plan=plan)
+
+    async def RejectPlan(self, request: pb.RejectPlanRequest, context: Context) -> pb.RejectPlanResponse:
+        identity = current_identity.get()
+        logic.authorize_engineer(identity, "reject plans")
+        intersection_id, version = _plan_ref(request.name)
+        item = store.Reject(identity, intersection_id, version, _reason(request.reason), utcnow())
+        return pb.RejectPlanResponse(plan=await self._committer.submit(store.reject_plans, item))
+
+    async def RollbackPlan(self, request: pb.RollbackPlanRequest, context: Context) -> pb.RollbackPlanResponse:
+        identity = current_identity.get()
+        logic.authorize_engineer(identity, "roll back plans")
+        item = store.Rollback(identity, _intersection_id(request.parent, "parent"), _reason(request.reason), utcnow())
+        return pb.RollbackPlanResponse(plan=await self._committer.submit(store.rollback_plans, item))
+
+    # --- priority --------------------------------------------------------------------------------
+
+    async def RequestPriority(self, request: pb.RequestPriorityRequest, context: Context) -> pb.RequestPriorityResponse:
+        identity = current_identity.get()
+        logic.authorize_priority(identity)
+        intersection_id = _intersection_id(request.parent, "parent")
+        p = request.priority
+        if p.priority_class not in (pb.PRIORITY_CLASS_EMERGENCY, pb.PRIORITY_CLASS_PUBLIC_TRANSPORT):
+            raise InvalidArgument("priority_class must be EMERGENCY or PUBLIC_TRANSPORT")
+        if not p.approach_edge_id or not p.HasField("eta"):
+            raise InvalidArgument("approach_edge_id and eta are required")
+        if len(p.vehicle_id) > 128:
+            raise InvalidArgument("vehicle_id is longer than 128 characters")
+        now = utcnow()
+        eta = from_timestamp(p.eta)
+        if eta < now - logic.PRIORITY_HOLD:
+            raise InvalidArgument("eta is in the past")
+        clean = pb.Priority(
+            priority_class=p.priority_class, vehicle_id=p.vehicle_id, approach_edge_id=p.approach_edge_id, eta=p.eta
+        )
+        item = store.RequestPriority(identity, intersection_id, clean, eta, now)
+        return pb.RequestPriorityResponse(priority=await self._committer.submit(store.request_priorities, item))
+
+    async def CancelPriority(self, request: pb.CancelPriorityRequest, context: Context) -> pb.CancelPriorityResponse:
+        identity = current_identity.get()
+        logic.authorize_priority(identity)
+        parent, sep, priority_id = request.name.rpartition("/priorities/")
+        if not sep or not priority_id:
+            raise InvalidArgument("name must look like intersections/{id}/priorities/{priority}")
+        item = store.CancelPriority(
+            identity, _intersection_id(parent), validate_id(priority_id, "priority id"), utcnow()
+        )
+        return pb.CancelPriorityResponse(priority=await self._committer.submit(store.cancel_priorities, item))
+
+    # --- watch and audit -------------------------------------------------------------------------
+
+    async def WatchSignals(
+        self, request: pb.WatchSignalsRequest, context: Context
+    ) -> AsyncIterator[pb.WatchSignalsResponse]:
+        logic.authorize_read(current_identity.get())
+        ids = {_intersection_id(n, f"intersections[{i}]") for i, n in enumerate(request.intersections)} or None
+        async with self._feed.watch() as watcher:
+            active = await asyncio.to_thread(store.active_plans, self._engine, ids)
+            versions = {doc.name: doc.version for doc, _ in active}
+            for doc, plan in active:
+                change = pb.SignalChange(intersection=doc.name, event="plan_active", version=doc.version, plan=plan)
+                yield pb.WatchSignalsResponse(change=change, snapshot=True)
+            while True:
+                _, event = await watcher.next()
+                change = event.change
+                if ids is not None and event.intersection_id not in ids:
+                    continue
+                if change.version <= versions.get(change.intersection, 0):
+                    continue
+                versions[change.intersection] = change.version
+                yield pb.WatchSignalsResponse(change=change, snapshot=False)
+
+    async def ListIntersectionHistory(
+        self, request: pb.ListIntersectionHistoryRequest, context: Context
+    ) -> pb.ListIntersectionHistoryResponse:
+        logic.authorize_read(current_identity.get())
+        intersection_id = _intersection_id(request.parent, "parent")
+        size = paging.page_size(request.page_size)
+        after = paging.decode(request.page_token, intersection_id)
+        rows = await asyncio.to_thread(store.history, self._engine, intersection_id, int(after or 0), size + 1)
+        token = paging.encode(str(rows[size - 1].version), intersection_id) if len(rows) > size else ""
+        entries = [
+            pb.HistoryEntry(
+                version=r.version,
+                time=to_timestamp(r.time),
+                actor=r.actor,
+                actor_role=r.actor_role,
+                action=r.action,
+                plan_version=r.plan_version,
+                reason=r.reason,
+            )
+            for r in rows[:size]
+        ]
+        return pb.ListIntersectionHistoryResponse(entries=entries, next_page_token=token)
