@@ -50,7 +50,8 @@ async def test_import_creates_intersections_with_their_program_as_plan_1(client:
         90,
         ["GGGg", "yyyy", "rrrr"],
     )
-    again = await engineer.ImportNetwork(pb.ImportNetworkRequest(net_xml=network_file.read_bytes()))
+    net_xml = await asyncio.to_thread(network_file.read_bytes)
+    again = await engineer.ImportNetwork(pb.ImportNetworkRequest(net_xml=net_xml))
     assert list(again.created) == [] and len(again.skipped) == 3
 
 
