@@ -6,7 +6,7 @@ import asyncio
 import shutil
 
 from services.common.config import Settings
-from services.demo import incidents, parking
+from services.demo import incidents, parking, signals
 from services.stack import Stack
 
 
@@ -27,7 +27,9 @@ def run_demo(settings: Settings) -> int:
         filled = await parking.play(stack.endpoints["parking"], stack.credentials, say)
         say("\n== 2. Police report a collision that closes a lane ==")
         reported = await incidents.play(stack.endpoints["incidents"], stack.endpoints["nats"], stack.credentials, say)
-        return [filled, reported]
+        say("\n== 3. Signal timing: a festival plan, an ambulance and a bus ==")
+        timed = await signals.play(stack.endpoints["signals"], stack.credentials, say)
+        return [filled, reported, timed]
 
     try:
         results = asyncio.run(scenes())

@@ -16,6 +16,8 @@ from almere.incidents.v1 import incidents_pb2 as ipb
 from almere.incidents.v1 import incidents_pb2_grpc
 from almere.parking.v1 import parking_pb2 as pb
 from almere.parking.v1 import parking_pb2_grpc
+from almere.signals.v1 import signals_pb2 as spb
+from almere.signals.v1 import signals_pb2_grpc
 from almere.type.v1 import geo_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -34,7 +36,7 @@ def wait_for(path: Path, process: subprocess.Popen[str], timeout: float = 60) ->
         time.sleep(0.1)
 
 
-def test_up_serves_parking_and_incidents_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+def test_up_serves_every_service_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALMERE_")}
     env["ALMERE_DATA_DIR"] = str(tmp_path / "data")
     process = subprocess.Popen(
@@ -93,6 +95,10 @@ def test_up_serves_parking_and_incidents_and_stops_cleanly_on_ctrl_c(tmp_path: P
             )
             # almere up runs on the centrum-mini network: the report is snapped to the ring road.
             assert reported.incident.network_location.edge_id == "ring-w-n"
+        with grpc.insecure_channel(endpoints["signals"]) as channel:
+            stub = signals_pb2_grpc.SignalServiceStub(channel)
+            imported = stub.ImportNetwork(spb.ImportNetworkRequest(), metadata=auth("engineer"))
+            assert len(imported.created) == 3  # the traffic lights of the centrum-mini network
     finally:
         process.send_signal(signal.SIGINT)
         out, errors = process.communicate(timeout=60)
