@@ -98,6 +98,16 @@ def _stamp(incident: pb.Incident, now: datetime) -> None:
     incident.update_time.CopyFrom(to_timestamp(now))
 
 
+def _changeable(rows: dict[str, IncidentRow], identity: Identity, incident_id: str) -> tuple[IncidentRow, pb.Incident]:
+    """The incident the caller is about to change: NOT_FOUND or PERMISSION_DENIED otherwise."""
+    row = rows.get(incident_id)
+    if row is None:
+        raise NotFound(f"incident {incident_id!r} not found")
+    incident = _document(row)
+    logic.authorize_change(identity, incident)
+    return row, incident
+
+
 def _load(session: Session, ids: set[str]) -> dict[str, IncidentRow]:
     return {r.id: r for r in session.execute(select(IncidentRow).where(col(IncidentRow.id).in_(ids))).scalars()}
 
@@ -174,11 +184,7 @@ def update_incidents(session: Session, items: Sequence[Update]) -> list[Any]:
     results: list[Any] = []
     for item in items:
         try:
-            row = rows.get(item.incident_id)
-            if row is None:
-                raise NotFound(f"incident {item.incident_id!r} not found")
-            incident = _document(row)
-            logic.authorize_change(item.identity, incident)
+            row, incident = _changeable(rows, item.identity, item.incident_id)
             if incident.state not in logic.OPEN_STATES:
                 raise FailedPrecondition(
                     f"{incident.name} is {logic.state_name(incident.state)}; it can no longer change"
@@ -221,11 +227,7 @@ def transition_incidents(session: Session, items: Sequence[Transition]) -> list[
     results: list[Any] = []
     for item in items:
         try:
-            row = rows.get(item.incident_id)
-            if row is None:
-                raise NotFound(f"incident {item.incident_id!r} not found")
-            incident = _document(row)
-            logic.authorize_change(item.identity, incident)
+            row, incident = _changeable(rows, item.identity, item.incident_id)
             logic.check_transition(incident.state, item.state)
         except ServiceError as err:
             results.append(err)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from almere.parking.v1 import parking_pb2 as pb
 from almere.type.v1 import geo_pb2
@@ -12,27 +12,6 @@ from almere.type.v1 import geo_pb2
 from services.common.clock import to_timestamp
 from services.parking.logic import Thresholds, facility_name
 from services.parking.models import Facility
-
-
-class FacilityView(Protocol):
-    """The columns occupancy rules need; a Facility row or an OccupancyRow."""
-
-    id: str
-    capacity: int
-    operator_id: str
-    state: int
-    almost_full: float
-    full: float
-    hysteresis: float
-    version: int
-    occupied: int | None
-    status: int
-    sequence: int
-    reported_occupied: int | None
-    report_time: datetime | None
-    source_time: datetime | None
-    occupancy_time: datetime | None
-    update_time: datetime
 
 
 @dataclass(slots=True)
@@ -55,6 +34,10 @@ class OccupancyRow:
     source_time: datetime | None
     occupancy_time: datetime | None
     update_time: datetime
+
+
+# What the occupancy rules read and change: the ORM row, or its hot-path subset.
+FacilityView = Facility | OccupancyRow
 
 
 def thresholds_of(row: FacilityView) -> Thresholds:
