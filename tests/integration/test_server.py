@@ -29,10 +29,11 @@ async def list_services(channel: grpc.aio.Channel) -> list[str]:
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_health_and_reflection_answer_without_a_token(parking: str, incidents: str) -> None:
+async def test_health_and_reflection_answer_without_a_token(parking: str, incidents: str, signals: str) -> None:
     for address, service_name in (
         (parking, "almere.parking.v1.ParkingService"),
         (incidents, "almere.incidents.v1.IncidentService"),
+        (signals, "almere.signals.v1.SignalService"),
     ):
         async with grpc.aio.insecure_channel(address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
