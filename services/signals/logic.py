@@ -148,16 +148,17 @@ class Grant:
 
 
 def green_phase_for(links: list[pb.SignalLink], plan: pb.Plan, approach_edge: str) -> int:
-    """The phase of `plan` giving the most priority green to links coming from `approach_edge`."""
+    """The phase of `plan` giving links coming from `approach_edge` the most priority green."""
     approach = [link.index for link in links if link.from_lane.rsplit("_", 1)[0] == approach_edge]
     if not approach:
         raise InvalidArgument(f"edge {approach_edge!r} is not an approach of this intersection")
+    # Priority green ('G') first, then yielding green ('g'); ties go to the earliest phase.
     scores = [
-        (sum(2 if p.state[k] == "G" else 1 if p.state[k] == "g" else 0 for k in approach), -i)
+        (sum(p.state[k] == "G" for k in approach), sum(p.state[k] == "g" for k in approach), -i)
         for i, p in enumerate(plan.phases)
     ]
-    best, neg_index = max(scores)
-    if best == 0:
+    priority_green, yielding_green, neg_index = max(scores)
+    if priority_green + yielding_green == 0:
         raise InvalidArgument(f"no phase of the active plan gives {approach_edge!r} green")
     return -neg_index
 
