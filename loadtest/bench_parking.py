@@ -189,9 +189,11 @@ async def run_load(cfg: LoadConfig) -> LoadResult:
                 source_time = Timestamp()
                 source_time.GetCurrentTime()
                 request = pb.ReportOccupancyRequest(
-                    facility=name, occupied_spaces=sequence % OCCUPANCY_SPAN, source_time=source_time,
+                    facility=name,
+                    occupied_spaces=sequence % OCCUPANCY_SPAN,
+                    source_time=source_time,
                     sequence=sequence,
-                )  # fmt: skip
+                )
                 sequence += 1
                 error = None
                 try:
@@ -439,17 +441,22 @@ class Bench:
     def parking_log(self) -> Path:
         return self.workdir / "parking.log"
 
-    def spawn(self, args: list[str], *, env: dict[str, str] | None = None, log: Path | None = None,
-              pipes: bool = False) -> subprocess.Popen[bytes]:  # fmt: skip
+    def spawn(
+        self, args: list[str], *, env: dict[str, str] | None = None, log: Path | None = None, pipes: bool = False
+    ) -> subprocess.Popen[bytes]:
         # A session of its own: Ctrl-C reaches only this process, which then stops the child itself.
         out: IO[bytes] | int | None = subprocess.PIPE if pipes else None
         log_file = log.open("ab") if log else None
         try:
             process = subprocess.Popen(
-                args, cwd=ROOT, env=env, start_new_session=True,
+                args,
+                cwd=ROOT,
+                env=env,
+                start_new_session=True,
                 stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
-                stdout=log_file or out, stderr=subprocess.STDOUT if log_file else out,
-            )  # fmt: skip
+                stdout=log_file or out,
+                stderr=subprocess.STDOUT if log_file else out,
+            )
         finally:
             if log_file:
                 log_file.close()
@@ -485,10 +492,13 @@ class Bench:
         tokens = {
             "tokens": [
                 {"caller": "bench-engineer", "role": "engineer", "sha256": token_digest(self.engineer_token)},
-                {"caller": "bench-operator", "role": f"operator:{OPERATOR_ID}",
-                 "sha256": token_digest(self.operator_token)},
+                {
+                    "caller": "bench-operator",
+                    "role": f"operator:{OPERATOR_ID}",
+                    "sha256": token_digest(self.operator_token),
+                },
             ]
-        }  # fmt: skip
+        }
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("ALMERE_")}
         env.update(
@@ -522,10 +532,13 @@ class Bench:
     def setup(self, load_facilities: int, gate_facilities: int) -> SetupResult:
         """Wait for both servers and create the facilities (from a client process, like all gRPC here)."""
         config = SetupConfig(
-            parking_address=self.parking_address, echo_address=self.echo_address,
-            engineer_token=self.engineer_token, load_facilities=load_facilities,
-            gate_facilities=gate_facilities, timeout=STARTUP_TIMEOUT_S,
-        )  # fmt: skip
+            parking_address=self.parking_address,
+            echo_address=self.echo_address,
+            engineer_token=self.engineer_token,
+            load_facilities=load_facilities,
+            gate_facilities=gate_facilities,
+            timeout=STARTUP_TIMEOUT_S,
+        )
         return SetupResult(**self.run_client("setup", config, timeout=STARTUP_TIMEOUT_S + CALL_TIMEOUT_S))
 
     def run_client(self, mode: str, config: SetupConfig | LoadConfig | GateConfig, timeout: float) -> dict[str, Any]:
@@ -557,10 +570,14 @@ class Bench:
         server = self._parking if parking else self._echo
         assert server is not None, "start() first"
         config = LoadConfig(
-            address=self.parking_address if parking else self.echo_address, token=self.operator_token,
-            concurrency=level, warmup=warmup, duration=duration, first_sequence=self.next_sequence,
+            address=self.parking_address if parking else self.echo_address,
+            token=self.operator_token,
+            concurrency=level,
+            warmup=warmup,
+            duration=duration,
+            first_sequence=self.next_sequence,
             expect_accepted=parking,
-        )  # fmt: skip
+        )
         cpu_before = process_cpu_seconds(server.pid)
         result = LoadResult(**self.run_client("load", config, timeout=warmup + duration + 60))
         cpu_after = process_cpu_seconds(server.pid)
@@ -572,10 +589,14 @@ class Bench:
 
     def gate(self, duration: float) -> GateResult:
         config = GateConfig(
-            address=self.parking_address, token=self.operator_token, streams=GATE_STREAMS,
-            batch_events=GATE_BATCH_EVENTS, batches_per_stream=GATE_BATCHES_PER_STREAM, duration=duration,
+            address=self.parking_address,
+            token=self.operator_token,
+            streams=GATE_STREAMS,
+            batch_events=GATE_BATCH_EVENTS,
+            batches_per_stream=GATE_BATCHES_PER_STREAM,
+            duration=duration,
             run_id=secrets.token_hex(4),
-        )  # fmt: skip
+        )
         result = GateResult(**self.run_client("gate", config, timeout=duration + 60))
         self.check_servers_alive()
         return result
@@ -722,20 +743,32 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         document = {
             "config": {
-                "levels": levels, "duration_s": args.duration, "warmup_s": args.warmup,
-                "gate_duration_s": args.gate_duration, "gate_streams": GATE_STREAMS,
-                "gate_batch_events": GATE_BATCH_EVENTS, "gate_batches_per_stream": GATE_BATCHES_PER_STREAM,
-                "log_level": LOG_LEVEL, "cpu_count": os.cpu_count(),
-                "python": platform.python_version(), "grpcio": grpc.__version__,
+                "levels": levels,
+                "duration_s": args.duration,
+                "warmup_s": args.warmup,
+                "gate_duration_s": args.gate_duration,
+                "gate_streams": GATE_STREAMS,
+                "gate_batch_events": GATE_BATCH_EVENTS,
+                "gate_batches_per_stream": GATE_BATCHES_PER_STREAM,
+                "log_level": LOG_LEVEL,
+                "cpu_count": os.cpu_count(),
+                "python": platform.python_version(),
+                "grpcio": grpc.__version__,
             },
             "levels": [
-                {"level": r.level, "ratio": round(r.ratio, 3), "echo": asdict(r.echo), "parking": asdict(r.parking),
-                 "outbox_backlog": r.outbox_backlog, "outbox_drain_s": round(r.outbox_drain_s, 2)}
+                {
+                    "level": r.level,
+                    "ratio": round(r.ratio, 3),
+                    "echo": asdict(r.echo),
+                    "parking": asdict(r.parking),
+                    "outbox_backlog": r.outbox_backlog,
+                    "outbox_drain_s": round(r.outbox_drain_s, 2),
+                }
                 for r in results
             ],
             "gate": asdict(gate) if gate else None,
             "summary": result,
-        }  # fmt: skip
+        }
         Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
         print(f"results written to {args.json}")
     return 0
@@ -748,8 +781,12 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per level and server")
-    parser.add_argument("--levels", type=parse_levels, default=parse_levels("1,8,32,128"),
-                        help="concurrency levels (calls in flight), comma-separated (default 1,8,32,128)")  # fmt: skip
+    parser.add_argument(
+        "--levels",
+        type=parse_levels,
+        default=parse_levels("1,8,32,128"),
+        help="concurrency levels (calls in flight), comma-separated (default 1,8,32,128)",
+    )
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each run")
     parser.add_argument("--gate-duration", type=float, default=5.0, help="seconds of RecordGateEvents load")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
