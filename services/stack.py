@@ -22,6 +22,7 @@ from services.common.natsd import NatsServer, port_is_free, start_nats
 from sim.netbuild import build_network
 
 SERVICES = ["parking", "incidents", "signals"]
+METRICS_PORT_BASE = 9101
 # Development callers issued by `almere up` when no tokens file is configured.
 DEV_CALLERS = {
     "engineer": "engineer",
@@ -67,6 +68,7 @@ class Stack:
     endpoints: dict[str, str] = field(default_factory=dict)
     credentials: dict[str, str] = field(default_factory=dict)
     network: str = ""
+    metrics: dict[str, str] = field(default_factory=dict)
 
     @property
     def data_dir(self) -> Path:
@@ -89,13 +91,15 @@ class Stack:
             env["ALMERE_NETWORK_FILE"] = str(build_network("centrum-mini", self.data_dir / "networks"))
         self.network = env["ALMERE_NETWORK_FILE"]
         try:
-            for name in self.services:
+            for index, name in enumerate(self.services):
                 port = free_port(self.settings.bind_host, DEFAULT_PORTS[name])
+                metrics_port = free_port(self.settings.bind_host, METRICS_PORT_BASE + index)
                 address = f"{self.settings.bind_host}:{port}"
+                self.metrics[name] = f"http://{self.settings.bind_host}:{metrics_port}/metrics"
                 log = (self.data_dir / f"{name}.log").open("ab")
                 self.processes[name] = subprocess.Popen(
                     [sys.executable, "-m", "services.cli", "serve", name],
-                    env=dict(env, ALMERE_PORT=str(port)),
+                    env=dict(env, ALMERE_PORT=str(port), ALMERE_METRICS_PORT=str(metrics_port)),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
@@ -107,7 +111,9 @@ class Stack:
             self.stop()
             raise
         self.endpoints["nats"] = nats_url
-        (self.data_dir / "endpoints.json").write_text(json.dumps(self.endpoints, indent=2))
+        (self.data_dir / "endpoints.json").write_text(
+            json.dumps({**self.endpoints, **{f"{n}-metrics": u for n, u in self.metrics.items()}}, indent=2)
+        )
 
     def _issue_dev_tokens(self) -> Path:
         path = self.data_dir / "tokens.json"
@@ -139,6 +145,7 @@ class Stack:
     def describe(self) -> str:
         lines = ["almere-traffic is up", ""]
         lines += [f"  {name:<10} {address}" for name, address in self.endpoints.items()]
+        lines += ["", "Prometheus metrics:"] + [f"  {name:<10} {url}" for name, url in self.metrics.items()]
         if self.credentials:
             lines += ["", "development tokens (also in credentials.json; send as 'authorization: Bearer <token>'):"]
             lines += [f"  {DEV_CALLERS[c]:<24} {t}" for c, t in self.credentials.items()]

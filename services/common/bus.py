@@ -28,6 +28,7 @@ class OutgoingMessage:
     payload: bytes
     msg_id: str
     event_type: str
+    headers: dict[str, str]
 
 
 def stream_config(name: str, subjects: list[str], settings: Settings) -> StreamConfig:
@@ -76,7 +77,7 @@ class Bus:
         futures = []
         try:
             for m in messages:
-                headers = {MSG_ID_HEADER: m.msg_id, EVENT_TYPE_HEADER: m.event_type}
+                headers = {**m.headers, MSG_ID_HEADER: m.msg_id, EVENT_TYPE_HEADER: m.event_type}
                 futures.append(await self.js.publish_async(m.subject, m.payload, headers=headers))
         except Exception as exc:  # disconnected: the rest stays in the outbox for the next attempt
             log.warning("publishing stopped after %d of %d messages: %s", len(futures), len(messages), exc)

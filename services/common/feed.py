@@ -16,6 +16,7 @@ from nats.aio.msg import Msg
 
 from services.common.bus import Bus
 from services.common.errors import ResourceExhausted
+from services.common.observability import WATCH_LAG
 
 Change = tuple[str, Any]  # (event name, decoded event)
 WATCHER_QUEUE = 10_000
@@ -60,6 +61,8 @@ class EventFeed:
             self._subscription = None
 
     async def _on_message(self, msg: Msg) -> None:
+        if not self._watchers:
+            return
         name = msg.subject[len(self._prefix) + 1 :].split(".", 1)[0]
         decoder = self._decoders.get(name)
         if decoder is None:
@@ -67,6 +70,7 @@ class EventFeed:
         change = (name, decoder.FromString(msg.data))
         for watcher in self._watchers:
             watcher.offer(change)
+        WATCH_LAG.labels(self._prefix).set(max(w.queue.qsize() for w in self._watchers))
 
     @contextlib.asynccontextmanager
     async def watch(self) -> AsyncIterator[Watcher]:

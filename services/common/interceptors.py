@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
@@ -14,6 +15,7 @@ from typing import Any, TypeAlias
 import grpc
 from grpc import aio
 
+from services.common import tracing
 from services.common.auth import Identity, TokenStore, current_identity
 from services.common.errors import ServiceError
 from services.common.observability import RPC_LATENCY, RPC_REQUESTS
@@ -67,12 +69,13 @@ def _wrap(handler: Handler, around: Around) -> Handler:
     return factory_u(unary, **serializers)
 
 
-def _bearer_token(metadata: Any) -> str | None:
-    for key, value in metadata or ():
-        if key == "authorization" and isinstance(value, str):
-            scheme, _, token = value.partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else None
-    return None
+def _metadata(context: Context) -> dict[str, str]:
+    return {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+
+
+def _bearer_token(metadata: dict[str, str]) -> str | None:
+    scheme, _, token = metadata.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -98,8 +101,8 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         wrapped = self._wrapped[method] = _wrap(handler, self._around(method))
         return wrapped
 
-    def _authenticate(self, context: Context) -> Identity | None:
-        token = _bearer_token(context.invocation_metadata())
+    def _authenticate(self, metadata: dict[str, str]) -> Identity | None:
+        token = _bearer_token(metadata)
         return self._tokens.identify(token) if token else None
 
     def _around(self, method: str) -> Around:
@@ -109,7 +112,13 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         async def around(context: Context, call: Callable[[], Awaitable[Any]]) -> Any:
             start = time.perf_counter()
             code = grpc.StatusCode.OK
-            identity = self._authenticate(context)
+            metadata = _metadata(context)
+            identity = self._authenticate(metadata)
+            request_id = metadata.get(tracing.REQUEST_ID) or secrets.token_hex(8)
+            trace = tracing.continue_trace(metadata.get(tracing.TRACEPARENT))
+            tracing.current_request_id.set(request_id)
+            tracing.current_trace.set(trace)
+            context.set_trailing_metadata(((tracing.REQUEST_ID, request_id), (tracing.TRACEPARENT, trace)))
             try:
                 if identity is None:
                     reason = "missing or invalid 'authorization: Bearer <token>' metadata"
@@ -141,6 +150,8 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
                             "code": code.name,
                             "ms": round(elapsed * 1000, 3),
                             "caller": identity.caller if identity else None,
+                            "request_id": request_id,
+                            "trace_id": tracing.trace_id(trace),
                         },
                     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from pythonjsonlogger.json import JsonFormatter
@@ -17,6 +18,7 @@ RPC_LATENCY = Histogram(
 )
 OUTBOX_BACKLOG = Gauge("almere_outbox_backlog", "Outbox rows not yet published to JetStream", ["service"])
 OUTBOX_PUBLISHED = Counter("almere_outbox_published", "Outbox rows published to JetStream", ["service"])
+WATCH_LAG = Gauge("almere_watch_lag", "Changes queued for the slowest Watch stream (its consumer lag)", ["subjects"])
 COMMIT_BATCH = Histogram(
     "almere_commit_batch_size",
     "Write operations committed together (group commit)",
@@ -36,7 +38,9 @@ def configure_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
 
 
-def serve_metrics(host: str, port: int) -> None:
-    """Expose /metrics on host:port; port 0 leaves metrics unexposed."""
-    if port:
-        start_http_server(port, addr=host)
+def serve_metrics(host: str, port: int) -> Callable[[], None] | None:
+    """Expose /metrics on host:port (not when port is 0); returns how to stop it."""
+    if not port:
+        return None
+    server, _ = start_http_server(port, addr=host)
+    return server.shutdown

@@ -11,9 +11,10 @@ from datetime import datetime
 from typing import Any
 
 from google.protobuf.message import Message
-from sqlalchemy import Engine, LargeBinary, delete, func, select
+from sqlalchemy import JSON, Engine, LargeBinary, delete, func, select
 from sqlmodel import Field, Session, SQLModel
 
+from services.common import tracing
 from services.common.bus import Bus, OutgoingMessage
 from services.common.clock import UtcDateTime
 from services.common.db import writer
@@ -31,6 +32,8 @@ class OutboxBase(SQLModel):
     subject: str = Field(max_length=255)
     event_type: str = Field(max_length=64)
     payload: bytes = Field(sa_type=LargeBinary)
+    # NATS headers to publish with the event (the trace context of the call that caused it).
+    headers: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
     created_at: datetime = Field(sa_type=UtcDateTime)
 
 
@@ -41,6 +44,7 @@ def outbox_row(subject: str, event_type: str, message: Message, now: datetime) -
         "subject": subject,
         "event_type": event_type,
         "payload": message.SerializeToString(),
+        "headers": tracing.outgoing_headers(),
         "created_at": now,
     }
 
@@ -82,7 +86,7 @@ class OutboxRelay:
             OUTBOX_BACKLOG.labels(self._service).set(0)
             return 0
         acked = await self._bus.publish_all(
-            [OutgoingMessage(r.subject, r.payload, r.event_id, r.event_type) for r in rows]
+            [OutgoingMessage(r.subject, r.payload, r.event_id, r.event_type, r.headers or {}) for r in rows]
         )
         done = [r.id for r, ok in zip(rows, acked, strict=True) if ok]
         if done:
@@ -95,10 +99,10 @@ class OutboxRelay:
     def _fetch(self) -> list[Any]:
         with Session(self._engine) as session:
             rows = list(session.execute(select(self._table).order_by(self._table.id).limit(self._batch)).scalars())
-            if len(rows) == self._batch:
-                OUTBOX_BACKLOG.labels(self._service).set(
-                    session.execute(select(func.count(self._table.id))).scalar_one()
-                )
+            backlog = len(rows)
+            if backlog == self._batch:
+                backlog = session.execute(select(func.count(self._table.id))).scalar_one()
+            OUTBOX_BACKLOG.labels(self._service).set(backlog)
             return rows
 
     def _delete(self, ids: list[int]) -> None:

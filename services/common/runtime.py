@@ -54,6 +54,7 @@ class Service:
     relay: OutboxRelay = field(init=False)
     server: GrpcServer = field(init=False)
     _stop_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _stop_metrics: Callable[[], None] | None = None
 
     async def start(self, port: int | None = None) -> int:
         s = self.settings
@@ -72,11 +73,14 @@ class Service:
         self.server = GrpcServer(self.spec.name, self.spec.full_names, s, tokens)
         self._stop_hooks = await self.spec.mount(self, self.server.server)
         bound = await self.server.start(port)
+        self._stop_metrics = serve_metrics(s.bind_host, s.metrics_port)
         return bound
 
     async def stop(self) -> None:
         """Drain calls, commit what is queued, publish the outbox, close the bus and database."""
         await self.server.stop()
+        if self._stop_metrics:
+            self._stop_metrics()
         for hook in self._stop_hooks:
             await hook()
         await self.committer.stop()
@@ -89,7 +93,6 @@ async def _serve(spec: ServiceSpec, settings: Settings) -> None:
     stop = stop_on_signals()
     service = Service(spec, settings)
     await service.start()
-    serve_metrics(settings.bind_host, settings.metrics_port)
     await stop.wait()
     log.info("stopping", extra={"service": spec.name})
     await service.stop()

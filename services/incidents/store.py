@@ -14,12 +14,14 @@ from google.protobuf import field_mask_pb2
 from sqlalchemy import Engine, and_, or_, select
 from sqlmodel import Session, col
 
+from services.common import tracing
 from services.common.auth import Identity, Role
 from services.common.changes import Changes
 from services.common.clock import from_timestamp, to_timestamp
 from services.common.errors import AlreadyExists, FailedPrecondition, NotFound, ServiceError
 from services.common.geo import Area
 from services.common.network import RoadNetwork
+from services.common.tracing import Traced
 from services.incidents import events, logic
 from services.incidents.locate import locate
 from services.incidents.models import HistoryRow, IncidentRow, IncidentsOutbox, PlannedEventRow
@@ -134,7 +136,7 @@ def _save(row: IncidentRow, incident: pb.Incident) -> None:
 
 
 @dataclass(frozen=True)
-class Report:
+class Report(Traced):
     identity: Identity
     request_id: str
     incident: pb.Incident  # complete, validated and located; version 1
@@ -152,6 +154,7 @@ def report_incidents(session: Session, items: Sequence[Report]) -> list[Any]:
     changes = _Changes()
     results: list[Any] = []
     for item in items:
+        tracing.bind(item)
         key = (item.identity.caller, item.request_id)
         if key in existing:
             results.append((existing[key], True))
@@ -169,7 +172,7 @@ def report_incidents(session: Session, items: Sequence[Report]) -> list[Any]:
 
 
 @dataclass(frozen=True)
-class Update:
+class Update(Traced):
     identity: Identity
     incident_id: str
     patch: pb.Incident
@@ -183,6 +186,7 @@ def update_incidents(session: Session, items: Sequence[Update]) -> list[Any]:
     changes = _Changes()
     results: list[Any] = []
     for item in items:
+        tracing.bind(item)
         try:
             row, incident = _changeable(rows, item.identity, item.incident_id)
             if incident.state not in logic.OPEN_STATES:
@@ -213,7 +217,7 @@ def update_incidents(session: Session, items: Sequence[Update]) -> list[Any]:
 
 
 @dataclass(frozen=True)
-class Transition:
+class Transition(Traced):
     identity: Identity
     incident_id: str
     state: int
@@ -226,6 +230,7 @@ def transition_incidents(session: Session, items: Sequence[Transition]) -> list[
     changes = _Changes()
     results: list[Any] = []
     for item in items:
+        tracing.bind(item)
         try:
             row, incident = _changeable(rows, item.identity, item.incident_id)
             logic.check_transition(incident.state, item.state)
@@ -260,7 +265,7 @@ def _move(
 
 
 @dataclass(frozen=True)
-class CreatePlanned:
+class CreatePlanned(Traced):
     identity: Identity
     event_id: str
     planned: pb.PlannedEvent  # incidents already named
@@ -277,6 +282,7 @@ def create_planned_events(session: Session, items: Sequence[CreatePlanned]) -> l
     changes = _Changes()
     results: list[Any] = []
     for item in items:
+        tracing.bind(item)
         if item.event_id in existing:
             results.append(AlreadyExists(f"planned event {item.event_id!r} already exists"))
             continue
@@ -298,7 +304,7 @@ def create_planned_events(session: Session, items: Sequence[CreatePlanned]) -> l
 
 
 @dataclass(frozen=True)
-class CancelPlanned:
+class CancelPlanned(Traced):
     identity: Identity
     event_id: str
     reason: str
@@ -309,6 +315,7 @@ def cancel_planned_events(session: Session, items: Sequence[CancelPlanned]) -> l
     changes = _Changes()
     results: list[Any] = []
     for item in items:
+        tracing.bind(item)
         planned_row = session.get(PlannedEventRow, item.event_id)
         if planned_row is None:
             results.append(NotFound(f"planned event {item.event_id!r} not found"))
@@ -335,6 +342,7 @@ def cancel_planned_events(session: Session, items: Sequence[CancelPlanned]) -> l
 
 def advance_schedule(session: Session, items: Sequence[datetime]) -> list[Any]:
     """Start planned closures whose time has come and end those that are over."""
+    tracing.bind(None)  # a new trace for what the schedule does
     now = max(items)
     due = session.execute(
         select(IncidentRow).where(

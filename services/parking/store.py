@@ -14,9 +14,11 @@ from google.protobuf import field_mask_pb2
 from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlmodel import Session, col
 
+from services.common import tracing
 from services.common.auth import Identity, Role
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, ServiceError
-from services.parking import events, logic
+from services.common.tracing import Traced
+from services.parking import events, logic, metrics
 from services.parking.convert import (
     FacilityView,
     OccupancyRow,
@@ -116,6 +118,7 @@ class _Changes:
             }
         )
         occupancy = occupancy_to_proto(row)
+        metrics.record(row.id, occupancy.occupied_spaces, row.capacity)
         self.outbox.extend(events.occupancy_changed(row.id, row.version, occupancy, previous_status, cause, now))
         if isinstance(row, OccupancyRow):
             self.changed[row.id] = row
@@ -137,7 +140,7 @@ class _Changes:
 
 
 @dataclass(frozen=True)
-class CreateFacility:
+class CreateFacility(Traced):
     identity: Identity
     facility_id: str
     facility: pb.Facility
@@ -149,6 +152,7 @@ def create_facilities(session: Session, items: Sequence[CreateFacility]) -> list
     existing = _load(session, {i.facility_id for i in items})
     changes = _Changes()
     for item in items:
+        tracing.bind(item)
         if item.facility_id in existing:
             results.append(AlreadyExists(f"facility {item.facility_id!r} already exists"))
             continue
@@ -170,7 +174,7 @@ def create_facilities(session: Session, items: Sequence[CreateFacility]) -> list
 
 
 @dataclass(frozen=True)
-class UpdateFacility:
+class UpdateFacility(Traced):
     identity: Identity
     facility_id: str
     patch: pb.Facility
@@ -183,6 +187,7 @@ def update_facilities(session: Session, items: Sequence[UpdateFacility]) -> list
     results: list[Any] = []
     changes = _Changes()
     for item in items:
+        tracing.bind(item)
         try:
             row = _writable(rows, item.identity, item.facility_id)
             if "operator_id" in item.paths and item.identity.role is Role.OPERATOR:
@@ -212,7 +217,7 @@ def update_facilities(session: Session, items: Sequence[UpdateFacility]) -> list
 
 
 @dataclass(frozen=True)
-class ReportOccupancy:
+class ReportOccupancy(Traced):
     identity: Identity
     facility_id: str
     request: pb.ReportOccupancyRequest
@@ -225,6 +230,7 @@ def report_occupancies(session: Session, items: Sequence[ReportOccupancy]) -> li
     results: list[Any] = []
     changes = _Changes()
     for item in items:
+        tracing.bind(item)
         try:
             row = _writable(rows, item.identity, item.facility_id)
             occupied = logic.reported_occupied(item.request, row.capacity)
@@ -255,7 +261,7 @@ def report_occupancies(session: Session, items: Sequence[ReportOccupancy]) -> li
 
 
 @dataclass(frozen=True)
-class GateBatchItem:
+class GateBatchItem(Traced):
     identity: Identity
     facility_id: str
     batch_id: str
@@ -283,6 +289,7 @@ def record_gate_batches(session: Session, items: Sequence[GateBatchItem]) -> lis
     changes = _Changes()
     batches: list[dict[str, Any]] = []
     for item in items:
+        tracing.bind(item)
         try:
             row = _writable(rows, item.identity, item.facility_id)
         except ServiceError as err:

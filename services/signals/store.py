@@ -14,10 +14,12 @@ from google.protobuf import field_mask_pb2
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session, col
 
+from services.common import tracing
 from services.common.auth import Identity, Role
 from services.common.changes import Changes
 from services.common.clock import to_timestamp
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError
+from services.common.tracing import Traced
 from services.signals import events, logic
 from services.signals.models import HistoryRow, IntersectionRow, PlanRow, PriorityRow, SignalsOutbox
 from services.signals.network_import import ImportedLight
@@ -115,6 +117,7 @@ def _each(session: Session, items: Sequence[Any], apply: Any) -> list[Any]:
     batch = _Batch(session)
     results: list[Any] = []
     for item in items:
+        tracing.bind(item)
         try:
             with session.begin_nested():
                 results.append(apply(batch, item))
@@ -130,7 +133,7 @@ def _each(session: Session, items: Sequence[Any], apply: Any) -> list[Any]:
 
 
 @dataclass(frozen=True)
-class Import:
+class Import(Traced):
     identity: Identity
     lights: list[ImportedLight]
     now: datetime
@@ -165,7 +168,7 @@ def import_lights(session: Session, items: Sequence[Import]) -> list[Any]:
 
 
 @dataclass(frozen=True)
-class UpdateIntersection:
+class UpdateIntersection(Traced):
     identity: Identity
     intersection_id: str
     patch: pb.Intersection
@@ -208,7 +211,7 @@ def _store_plan(
 
 
 @dataclass(frozen=True)
-class CreatePlan:
+class CreatePlan(Traced):
     identity: Identity
     intersection_id: str
     plan: pb.Plan
@@ -242,7 +245,7 @@ def create_plans(session: Session, items: Sequence[CreatePlan]) -> list[Any]:
 
 
 @dataclass(frozen=True)
-class Activate:
+class Activate(Traced):
     identity: Identity
     intersection_id: str
     version: int
@@ -274,7 +277,7 @@ def activate_plans(session: Session, items: Sequence[Activate]) -> list[Any]:
 
 
 @dataclass(frozen=True)
-class Reject:
+class Reject(Traced):
     identity: Identity
     intersection_id: str
     version: int
@@ -297,7 +300,7 @@ def reject_plans(session: Session, items: Sequence[Reject]) -> list[Any]:
 
 
 @dataclass(frozen=True)
-class Rollback:
+class Rollback(Traced):
     identity: Identity
     intersection_id: str
     reason: str
@@ -333,7 +336,7 @@ def activate_due(session: Session, items: Sequence[datetime]) -> list[Any]:
 
 
 @dataclass(frozen=True)
-class RequestPriority:
+class RequestPriority(Traced):
     identity: Identity
     intersection_id: str
     priority: pb.Priority
@@ -408,7 +411,7 @@ def _end(
 
 
 @dataclass(frozen=True)
-class CancelPriority:
+class CancelPriority(Traced):
     identity: Identity
     intersection_id: str
     priority_id: str
