@@ -10,27 +10,36 @@ from pathlib import Path
 NETWORKS = Path(__file__).resolve().parent / "networks"
 
 
-def netconvert() -> str:
+def sumo_binary(name: str) -> str:
+    """Path of a SUMO tool (netconvert, sumo, sumo-gui) from the eclipse-sumo wheel."""
     import sumo  # noqa: F401  - sets SUMO_HOME to the eclipse-sumo wheel before sumolib looks for binaries
     import sumolib
 
-    return str(sumolib.checkBinary("netconvert"))
+    return str(sumolib.checkBinary(name))
+
+
+def netconvert() -> str:
+    return sumo_binary("netconvert")
+
+
+def convert(nodes: Path, edges: Path, out: Path, extra: list[str] | None = None) -> Path:
+    """Run netconvert (UTM-projected, geo-referenced output); reuse an up-to-date build."""
+    digest = hashlib.sha256(nodes.read_bytes() + edges.read_bytes() + repr(extra).encode()).hexdigest()[:12]
+    target = out.with_name(f"{out.name.removesuffix('.net.xml')}-{digest}.net.xml")
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp.xml")
+    subprocess.run(
+        [netconvert(), "--node-files", str(nodes), "--edge-files", str(edges), "--proj.utm",
+         "--output-file", str(tmp), "--no-warnings", "--log", str(target.with_suffix(".log")), *(extra or [])],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    shutil.move(tmp, target)
+    return target
 
 
 def build_network(name: str, out_dir: Path) -> Path:
-    """Build networks/<name>/ into out_dir (UTM-projected, geo-referenced); reuse an up-to-date build."""
+    """Build networks/<name>/ into out_dir."""
     source = NETWORKS / name
-    nodes, edges = source / "nodes.nod.xml", source / "edges.edg.xml"
-    digest = hashlib.sha256(nodes.read_bytes() + edges.read_bytes()).hexdigest()[:12]
-    out = out_dir / f"{name}-{digest}.net.xml"
-    if out.exists():
-        return out
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.xml")
-    subprocess.run(
-        [netconvert(), "--node-files", str(nodes), "--edge-files", str(edges), "--proj.utm",
-         "--output-file", str(tmp), "--no-warnings", "--log", str(out_dir / f"{name}.netconvert.log")],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    shutil.move(tmp, out)
-    return out
+    return convert(source / "nodes.nod.xml", source / "edges.edg.xml", out_dir / f"{name}.net.xml")

@@ -68,8 +68,10 @@ def validate_plan(links: list[pb.SignalLink], plan: pb.Plan, bounds: CycleBounds
     n = len(links)
     if plan.type not in (pb.PLAN_TYPE_STATIC, pb.PLAN_TYPE_ACTUATED):
         raise InvalidArgument("type must be PLAN_TYPE_STATIC or PLAN_TYPE_ACTUATED")
-    if not 2 <= len(plan.phases) <= MAX_PHASES:
-        raise InvalidArgument(f"a plan needs 2 to {MAX_PHASES} phases, got {len(plan.phases)}")
+    # One phase is a light that never changes (all its movements compatible), as netconvert writes
+    # for junctions without conflicts.
+    if not 1 <= len(plan.phases) <= MAX_PHASES:
+        raise InvalidArgument(f"a plan needs 1 to {MAX_PHASES} phases, got {len(plan.phases)}")
     for i, phase in enumerate(plan.phases):
         where = f"phase {i}"
         if len(phase.state) != n:

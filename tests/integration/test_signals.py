@@ -107,7 +107,7 @@ async def test_retime_activate_and_roll_back(client: Signals, nats_server: NatsS
         (plan(("GGGg", 300), ("yyyy", 3)), "cycle: 303 s is outside the allowed 30-180 s"),
         (plan(("GGGg", 50), ("yyyy", 3), offset=60), "offset_seconds"),
         (plan(("GGGx", 50), ("yyyy", 3)), "state character 'x'"),
-        (plan(("GGGg", 50)), "2 to 64 phases"),
+        (plan(), "1 to 64 phases"),
         (
             pb.Plan(
                 type=pb.PLAN_TYPE_ACTUATED,

@@ -393,8 +393,9 @@ def test_durations_must_be_positive_and_finite(stadhuis: Links, duration: float)
 
 
 def test_phase_count_and_type(stadhuis: Links) -> None:
-    with pytest.raises(InvalidArgument, match=r"^a plan needs 2 to 64 phases, got 1$"):
-        validate_plan(stadhuis, static(("rrrr", 40)), BOUNDS)
+    with pytest.raises(InvalidArgument, match=r"^a plan needs 1 to 64 phases, got 0$"):
+        validate_plan(stadhuis, static(), BOUNDS)
+    validate_plan(stadhuis, static(("GGGg", 40)), BOUNDS)  # a light that never changes
     plan = static(("GGGr", 40), ("yyyr", 3), ("rrGG", 40), ("rryy", 3))
     plan.type = pb.PLAN_TYPE_UNSPECIFIED
     with pytest.raises(InvalidArgument, match=r"^type must be PLAN_TYPE_STATIC or PLAN_TYPE_ACTUATED$"):

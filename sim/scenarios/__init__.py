@@ -1,0 +1,1 @@
+"""Scenarios of the digital twin, each built reproducibly by code from plain inputs."""

@@ -1,0 +1,101 @@
+"""almere-centrum: a schematic Almere Stad centre (network, parking, demand), built by code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import sumolib
+
+from sim.netbuild import convert, sumo_binary
+from sim.scenarios.almere_centrum import demand, layout
+
+NAME = "almere-centrum"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    directory: Path
+    network: Path
+    parking: Path
+    rerouters: Path
+    routes: Path
+    config: Path
+    horizon_s: float
+    trips: int
+
+
+def parking_xml(network: Path) -> str:
+    """One parkingArea per facility, on the rightmost lane of its edge, with the facility's capacity."""
+    net = sumolib.net.readNet(str(network), withInternal=False)
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<additional>"]
+    for f in layout.FACILITIES:
+        lane = net.getEdge(f.edge).getLane(0)
+        length = lane.getLength()
+        lines.append(
+            f'  <parkingArea id="{f.facility_id}" lane="{lane.getID()}" startPos="{0.2 * length:.1f}" '
+            f'endPos="{0.8 * length:.1f}" roadsideCapacity="{f.capacity}" name="{f.display_name}"/>'
+        )
+    lines.append("</additional>")
+    return "\n".join(lines) + "\n"
+
+
+def _rerouters(network: Path, parking: Path, out: Path) -> None:
+    """Parking search: a rerouter on each area's own edge sends a driver on to another area when full
+    (SUMO's generateParkingAreaRerouters.py; visibility as the tool's defaults)."""
+    import sumo
+
+    tool = Path(sumo.SUMO_HOME) / "tools" / "generateParkingAreaRerouters.py"
+    subprocess.run(
+        [sys.executable, str(tool), "-n", str(network), "-a", str(parking), "-o", str(out),
+         "--max-number-alternatives", "5"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+
+def build(out_dir: Path, seed: int = 1, scale: float = 1.0, horizon_s: float = 4 * 3600) -> Scenario:
+    """Write network, parking, rerouters, routes and a .sumocfg into out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "nodes.nod.xml").write_text(layout.nodes_xml())
+    (out_dir / "edges.edg.xml").write_text(layout.edges_xml())
+    network = convert(out_dir / "nodes.nod.xml", out_dir / "edges.edg.xml", out_dir / f"{NAME}.net.xml")
+    parking = out_dir / "parking.add.xml"
+    parking.write_text(parking_xml(network))
+    rerouters = out_dir / "rerouters.add.xml"
+    _rerouters(network, parking, rerouters)
+    trips = demand.generate(seed, scale, horizon_s)
+    routes = out_dir / f"demand-seed{seed}.rou.xml"
+    routes.write_text(demand.routes_xml(trips))
+    config = out_dir / f"{NAME}-seed{seed}.sumocfg"
+    config.write_text(
+        f"""<?xml version="1.0" encoding="UTF-8"?>
+<configuration>
+  <input>
+    <net-file value="{network.name}"/>
+    <route-files value="{routes.name}"/>
+    <additional-files value="{parking.name},{rerouters.name}"/>
+  </input>
+  <time><begin value="0"/><end value="{horizon_s:.0f}"/></time>
+  <processing>
+    <ignore-route-errors value="true"/>
+    <time-to-teleport value="300"/>
+  </processing>
+  <random_number><seed value="{seed}"/></random_number>
+  <report><no-step-log value="true"/><no-warnings value="true"/></report>
+</configuration>
+"""
+    )
+    return Scenario(out_dir, network, parking, rerouters, routes, config, horizon_s, len(trips))
+
+
+def run_sumo(scenario: Scenario, tripinfo: Path, end_s: float | None = None, stops: Path | None = None) -> None:
+    """A plain SUMO run of the scenario, writing tripinfo (unfinished trips included) and stops."""
+    args = [sumo_binary("sumo"), "-c", str(scenario.config), "--tripinfo-output", str(tripinfo),
+            "--tripinfo-output.write-unfinished"]  # fmt: skip
+    if stops is not None:
+        args += ["--stop-output", str(stops), "--stop-output.write-unfinished"]
+    if end_s is not None:
+        args += ["--end", str(end_s)]
+    subprocess.run(args, check=True, capture_output=True)

@@ -1,0 +1,96 @@
+"""Morning-to-midday demand for almere-centrum: through traffic, commuters who park for the day and
+visitors who park for one to two hours (see README.md for the numbers and why)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from xml.sax.saxutils import quoteattr
+
+import numpy as np
+
+from sim.scenarios.almere_centrum.layout import FACILITIES, GATES, edge_id, node_id
+
+# Vehicles per hour at scale 1.0, by hour after the start (07:00).
+THROUGH = [1100, 1300, 1000, 900, 900]
+COMMUTERS = [500, 650, 250, 100, 80]
+VISITORS = [80, 200, 450, 650, 700]
+# Visitors prefer the garages near the shops; commuters the cheaper edge garages and the P+R.
+VISITOR_CHOICE = {"garage-stadhuisplein": 0.35, "garage-forum": 0.25, "street-centrum": 0.25, "garage-citadel": 0.15}
+COMMUTER_CHOICE = {"garage-flevo": 0.35, "garage-citadel": 0.30, "pr-almere-poort": 0.35}
+
+
+@dataclass(frozen=True)
+class Trip:
+    vid: str
+    depart: float
+    kind: str  # through | commuter | visitor
+    origin: str  # edge
+    destination: str  # edge
+    parking_area: str | None = None
+    park_seconds: float = 0.0
+
+
+def _entries() -> list[str]:
+    return [edge_id(gate, node_id(*cell)) for gate, cell, _ in GATES]
+
+
+def _exits() -> list[str]:
+    return [edge_id(node_id(*cell), gate) for gate, cell, _ in GATES]
+
+
+def _arrivals(rng: np.random.Generator, per_hour: list[int], scale: float, horizon_s: float) -> list[float]:
+    """Poisson arrivals per minute at the hourly rates."""
+    times: list[float] = []
+    for minute in range(int(horizon_s // 60)):
+        rate = per_hour[min(minute // 60, len(per_hour) - 1)] * scale / 60
+        times.extend(minute * 60 + np.sort(rng.uniform(0, 60, rng.poisson(rate))))
+    return times
+
+
+def generate(seed: int, scale: float, horizon_s: float) -> list[Trip]:
+    rng = np.random.default_rng(seed)
+    entries, exits = _entries(), _exits()
+    trips: list[Trip] = []
+    for t in _arrivals(rng, THROUGH, scale, horizon_s):
+        i, j = rng.choice(len(entries), 2, replace=False)
+        trips.append(Trip("", t, "through", entries[i], exits[j]))
+    for kind, rates, choice, (low, high) in (
+        ("commuter", COMMUTERS, COMMUTER_CHOICE, (7 * 3600, 9 * 3600)),
+        ("visitor", VISITORS, VISITOR_CHOICE, (45 * 60, 2 * 3600)),
+    ):
+        names, weights = list(choice), np.array(list(choice.values()))
+        for t in _arrivals(rng, rates, scale, horizon_s):
+            facility = names[rng.choice(len(names), p=weights / weights.sum())]
+            trips.append(
+                Trip("", t, kind, entries[rng.integers(len(entries))], exits[rng.integers(len(exits))],
+                     parking_area=facility, park_seconds=float(rng.uniform(low, high)))
+            )  # fmt: skip
+    trips.sort(key=lambda trip: trip.depart)
+    return [Trip(f"{trip.kind}-{n}", *[getattr(trip, f) for f in ("depart", "kind", "origin", "destination",
+                 "parking_area", "park_seconds")]) for n, trip in enumerate(trips)]  # fmt: skip
+
+
+VTYPES = """  <vType id="through" vClass="passenger" color="0.6,0.6,0.6"/>
+  <vType id="commuter" vClass="passenger" color="0.2,0.4,1"/>
+  <vType id="visitor" vClass="passenger" color="1,0.6,0"/>"""
+
+
+def routes_xml(trips: list[Trip]) -> str:
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<routes>", VTYPES]
+    for trip in trips:
+        head = (
+            f'  <trip id={quoteattr(trip.vid)} type={quoteattr(trip.kind)} depart="{trip.depart:.1f}" '
+            f'departLane="best" from={quoteattr(trip.origin)} to={quoteattr(trip.destination)}'
+        )
+        if trip.parking_area:
+            lines.append(f"{head}>")
+            lines.append(f'    <stop parkingArea={quoteattr(trip.parking_area)} duration="{trip.park_seconds:.0f}"/>')
+            lines.append("  </trip>")
+        else:
+            lines.append(f"{head}/>")
+    lines.append("</routes>")
+    return "\n".join(lines) + "\n"
+
+
+def known_facilities() -> set[str]:
+    return {f.facility_id for f in FACILITIES}
