@@ -20,7 +20,8 @@ class Scenario:
     directory: Path
     network: Path
     parking: Path
-    rerouters: Path
+    rerouters: Path  # parking search as drivers who know nothing (own-edge rerouters, areas not visible)
+    guided_rerouters: Path  # SUMO's strongest built-in: occupancy visible on every approach edge
     routes: Path
     config: Path
     horizon_s: float
@@ -42,17 +43,36 @@ def parking_xml(network: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _rerouters(network: Path, parking: Path, out: Path) -> None:
-    """Parking search: a rerouter on each area's own edge sends a driver on to another area when full
-    (SUMO's generateParkingAreaRerouters.py; visibility as the tool's defaults)."""
-    import sumo
+def _blind_rerouters(network: Path, parking: Path, out: Path) -> None:
+    """Parking search without information: a rerouter on each area's own edge sends a driver who finds
+    it full on to another area whose occupancy the driver cannot see (generateParkingAreaRerouters.py
+    with visibility off, as shared/FACTS.md describes)."""
+    import sumo  # noqa: F401  - SUMO_HOME must point at the wheel's tools
 
     tool = Path(sumo.SUMO_HOME) / "tools" / "generateParkingAreaRerouters.py"
     subprocess.run(
         [sys.executable, str(tool), "-n", str(network), "-a", str(parking), "-o", str(out),
-         "--max-number-alternatives", "5"],
+         "--max-number-alternatives", "5", "--min-capacity-visibility-true", "100000",
+         "--max-distance-visibility-true", "-1"],
         check=True, capture_output=True,
     )  # fmt: skip
+
+
+def guided_rerouters_xml(network: Path) -> str:
+    """Occupancy of every area visible from every street of the grid: drivers re-plan before they
+    reach a full garage (rerouters on the approach edges, not only on each area's own edge)."""
+    net = sumolib.net.readNet(str(network), withInternal=False)
+    areas = "".join(f'      <parkingAreaReroute id="{f.facility_id}" visible="true"/>\n' for f in layout.FACILITIES)
+    gates = tuple(gate for gate, _, _ in layout.GATES)
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<additional>"]
+    for edge in sorted(e.getID() for e in net.getEdges()):
+        if edge.startswith(gates) or edge.endswith(gates):
+            continue
+        lines.append(f'  <rerouter id="guide-{edge}" edges="{edge}">')
+        lines.append(f'    <interval begin="0" end="1e9">\n{areas}    </interval>')
+        lines.append("  </rerouter>")
+    lines.append("</additional>")
+    return "\n".join(lines) + "\n"
 
 
 def build(out_dir: Path, seed: int = 1, scale: float = 1.0, horizon_s: float = 4 * 3600) -> Scenario:
@@ -64,7 +84,9 @@ def build(out_dir: Path, seed: int = 1, scale: float = 1.0, horizon_s: float = 4
     parking = out_dir / "parking.add.xml"
     parking.write_text(parking_xml(network))
     rerouters = out_dir / "rerouters.add.xml"
-    _rerouters(network, parking, rerouters)
+    _blind_rerouters(network, parking, rerouters)
+    guided = out_dir / "rerouters-guided.add.xml"
+    guided.write_text(guided_rerouters_xml(network))
     trips = demand.generate(seed, scale, horizon_s)
     routes = out_dir / f"demand-seed{seed}.rou.xml"
     routes.write_text(demand.routes_xml(trips))
@@ -75,7 +97,7 @@ def build(out_dir: Path, seed: int = 1, scale: float = 1.0, horizon_s: float = 4
   <input>
     <net-file value="{network.name}"/>
     <route-files value="{routes.name}"/>
-    <additional-files value="{parking.name},{rerouters.name}"/>
+    <additional-files value="{parking.name}"/>
   </input>
   <time><begin value="0"/><end value="{horizon_s:.0f}"/></time>
   <processing>
@@ -87,13 +109,14 @@ def build(out_dir: Path, seed: int = 1, scale: float = 1.0, horizon_s: float = 4
 </configuration>
 """
     )
-    return Scenario(out_dir, network, parking, rerouters, routes, config, horizon_s, len(trips))
+    return Scenario(out_dir, network, parking, rerouters, guided, routes, config, horizon_s, len(trips))
 
 
 def run_sumo(scenario: Scenario, tripinfo: Path, end_s: float | None = None, stops: Path | None = None) -> None:
     """A plain SUMO run of the scenario, writing tripinfo (unfinished trips included) and stops."""
     args = [sumo_binary("sumo"), "-c", str(scenario.config), "--tripinfo-output", str(tripinfo),
-            "--tripinfo-output.write-unfinished"]  # fmt: skip
+            "--tripinfo-output.write-unfinished", "--additional-files",
+            f"{scenario.parking},{scenario.rerouters}"]  # fmt: skip
     if stops is not None:
         args += ["--stop-output", str(stops), "--stop-output.write-unfinished"]
     if end_s is not None:

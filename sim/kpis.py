@@ -1,0 +1,47 @@
+"""KPIs of a run from SUMO's outputs (tripinfo, stops, statistics). Unfinished and never-departed
+vehicles are counted, not dropped."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET  # noqa: S405 - files SUMO wrote for this run
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SEARCH_LIMIT_S = 300  # visitors taking longer than 5 minutes from arrival in town to a space
+
+
+def _stats(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"mean": None, "p95": None}
+    array = np.asarray(values)
+    return {"mean": round(float(array.mean()), 2), "p95": round(float(np.percentile(array, 95)), 2)}
+
+
+def compute(tripinfo: Path, stops: Path, statistics: Path, scheduled: int, horizon_s: float) -> dict[str, Any]:
+    infos = ET.parse(tripinfo).getroot().findall("tripinfo")  # noqa: S314
+    finished = [i for i in infos if float(i.get("arrival", "-1")) >= 0]
+    departs = {i.get("id"): float(i.get("depart", 0)) for i in infos}
+    to_park = [
+        float(s.get("started", 0)) - departs[s.get("id")]
+        for s in ET.parse(stops).getroot().iter("stopinfo")  # noqa: S314
+        if s.get("parkingArea") and s.get("id", "").startswith("visitor") and s.get("id") in departs
+    ]
+    teleports = ET.parse(statistics).getroot().find("teleports")  # noqa: S314
+    return {
+        "vehicles_scheduled": scheduled,
+        "vehicles_departed": len(infos),
+        "vehicles_finished": len(finished),
+        "vehicles_unfinished": len(infos) - len(finished),
+        "never_departed": max(0, scheduled - len(infos)),
+        "travel_time_s": _stats([float(i.get("duration", 0)) for i in finished]),
+        # RESCO's delay: timeLoss + departDelay over every vehicle that departed or waited to.
+        "delay_s": _stats([float(i.get("timeLoss", 0)) + float(i.get("departDelay", 0)) for i in infos]),
+        "waiting_time_s": _stats([float(i.get("waitingTime", 0)) for i in infos]),
+        "visitor_time_to_park_s": _stats(to_park),
+        "visitors_parked": len(to_park),
+        "visitors_over_5_min_to_park": sum(t > SEARCH_LIMIT_S for t in to_park),
+        "throughput_per_hour": round(len(finished) / (horizon_s / 3600), 1),
+        "teleports": int(teleports.get("total", 0)) if teleports is not None else 0,
+    }

@@ -1,0 +1,39 @@
+"""Scenario variants: what happens on the street during a run (scripted incidents)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WALKING_PACE = 1.4  # m/s
+
+
+@dataclass(frozen=True)
+class ScriptedIncident:
+    """A collision on an arterial: `closed_lanes` closed, the others slowed to walking pace (a soft
+    blockage routers only learn about from travel times), or the whole road closed."""
+
+    edge: str
+    start_s: float
+    end_s: float
+    closed_lanes: tuple[int, ...]
+    full_closure: bool = False
+    title: str = "Collision on the Stadsdreef"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    base: str
+    incidents: tuple[ScriptedIncident, ...] = ()
+
+
+_COLLISION = ScriptedIncident(edge="j22-j32", start_s=1800, end_s=1800 + 45 * 60, closed_lanes=(1,))
+VARIANTS = {
+    "almere-centrum": Variant("almere-centrum", "almere-centrum"),
+    "almere-centrum-incident": Variant("almere-centrum-incident", "almere-centrum", (_COLLISION,)),
+    "almere-centrum-closure": Variant(
+        "almere-centrum-closure",
+        "almere-centrum",
+        (ScriptedIncident("j22-j32", 1800, 1800 + 45 * 60, (0, 1), full_closure=True, title="Stadsdreef closed"),),
+    ),
+}
