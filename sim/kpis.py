@@ -3,7 +3,7 @@ vehicles are counted, not dropped."""
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET  # noqa: S405 - files SUMO wrote for this run
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 

@@ -64,13 +64,25 @@ def test_lint_passes_with_only_the_dependency_warning() -> None:
     "values",
     [
         [],
-        ["--set", "nats.enabled=false", "--set", "externalNats.url=nats://nats.messaging:4222",
-         "--set", "postgresql.enabled=false", "--set", "database.existingSecret=almere-db",
-         "--set", "services.parking.autoscaling.enabled=true", "--set", "roadNetwork.configMap=almere-network",
-         "--set", "networkPolicy.enabled=false"],
+        [
+            "--set",
+            "nats.enabled=false",
+            "--set",
+            "externalNats.url=nats://nats.messaging:4222",
+            "--set",
+            "postgresql.enabled=false",
+            "--set",
+            "database.existingSecret=almere-db",
+            "--set",
+            "services.parking.autoscaling.enabled=true",
+            "--set",
+            "roadNetwork.configMap=almere-network",
+            "--set",
+            "networkPolicy.enabled=false",
+        ],
     ],
     ids=["defaults", "external-nats-db-hpa"],
-)  # fmt: skip
+)
 def test_every_manifest_is_valid_kubernetes(chart_without_dependencies: Path, values: list[str]) -> None:
     docs = render(chart_without_dependencies, *REQUIRED, *values)
     for doc in docs:

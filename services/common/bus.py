@@ -22,6 +22,10 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 EVENT_TYPE_HEADER = "Almere-Event-Type"
 
 
+# Stream settings this code owns and brings existing streams back to.
+UPDATABLE_STREAM_FIELDS = ("subjects", "max_bytes", "max_age", "max_msg_size", "duplicate_window", "num_replicas")
+
+
 @dataclass(frozen=True)
 class OutgoingMessage:
     subject: str
@@ -69,7 +73,7 @@ class Bus:
             await self.js.add_stream(config)
             log.info("created stream", extra={"stream": config.name})
             return
-        if info.config.subjects != config.subjects or info.config.max_bytes != config.max_bytes:
+        if any(getattr(info.config, f) != getattr(config, f) for f in UPDATABLE_STREAM_FIELDS):
             await self.js.update_stream(config)
 
     async def publish_all(self, messages: Sequence[OutgoingMessage], ack_timeout: float = 5.0) -> list[bool]:

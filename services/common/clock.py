@@ -9,6 +9,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import DateTime
 from sqlalchemy.types import TypeDecorator
 
+from services.common.errors import InvalidArgument
+
+# Times the services accept: wide enough for any real schedule, far from datetime's limits.
+MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -30,8 +36,15 @@ def to_timestamp(when: datetime | None) -> Timestamp | None:
     return ts
 
 
-def from_timestamp(ts: Timestamp) -> datetime:
-    return ts.ToDatetime(tzinfo=UTC)
+def from_timestamp(ts: Timestamp, field: str = "timestamp") -> datetime:
+    """A valid protobuf Timestamp as an aware UTC datetime; out-of-range values are INVALID_ARGUMENT."""
+    try:
+        when = ts.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(f"{field} is not a valid time") from None
+    if not MIN_TIME <= when <= MAX_TIME:
+        raise InvalidArgument(f"{field} {when.isoformat()} is outside {MIN_TIME.year}-{MAX_TIME.year}")
+    return when
 
 
 class UtcDateTime(TypeDecorator[datetime]):

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel, create_engine
 
-from services.common.errors import Unavailable
+from services.common.errors import Internal, ServiceError, Unavailable
 from services.common.observability import COMMIT_BATCH
 from services.common.worker import Worker
 
@@ -118,22 +118,32 @@ class GroupCommitter:
         batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
         try:
             results = await asyncio.to_thread(self._commit, batch)
-        except Exception as exc:  # the whole transaction failed: every caller learns it
-            log.exception("group commit of %d operations failed", len(batch))
+        except Exception as exc:
+            if len(batch) == 1:
+                log.exception("write failed")
+                _deliver(batch, [exc])
+                return
+            # One item broke the shared transaction (a bug, a constraint, a database error): commit the
+            # items one by one so only its caller fails.
+            log.warning("group commit of %d operations failed (%s); committing them one by one", len(batch), exc)
             for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
+                await self._commit_isolated(pending)
             return
         COMMIT_BATCH.labels(self.service).observe(len(batch))
         if self.after_commit:
             self.after_commit()
-        for pending, result in zip(batch, results, strict=True):
-            if pending.future.done():  # caller went away (cancelled); its write is committed anyway
-                continue
-            if isinstance(result, BaseException):
-                pending.future.set_exception(result)
-            else:
-                pending.future.set_result(result)
+        _deliver(batch, results)
+
+    async def _commit_isolated(self, pending: _Pending[Any]) -> None:
+        try:
+            results = await asyncio.to_thread(self._commit, [pending])
+        except Exception as exc:
+            log.exception("write failed")
+            results = [exc]
+        else:
+            if self.after_commit:
+                self.after_commit()
+        _deliver([pending], results)
 
     def _commit(self, batch: list[_Pending[Any]]) -> list[Any]:
         results: list[Any] = []
@@ -147,3 +157,16 @@ class GroupCommitter:
                 results.extend(batch[start].handler(session, [p.item for p in batch[start:end]]))
                 start = end
         return results
+
+
+def _deliver(batch: list[_Pending[Any]], results: list[Any]) -> None:
+    """Hand each caller its result; unexpected errors become INTERNAL without leaking details."""
+    for pending, result in zip(batch, results, strict=True):
+        if pending.future.done():  # caller went away (cancelled); its write is committed anyway
+            continue
+        if isinstance(result, ServiceError):
+            pending.future.set_exception(result)
+        elif isinstance(result, BaseException):
+            pending.future.set_exception(Internal("the write failed; nothing was stored"))
+        else:
+            pending.future.set_result(result)

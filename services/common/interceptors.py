@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
 import grpc
+from google.protobuf.message import Message
 from grpc import aio
 
 from services.common import tracing
@@ -61,6 +62,8 @@ def _wrap(handler: Handler, around: Around) -> Handler:
     unary_behavior: Behavior = handler.stream_unary if handler.request_streaming else handler.unary_unary  # type: ignore[assignment]
 
     async def unary(request: Any, context: Context) -> Any:
+        if isinstance(request, Message):
+            request.DiscardUnknownFields()  # never store or republish fields the contract lacks
         return await around(context, lambda: unary_behavior(request, context))
 
     factory_u = (

@@ -18,6 +18,7 @@ from services.common import tracing
 from services.common.bus import Bus, OutgoingMessage
 from services.common.clock import UtcDateTime
 from services.common.db import writer
+from services.common.errors import InvalidArgument
 from services.common.observability import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
 from services.common.worker import Worker
 
@@ -37,8 +38,16 @@ class OutboxBase(SQLModel):
     created_at: datetime = Field(sa_type=UtcDateTime)
 
 
+# Largest event the outbox accepts: below the streams' max_msg_size (64 KiB) with room for headers.
+MAX_EVENT_BYTES = 60_000
+
+
 def outbox_row(subject: str, event_type: str, message: Message, now: datetime) -> dict[str, Any]:
-    """Values for one outbox row (for bulk insert)."""
+    """Values for one outbox row (for bulk insert). An event JetStream would refuse is refused here,
+    in the writer's transaction, so it can never block the relay."""
+    size = message.ByteSize()
+    if size > MAX_EVENT_BYTES:
+        raise InvalidArgument(f"the change makes a {size}-byte {event_type} event; at most {MAX_EVENT_BYTES}")
     return {
         "event_id": str(uuid.uuid4()),
         "subject": subject,

@@ -26,6 +26,16 @@ def encode(after: str, query: str) -> str:
     return base64.urlsafe_b64encode(json.dumps({"after": after, "query": query}).encode()).decode()
 
 
+def decode_int(token: str, query: str) -> int | None:
+    """Like decode, for positions that are numbers (versions)."""
+    after = decode(token, query)
+    if not after:
+        return None
+    if not after.isdigit():
+        raise InvalidArgument("page_token is malformed")
+    return int(after)
+
+
 def decode(token: str, query: str) -> str:
     """The position after which the next page starts ("" for the first page)."""
     if not token:

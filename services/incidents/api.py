@@ -186,8 +186,8 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
         logic.authorize_history(current_identity.get())
         incident_id = _incident_id(request.name)
         size = paging.page_size(request.page_size)
-        after = paging.decode(request.page_token, incident_id)
-        rows = await asyncio.to_thread(store.history, self._engine, incident_id, int(after or 0), size + 1)
+        after = paging.decode_int(request.page_token, incident_id)
+        rows = await asyncio.to_thread(store.history, self._engine, incident_id, after or 0, size + 1)
         next_token = paging.encode(str(rows[size - 1].version), incident_id) if len(rows) > size else ""
         return pb.ListIncidentHistoryResponse(
             entries=[

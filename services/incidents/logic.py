@@ -10,6 +10,7 @@ from datetime import datetime
 from almere.incidents.v1 import incidents_pb2 as pb
 
 from services.common.auth import PUBLIC_SAFETY, Identity, Role
+from services.common.clock import from_timestamp
 from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from services.common.geo import validate_lat_lng
 
@@ -72,6 +73,14 @@ def authorize_change(identity: Identity, incident: pb.Incident) -> None:
     if identity.role in PUBLIC_SAFETY and AGENCY_OF_ROLE[identity.role] == incident.reporting_agency:
         return
     raise PermissionDenied(f"{identity.role_name} may not change {incident.name}, reported by another agency")
+
+
+def authorize_type_change(identity: Identity, incident: pb.Incident, patch: pb.Incident, paths: Iterable[str]) -> None:
+    """Whether an incident is a police action (whose notes only public safety may read) is the
+    police's call: anyone else re-typing it could uncover or hide restricted notes."""
+    action = pb.INCIDENT_TYPE_POLICE_ACTION
+    if "type" in paths and action in (incident.type, patch.type) and identity.role is not Role.POLICE:
+        raise PermissionDenied("only the police change whether an incident is a police action")
 
 
 def authorize_plan(identity: Identity) -> None:
@@ -141,10 +150,13 @@ def validate_impact(impact: pb.Impact, field: str) -> None:
     _check_lanes(impact.closed_lanes, f"{field}.closed_lanes")
     if impact.speed_limit_kmh and not 5 <= impact.speed_limit_kmh <= 130:
         raise InvalidArgument(f"{field}.speed_limit_kmh must be 0 (unchanged) or between 5 and 130")
-    if impact.HasField("expected_start_time") and impact.HasField("expected_end_time"):
-        start, end = impact.expected_start_time.ToDatetime(), impact.expected_end_time.ToDatetime()
-        if end <= start:
-            raise InvalidArgument(f"{field}.expected_end_time must be after expected_start_time")
+    start = end = None
+    if impact.HasField("expected_start_time"):
+        start = from_timestamp(impact.expected_start_time, f"{field}.expected_start_time")
+    if impact.HasField("expected_end_time"):
+        end = from_timestamp(impact.expected_end_time, f"{field}.expected_end_time")
+    if start is not None and end is not None and end <= start:
+        raise InvalidArgument(f"{field}.expected_end_time must be after expected_start_time")
 
 
 def _check_lanes(lanes: Iterable[int], field: str) -> None:
@@ -171,5 +183,5 @@ def validate_closure(closure: pb.ScheduledClosure, index: int, now: datetime) ->
     if not (impact.HasField("expected_start_time") and impact.HasField("expected_end_time")):
         raise InvalidArgument(f"{field}.impact needs expected_start_time and expected_end_time")
     validate_impact(impact, f"{field}.impact")
-    if impact.expected_end_time.ToDatetime(tzinfo=now.tzinfo) <= now:
+    if from_timestamp(impact.expected_end_time) <= now:
         raise InvalidArgument(f"{field} is already over")

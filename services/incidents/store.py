@@ -111,7 +111,8 @@ def _changeable(rows: dict[str, IncidentRow], identity: Identity, incident_id: s
 
 
 def _load(session: Session, ids: set[str]) -> dict[str, IncidentRow]:
-    return {r.id: r for r in session.execute(select(IncidentRow).where(col(IncidentRow.id).in_(ids))).scalars()}
+    query = select(IncidentRow).where(col(IncidentRow.id).in_(ids)).with_for_update()
+    return {r.id: r for r in session.execute(query).scalars()}
 
 
 def _insert(session: Session, incident: pb.Incident, reporter: str, request_id: str, planned: str | None) -> None:
@@ -189,6 +190,7 @@ def update_incidents(session: Session, items: Sequence[Update]) -> list[Any]:
         tracing.bind(item)
         try:
             row, incident = _changeable(rows, item.identity, item.incident_id)
+            logic.authorize_type_change(item.identity, incident, item.patch, item.paths)
             if incident.state not in logic.OPEN_STATES:
                 raise FailedPrecondition(
                     f"{incident.name} is {logic.state_name(incident.state)}; it can no longer change"
@@ -323,11 +325,21 @@ def cancel_planned_events(session: Session, items: Sequence[CancelPlanned]) -> l
         if planned_row.cancelled:
             results.append(FailedPrecondition(f"planned event {item.event_id!r} is already cancelled"))
             continue
+        rows = list(
+            session.execute(
+                select(IncidentRow).where(col(IncidentRow.planned_event_id) == item.event_id).with_for_update()
+            ).scalars()
+        )
+        try:
+            for row in rows:
+                logic.authorize_change(item.identity, _document(row))
+        except ServiceError as err:
+            results.append(err)
+            continue
         planned_row.cancelled = True
         planned = pb.PlannedEvent.FromString(planned_row.document)
         planned.cancelled = True
         planned_row.document = planned.SerializeToString()
-        rows = session.execute(select(IncidentRow).where(col(IncidentRow.planned_event_id) == item.event_id)).scalars()
         for row in rows:
             incident = _document(row)
             if incident.state in logic.OPEN_STATES:
@@ -359,7 +371,7 @@ def advance_schedule(session: Session, items: Sequence[datetime]) -> list[Any]:
     changes = _Changes()
     for row in due:
         incident = _document(row)
-        ended = incident.impact.expected_end_time.ToDatetime(tzinfo=now.tzinfo) <= now
+        ended = from_timestamp(incident.impact.expected_end_time) <= now
         if incident.state == pb.INCIDENT_STATE_CONFIRMED:
             _move(row, incident, pb.INCIDENT_STATE_ACTIVE, SCHEDULER, "scheduled start", now, changes)
         if ended:

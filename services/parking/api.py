@@ -26,7 +26,7 @@ from services.parking.convert import facility_to_proto, occupancy_to_proto
 Context = aio.ServicerContext[Any, Any]
 MAX_WATCH_IDS = 1000
 MAX_BUCKETS = 10_000
-MAX_HISTORY_ROWS = 500_000
+MAX_HISTORY_ROWS = 200_000
 
 
 class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
@@ -181,12 +181,14 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             raise InvalidArgument("bucket must be at least 1s")
         if (end - start) / width > MAX_BUCKETS:
             raise InvalidArgument(f"the range holds more than {MAX_BUCKETS} buckets; use wider buckets")
-        row, prior, samples = await asyncio.to_thread(
-            store.history, self._engine, facility_id, start, end, MAX_HISTORY_ROWS
-        )
-        buckets = logic.bucket_history(prior, samples, start, end, width)
+
+        def read_and_bucket() -> tuple[int, list[logic.Bucket]]:
+            row, prior, samples = store.history(self._engine, facility_id, start, end, MAX_HISTORY_ROWS)
+            return row.capacity, logic.bucket_history(prior, samples, start, end, width)
+
+        capacity, buckets = await asyncio.to_thread(read_and_bucket)
         return pb.GetOccupancyHistoryResponse(
-            capacity=row.capacity,
+            capacity=capacity,
             buckets=[
                 pb.OccupancyBucket(
                     start_time=to_timestamp(b.start),

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from almere.parking.v1 import parking_pb2 as pb
 
 from services.common.auth import Identity, Role
+from services.common.clock import MAX_TIME, MIN_TIME
 from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from services.common.geo import haversine_m, validate_lat_lng
 from services.common.names import id_from_name, validate_id
@@ -90,7 +91,7 @@ def validate_facility(f: pb.Facility) -> None:
         parse_clock(w.closes, f"opening_hours[{i}].closes")
     try:
         ZoneInfo(f.time_zone)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder such as "Europe"
         raise InvalidArgument(f"time_zone {f.time_zone!r} is not an IANA time zone") from None
     if f.state not in (pb.FACILITY_STATE_OPEN, pb.FACILITY_STATE_CLOSED):
         raise InvalidArgument("state must be FACILITY_STATE_OPEN or FACILITY_STATE_CLOSED")
@@ -225,10 +226,15 @@ def validate_gate_batch(request: pb.RecordGateEventsRequest, now: datetime) -> t
             raise InvalidArgument(f"batch {request.batch_id!r} event {i}: direction must be ENTRY or EXIT")
         if not e.HasField("event_time"):
             raise InvalidArgument(f"batch {request.batch_id!r} event {i}: event_time is required")
+        if not _MIN_SECONDS <= e.event_time.seconds <= _MAX_SECONDS:
+            raise InvalidArgument(f"batch {request.batch_id!r} event {i}: event_time is not a valid time")
         latest = max(latest, e.event_time.seconds + e.event_time.nanos / 1e9)
     latest_time = datetime.fromtimestamp(latest, tz=now.tzinfo)
     validate_source_time(latest_time, now, f"batch {request.batch_id!r} event_time")
     return entries, exits, latest_time
+
+
+_MIN_SECONDS, _MAX_SECONDS = int(MIN_TIME.timestamp()), int(MAX_TIME.timestamp())
 
 
 def apply_gate_counts(occupied: int | None, entries: int, exits: int) -> int:

@@ -69,11 +69,13 @@ _SAVE_OCCUPANCY = (
 
 
 def _load(session: Session, ids: set[str]) -> dict[str, Facility]:
-    return {r.id: r for r in session.execute(select(Facility).where(col(Facility.id).in_(ids))).scalars()}
+    # FOR UPDATE: replicas sharing PostgreSQL serialise their writes per facility (SQLite has one writer).
+    query = select(Facility).where(col(Facility.id).in_(ids)).with_for_update()
+    return {r.id: r for r in session.execute(query).scalars()}
 
 
 def _load_occupancy(session: Session, ids: set[str]) -> dict[str, OccupancyRow]:
-    query = select(*(FACILITY.c[c] for c in OCCUPANCY_COLUMNS)).where(FACILITY.c.id.in_(ids))
+    query = select(*(FACILITY.c[c] for c in OCCUPANCY_COLUMNS)).where(FACILITY.c.id.in_(ids)).with_for_update()
     return {r[0]: OccupancyRow(*r) for r in session.execute(query)}
 
 

@@ -146,10 +146,8 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
         logic.authorize_read(current_identity.get())
         intersection_id = _intersection_id(request.parent, "parent")
         size = paging.page_size(request.page_size)
-        before = paging.decode(request.page_token, intersection_id)
-        plans = await asyncio.to_thread(
-            store.list_plans, self._engine, intersection_id, int(before) if before else None, size + 1
-        )
+        before = paging.decode_int(request.page_token, intersection_id)
+        plans = await asyncio.to_thread(store.list_plans, self._engine, intersection_id, before, size + 1)
         token = paging.encode(str(plans[size - 1].version), intersection_id) if len(plans) > size else ""
         return pb.ListPlansResponse(plans=plans[:size], next_page_token=token)
 
@@ -163,7 +161,7 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
 
     async def ActivatePlan(self, request: pb.ActivatePlanRequest, context: Context) -> pb.ActivatePlanResponse:
         logic.authorize_engineer(current_identity.get(), "activate plans")
-        at = from_timestamp(request.activate_time) if request.HasField("activate_time") else None
+        at = from_timestamp(request.activate_time, "activate_time") if request.HasField("activate_time") else None
         return pb.ActivatePlanResponse(plan=await self._activate(request.name, request.reason, at))
 
     async def ApprovePlan(self, request: pb.ApprovePlanRequest, context: Context) -> pb.ApprovePlanResponse:
@@ -198,9 +196,9 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
         if len(p.vehicle_id) > 128:
             raise InvalidArgument("vehicle_id is longer than 128 characters")
         now = utcnow()
-        eta = from_timestamp(p.eta)
-        if eta < now - logic.PRIORITY_HOLD:
-            raise InvalidArgument("eta is in the past")
+        eta = from_timestamp(p.eta, "eta")
+        if not now - logic.PRIORITY_HOLD <= eta <= now + logic.PRIORITY_HORIZON:
+            raise InvalidArgument(f"eta must be between now and {logic.PRIORITY_HORIZON.seconds // 60} minutes ahead")
         clean = pb.Priority(
             priority_class=p.priority_class, vehicle_id=p.vehicle_id, approach_edge_id=p.approach_edge_id, eta=p.eta
         )
@@ -244,11 +242,11 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
     async def ListIntersectionHistory(
         self, request: pb.ListIntersectionHistoryRequest, context: Context
     ) -> pb.ListIntersectionHistoryResponse:
-        logic.authorize_read(current_identity.get())
+        logic.authorize_history(current_identity.get())
         intersection_id = _intersection_id(request.parent, "parent")
         size = paging.page_size(request.page_size)
-        after = paging.decode(request.page_token, intersection_id)
-        rows = await asyncio.to_thread(store.history, self._engine, intersection_id, int(after or 0), size + 1)
+        after = paging.decode_int(request.page_token, intersection_id)
+        rows = await asyncio.to_thread(store.history, self._engine, intersection_id, after or 0, size + 1)
         token = paging.encode(str(rows[size - 1].version), intersection_id) if len(rows) > size else ""
         entries = [
             pb.HistoryEntry(

@@ -38,6 +38,12 @@ def authorize_read(identity: Identity) -> None:
         raise PermissionDenied(f"role {identity.role_name} has no access to signal timing")
 
 
+def authorize_history(identity: Identity) -> None:
+    """Who did what is for engineers and public safety (as for incident histories)."""
+    if identity.role not in {*ENGINEERS, *PUBLIC_SAFETY}:
+        raise PermissionDenied(f"role {identity.role_name} may not read intersection histories")
+
+
 def authorize_engineer(identity: Identity, action: str) -> None:
     if identity.role not in ENGINEERS:
         raise PermissionDenied(f"only engineers may {action}; {identity.role_name} may not")
@@ -140,6 +146,7 @@ def _check_clearance(links: list[pb.SignalLink], plan: pb.Plan) -> None:
 
 PRIORITY_LEAD = timedelta(seconds=10)  # green is held from ETA - lead ...
 PRIORITY_HOLD = timedelta(seconds=20)  # ... until ETA + hold
+PRIORITY_HORIZON = timedelta(minutes=30)  # requests further ahead are not plannable
 
 
 @dataclass(frozen=True)

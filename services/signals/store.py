@@ -45,7 +45,7 @@ class _Batch(Changes):
 
     def intersection(self, intersection_id: str) -> pb.Intersection:
         if intersection_id not in self.docs:
-            row = self.session.get(IntersectionRow, intersection_id)
+            row = self.session.get(IntersectionRow, intersection_id, with_for_update=True)
             if row is None:
                 raise NotFound(f"intersection {intersection_id!r} not found")
             self.rows[intersection_id] = row

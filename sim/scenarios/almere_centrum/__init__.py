@@ -47,7 +47,7 @@ def _blind_rerouters(network: Path, parking: Path, out: Path) -> None:
     """Parking search without information: a rerouter on each area's own edge sends a driver who finds
     it full on to another area whose occupancy the driver cannot see (generateParkingAreaRerouters.py
     with visibility off, as shared/FACTS.md describes)."""
-    import sumo  # noqa: F401  - SUMO_HOME must point at the wheel's tools
+    import sumo
 
     tool = Path(sumo.SUMO_HOME) / "tools" / "generateParkingAreaRerouters.py"
     subprocess.run(

@@ -91,7 +91,9 @@ class _OccupancyStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Occup
     OCCUPANCY_STATUS_FULL: _OccupancyStatus.ValueType  # 4
     """"full"."""
     OCCUPANCY_STATUS_CLOSED: _OccupancyStatus.ValueType  # 5
-    """"closed": closed by the operator or outside opening hours."""
+    """"closed": closed by the operator (state CLOSED). Opening hours are published with the facility
+    and applied by RecommendFacility; they do not change the live status.
+    """
 
 class OccupancyStatus(_OccupancyStatus, metaclass=_OccupancyStatusEnumTypeWrapper):
     """Occupancy status in the vocabulary of DATEX II ParkingRecordStatus / FIWARE OffStreetParking."""
@@ -106,7 +108,9 @@ OCCUPANCY_STATUS_ALMOST_FULL: OccupancyStatus.ValueType  # 3
 OCCUPANCY_STATUS_FULL: OccupancyStatus.ValueType  # 4
 """"full"."""
 OCCUPANCY_STATUS_CLOSED: OccupancyStatus.ValueType  # 5
-""""closed": closed by the operator or outside opening hours."""
+""""closed": closed by the operator (state CLOSED). Opening hours are published with the facility
+and applied by RecommendFacility; they do not change the live status.
+"""
 Global___OccupancyStatus: _TypeAlias = OccupancyStatus  # noqa: Y015
 
 class _ReportOutcome:
