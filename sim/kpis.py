@@ -45,3 +45,14 @@ def compute(tripinfo: Path, stops: Path, statistics: Path, scheduled: int, horiz
         "throughput_per_hour": round(len(finished) / (horizon_s / 3600), 1),
         "teleports": int(teleports.get("total", 0)) if teleports is not None else 0,
     }
+
+
+def flatten(result: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"delay_s": {"mean": 1}} -> {"delay_s.mean": 1}, for CSV and report tables."""
+    flat: dict[str, Any] = {}
+    for key, value in result.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

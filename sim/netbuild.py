@@ -31,10 +31,23 @@ def convert(nodes: Path, edges: Path, out: Path, extra: list[str] | None = None)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp.xml")
     subprocess.run(
-        [netconvert(), "--node-files", str(nodes), "--edge-files", str(edges), "--proj.utm",
-         "--output-file", str(tmp), "--no-warnings", "--log", str(target.with_suffix(".log")), *(extra or [])],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            netconvert(),
+            "--node-files",
+            str(nodes),
+            "--edge-files",
+            str(edges),
+            "--proj.utm",
+            "--output-file",
+            str(tmp),
+            "--no-warnings",
+            "--log",
+            str(target.with_suffix(".log")),
+            *(extra or []),
+        ],
+        check=True,
+        capture_output=True,
+    )
     shutil.move(tmp, target)
     return target
 

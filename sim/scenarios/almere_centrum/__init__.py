@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import sumolib
 
@@ -22,10 +24,29 @@ class Scenario:
     parking: Path
     rerouters: Path  # parking search as drivers who know nothing (own-edge rerouters, areas not visible)
     guided_rerouters: Path  # SUMO's strongest built-in: occupancy visible on every approach edge
+    actuated: Path  # the network's programs as SUMO actuated programs (loaded last, so active)
     routes: Path
     config: Path
     horizon_s: float
     trips: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Scenario:
+        def path(key: str) -> Path:
+            return Path(data[key])
+
+        return cls(
+            path("directory"),
+            path("network"),
+            path("parking"),
+            path("rerouters"),
+            path("guided_rerouters"),
+            path("actuated"),
+            path("routes"),
+            path("config"),
+            float(data["horizon_s"]),
+            int(data["trips"]),
+        )
 
 
 def parking_xml(network: Path) -> str:
@@ -51,11 +72,25 @@ def _blind_rerouters(network: Path, parking: Path, out: Path) -> None:
 
     tool = Path(sumo.SUMO_HOME) / "tools" / "generateParkingAreaRerouters.py"
     subprocess.run(
-        [sys.executable, str(tool), "-n", str(network), "-a", str(parking), "-o", str(out),
-         "--max-number-alternatives", "5", "--min-capacity-visibility-true", "100000",
-         "--max-distance-visibility-true", "-1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(tool),
+            "-n",
+            str(network),
+            "-a",
+            str(parking),
+            "-o",
+            str(out),
+            "--max-number-alternatives",
+            "5",
+            "--min-capacity-visibility-true",
+            "100000",
+            "--max-distance-visibility-true",
+            "-1",
+        ],
+        check=True,
+        capture_output=True,
+    )
 
 
 def guided_rerouters_xml(network: Path) -> str:
@@ -75,8 +110,33 @@ def guided_rerouters_xml(network: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def actuated_xml(network: Path) -> str:
+    """Every traffic light's program as an actuated one: green phases may run 5 s to twice their
+    length by detector gaps (SUMO places the detectors itself)."""
+    net = sumolib.net.readNet(str(network), withPrograms=True, withInternal=False)
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<additional>"]
+    for tls in sorted(net.getTrafficLights(), key=lambda t: t.getID()):
+        for program in tls.getPrograms().values():
+            lines.append(f'  <tlLogic id="{tls.getID()}" programID="actuated" type="actuated" offset="0">')
+            for phase in program.getPhases():
+                if any(c in "Gg" for c in phase.state) and "y" not in phase.state:
+                    limits = f' minDur="5" maxDur="{2 * phase.duration:g}"'
+                else:
+                    limits = ""
+                lines.append(f'    <phase duration="{phase.duration:g}" state="{phase.state}"{limits}/>')
+            lines.append("  </tlLogic>")
+    lines.append("</additional>")
+    return "\n".join(lines) + "\n"
+
+
 def build(out_dir: Path, seed: int = 1, scale: float = 1.0, horizon_s: float = 4 * 3600) -> Scenario:
-    """Write network, parking, rerouters, routes and a .sumocfg into out_dir."""
+    """Write network, parking, rerouters, routes and a .sumocfg into out_dir (or reuse them when a
+    build with the same inputs is there: runs of several seeds share one folder)."""
+    manifest = out_dir / f"scenario-seed{seed}.json"
+    if manifest.exists():
+        data = json.loads(manifest.read_text())
+        if data["scale"] == scale and data["horizon_s"] == horizon_s:
+            return Scenario.from_json(data["scenario"])
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "nodes.nod.xml").write_text(layout.nodes_xml())
     (out_dir / "edges.edg.xml").write_text(layout.edges_xml())
@@ -87,6 +147,8 @@ def build(out_dir: Path, seed: int = 1, scale: float = 1.0, horizon_s: float = 4
     _blind_rerouters(network, parking, rerouters)
     guided = out_dir / "rerouters-guided.add.xml"
     guided.write_text(guided_rerouters_xml(network))
+    actuated = out_dir / "actuated.add.xml"
+    actuated.write_text(actuated_xml(network))
     trips = demand.generate(seed, scale, horizon_s)
     routes = out_dir / f"demand-seed{seed}.rou.xml"
     routes.write_text(demand.routes_xml(trips))
@@ -109,14 +171,24 @@ def build(out_dir: Path, seed: int = 1, scale: float = 1.0, horizon_s: float = 4
 </configuration>
 """
     )
-    return Scenario(out_dir, network, parking, rerouters, guided, routes, config, horizon_s, len(trips))
+    scenario = Scenario(out_dir, network, parking, rerouters, guided, actuated, routes, config, horizon_s, len(trips))
+    fields = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(scenario).items()}
+    manifest.write_text(json.dumps({"scale": scale, "horizon_s": horizon_s, "scenario": fields}))
+    return scenario
 
 
 def run_sumo(scenario: Scenario, tripinfo: Path, end_s: float | None = None, stops: Path | None = None) -> None:
     """A plain SUMO run of the scenario, writing tripinfo (unfinished trips included) and stops."""
-    args = [sumo_binary("sumo"), "-c", str(scenario.config), "--tripinfo-output", str(tripinfo),
-            "--tripinfo-output.write-unfinished", "--additional-files",
-            f"{scenario.parking},{scenario.rerouters}"]  # fmt: skip
+    args = [
+        sumo_binary("sumo"),
+        "-c",
+        str(scenario.config),
+        "--tripinfo-output",
+        str(tripinfo),
+        "--tripinfo-output.write-unfinished",
+        "--additional-files",
+        f"{scenario.parking},{scenario.rerouters}",
+    ]
     if stops is not None:
         args += ["--stop-output", str(stops), "--stop-output.write-unfinished"]
     if end_s is not None:

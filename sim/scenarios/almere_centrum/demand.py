@@ -62,12 +62,24 @@ def generate(seed: int, scale: float, horizon_s: float) -> list[Trip]:
         for t in _arrivals(rng, rates, scale, horizon_s):
             facility = names[rng.choice(len(names), p=weights / weights.sum())]
             trips.append(
-                Trip("", t, kind, entries[rng.integers(len(entries))], exits[rng.integers(len(exits))],
-                     parking_area=facility, park_seconds=float(rng.uniform(low, high)))
-            )  # fmt: skip
+                Trip(
+                    "",
+                    t,
+                    kind,
+                    entries[rng.integers(len(entries))],
+                    exits[rng.integers(len(exits))],
+                    parking_area=facility,
+                    park_seconds=float(rng.uniform(low, high)),
+                )
+            )
     trips.sort(key=lambda trip: trip.depart)
-    return [Trip(f"{trip.kind}-{n}", *[getattr(trip, f) for f in ("depart", "kind", "origin", "destination",
-                 "parking_area", "park_seconds")]) for n, trip in enumerate(trips)]  # fmt: skip
+    return [
+        Trip(
+            f"{trip.kind}-{n}",
+            *[getattr(trip, f) for f in ("depart", "kind", "origin", "destination", "parking_area", "park_seconds")],
+        )
+        for n, trip in enumerate(trips)
+    ]
 
 
 VTYPES = """  <vType id="through" vClass="passenger" color="0.6,0.6,0.6"/>

@@ -45,11 +45,21 @@ def signalised(col: int, row: int) -> bool:
 
 # Gates to the outside world: (external node, grid junction it joins, compass side).
 GATES = [
-    ("ext-w", (0, 2), "west"), ("ext-e", (5, 2), "east"), ("ext-n", (2, 4), "north"),
-    ("ext-s", (3, 0), "south"), ("ext-nw", (0, 4), "northwest"), ("ext-se", (5, 0), "southeast"),
-]  # fmt: skip
-_GATE_OFFSET = {"west": (-2, 0), "east": (2, 0), "north": (0, 2), "south": (0, -2), "northwest": (-1.5, 1.5),
-                "southeast": (1.5, -1.5)}  # fmt: skip
+    ("ext-w", (0, 2), "west"),
+    ("ext-e", (5, 2), "east"),
+    ("ext-n", (2, 4), "north"),
+    ("ext-s", (3, 0), "south"),
+    ("ext-nw", (0, 4), "northwest"),
+    ("ext-se", (5, 0), "southeast"),
+]
+_GATE_OFFSET = {
+    "west": (-2, 0),
+    "east": (2, 0),
+    "north": (0, 2),
+    "south": (0, -2),
+    "northwest": (-1.5, 1.5),
+    "southeast": (1.5, -1.5),
+}
 
 
 def road_class(a: tuple[int, int], b: tuple[int, int]) -> RoadClass:
