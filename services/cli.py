@@ -66,6 +66,51 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Settings())
 
 
+def cmd_sim_run(args: argparse.Namespace) -> int:
+    from sim.report import write
+    from sim.runner import RunSpec, run_many
+
+    specs = [
+        RunSpec(args.scenario, mode, seed, args.out, args.end, args.scale, args.equipped, args.gui)
+        for mode in args.mode
+        for seed in range(args.seed, args.seed + args.seeds)
+    ]
+    runs = run_many(specs)
+    for run_dir in runs:
+        print(run_dir)
+    print(f"report: {write(runs, args.out / args.scenario / 'report')}")
+    return 0
+
+
+def cmd_sim_report(args: argparse.Namespace) -> int:
+    from sim.report import write
+
+    print(write(args.runs, args.out))
+    return 0
+
+
+def _add_sim(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from sim.runner import MODES
+    from sim.variants import VARIANTS
+
+    sim = sub.add_parser("sim", help="the SUMO digital twin").add_subparsers(dest="action", required=True)
+    run = sim.add_parser("run", help="run a scenario in one or more modes and seeds, then write a report")
+    run.add_argument("scenario", choices=sorted(VARIANTS))
+    run.add_argument("--mode", choices=MODES, action="append", help="repeat for several (default: none)")
+    run.add_argument("--seed", type=int, default=1, help="first seed")
+    run.add_argument("--seeds", type=int, default=1, help="how many seeds from --seed")
+    run.add_argument("--end", type=float, default=4 * 3600, help="simulated seconds (default 4 h: 07:00-11:00)")
+    run.add_argument("--scale", type=float, default=0.7, help="demand scale (default 0.7)")
+    run.add_argument("--equipped", type=float, default=0.5, help="share of vehicles with route guidance")
+    run.add_argument("--gui", action="store_true", help="watch it in sumo-gui (TraCI, one run at a time)")
+    run.add_argument("--out", type=Path, default=Path("data/sim"))
+    run.set_defaults(func=cmd_sim_run)
+    report = sim.add_parser("report", help="compare runs: table and plots")
+    report.add_argument("runs", type=Path, nargs="+", help="run folders (data/sim/<scenario>/<mode>-seed<n>)")
+    report.add_argument("--out", type=Path, default=Path("data/sim/report"))
+    report.set_defaults(func=cmd_sim_report)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="almere", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     issue.add_argument("--file", type=Path, help="tokens file (default $ALMERE_TOKENS_FILE or data/tokens.json)")
     issue.set_defaults(func=cmd_token)
     sub.add_parser("demo", help="start the stack and play a garage filling up").set_defaults(func=cmd_demo)
+    _add_sim(sub)
     args = parser.parse_args(argv)
+    if getattr(args, "func", None) is cmd_sim_run and not args.mode:
+        args.mode = ["none"]
     result: int = args.func(args)
     return result
 

@@ -97,11 +97,11 @@ class _Incidents:
 
 def _sample(sumo: Any, now: float, edges: list[str]) -> dict[str, float]:
     vehicles = sumo.vehicle.getIDList()
-    speeds = [sumo.vehicle.getSpeed(v) for v in vehicles]
+    speeds = [sumo.vehicle.getSpeed(v) for v in vehicles if not sumo.vehicle.isStoppedParking(v)]
     row = {
         "time_s": now,
         "vehicles": len(vehicles),
-        "mean_speed_mps": sum(speeds) / len(speeds) if speeds else 0.0,
+        "mean_speed_mps": sum(speeds) / len(speeds) if speeds else 0.0,  # of vehicles not parked
         "halting": sum(sumo.edge.getLastStepHaltingNumber(e) for e in edges),
     }
     for facility in layout.FACILITIES:

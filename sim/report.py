@@ -1,0 +1,98 @@
+"""`almere sim report`: a side-by-side table over modes and seeds (mean ± spread) and PNG plots over
+time (network speed, halting vehicles, garage occupancy) and of travel times."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no screen
+import matplotlib.pyplot as plt
+import numpy as np
+
+from sim import kpis
+
+TABLE_ROWS = [
+    ("travel_time_s.mean", "mean travel time (s)"),
+    ("travel_time_s.p95", "p95 travel time (s)"),
+    ("delay_s.mean", "delay, timeLoss + departDelay (s)"),
+    ("waiting_time_s.mean", "waiting time (s)"),
+    ("visitor_time_to_park_s.mean", "visitors: depart to parked (s)"),
+    ("visitors_over_5_min_to_park", "visitors > 5 min to park"),
+    ("vehicles_finished", "vehicles finished"),
+    ("vehicles_unfinished", "vehicles unfinished"),
+    ("never_departed", "never departed"),
+    ("throughput_per_hour", "throughput (veh/h)"),
+    ("teleports", "teleports"),
+]
+
+
+def _load(run_dir: Path) -> tuple[str, dict[str, Any], list[dict[str, float]]]:
+    config = json.loads((run_dir / "config.json").read_text())
+    result = kpis.flatten(json.loads((run_dir / "kpis.json").read_text()))
+    with (run_dir / "timeseries.csv").open() as f:
+        series = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    return f"{config['scenario']} / {config['mode']}", result, series
+
+
+def _cell(values: list[Any]) -> str:
+    numbers = [v for v in values if isinstance(v, (int, float))]
+    if not numbers:
+        return "-"
+    mean, spread = float(np.mean(numbers)), float(np.std(numbers))
+    return f"{mean:.1f} ± {spread:.1f}" if len(numbers) > 1 else f"{mean:.1f}"
+
+
+def write(run_dirs: list[Path], out_dir: Path) -> Path:
+    """Write report.md and the plots into out_dir; return the report's path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups: dict[str, list[tuple[dict[str, Any], list[dict[str, float]]]]] = defaultdict(list)
+    for run_dir in run_dirs:
+        label, result, series = _load(run_dir)
+        groups[label].append((result, series))
+    labels = sorted(groups)
+    lines = [
+        f"# Simulation report ({len(run_dirs)} runs)",
+        "",
+        "| KPI | " + " | ".join(f"{label} (n={len(groups[label])})" for label in labels) + " |",
+        "|---|" + "---|" * len(labels),
+    ]
+    for key, title in TABLE_ROWS:
+        lines.append(
+            f"| {title} | " + " | ".join(_cell([r.get(key) for r, _ in groups[label]]) for label in labels) + " |"
+        )
+    plots = {
+        "speed.png": ("mean_speed_mps", "mean vehicle speed (m/s)"),
+        "halting.png": ("halting", "halting vehicles"),
+        "occupancy.png": ("parked", "vehicles parked in all facilities"),
+    }
+    for name, (column, ylabel) in plots.items():
+        fig, ax = plt.subplots(figsize=(8, 4))
+        for label in labels:
+            runs = [series for _, series in groups[label]]
+            length = min(len(s) for s in runs)
+            times = [row["time_s"] / 60 for row in runs[0][:length]]
+            values = np.mean([[_value(row, column) for row in s[:length]] for s in runs], axis=0)
+            ax.plot(times, values, label=label)
+        ax.set_xlabel("simulated minutes")
+        ax.set_ylabel(ylabel)
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=100)
+        plt.close(fig)
+    lines += ["", "![mean speed](speed.png)", "![halting vehicles](halting.png)", "![parked](occupancy.png)"]
+    report = out_dir / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
+def _value(row: dict[str, float], column: str) -> float:
+    if column == "parked":
+        return sum(v for k, v in row.items() if k.startswith("parked:"))
+    return row[column]
