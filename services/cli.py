@@ -7,6 +7,7 @@ import sys
 import time
 from importlib import import_module
 from pathlib import Path
+from typing import Any
 
 from services.common.auth import issue_token
 from services.common.config import Settings
@@ -75,11 +76,31 @@ def cmd_sim_run(args: argparse.Namespace) -> int:
         for mode in args.mode
         for seed in range(args.seed, args.seed + args.seeds)
     ]
-    runs = run_many(specs)
+    if args.services:
+        runs = _run_with_services(specs)
+    else:
+        runs = run_many(specs)
     for run_dir in runs:
         print(run_dir)
     print(f"report: {write(runs, args.out / args.scenario / 'report')}")
     return 0
+
+
+def _run_with_services(specs: list[Any]) -> list[Path]:
+    """Start the stack on the scenario's network; the twin's field devices report to it."""
+    from dataclasses import replace
+
+    from services.stack import Stack
+    from sim.runner import prepare, run_many
+
+    scenario = prepare(specs[0])
+    stack = Stack(Settings(data_dir=specs[0].out_root / "stack", network_file=scenario.network))
+    stack.start()
+    print(stack.describe(), flush=True)
+    try:
+        return run_many([replace(s, services_dir=stack.data_dir) for s in specs])
+    finally:
+        stack.stop()
 
 
 def cmd_sim_report(args: argparse.Namespace) -> int:
@@ -103,6 +124,7 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run.add_argument("--scale", type=float, default=0.7, help="demand scale (default 0.7)")
     run.add_argument("--equipped", type=float, default=0.5, help="share of vehicles with route guidance")
     run.add_argument("--gui", action="store_true", help="watch it in sumo-gui (TraCI, one run at a time)")
+    run.add_argument("--services", action="store_true", help="start the stack; garage counters and police report to it")
     run.add_argument("--out", type=Path, default=Path("data/sim"))
     run.set_defaults(func=cmd_sim_run)
     report = sim.add_parser("report", help="compare runs: table and plots")

@@ -84,11 +84,17 @@ class Stack:
             self.nats = start_nats(self.data_dir / "nats", port, self.settings.bind_host)
             nats_url = self.nats.url
         env["ALMERE_NATS_URL"] = nats_url
-        if not (self.settings.tokens_file or self.settings.tokens):
+        # The services see these settings whether they came from the environment or from code.
+        if self.settings.tokens_file:
+            env["ALMERE_TOKENS_FILE"] = str(self.settings.tokens_file.resolve())
+        elif not self.settings.tokens:
             env["ALMERE_TOKENS_FILE"] = str(self._issue_dev_tokens())
-        if self.settings.network_file is None:
+        if self.settings.network_file:
+            env["ALMERE_NETWORK_FILE"] = str(self.settings.network_file.resolve())
+        else:
             # Without a city network of its own, the stack runs on the schematic centrum-mini.
             env["ALMERE_NETWORK_FILE"] = str(build_network("centrum-mini", self.data_dir / "networks"))
+        env["ALMERE_LOG_LEVEL"] = self.settings.log_level
         self.network = env["ALMERE_NETWORK_FILE"]
         try:
             for index, name in enumerate(self.services):

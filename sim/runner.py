@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
@@ -24,6 +25,7 @@ from typing import Any
 from tqdm import tqdm
 
 from sim import kpis
+from sim.devices import FieldDevices
 from sim.netbuild import sumo_binary
 from sim.scenarios import almere_centrum
 from sim.scenarios.almere_centrum import layout
@@ -44,6 +46,8 @@ class RunSpec:
     equipped: float = 0.5
     gui: bool = False
     sample_s: float = 60
+    # A running stack's data dir (endpoints.json, credentials.json): the field devices report to it.
+    services_dir: Path | None = None
 
 
 def _sumo_args(spec: RunSpec, scenario: almere_centrum.Scenario, run_dir: Path) -> list[str]:
@@ -69,10 +73,12 @@ def _sumo_args(spec: RunSpec, scenario: almere_centrum.Scenario, run_dir: Path) 
 
 
 class _Incidents:
-    """Applies scripted incidents to the running SUMO and undoes them when they end."""
+    """Applies scripted incidents to the running SUMO and undoes them when they end; the police
+    field device (if any) reports them."""
 
-    def __init__(self, sumo: Any, incidents: tuple[ScriptedIncident, ...]) -> None:
+    def __init__(self, sumo: Any, incidents: tuple[ScriptedIncident, ...], devices: FieldDevices | None = None) -> None:
         self._sumo = sumo
+        self._devices = devices
         self._pending = sorted(incidents, key=lambda i: i.start_s)
         self._active: list[tuple[ScriptedIncident, dict[str, tuple[list[str], float]]]] = []
 
@@ -88,11 +94,17 @@ class _Incidents:
                 else:
                     self._sumo.lane.setMaxSpeed(lane, WALKING_PACE)
             self._active.append((incident, saved))
+            if self._devices:
+                shape = self._sumo.lane.getShape(f"{incident.edge}_0")
+                lon, lat = self._sumo.simulation.convertGeo(*shape[len(shape) // 2])
+                self._devices.incident_started(incident, (lat, lon))
         for incident, saved in [a for a in self._active if a[0].end_s <= now]:
             for lane, (allowed, speed) in saved.items():
                 self._sumo.lane.setAllowed(lane, allowed)
                 self._sumo.lane.setMaxSpeed(lane, speed)
             self._active.remove((incident, saved))
+            if self._devices:
+                self._devices.incident_ended(incident)
 
 
 def _sample(sumo: Any, now: float, edges: list[str]) -> dict[str, float]:
@@ -119,6 +131,22 @@ def prepare(spec: RunSpec) -> almere_centrum.Scenario:
     return almere_centrum.build(build_dir, seed=spec.seed, scale=spec.scale, horizon_s=spec.end_s)
 
 
+FACILITY_IDS = [f.facility_id for f in layout.FACILITIES]
+
+
+def _facility_locations(sumo: Any) -> dict[str, tuple[float, float]]:
+    """WGS84 position of each parking area (middle of its lane stretch)."""
+    out = {}
+    for facility in layout.FACILITIES:
+        lane = sumo.parkingarea.getLaneID(facility.facility_id)
+        middle = (
+            sumo.parkingarea.getStartPos(facility.facility_id) + sumo.parkingarea.getEndPos(facility.facility_id)
+        ) / 2
+        lon, lat = sumo.simulation.convertGeo(*sumo.simulation.convert2D(lane.rsplit("_", 1)[0], middle))
+        out[facility.facility_id] = (lat, lon)
+    return out
+
+
 def run(spec: RunSpec) -> Path:
     """One run; returns its folder."""
     import sumo  # noqa: F401  - SUMO_HOME before libsumo/traci
@@ -127,7 +155,7 @@ def run(spec: RunSpec) -> Path:
     scenario = prepare(spec)
     run_dir = spec.out_root / spec.scenario / f"{spec.mode}-seed{spec.seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps({**asdict(spec), "out_root": str(spec.out_root)}, indent=2))
+    (run_dir / "config.json").write_text(json.dumps(asdict(spec), indent=2, default=str))
     if spec.gui:
         import traci as engine  # a sumo-gui to watch: TraCI (slower) instead of in-process libsumo
 
@@ -136,7 +164,11 @@ def run(spec: RunSpec) -> Path:
         import libsumo as engine
 
         engine.start([sumo_binary("sumo"), *_sumo_args(spec, scenario, run_dir)])
-    incidents = _Incidents(engine, variant.incidents)
+    devices = None
+    if spec.services_dir is not None:
+        devices = FieldDevices(spec.services_dir, f"{spec.scenario}/{spec.mode}/{spec.seed}/{uuid.uuid4().hex[:8]}")
+        devices.register(layout.FACILITIES, _facility_locations(engine))
+    incidents = _Incidents(engine, variant.incidents, devices)
     edges = [e for e in engine.edge.getIDList() if not e.startswith(":")]
     rows: list[dict[str, float]] = []
     try:
@@ -149,8 +181,13 @@ def run(spec: RunSpec) -> Path:
                 if now % spec.sample_s == 0:
                     rows.append(_sample(engine, now, edges))
                     bar.update(int(spec.sample_s))
+                    if devices:
+                        devices.count(now, {f: int(rows[-1][f"parked:{f}"]) for f in FACILITY_IDS})
     finally:
         engine.close()
+        if devices:
+            devices.close()
+            (run_dir / "devices.json").write_text(json.dumps({"occupancy_reports": devices.reports}))
     with (run_dir / "timeseries.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

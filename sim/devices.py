@@ -1,0 +1,133 @@
+"""The city's field systems as the twin plays them, over the services' public gRPC APIs with the
+`sim` role: garage counters report occupancy to ParkingService (every `every_s` and on change), and
+police report scripted incidents to IncidentService and clear them when they end."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import grpc
+from almere.incidents.v1 import incidents_pb2 as ipb
+from almere.incidents.v1 import incidents_pb2_grpc
+from almere.parking.v1 import parking_pb2 as ppb
+from almere.parking.v1 import parking_pb2_grpc
+from almere.type.v1 import geo_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from sim.scenarios.almere_centrum.layout import Facility
+from sim.variants import ScriptedIncident
+
+log = logging.getLogger(__name__)
+KINDS = {
+    "garage": ppb.FACILITY_KIND_GARAGE,
+    "on_street": ppb.FACILITY_KIND_ON_STREET_ZONE,
+    "park_and_ride": ppb.FACILITY_KIND_PARK_AND_RIDE,
+}
+
+
+def _now() -> Timestamp:
+    ts = Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+class FieldDevices:
+    def __init__(self, services_dir: Path, run_id: str, every_s: float = 60) -> None:
+        endpoints = json.loads((services_dir / "endpoints.json").read_text())
+        token = json.loads((services_dir / "credentials.json").read_text())["sim"]["token"]
+        self._auth = (("authorization", f"Bearer {token}"),)
+        self._channels = [grpc.insecure_channel(endpoints["parking"]), grpc.insecure_channel(endpoints["incidents"])]
+        self.parking = parking_pb2_grpc.ParkingServiceStub(self._channels[0])
+        self.incidents = incidents_pb2_grpc.IncidentServiceStub(self._channels[1])
+        self._run_id = run_id
+        self._every_s = every_s
+        self._last: dict[str, tuple[float, int]] = {}
+        self._open: dict[str, str] = {}
+        self.reports = 0
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
+
+    def register(self, facilities: list[Facility], location: dict[str, tuple[float, float]]) -> None:
+        """Create the scenario's facilities in the parking service (once; later runs find them)."""
+        for f in facilities:
+            lat, lon = location[f.facility_id]
+            facility = ppb.Facility(
+                display_name=f.display_name,
+                kind=KINDS[f.kind],
+                operator_id=f.operator_id,
+                capacity=f.capacity,
+                location=geo_pb2.LatLng(latitude=lat, longitude=lon),
+                entrance_edge_ids=[f.edge],
+                sumo_parking_area_id=f.facility_id,
+            )
+            try:
+                self.parking.CreateFacility(
+                    ppb.CreateFacilityRequest(facility_id=f.facility_id, facility=facility), metadata=self._auth
+                )
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.ALREADY_EXISTS:
+                    raise
+
+    def count(self, sim_s: float, counts: dict[str, int]) -> None:
+        """The garage counters: report a count that changed, or every `every_s` anyway."""
+        for facility_id, occupied in counts.items():
+            last = self._last.get(facility_id)
+            if last is not None and last[1] == occupied and sim_s - last[0] < self._every_s:
+                continue
+            # Sequence numbers increase across runs too: the service keeps the last one per facility.
+            sequence = time.time_ns() // 1000
+            self.parking.ReportOccupancy(
+                ppb.ReportOccupancyRequest(
+                    facility=f"facilities/{facility_id}",
+                    occupied_spaces=occupied,
+                    source_time=_now(),
+                    sequence=sequence,
+                ),
+                metadata=self._auth,
+            )
+            self._last[facility_id] = (sim_s, occupied)
+            self.reports += 1
+
+    def incident_started(self, incident: ScriptedIncident, lat_lon: tuple[float, float]) -> None:
+        """A police officer on the scene reports it, as police would (lanes and speed, no edge id)."""
+        impact = ipb.Impact(
+            closed_lanes=list(incident.closed_lanes),
+            full_closure=incident.full_closure,
+            speed_limit_kmh=0 if incident.full_closure else 5,
+        )
+        reply = self.incidents.ReportIncident(
+            ipb.ReportIncidentRequest(
+                request_id=f"{self._run_id}/{incident.edge}/{incident.start_s:g}",
+                incident=ipb.Incident(
+                    type=ipb.INCIDENT_TYPE_COLLISION,
+                    severity=ipb.SEVERITY_MAJOR,
+                    title=incident.title,
+                    reporting_agency=ipb.AGENCY_POLICE,
+                    network_location=ipb.NetworkLocation(
+                        edge_id=incident.edge, lane_indices=list(incident.closed_lanes)
+                    ),
+                    location=geo_pb2.LatLng(latitude=lat_lon[0], longitude=lat_lon[1]),
+                    impact=impact,
+                ),
+            ),
+            metadata=self._auth,
+        )
+        name = reply.incident.name
+        self.incidents.TransitionIncident(
+            ipb.TransitionIncidentRequest(name=name, state=ipb.INCIDENT_STATE_ACTIVE, reason="police on site"),
+            metadata=self._auth,
+        )
+        self._open[incident.edge] = name
+
+    def incident_ended(self, incident: ScriptedIncident) -> None:
+        name = self._open.pop(incident.edge, None)
+        if name:
+            self.incidents.TransitionIncident(
+                ipb.TransitionIncidentRequest(name=name, state=ipb.INCIDENT_STATE_CLEARED, reason="road clear"),
+                metadata=self._auth,
+            )
