@@ -76,10 +76,7 @@ def cmd_sim_run(args: argparse.Namespace) -> int:
         for mode in args.mode
         for seed in range(args.seed, args.seed + args.seeds)
     ]
-    if args.services:
-        runs = _run_with_services(specs)
-    else:
-        runs = run_many(specs)
+    runs = _run_with_services(specs) if args.services else run_many(specs)
     for run_dir in runs:
         print(run_dir)
     print(f"report: {write(runs, args.out / args.scenario / 'report')}")
