@@ -72,7 +72,7 @@ def cmd_sim_run(args: argparse.Namespace) -> int:
     from sim.runner import RunSpec, run_many
 
     specs = [
-        RunSpec(args.scenario, mode, seed, args.out, args.end, args.scale, args.equipped, args.gui)
+        RunSpec(args.scenario, mode, seed, args.out, args.end, args.scale, args.equipped, args.gui, clock=args.clock)
         for mode in args.mode
         for seed in range(args.seed, args.seed + args.seeds)
     ]
@@ -121,6 +121,7 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run.add_argument("--scale", type=float, default=0.7, help="demand scale (default 0.7)")
     run.add_argument("--equipped", type=float, default=0.5, help="share of vehicles with route guidance")
     run.add_argument("--gui", action="store_true", help="watch it in sumo-gui (TraCI, one run at a time)")
+    run.add_argument("--clock", choices=["lockstep", "realtime"], default="lockstep")
     run.add_argument("--services", action="store_true", help="start the stack; garage counters and police report to it")
     run.add_argument("--out", type=Path, default=Path("data/sim"))
     run.set_defaults(func=cmd_sim_run)

@@ -19,8 +19,15 @@ def _stats(values: list[float]) -> dict[str, float | None]:
     return {"mean": round(float(array.mean()), 2), "p95": round(float(np.percentile(array, 95)), 2)}
 
 
-def compute(tripinfo: Path, stops: Path, statistics: Path, scheduled: int, horizon_s: float) -> dict[str, Any]:
-    infos = ET.parse(tripinfo).getroot().findall("tripinfo")  # noqa: S314
+def _delay(info: ET.Element) -> float:
+    return float(info.get("timeLoss", 0)) + float(info.get("departDelay", 0))
+
+
+def compute(
+    tripinfo: Path, stops: Path, statistics: Path, scheduled: int, horizon_s: float, met_incident: set[str]
+) -> dict[str, Any]:
+    trips = ET.parse(tripinfo).getroot()  # noqa: S314
+    infos = trips.findall("tripinfo")
     finished = [i for i in infos if float(i.get("arrival", "-1")) >= 0]
     departs = {i.get("id"): float(i.get("depart", 0)) for i in infos}
     to_park = [
@@ -37,11 +44,14 @@ def compute(tripinfo: Path, stops: Path, statistics: Path, scheduled: int, horiz
         "never_departed": max(0, scheduled - len(infos)),
         "travel_time_s": _stats([float(i.get("duration", 0)) for i in finished]),
         # RESCO's delay: timeLoss + departDelay over every vehicle that departed or waited to.
-        "delay_s": _stats([float(i.get("timeLoss", 0)) + float(i.get("departDelay", 0)) for i in infos]),
+        "delay_s": _stats([_delay(i) for i in infos]),
         "waiting_time_s": _stats([float(i.get("waitingTime", 0)) for i in infos]),
         "visitor_time_to_park_s": _stats(to_park),
         "visitors_parked": len(to_park),
         "visitors_over_5_min_to_park": sum(t > SEARCH_LIMIT_S for t in to_park),
+        "incident_vehicles": len(met_incident),
+        "incident_vehicles_delay_s": _stats([_delay(i) for i in infos if i.get("id") in met_incident]),
+        "co2_kg": round(sum(float(e.get("CO2_abs", 0)) for e in trips.iter("emissions")) / 1e6, 1),
         "throughput_per_hour": round(len(finished) / (horizon_s / 3600), 1),
         "teleports": int(teleports.get("total", 0)) if teleports is not None else 0,
     }

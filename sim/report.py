@@ -27,6 +27,8 @@ TABLE_ROWS = [
     ("vehicles_finished", "vehicles finished"),
     ("vehicles_unfinished", "vehicles unfinished"),
     ("never_departed", "never departed"),
+    ("incident_vehicles_delay_s.mean", "delay of vehicles that met the incident (s)"),
+    ("co2_kg", "CO2 (kg)"),
     ("throughput_per_hour", "throughput (veh/h)"),
     ("teleports", "teleports"),
 ]

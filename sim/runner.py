@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -32,6 +33,7 @@ from sim.scenarios.almere_centrum import layout
 from sim.variants import VARIANTS, WALKING_PACE, ScriptedIncident
 
 MODES = ("none", "sumo")
+CLOCKS = ("lockstep", "realtime")
 CLOSED_TO = ["authority", "emergency"]  # only responders pass a closed lane
 
 
@@ -48,11 +50,23 @@ class RunSpec:
     sample_s: float = 60
     # A running stack's data dir (endpoints.json, credentials.json): the field devices report to it.
     services_dir: Path | None = None
+    # lockstep: as fast as SUMO goes (the twin will wait for the optimizer at each decision interval);
+    # realtime: one simulated second per wall second, for live demos.
+    clock: str = "lockstep"
 
 
 def _sumo_args(spec: RunSpec, scenario: almere_centrum.Scenario, run_dir: Path) -> list[str]:
     additionals = [scenario.parking, scenario.rerouters]
-    args = ["-c", str(scenario.config), "--seed", str(spec.seed), "--end", f"{spec.end_s:.0f}"]
+    args = [
+        "-c",
+        str(scenario.config),
+        "--seed",
+        str(spec.seed),
+        "--end",
+        f"{spec.end_s:.0f}",
+        "--device.emissions.probability",
+        "1",
+    ]
     if spec.mode == "sumo":
         additionals += [scenario.guided_rerouters, scenario.actuated]
         args += ["--device.rerouting.probability", f"{spec.equipped}", "--device.rerouting.period", "60"]
@@ -81,8 +95,11 @@ class _Incidents:
         self._devices = devices
         self._pending = sorted(incidents, key=lambda i: i.start_s)
         self._active: list[tuple[ScriptedIncident, dict[str, tuple[list[str], float]]]] = []
+        self.met: set[str] = set()  # vehicles that drove onto an incident's road while it was there
 
     def step(self, now: float) -> None:
+        for incident, _ in self._active:
+            self.met.update(self._sumo.edge.getLastStepVehicleIDs(incident.edge))
         while self._pending and self._pending[0].start_s <= now:
             incident = self._pending.pop(0)
             saved = {}
@@ -127,8 +144,10 @@ def prepare(spec: RunSpec) -> almere_centrum.Scenario:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
     if spec.scenario not in VARIANTS:
         raise ValueError(f"unknown scenario {spec.scenario!r}; known: {', '.join(VARIANTS)}")
-    build_dir = spec.out_root / "build" / f"{VARIANTS[spec.scenario].base}-scale{spec.scale:g}-{spec.end_s:.0f}s"
-    return almere_centrum.build(build_dir, seed=spec.seed, scale=spec.scale, horizon_s=spec.end_s)
+    variant = VARIANTS[spec.scenario]
+    demand = "event" if variant.event else "normal"
+    build_dir = spec.out_root / "build" / f"{variant.base}-{demand}-scale{spec.scale:g}-{spec.end_s:.0f}s"
+    return almere_centrum.build(build_dir, spec.seed, spec.scale, spec.end_s, variant.event)
 
 
 FACILITY_IDS = [f.facility_id for f in layout.FACILITIES]
@@ -171,12 +190,17 @@ def run(spec: RunSpec) -> Path:
     incidents = _Incidents(engine, variant.incidents, devices)
     edges = [e for e in engine.edge.getIDList() if not e.startswith(":")]
     rows: list[dict[str, float]] = []
+    if spec.clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}")
+    started = time.monotonic()
     try:
         with tqdm(total=int(spec.end_s), unit="sim s", desc=f"{spec.scenario} {spec.mode} seed {spec.seed}") as bar:
             now = 0.0
             while now < spec.end_s:
                 engine.simulationStep()
                 now = engine.simulation.getTime()
+                if spec.clock == "realtime":
+                    time.sleep(max(0.0, started + now - time.monotonic()))
                 incidents.step(now)
                 if now % spec.sample_s == 0:
                     rows.append(_sample(engine, now, edges))
@@ -193,7 +217,12 @@ def run(spec: RunSpec) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     result = kpis.compute(
-        run_dir / "tripinfo.xml", run_dir / "stops.xml", run_dir / "statistics.xml", scenario.trips, spec.end_s
+        run_dir / "tripinfo.xml",
+        run_dir / "stops.xml",
+        run_dir / "statistics.xml",
+        scenario.trips,
+        spec.end_s,
+        incidents.met,
     )
     (run_dir / "kpis.json").write_text(json.dumps(result, indent=2))
     with (run_dir / "kpis.csv").open("w", newline="") as f:

@@ -25,6 +25,7 @@ class Variant:
     name: str
     base: str
     incidents: tuple[ScriptedIncident, ...] = ()
+    event: bool = False  # a large event surges demand towards a venue
 
 
 _COLLISION = ScriptedIncident(edge="j22-j32", start_s=1800, end_s=1800 + 45 * 60, closed_lanes=(1,))
@@ -36,4 +37,6 @@ VARIANTS = {
         "almere-centrum",
         (ScriptedIncident("j22-j32", 1800, 1800 + 45 * 60, (0, 1), full_closure=True, title="Stadsdreef closed"),),
     ),
+    "almere-centrum-event": Variant("almere-centrum-event", "almere-centrum", event=True),
+    "almere-centrum-incident-event": Variant("almere-centrum-incident-event", "almere-centrum", (_COLLISION,), True),
 }

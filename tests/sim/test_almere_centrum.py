@@ -63,3 +63,11 @@ def test_a_short_run_in_sumo_finishes_trips(scenario: almere_centrum.Scenario, t
         s.attrib["parkingArea"] for s in ET.parse(stops).getroot().iter("stopinfo") if s.attrib.get("parkingArea")
     }
     assert len(parked) >= 3  # commuters and visitors really park in the facilities
+
+
+def test_the_event_variant_adds_event_goers_for_the_venues_garages() -> None:
+    normal, event = demand.generate(5, 0.2, 3 * 3600), demand.generate(5, 0.2, 3 * 3600, event=True)
+    goers = [t for t in event if t.kind == "event"]
+    assert not [t for t in normal if t.kind == "event"] and len(goers) > 50
+    assert {t.parking_area for t in goers} <= set(demand.EVENT_CHOICE)
+    assert min(t.depart for t in goers) >= 3600  # from 08:00 on

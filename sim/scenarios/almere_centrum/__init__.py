@@ -129,13 +129,15 @@ def actuated_xml(network: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build(out_dir: Path, seed: int = 1, scale: float = 1.0, horizon_s: float = 4 * 3600) -> Scenario:
+def build(
+    out_dir: Path, seed: int = 1, scale: float = 1.0, horizon_s: float = 4 * 3600, event: bool = False
+) -> Scenario:
     """Write network, parking, rerouters, routes and a .sumocfg into out_dir (or reuse them when a
     build with the same inputs is there: runs of several seeds share one folder)."""
     manifest = out_dir / f"scenario-seed{seed}.json"
     if manifest.exists():
         data = json.loads(manifest.read_text())
-        if data["scale"] == scale and data["horizon_s"] == horizon_s:
+        if (data["scale"], data["horizon_s"], data.get("event")) == (scale, horizon_s, event):
             return Scenario.from_json(data["scenario"])
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "nodes.nod.xml").write_text(layout.nodes_xml())
@@ -149,7 +151,7 @@ def build(out_dir: Path, seed: int = 1, scale: float = 1.0, horizon_s: float = 4
     guided.write_text(guided_rerouters_xml(network))
     actuated = out_dir / "actuated.add.xml"
     actuated.write_text(actuated_xml(network))
-    trips = demand.generate(seed, scale, horizon_s)
+    trips = demand.generate(seed, scale, horizon_s, event)
     routes = out_dir / f"demand-seed{seed}.rou.xml"
     routes.write_text(demand.routes_xml(trips))
     config = out_dir / f"{NAME}-seed{seed}.sumocfg"
@@ -173,7 +175,7 @@ def build(out_dir: Path, seed: int = 1, scale: float = 1.0, horizon_s: float = 4
     )
     scenario = Scenario(out_dir, network, parking, rerouters, guided, actuated, routes, config, horizon_s, len(trips))
     fields = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(scenario).items()}
-    manifest.write_text(json.dumps({"scale": scale, "horizon_s": horizon_s, "scenario": fields}))
+    manifest.write_text(json.dumps({"scale": scale, "horizon_s": horizon_s, "event": event, "scenario": fields}))
     return scenario
 
 

@@ -17,6 +17,10 @@ VISITORS = [80, 200, 450, 650, 700]
 # Visitors prefer the garages near the shops; commuters the cheaper edge garages and the P+R.
 VISITOR_CHOICE = {"garage-stadhuisplein": 0.35, "garage-forum": 0.25, "street-centrum": 0.25, "garage-citadel": 0.15}
 COMMUTER_CHOICE = {"garage-flevo": 0.35, "garage-citadel": 0.30, "pr-almere-poort": 0.35}
+# A large event (like Assen's festival) at a venue by the Forum: event-goers from 08:30, hour by hour,
+# for the garages nearest the venue; they stay three to five hours.
+EVENT = [0, 300, 900, 700, 200]
+EVENT_CHOICE = {"garage-forum": 0.45, "garage-stadhuisplein": 0.35, "street-centrum": 0.20}
 
 
 @dataclass(frozen=True)
@@ -47,17 +51,20 @@ def _arrivals(rng: np.random.Generator, per_hour: list[int], scale: float, horiz
     return times
 
 
-def generate(seed: int, scale: float, horizon_s: float) -> list[Trip]:
+def generate(seed: int, scale: float, horizon_s: float, event: bool = False) -> list[Trip]:
     rng = np.random.default_rng(seed)
     entries, exits = _entries(), _exits()
     trips: list[Trip] = []
     for t in _arrivals(rng, THROUGH, scale, horizon_s):
         i, j = rng.choice(len(entries), 2, replace=False)
         trips.append(Trip("", t, "through", entries[i], exits[j]))
-    for kind, rates, choice, (low, high) in (
+    groups = [
         ("commuter", COMMUTERS, COMMUTER_CHOICE, (7 * 3600, 9 * 3600)),
         ("visitor", VISITORS, VISITOR_CHOICE, (45 * 60, 2 * 3600)),
-    ):
+    ]
+    if event:
+        groups.append(("event", EVENT, EVENT_CHOICE, (3 * 3600, 5 * 3600)))
+    for kind, rates, choice, (low, high) in groups:
         names, weights = list(choice), np.array(list(choice.values()))
         for t in _arrivals(rng, rates, scale, horizon_s):
             facility = names[rng.choice(len(names), p=weights / weights.sum())]
@@ -84,7 +91,8 @@ def generate(seed: int, scale: float, horizon_s: float) -> list[Trip]:
 
 VTYPES = """  <vType id="through" vClass="passenger" color="0.6,0.6,0.6"/>
   <vType id="commuter" vClass="passenger" color="0.2,0.4,1"/>
-  <vType id="visitor" vClass="passenger" color="1,0.6,0"/>"""
+  <vType id="visitor" vClass="passenger" color="1,0.6,0"/>
+  <vType id="event" vClass="passenger" color="0.8,0,0.8"/>"""
 
 
 def routes_xml(trips: list[Trip]) -> str:
