@@ -26,6 +26,7 @@ from typing import Any
 from tqdm import tqdm
 
 from sim import kpis
+from sim.controllers import SignalControllers
 from sim.devices import FieldDevices
 from sim.netbuild import sumo_binary
 from sim.scenarios import almere_centrum
@@ -183,10 +184,13 @@ def run(spec: RunSpec) -> Path:
         import libsumo as engine
 
         engine.start([sumo_binary("sumo"), *_sumo_args(spec, scenario, run_dir)])
-    devices = None
+    devices = controllers = None
     if spec.services_dir is not None:
         devices = FieldDevices(spec.services_dir, f"{spec.scenario}/{spec.mode}/{spec.seed}/{uuid.uuid4().hex[:8]}")
         devices.register(layout.FACILITIES, _facility_locations(engine))
+        nats_url = json.loads((spec.services_dir / "endpoints.json").read_text()).get("nats")
+        if nats_url:
+            controllers = SignalControllers(nats_url, run_dir / "applied.jsonl")
     incidents = _Incidents(engine, variant.incidents, devices)
     edges = [e for e in engine.edge.getIDList() if not e.startswith(":")]
     rows: list[dict[str, float]] = []
@@ -197,6 +201,8 @@ def run(spec: RunSpec) -> Path:
         with tqdm(total=int(spec.end_s), unit="sim s", desc=f"{spec.scenario} {spec.mode} seed {spec.seed}") as bar:
             now = 0.0
             while now < spec.end_s:
+                if controllers:
+                    controllers.apply(engine, now)
                 engine.simulationStep()
                 now = engine.simulation.getTime()
                 if spec.clock == "realtime":
@@ -211,7 +217,12 @@ def run(spec: RunSpec) -> Path:
         engine.close()
         if devices:
             devices.close()
-            (run_dir / "devices.json").write_text(json.dumps({"occupancy_reports": devices.reports}))
+            applied = controllers.applied if controllers else 0
+            (run_dir / "devices.json").write_text(
+                json.dumps({"occupancy_reports": devices.reports, "signals_applied": applied})
+            )
+        if controllers:
+            controllers.close()
     with (run_dir / "timeseries.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

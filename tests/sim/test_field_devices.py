@@ -1,6 +1,6 @@
 """The twin's field devices really reach the services: after a run, the parking service's counts are
-SUMO's parkingArea occupancy, and the police's report of the scripted collision is an active incident
-on the road SUMO closed."""
+SUMO's parkingArea occupancy, the police's report of the scripted collision is an active incident on
+the road SUMO closed, and the plan an engineer activated reached SUMO's traffic light."""
 
 from __future__ import annotations
 
@@ -14,25 +14,40 @@ import grpc
 import pytest
 from almere.incidents.v1 import incidents_pb2 as ipb
 from almere.parking.v1 import parking_pb2 as ppb
+from almere.signals.v1 import signals_pb2 as spb
 
+from services.common.natsd import NatsServer
 from services.incidents import SPEC as INCIDENTS
 from services.parking import SPEC as PARKING
+from services.signals import SPEC as SIGNALS
 from sim.runner import RunSpec, prepare, run
 from sim.scenarios.almere_centrum.layout import FACILITIES
-from tests.integration.helpers import Incidents, Parking
+from tests.integration.helpers import Incidents, Parking, Signals
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_counts_and_incident_reach_the_services(
-    start_service: Callable[..., Awaitable[str]], tokens: dict[str, str], tmp_path: Path
+async def test_counts_incident_and_signal_plans_flow_between_twin_and_services(
+    start_service: Callable[..., Awaitable[str]], tokens: dict[str, str], tmp_path: Path, nats_server: NatsServer
 ) -> None:
     spec = RunSpec("almere-centrum-incident", "none", 1, tmp_path / "sim", end_s=2100, scale=0.3)
     scenario = prepare(spec)
     parking = await start_service(PARKING)
     incidents = await start_service(INCIDENTS, network_file=scenario.network)
+    signals = await start_service(SIGNALS, network_file=scenario.network)
+    async with grpc.aio.insecure_channel(signals) as s:
+        engineer = Signals(s, tokens).as_("engineer")
+        await engineer.ImportNetwork(spb.ImportNetworkRequest())
+        current = (await engineer.GetPlan(spb.GetPlanRequest(name="intersections/j22/plans/1"))).plan
+        retimed = spb.Plan(type=current.type, phases=current.phases, reason="longer greens")
+        for phase in retimed.phases:
+            if "G" in phase.state:
+                phase.duration += 10
+        plan = (await engineer.CreatePlan(spb.CreatePlanRequest(parent="intersections/j22", plan=retimed))).plan
+        await engineer.ActivatePlan(spb.ActivatePlanRequest(name=plan.name))
     services = tmp_path / "stack"
     services.mkdir()
-    (services / "endpoints.json").write_text(json.dumps({"parking": parking, "incidents": incidents}))
+    endpoints = {"parking": parking, "incidents": incidents, "nats": nats_server.url}
+    (services / "endpoints.json").write_text(json.dumps(endpoints))
     (services / "credentials.json").write_text(json.dumps({"sim": {"token": tokens["sim"]}}))
 
     run_dir = await asyncio.to_thread(run, RunSpec(**{**spec.__dict__, "services_dir": services}))
@@ -54,3 +69,7 @@ async def test_counts_and_incident_reach_the_services(
         [1],
     )
     assert json.loads((run_dir / "devices.json").read_text())["occupancy_reports"] > len(FACILITIES)
+    applied = [json.loads(line) for line in (run_dir / "applied.jsonl").read_text().splitlines()]
+    by_light = {a["tls"]: a["plan_version"] for a in applied if a["event"] == "plan_activated"}
+    assert by_light["j22"] == 2 and len(by_light) == 22  # the retimed plan, and every other light's plan 1
+    assert all(a["sim_s"] == 0 for a in applied)  # in force from the first step
