@@ -9,7 +9,39 @@ from typing import Any
 
 import numpy as np
 
+from services.common.geo import haversine_m
+
 SEARCH_LIMIT_S = 300  # visitors taking longer than 5 minutes from arrival in town to a space
+WALK_SPEED = 1.3  # m/s
+WALK_DETOUR = 1.2  # streets are not straight lines
+
+LatLon = tuple[float, float]
+
+
+def door_to_door(
+    stops: ET.Element,
+    departs: dict[str, float],
+    walks: dict[str, str],
+    facilities: dict[str, LatLon],
+    junctions: dict[str, LatLon],
+    horizon_s: float,
+) -> dict[str, Any]:
+    """What a visitor lives through: drive + search + walk from where they parked to where they go.
+    Visitors still looking when the run ends count with their time so far (and in never_parked)."""
+    parked = {s.get("id"): s for s in stops.iter("stopinfo") if s.get("parkingArea") and s.get("id") in walks}
+    walk_m, total_s, never = [], [], 0
+    for vid, depart in departs.items():
+        if vid not in walks:
+            continue
+        stop = parked.get(vid)
+        if stop is None:
+            never += 1
+            total_s.append(horizon_s - depart)
+            continue
+        metres = WALK_DETOUR * haversine_m(*facilities[stop.get("parkingArea", "")], *junctions[walks[vid]])
+        walk_m.append(metres)
+        total_s.append(float(stop.get("started", 0)) - depart + metres / WALK_SPEED)
+    return {"door_to_door_s": _stats(total_s), "walk_m": _stats(walk_m), "never_parked": never}
 
 
 def _stats(values: list[float]) -> dict[str, float | None]:
@@ -24,15 +56,24 @@ def _delay(info: ET.Element) -> float:
 
 
 def compute(
-    tripinfo: Path, stops: Path, statistics: Path, scheduled: int, horizon_s: float, met_incident: set[str]
+    tripinfo: Path,
+    stops: Path,
+    statistics: Path,
+    scheduled: int,
+    horizon_s: float,
+    met_incident: set[str],
+    walks: dict[str, str],
+    facilities: dict[str, LatLon],
+    junctions: dict[str, LatLon],
 ) -> dict[str, Any]:
     trips = ET.parse(tripinfo).getroot()  # noqa: S314
     infos = trips.findall("tripinfo")
     finished = [i for i in infos if float(i.get("arrival", "-1")) >= 0]
-    departs = {i.get("id"): float(i.get("depart", 0)) for i in infos}
+    departs = {i.get("id", ""): float(i.get("depart", 0)) for i in infos}
+    stop_root = ET.parse(stops).getroot()  # noqa: S314
     to_park = [
-        float(s.get("started", 0)) - departs[s.get("id")]
-        for s in ET.parse(stops).getroot().iter("stopinfo")  # noqa: S314
+        float(s.get("started", 0)) - departs[s.get("id", "")]
+        for s in stop_root.iter("stopinfo")
         if s.get("parkingArea") and s.get("id", "").startswith("visitor") and s.get("id") in departs
     ]
     teleports = ET.parse(statistics).getroot().find("teleports")  # noqa: S314
@@ -52,6 +93,7 @@ def compute(
         "incident_vehicles": len(met_incident),
         "incident_vehicles_delay_s": _stats([_delay(i) for i in infos if i.get("id") in met_incident]),
         "co2_kg": round(sum(float(e.get("CO2_abs", 0)) for e in trips.iter("emissions")) / 1e6, 1),
+        **door_to_door(stop_root, departs, walks, facilities, junctions, horizon_s),
         "throughput_per_hour": round(len(finished) / (horizon_s / 3600), 1),
         "teleports": int(teleports.get("total", 0)) if teleports is not None else 0,
     }

@@ -154,6 +154,11 @@ def prepare(spec: RunSpec) -> almere_centrum.Scenario:
 FACILITY_IDS = [f.facility_id for f in layout.FACILITIES]
 
 
+def _geo(sumo: Any, x: float, y: float) -> tuple[float, float]:
+    lon, lat = sumo.simulation.convertGeo(x, y)
+    return lat, lon
+
+
 def _facility_locations(sumo: Any) -> dict[str, tuple[float, float]]:
     """WGS84 position of each parking area (middle of its lane stretch)."""
     out = {}
@@ -162,8 +167,7 @@ def _facility_locations(sumo: Any) -> dict[str, tuple[float, float]]:
         middle = (
             sumo.parkingarea.getStartPos(facility.facility_id) + sumo.parkingarea.getEndPos(facility.facility_id)
         ) / 2
-        lon, lat = sumo.simulation.convertGeo(*sumo.simulation.convert2D(lane.rsplit("_", 1)[0], middle))
-        out[facility.facility_id] = (lat, lon)
+        out[facility.facility_id] = _geo(sumo, *sumo.simulation.convert2D(lane.rsplit("_", 1)[0], middle))
     return out
 
 
@@ -191,6 +195,8 @@ def run(spec: RunSpec) -> Path:
         nats_url = json.loads((spec.services_dir / "endpoints.json").read_text()).get("nats")
         if nats_url:
             controllers = SignalControllers(nats_url, run_dir / "applied.jsonl")
+    locations = _facility_locations(engine)
+    junctions = {j: _geo(engine, *engine.junction.getPosition(j)) for j in engine.junction.getIDList() if ":" not in j}
     incidents = _Incidents(engine, variant.incidents, devices)
     edges = [e for e in engine.edge.getIDList() if not e.startswith(":")]
     rows: list[dict[str, float]] = []
@@ -234,6 +240,9 @@ def run(spec: RunSpec) -> Path:
         scenario.trips,
         spec.end_s,
         incidents.met,
+        json.loads(scenario.walks.read_text()),
+        locations,
+        junctions,
     )
     (run_dir / "kpis.json").write_text(json.dumps(result, indent=2))
     with (run_dir / "kpis.csv").open("w", newline="") as f:

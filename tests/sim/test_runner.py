@@ -36,8 +36,19 @@ def test_each_mode_writes_a_complete_run_folder(runs: list[Path]) -> None:
         assert result["vehicles_departed"] > 50
         assert result["vehicles_departed"] + result["never_departed"] == result["vehicles_scheduled"]
         assert result["delay_s"]["mean"] > 0 and result["travel_time_s"]["p95"] >= result["travel_time_s"]["mean"]
+        assert result["co2_kg"] > 0
+        # Door-to-door counts every visitor: parked ones with their walk, the others with their time so far.
+        visitors = sum(1 for v in json.loads(Path(result_walks(run_dir)).read_text()) if v.startswith("visitor"))
+        assert visitors > 0 and result["never_parked"] <= visitors
+        if result["walk_m"]["mean"] is not None:
+            assert 0 < result["walk_m"]["mean"] < 2000 and result["door_to_door_s"]["mean"] > 0
         samples = (run_dir / "timeseries.csv").read_text().splitlines()
         assert len(samples) == 1 + 900 // 60 and "parked:garage-stadhuisplein" in samples[0]
+
+
+def result_walks(run_dir: Path) -> str:
+    config = json.loads((run_dir / "config.json").read_text())
+    return str(next(Path(config["out_root"], "build").glob("*/walks-seed1.json")))
 
 
 def test_report_compares_modes_with_plots(runs: list[Path], tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ class Scenario:
     guided_rerouters: Path  # SUMO's strongest built-in: occupancy visible on every approach edge
     actuated: Path  # the network's programs as SUMO actuated programs (loaded last, so active)
     routes: Path
+    walks: Path  # {vehicle id: junction its driver walks to}, for visitors and event-goers
     config: Path
     horizon_s: float
     trips: int
@@ -43,6 +44,7 @@ class Scenario:
             path("guided_rerouters"),
             path("actuated"),
             path("routes"),
+            path("walks"),
             path("config"),
             float(data["horizon_s"]),
             int(data["trips"]),
@@ -154,6 +156,8 @@ def build(
     trips = demand.generate(seed, scale, horizon_s, event)
     routes = out_dir / f"demand-seed{seed}.rou.xml"
     routes.write_text(demand.routes_xml(trips))
+    walks = out_dir / f"walks-seed{seed}.json"
+    walks.write_text(json.dumps({t.vid: t.walk_to for t in trips if t.kind in ("visitor", "event")}))
     config = out_dir / f"{NAME}-seed{seed}.sumocfg"
     config.write_text(
         f"""<?xml version="1.0" encoding="UTF-8"?>
@@ -173,7 +177,9 @@ def build(
 </configuration>
 """
     )
-    scenario = Scenario(out_dir, network, parking, rerouters, guided, actuated, routes, config, horizon_s, len(trips))
+    scenario = Scenario(
+        out_dir, network, parking, rerouters, guided, actuated, routes, walks, config, horizon_s, len(trips)
+    )
     fields = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(scenario).items()}
     manifest.write_text(json.dumps({"scale": scale, "horizon_s": horizon_s, "event": event, "scenario": fields}))
     return scenario

@@ -3,7 +3,7 @@ visitors who park for one to two hours (see README.md for the numbers and why)."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
@@ -21,6 +21,9 @@ COMMUTER_CHOICE = {"garage-flevo": 0.35, "garage-citadel": 0.30, "pr-almere-poor
 # for the garages nearest the venue; they stay three to five hours.
 EVENT = [0, 300, 900, 700, 200]
 EVENT_CHOICE = {"garage-forum": 0.45, "garage-stadhuisplein": 0.35, "street-centrum": 0.20}
+VENUE = "j32"
+# Where visitors of each facility are going: the junctions around it (their shop or office).
+_NEAR = {f.facility_id: f.edge.split("-", 1) if not f.edge.startswith("ext") else ["j02", "j12"] for f in FACILITIES}
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class Trip:
     destination: str  # edge
     parking_area: str | None = None
     park_seconds: float = 0.0
+    walk_to: str = ""  # junction a parker finally walks to (the shop, office or venue)
 
 
 def _entries() -> list[str]:
@@ -68,6 +72,7 @@ def generate(seed: int, scale: float, horizon_s: float, event: bool = False) -> 
         names, weights = list(choice), np.array(list(choice.values()))
         for t in _arrivals(rng, rates, scale, horizon_s):
             facility = names[rng.choice(len(names), p=weights / weights.sum())]
+            walk_to = VENUE if kind == "event" else str(rng.choice(_NEAR[facility]))
             trips.append(
                 Trip(
                     "",
@@ -77,16 +82,11 @@ def generate(seed: int, scale: float, horizon_s: float, event: bool = False) -> 
                     exits[rng.integers(len(exits))],
                     parking_area=facility,
                     park_seconds=float(rng.uniform(low, high)),
+                    walk_to=walk_to,
                 )
             )
     trips.sort(key=lambda trip: trip.depart)
-    return [
-        Trip(
-            f"{trip.kind}-{n}",
-            *[getattr(trip, f) for f in ("depart", "kind", "origin", "destination", "parking_area", "park_seconds")],
-        )
-        for n, trip in enumerate(trips)
-    ]
+    return [replace(trip, vid=f"{trip.kind}-{n}") for n, trip in enumerate(trips)]
 
 
 VTYPES = """  <vType id="through" vClass="passenger" color="0.6,0.6,0.6"/>
