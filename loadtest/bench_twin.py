@@ -1,0 +1,77 @@
+"""Speed of the twin: simulated seconds per wall second for almere-centrum, for a bare libsumo run of
+the scenario (the baseline, measured in the same run), the runner (samples, incidents, KPIs) and the
+runner coupled to the services (field devices reporting over gRPC, signal plans from JetStream).
+
+Run: `.venv/bin/python loadtest/bench_twin.py [--end 14400] [--scale 0.7]` (make bench-twin)."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from services.common.config import Settings
+from services.stack import Stack
+from sim.runner import RunSpec, prepare, run_many
+
+BARE = """
+import sys, sumo, libsumo
+from sim.netbuild import sumo_binary
+libsumo.start([sumo_binary("sumo"), "-c", sys.argv[1], "--end", sys.argv[2], "--no-step-log", "--no-warnings",
+               "--additional-files", sys.argv[3]])
+while libsumo.simulation.getTime() < float(sys.argv[2]):
+    libsumo.simulationStep()
+libsumo.close()
+"""
+
+
+def timed(label: str, action: object, end_s: float, results: dict[str, float]) -> None:
+    start = time.perf_counter()
+    action()  # type: ignore[operator]
+    results[label] = time.perf_counter() - start
+    print(f"{label:<34} {results[label]:7.1f} s wall   {end_s / results[label]:8.0f} sim s / wall s", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--end", type=float, default=4 * 3600)
+    parser.add_argument("--scale", type=float, default=0.7)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = RunSpec("almere-centrum-incident", "none", 1, Path(tmp) / "sim", end_s=args.end, scale=args.scale)
+        scenario = prepare(spec)
+        print(f"almere-centrum-incident, {scenario.trips} trips, {args.end:.0f} simulated s, mode none\n")
+        results: dict[str, float] = {}
+        additional = f"{scenario.parking},{scenario.rerouters}"
+        timed(
+            "bare libsumo (baseline)",
+            lambda: subprocess.run(
+                [sys.executable, "-c", BARE, str(scenario.config), str(args.end), additional],
+                check=True,
+                capture_output=True,
+            ),
+            args.end,
+            results,
+        )
+        timed("runner (samples, incident, KPIs)", lambda: run_many([spec]), args.end, results)
+        stack = Stack(Settings(data_dir=Path(tmp) / "stack", network_file=scenario.network, log_level="WARNING"))
+        stack.start()
+        try:
+            coupled = replace(spec, out_root=Path(tmp) / "coupled", services_dir=stack.data_dir)
+            timed("coupled to the services", lambda: run_many([coupled]), args.end, results)
+        finally:
+            stack.stop()
+    base = results["bare libsumo (baseline)"]
+    print(
+        f"\nratio to bare libsumo: runner {results['runner (samples, incident, KPIs)'] / base:.2f}x, "
+        f"coupled {results['coupled to the services'] / base:.2f}x the wall time"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
