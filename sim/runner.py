@@ -23,10 +23,15 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from almere.detectors.v1 import detectors_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
 from tqdm import tqdm
 
+from services.common.bus import stream_config
+from services.common.config import Settings
 from sim import kpis
-from sim.controllers import SignalControllers
+from sim.bus_listener import BusListener
+from sim.controllers import GUIDANCE_SUBJECTS, SIGNAL_SUBJECTS, Controllers
 from sim.devices import FieldDevices
 from sim.netbuild import sumo_binary
 from sim.scenarios import almere_centrum
@@ -57,7 +62,7 @@ class RunSpec:
 
 
 def _sumo_args(spec: RunSpec, scenario: almere_centrum.Scenario, run_dir: Path) -> list[str]:
-    additionals = [scenario.parking, scenario.rerouters]
+    additionals = [scenario.parking, scenario.rerouters, scenario.detectors]
     args = [
         "-c",
         str(scenario.config),
@@ -171,6 +176,30 @@ def _facility_locations(sumo: Any) -> dict[str, tuple[float, float]]:
     return out
 
 
+DETECTOR_STREAM = "DETECTORS"
+DETECTOR_PREFIX = "almere.detectors.v1.measurement"
+
+
+def _publish_detectors(sumo: Any, bus: BusListener, loops: list[str], now: float, interval_s: float) -> None:
+    """The loop detectors' last interval, as the street's detector stations would send it."""
+    start, end = Timestamp(), Timestamp()
+    end.GetCurrentTime()
+    start.FromNanoseconds(end.ToNanoseconds() - int(interval_s * 1e9))
+    for loop in loops:
+        lane = sumo.inductionloop.getLaneID(loop)
+        measurement = detectors_pb2.Measurement(
+            detector_id=loop,
+            edge_id=lane.rsplit("_", 1)[0],
+            lane_index=int(lane.rsplit("_", 1)[1]),
+            interval_start=start,
+            interval_end=end,
+            vehicle_count=sumo.inductionloop.getLastIntervalVehicleNumber(loop),
+            mean_speed_mps=sumo.inductionloop.getLastIntervalMeanSpeed(loop),
+            occupancy_percent=sumo.inductionloop.getLastIntervalOccupancy(loop),
+        )
+        bus.publish(f"{DETECTOR_PREFIX}.{loop.replace('.', '-')}", measurement.SerializeToString())
+
+
 def run(spec: RunSpec) -> Path:
     """One run; returns its folder."""
     import sumo  # noqa: F401  - SUMO_HOME before libsumo/traci
@@ -188,13 +217,20 @@ def run(spec: RunSpec) -> Path:
         import libsumo as engine
 
         engine.start([sumo_binary("sumo"), *_sumo_args(spec, scenario, run_dir)])
-    devices = controllers = None
+    devices = bus = None
+    controllers = Controllers(run_dir / "applied.jsonl")
     if spec.services_dir is not None:
         devices = FieldDevices(spec.services_dir, f"{spec.scenario}/{spec.mode}/{spec.seed}/{uuid.uuid4().hex[:8]}")
         devices.register(layout.FACILITIES, _facility_locations(engine))
         nats_url = json.loads((spec.services_dir / "endpoints.json").read_text()).get("nats")
         if nats_url:
-            controllers = SignalControllers(nats_url, run_dir / "applied.jsonl")
+            bus = BusListener(
+                nats_url,
+                replayed=[("SIGNALS", s) for s in SIGNAL_SUBJECTS],
+                live=GUIDANCE_SUBJECTS,
+                streams=[stream_config(DETECTOR_STREAM, [f"{DETECTOR_PREFIX}.>"], Settings())],
+            )
+    loops = list(engine.inductionloop.getIDList())
     locations = _facility_locations(engine)
     junctions = {j: _geo(engine, *engine.junction.getPosition(j)) for j in engine.junction.getIDList() if ":" not in j}
     incidents = _Incidents(engine, variant.incidents, devices)
@@ -207,8 +243,9 @@ def run(spec: RunSpec) -> Path:
         with tqdm(total=int(spec.end_s), unit="sim s", desc=f"{spec.scenario} {spec.mode} seed {spec.seed}") as bar:
             now = 0.0
             while now < spec.end_s:
-                if controllers:
-                    controllers.apply(engine, now)
+                if bus:
+                    for subject, payload in bus.drain():
+                        controllers.apply(engine, now, subject, payload)
                 engine.simulationStep()
                 now = engine.simulation.getTime()
                 if spec.clock == "realtime":
@@ -219,16 +256,21 @@ def run(spec: RunSpec) -> Path:
                     bar.update(int(spec.sample_s))
                     if devices:
                         devices.count(now, {f: int(rows[-1][f"parked:{f}"]) for f in FACILITY_IDS})
+                    if bus:
+                        _publish_detectors(engine, bus, loops, now, spec.sample_s)
     finally:
         engine.close()
+        controllers.close()
+        if bus:
+            bus.close()
         if devices:
             devices.close()
-            applied = controllers.applied if controllers else 0
-            (run_dir / "devices.json").write_text(
-                json.dumps({"occupancy_reports": devices.reports, "signals_applied": applied})
-            )
-        if controllers:
-            controllers.close()
+            counts = {
+                "occupancy_reports": devices.reports,
+                "decisions_applied": controllers.applied,
+                "decisions_skipped": controllers.skipped,
+            }
+            (run_dir / "devices.json").write_text(json.dumps(counts))
     with (run_dir / "timeseries.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 import nats
+from almere.detectors.v1 import detectors_pb2
 from almere.incidents.v1 import events_pb2 as ievents_pb2
 from almere.incidents.v1 import incidents_pb2 as ipb
 from almere.incidents.v1 import incidents_pb2_grpc
@@ -102,6 +103,7 @@ class _As:
 
 
 DECODERS: dict[str, Any] = {
+    "measurement": detectors_pb2.Measurement,
     **dict.fromkeys(
         [
             "intersection_imported",

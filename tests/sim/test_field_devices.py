@@ -22,7 +22,7 @@ from services.parking import SPEC as PARKING
 from services.signals import SPEC as SIGNALS
 from sim.runner import RunSpec, prepare, run
 from sim.scenarios.almere_centrum.layout import FACILITIES
-from tests.integration.helpers import Incidents, Parking, Signals
+from tests.integration.helpers import Incidents, Parking, Signals, read_stream
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -73,3 +73,7 @@ async def test_counts_incident_and_signal_plans_flow_between_twin_and_services(
     by_light = {a["tls"]: a["plan_version"] for a in applied if a["event"] == "plan_activated"}
     assert by_light["j22"] == 2 and len(by_light) == 22  # the retimed plan, and every other light's plan 1
     assert all(a["sim_s"] == 0 for a in applied)  # in force from the first step
+    measurements = await read_stream(nats_server.url, "almere.detectors.v1.measurement.>", stream="DETECTORS")
+    assert len(measurements) >= 60 * (2100 // 60 - 1)  # every loop, every minute
+    stadsdreef = [m for _, m in measurements if m.edge_id == "j22-j32"]
+    assert stadsdreef and sum(m.vehicle_count for m in stadsdreef) > 0

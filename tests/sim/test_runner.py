@@ -82,3 +82,51 @@ def test_a_scripted_incident_closes_and_slows_the_lanes_then_reopens_them(tmp_pa
         assert (list(libsumo.lane.getAllowed("j22-j32_1")), libsumo.lane.getMaxSpeed("j22-j32_0")) == before
     finally:
         libsumo.close()
+
+
+def test_guidance_from_the_optimizer_is_applied_to_the_vehicles_it_names(tmp_path: Path) -> None:
+    import libsumo
+    import sumo  # noqa: F401
+    from almere.optimizer.v1 import decisions_pb2
+
+    from sim.controllers import Controllers
+    from sim.netbuild import sumo_binary
+
+    scenario = prepare(RunSpec("almere-centrum", "none", 2, tmp_path, end_s=900, scale=0.5))
+    libsumo.start(
+        [
+            sumo_binary("sumo"),
+            "-c",
+            str(scenario.config),
+            "--no-step-log",
+            "--no-warnings",
+            "--additional-files",
+            f"{scenario.parking},{scenario.rerouters}",
+        ]
+    )
+    controllers = Controllers(tmp_path / "applied.jsonl")
+    try:
+        visitor = None
+        while visitor is None and libsumo.simulation.getTime() < 900:
+            libsumo.simulationStep()
+            for v in libsumo.vehicle.getIDList():
+                stops = libsumo.vehicle.getStops(v)
+                lane = libsumo.vehicle.getLaneID(v)
+                if v.startswith("visitor") and stops and not lane.startswith(("ext-", ":")):
+                    visitor = v
+        assert visitor is not None, "no visitor on the way to a garage"
+        current = libsumo.vehicle.getStops(visitor)[0].stoppingPlaceID
+        target = "garage-citadel" if current != "garage-citadel" else "garage-forum"
+        guidance = decisions_pb2.ParkingGuidance(vehicle_id=visitor, parking_area_id=target, reason="room there")
+        controllers.apply(libsumo, 0, "almere.optimizer.v1.parking_guidance." + visitor, guidance.SerializeToString())
+        assert libsumo.vehicle.getStops(visitor)[0].stoppingPlaceID == target
+        advice = decisions_pb2.RouteAdvice(vehicle_id=visitor, reason="faster")
+        controllers.apply(libsumo, 0, "almere.optimizer.v1.route_advice." + visitor, advice.SerializeToString())
+        gone = decisions_pb2.RouteAdvice(vehicle_id="no-such-vehicle")
+        controllers.apply(libsumo, 0, "almere.optimizer.v1.route_advice.x", gone.SerializeToString())
+    finally:
+        libsumo.close()
+        controllers.close()
+    log = [json.loads(line) for line in (tmp_path / "applied.jsonl").read_text().splitlines()]
+    assert [entry["event"] for entry in log] == ["parking_guidance", "route_advice"]
+    assert controllers.skipped == 1

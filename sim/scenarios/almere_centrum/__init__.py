@@ -25,6 +25,7 @@ class Scenario:
     rerouters: Path  # parking search as drivers who know nothing (own-edge rerouters, areas not visible)
     guided_rerouters: Path  # SUMO's strongest built-in: occupancy visible on every approach edge
     actuated: Path  # the network's programs as SUMO actuated programs (loaded last, so active)
+    detectors: Path  # induction loops on the arterials
     routes: Path
     walks: Path  # {vehicle id: junction its driver walks to}, for visitors and event-goers
     config: Path
@@ -43,6 +44,7 @@ class Scenario:
             path("rerouters"),
             path("guided_rerouters"),
             path("actuated"),
+            path("detectors"),
             path("routes"),
             path("walks"),
             path("config"),
@@ -131,6 +133,25 @@ def actuated_xml(network: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def detectors_xml(network: Path) -> str:
+    """A loop in every general lane of the dreven and the Stadsdreef, 30 m before the junction."""
+    net = sumolib.net.readNet(str(network), withInternal=False)
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<additional>"]
+    for edge in sorted(net.getEdges(), key=lambda e: e.getID()):
+        if edge.getLaneNumber() < 2 or edge.getID().startswith("ext-") or "-ext-" in edge.getID():
+            continue
+        for lane in edge.getLanes():
+            if not lane.allows("passenger"):
+                continue
+            position = max(0.0, lane.getLength() - 30)
+            lines.append(
+                f'  <inductionLoop id="loop-{lane.getID()}" lane="{lane.getID()}" pos="{position:.1f}" '
+                'period="60" file="NUL"/>'
+            )
+    lines.append("</additional>")
+    return "\n".join(lines) + "\n"
+
+
 def build(
     out_dir: Path, seed: int = 1, scale: float = 1.0, horizon_s: float = 4 * 3600, event: bool = False
 ) -> Scenario:
@@ -153,6 +174,8 @@ def build(
     guided.write_text(guided_rerouters_xml(network))
     actuated = out_dir / "actuated.add.xml"
     actuated.write_text(actuated_xml(network))
+    detectors = out_dir / "detectors.add.xml"
+    detectors.write_text(detectors_xml(network))
     trips = demand.generate(seed, scale, horizon_s, event)
     routes = out_dir / f"demand-seed{seed}.rou.xml"
     routes.write_text(demand.routes_xml(trips))
@@ -178,7 +201,18 @@ def build(
 """
     )
     scenario = Scenario(
-        out_dir, network, parking, rerouters, guided, actuated, routes, walks, config, horizon_s, len(trips)
+        out_dir,
+        network,
+        parking,
+        rerouters,
+        guided,
+        actuated,
+        detectors,
+        routes,
+        walks,
+        config,
+        horizon_s,
+        len(trips),
     )
     fields = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(scenario).items()}
     manifest.write_text(json.dumps({"scale": scale, "horizon_s": horizon_s, "event": event, "scenario": fields}))

@@ -1,0 +1,88 @@
+"""The twin's NATS connection, in a thread of its own (the runner's loop is synchronous): it receives
+the decisions the twin applies between steps and publishes what the twin measures."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Sequence
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
+
+from services.common.bus import Bus
+
+Received = tuple[str, bytes]  # (subject, payload)
+
+
+class BusListener:
+    def __init__(
+        self, url: str, replayed: Sequence[tuple[str, str]], live: Sequence[str], streams: Sequence[StreamConfig] = ()
+    ) -> None:
+        """`replayed`: (stream, subject) pairs delivered last-per-subject first (the state in force),
+        then live; `live`: core subjects, from now on; `streams`: streams to create for what we publish."""
+        self.received: queue.Queue[Received] = queue.Queue()
+        self._url = url
+        self._replayed, self._live, self._streams = list(replayed), list(live), list(streams)
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._nc: Client | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._run(),), daemon=True)
+        self._thread.start()
+        # What is in force must be applied before the first step: wait for that backlog.
+        if not self._ready.wait(15):
+            raise TimeoutError(f"no answer from NATS at {url}")
+
+    async def _run(self) -> None:
+        self._stop = asyncio.Event()
+        self._nc = nc = await nats.connect(self._url)
+        js = nc.jetstream()
+        bus = Bus(nc, js)
+        for config in self._streams:
+            await bus.ensure_stream(config)
+        backlog = 0
+        for stream_name, subject in self._replayed:
+            info = await js.stream_info(stream_name, subjects_filter=subject)
+            backlog += len(info.state.subjects or {})
+        arrived = asyncio.Event() if backlog else None
+        count = 0
+
+        async def deliver(msg: Msg) -> None:
+            nonlocal count
+            self.received.put((msg.subject, msg.data))
+            count += 1
+            if arrived and count >= backlog:
+                arrived.set()
+
+        for stream_name, subject in self._replayed:
+            last = ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT)
+            await js.subscribe(subject, stream=stream_name, cb=deliver, ordered_consumer=True, config=last)
+        for subject in self._live:
+            await nc.subscribe(subject, cb=deliver)
+        await nc.flush()
+        if arrived:
+            await asyncio.wait_for(arrived.wait(), 10)
+        self._ready.set()
+        await self._stop.wait()
+        await nc.drain()
+
+    def publish(self, subject: str, payload: bytes) -> None:
+        assert self._nc is not None
+        asyncio.run_coroutine_threadsafe(self._nc.publish(subject, payload), self._loop)
+
+    def drain(self) -> list[Received]:
+        out = []
+        while True:
+            try:
+                out.append(self.received.get_nowait())
+            except queue.Empty:
+                return out
+
+    def close(self) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
