@@ -100,6 +100,30 @@ def _run_with_services(specs: list[Any]) -> list[Path]:
         stack.stop()
 
 
+def cmd_sim_byo(args: argparse.Namespace) -> int:
+    from sim.scenarios import byo
+
+    scenario = byo.build(args.source, args.out, args.facilities, args.trips, args.end, args.seed)
+    byo.run_sumo(scenario, args.out / "tripinfo.xml")
+    print(f"{scenario.config}: {scenario.trips} trips, parking {', '.join(scenario.facilities)}")
+    print(f"tripinfo in {args.out / 'tripinfo.xml'}")
+    return 0
+
+
+def cmd_sim_resco(args: argparse.Namespace) -> int:
+    from sim.scenarios import resco
+
+    network = resco.locate(args.name)
+    for seed in range(1, args.seeds + 1):
+        result = resco.run_fixed_time(network, args.out, seed)
+        print(
+            f"{args.name} seed {seed}: fixed-time delay {result['delay_s']:.1f} s, trip time "
+            f"{result['trip_time_s']:.1f} s, waiting {result['waiting_time_s']:.1f} s "
+            f"({result['vehicles_departed']}/{result['vehicles_scheduled']} vehicles departed)"
+        )
+    return 0
+
+
 def cmd_sim_report(args: argparse.Namespace) -> int:
     from sim.report import write
 
@@ -125,6 +149,19 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run.add_argument("--services", action="store_true", help="start the stack; garage counters and police report to it")
     run.add_argument("--out", type=Path, default=Path("data/sim"))
     run.set_defaults(func=cmd_sim_run)
+    byo = sim.add_parser("byo", help="your own network (.osm or .net.xml) with parking and demand, run in SUMO")
+    byo.add_argument("source", type=Path)
+    byo.add_argument("--out", type=Path, default=Path("data/sim/byo"))
+    byo.add_argument("--facilities", type=int, default=4)
+    byo.add_argument("--trips", type=int, default=300)
+    byo.add_argument("--end", type=float, default=1800)
+    byo.add_argument("--seed", type=int, default=1)
+    byo.set_defaults(func=cmd_sim_byo)
+    rs = sim.add_parser("resco", help="a RESCO benchmark network (from sumo-rl) with its fixed-time programs")
+    rs.add_argument("name", help="cologne1, cologne3, cologne8, ingolstadt1, ingolstadt7, ingolstadt21, grid4x4, ...")
+    rs.add_argument("--seeds", type=int, default=1)
+    rs.add_argument("--out", type=Path, default=Path("data/sim/resco"))
+    rs.set_defaults(func=cmd_sim_resco)
     report = sim.add_parser("report", help="compare runs: table and plots")
     report.add_argument("runs", type=Path, nargs="+", help="run folders (data/sim/<scenario>/<mode>-seed<n>)")
     report.add_argument("--out", type=Path, default=Path("data/sim/report"))
