@@ -51,6 +51,27 @@ def _stats(values: list[float]) -> dict[str, float | None]:
     return {"mean": round(float(array.mean()), 2), "p95": round(float(np.percentile(array, 95)), 2)}
 
 
+def parking_search(vehroutes: Path, zone: set[str], lengths: dict[str, float]) -> dict[str, Any]:
+    """For visitors: time and distance from entering the destination zone (the centre) to parked."""
+    seconds, metres = [], []
+    for vehicle in ET.parse(vehroutes).getroot().iter("vehicle"):  # noqa: S314
+        if not vehicle.get("id", "").startswith(("visitor", "event")):
+            continue
+        route, stop = vehicle.find("route"), vehicle.find("stop")
+        if route is None or stop is None or float(stop.get("started", "-1")) < 0:
+            continue
+        edges = route.get("edges", "").split()
+        exits = [float(t) for t in route.get("exitTimes", "").split()]
+        first = next((i for i, e in enumerate(edges) if e in zone), None)
+        if first is None:
+            continue
+        entered = exits[first - 1] if first > 0 else float(vehicle.get("depart", 0))
+        parked_on = next((i for i, t in enumerate(exits) if t < 0), len(edges) - 1)
+        seconds.append(float(stop.get("started", 0)) - entered)
+        metres.append(sum(lengths.get(e, 0.0) for e in edges[first : parked_on + 1]))
+    return {"parking_search_s": _stats(seconds), "parking_search_m": _stats(metres)}
+
+
 def _delay(info: ET.Element) -> float:
     return float(info.get("timeLoss", 0)) + float(info.get("departDelay", 0))
 
@@ -65,6 +86,7 @@ def compute(
     walks: dict[str, str],
     facilities: dict[str, LatLon],
     junctions: dict[str, LatLon],
+    search: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     trips = ET.parse(tripinfo).getroot()  # noqa: S314
     infos = trips.findall("tripinfo")
@@ -94,6 +116,7 @@ def compute(
         "incident_vehicles_delay_s": _stats([_delay(i) for i in infos if i.get("id") in met_incident]),
         "co2_kg": round(sum(float(e.get("CO2_abs", 0)) for e in trips.iter("emissions")) / 1e6, 1),
         **door_to_door(stop_root, departs, walks, facilities, junctions, horizon_s),
+        **(search or {}),
         "throughput_per_hour": round(len(finished) / (horizon_s / 3600), 1),
         "teleports": int(teleports.get("total", 0)) if teleports is not None else 0,
     }

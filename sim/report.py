@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ TABLE_ROWS = [
     ("waiting_time_s.mean", "waiting time (s)"),
     ("visitor_time_to_park_s.mean", "visitors: depart to parked (s)"),
     ("visitors_over_5_min_to_park", "visitors > 5 min to park"),
+    ("parking_search_s.mean", "parking search: entering the centre to parked (s)"),
+    ("parking_search_m.mean", "parking search distance (m)"),
     ("door_to_door_s.mean", "visitors door-to-door: drive + search + walk (s)"),
     ("walk_m.mean", "visitors' walk from facility (m)"),
     ("never_parked", "visitors who never parked"),
@@ -91,10 +94,40 @@ def write(run_dirs: list[Path], out_dir: Path) -> Path:
         fig.tight_layout()
         fig.savefig(out_dir / name, dpi=100)
         plt.close(fig)
-    lines += ["", "![mean speed](speed.png)", "![halting vehicles](halting.png)", "![parked](occupancy.png)"]
+    _travel_time_plot(run_dirs, out_dir / "travel_time.png")
+    lines += [
+        "",
+        "![mean speed](speed.png)",
+        "![halting vehicles](halting.png)",
+        "![parked](occupancy.png)",
+        "![travel time](travel_time.png)",
+    ]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report
+
+
+def _travel_time_plot(run_dirs: list[Path], path: Path, bin_s: float = 300) -> None:
+    """Mean travel time of the trips finishing in each 5-minute window, per scenario and mode."""
+    by_label: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run_dir in run_dirs:
+        config = json.loads((run_dir / "config.json").read_text())
+        label = f"{config['scenario']} / {config['mode']}"
+        for info in ET.parse(run_dir / "tripinfo.xml").getroot().iter("tripinfo"):  # noqa: S314
+            arrival = float(info.get("arrival", "-1"))
+            if arrival >= 0:
+                by_label[label][int(arrival // bin_s)].append(float(info.get("duration", 0)))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for label in sorted(by_label):
+        bins = sorted(by_label[label])
+        ax.plot([b * bin_s / 60 for b in bins], [float(np.mean(by_label[label][b])) for b in bins], label=label)
+    ax.set_xlabel("simulated minutes (trip end)")
+    ax.set_ylabel("mean travel time (s)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _value(row: dict[str, float], column: str) -> float:

@@ -84,6 +84,10 @@ def _sumo_args(spec: RunSpec, scenario: almere_centrum.Scenario, run_dir: Path) 
         "--stop-output",
         str(run_dir / "stops.xml"),
         "--stop-output.write-unfinished",
+        "--vehroute-output",
+        str(run_dir / "vehroutes.xml"),
+        "--vehroute-output.exit-times",
+        "--vehroute-output.write-unfinished",
         "--statistic-output",
         str(run_dir / "statistics.xml"),
         "--no-step-log",
@@ -235,6 +239,7 @@ def run(spec: RunSpec) -> Path:
     junctions = {j: _geo(engine, *engine.junction.getPosition(j)) for j in engine.junction.getIDList() if ":" not in j}
     incidents = _Incidents(engine, variant.incidents, devices)
     edges = [e for e in engine.edge.getIDList() if not e.startswith(":")]
+    lengths = {e: engine.lane.getLength(f"{e}_0") for e in edges}
     rows: list[dict[str, float]] = []
     if spec.clock not in CLOCKS:
         raise ValueError(f"clock must be one of {', '.join(CLOCKS)}")
@@ -285,6 +290,7 @@ def run(spec: RunSpec) -> Path:
         json.loads(scenario.walks.read_text()),
         locations,
         junctions,
+        kpis.parking_search(run_dir / "vehroutes.xml", layout.centre_edges(), lengths),
     )
     (run_dir / "kpis.json").write_text(json.dumps(result, indent=2))
     with (run_dir / "kpis.csv").open("w", newline="") as f:

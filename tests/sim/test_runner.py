@@ -37,6 +37,7 @@ def test_each_mode_writes_a_complete_run_folder(runs: list[Path]) -> None:
         assert result["vehicles_departed"] + result["never_departed"] == result["vehicles_scheduled"]
         assert result["delay_s"]["mean"] > 0 and result["travel_time_s"]["p95"] >= result["travel_time_s"]["mean"]
         assert result["co2_kg"] > 0
+        assert set(result["parking_search_s"]) == {"mean", "p95"} and "parking_search_m" in result
         # Door-to-door counts every visitor: parked ones with their walk, the others with their time so far.
         visitors = sum(1 for v in json.loads(Path(result_walks(run_dir)).read_text()) if v.startswith("visitor"))
         assert visitors > 0 and result["never_parked"] <= visitors
@@ -56,7 +57,7 @@ def test_report_compares_modes_with_plots(runs: list[Path], tmp_path: Path) -> N
     text = path.read_text()
     assert "almere-centrum-incident / none (n=1)" in text and "almere-centrum-incident / sumo (n=1)" in text
     assert "delay, timeLoss + departDelay (s)" in text
-    for plot in ("speed.png", "halting.png", "occupancy.png"):
+    for plot in ("speed.png", "halting.png", "occupancy.png", "travel_time.png"):
         assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
 
 

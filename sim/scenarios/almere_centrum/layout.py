@@ -86,6 +86,13 @@ def edge_id(a: str, b: str) -> str:
     return f"{a}-{b}"
 
 
+def centre_edges() -> set[str]:
+    """The destination zone: streets inside the ring (both ends inside or on the Stadsdreef)."""
+    inside = {node_id(c, r) for c in range(1, COLS - 1) for r in range(1, ROWS - 1)}
+    pairs = [(x, y) for a, b in grid_links() for x, y in ((a, b), (b, a))]
+    return {edge_id(node_id(*x), node_id(*y)) for x, y in pairs if node_id(*x) in inside and node_id(*y) in inside}
+
+
 @dataclass(frozen=True)
 class Facility:
     """A parking facility: its parking-service record and the SUMO parkingArea it maps to."""
