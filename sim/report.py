@@ -116,7 +116,7 @@ def _travel_time_plot(run_dirs: list[Path], path: Path, bin_s: float = 300) -> N
         for info in ET.parse(run_dir / "tripinfo.xml").getroot().iter("tripinfo"):  # noqa: S314
             arrival = float(info.get("arrival", "-1"))
             if arrival >= 0:
-                by_label[label][int(arrival // bin_s)].append(float(info.get("duration", 0)))
+                by_label[label][int(arrival // bin_s)].append(kpis.travel_time(info))
     fig, ax = plt.subplots(figsize=(8, 4))
     for label in sorted(by_label):
         bins = sorted(by_label[label])
