@@ -18,6 +18,25 @@ def sumo_binary(name: str) -> str:
     return str(sumolib.checkBinary(name))
 
 
+def run_sumo(config: Path, tripinfo: Path, *extra: str) -> None:
+    """A plain, quiet SUMO run of a configuration, writing tripinfo (unfinished trips included)."""
+    subprocess.run(
+        [
+            sumo_binary("sumo"),
+            "-c",
+            str(config),
+            "--tripinfo-output",
+            str(tripinfo),
+            "--tripinfo-output.write-unfinished",
+            "--no-step-log",
+            "--no-warnings",
+            *extra,
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
 def netconvert() -> str:
     return sumo_binary("netconvert")
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import sumolib
 
-from sim.netbuild import netconvert, sumo_binary
+from sim.netbuild import netconvert
+from sim.netbuild import run_sumo as plain_sumo
 
 SPACE_M = 6.0  # kerb length per parking space
 
@@ -113,17 +114,4 @@ def build(
 
 
 def run_sumo(scenario: ByoScenario, tripinfo: Path) -> None:
-    subprocess.run(
-        [
-            sumo_binary("sumo"),
-            "-c",
-            str(scenario.config),
-            "--tripinfo-output",
-            str(tripinfo),
-            "--tripinfo-output.write-unfinished",
-            "--no-step-log",
-            "--no-warnings",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    plain_sumo(scenario.config, tripinfo)

@@ -4,12 +4,11 @@ the installed sumo-rl package: their licences forbid copying them into this repo
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from sim.netbuild import sumo_binary
+from sim.netbuild import run_sumo
 
 NETWORKS = ("cologne1", "cologne3", "cologne8", "ingolstadt1", "ingolstadt7", "ingolstadt21", "grid4x4", "arterial4x4")
 
@@ -56,26 +55,7 @@ def run_fixed_time(resco: Resco, out_dir: Path, seed: int, end: float | None = N
     out_dir.mkdir(parents=True, exist_ok=True)
     tripinfo = out_dir / f"{resco.name}-seed{seed}.tripinfo.xml"
     stop = resco.end if end is None else resco.begin + end
-    subprocess.run(
-        [
-            sumo_binary("sumo"),
-            "-c",
-            str(resco.config),
-            "--seed",
-            str(seed),
-            "--end",
-            f"{stop:.0f}",
-            "--time-to-teleport",
-            "-1",
-            "--tripinfo-output",
-            str(tripinfo),
-            "--tripinfo-output.write-unfinished",
-            "--no-step-log",
-            "--no-warnings",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    run_sumo(resco.config, tripinfo, "--seed", str(seed), "--end", f"{stop:.0f}", "--time-to-teleport", "-1")
     infos = ET.parse(tripinfo).getroot().findall("tripinfo")  # noqa: S314
     delays = [float(i.get("timeLoss", 0)) + float(i.get("departDelay", 0)) for i in infos]
     departed = {i.get("id") for i in infos}

@@ -11,7 +11,8 @@ from typing import Any
 
 import sumolib
 
-from sim.netbuild import convert, sumo_binary
+from sim.netbuild import convert
+from sim.netbuild import run_sumo as plain_sumo
 from sim.scenarios.almere_centrum import demand, layout
 
 NAME = "almere-centrum"
@@ -220,19 +221,10 @@ def build(
 
 
 def run_sumo(scenario: Scenario, tripinfo: Path, end_s: float | None = None, stops: Path | None = None) -> None:
-    """A plain SUMO run of the scenario, writing tripinfo (unfinished trips included) and stops."""
-    args = [
-        sumo_binary("sumo"),
-        "-c",
-        str(scenario.config),
-        "--tripinfo-output",
-        str(tripinfo),
-        "--tripinfo-output.write-unfinished",
-        "--additional-files",
-        f"{scenario.parking},{scenario.rerouters}",
-    ]
+    """A plain SUMO run of the scenario (blind parking search), writing tripinfo and stops."""
+    extra = ["--additional-files", f"{scenario.parking},{scenario.rerouters}"]
     if stops is not None:
-        args += ["--stop-output", str(stops), "--stop-output.write-unfinished"]
+        extra += ["--stop-output", str(stops), "--stop-output.write-unfinished"]
     if end_s is not None:
-        args += ["--end", str(end_s)]
-    subprocess.run(args, check=True, capture_output=True)
+        extra += ["--end", str(end_s)]
+    plain_sumo(scenario.config, tripinfo, *extra)
