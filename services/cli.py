@@ -76,7 +76,12 @@ def cmd_sim_run(args: argparse.Namespace) -> int:
         for mode in args.mode
         for seed in range(args.seed, args.seed + args.seeds)
     ]
-    runs = _run_with_services(specs) if args.services else run_many(specs)
+    if args.services_dir:
+        from dataclasses import replace
+
+        runs = run_many([replace(s, services_dir=args.services_dir) for s in specs])
+    else:
+        runs = _run_with_services(specs) if args.services else run_many(specs)
     for run_dir in runs:
         print(run_dir)
     print(f"report: {write(runs, args.out / args.scenario / 'report')}")
@@ -146,6 +151,9 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run.add_argument("--equipped", type=float, default=0.5, help="share of vehicles with route guidance")
     run.add_argument("--gui", action="store_true", help="watch it in sumo-gui (TraCI, one run at a time)")
     run.add_argument("--clock", choices=["lockstep", "realtime"], default="lockstep")
+    run.add_argument(
+        "--services-dir", type=Path, help="use running services: a folder with endpoints.json and credentials.json"
+    )
     run.add_argument("--services", action="store_true", help="start the stack; garage counters and police report to it")
     run.add_argument("--out", type=Path, default=Path("data/sim"))
     run.set_defaults(func=cmd_sim_run)

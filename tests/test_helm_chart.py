@@ -79,9 +79,13 @@ def test_lint_passes_with_only_the_dependency_warning() -> None:
             "roadNetwork.configMap=almere-network",
             "--set",
             "networkPolicy.enabled=false",
+            "--set",
+            "simulation.enabled=true",
+            "--set",
+            "simulation.credentialsSecret=almere-sim",
         ],
     ],
-    ids=["defaults", "external-nats-db-hpa"],
+    ids=["defaults", "external-nats-db-hpa-simulation"],
 )
 def test_every_manifest_is_valid_kubernetes(chart_without_dependencies: Path, values: list[str]) -> None:
     docs = render(chart_without_dependencies, *REQUIRED, *values)
@@ -121,6 +125,24 @@ def test_deployments_are_locked_down_and_probed_over_grpc(chart_without_dependen
     config = by_kind(docs, "ConfigMap")["rel-almere-traffic"]["data"]
     assert config["ALMERE_NATS_URL"] == "nats://rel-nats:4222" and config["ALMERE_BIND_HOST"] == "0.0.0.0"  # noqa: S104 - pods listen on their own IP
     assert not any("token" in v.lower() and "/etc/almere" not in v for v in config.values())
+
+
+def test_the_simulation_job_runs_the_twin_against_the_cluster(chart_without_dependencies: Path) -> None:
+    docs = render(
+        chart_without_dependencies,
+        *REQUIRED,
+        "--set",
+        "simulation.enabled=true",
+        "--set",
+        "simulation.credentialsSecret=almere-sim",
+    )
+    (job,) = by_kind(docs, "Job").values()
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][:3] == ["sim", "run", "almere-centrum-incident"] and "--services-dir" in container["args"]
+    endpoints = by_kind(docs, "ConfigMap")["rel-almere-traffic-simulation"]["data"]["endpoints.json"]
+    assert '"parking": "rel-almere-traffic-parking:50051"' in endpoints
+    result = helm("template", "rel", str(chart_without_dependencies), *REQUIRED, "--set", "simulation.enabled=true")
+    assert result.returncode != 0 and "simulation.credentialsSecret is required" in result.stderr
 
 
 def test_autoscaling_replaces_fixed_replicas(chart_without_dependencies: Path) -> None:
