@@ -94,9 +94,12 @@ def _run_with_services(specs: list[Any]) -> list[Path]:
 
     from services.stack import Stack
     from sim.runner import prepare, run_many
+    from sim.scenarios.almere_centrum.layout import FACILITIES
 
     scenario = prepare(specs[0])
-    stack = Stack(Settings(data_dir=specs[0].out_root / "stack", network_file=scenario.network))
+    operators = {f"operator-{f.operator_id}": f"operator:{f.operator_id}" for f in FACILITIES}
+    settings = Settings(data_dir=specs[0].out_root / "stack", network_file=scenario.network)
+    stack = Stack(settings, extra_callers=operators)
     stack.start()
     print(stack.describe(), flush=True)
     try:

@@ -67,6 +67,8 @@ class Stack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     endpoints: dict[str, str] = field(default_factory=dict)
     credentials: dict[str, str] = field(default_factory=dict)
+    # More development callers (name -> role), e.g. the operators of a simulated city's garages.
+    extra_callers: dict[str, str] = field(default_factory=dict)
     network: str = ""
     metrics: dict[str, str] = field(default_factory=dict)
 
@@ -124,8 +126,9 @@ class Stack:
     def _issue_dev_tokens(self) -> Path:
         path = self.data_dir / "tokens.json"
         path.unlink(missing_ok=True)
-        self.credentials = {caller: issue_token(path, caller, role) for caller, role in DEV_CALLERS.items()}
-        credentials = {c: {"role": DEV_CALLERS[c], "token": t} for c, t in self.credentials.items()}
+        callers = {**DEV_CALLERS, **self.extra_callers}
+        self.credentials = {caller: issue_token(path, caller, role) for caller, role in callers.items()}
+        credentials = {c: {"role": callers[c], "token": t} for c, t in self.credentials.items()}
         write_private(self.data_dir / "credentials.json", credentials)
         return path
 
@@ -154,7 +157,8 @@ class Stack:
         lines += ["", "Prometheus metrics:"] + [f"  {name:<10} {url}" for name, url in self.metrics.items()]
         if self.credentials:
             lines += ["", "development tokens (also in credentials.json; send as 'authorization: Bearer <token>'):"]
-            lines += [f"  {DEV_CALLERS[c]:<24} {t}" for c, t in self.credentials.items()]
+            roles = {**DEV_CALLERS, **self.extra_callers}
+            lines += [f"  {roles[c]:<24} {t}" for c, t in self.credentials.items()]
         lines += ["", f"road network: {self.network}", f"data, logs and endpoints.json in {self.data_dir}"]
         lines += ["Ctrl-C stops everything."]
         return "\n".join(lines)

@@ -37,8 +37,16 @@ def _now() -> Timestamp:
 class FieldDevices:
     def __init__(self, services_dir: Path, run_id: str, every_s: float = 60) -> None:
         endpoints = json.loads((services_dir / "endpoints.json").read_text())
-        token = json.loads((services_dir / "credentials.json").read_text())["sim"]["token"]
-        self._auth = (("authorization", f"Bearer {token}"),)
+        credentials = json.loads((services_dir / "credentials.json").read_text())
+        self._auth = (("authorization", f"Bearer {credentials['sim']['token']}"),)
+        # Each garage's counter reports with its operator's token when there is one (as in the city);
+        # otherwise with the twin's own sim role, which may write any facility.
+        self._operator_auth = {
+            name.removeprefix("operator-"): (("authorization", f"Bearer {c['token']}"),)
+            for name, c in credentials.items()
+            if name.startswith("operator-")
+        }
+        self._operator_of: dict[str, str] = {}
         self._channels = [grpc.insecure_channel(endpoints["parking"]), grpc.insecure_channel(endpoints["incidents"])]
         self.parking = parking_pb2_grpc.ParkingServiceStub(self._channels[0])
         self.incidents = incidents_pb2_grpc.IncidentServiceStub(self._channels[1])
@@ -55,6 +63,7 @@ class FieldDevices:
     def register(self, facilities: list[Facility], location: dict[str, tuple[float, float]]) -> None:
         """Create the scenario's facilities in the parking service (once; later runs find them)."""
         for f in facilities:
+            self._operator_of[f.facility_id] = f.operator_id
             lat, lon = location[f.facility_id]
             facility = ppb.Facility(
                 display_name=f.display_name,
@@ -88,7 +97,7 @@ class FieldDevices:
                     source_time=_now(),
                     sequence=sequence,
                 ),
-                metadata=self._auth,
+                metadata=self._operator_auth.get(self._operator_of.get(facility_id, ""), self._auth),
             )
             self._last[facility_id] = (sim_s, occupied)
             self.reports += 1

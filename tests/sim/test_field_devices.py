@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from almere.incidents.v1 import incidents_pb2 as ipb
 from almere.parking.v1 import parking_pb2 as ppb
 from almere.signals.v1 import signals_pb2 as spb
 
+from services.common.auth import token_digest
 from services.common.natsd import NatsServer
 from services.incidents import SPEC as INCIDENTS
 from services.parking import SPEC as PARKING
@@ -27,11 +29,22 @@ from tests.integration.helpers import Incidents, Parking, Signals, read_stream
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_counts_incident_and_signal_plans_flow_between_twin_and_services(
-    start_service: Callable[..., Awaitable[str]], tokens: dict[str, str], tmp_path: Path, nats_server: NatsServer
+    start_service: Callable[..., Awaitable[str]],
+    tokens: dict[str, str],
+    tokens_json: str,
+    tmp_path: Path,
+    nats_server: NatsServer,
 ) -> None:
     spec = RunSpec("almere-centrum-incident", "none", 1, tmp_path / "sim", end_s=2100, scale=0.3)
     scenario = prepare(spec)
-    parking = await start_service(PARKING)
+    # Each garage's counter reports with its own operator's token; the twin registers them as `sim`.
+    operators = {f.operator_id for f in FACILITIES}
+    operator_tokens = {op: f"token-{op}-{uuid.uuid4().hex}" for op in operators}
+    callers = json.loads(tokens_json)["tokens"] + [
+        {"caller": f"counter-{op}", "role": f"operator:{op}", "sha256": token_digest(t)}
+        for op, t in operator_tokens.items()
+    ]
+    parking = await start_service(PARKING, tokens=json.dumps({"tokens": callers}))
     incidents = await start_service(INCIDENTS, network_file=scenario.network)
     signals = await start_service(SIGNALS, network_file=scenario.network)
     async with grpc.aio.insecure_channel(signals) as s:
@@ -48,7 +61,10 @@ async def test_counts_incident_and_signal_plans_flow_between_twin_and_services(
     services.mkdir()
     endpoints = {"parking": parking, "incidents": incidents, "nats": nats_server.url}
     (services / "endpoints.json").write_text(json.dumps(endpoints))
-    (services / "credentials.json").write_text(json.dumps({"sim": {"token": tokens["sim"]}}))
+    credentials = {"sim": {"token": tokens["sim"]}} | {
+        f"operator-{op}": {"token": t} for op, t in operator_tokens.items()
+    }
+    (services / "credentials.json").write_text(json.dumps(credentials))
 
     run_dir = await asyncio.to_thread(run, RunSpec(**{**spec.__dict__, "services_dir": services}))
 
