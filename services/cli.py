@@ -7,7 +7,6 @@ import sys
 import time
 from importlib import import_module
 from pathlib import Path
-from typing import Any
 
 from services.common.auth import issue_token
 from services.common.config import Settings
@@ -68,6 +67,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_sim_run(args: argparse.Namespace) -> int:
+    from sim.coupled import run_with_stack
     from sim.report import write
     from sim.runner import RunSpec, run_many
 
@@ -81,31 +81,11 @@ def cmd_sim_run(args: argparse.Namespace) -> int:
 
         runs = run_many([replace(s, services_dir=args.services_dir) for s in specs])
     else:
-        runs = _run_with_services(specs) if args.services else run_many(specs)
+        runs = run_with_stack(specs) if args.services else run_many(specs)
     for run_dir in runs:
         print(run_dir)
     print(f"report: {write(runs, args.out / args.scenario / 'report')}")
     return 0
-
-
-def _run_with_services(specs: list[Any]) -> list[Path]:
-    """Start the stack on the scenario's network; the twin's field devices report to it."""
-    from dataclasses import replace
-
-    from services.stack import Stack
-    from sim.runner import prepare, run_many
-    from sim.scenarios.almere_centrum.layout import FACILITIES
-
-    scenario = prepare(specs[0])
-    operators = {f"operator-{f.operator_id}": f"operator:{f.operator_id}" for f in FACILITIES}
-    settings = Settings(data_dir=specs[0].out_root / "stack", network_file=scenario.network)
-    stack = Stack(settings, extra_callers=operators)
-    stack.start()
-    print(stack.describe(), flush=True)
-    try:
-        return run_many([replace(s, services_dir=stack.data_dir) for s in specs])
-    finally:
-        stack.stop()
 
 
 def cmd_sim_byo(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import asyncio
 import queue
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import nats
 from nats.aio.client import Client
@@ -58,16 +59,21 @@ class BusListener:
             if arrived and count >= backlog:
                 arrived.set()
 
+        subscriptions: list[Any] = []
         for stream_name, subject in self._replayed:
             last = ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT)
-            await js.subscribe(subject, stream=stream_name, cb=deliver, ordered_consumer=True, config=last)
+            subscriptions.append(
+                await js.subscribe(subject, stream=stream_name, cb=deliver, ordered_consumer=True, config=last)
+            )
         for subject in self._live:
-            await nc.subscribe(subject, cb=deliver)
+            subscriptions.append(await nc.subscribe(subject, cb=deliver))
         await nc.flush()
         if arrived:
             await asyncio.wait_for(arrived.wait(), 10)
         self._ready.set()
         await self._stop.wait()
+        for subscription in subscriptions:  # ends the ordered consumers' own tasks too
+            await subscription.unsubscribe()
         await nc.drain()
 
     def publish(self, subject: str, payload: bytes) -> None:

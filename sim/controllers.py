@@ -24,7 +24,11 @@ def _latency(when: Timestamp) -> float:
 
 
 class Controllers:
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, plans: bool = True, guidance: bool = True) -> None:
+        """`plans`: apply the signal service's plans (off when SUMO's own actuated control is the
+        baseline); `guidance`: apply the optimizer's advice (only when coordinating)."""
+        self._plans = plans
+        self._guidance = guidance
         self._log: IO[str] = log_path.open("a")
         self.applied = 0
         self.skipped = 0
@@ -38,11 +42,11 @@ class Controllers:
 
     def apply(self, sumo: Any, sim_s: float, subject: str, payload: bytes) -> None:
         kind = subject.split(".")[3]
-        if kind in ("plan_activated", "priority_decided"):
+        if kind == "priority_decided" or (kind == "plan_activated" and self._plans):
             self._signal(sumo, sim_s, events_pb2.SignalEvent.FromString(payload))
-        elif kind == "route_advice":
+        elif kind == "route_advice" and self._guidance:
             self._route(sumo, sim_s, decisions_pb2.RouteAdvice.FromString(payload))
-        elif kind == "parking_guidance":
+        elif kind == "parking_guidance" and self._guidance:
             self._parking(sumo, sim_s, decisions_pb2.ParkingGuidance.FromString(payload))
 
     def _signal(self, sumo: Any, sim_s: float, event: events_pb2.SignalEvent) -> None:

@@ -222,7 +222,9 @@ def run(spec: RunSpec) -> Path:
 
         engine.start([sumo_binary("sumo"), *_sumo_args(spec, scenario, run_dir)])
     devices = bus = None
-    controllers = Controllers(run_dir / "applied.jsonl")
+    # Baselines: in `none` the city runs the signal service's (fixed) plans; in `sumo`, SUMO's own
+    # actuated control. Neither follows the optimizer's advice: that is coordination (mode coordinated).
+    controllers = Controllers(run_dir / "applied.jsonl", plans=spec.mode == "none", guidance=False)
     if spec.services_dir is not None:
         devices = FieldDevices(spec.services_dir, f"{spec.scenario}/{spec.mode}/{spec.seed}/{uuid.uuid4().hex[:8]}")
         devices.register(layout.FACILITIES, _facility_locations(engine))

@@ -6,7 +6,7 @@ import asyncio
 import shutil
 
 from services.common.config import Settings
-from services.demo import incidents, parking, signals
+from services.demo import incidents, parking, signals, simulation
 from services.stack import Stack
 
 
@@ -35,6 +35,8 @@ def run_demo(settings: Settings) -> int:
         results = asyncio.run(scenes())
     finally:
         stack.stop()
+    say("\n== 4. The digital twin: an hour of the incident morning, coupled to the services ==")
+    results.append(simulation.play(run_dir / "sim", say))
     out = run_dir / "demo.txt"
     out.write_text("\n".join(transcript) + "\n")
     print(f"\ntranscript saved to {out}")

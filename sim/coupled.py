@@ -1,0 +1,38 @@
+"""Runs coupled to the services: start the stack on the scenario's network (with development tokens
+for its garage operators), run, stop the stack."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+from almere.signals.v1 import signals_pb2, signals_pb2_grpc
+
+from services.common.config import Settings
+from services.stack import Stack
+from sim.runner import RunSpec, prepare, run_many
+from sim.scenarios.almere_centrum.layout import FACILITIES
+
+
+def _import_lights(stack: Stack) -> None:
+    """The signal service takes over the network's lights, so its plans drive SUMO's."""
+    with grpc.insecure_channel(stack.endpoints["signals"]) as channel:
+        signals_pb2_grpc.SignalServiceStub(channel).ImportNetwork(
+            signals_pb2.ImportNetworkRequest(), metadata=(("authorization", f"Bearer {stack.credentials['engineer']}"),)
+        )
+
+
+def run_with_stack(specs: list[RunSpec], say: Callable[[str], None] = print) -> list[Path]:
+    scenario = prepare(specs[0])
+    operators = {f"operator-{f.operator_id}": f"operator:{f.operator_id}" for f in FACILITIES}
+    settings = Settings(data_dir=specs[0].out_root / "stack", network_file=scenario.network, log_level="WARNING")
+    stack = Stack(settings, extra_callers=operators)
+    stack.start()
+    say(stack.describe())
+    _import_lights(stack)
+    try:
+        return run_many([replace(s, services_dir=stack.data_dir) for s in specs])
+    finally:
+        stack.stop()
