@@ -1,0 +1,59 @@
+"""`almere sim run` as a user runs it: modes none and sumo finish with KPIs and a report with plots,
+also coupled to a stack it starts itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def almere(*args: str, timeout: float = 300) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALMERE_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result.stdout
+
+
+def test_sim_run_in_both_modes_writes_kpis_and_a_report(tmp_path: Path) -> None:
+    out = almere(
+        "sim",
+        "run",
+        "almere-centrum-incident",
+        "--mode",
+        "none",
+        "--mode",
+        "sumo",
+        "--end",
+        "1200",
+        "--scale",
+        "0.4",
+        "--out",
+        str(tmp_path),
+    )
+    report = tmp_path / "almere-centrum-incident" / "report" / "report.md"
+    assert f"report: {report}" in out
+    text = report.read_text()
+    assert "almere-centrum-incident / none (n=1)" in text and "almere-centrum-incident / sumo (n=1)" in text
+    assert (report.parent / "speed.png").exists() and (report.parent / "travel_time.png").exists()
+    for mode in ("none", "sumo"):
+        kpis = json.loads((tmp_path / "almere-centrum-incident" / f"{mode}-seed1" / "kpis.json").read_text())
+        assert kpis["vehicles_departed"] > 0
+
+
+def test_sim_run_with_services_plays_the_field_devices(tmp_path: Path) -> None:
+    almere(
+        "sim", "run", "almere-centrum-incident", "--services", "--end", "600", "--scale", "0.3", "--out", str(tmp_path)
+    )
+    devices = json.loads((tmp_path / "almere-centrum-incident" / "none-seed1" / "devices.json").read_text())
+    # Counters report with their operators' tokens (a refusal would have failed the run) and the
+    # signal service's plans for all 22 lights reached SUMO.
+    assert devices["occupancy_reports"] > 0 and devices["decisions_applied"] == 22
