@@ -32,11 +32,26 @@ class BusListener:
         self._stop: asyncio.Event | None = None
         self._nc: Client | None = None
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._run(),), daemon=True)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._guarded(),), daemon=True)
         self._thread.start()
         # What is in force must be applied before the first step: wait for that backlog.
         if not self._ready.wait(15):
+            self.close()
             raise TimeoutError(f"no answer from NATS at {url}")
+        if self._error is not None:
+            self._thread.join(5)
+            raise RuntimeError(f"the twin's bus connection failed: {self._error!r}") from self._error
+
+    async def _guarded(self) -> None:
+        """Run the connection; a failure is handed to the runner instead of dying in this thread."""
+        try:
+            await self._run()
+        except Exception as exc:
+            self._error = exc
+            if self._nc is not None and not self._nc.is_closed:
+                await self._nc.close()
+            self._ready.set()
 
     async def _run(self) -> None:
         self._stop = asyncio.Event()

@@ -33,6 +33,7 @@ def run_with_stack(specs: list[RunSpec], say: Callable[[str], None] = print) -> 
     say(stack.describe())
     _import_lights(stack)
     try:
-        return run_many([replace(s, services_dir=stack.data_dir) for s in specs])
+        # One after another: runs sharing a stack would report to the same facilities at once.
+        return run_many([replace(s, services_dir=stack.data_dir) for s in specs], workers=1)
     finally:
         stack.stop()

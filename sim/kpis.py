@@ -28,7 +28,7 @@ def door_to_door(
 ) -> dict[str, Any]:
     """What a visitor lives through: drive + search + walk from where they parked to where they go.
     Visitors still looking when the run ends count with their time so far (and in never_parked)."""
-    parked = {s.get("id"): s for s in stops.iter("stopinfo") if s.get("parkingArea") and s.get("id") in walks}
+    parked = {s.get("id"): s for s in stops.iter("stopinfo") if _parked(s) and s.get("id") in walks}
     walk_m, total_s, never = [], [], 0
     for vid, depart in departs.items():
         if vid not in walks:
@@ -44,6 +44,11 @@ def door_to_door(
     return {"door_to_door_s": _stats(total_s), "walk_m": _stats(walk_m), "never_parked": never}
 
 
+def _parked(stop: ET.Element) -> bool:
+    """A parking stop that really began (unfinished ones of cars still waiting say started="-0.00")."""
+    return bool(stop.get("parkingArea")) and float(stop.get("started", "-1")) > 0
+
+
 def _stats(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"mean": None, "p95": None}
@@ -51,14 +56,17 @@ def _stats(values: list[float]) -> dict[str, float | None]:
     return {"mean": round(float(array.mean()), 2), "p95": round(float(np.percentile(array, 95)), 2)}
 
 
-def parking_search(vehroutes: Path, zone: set[str], lengths: dict[str, float]) -> dict[str, Any]:
-    """For visitors: time and distance from entering the destination zone (the centre) to parked."""
+def parking_search(
+    vehroutes: Path, zone: set[str], lengths: dict[str, float], area_edges: dict[str, str]
+) -> dict[str, Any]:
+    """For visitors: time and distance from entering the destination zone (the centre) to parked,
+    along the route they really drove (SUMO's last route, with exit times)."""
     seconds, metres = [], []
     for vehicle in ET.parse(vehroutes).getroot().iter("vehicle"):  # noqa: S314
         if not vehicle.get("id", "").startswith(("visitor", "event")):
             continue
         route, stop = vehicle.find("route"), vehicle.find("stop")
-        if route is None or stop is None or float(stop.get("started", "-1")) < 0:
+        if route is None or stop is None or not _parked(stop):
             continue
         edges = route.get("edges", "").split()
         exits = [float(t) for t in route.get("exitTimes", "").split()]
@@ -66,7 +74,15 @@ def parking_search(vehroutes: Path, zone: set[str], lengths: dict[str, float]) -
         if first is None:
             continue
         entered = exits[first - 1] if first > 0 else float(vehicle.get("depart", 0))
-        parked_on = next((i for i, t in enumerate(exits) if t < 0), len(edges) - 1)
+        started, area_edge = float(stop.get("started", 0)), area_edges.get(stop.get("parkingArea", ""))
+        parked_on = next(
+            (
+                i
+                for i, (e, t) in enumerate(zip(edges, exits, strict=False))
+                if e == area_edge and (t < 0 or t >= started)
+            ),
+            len(edges) - 1,
+        )
         seconds.append(float(stop.get("started", 0)) - entered)
         metres.append(sum(lengths.get(e, 0.0) for e in edges[first : parked_on + 1]))
     return {"parking_search_s": _stats(seconds), "parking_search_m": _stats(metres)}
@@ -94,15 +110,16 @@ def compute(
     search: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     trips = ET.parse(tripinfo).getroot()  # noqa: S314
-    infos = trips.findall("tripinfo")
+    every = trips.findall("tripinfo")  # with undeparted vehicles (depart -1)
+    infos = [i for i in every if float(i.get("depart", "-1")) >= 0]
     finished = [i for i in infos if float(i.get("arrival", "-1")) >= 0]
     departs = {i.get("id", ""): float(i.get("depart", 0)) for i in infos}
     stop_root = ET.parse(stops).getroot()  # noqa: S314
-    to_park = [
-        float(s.get("started", 0)) - departs[s.get("id", "")]
-        for s in stop_root.iter("stopinfo")
-        if s.get("parkingArea") and s.get("id", "").startswith("visitor") and s.get("id") in departs
-    ]
+    parkers = [v for v in departs if v.startswith(("visitor", "event"))]
+    started = {s.get("id", ""): float(s.get("started", 0)) for s in stop_root.iter("stopinfo") if _parked(s)}
+    to_park = [started[v] - departs[v] for v in parkers if v in started]
+    # Visitors still looking at the end have been looking since they left: count them too.
+    searching = [horizon_s - departs[v] for v in parkers if v not in started]
     teleports = ET.parse(statistics).getroot().find("teleports")  # noqa: S314
     return {
         "vehicles_scheduled": scheduled,
@@ -110,13 +127,14 @@ def compute(
         "vehicles_finished": len(finished),
         "vehicles_unfinished": len(infos) - len(finished),
         "never_departed": max(0, scheduled - len(infos)),
-        "travel_time_s": _stats([travel_time(i) for i in finished]),
-        # RESCO's delay: timeLoss + departDelay over every vehicle that departed or waited to.
-        "delay_s": _stats([_delay(i) for i in infos]),
+        # Time on the road of every departed vehicle (unfinished ones up to the end of the run).
+        "travel_time_s": _stats([travel_time(i) for i in infos]),
+        # RESCO's delay: timeLoss + departDelay over every vehicle, never-inserted ones included.
+        "delay_s": _stats([_delay(i) for i in every]),
         "waiting_time_s": _stats([float(i.get("waitingTime", 0)) for i in infos]),
         "visitor_time_to_park_s": _stats(to_park),
         "visitors_parked": len(to_park),
-        "visitors_over_5_min_to_park": sum(t > SEARCH_LIMIT_S for t in to_park),
+        "visitors_over_5_min_to_park": sum(t > SEARCH_LIMIT_S for t in [*to_park, *searching]),
         "incident_vehicles": len(met_incident),
         "incident_vehicles_delay_s": _stats([_delay(i) for i in infos if i.get("id") in met_incident]),
         "co2_kg": round(sum(float(e.get("CO2_abs", 0)) for e in trips.iter("emissions")) / 1e6, 1),

@@ -33,6 +33,7 @@ TABLE_ROWS = [
     ("vehicles_finished", "vehicles finished"),
     ("vehicles_unfinished", "vehicles unfinished"),
     ("never_departed", "never departed"),
+    ("incident_vehicles", "vehicles that met the incident"),
     ("incident_vehicles_delay_s.mean", "delay of vehicles that met the incident (s)"),
     ("co2_kg", "CO2 (kg)"),
     ("throughput_per_hour", "throughput (veh/h)"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
@@ -62,7 +63,7 @@ class RunSpec:
 
 
 def _sumo_args(spec: RunSpec, scenario: almere_centrum.Scenario, run_dir: Path) -> list[str]:
-    additionals = [scenario.parking, scenario.rerouters, scenario.detectors]
+    additionals = [scenario.parking, scenario.detectors]
     args = [
         "-c",
         str(scenario.config),
@@ -73,7 +74,9 @@ def _sumo_args(spec: RunSpec, scenario: almere_centrum.Scenario, run_dir: Path) 
         "--device.emissions.probability",
         "1",
     ]
-    if spec.mode == "sumo":
+    if spec.mode == "none":
+        additionals.append(scenario.rerouters)  # parking search without information
+    else:
         additionals += [scenario.guided_rerouters, scenario.actuated]
         args += ["--device.rerouting.probability", f"{spec.equipped}", "--device.rerouting.period", "60"]
     args += ["--additional-files", ",".join(str(a) for a in additionals)]
@@ -81,6 +84,7 @@ def _sumo_args(spec: RunSpec, scenario: almere_centrum.Scenario, run_dir: Path) 
         "--tripinfo-output",
         str(run_dir / "tripinfo.xml"),
         "--tripinfo-output.write-unfinished",
+        "--tripinfo-output.write-undeparted",
         "--stop-output",
         str(run_dir / "stops.xml"),
         "--stop-output.write-unfinished",
@@ -88,6 +92,7 @@ def _sumo_args(spec: RunSpec, scenario: almere_centrum.Scenario, run_dir: Path) 
         str(run_dir / "vehroutes.xml"),
         "--vehroute-output.exit-times",
         "--vehroute-output.write-unfinished",
+        "--vehroute-output.last-route",
         "--statistic-output",
         str(run_dir / "statistics.xml"),
         "--no-step-log",
@@ -100,16 +105,47 @@ class _Incidents:
     """Applies scripted incidents to the running SUMO and undoes them when they end; the police
     field device (if any) reports them."""
 
-    def __init__(self, sumo: Any, incidents: tuple[ScriptedIncident, ...], devices: FieldDevices | None = None) -> None:
+    def __init__(
+        self,
+        sumo: Any,
+        incidents: tuple[ScriptedIncident, ...],
+        devices: FieldDevices | None = None,
+        broadcast: bool = False,
+    ) -> None:
+        """`broadcast`: a closure is known to every router at once (mode sumo); otherwise drivers find
+        a closed road when they reach it and only then turn off."""
         self._sumo = sumo
         self._devices = devices
+        self._broadcast = broadcast
         self._pending = sorted(incidents, key=lambda i: i.start_s)
         self._active: list[tuple[ScriptedIncident, dict[str, tuple[list[str], float]]]] = []
         self.met: set[str] = set()  # vehicles that drove onto an incident's road while it was there
 
+    def _heading_for(self, edge: str, next_only: bool) -> list[str]:
+        """Vehicles whose remaining route crosses `edge` (only as their next edge, if next_only)."""
+        out = []
+        for vehicle in self._sumo.vehicle.getIDList():
+            route = self._sumo.vehicle.getRoute(vehicle)[self._sumo.vehicle.getRouteIndex(vehicle) + 1 :]
+            if (route[:1] if next_only else route).count(edge):
+                out.append(vehicle)
+        return out
+
+    def _detour(self, vehicles: list[str]) -> None:
+        for vehicle in vehicles:
+            if not self._sumo.vehicle.getLaneID(vehicle).startswith(":"):
+                self._sumo.vehicle.rerouteTraveltime(vehicle)
+
+    def close(self) -> None:
+        """End what is still open (the run is over): the police clear it."""
+        if self._devices:
+            for incident, _ in self._active:
+                self._devices.incident_ended(incident)
+
     def step(self, now: float) -> None:
         for incident, _ in self._active:
             self.met.update(self._sumo.edge.getLastStepVehicleIDs(incident.edge))
+            if incident.full_closure and not self._broadcast:
+                self._detour(self._heading_for(incident.edge, next_only=True))
         while self._pending and self._pending[0].start_s <= now:
             incident = self._pending.pop(0)
             saved = {}
@@ -121,6 +157,10 @@ class _Incidents:
                 else:
                     self._sumo.lane.setMaxSpeed(lane, WALKING_PACE)
             self._active.append((incident, saved))
+            heading = self._heading_for(incident.edge, next_only=False)
+            self.met.update(heading)  # on their way through it when it happened
+            if incident.full_closure and self._broadcast:
+                self._detour(heading)
             if self._devices:
                 shape = self._sumo.lane.getShape(f"{incident.edge}_0")
                 lon, lat = self._sumo.simulation.convertGeo(*shape[len(shape) // 2])
@@ -210,8 +250,11 @@ def run(spec: RunSpec) -> Path:
 
     variant = VARIANTS[spec.scenario]
     scenario = prepare(spec)
+    if spec.clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}")
     run_dir = spec.out_root / spec.scenario / f"{spec.mode}-seed{spec.seed}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(run_dir, ignore_errors=True)  # a folder holds one run, never a mix of two
+    run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps(asdict(spec), indent=2, default=str))
     if spec.gui:
         import traci as engine  # a sumo-gui to watch: TraCI (slower) instead of in-process libsumo
@@ -225,28 +268,29 @@ def run(spec: RunSpec) -> Path:
     # Baselines: in `none` the city runs the signal service's (fixed) plans; in `sumo`, SUMO's own
     # actuated control. Neither follows the optimizer's advice: that is coordination (mode coordinated).
     controllers = Controllers(run_dir / "applied.jsonl", plans=spec.mode == "none", guidance=False)
-    if spec.services_dir is not None:
-        devices = FieldDevices(spec.services_dir, f"{spec.scenario}/{spec.mode}/{spec.seed}/{uuid.uuid4().hex[:8]}")
-        devices.register(layout.FACILITIES, _facility_locations(engine))
-        nats_url = json.loads((spec.services_dir / "endpoints.json").read_text()).get("nats")
-        if nats_url:
-            bus = BusListener(
-                nats_url,
-                replayed=[("SIGNALS", s) for s in SIGNAL_SUBJECTS],
-                live=GUIDANCE_SUBJECTS,
-                streams=[stream_config(DETECTOR_STREAM, [f"{DETECTOR_PREFIX}.>"], Settings())],
-            )
-    loops = list(engine.inductionloop.getIDList())
-    locations = _facility_locations(engine)
-    junctions = {j: _geo(engine, *engine.junction.getPosition(j)) for j in engine.junction.getIDList() if ":" not in j}
-    incidents = _Incidents(engine, variant.incidents, devices)
-    edges = [e for e in engine.edge.getIDList() if not e.startswith(":")]
-    lengths = {e: engine.lane.getLength(f"{e}_0") for e in edges}
+    incidents = _Incidents(engine, variant.incidents, None, broadcast=spec.mode == "sumo")
     rows: list[dict[str, float]] = []
-    if spec.clock not in CLOCKS:
-        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}")
-    started = time.monotonic()
     try:
+        if spec.services_dir is not None:
+            devices = FieldDevices(spec.services_dir, f"{spec.scenario}/{spec.mode}/{spec.seed}/{uuid.uuid4().hex[:8]}")
+            devices.register(layout.FACILITIES, _facility_locations(engine))
+            incidents = _Incidents(engine, variant.incidents, devices, broadcast=spec.mode == "sumo")
+            nats_url = json.loads((spec.services_dir / "endpoints.json").read_text()).get("nats")
+            if nats_url:
+                bus = BusListener(
+                    nats_url,
+                    replayed=[("SIGNALS", SIGNAL_SUBJECTS[0])],  # the plans in force; old grants are history
+                    live=[SIGNAL_SUBJECTS[1], *GUIDANCE_SUBJECTS],
+                    streams=[stream_config(DETECTOR_STREAM, [f"{DETECTOR_PREFIX}.>"], Settings())],
+                )
+        loops = list(engine.inductionloop.getIDList())
+        locations = _facility_locations(engine)
+        junctions = {
+            j: _geo(engine, *engine.junction.getPosition(j)) for j in engine.junction.getIDList() if ":" not in j
+        }
+        edges = [e for e in engine.edge.getIDList() if not e.startswith(":")]
+        lengths = {e: engine.lane.getLength(f"{e}_0") for e in edges}
+        started = time.monotonic()
         with tqdm(total=int(spec.end_s), unit="sim s", desc=f"{spec.scenario} {spec.mode} seed {spec.seed}") as bar:
             now = 0.0
             while now < spec.end_s:
@@ -268,6 +312,7 @@ def run(spec: RunSpec) -> Path:
     finally:
         engine.close()
         controllers.close()
+        incidents.close()
         if bus:
             bus.close()
         if devices:
@@ -292,7 +337,12 @@ def run(spec: RunSpec) -> Path:
         json.loads(scenario.walks.read_text()),
         locations,
         junctions,
-        kpis.parking_search(run_dir / "vehroutes.xml", layout.centre_edges(), lengths),
+        kpis.parking_search(
+            run_dir / "vehroutes.xml",
+            layout.centre_edges(),
+            lengths,
+            {f.facility_id: f.edge for f in layout.FACILITIES},
+        ),
     )
     (run_dir / "kpis.json").write_text(json.dumps(result, indent=2))
     with (run_dir / "kpis.csv").open("w", newline="") as f:

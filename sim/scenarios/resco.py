@@ -55,9 +55,20 @@ def run_fixed_time(resco: Resco, out_dir: Path, seed: int, end: float | None = N
     out_dir.mkdir(parents=True, exist_ok=True)
     tripinfo = out_dir / f"{resco.name}-seed{seed}.tripinfo.xml"
     stop = resco.end if end is None else resco.begin + end
-    run_sumo(resco.config, tripinfo, "--seed", str(seed), "--end", f"{stop:.0f}", "--time-to-teleport", "-1")
-    infos = ET.parse(tripinfo).getroot().findall("tripinfo")  # noqa: S314
-    delays = [float(i.get("timeLoss", 0)) + float(i.get("departDelay", 0)) for i in infos]
+    run_sumo(
+        resco.config,
+        tripinfo,
+        "--seed",
+        str(seed),
+        "--end",
+        f"{stop:.0f}",
+        "--time-to-teleport",
+        "-1",
+        "--tripinfo-output.write-undeparted",
+    )
+    every = ET.parse(tripinfo).getroot().findall("tripinfo")  # noqa: S314
+    delays = [float(i.get("timeLoss", 0)) + float(i.get("departDelay", 0)) for i in every]
+    infos = [i for i in every if float(i.get("depart", "-1")) >= 0]
     departed = {i.get("id") for i in infos}
     scheduled = scheduled_vehicles(resco)
     return {

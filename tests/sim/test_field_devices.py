@@ -1,6 +1,7 @@
 """The twin's field devices really reach the services: after a run, the parking service's counts are
-SUMO's parkingArea occupancy, the police's report of the scripted collision is an active incident on
-the road SUMO closed, and the plan an engineer activated reached SUMO's traffic light."""
+SUMO's parkingArea occupancy, the police's report of the scripted collision is an incident on the road
+SUMO closed (active, then cleared when the run ends), and the plan an engineer activated reached
+SUMO's traffic light."""
 
 from __future__ import annotations
 
@@ -76,14 +77,18 @@ async def test_counts_incident_and_signal_plans_flow_between_twin_and_services(
             got = await engineer.GetOccupancy(ppb.GetOccupancyRequest(facility=f"facilities/{facility.facility_id}"))
             assert got.occupancy.occupied_spaces == int(float(last[f"parked:{facility.facility_id}"])), facility
             assert got.occupancy.capacity == facility.capacity
-        listed = (await Incidents(i, tokens).as_("engineer").ListIncidents(ipb.ListIncidentsRequest())).incidents
-    assert len(listed) == 1
-    collision = listed[0]
-    assert (collision.state, collision.network_location.edge_id, list(collision.impact.closed_lanes)) == (
+        police = Incidents(i, tokens).as_("engineer")
+        listed = (await police.ListIncidents(ipb.ListIncidentsRequest())).incidents
+        assert len(listed) == 1
+        collision = listed[0]
+        history = (await police.ListIncidentHistory(ipb.ListIncidentHistoryRequest(name=collision.name))).entries
+    assert (collision.network_location.edge_id, list(collision.impact.closed_lanes)) == ("j22-j32", [1])
+    # Reported at 07:30, active while the run lasted, cleared when the twin's morning ended.
+    assert [e.to_state for e in history] == [
+        ipb.INCIDENT_STATE_REPORTED,
         ipb.INCIDENT_STATE_ACTIVE,
-        "j22-j32",
-        [1],
-    )
+        ipb.INCIDENT_STATE_CLEARED,
+    ]
     assert json.loads((run_dir / "devices.json").read_text())["occupancy_reports"] > len(FACILITIES)
     applied = [json.loads(line) for line in (run_dir / "applied.jsonl").read_text().splitlines()]
     by_light = {a["tls"]: a["plan_version"] for a in applied if a["event"] == "plan_activated"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from typing import Any
 
 import sumolib
 
-from sim.netbuild import convert
+from sim.netbuild import convert, sumo_binary
 from sim.netbuild import run_sumo as plain_sumo
 from sim.scenarios.almere_centrum import demand, layout
 
@@ -86,6 +87,8 @@ def _blind_rerouters(network: Path, parking: Path, out: Path) -> None:
             str(parking),
             "-o",
             str(out),
+            "--max-distance-alternatives",
+            "5000",
             "--max-number-alternatives",
             "5",
             "--min-capacity-visibility-true",
@@ -153,15 +156,46 @@ def detectors_xml(network: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _code_digest() -> str:
+    """A build depends on the code that generates it: a changed layout or demand means a new build."""
+    here = Path(__file__).resolve().parent
+    sources = sorted(here.glob("*.py"))
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
+
+
+def _route(network: Path, trips: Path, routes: Path) -> None:
+    """Fixed routes on the empty network (duarouter), stops kept: drivers plan before they leave and
+    only re-plan when they have a rerouting device (mode sumo) or meet a closure."""
+    subprocess.run(
+        [
+            sumo_binary("duarouter"),
+            "-n",
+            str(network),
+            "--route-files",
+            str(trips),
+            "-o",
+            str(routes),
+            "--ignore-errors",
+            "--no-warnings",
+            "--no-step-log",
+            "--additional-files",
+            str(routes.parent / "parking.add.xml"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
 def build(
     out_dir: Path, seed: int = 1, scale: float = 1.0, horizon_s: float = 4 * 3600, event: bool = False
 ) -> Scenario:
     """Write network, parking, rerouters, routes and a .sumocfg into out_dir (or reuse them when a
     build with the same inputs is there: runs of several seeds share one folder)."""
     manifest = out_dir / f"scenario-seed{seed}.json"
+    inputs = {"scale": scale, "horizon_s": horizon_s, "event": event, "code": _code_digest()}
     if manifest.exists():
         data = json.loads(manifest.read_text())
-        if (data["scale"], data["horizon_s"], data.get("event")) == (scale, horizon_s, event):
+        if data.get("inputs") == inputs:
             return Scenario.from_json(data["scenario"])
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "nodes.nod.xml").write_text(layout.nodes_xml())
@@ -178,8 +212,10 @@ def build(
     detectors = out_dir / "detectors.add.xml"
     detectors.write_text(detectors_xml(network))
     trips = demand.generate(seed, scale, horizon_s, event)
+    trip_file = out_dir / f"demand-seed{seed}.trips.xml"
+    trip_file.write_text(demand.routes_xml(trips))
     routes = out_dir / f"demand-seed{seed}.rou.xml"
-    routes.write_text(demand.routes_xml(trips))
+    _route(network, trip_file, routes)
     walks = out_dir / f"walks-seed{seed}.json"
     walks.write_text(json.dumps({t.vid: t.walk_to for t in trips if t.kind in ("visitor", "event")}))
     config = out_dir / f"{NAME}-seed{seed}.sumocfg"
@@ -216,7 +252,7 @@ def build(
         len(trips),
     )
     fields = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(scenario).items()}
-    manifest.write_text(json.dumps({"scale": scale, "horizon_s": horizon_s, "event": event, "scenario": fields}))
+    manifest.write_text(json.dumps({"inputs": inputs, "scenario": fields}))
     return scenario
 
 
