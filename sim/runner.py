@@ -144,7 +144,7 @@ class _Incidents:
     def step(self, now: float) -> None:
         for incident, _ in self._active:
             self.met.update(self._sumo.edge.getLastStepVehicleIDs(incident.edge))
-            if incident.full_closure and not self._broadcast:
+            if incident.full_closure:  # whoever reaches the barrier turns off (equipped or not)
                 self._detour(self._heading_for(incident.edge, next_only=True))
         while self._pending and self._pending[0].start_s <= now:
             incident = self._pending.pop(0)
