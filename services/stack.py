@@ -35,8 +35,9 @@ DEV_CALLERS = {
 }
 
 
-def free_port(host: str, preferred: int) -> int:
-    if port_is_free(host, preferred):
+def free_port(host: str, preferred: int = 0) -> int:
+    """`preferred` if it is free, else (or without one) a port the kernel picks."""
+    if preferred and port_is_free(host, preferred):
         return preferred
     with socket.socket() as s:
         s.bind((host, 0))

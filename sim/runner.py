@@ -115,19 +115,30 @@ class _Incidents:
         """`broadcast`: a closure is known to every router at once (mode sumo); otherwise drivers find
         a closed road when they reach it and only then turn off."""
         self._sumo = sumo
-        self._devices = devices
+        self.devices = devices
         self._broadcast = broadcast
         self._pending = sorted(incidents, key=lambda i: i.start_s)
         self._active: list[tuple[ScriptedIncident, dict[str, tuple[list[str], float]]]] = []
         self.met: set[str] = set()  # vehicles that drove onto an incident's road while it was there
 
-    def _heading_for(self, edge: str, next_only: bool) -> list[str]:
-        """Vehicles whose remaining route crosses `edge` (only as their next edge, if next_only)."""
+    def _heading_for(self, edge: str) -> list[str]:
+        """Vehicles whose remaining route crosses `edge` (a scan of every vehicle: once per incident)."""
         out = []
         for vehicle in self._sumo.vehicle.getIDList():
-            route = self._sumo.vehicle.getRoute(vehicle)[self._sumo.vehicle.getRouteIndex(vehicle) + 1 :]
-            if (route[:1] if next_only else route).count(edge):
+            if edge in self._sumo.vehicle.getRoute(vehicle)[self._sumo.vehicle.getRouteIndex(vehicle) + 1 :]:
                 out.append(vehicle)
+        return out
+
+    def _reaching(self, edge: str) -> list[str]:
+        """Vehicles on the roads into `edge` whose next edge it is (checked every step, so only those)."""
+        junction = self._sumo.edge.getFromJunction(edge)
+        out = []
+        for upstream in self._sumo.junction.getIncomingEdges(junction):
+            for vehicle in self._sumo.edge.getLastStepVehicleIDs(upstream):
+                route = self._sumo.vehicle.getRoute(vehicle)
+                index = self._sumo.vehicle.getRouteIndex(vehicle)
+                if index + 1 < len(route) and route[index + 1] == edge:
+                    out.append(vehicle)
         return out
 
     def _detour(self, vehicles: list[str]) -> None:
@@ -137,15 +148,15 @@ class _Incidents:
 
     def close(self) -> None:
         """End what is still open (the run is over): the police clear it."""
-        if self._devices:
+        if self.devices:
             for incident, _ in self._active:
-                self._devices.incident_ended(incident)
+                self.devices.incident_ended(incident)
 
     def step(self, now: float) -> None:
         for incident, _ in self._active:
             self.met.update(self._sumo.edge.getLastStepVehicleIDs(incident.edge))
             if incident.full_closure:  # whoever reaches the barrier turns off (equipped or not)
-                self._detour(self._heading_for(incident.edge, next_only=True))
+                self._detour(self._reaching(incident.edge))
         while self._pending and self._pending[0].start_s <= now:
             incident = self._pending.pop(0)
             saved = {}
@@ -157,21 +168,21 @@ class _Incidents:
                 else:
                     self._sumo.lane.setMaxSpeed(lane, WALKING_PACE)
             self._active.append((incident, saved))
-            heading = self._heading_for(incident.edge, next_only=False)
+            heading = self._heading_for(incident.edge)
             self.met.update(heading)  # on their way through it when it happened
             if incident.full_closure and self._broadcast:
                 self._detour(heading)
-            if self._devices:
+            if self.devices:
                 shape = self._sumo.lane.getShape(f"{incident.edge}_0")
                 lon, lat = self._sumo.simulation.convertGeo(*shape[len(shape) // 2])
-                self._devices.incident_started(incident, (lat, lon))
+                self.devices.incident_started(incident, (lat, lon))
         for incident, saved in [a for a in self._active if a[0].end_s <= now]:
             for lane, (allowed, speed) in saved.items():
                 self._sumo.lane.setAllowed(lane, allowed)
                 self._sumo.lane.setMaxSpeed(lane, speed)
             self._active.remove((incident, saved))
-            if self._devices:
-                self._devices.incident_ended(incident)
+            if self.devices:
+                self.devices.incident_ended(incident)
 
 
 def _sample(sumo: Any, now: float, edges: list[str]) -> dict[str, float]:
@@ -268,13 +279,13 @@ def run(spec: RunSpec) -> Path:
     # Baselines: in `none` the city runs the signal service's (fixed) plans; in `sumo`, SUMO's own
     # actuated control. Neither follows the optimizer's advice: that is coordination (mode coordinated).
     controllers = Controllers(run_dir / "applied.jsonl", plans=spec.mode == "none", guidance=False)
-    incidents = _Incidents(engine, variant.incidents, None, broadcast=spec.mode == "sumo")
+    incidents = _Incidents(engine, variant.incidents, broadcast=spec.mode == "sumo")
     rows: list[dict[str, float]] = []
     try:
         if spec.services_dir is not None:
             devices = FieldDevices(spec.services_dir, f"{spec.scenario}/{spec.mode}/{spec.seed}/{uuid.uuid4().hex[:8]}")
             devices.register(layout.FACILITIES, _facility_locations(engine))
-            incidents = _Incidents(engine, variant.incidents, devices, broadcast=spec.mode == "sumo")
+            incidents.devices = devices
             nats_url = json.loads((spec.services_dir / "endpoints.json").read_text()).get("nats")
             if nats_url:
                 bus = BusListener(

@@ -45,14 +45,14 @@ MAX_EVENT_BYTES = 60_000
 def outbox_row(subject: str, event_type: str, message: Message, now: datetime) -> dict[str, Any]:
     """Values for one outbox row (for bulk insert). An event JetStream would refuse is refused here,
     in the writer's transaction, so it can never block the relay."""
-    size = message.ByteSize()
-    if size > MAX_EVENT_BYTES:
-        raise InvalidArgument(f"the change makes a {size}-byte {event_type} event; at most {MAX_EVENT_BYTES}")
+    payload = message.SerializeToString()
+    if len(payload) > MAX_EVENT_BYTES:
+        raise InvalidArgument(f"the change makes a {len(payload)}-byte {event_type} event; at most {MAX_EVENT_BYTES}")
     return {
         "event_id": str(uuid.uuid4()),
         "subject": subject,
         "event_type": event_type,
-        "payload": message.SerializeToString(),
+        "payload": payload,
         "headers": tracing.outgoing_headers(),
         "created_at": now,
     }

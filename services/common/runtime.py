@@ -14,11 +14,13 @@ from sqlmodel import SQLModel
 
 from services.common.auth import TokenStore
 from services.common.bus import Bus
+from services.common.clock import utcnow
 from services.common.config import Settings
-from services.common.db import GroupCommitter, create_tables, make_engine
+from services.common.db import BatchHandler, GroupCommitter, create_tables, make_engine
 from services.common.observability import configure_logging, serve_metrics
 from services.common.outbox import OutboxBase, OutboxRelay
 from services.common.server import GrpcServer, stop_on_signals
+from services.common.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,20 @@ class Service:
         bound = await self.server.start(port)
         self._stop_metrics = serve_metrics(s.bind_host, s.metrics_port)
         return bound
+
+    def schedule(self, name: str, handler: BatchHandler) -> Callable[[], Awaitable[None]]:
+        """Submit `handler` (a batch handler taking the current time) every scheduler_poll_seconds;
+        returns the hook that stops it. A failed round is logged and retried on the next."""
+
+        async def tick() -> None:
+            try:
+                await self.committer.submit(handler, utcnow())
+            except Exception:
+                log.exception("scheduled %s failed; will retry", name)
+
+        worker = Worker(f"{self.spec.name}-{name}", tick, self.settings.scheduler_poll_seconds)
+        worker.start()
+        return worker.stop
 
     async def stop(self) -> None:
         """Drain calls, commit what is queued, publish the outbox, close the bus and database."""

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 
 from almere.incidents.v1 import incidents_pb2, incidents_pb2_grpc
 from grpc import aio
 
-from services.common.clock import utcnow
 from services.common.network import load_network
 from services.common.runtime import Service, ServiceSpec
-from services.common.worker import Worker
 from services.incidents import store
 from services.incidents.api import IncidentApi
 from services.incidents.events import incidents_stream
 from services.incidents.feed import incident_feed
 from services.incidents.models import TABLES, IncidentsOutbox
-
-log = logging.getLogger(__name__)
 
 
 async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awaitable[None]]]:
@@ -28,15 +23,7 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
     api = IncidentApi(service.engine, service.committer, feed, network)
     incidents_pb2_grpc.add_IncidentServiceServicer_to_server(api, server)
 
-    async def advance() -> None:
-        try:
-            await service.committer.submit(store.advance_schedule, utcnow())
-        except Exception:
-            log.exception("could not advance the planned-event schedule; will retry")
-
-    scheduler = Worker("incidents-schedule", advance, service.settings.scheduler_poll_seconds)
-    scheduler.start()
-    return [scheduler.stop, feed.stop]
+    return [service.schedule("planned-events", store.advance_schedule), feed.stop]
 
 
 SPEC = ServiceSpec(

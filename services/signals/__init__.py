@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 
 from almere.signals.v1 import events_pb2, signals_pb2, signals_pb2_grpc
 from grpc import aio
 
-from services.common.clock import utcnow
 from services.common.feed import EventFeed
 from services.common.runtime import Service, ServiceSpec
-from services.common.worker import Worker
 from services.signals import events, logic, store
 from services.signals.api import SignalApi
 from services.signals.models import TABLES, SignalsOutbox
-
-log = logging.getLogger(__name__)
 
 
 async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awaitable[None]]]:
@@ -28,15 +23,7 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
         SignalApi(service.engine, service.committer, feed, network, bounds), server
     )
 
-    async def activate_due() -> None:
-        try:
-            await service.committer.submit(store.activate_due, utcnow())
-        except Exception:
-            log.exception("could not activate scheduled plans; will retry")
-
-    scheduler = Worker("signals-schedule", activate_due, settings.scheduler_poll_seconds)
-    scheduler.start()
-    return [scheduler.stop, feed.stop]
+    return [service.schedule("plan-activations", store.activate_due), feed.stop]
 
 
 SPEC = ServiceSpec(

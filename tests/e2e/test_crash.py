@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -20,7 +19,7 @@ from almere.parking.v1 import parking_pb2 as pb
 from sqlalchemy import create_engine, func, select, table, text
 
 from services.common.natsd import NatsServer
-from services.stack import wait_serving
+from services.stack import free_port, wait_serving
 from tests.integration.helpers import Incidents, Parking, read_stream
 
 pytestmark = pytest.mark.e2e
@@ -98,12 +97,6 @@ WORKLOADS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_service(service: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -117,7 +110,7 @@ async def test_sigkill_loses_no_acknowledged_write_and_publishes_each_once(
     tmp_path: Path, nats_server: NatsServer, database_url: str, tokens: dict[str, str], tokens_json: str, workload: str
 ) -> None:
     w = WORKLOADS[workload]
-    port = free_port()
+    port = free_port("127.0.0.1")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALMERE_")}
     env.update(
         ALMERE_DATA_DIR=str(tmp_path / "data"),

@@ -19,6 +19,8 @@ from almere.signals.v1 import signals_pb2_grpc
 from almere.type.v1 import geo_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.signals import events as signal_events
+
 CENTRE = (52.3731, 5.2194)
 
 
@@ -104,20 +106,7 @@ class _As:
 
 DECODERS: dict[str, Any] = {
     "measurement": detectors_pb2.Measurement,
-    **dict.fromkeys(
-        [
-            "intersection_imported",
-            "intersection_updated",
-            "plan_created",
-            "plan_proposed",
-            "plan_scheduled",
-            "plan_activated",
-            "plan_rejected",
-            "priority_decided",
-            "priority_ended",
-        ],
-        sevents_pb2.SignalEvent,
-    ),
+    **dict.fromkeys(signal_events.EVENTS, sevents_pb2.SignalEvent),
     "incident_reported": ievents_pb2.IncidentEvent,
     "incident_updated": ievents_pb2.IncidentEvent,
     "incident_state_changed": ievents_pb2.IncidentEvent,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import urllib.request
 from collections.abc import Awaitable, Callable
 
@@ -14,16 +13,11 @@ from almere.parking.v1 import parking_pb2 as pb
 
 from services.common.natsd import NatsServer
 from services.parking import SPEC
+from services.stack import free_port
 from tests.integration.helpers import Parking, ts
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -60,7 +54,7 @@ async def test_trace_context_flows_from_the_call_to_the_event_headers(
 async def test_metrics_endpoint_counts_calls_and_shows_occupancy(
     start_service: Callable[..., Awaitable[str]], tokens: dict[str, str]
 ) -> None:
-    metrics_port = free_port()
+    metrics_port = free_port("127.0.0.1")
     address = await start_service(SPEC, metrics_port=metrics_port)
     async with grpc.aio.insecure_channel(address) as channel:
         client = Parking(channel, tokens)
