@@ -4,7 +4,7 @@ queued request of their kind, apply the domain rules in order and return one res
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -16,6 +16,7 @@ from sqlmodel import Session, col
 
 from services.common import tracing
 from services.common.auth import Identity, Role
+from services.common.changes import Changes
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, ServiceError
 from services.common.tracing import Traced
 from services.parking import events, logic, metrics
@@ -94,13 +95,13 @@ def _derive(row: FacilityView) -> int:
     )
 
 
-@dataclass
-class _Changes:
-    """What one batch handler writes besides the facility rows: history samples and outbox events."""
+class _Changes(Changes):
+    """Occupancy samples (the history rows) and outbox events of one batch, plus the occupancy rows
+    it changed, saved together in one executemany."""
 
-    samples: list[dict[str, Any]] = field(default_factory=list)
-    outbox: list[dict[str, Any]] = field(default_factory=list)
-    changed: dict[str, OccupancyRow] = field(default_factory=dict)
+    def __init__(self) -> None:
+        super().__init__(OccupancySample, ParkingOutbox)
+        self.changed: dict[str, OccupancyRow] = {}
 
     def occupancy(
         self, row: FacilityView, previous_status: int, cause: int, now: datetime, source: datetime
@@ -109,7 +110,7 @@ class _Changes:
         row.version += 1
         row.update_time = row.occupancy_time = now
         row.source_time = source
-        self.samples.append(
+        self.history.append(
             {
                 "facility_id": row.id,
                 "source_time": source,
@@ -132,10 +133,7 @@ class _Changes:
                 _SAVE_OCCUPANCY,
                 [{f"b_{c}": getattr(r, c) for c in ["id", *MUTABLE_COLUMNS]} for r in self.changed.values()],
             )
-        if self.samples:
-            session.execute(insert(OccupancySample), self.samples)
-        if self.outbox:
-            session.execute(insert(ParkingOutbox), self.outbox)
+        super().flush(session)
 
 
 # --- writes --------------------------------------------------------------------------------------
