@@ -25,15 +25,23 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#almere/optimizer/v1/decisions.proto\x12\x13\x61lmere.optimizer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x01\n\x0bRouteAdvice\x12\x12\n\nvehicle_id\x18\x01 \x01(\t\x12\r\n\x05\x65\x64ges\x18\x02 \x03(\t\x12\x18\n\x10\x64\x65stination_edge\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12/\n\x0b\x64\x65\x63ide_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x7f\n\x0fParkingGuidance\x12\x12\n\nvehicle_id\x18\x01 \x01(\t\x12\x17\n\x0fparking_area_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12/\n\x0b\x64\x65\x63ide_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#almere/optimizer/v1/decisions.proto\x12\x13\x61lmere.optimizer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x01\n\x0bRouteAdvice\x12\x12\n\nvehicle_id\x18\x01 \x01(\t\x12\r\n\x05\x65\x64ges\x18\x02 \x03(\t\x12\x18\n\x10\x64\x65stination_edge\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12/\n\x0b\x64\x65\x63ide_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8e\x01\n\x0fParkingGuidance\x12\x12\n\nvehicle_id\x18\x01 \x01(\t\x12\x17\n\x0fparking_area_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12/\n\x0b\x64\x65\x63ide_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65\x64ges\x18\x05 \x03(\t\"\xab\x03\n\x08\x44\x65\x63ision\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x05lever\x18\x02 \x01(\x0e\x32\x1a.almere.optimizer.v1.Lever\x12\x38\n\x0croute_advice\x18\x03 \x01(\x0b\x32 .almere.optimizer.v1.RouteAdviceH\x00\x12@\n\x10parking_guidance\x18\x04 \x01(\x0b\x32$.almere.optimizer.v1.ParkingGuidanceH\x00\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12;\n\x07trigger\x18\x06 \x03(\x0b\x32*.almere.optimizer.v1.Decision.TriggerEntry\x12/\n\x0b\x64\x65\x63ide_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10sim_time_seconds\x18\x08 \x01(\x01\x12\x18\n\x10\x65xpected_seconds\x18\t \x01(\x01\x1a.\n\x0cTriggerEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06\x61\x63tion*x\n\x05Lever\x12\x15\n\x11LEVER_UNSPECIFIED\x10\x00\x12\x1c\n\x18LEVER_INCIDENT_REROUTING\x10\x01\x12\x1e\n\x1aLEVER_CONGESTION_REROUTING\x10\x02\x12\x1a\n\x16LEVER_PARKING_GUIDANCE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'almere.optimizer.v1.decisions_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_DECISION_TRIGGERENTRY']._loaded_options = None
+  _globals['_DECISION_TRIGGERENTRY']._serialized_options = b'8\001'
+  _globals['_LEVER']._serialized_start=810
+  _globals['_LEVER']._serialized_end=930
   _globals['_ROUTEADVICE']._serialized_start=94
   _globals['_ROUTEADVICE']._serialized_end=233
-  _globals['_PARKINGGUIDANCE']._serialized_start=235
-  _globals['_PARKINGGUIDANCE']._serialized_end=362
+  _globals['_PARKINGGUIDANCE']._serialized_start=236
+  _globals['_PARKINGGUIDANCE']._serialized_end=378
+  _globals['_DECISION']._serialized_start=381
+  _globals['_DECISION']._serialized_end=808
+  _globals['_DECISION_TRIGGERENTRY']._serialized_start=752
+  _globals['_DECISION_TRIGGERENTRY']._serialized_end=798
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -19,12 +20,38 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _Lever:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LeverEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Lever.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LEVER_UNSPECIFIED: _Lever.ValueType  # 0
+    LEVER_INCIDENT_REROUTING: _Lever.ValueType  # 1
+    """An incident closes or slows edges on the vehicle's remaining route."""
+    LEVER_CONGESTION_REROUTING: _Lever.ValueType  # 2
+    """Current travel times make another route clearly faster."""
+    LEVER_PARKING_GUIDANCE: _Lever.ValueType  # 3
+    """A facility with free spaces for a vehicle bound for the centre."""
+
+class Lever(_Lever, metaclass=_LeverEnumTypeWrapper):
+    """Which lever made a decision."""
+
+LEVER_UNSPECIFIED: Lever.ValueType  # 0
+LEVER_INCIDENT_REROUTING: Lever.ValueType  # 1
+"""An incident closes or slows edges on the vehicle's remaining route."""
+LEVER_CONGESTION_REROUTING: Lever.ValueType  # 2
+"""Current travel times make another route clearly faster."""
+LEVER_PARKING_GUIDANCE: Lever.ValueType  # 3
+"""A facility with free spaces for a vehicle bound for the centre."""
+Global___Lever: _TypeAlias = Lever  # noqa: Y015
+
 @_typing.final
 class RouteAdvice(_message.Message):
     """Decisions the optimizer publishes for individual equipped vehicles (what a navigation app or an
-    in-car system receives). Subjects: `almere.optimizer.v1.route_advice.<vehicle_id>` and
-    `almere.optimizer.v1.parking_guidance.<vehicle_id>`. In a simulation the twin applies them to the
-    SUMO vehicle of that id.
+    in-car system receives), on stream OPTIMIZER. Subjects:
+    `almere.optimizer.v1.route_advice.<vehicle_id>` and `almere.optimizer.v1.parking_guidance.<vehicle_id>`,
+    each carrying a `Decision`. In a simulation the twin applies them to the SUMO vehicle of that id.
 
     A new route for a vehicle.
     """
@@ -74,12 +101,17 @@ class ParkingGuidance(_message.Message):
     PARKING_AREA_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     DECIDE_TIME_FIELD_NUMBER: _builtins.int
+    EDGES_FIELD_NUMBER: _builtins.int
     vehicle_id: _builtins.str
     parking_area_id: _builtins.str
     """The facility's SUMO parkingArea id (its facility id in the parking service)."""
     reason: _builtins.str
     @_builtins.property
     def decide_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def edges(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The route to the facility and on to the vehicle's destination (empty: the vehicle plans it)."""
+
     def __init__(
         self,
         *,
@@ -87,11 +119,91 @@ class ParkingGuidance(_message.Message):
         parking_area_id: _builtins.str = ...,
         reason: _builtins.str = ...,
         decide_time: _timestamp_pb2.Timestamp | None = ...,
+        edges: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decide_time", b"decide_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decide_time", b"decide_time", "parking_area_id", b"parking_area_id", "reason", b"reason", "vehicle_id", b"vehicle_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decide_time", b"decide_time", "edges", b"edges", "parking_area_id", b"parking_area_id", "reason", b"reason", "vehicle_id", b"vehicle_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ParkingGuidance: _TypeAlias = ParkingGuidance  # noqa: Y015
+
+@_typing.final
+class Decision(_message.Message):
+    """One decision, with why it was made and the data that triggered it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TriggerEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LEVER_FIELD_NUMBER: _builtins.int
+    ROUTE_ADVICE_FIELD_NUMBER: _builtins.int
+    PARKING_GUIDANCE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIELD_NUMBER: _builtins.int
+    DECIDE_TIME_FIELD_NUMBER: _builtins.int
+    SIM_TIME_SECONDS_FIELD_NUMBER: _builtins.int
+    EXPECTED_SECONDS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Resource name: `decisions/{decision}`."""
+    lever: Global___Lever.ValueType
+    reason: _builtins.str
+    """Why, in words (for the control room)."""
+    sim_time_seconds: _builtins.float
+    """Simulated time of the decision (0 outside simulations)."""
+    expected_seconds: _builtins.float
+    """Expected travel time saved (route levers) or expected door-to-door time (parking guidance), s."""
+    @_builtins.property
+    def route_advice(self) -> Global___RouteAdvice: ...
+    @_builtins.property
+    def parking_guidance(self) -> Global___ParkingGuidance: ...
+    @_builtins.property
+    def trigger(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The data that triggered it: an incident name and version, an edge's travel time, a facility's
+        free spaces.
+        """
+
+    @_builtins.property
+    def decide_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        lever: Global___Lever.ValueType = ...,
+        route_advice: Global___RouteAdvice | None = ...,
+        parking_guidance: Global___ParkingGuidance | None = ...,
+        reason: _builtins.str = ...,
+        trigger: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        decide_time: _timestamp_pb2.Timestamp | None = ...,
+        sim_time_seconds: _builtins.float = ...,
+        expected_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "decide_time", b"decide_time", "parking_guidance", b"parking_guidance", "route_advice", b"route_advice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "decide_time", b"decide_time", "expected_seconds", b"expected_seconds", "lever", b"lever", "name", b"name", "parking_guidance", b"parking_guidance", "reason", b"reason", "route_advice", b"route_advice", "sim_time_seconds", b"sim_time_seconds", "trigger", b"trigger"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["route_advice", "parking_guidance"]  # noqa: Y015
+    _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
+
+Global___Decision: _TypeAlias = Decision  # noqa: Y015
