@@ -12,7 +12,12 @@ from services.common.auth import issue_token
 from services.common.config import Settings
 from services.common.runtime import ServiceSpec, migrate, serve
 
-SERVICE_MODULES = {"parking": "services.parking", "incidents": "services.incidents", "signals": "services.signals"}
+SERVICE_MODULES = {
+    "parking": "services.parking",
+    "incidents": "services.incidents",
+    "signals": "services.signals",
+    "optimizer": "services.optimizer",
+}
 
 
 def _spec(name: str) -> ServiceSpec:

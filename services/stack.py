@@ -21,7 +21,7 @@ from services.common.config import DEFAULT_PORTS, Settings
 from services.common.natsd import NatsServer, port_is_free, start_nats
 from sim.netbuild import build_network
 
-SERVICES = ["parking", "incidents", "signals"]
+SERVICES = ["parking", "incidents", "signals", "optimizer"]
 METRICS_PORT_BASE = 9101
 # Development callers issued by `almere up` when no tokens file is configured.
 DEV_CALLERS = {

@@ -9,11 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from services.common.geo import haversine_m
+from services.common.geo import WALK_SPEED_MPS, walking_m
 
 SEARCH_LIMIT_S = 300  # visitors taking longer than 5 minutes from arrival in town to a space
-WALK_SPEED = 1.3  # m/s
-WALK_DETOUR = 1.2  # streets are not straight lines
 
 LatLon = tuple[float, float]
 
@@ -29,7 +27,7 @@ def door_to_door(
     """What a visitor lives through: drive + search + walk from where they parked to where they go.
     Visitors still looking when the run ends count with their time so far (and in never_parked)."""
     parked = {s.get("id"): s for s in stops.iter("stopinfo") if _parked(s) and s.get("id") in walks}
-    walk_m, total_s, never = [], [], 0
+    walks_m, total_s, never = [], [], 0
     for vid, depart in departs.items():
         if vid not in walks:
             continue
@@ -38,10 +36,10 @@ def door_to_door(
             never += 1
             total_s.append(horizon_s - depart)
             continue
-        metres = WALK_DETOUR * haversine_m(*facilities[stop.get("parkingArea", "")], *junctions[walks[vid]])
-        walk_m.append(metres)
-        total_s.append(float(stop.get("started", 0)) - depart + metres / WALK_SPEED)
-    return {"door_to_door_s": _stats(total_s), "walk_m": _stats(walk_m), "never_parked": never}
+        metres = walking_m(*facilities[stop.get("parkingArea", "")], *junctions[walks[vid]])
+        walks_m.append(metres)
+        total_s.append(float(stop.get("started", 0)) - depart + metres / WALK_SPEED_MPS)
+    return {"door_to_door_s": _stats(total_s), "walk_m": _stats(walks_m), "never_parked": never}
 
 
 def _parked(stop: ET.Element) -> bool:

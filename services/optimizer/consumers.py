@@ -1,0 +1,91 @@
+"""Durable pull consumers on the streams the optimizer learns from. A message is acknowledged only
+after what it changed (and any decision it caused) is committed, so a restart resumes where the
+last commit ended: nothing lost, and versions already seen are dropped, so nothing repeated."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from services.common.bus import Bus
+from services.optimizer.store import Writes
+
+log = logging.getLogger(__name__)
+
+# Takes a message, returns what to persist (empty for soft state such as travel times).
+Handler = Callable[[Msg], Writes]
+Persist = Callable[[list[Writes]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Source:
+    stream: str
+    subject: str
+    durable: str
+    # Old measurements are worthless; old facilities and incidents are the state.
+    only_new: bool = False
+
+
+class DurableConsumer:
+    def __init__(self, bus: Bus, source: Source, handle: Handler, persist: Persist) -> None:
+        self._bus = bus
+        self.source = source
+        self._handle = handle
+        self._persist = persist
+        self._running = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.NEW if self.source.only_new else DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            max_ack_pending=10_000,
+            ack_wait=30,
+        )
+        self._subscription = await self._bus.js.pull_subscribe(
+            self.source.subject, durable=self.source.durable, stream=self.source.stream, config=config
+        )
+        self._running = True
+        self._task = asyncio.create_task(self._loop(), name=f"consume-{self.source.durable}")
+
+    async def stop(self) -> None:
+        """Finish the batch in hand (commit and ack), then stop; unacknowledged messages stay pending."""
+        self._running = False
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while self._running:
+            try:
+                messages = await self._subscription.fetch(256, timeout=0.25)
+            except nats.errors.TimeoutError:
+                continue
+            except Exception as exc:  # reconnecting: try again shortly
+                log.warning("fetch from %s failed: %s", self.source.stream, exc)
+                await asyncio.sleep(0.5)
+                continue
+            await self._process(messages)
+
+    async def _process(self, messages: list[Msg]) -> None:
+        writes = []
+        for message in messages:
+            try:
+                writes.append(self._handle(message))
+            except Exception:  # a message that cannot be read would come back for ever: drop it
+                log.exception("dropping unreadable message on %s", message.subject)
+        try:
+            await self._persist([w for w in writes if w])
+        except Exception:
+            log.warning("%d messages from %s will be redelivered", len(messages), self.source.stream)
+            for message in messages:
+                await message.nak(delay=1)
+            return
+        for message in messages:
+            await message.ack()

@@ -1,0 +1,317 @@
+"""The optimizer's engine: keeps the live picture up to date from what it consumes and reports, and
+runs the levers the strategy has on. It decides; the service persists and publishes (store, events)."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from datetime import datetime
+
+from almere.detectors.v1 import detectors_pb2
+from almere.incidents.v1 import events_pb2 as ievents
+from almere.incidents.v1 import incidents_pb2 as ipb
+from almere.optimizer.v1 import decisions_pb2 as dpb
+from almere.optimizer.v1 import optimizer_pb2 as pb
+from almere.parking.v1 import events_pb2 as pevents
+from almere.parking.v1 import parking_pb2 as ppb
+
+from services.common.clock import from_timestamp, to_timestamp
+from services.optimizer.levers import congestion, incident, parking
+from services.optimizer.levers.routes import Reroute, replan
+from services.optimizer.routing import FloatArray, RoadGraph
+from services.optimizer.state import Facility, Incident, Reservation, TravelTimes, Vehicle
+from services.optimizer.store import Loaded, Taken, Writes
+
+AFFECTING = (ipb.INCIDENT_STATE_ACTIVE, ipb.INCIDENT_STATE_CLEARING)
+UNAVAILABLE = (ppb.FACILITY_STATE_CLOSED,)
+
+
+def default_strategy() -> pb.Strategy:
+    return pb.Strategy(
+        incident_rerouting=True,
+        congestion_rerouting=True,
+        parking_guidance=True,
+        equipped_share=0.5,
+        decision_interval_seconds=30,
+        min_gain_seconds=30,
+        min_relative_gain=0.15,
+        reroute_hold_seconds=300,
+        reserve_spaces=3,
+    )
+
+
+class Engine:
+    def __init__(self, graph: RoadGraph, loaded: Loaded) -> None:
+        self.graph = graph
+        self.times = TravelTimes(graph)
+        self.restore(loaded)
+        self.vehicles: dict[str, Vehicle] = {}
+        self.last_rerouted: dict[str, float] = {}
+        self.freeing: dict[str, int] = {}
+        self.consumed: Counter[str] = Counter()
+        self.decisions: Counter[str] = Counter()
+        self.last_report: datetime | None = None
+        # Seconds on the reporter's clock: simulated time in a simulation, else wall time.
+        self.clock_s = 0.0
+        self.sim_s = 0.0
+        self._last_round_s = float("-inf")
+
+    def restore(self, loaded: Loaded) -> None:
+        """Take the durable state as stored (at start, and after a write failed: memory must not run
+        ahead of the database)."""
+        self.strategy = loaded.strategy or default_strategy()
+        self.incidents = {i.id: i for i in loaded.incidents}
+        self.facilities = {f.id: f for f in loaded.facilities}
+        self.reservations = {r.vehicle_id: r for r in loaded.reservations}
+        self.decided = set(loaded.decided)
+
+    # -- what is consumed --------------------------------------------------------------------------
+
+    def on_facility(self, event: pevents.FacilityChangedEvent) -> Writes:
+        known = self.facilities.get(event.facility_id)
+        if known is not None and event.version <= known.version:
+            return Writes()
+        f = event.facility
+        edges = [e for e in f.entrance_edge_ids if e in self.graph.index]
+        facility = Facility(
+            event.facility_id,
+            event.version,
+            f.capacity,
+            f.occupancy.occupied_spaces if f.HasField("occupancy") else (known.occupied if known else 0),
+            f.state not in UNAVAILABLE,
+            edges[0] if edges else "",
+            f.location.latitude,
+            f.location.longitude,
+            known.report_time if known else None,
+        )
+        self.facilities[facility.id] = facility
+        return Writes(facilities=[facility])
+
+    def on_occupancy(self, event: pevents.OccupancyChangedEvent) -> Writes:
+        facility = self.facilities.get(event.facility_id)
+        if facility is None or event.version <= facility.version:
+            return Writes()
+        occupied = event.occupancy.occupied_spaces
+        self.freeing[facility.id] = max(0, facility.occupied - occupied)
+        facility.version, facility.occupied = event.version, occupied
+        facility.capacity = event.occupancy.capacity or facility.capacity
+        facility.report_time = from_timestamp(event.occur_time)
+        # A parked vehicle's promise ends once a count made after it parked includes it.
+        counted = [
+            r.vehicle_id
+            for r in self.reservations.values()
+            if r.facility_id == facility.id and r.arrived is not None and r.arrived <= facility.report_time
+        ]
+        for vehicle in counted:
+            del self.reservations[vehicle]
+        return Writes(facilities=[facility], released=counted)
+
+    def on_incident(self, event: ievents.IncidentEvent, now: datetime) -> Writes:
+        known = self.incidents.get(event.incident_id)
+        if known is not None and event.version <= known.version:
+            return Writes()
+        i = event.incident
+        updated = Incident(
+            event.incident_id,
+            event.version,
+            i.network_location.edge_id,
+            i.state in AFFECTING,
+            i.impact.full_closure,
+            list(i.impact.closed_lanes),
+            i.impact.speed_limit_kmh,
+        )
+        self.incidents[updated.id] = updated
+        writes = Writes(incidents=[updated])
+        if updated.active and self.strategy.incident_rerouting:  # at once, not at the next round
+            writes.decisions = self._route_decisions(self._incident_reroutes(), dpb.LEVER_INCIDENT_REROUTING, now)
+        return writes
+
+    def on_detector(self, measurement: detectors_pb2.Measurement) -> None:
+        if measurement.vehicle_count > 0:
+            self.times.observe_speed(measurement.edge_id, measurement.mean_speed_mps)
+
+    # -- reports and decision rounds ---------------------------------------------------------------
+
+    def on_report(self, request: pb.ReportVehiclesRequest, now: datetime) -> Writes:
+        self.last_report = now
+        self.sim_s = request.sim_time_seconds
+        self.clock_s = request.sim_time_seconds or now.timestamp()
+        for measured in request.edge_travel_times:
+            self.times.observe(measured.edge_id, measured.travel_time_seconds)
+        writes = self._update_vehicles(request.vehicles, now)
+        if self.clock_s < self._last_round_s:  # a new simulation run: its clock starts again
+            self._last_round_s = float("-inf")
+        if self.clock_s - self._last_round_s < self.strategy.decision_interval_seconds:
+            return writes
+        self._last_round_s = self.clock_s
+        if self.strategy.parking_guidance:
+            writes.decisions += self._guide(writes, now)
+        if self.strategy.incident_rerouting:
+            writes.decisions += self._route_decisions(self._incident_reroutes(), dpb.LEVER_INCIDENT_REROUTING, now)
+        if self.strategy.congestion_rerouting:
+            damping = congestion.Damping(
+                self.strategy.min_gain_seconds, self.strategy.min_relative_gain, self.strategy.reroute_hold_seconds
+            )
+            found = congestion.reroutes(
+                self.graph, self.cost(), self._routable(), self._via(), self.clock_s, self.last_rerouted, damping
+            )
+            writes.decisions += self._route_decisions(found, dpb.LEVER_CONGESTION_REROUTING, now)
+        return writes
+
+    def _update_vehicles(self, states: Iterable[pb.VehicleState], now: datetime) -> Writes:
+        seen: dict[str, Vehicle] = {}
+        writes = Writes()
+        for s in states:
+            walk = (
+                (s.walk_destination.latitude, s.walk_destination.longitude) if s.HasField("walk_destination") else None
+            )
+            seen[s.vehicle_id] = Vehicle(
+                s.vehicle_id,
+                s.edge_id,
+                list(s.route) or [s.edge_id],
+                s.purpose == pb.VEHICLE_PURPOSE_PARKING,
+                s.parked_at,
+                s.parking_area_id,
+                walk,
+            )
+            reservation = self.reservations.get(s.vehicle_id)
+            if reservation is not None and s.parked_at and reservation.arrived is None:
+                reservation.arrived = now
+                writes.reservations.append(reservation)
+        gone = [v for v in self.reservations if v not in seen]
+        for vehicle in gone:
+            del self.reservations[vehicle]
+        writes.released += gone
+        self.vehicles = seen
+        return writes
+
+    def cost(self) -> FloatArray:
+        return self.times.cost(list(self.incidents.values()))
+
+    def promised(self) -> Counter[str]:
+        return Counter(r.facility_id for r in self.reservations.values())
+
+    def _routable(self) -> list[Vehicle]:
+        return [v for v in self.vehicles.values() if not v.parked_at and v.edge_id in self.graph.index]
+
+    def _via(self) -> dict[str, str]:
+        """The parking edge each parking vehicle still has to reach."""
+        out = {}
+        for v in self.vehicles.values():
+            facility = self.facilities.get(v.parking_area_id)
+            if v.parking and facility is not None and facility.edge_id:
+                out[v.id] = facility.edge_id
+        return out
+
+    def _incident_reroutes(self) -> list[Reroute]:
+        active = [i for i in self.incidents.values() if i.active]
+        if not active:
+            return []
+        return incident.reroutes(self.graph, self.cost(), self._routable(), self._via(), active, self.decided)
+
+    def _route_decisions(self, reroutes: list[Reroute], lever: int, now: datetime) -> list[Taken]:
+        out = []
+        for r in reroutes:
+            if (r.vehicle.id, r.cause) in self.decided:
+                continue
+            advice = dpb.RouteAdvice(
+                vehicle_id=r.vehicle.id, edges=r.route, reason=r.reason, decide_time=to_timestamp(now)
+            )
+            out.append(
+                self._take(r.vehicle.id, r.cause, lever, r.reason, r.trigger, r.saved_s, now, route_advice=advice)
+            )
+            r.vehicle.route = r.route
+        return out
+
+    def _guide(self, writes: Writes, now: datetime) -> list[Taken]:
+        waiting = []
+        for v in self._routable():
+            if not v.parking:
+                continue
+            held = self.reservations.get(v.id)
+            if (
+                held is not None
+                and held.facility_id == v.parking_area_id
+                and self.facilities[held.facility_id].available
+            ):
+                continue
+            if held is not None:  # sent elsewhere (the facility was full on arrival) or closed: guide again
+                del self.reservations[v.id]
+                writes.released.append(v.id)
+            waiting.append(v)
+        if not waiting:
+            return []
+        promised = self.promised()
+        offers = parking.offers(
+            list(self.facilities.values()), promised, self.freeing, int(self.strategy.reserve_spaces)
+        )
+        cost = self.cost()
+        assignments = [
+            a
+            for a in parking.assign(self.graph, cost, waiting, offers)
+            if (a.vehicle.id, _guidance_cause(a)) not in self.decided
+        ]
+        routes = replan(self.graph, cost, [a.vehicle for a in assignments], [a.facility.edge_id for a in assignments])
+        out = []
+        for a, route in zip(assignments, routes, strict=True):
+            reason = f"{a.facility.id}: {a.drive_s:.0f} s drive + {a.search_s:.0f} s search + {a.walk_s:.0f} s walk"
+            free = a.facility.capacity - a.facility.occupied - promised[a.facility.id]
+            trigger = {"facility": a.facility.id, "free_spaces": str(free), "promised": str(promised[a.facility.id])}
+            guidance = dpb.ParkingGuidance(
+                vehicle_id=a.vehicle.id,
+                parking_area_id=a.facility.id,
+                reason=reason,
+                decide_time=to_timestamp(now),
+                edges=route or [],
+            )
+            out.append(
+                self._take(
+                    a.vehicle.id,
+                    _guidance_cause(a),
+                    dpb.LEVER_PARKING_GUIDANCE,
+                    reason,
+                    trigger,
+                    a.expected_s,
+                    now,
+                    parking_guidance=guidance,
+                )
+            )
+            promised[a.facility.id] += 1
+            reservation = Reservation(a.vehicle.id, a.facility.id, now)
+            self.reservations[a.vehicle.id] = reservation
+            writes.reservations.append(reservation)
+            a.vehicle.parking_area_id = a.facility.id
+            if route:
+                a.vehicle.route = route
+        return out
+
+    def _take(
+        self,
+        vehicle_id: str,
+        cause: str,
+        lever: int,
+        reason: str,
+        trigger: dict[str, str],
+        expected_s: float,
+        now: datetime,
+        **action: dpb.RouteAdvice | dpb.ParkingGuidance,
+    ) -> Taken:
+        decision = dpb.Decision(
+            name=f"decisions/{uuid.uuid4()}",
+            lever=lever,  # type: ignore[arg-type]
+            reason=reason,
+            trigger=trigger,
+            decide_time=to_timestamp(now),
+            sim_time_seconds=self.sim_s,
+            expected_seconds=round(expected_s, 1),
+            **action,  # type: ignore[arg-type]
+        )
+        self.decided.add((vehicle_id, cause))
+        self.last_rerouted[vehicle_id] = self.clock_s
+        self.decisions[dpb.Lever.Name(lever)] += 1  # type: ignore[arg-type]
+        return Taken(decision, vehicle_id, cause)
+
+
+def _guidance_cause(a: parking.Assignment) -> str:
+    return f"guidance/{a.facility.id}"

@@ -1,0 +1,107 @@
+"""The optimizer's rules outside the levers: who may do what, and what a strategy or a vehicle
+report must look like (checked before anything changes, so a bad request changes nothing)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from almere.optimizer.v1 import optimizer_pb2 as pb
+
+from services.common.auth import PUBLIC_SAFETY, Identity, Role
+from services.common.errors import InvalidArgument, PermissionDenied
+from services.optimizer.routing import RoadGraph
+
+READERS = frozenset({Role.ENGINEER, Role.SIM, Role.OPTIMIZER, *PUBLIC_SAFETY})
+REPORTERS = frozenset({Role.SIM, Role.OPTIMIZER})
+MAX_VEHICLES = 20_000
+MAX_ROUTE_EDGES = 2_000
+MAX_DESTINATIONS = 1_000
+# Vehicle ids become NATS subject tokens (almere.optimizer.v1.route_advice.<id>).
+VEHICLE_ID = re.compile(r"^[A-Za-z0-9_:\-]{1,128}$")
+STRATEGY_FIELDS = frozenset(pb.Strategy.DESCRIPTOR.fields_by_name)
+
+
+def authorize_read(identity: Identity) -> None:
+    if identity.role not in READERS:
+        raise PermissionDenied(f"role {identity.role_name} has no access to the optimizer")
+
+
+def authorize_strategy(identity: Identity) -> None:
+    if identity.role is not Role.ENGINEER:
+        raise PermissionDenied(f"only engineers change the optimizer's strategy; {identity.role_name} may not")
+
+
+def authorize_report(identity: Identity) -> None:
+    if identity.role not in REPORTERS:
+        raise PermissionDenied(f"only the twin or a navigation backend reports vehicles; {identity.role_name} may not")
+
+
+def merge_strategy(current: pb.Strategy, change: pb.Strategy, paths: list[str]) -> pb.Strategy:
+    """`current` with the fields named in `paths` (all when empty) taken from `change`, validated."""
+    unknown = sorted(set(paths) - STRATEGY_FIELDS)
+    if unknown:
+        raise InvalidArgument(f"update_mask names unknown fields: {', '.join(unknown)}")
+    merged = pb.Strategy()
+    merged.CopyFrom(current)
+    for name in paths or sorted(STRATEGY_FIELDS):
+        setattr(merged, name, getattr(change, name))
+    validate_strategy(merged)
+    return merged
+
+
+def validate_strategy(s: pb.Strategy) -> None:
+    checks = [
+        (0 <= s.equipped_share <= 1, "equipped_share must be between 0 and 1"),
+        (5 <= s.decision_interval_seconds <= 600, "decision_interval_seconds must be between 5 and 600"),
+        (0 <= s.min_gain_seconds <= 3600, "min_gain_seconds must be between 0 and 3600"),
+        (0 <= s.min_relative_gain <= 1, "min_relative_gain must be between 0 and 1"),
+        (0 <= s.reroute_hold_seconds <= 7200, "reroute_hold_seconds must be between 0 and 7200"),
+        (0 <= s.reserve_spaces <= 1000, "reserve_spaces must be between 0 and 1000"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise InvalidArgument(message)
+
+
+def check_edge(graph: RoadGraph, edge: str, where: str) -> None:
+    if edge not in graph.index:
+        raise InvalidArgument(f"{where}: unknown edge {edge[:128]!r} (not a road of the optimizer's network)")
+
+
+def validate_report(graph: RoadGraph, request: pb.ReportVehiclesRequest) -> None:
+    if len(request.vehicles) > MAX_VEHICLES:
+        raise InvalidArgument(f"at most {MAX_VEHICLES} vehicles per report")
+    if not (math.isfinite(request.sim_time_seconds) and request.sim_time_seconds >= 0):
+        raise InvalidArgument("sim_time_seconds must be a finite number >= 0")
+    seen: set[str] = set()
+    for n, v in enumerate(request.vehicles):
+        where = f"vehicles[{n}]"
+        if not VEHICLE_ID.match(v.vehicle_id):
+            raise InvalidArgument(f"{where}.vehicle_id must be 1-128 of A-Z a-z 0-9 _ : -")
+        if v.vehicle_id in seen:
+            raise InvalidArgument(f"{where}: vehicle {v.vehicle_id} is listed twice")
+        seen.add(v.vehicle_id)
+        check_edge(graph, v.edge_id, f"{where}.edge_id")
+        if len(v.route) > MAX_ROUTE_EDGES:
+            raise InvalidArgument(f"{where}.route has more than {MAX_ROUTE_EDGES} edges")
+        if v.route and v.route[0] != v.edge_id:
+            raise InvalidArgument(f"{where}.route must start with the vehicle's edge_id")
+        for edge in v.route:
+            check_edge(graph, edge, f"{where}.route")
+        if v.HasField("walk_destination") and not (
+            -90 <= v.walk_destination.latitude <= 90 and -180 <= v.walk_destination.longitude <= 180
+        ):
+            raise InvalidArgument(f"{where}.walk_destination is not a WGS84 position")
+    for n, t in enumerate(request.edge_travel_times):
+        check_edge(graph, t.edge_id, f"edge_travel_times[{n}].edge_id")
+        if not (math.isfinite(t.travel_time_seconds) and t.travel_time_seconds > 0):
+            raise InvalidArgument(f"edge_travel_times[{n}].travel_time_seconds must be a finite number > 0")
+
+
+def validate_travel_times(graph: RoadGraph, request: pb.ComputeTravelTimesRequest) -> None:
+    check_edge(graph, request.origin_edge_id, "origin_edge_id")
+    if not 1 <= len(request.destination_edge_ids) <= MAX_DESTINATIONS:
+        raise InvalidArgument(f"give 1 to {MAX_DESTINATIONS} destination_edge_ids")
+    for n, edge in enumerate(request.destination_edge_ids):
+        check_edge(graph, edge, f"destination_edge_ids[{n}]")

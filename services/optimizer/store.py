@@ -1,0 +1,143 @@
+"""The optimizer's durable state: read once at start, written by the group committer after each
+consumed event or decision round (in one transaction with the decisions' outbox events)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from almere.optimizer.v1 import decisions_pb2 as dpb
+from almere.optimizer.v1 import optimizer_pb2 as pb
+from sqlalchemy import Engine, delete, insert
+from sqlmodel import Session, select
+
+from services.optimizer import events
+from services.optimizer.models import (
+    DecisionRow,
+    FacilityRow,
+    IncidentRow,
+    OptimizerOutbox,
+    ReservationRow,
+    StrategyRow,
+)
+from services.optimizer.state import Facility, Incident, Reservation
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A decision and what it answered."""
+
+    decision: dpb.Decision
+    vehicle_id: str
+    cause: str
+
+
+@dataclass
+class Writes:
+    incidents: list[Incident] = field(default_factory=list)
+    facilities: list[Facility] = field(default_factory=list)
+    reservations: list[Reservation] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)  # vehicle ids
+    decisions: list[Taken] = field(default_factory=list)
+    strategy: pb.Strategy | None = None
+
+    def __bool__(self) -> bool:
+        return any((self.incidents, self.facilities, self.reservations, self.released, self.decisions, self.strategy))
+
+
+@dataclass
+class Loaded:
+    incidents: list[Incident]
+    facilities: list[Facility]
+    reservations: list[Reservation]
+    decided: set[tuple[str, str]]
+    strategy: pb.Strategy | None
+
+
+def load(engine: Engine) -> Loaded:
+    with Session(engine) as session:
+        strategy_row = session.get(StrategyRow, 1)
+        return Loaded(
+            [
+                Incident(r.id, r.version, r.edge_id, r.active, r.full_closure, list(r.closed_lanes), r.speed_limit_kmh)
+                for r in session.exec(select(IncidentRow))
+            ],
+            [
+                Facility(
+                    r.id,
+                    r.version,
+                    r.capacity,
+                    r.occupied,
+                    r.available,
+                    r.edge_id,
+                    r.latitude,
+                    r.longitude,
+                    r.report_time,
+                )
+                for r in session.exec(select(FacilityRow))
+            ],
+            [
+                Reservation(r.vehicle_id, r.facility_id, r.decided, r.arrived)
+                for r in session.exec(select(ReservationRow))
+            ],
+            {(vehicle, cause) for vehicle, cause in session.exec(select(DecisionRow.vehicle_id, DecisionRow.cause))},
+            pb.Strategy.FromString(strategy_row.document) if strategy_row else None,
+        )
+
+
+def save(session: Session, batch: Sequence[tuple[Writes, datetime]]) -> list[Any]:
+    """Batch handler: every item's state changes, decisions and their outbox events."""
+    for writes, now in batch:
+        for incident in writes.incidents:
+            session.merge(
+                IncidentRow(
+                    id=incident.id,
+                    version=incident.version,
+                    edge_id=incident.edge_id,
+                    active=incident.active,
+                    full_closure=incident.full_closure,
+                    closed_lanes=incident.closed_lanes,
+                    speed_limit_kmh=incident.speed_limit_kmh,
+                )
+            )
+        for f in writes.facilities:
+            session.merge(
+                FacilityRow(
+                    id=f.id,
+                    version=f.version,
+                    capacity=f.capacity,
+                    occupied=f.occupied,
+                    available=f.available,
+                    edge_id=f.edge_id,
+                    latitude=f.latitude,
+                    longitude=f.longitude,
+                    report_time=f.report_time,
+                )
+            )
+        if writes.released:
+            session.execute(delete(ReservationRow).where(ReservationRow.vehicle_id.in_(writes.released)))  # type: ignore[attr-defined]
+        for r in writes.reservations:
+            session.merge(
+                ReservationRow(vehicle_id=r.vehicle_id, facility_id=r.facility_id, decided=r.decided, arrived=r.arrived)
+            )
+        if writes.decisions:
+            session.execute(
+                insert(DecisionRow),
+                [
+                    {
+                        "id": t.decision.name.removeprefix("decisions/"),
+                        "vehicle_id": t.vehicle_id,
+                        "lever": t.decision.lever,
+                        "cause": t.cause,
+                        "time": now,
+                        "document": t.decision.SerializeToString(),
+                    }
+                    for t in writes.decisions
+                ],
+            )
+            session.execute(insert(OptimizerOutbox), [events.decision_event(t.decision, now) for t in writes.decisions])
+        if writes.strategy is not None:
+            session.merge(StrategyRow(id=1, document=writes.strategy.SerializeToString()))
+    return [None] * len(batch)
