@@ -86,7 +86,8 @@ def cmd_sim_run(args: argparse.Namespace) -> int:
 
         runs = run_many([replace(s, services_dir=args.services_dir) for s in specs])
     else:
-        runs = run_with_stack(specs) if args.services else run_many(specs)
+        # The optimizer is one of the services: coordinating needs them running.
+        runs = run_with_stack(specs) if args.services or "coordinated" in args.mode else run_many(specs)
     for run_dir in runs:
         print(run_dir)
     print(f"report: {write(runs, args.out / args.scenario / 'report')}")

@@ -95,8 +95,14 @@ class BusListener:
         assert self._nc is not None
         asyncio.run_coroutine_threadsafe(self._nc.publish(subject, payload), self._loop)
 
-    def drain(self) -> list[Received]:
+    def drain(self, wait_s: float = 0.0) -> list[Received]:
+        """What has arrived; `wait_s`: wait that long for the first message if none has."""
         out = []
+        if wait_s > 0:
+            try:
+                out.append(self.received.get(timeout=wait_s))
+            except queue.Empty:
+                return out
         while True:
             try:
                 out.append(self.received.get_nowait())

@@ -17,6 +17,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 SIGNAL_SUBJECTS = ("almere.signals.v1.plan_activated.*", "almere.signals.v1.priority_decided.*")
 GUIDANCE_SUBJECTS = ("almere.optimizer.v1.route_advice.*", "almere.optimizer.v1.parking_guidance.*")
 SUMO_TYPES = {spb.PLAN_TYPE_STATIC: 0, spb.PLAN_TYPE_ACTUATED: 3}
+# How long a decision waits for its vehicle to leave a junction before it is dropped (simulated s).
+RETRY_S = 10.0
 
 
 def _latency(when: Timestamp) -> float:
@@ -24,12 +26,17 @@ def _latency(when: Timestamp) -> float:
 
 
 class Controllers:
-    def __init__(self, log_path: Path, plans: bool = True, guidance: bool = True) -> None:
+    def __init__(self, log_path: Path, plans: bool = True, guidance: bool = True, vehicle_prefix: str = "") -> None:
         """`plans`: apply the signal service's plans (off when SUMO's own actuated control is the
         baseline); `guidance`: apply the optimizer's advice (only when coordinating)."""
         self._plans = plans
         self._guidance = guidance
+        self.vehicle_prefix = vehicle_prefix
         self._log: IO[str] = log_path.open("a")
+        self._seen: set[str] = set()
+        self._pending: dict[str, tuple[decisions_pb2.Decision, float]] = {}
+        self._present_ids: set[str] = set()
+        self._present_at = -1.0
         self.applied = 0
         self.skipped = 0
 
@@ -44,10 +51,12 @@ class Controllers:
         kind = subject.split(".")[3]
         if kind == "priority_decided" or (kind == "plan_activated" and self._plans):
             self._signal(sumo, sim_s, events_pb2.SignalEvent.FromString(payload))
-        elif kind == "route_advice" and self._guidance:
-            self._route(sumo, sim_s, decisions_pb2.RouteAdvice.FromString(payload))
-        elif kind == "parking_guidance" and self._guidance:
-            self._parking(sumo, sim_s, decisions_pb2.ParkingGuidance.FromString(payload))
+        elif kind in ("route_advice", "parking_guidance") and self._guidance:
+            self.decide(sumo, sim_s, decisions_pb2.Decision.FromString(payload))
+
+    def local_id(self, vehicle_id: str) -> str:
+        """The SUMO id of a vehicle the optimizer knows as `<run tag>:<id>` (ids unique across runs)."""
+        return vehicle_id.removeprefix(self.vehicle_prefix)
 
     def _signal(self, sumo: Any, sim_s: float, event: events_pb2.SignalEvent) -> None:
         tls, change = event.intersection.sumo_tls_id, event.change
@@ -80,39 +89,73 @@ class Controllers:
                 apply_latency_s=_latency(change.occur_time),
             )
 
-    def _movable(self, sumo: Any, vehicle: str) -> bool:
-        """Vehicles that left, or are crossing a junction (':' lanes), are not re-planned (shared/FACTS.md)."""
-        if vehicle not in sumo.vehicle.getIDList() or sumo.vehicle.getLaneID(vehicle).startswith(":"):
-            self.skipped += 1
-            return False
-        return True
+    def _where(self, sumo: Any, vehicle: str) -> str | None:
+        """The edge a vehicle is on, "" while it crosses a junction (':' lanes: re-planning there breaks
+        its stops, shared/FACTS.md), None when it has left."""
+        if vehicle not in self._present(sumo):
+            return None
+        lane = sumo.vehicle.getLaneID(vehicle)
+        return "" if lane.startswith(":") else str(sumo.vehicle.getRoadID(vehicle))
 
-    def _route(self, sumo: Any, sim_s: float, advice: decisions_pb2.RouteAdvice) -> None:
-        vehicle = advice.vehicle_id
-        if not self._movable(sumo, vehicle):
+    def _present(self, sumo: Any) -> set[str]:
+        step = sumo.simulation.getTime()
+        if self._present_at != step:
+            self._present_ids, self._present_at = set(sumo.vehicle.getIDList()), step
+        return self._present_ids
+
+    def decide(self, sumo: Any, sim_s: float, decision: decisions_pb2.Decision) -> None:
+        """Apply one of the optimizer's decisions (once, however often it arrives); a vehicle crossing
+        a junction gets it on the next steps."""
+        if decision.name in self._seen:
             return
-        if advice.destination_edge:
-            sumo.vehicle.changeTarget(vehicle, advice.destination_edge)
-        if advice.edges:
-            sumo.vehicle.setRoute(vehicle, list(advice.edges))
-        elif not advice.destination_edge:
+        self._seen.add(decision.name)
+        self._pending[decision.name] = (decision, sim_s + RETRY_S)
+        self.retry(sumo, sim_s)
+
+    def retry(self, sumo: Any, sim_s: float) -> None:
+        for name, (decision, until) in list(self._pending.items()):
+            vehicle = self.local_id(decision.route_advice.vehicle_id or decision.parking_guidance.vehicle_id)
+            edge = self._where(sumo, vehicle)
+            if edge == "" and sim_s < until:
+                continue
+            del self._pending[name]
+            if not edge or not self._follow(sumo, vehicle, edge, decision):
+                self.skipped += 1
+                continue
+            self._record(
+                sim_s,
+                vehicle=vehicle,
+                event=decision.WhichOneof("action"),
+                lever=decisions_pb2.Lever.Name(decision.lever),
+                trigger=dict(decision.trigger),
+                parking_area=decision.parking_guidance.parking_area_id,
+                wall_s=time.time(),
+                apply_latency_s=_latency(decision.decide_time),
+            )
+
+    def _follow(self, sumo: Any, vehicle: str, edge: str, decision: decisions_pb2.Decision) -> bool:
+        """Give the vehicle its new stop and route; False when the advice no longer fits where it is."""
+        area = decision.parking_guidance.parking_area_id
+        edges = list(decision.route_advice.edges or decision.parking_guidance.edges)
+        if area:
+            stops = sumo.vehicle.getStops(vehicle, 1)
+            if not stops or not stops[0].stoppingPlaceID or sumo.vehicle.isStoppedParking(vehicle):
+                return False  # parked already, or no longer looking
+            if stops[0].stoppingPlaceID != area:
+                sumo.vehicle.rerouteParkingArea(vehicle, area)
+        if decision.route_advice.destination_edge:
+            sumo.vehicle.changeTarget(vehicle, decision.route_advice.destination_edge)
+        if not edges and not area:  # no route given: re-plan by the travel times SUMO knows
             sumo.vehicle.rerouteTraveltime(vehicle)
-        self._record(sim_s, vehicle=vehicle, event="route_advice", apply_latency_s=_latency(advice.decide_time))
-
-    def _parking(self, sumo: Any, sim_s: float, guidance: decisions_pb2.ParkingGuidance) -> None:
-        vehicle = guidance.vehicle_id
-        if not self._movable(sumo, vehicle):
-            return
-        sumo.vehicle.rerouteParkingArea(vehicle, guidance.parking_area_id)
-        area_edge = sumo.lane.getEdgeID(sumo.parkingarea.getLaneID(guidance.parking_area_id))
-        route = sumo.vehicle.getRoute(vehicle)[sumo.vehicle.getRouteIndex(vehicle) :]
-        if area_edge not in route:  # the stop was replaced but not the route: not applied (FACTS)
-            self.skipped += 1
-            return
-        self._record(
-            sim_s,
-            vehicle=vehicle,
-            event="parking_guidance",
-            parking_area=guidance.parking_area_id,
-            apply_latency_s=_latency(guidance.decide_time),
-        )
+            return True
+        routed = False
+        if edges and edge in edges:  # else it moved off the advised route since: SUMO plans the way
+            try:
+                sumo.vehicle.setRoute(vehicle, edges[edges.index(edge) :])
+                routed = True
+            except sumo.TraCIException:  # the route misses a stop the vehicle still has
+                pass
+        if not area:
+            return routed
+        area_edge = sumo.lane.getEdgeID(sumo.parkingarea.getLaneID(area))
+        return area_edge in sumo.vehicle.getRoute(vehicle)[sumo.vehicle.getRouteIndex(vehicle) :]

@@ -12,11 +12,13 @@ from pathlib import Path
 import grpc
 from almere.incidents.v1 import incidents_pb2 as ipb
 from almere.incidents.v1 import incidents_pb2_grpc
+from almere.optimizer.v1 import optimizer_pb2_grpc
 from almere.parking.v1 import parking_pb2 as ppb
 from almere.parking.v1 import parking_pb2_grpc
 from almere.type.v1 import geo_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from sim.navigation import Navigation
 from sim.scenarios.almere_centrum.layout import Facility
 from sim.variants import ScriptedIncident
 
@@ -50,6 +52,9 @@ class FieldDevices:
         self._channels = [grpc.insecure_channel(endpoints["parking"]), grpc.insecure_channel(endpoints["incidents"])]
         self.parking = parking_pb2_grpc.ParkingServiceStub(self._channels[0])
         self.incidents = incidents_pb2_grpc.IncidentServiceStub(self._channels[1])
+        self._optimizer_address = endpoints.get("optimizer")
+        # Wall time each scripted incident was reported (by edge), to time the optimizer's answer.
+        self.reported_wall_s: dict[str, float] = {}
         self._run_id = run_id
         self._every_s = every_s
         self._last: dict[str, tuple[float, int]] = {}
@@ -59,6 +64,17 @@ class FieldDevices:
     def close(self) -> None:
         for channel in self._channels:
             channel.close()
+
+    def navigation(self, equipped: float, seed: int, prefix: str, walks: dict[str, tuple[float, float]]) -> Navigation:
+        """The equipped vehicles' navigation systems, talking to the optimizer with the sim role."""
+        if not self._optimizer_address:
+            raise RuntimeError("no optimizer in the running stack (endpoints.json)")
+        channel = grpc.insecure_channel(
+            self._optimizer_address, options=[("grpc.max_send_message_length", 16 * 1024 * 1024)]
+        )
+        self._channels.append(channel)
+        stub = optimizer_pb2_grpc.OptimizerServiceStub(channel)
+        return Navigation(stub.ReportVehicles, self._auth, equipped, seed, prefix, walks, set(self._operator_of))
 
     def register(self, facilities: list[Facility], location: dict[str, tuple[float, float]]) -> None:
         """Create the scenario's facilities in the parking service (once; later runs find them)."""
@@ -109,6 +125,7 @@ class FieldDevices:
             full_closure=incident.full_closure,
             speed_limit_kmh=0 if incident.full_closure else 5,
         )
+        self.reported_wall_s[incident.edge] = time.time()
         reply = self.incidents.ReportIncident(
             ipb.ReportIncidentRequest(
                 request_id=f"{self._run_id}/{incident.edge}/{incident.start_s:g}",

@@ -9,6 +9,10 @@ Modes (both at the same equipped-vehicle share):
 * sumo: SUMO's strongest built-ins. Rerouting device on the equipped share (every 60 s, travel
   times), parking occupancy visible on every approach edge, closures seen by every router at once,
   actuated lights.
+* coordinated: the same street, but the equipped share follows the optimizer instead of SUMO's
+  rerouting device: every decision interval their navigation systems report to it and apply its
+  route advice and parking guidance; it also hears the police, the garages and the detectors through
+  the services, and answers an incident at once.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ import json
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -28,8 +34,8 @@ from almere.detectors.v1 import detectors_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from tqdm import tqdm
 
-from services.common.bus import stream_config
 from services.common.config import Settings
+from services.optimizer.events import DETECTOR_PREFIX, detectors_stream
 from sim import kpis
 from sim.bus_listener import BusListener
 from sim.controllers import GUIDANCE_SUBJECTS, SIGNAL_SUBJECTS, Controllers
@@ -39,7 +45,7 @@ from sim.scenarios import almere_centrum
 from sim.scenarios.almere_centrum import layout
 from sim.variants import VARIANTS, WALKING_PACE, ScriptedIncident
 
-MODES = ("none", "sumo")
+MODES = ("none", "sumo", "coordinated")
 CLOCKS = ("lockstep", "realtime")
 CLOSED_TO = ["authority", "emergency"]  # only responders pass a closed lane
 
@@ -60,6 +66,8 @@ class RunSpec:
     # lockstep: as fast as SUMO goes (the twin will wait for the optimizer at each decision interval);
     # realtime: one simulated second per wall second, for live demos.
     clock: str = "lockstep"
+    # coordinated: how often the equipped vehicles report to the optimizer (simulated s).
+    decision_s: float = 30
 
 
 def _sumo_args(spec: RunSpec, scenario: almere_centrum.Scenario, run_dir: Path) -> list[str]:
@@ -78,7 +86,8 @@ def _sumo_args(spec: RunSpec, scenario: almere_centrum.Scenario, run_dir: Path) 
         additionals.append(scenario.rerouters)  # parking search without information
     else:
         additionals += [scenario.guided_rerouters, scenario.actuated]
-        args += ["--device.rerouting.probability", f"{spec.equipped}", "--device.rerouting.period", "60"]
+        if spec.mode == "sumo":  # in coordinated mode the equipped share follows the optimizer instead
+            args += ["--device.rerouting.probability", f"{spec.equipped}", "--device.rerouting.period", "60"]
     args += ["--additional-files", ",".join(str(a) for a in additionals)]
     args += [
         "--tripinfo-output",
@@ -231,10 +240,6 @@ def _facility_locations(sumo: Any) -> dict[str, tuple[float, float]]:
     return out
 
 
-DETECTOR_STREAM = "DETECTORS"
-DETECTOR_PREFIX = "almere.detectors.v1.measurement"
-
-
 def _publish_detectors(sumo: Any, bus: BusListener, loops: list[str], now: float, interval_s: float) -> None:
     """The loop detectors' last interval, as the street's detector stations would send it."""
     start, end = Timestamp(), Timestamp()
@@ -255,6 +260,24 @@ def _publish_detectors(sumo: Any, bus: BusListener, loops: list[str], now: float
         bus.publish(f"{DETECTOR_PREFIX}.{loop.replace('.', '-')}", measurement.SerializeToString())
 
 
+def _wait_until(deadline: float, bus: BusListener | None, apply: Callable[[str, bytes], None]) -> None:
+    """Real time: hold the step until its wall-clock time, applying decisions the moment they arrive
+    (an incident's reroutes must not wait for the next step)."""
+    while (left := deadline - time.monotonic()) > 0:
+        if bus is None:
+            time.sleep(left)
+            return
+        for subject, payload in bus.drain(wait_s=min(left, 0.01)):
+            apply(subject, payload)
+
+
+def _walk_destinations(sumo: Any, scenario: almere_centrum.Scenario) -> dict[str, tuple[float, float]]:
+    """Where each parker's driver walks to (lat, lon): what a navigation app knows of its user."""
+    walks: dict[str, str] = json.loads(scenario.walks.read_text())
+    places = {j: _geo(sumo, *sumo.junction.getPosition(j)) for j in set(walks.values())}
+    return {vehicle: places[junction] for vehicle, junction in walks.items()}
+
+
 def run(spec: RunSpec) -> Path:
     """One run; returns its folder."""
     import sumo  # noqa: F401  - SUMO_HOME before libsumo/traci
@@ -263,6 +286,8 @@ def run(spec: RunSpec) -> Path:
     scenario = prepare(spec)
     if spec.clock not in CLOCKS:
         raise ValueError(f"clock must be one of {', '.join(CLOCKS)}")
+    if spec.mode == "coordinated" and spec.services_dir is None:
+        raise ValueError("mode coordinated runs with the services: start them with the run (almere sim run)")
     run_dir = spec.out_root / spec.scenario / f"{spec.mode}-seed{spec.seed}"
     shutil.rmtree(run_dir, ignore_errors=True)  # a folder holds one run, never a mix of two
     run_dir.mkdir(parents=True)
@@ -275,24 +300,33 @@ def run(spec: RunSpec) -> Path:
         import libsumo as engine
 
         engine.start([sumo_binary("sumo"), *_sumo_args(spec, scenario, run_dir)])
-    devices = bus = None
-    # Baselines: in `none` the city runs the signal service's (fixed) plans; in `sumo`, SUMO's own
-    # actuated control. Neither follows the optimizer's advice: that is coordination (mode coordinated).
-    controllers = Controllers(run_dir / "applied.jsonl", plans=spec.mode == "none", guidance=False)
-    incidents = _Incidents(engine, variant.incidents, broadcast=spec.mode == "sumo")
+    devices = bus = navigation = None
+    run_tag = uuid.uuid4().hex[:8]
+    # Baselines: in `none` the city runs the signal service's (fixed) plans; in `sumo` (and, until
+    # adaptive control comes, coordinated), SUMO's own actuated control. Only coordinated follows
+    # the optimizer's advice.
+    coordinated = spec.mode == "coordinated"
+    controllers = Controllers(
+        run_dir / "applied.jsonl", plans=spec.mode == "none", guidance=coordinated, vehicle_prefix=f"{run_tag}:"
+    )
+    incidents = _Incidents(engine, variant.incidents, broadcast=spec.mode != "none")
     rows: list[dict[str, float]] = []
     try:
         if spec.services_dir is not None:
-            devices = FieldDevices(spec.services_dir, f"{spec.scenario}/{spec.mode}/{spec.seed}/{uuid.uuid4().hex[:8]}")
+            devices = FieldDevices(spec.services_dir, f"{spec.scenario}/{spec.mode}/{spec.seed}/{run_tag}")
             devices.register(layout.FACILITIES, _facility_locations(engine))
             incidents.devices = devices
+            if coordinated:
+                navigation = devices.navigation(
+                    spec.equipped, spec.seed, controllers.vehicle_prefix, _walk_destinations(engine, scenario)
+                )
             nats_url = json.loads((spec.services_dir / "endpoints.json").read_text()).get("nats")
             if nats_url:
                 bus = BusListener(
                     nats_url,
                     replayed=[("SIGNALS", SIGNAL_SUBJECTS[0])],  # the plans in force; old grants are history
                     live=[SIGNAL_SUBJECTS[1], *GUIDANCE_SUBJECTS],
-                    streams=[stream_config(DETECTOR_STREAM, [f"{DETECTOR_PREFIX}.>"], Settings())],
+                    streams=[detectors_stream(Settings())],
                 )
         loops = list(engine.inductionloop.getIDList())
         locations = _facility_locations(engine)
@@ -311,8 +345,9 @@ def run(spec: RunSpec) -> Path:
                 engine.simulationStep()
                 now = engine.simulation.getTime()
                 if spec.clock == "realtime":
-                    time.sleep(max(0.0, started + now - time.monotonic()))
+                    _wait_until(started + now, bus, partial(controllers.apply, engine, now))
                 incidents.step(now)
+                controllers.retry(engine, now)
                 if now % spec.sample_s == 0:
                     rows.append(_sample(engine, now, edges))
                     bar.update(int(spec.sample_s))
@@ -320,6 +355,9 @@ def run(spec: RunSpec) -> Path:
                         devices.count(now, {f: int(rows[-1][f"parked:{f}"]) for f in FACILITY_IDS})
                     if bus:
                         _publish_detectors(engine, bus, loops, now, spec.sample_s)
+                if navigation and now % spec.decision_s == 0:
+                    for decision in navigation.report(engine, now, edges):
+                        controllers.decide(engine, now, decision)
     finally:
         engine.close()
         controllers.close()
@@ -332,6 +370,8 @@ def run(spec: RunSpec) -> Path:
                 "occupancy_reports": devices.reports,
                 "decisions_applied": controllers.applied,
                 "decisions_skipped": controllers.skipped,
+                "vehicle_reports": navigation.reports if navigation else 0,
+                "incident_reported_wall_s": devices.reported_wall_s,
             }
             (run_dir / "devices.json").write_text(json.dumps(counts))
     with (run_dir / "timeseries.csv").open("w", newline="") as f:

@@ -89,6 +89,14 @@ def network_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_network("centrum-mini", tmp_path_factory.mktemp("networks"))
 
 
+@pytest.fixture(scope="session")
+def almere_net(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The almere-centrum network (a 6 x 5 grid with arterials), built with the real netconvert."""
+    from sim.scenarios import almere_centrum
+
+    return almere_centrum.build(tmp_path_factory.mktemp("almere"), seed=1, scale=0.1, horizon_s=600).network
+
+
 @pytest.fixture
 async def start_service(settings: Settings) -> AsyncIterator[Callable[..., Awaitable[str]]]:
     """Starts services in-process on free loopback ports; returns their addresses; stops them after."""

@@ -9,7 +9,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import nats.errors
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -65,7 +64,7 @@ class DurableConsumer:
         while self._running:
             try:
                 messages = await self._subscription.fetch(256, timeout=0.25)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats' own and asyncio's: nothing waiting
                 continue
             except Exception as exc:  # reconnecting: try again shortly
                 log.warning("fetch from %s failed: %s", self.source.stream, exc)

@@ -239,6 +239,10 @@ class Engine:
             if held is not None:  # sent elsewhere (the facility was full on arrival) or closed: guide again
                 del self.reservations[v.id]
                 writes.released.append(v.id)
+            if v.walk_to is None and v.parking_area_id in self.facilities:
+                # Destination unknown: the driver's own choice of facility says where it lies.
+                chosen = self.facilities[v.parking_area_id]
+                v.walk_to = (chosen.latitude, chosen.longitude)
             waiting.append(v)
         if not waiting:
             return []

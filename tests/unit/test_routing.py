@@ -14,7 +14,6 @@ import sumolib
 
 from services.optimizer.routing import RoadGraph
 from sim.netbuild import build_network
-from sim.scenarios import almere_centrum
 from sim.scenarios.almere_centrum import layout
 
 WEST_IN = layout.edge_id("ext-w", layout.node_id(0, 2))
@@ -22,18 +21,13 @@ EAST_OUT = layout.edge_id(layout.node_id(5, 2), "ext-e")
 
 
 @pytest.fixture(scope="module")
-def net_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return almere_centrum.build(tmp_path_factory.mktemp("almere"), seed=1, scale=0.1, horizon_s=600).network
+def graph(almere_net: Path) -> RoadGraph:
+    return RoadGraph.from_net(almere_net)
 
 
 @pytest.fixture(scope="module")
-def graph(net_file: Path) -> RoadGraph:
-    return RoadGraph.from_net(net_file)
-
-
-@pytest.fixture(scope="module")
-def net(net_file: Path) -> sumolib.net.Net:
-    return sumolib.net.readNet(str(net_file), withInternal=False)
+def net(almere_net: Path) -> sumolib.net.Net:
+    return sumolib.net.readNet(str(almere_net), withInternal=False)
 
 
 def random_pairs(graph: RoadGraph, n: int, seed: int = 7) -> list[tuple[str, str]]:
