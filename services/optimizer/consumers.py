@@ -59,6 +59,8 @@ class DurableConsumer:
         if self._task is not None:
             await self._task
             self._task = None
+            # A pull subscription left open keeps the connection's drain waiting for its timeout.
+            await self._subscription.unsubscribe()
 
     async def _loop(self) -> None:
         while self._running:

@@ -224,8 +224,24 @@ class Engine:
             r.vehicle.route = r.route
         return out
 
+    def _overbooked(self) -> set[str]:
+        """Vehicles whose promised space others have taken since (drivers without guidance park too):
+        the latest promises of a facility with more promises than free spaces go elsewhere."""
+        out: set[str] = set()
+        promised = self.promised()
+        for facility in self.facilities.values():
+            excess = promised[facility.id] - max(0, facility.capacity - facility.occupied)
+            if excess > 0:
+                on_the_way = [
+                    r for r in self.reservations.values() if r.facility_id == facility.id and r.arrived is None
+                ]
+                on_the_way.sort(key=lambda r: r.decided, reverse=True)
+                out.update(r.vehicle_id for r in on_the_way[:excess])
+        return out
+
     def _guide(self, writes: Writes, now: datetime) -> list[Taken]:
         waiting = []
+        overbooked = self._overbooked()
         for v in self._routable():
             if not v.parking:
                 continue
@@ -234,9 +250,10 @@ class Engine:
                 held is not None
                 and held.facility_id == v.parking_area_id
                 and self.facilities[held.facility_id].available
+                and v.id not in overbooked
             ):
                 continue
-            if held is not None:  # sent elsewhere (the facility was full on arrival) or closed: guide again
+            if held is not None:  # full, closed, or the vehicle was sent elsewhere on arrival: guide again
                 del self.reservations[v.id]
                 writes.released.append(v.id)
             if v.walk_to is None and v.parking_area_id in self.facilities:
@@ -244,6 +261,9 @@ class Engine:
                 chosen = self.facilities[v.parking_area_id]
                 v.walk_to = (chosen.latitude, chosen.longitude)
             waiting.append(v)
+        for vehicle in overbooked - {v.id for v in waiting}:  # not on the road now: drop its promise
+            if self.reservations.pop(vehicle, None) is not None:
+                writes.released.append(vehicle)
         if not waiting:
             return []
         promised = self.promised()

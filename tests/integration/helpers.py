@@ -12,6 +12,7 @@ from almere.detectors.v1 import detectors_pb2
 from almere.incidents.v1 import events_pb2 as ievents_pb2
 from almere.incidents.v1 import incidents_pb2 as ipb
 from almere.incidents.v1 import incidents_pb2_grpc
+from almere.optimizer.v1 import decisions_pb2
 from almere.parking.v1 import events_pb2, parking_pb2_grpc
 from almere.parking.v1 import parking_pb2 as pb
 from almere.signals.v1 import events_pb2 as sevents_pb2
@@ -114,6 +115,8 @@ DECODERS: dict[str, Any] = {
     "status_changed": events_pb2.StatusChangedEvent,
     "facility_created": events_pb2.FacilityChangedEvent,
     "facility_updated": events_pb2.FacilityChangedEvent,
+    "route_advice": decisions_pb2.Decision,
+    "parking_guidance": decisions_pb2.Decision,
 }
 
 

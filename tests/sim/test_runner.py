@@ -118,12 +118,21 @@ def test_guidance_from_the_optimizer_is_applied_to_the_vehicles_it_names(tmp_pat
         assert visitor is not None, "no visitor on the way to a garage"
         current = libsumo.vehicle.getStops(visitor)[0].stoppingPlaceID
         target = "garage-citadel" if current != "garage-citadel" else "garage-forum"
-        guidance = decisions_pb2.ParkingGuidance(vehicle_id=visitor, parking_area_id=target, reason="room there")
-        controllers.apply(libsumo, 0, "almere.optimizer.v1.parking_guidance." + visitor, guidance.SerializeToString())
+        guidance = decisions_pb2.Decision(
+            name="decisions/1",
+            lever=decisions_pb2.LEVER_PARKING_GUIDANCE,
+            parking_guidance=decisions_pb2.ParkingGuidance(vehicle_id=visitor, parking_area_id=target),
+        )
+        payload = guidance.SerializeToString()
+        controllers.apply(libsumo, 0, "almere.optimizer.v1.parking_guidance." + visitor, payload)
         assert libsumo.vehicle.getStops(visitor)[0].stoppingPlaceID == target
-        advice = decisions_pb2.RouteAdvice(vehicle_id=visitor, reason="faster")
+        # The same decision arriving twice (the bus and a report's answer) is applied once.
+        controllers.apply(libsumo, 0, "almere.optimizer.v1.parking_guidance." + visitor, payload)
+        advice = decisions_pb2.Decision(name="decisions/2", route_advice=decisions_pb2.RouteAdvice(vehicle_id=visitor))
         controllers.apply(libsumo, 0, "almere.optimizer.v1.route_advice." + visitor, advice.SerializeToString())
-        gone = decisions_pb2.RouteAdvice(vehicle_id="no-such-vehicle")
+        gone = decisions_pb2.Decision(
+            name="decisions/3", route_advice=decisions_pb2.RouteAdvice(vehicle_id="no-such-vehicle")
+        )
         controllers.apply(libsumo, 0, "almere.optimizer.v1.route_advice.x", gone.SerializeToString())
     finally:
         libsumo.close()

@@ -78,9 +78,7 @@ def test_an_incident_reroute_keeps_a_parkers_garage_on_the_route(graph: RoadGrap
     blocked = next(e for e in first[1:-1] if e in graph.index)
     cost = graph.free_time.copy()
     cost[graph.index[blocked]] = np.inf
-    found = incident.reroutes(
-        graph, cost, [parker], {"p": forum.edge}, [Incident("x", 1, blocked, True, True)], set()
-    )
+    found = incident.reroutes(graph, cost, [parker], {"p": forum.edge}, [Incident("x", 1, blocked, True, True)], set())
     assert len(found) == 1 and blocked not in found[0].route and forum.edge in found[0].route
     assert found[0].route[-1] == EAST_OUT and graph.is_connected(found[0].route)
 
@@ -112,8 +110,7 @@ def test_guidance_never_promises_more_spaces_than_are_free(graph: RoadGraph) -> 
     offers = parking.offers([forum, flevo], promised={"garage-forum": 4}, freeing={}, reserve=2)
     assert {o.facility.id: o.spaces for o in offers} == {"garage-forum": 4, "garage-flevo": 3}
     vehicles = [
-        Vehicle(f"v{i}", WEST_IN, [WEST_IN], parking=True, walk_to=(forum.latitude, forum.longitude))
-        for i in range(40)
+        Vehicle(f"v{i}", WEST_IN, [WEST_IN], parking=True, walk_to=(forum.latitude, forum.longitude)) for i in range(40)
     ]
     assigned = parking.assign(graph, graph.free_time, vehicles, offers)
     per_facility = Counter(a.facility.id for a in assigned)

@@ -1,0 +1,25 @@
+"""The optimizer's engine in-process, without bus, database or gRPC: the same decisions for batch
+evaluation and tests, where starting the services would only measure the plumbing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from almere.optimizer.v1 import optimizer_pb2 as pb
+
+from services.common.clock import utcnow
+from services.optimizer import logic
+from services.optimizer.engine import Engine
+from services.optimizer.routing import RoadGraph
+from services.optimizer.store import Loaded
+
+
+class InProcessOptimizer:
+    def __init__(self, graph: RoadGraph) -> None:
+        self.engine = Engine(graph, Loaded([], [], [], set(), None))
+
+    def ReportVehicles(self, request: pb.ReportVehiclesRequest, **_: Any) -> pb.ReportVehiclesResponse:
+        """What the service's ReportVehicles does, minus persisting: validate, then decide."""
+        logic.validate_report(self.engine.graph, request)
+        writes = self.engine.on_report(request, utcnow())
+        return pb.ReportVehiclesResponse(decisions=[t.decision for t in writes.decisions])

@@ -1,0 +1,212 @@
+"""OptimizerService with real NATS, a real database and the other services: it learns facilities and
+incidents from their streams, decides from vehicle reports, checks its callers, and resumes after a
+restart from its durable consumers without losing or repeating a decision."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from almere.incidents.v1 import incidents_pb2 as ipb
+from almere.optimizer.v1 import decisions_pb2 as dpb
+from almere.optimizer.v1 import optimizer_pb2 as pb
+from almere.optimizer.v1 import optimizer_pb2_grpc
+from google.protobuf.field_mask_pb2 import FieldMask
+
+from services.common.config import Settings
+from services.common.natsd import NatsServer
+from services.common.runtime import Service
+from services.optimizer import SPEC
+from services.optimizer.routing import RoadGraph
+from sim.scenarios.almere_centrum import layout
+from tests.integration.helpers import Client, Incidents, Parking, read_stream
+
+WEST_IN = layout.edge_id("ext-w", "j02")
+EAST_OUT = layout.edge_id("j52", "ext-e")
+COLLISION = layout.edge_id("j22", "j32")
+SECOND = layout.edge_id("j32", "j42")
+FORUM = next(f for f in layout.FACILITIES if f.facility_id == "garage-forum")
+
+
+class Optimizer(Client):
+    def __init__(self, channel: grpc.aio.Channel, tokens: dict[str, str]) -> None:
+        super().__init__(optimizer_pb2_grpc.OptimizerServiceStub(channel), tokens)
+
+
+@pytest.fixture
+async def optimizer(
+    start_service: Callable[..., Awaitable[str]], almere_net: Path, tokens: dict[str, str]
+) -> AsyncIterator[Optimizer]:
+    address = await start_service(SPEC, network_file=almere_net)
+    async with grpc.aio.insecure_channel(address) as channel:
+        yield Optimizer(channel, tokens)
+
+
+def _through(almere_net: Path, n: int) -> list[pb.VehicleState]:
+    route = RoadGraph.from_net(almere_net).route_many([WEST_IN], [EAST_OUT], RoadGraph.from_net(almere_net).free_time)[
+        0
+    ]
+    assert route and COLLISION in route and SECOND in route
+    return [pb.VehicleState(vehicle_id=f"r1:v{i}", edge_id=WEST_IN, route=route) for i in range(n)]
+
+
+async def _until(check: Callable[[], Awaitable[Any]], what: str, within_s: float = 15) -> Any:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def _code(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    return err.value.code(), err.value.details() or ""
+
+
+async def test_bad_reports_and_callers_get_clear_status_and_change_nothing(
+    optimizer: Optimizer, almere_net: Path
+) -> None:
+    vehicles = _through(almere_net, 2)
+    code, message = await _code(optimizer.as_("operator").ReportVehicles(pb.ReportVehiclesRequest(vehicles=vehicles)))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    lost = pb.VehicleState(vehicle_id="r1:lost", edge_id="no-such-road")
+    code, message = await _code(
+        optimizer.as_("sim").ReportVehicles(pb.ReportVehiclesRequest(vehicles=[*vehicles, lost]))
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "no-such-road" in message
+    twice = pb.ReportVehiclesRequest(vehicles=[vehicles[0], vehicles[0]])
+    code, message = await _code(optimizer.as_("sim").ReportVehicles(twice))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "twice" in message
+    bad_id = pb.VehicleState(vehicle_id="has.dots", edge_id=WEST_IN)
+    code, _ = await _code(optimizer.as_("sim").ReportVehicles(pb.ReportVehiclesRequest(vehicles=[bad_id])))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    status = await optimizer.as_("engineer").GetStatus(pb.GetStatusRequest())
+    assert status.vehicles == 0, "a refused report changed the picture"
+
+    code, _ = await _code(optimizer.as_("sim").SetStrategy(pb.SetStrategyRequest(strategy=pb.Strategy())))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    too_fast = pb.SetStrategyRequest(
+        strategy=pb.Strategy(decision_interval_seconds=1), update_mask=FieldMask(paths=["decision_interval_seconds"])
+    )
+    code, message = await _code(optimizer.as_("engineer").SetStrategy(too_fast))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "decision_interval_seconds" in message
+    unknown = pb.SetStrategyRequest(update_mask=FieldMask(paths=["speed_of_light"]))
+    code, _ = await _code(optimizer.as_("engineer").SetStrategy(unknown))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    off = pb.SetStrategyRequest(
+        strategy=pb.Strategy(parking_guidance=False), update_mask=FieldMask(paths=["parking_guidance"])
+    )
+    changed = (await optimizer.as_("engineer").SetStrategy(off)).strategy
+    assert not changed.parking_guidance and changed.incident_rerouting and changed.decision_interval_seconds == 30
+    assert (await optimizer.as_("sim").GetStrategy(pb.GetStrategyRequest())).strategy == changed
+
+    times = await optimizer.as_("engineer").ComputeTravelTimes(
+        pb.ComputeTravelTimesRequest(origin_edge_id=WEST_IN, destination_edge_ids=[EAST_OUT, FORUM.edge])
+    )
+    assert all(60 < t < 600 for t in times.seconds)
+    code, _ = await _code(optimizer.as_("engineer").GetNetworkState(pb.GetNetworkStateRequest(edge_ids=["nowhere"])))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def _decisions(nats_url: str, reader: str) -> list[dpb.Decision]:
+    read = await read_stream(nats_url, "almere.optimizer.v1.>", reader, idle=0.3, stream="OPTIMIZER")
+    return [decision for _, decision in read]
+
+
+async def _police(incidents: Incidents, edge: str) -> ipb.Incident:
+    impact = ipb.Impact(closed_lanes=[1], speed_limit_kmh=5)
+    reported = await incidents.report(
+        network_location=ipb.NetworkLocation(edge_id=edge, lane_indices=[1]), impact=impact
+    )
+    await incidents.as_("police").TransitionIncident(
+        ipb.TransitionIncidentRequest(name=reported.name, state=ipb.INCIDENT_STATE_ACTIVE, reason="on site")
+    )
+    return reported
+
+
+async def test_closed_loop_through_the_services_survives_a_restart(
+    settings: Settings,
+    start_service: Callable[..., Awaitable[str]],
+    almere_net: Path,
+    nats_server: NatsServer,
+    tokens: dict[str, str],
+) -> None:
+    from services.incidents import SPEC as INCIDENTS
+    from services.parking import SPEC as PARKING
+
+    parking_at = await start_service(PARKING)
+    incidents_at = await start_service(INCIDENTS, network_file=almere_net)
+    optimizer_settings = settings.model_copy(update={"network_file": almere_net})
+    service = Service(SPEC, optimizer_settings)
+    port = await service.start(port=0)
+    vehicles = _through(almere_net, 12)
+    async with (
+        grpc.aio.insecure_channel(parking_at) as p,
+        grpc.aio.insecure_channel(incidents_at) as i,
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as o,
+    ):
+        parking, incidents, optimizer = Parking(p, tokens), Incidents(i, tokens), Optimizer(o, tokens)
+        await parking.create("garage-forum", capacity=50, entrance_edge_ids=[FORUM.edge])
+
+        async def knows_forum() -> bool:
+            state = await optimizer.as_("engineer").GetNetworkState(pb.GetNetworkStateRequest())
+            return any(f.facility_id == "garage-forum" and f.edge_id == FORUM.edge for f in state.facilities)
+
+        await _until(knows_forum, "the optimizer to learn the facility from the PARKING stream")
+        await optimizer.as_("sim").ReportVehicles(pb.ReportVehiclesRequest(vehicles=vehicles, sim_time_seconds=30))
+        first = await _police(incidents, COLLISION)
+
+        async def rerouted() -> list[dpb.Decision]:
+            found = await _decisions(nats_server.url, f"reader-{uuid.uuid4().hex}")
+            return found if len(found) >= len(vehicles) else []
+
+        # The police report alone (no travel time shows it yet) reroutes every vehicle heading there.
+        decided = await _until(rerouted, "route advice for every vehicle heading into the collision")
+        assert {d.route_advice.vehicle_id for d in decided} == {v.vehicle_id for v in vehicles}
+        assert all(COLLISION not in d.route_advice.edges for d in decided)
+        assert all(d.trigger["incident"] == first.name and d.lever == dpb.LEVER_INCIDENT_REROUTING for d in decided)
+        edge = (await optimizer.as_("engineer").GetNetworkState(pb.GetNetworkStateRequest(edge_ids=[COLLISION]))).edges[
+            0
+        ]
+        assert edge.travel_time_seconds > 150 and edge.incidents == [first.name]
+
+        await service.stop()  # the optimizer goes down; the city goes on
+        second = await _police(incidents, SECOND)
+        service = Service(SPEC, optimizer_settings)
+        port = await service.start(port=0)
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as o:
+        optimizer = Optimizer(o, tokens)
+
+        async def knows_second() -> bool:
+            state = await optimizer.as_("engineer").GetNetworkState(pb.GetNetworkStateRequest(edge_ids=[SECOND]))
+            return state.edges[0].incidents == [second.name]
+
+        await _until(knows_second, "the second incident, reported while the optimizer was down")
+        state = await optimizer.as_("engineer").GetNetworkState(pb.GetNetworkStateRequest(edge_ids=[COLLISION]))
+        assert state.edges[0].incidents == [first.name], "the first incident was forgotten in the restart"
+        # The same vehicles, still on their old routes: answered for the second incident only.
+        reply = await optimizer.as_("sim").ReportVehicles(
+            pb.ReportVehiclesRequest(vehicles=vehicles, sim_time_seconds=60)
+        )
+        assert {d.trigger["incident"] for d in reply.decisions} == {second.name}
+        assert len(reply.decisions) == len(vehicles)
+        assert all(
+            SECOND not in d.route_advice.edges and COLLISION not in d.route_advice.edges for d in reply.decisions
+        )
+        await service.stop()
+
+    everything = await _decisions(nats_server.url, "final-reader")
+    per_cause = Counter((d.route_advice.vehicle_id, d.trigger["incident"]) for d in everything)
+    assert len(everything) == 2 * len(vehicles) and set(per_cause.values()) == {1}, "a decision was lost or repeated"
+    assert len({d.name for d in everything}) == len(everything)
