@@ -17,8 +17,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 SIGNAL_SUBJECTS = ("almere.signals.v1.plan_activated.*", "almere.signals.v1.priority_decided.*")
 GUIDANCE_SUBJECTS = ("almere.optimizer.v1.route_advice.*", "almere.optimizer.v1.parking_guidance.*")
 SUMO_TYPES = {spb.PLAN_TYPE_STATIC: 0, spb.PLAN_TYPE_ACTUATED: 3}
-# How long a decision waits for its vehicle to leave a junction before it is dropped (simulated s).
-RETRY_S = 10.0
+# How long a decision waits for its vehicle to reach an edge where it may be re-planned (simulated s).
+RETRY_S = 60.0
 
 
 def _latency(when: Timestamp) -> float:
@@ -37,6 +37,7 @@ class Controllers:
         self._pending: dict[str, tuple[decisions_pb2.Decision, float]] = {}
         self._present_ids: set[str] = set()
         self._present_at = -1.0
+        self._parking_edges: set[str] | None = None
         self.applied = 0
         self.skipped = 0
 
@@ -90,12 +91,18 @@ class Controllers:
             )
 
     def _where(self, sumo: Any, vehicle: str) -> str | None:
-        """The edge a vehicle is on, "" while it crosses a junction (':' lanes: re-planning there breaks
-        its stops, shared/FACTS.md), None when it has left."""
+        """The edge a vehicle is on, None when it has left, and "" while a new route is unsafe: on a
+        junction (':' lanes: re-planning there breaks its stops, shared/FACTS.md) or on an edge with a
+        parking area (a car pulling out of a space and given a new route crashed libsumo 1.28)."""
         if vehicle not in self._present(sumo):
             return None
         lane = sumo.vehicle.getLaneID(vehicle)
-        return "" if lane.startswith(":") else str(sumo.vehicle.getRoadID(vehicle))
+        if self._parking_edges is None:
+            self._parking_edges = {
+                sumo.lane.getEdgeID(sumo.parkingarea.getLaneID(a)) for a in sumo.parkingarea.getIDList()
+            }
+        edge = str(sumo.vehicle.getRoadID(vehicle))
+        return "" if lane.startswith(":") or edge in self._parking_edges else edge
 
     def _present(self, sumo: Any) -> set[str]:
         step = sumo.simulation.getTime()
