@@ -16,7 +16,7 @@ matplotlib.use("Agg")  # files only, no screen
 import matplotlib.pyplot as plt
 import numpy as np
 
-from sim import kpis
+from sim import kpis, targets
 
 TABLE_ROWS = [
     ("travel_time_s.mean", "mean travel time (s)"),
@@ -41,12 +41,12 @@ TABLE_ROWS = [
 ]
 
 
-def _load(run_dir: Path) -> tuple[str, dict[str, Any], list[dict[str, float]]]:
+def _load(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, float]]]:
     config = json.loads((run_dir / "config.json").read_text())
     result = kpis.flatten(json.loads((run_dir / "kpis.json").read_text()))
     with (run_dir / "timeseries.csv").open() as f:
         series = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    return f"{config['scenario']} / {config['mode']}", result, series
+    return config, result, series
 
 
 def _cell(values: list[Any]) -> str:
@@ -61,9 +61,11 @@ def write(run_dirs: list[Path], out_dir: Path) -> Path:
     """Write report.md and the plots into out_dir; return the report's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     groups: dict[str, list[tuple[dict[str, Any], list[dict[str, float]]]]] = defaultdict(list)
+    by_mode: dict[str, dict[str, dict[int, dict[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
     for run_dir in run_dirs:
-        label, result, series = _load(run_dir)
-        groups[label].append((result, series))
+        config, result, series = _load(run_dir)
+        groups[f"{config['scenario']} / {config['mode']}"].append((result, series))
+        by_mode[config["scenario"]][config["mode"]][config["seed"]] = result
     labels = sorted(groups)
     lines = [
         f"# Simulation report ({len(run_dirs)} runs)",
@@ -75,6 +77,10 @@ def write(run_dirs: list[Path], out_dir: Path) -> Path:
         lines.append(
             f"| {title} | " + " | ".join(_cell([r.get(key) for r, _ in groups[label]]) for label in labels) + " |"
         )
+    for scenario, modes in sorted(by_mode.items()):
+        measured = targets.measure(modes)
+        if measured:
+            lines += ["", f"## Targets: {scenario}", "", *targets.table(measured)]
     plots = {
         "speed.png": ("mean_speed_mps", "mean vehicle speed (m/s)"),
         "halting.png": ("halting", "halting vehicles"),

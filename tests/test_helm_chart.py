@@ -127,6 +127,34 @@ def test_deployments_are_locked_down_and_probed_over_grpc(chart_without_dependen
     assert not any("token" in v.lower() and "/etc/almere" not in v for v in config.values())
 
 
+def test_the_optimizer_runs_only_with_a_road_network(chart_without_dependencies: Path) -> None:
+    docs = render(
+        chart_without_dependencies,
+        *REQUIRED,
+        "--set",
+        "services.optimizer.enabled=true",
+        "--set",
+        "roadNetwork.configMap=almere-network",
+    )
+    optimizer = by_kind(docs, "Deployment")["rel-almere-traffic-optimizer"]["spec"]["template"]["spec"]
+    assert optimizer["containers"][0]["args"] == ["serve", "optimizer"]
+    assert {"name": "network", "configMap": {"name": "almere-network"}} in optimizer["volumes"]
+    result = subprocess.run(
+        [
+            str(HELM),
+            "template",
+            "rel",
+            str(chart_without_dependencies),
+            *REQUIRED,
+            "--set",
+            "services.optimizer.enabled=true",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0 and "roadNetwork.configMap" in result.stderr
+
+
 def test_the_simulation_job_runs_the_twin_against_the_cluster(chart_without_dependencies: Path) -> None:
     docs = render(
         chart_without_dependencies,

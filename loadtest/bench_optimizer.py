@@ -1,0 +1,192 @@
+"""Speed of the optimizer's decisions, each against a baseline measured in the same run:
+
+1. One decision for 1,000 vehicles: an incident on the Stadsdreef that all of them are heading into,
+   answered by the engine (find the affected vehicles, spread them over alternatives, build the
+   decisions), against sumolib's per-vehicle router doing only the routing for the same vehicles.
+2. Incident reported -> first reroute applied in SUMO, wall clock, with the twin in real time: the
+   whole stack runs; police report incidents on roads the equipped vehicles are heading for; the
+   optimizer hears them from JetStream and publishes route advice, which the twin applies the moment
+   it arrives. Baseline: the police's own gRPC calls (report + activate).
+
+Run: `.venv/bin/python loadtest/bench_optimizer.py [--vehicles 1000] [--incidents 25]` (make bench-optimizer)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sumolib
+from almere.incidents.v1 import events_pb2 as ievents
+from almere.incidents.v1 import incidents_pb2 as ipb
+
+from services.common.clock import utcnow
+from services.common.config import Settings
+from services.optimizer.inprocess import InProcessOptimizer
+from services.optimizer.routing import RoadGraph
+from services.stack import Stack
+from sim.bus_listener import BusListener
+from sim.controllers import GUIDANCE_SUBJECTS, Controllers
+from sim.devices import FieldDevices
+from sim.netbuild import sumo_binary
+from sim.runner import RunSpec, _geo, _sumo_args, _wait_until, prepare
+from sim.scenarios.almere_centrum import layout
+from sim.variants import ScriptedIncident
+
+STADSDREEF = layout.edge_id("j22", "j32")
+DECISION_TARGET_MS = 200.0
+LATENCY_TARGET_MS = 100.0
+
+
+def _collision(edge: str, version: int) -> ievents.IncidentEvent:
+    incident = ipb.Incident(state=ipb.INCIDENT_STATE_ACTIVE)
+    incident.network_location.edge_id = edge
+    incident.impact.closed_lanes.append(1)
+    incident.impact.speed_limit_kmh = 5
+    return ievents.IncidentEvent(incident_id=f"bench-{version}", version=1, incident=incident)
+
+
+def decision_speed(net_file: Path, vehicles: int, repeats: int) -> dict[str, float]:
+    graph = RoadGraph.from_net(net_file)
+    rng = np.random.default_rng(1)
+    upstream = [e for e in graph.edge_ids if not e.startswith(("j3", "j4", "j5")) and "ext-" not in e.split("-", 1)[1]]
+    exits = [e for e in graph.edge_ids if e.endswith(("ext-e", "ext-se"))]
+    starts, targets, routes = [], [], []
+    while len(routes) < vehicles:  # vehicles from the west half heading east over the Stadsdreef
+        start, target = str(rng.choice(upstream)), str(rng.choice(exits))
+        route = graph.route_many([start], [target], graph.free_time)[0]
+        if route and STADSDREEF in route[1:]:
+            starts.append(start), targets.append(target), routes.append(route)
+    from almere.optimizer.v1 import optimizer_pb2 as pb
+
+    states = [
+        pb.VehicleState(vehicle_id=f"v{i}", edge_id=s, route=r)
+        for i, (s, r) in enumerate(zip(starts, routes, strict=True))
+    ]
+    times, decided = [], 0
+    for n in range(repeats):
+        optimizer = InProcessOptimizer(graph)
+        optimizer.ReportVehicles(pb.ReportVehiclesRequest(vehicles=states, sim_time_seconds=1))
+        start = time.perf_counter()
+        decided = len(optimizer.engine.on_incident(_collision(STADSDREEF, n), utcnow()).decisions)
+        times.append(time.perf_counter() - start)
+    net = sumolib.net.readNet(str(net_file), withInternal=False, maxcache=0)
+    start = time.perf_counter()
+    for s, t in zip(starts, targets, strict=True):  # only the routing, one vehicle after another
+        net.getFastestPath(net.getEdge(s), net.getEdge(t), vClass="passenger")
+    baseline = time.perf_counter() - start
+    ours = 1000 * statistics.median(times)
+    print(f"\n1. one decision for {vehicles} vehicles heading into an incident ({decided} rerouted)")
+    print(f"   engine (detect, spread, decide)    {ours:8.1f} ms   median of {repeats}")
+    print(f"   sumolib routing alone (baseline)   {1000 * baseline:8.1f} ms   {baseline * 1000 / ours:.1f}x ours")
+    print(f"   target < {DECISION_TARGET_MS:.0f} ms: {'met' if ours < DECISION_TARGET_MS else 'NOT met'}")
+    return {"decision_ms": ours, "sumolib_ms": 1000 * baseline, "rerouted": decided}
+
+
+def _busiest(sumo: Any, equipped: list[str], taken: set[str]) -> str:
+    """The road most equipped vehicles still have ahead (an incident there has someone to reroute)."""
+    ahead: Counter[str] = Counter()
+    for v in equipped:
+        ahead.update(e for e in sumo.vehicle.getRoute(v)[sumo.vehicle.getRouteIndex(v) + 2 :] if "ext" not in e)
+    return next(e for e, _ in ahead.most_common() if e not in taken)
+
+
+def incident_latency(tmp: Path, incidents: int, gap_s: float) -> dict[str, float]:
+    import libsumo as sumo
+
+    spec = RunSpec("almere-centrum", "coordinated", 1, tmp / "sim", end_s=3600, scale=0.7)
+    scenario = prepare(spec)
+    stack = Stack(Settings(data_dir=tmp / "stack", network_file=scenario.network, log_level="WARNING"))
+    stack.start()
+    run_dir = tmp / "run"
+    run_dir.mkdir()
+    try:
+        sumo.start([sumo_binary("sumo"), *_sumo_args(spec, scenario, run_dir)])
+        devices = FieldDevices(stack.data_dir, "bench")
+        devices.register(layout.FACILITIES, {f.facility_id: layout.position(2, 2) for f in layout.FACILITIES})
+        controllers = Controllers(run_dir / "applied.jsonl", plans=False, vehicle_prefix="bench:")
+        navigation = devices.navigation(1.0, 1, "bench:", {})
+        bus = BusListener(stack.endpoints["nats"], replayed=[], live=list(GUIDANCE_SUBJECTS))
+        edges = [e for e in sumo.edge.getIDList() if not e.startswith(":")]
+        now = 0.0
+        while now < 600:  # warm up in lockstep: traffic on every road
+            sumo.simulationStep()
+            now = sumo.simulation.getTime()
+            if now % 30 == 0:
+                for decision in navigation.report(sumo, now, edges):
+                    controllers.decide(sumo, now, decision)
+        reported: list[str] = []
+        police_s: list[float] = []
+        started, start_sim = time.monotonic(), now
+        next_at = now + 2
+        while len(reported) < incidents or now < next_at + 5:
+            for subject, payload in bus.drain():
+                controllers.apply(sumo, now, subject, payload)
+            sumo.simulationStep()
+            now = sumo.simulation.getTime()
+            _wait_until(started + now - start_sim, bus, partial(controllers.apply, sumo, now))
+            controllers.retry(sumo, now)
+            if now % 30 == 0:
+                for decision in navigation.report(sumo, now, edges):
+                    controllers.decide(sumo, now, decision)
+            if now >= next_at and len(reported) < incidents:
+                equipped = [v for v in sumo.vehicle.getIDList() if navigation.is_equipped(v)]
+                edge = _busiest(sumo, equipped, set(reported))
+                shape = sumo.lane.getShape(f"{edge}_0")
+                call = time.perf_counter()
+                devices.incident_started(ScriptedIncident(edge, now, now + 60, (0,)), _geo(sumo, *shape[0]))
+                police_s.append(time.perf_counter() - call)
+                reported.append(edge)
+                next_at = now + gap_s
+        bus.close()
+        controllers.close()
+        devices.close()
+        sumo.close()
+    finally:
+        stack.stop()
+    first: dict[str, float] = {}
+    for line in (run_dir / "applied.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        edge = entry.get("trigger", {}).get("edge")
+        if entry.get("lever") == "LEVER_INCIDENT_REROUTING" and edge in devices.reported_wall_s:
+            first.setdefault(edge, entry["wall_s"] - devices.reported_wall_s[edge])
+    latencies = sorted(1000 * v for v in first.values())
+    p50 = float(np.percentile(latencies, 50)) if latencies else float("nan")
+    p99 = float(np.percentile(latencies, 99)) if latencies else float("nan")
+    police = 1000 * statistics.median(police_s)
+    print(f"\n2. incident reported -> first reroute applied in SUMO (real time): {len(latencies)} of {incidents}")
+    print(f"   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   max {max(latencies, default=float('nan')):6.1f} ms")
+    print(f"   police report + activate (baseline, gRPC)   median {police:6.1f} ms")
+    print(f"   target p99 < {LATENCY_TARGET_MS:.0f} ms: {'met' if p99 < LATENCY_TARGET_MS else 'NOT met'}")
+    return {"p50_ms": p50, "p99_ms": p99, "answered": len(latencies), "police_ms": police}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vehicles", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--incidents", type=int, default=25)
+    parser.add_argument("--gap", type=float, default=4.0, help="simulated (= wall) seconds between incidents")
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    args = parser.parse_args()
+    import sumo  # noqa: F401  - SUMO_HOME before libsumo
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = RunSpec("almere-centrum", "coordinated", 1, Path(tmp) / "sim", end_s=600, scale=0.1)
+        results = {"decision": decision_speed(prepare(spec).network, args.vehicles, args.repeats)}
+        results["latency"] = incident_latency(Path(tmp), args.incidents, args.gap)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
