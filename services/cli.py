@@ -72,7 +72,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_sim_run(args: argparse.Namespace) -> int:
-    from sim.coupled import run_with_stack
+    from sim.coupled import run_modes, run_with_stack
     from sim.report import write
     from sim.runner import RunSpec, run_many
 
@@ -87,7 +87,7 @@ def cmd_sim_run(args: argparse.Namespace) -> int:
         runs = run_many([replace(s, services_dir=args.services_dir) for s in specs])
     else:
         # The optimizer is one of the services: coordinating needs them running.
-        runs = run_with_stack(specs) if args.services or "coordinated" in args.mode else run_many(specs)
+        runs = run_with_stack(specs) if args.services else run_modes(specs)
     for run_dir in runs:
         print(run_dir)
     print(f"report: {write(runs, args.out / args.scenario / 'report')}")

@@ -1,5 +1,6 @@
 """Runs coupled to the services: start the stack on the scenario's network (with development tokens
-for its garage operators), run, stop the stack."""
+for its garage operators), run, stop the stack. Baselines need no services: `run_modes` runs them
+side by side on their own and only the coordinated runs with the stack."""
 
 from __future__ import annotations
 
@@ -37,3 +38,12 @@ def run_with_stack(specs: list[RunSpec], say: Callable[[str], None] = print) -> 
         return run_many([replace(s, services_dir=stack.data_dir) for s in specs], workers=1)
     finally:
         stack.stop()
+
+
+def run_modes(specs: list[RunSpec], say: Callable[[str], None] = print) -> list[Path]:
+    """Baseline runs two at a time without services (nothing is coordinated in them), then the
+    coordinated runs one after another with the stack (they share its facilities)."""
+    baselines = [s for s in specs if s.mode != "coordinated"]
+    coordinated = [s for s in specs if s.mode == "coordinated"]
+    runs = run_many(baselines) if baselines else []
+    return runs + (run_with_stack(coordinated, say) if coordinated else [])

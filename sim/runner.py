@@ -23,7 +23,8 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from functools import partial
 from multiprocessing import get_context
@@ -401,11 +402,27 @@ def run(spec: RunSpec) -> Path:
     return run_dir
 
 
-def run_many(specs: list[RunSpec], workers: int = 2) -> list[Path]:
-    """Runs in separate processes (libsumo holds one simulation per process)."""
+def run_many(specs: list[RunSpec], workers: int = 2, attempts: int = 3) -> list[Path]:
+    """Runs in separate processes (libsumo holds one simulation per process). A run whose process
+    dies (libsumo 1.28 can segfault when a car is re-planned at the wrong moment) is started again,
+    up to `attempts` times in all, and says so."""
     for spec in specs:  # build once, here, before processes share the files
         prepare(spec)
-    if len(specs) == 1 or any(s.gui for s in specs):
+    if any(s.gui for s in specs):
         return [run(s) for s in specs]
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
-        return list(pool.map(run, specs))
+    done: dict[int, Path] = {}
+    tries = dict.fromkeys(range(len(specs)), 0)
+    while len(done) < len(specs):
+        waiting = [i for i in range(len(specs)) if i not in done]
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
+            futures = {pool.submit(run, specs[i]): i for i in waiting}
+            for future in as_completed(futures):
+                i = futures[future]
+                try:
+                    done[i] = future.result()
+                except BrokenProcessPool:
+                    tries[i] += 1
+                    if tries[i] >= attempts:
+                        raise
+                    print(f"run {specs[i].scenario} {specs[i].mode} seed {specs[i].seed}: its process died; again")
+    return [done[i] for i in range(len(specs))]

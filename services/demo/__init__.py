@@ -35,7 +35,7 @@ def run_demo(settings: Settings) -> int:
         results = asyncio.run(scenes())
     finally:
         stack.stop()
-    say("\n== 4. The digital twin: an hour of the incident morning, coupled to the services ==")
+    say("\n== 4. The digital twin: the incident + event morning, without, with SUMO's and with our coordination ==")
     results.append(simulation.play(run_dir / "sim", say))
     out = run_dir / "demo.txt"
     out.write_text("\n".join(transcript) + "\n")

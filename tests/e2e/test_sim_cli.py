@@ -57,3 +57,37 @@ def test_sim_run_with_services_plays_the_field_devices(tmp_path: Path) -> None:
     # Counters report with their operators' tokens (a refusal would have failed the run) and the
     # signal service's plans for all 22 lights reached SUMO.
     assert devices["occupancy_reports"] > 0 and devices["decisions_applied"] == 22
+
+
+def test_sim_run_coordinated_closes_the_loop_with_the_optimizer(tmp_path: Path) -> None:
+    """The twin reports equipped vehicles, the optimizer hears the police and the garages through the
+    services, and its decisions reach SUMO vehicles; the report compares it with SUMO's built-ins."""
+    almere(
+        "sim",
+        "run",
+        "almere-centrum-incident",
+        "--mode",
+        "sumo",
+        "--mode",
+        "coordinated",
+        "--end",
+        "2400",
+        "--scale",
+        "0.5",
+        "--out",
+        str(tmp_path),
+    )
+    run = tmp_path / "almere-centrum-incident" / "coordinated-seed1"
+    devices = json.loads((run / "devices.json").read_text())
+    assert devices["vehicle_reports"] == 2400 // 30 and devices["occupancy_reports"] > 0
+    applied = [json.loads(line) for line in (run / "applied.jsonl").read_text().splitlines()]
+    levers = {entry["lever"] for entry in applied}
+    assert {"LEVER_PARKING_GUIDANCE", "LEVER_INCIDENT_REROUTING"} <= levers
+    # The collision starts at 1800 s: its reroutes come from the police report, not from travel times.
+    reroutes = [e for e in applied if e["lever"] == "LEVER_INCIDENT_REROUTING"]
+    assert min(e["sim_s"] for e in reroutes) >= 1800 and all(e["trigger"]["edge"] == "j22-j32" for e in reroutes)
+    report = (tmp_path / "almere-centrum-incident" / "report" / "report.md").read_text()
+    assert (
+        "## Targets: almere-centrum-incident" in report
+        and "| visitors searching more than 5 minutes | sumo |" in report
+    )
