@@ -44,6 +44,7 @@ from sim.devices import FieldDevices
 from sim.netbuild import sumo_binary
 from sim.scenarios import almere_centrum
 from sim.scenarios.almere_centrum import layout
+from sim.stops import StopRecorder
 from sim.variants import VARIANTS, WALKING_PACE, ScriptedIncident
 
 MODES = ("none", "sumo", "coordinated")
@@ -95,9 +96,6 @@ def _sumo_args(spec: RunSpec, scenario: almere_centrum.Scenario, run_dir: Path) 
         str(run_dir / "tripinfo.xml"),
         "--tripinfo-output.write-unfinished",
         "--tripinfo-output.write-undeparted",
-        "--stop-output",
-        str(run_dir / "stops.xml"),
-        "--stop-output.write-unfinished",
         "--vehroute-output",
         str(run_dir / "vehroutes.xml"),
         "--vehroute-output.exit-times",
@@ -311,6 +309,7 @@ def run(spec: RunSpec) -> Path:
         run_dir / "applied.jsonl", plans=spec.mode == "none", guidance=coordinated, vehicle_prefix=f"{run_tag}:"
     )
     incidents = _Incidents(engine, variant.incidents, broadcast=spec.mode != "none")
+    stops = StopRecorder(set(FACILITY_IDS))
     rows: list[dict[str, float]] = []
     try:
         if spec.services_dir is not None:
@@ -348,6 +347,7 @@ def run(spec: RunSpec) -> Path:
                 if spec.clock == "realtime":
                     _wait_until(started + now, bus, partial(controllers.apply, engine, now))
                 incidents.step(now)
+                stops.step(engine, now)
                 controllers.retry(engine, now)
                 if now % spec.sample_s == 0:
                     rows.append(_sample(engine, now, edges))
@@ -361,6 +361,7 @@ def run(spec: RunSpec) -> Path:
                         controllers.decide(engine, now, decision)
     finally:
         engine.close()
+        stops.write(run_dir / "stops.xml")
         controllers.close()
         incidents.close()
         if bus:

@@ -140,3 +140,50 @@ def test_guidance_from_the_optimizer_is_applied_to_the_vehicles_it_names(tmp_pat
     log = [json.loads(line) for line in (tmp_path / "applied.jsonl").read_text().splitlines()]
     assert [entry["event"] for entry in log] == ["parking_guidance", "route_advice"]
     assert controllers.skipped == 1
+
+
+def test_the_twins_stop_record_matches_sumos_own_stop_output(tmp_path: Path) -> None:
+    """The runner records parking stops itself (SUMO's stop output crashed under re-planning): on a run
+    without any re-planning both must list the same stops with the same start times."""
+    import xml.etree.ElementTree as ET
+
+    import libsumo
+    import sumo  # noqa: F401
+
+    from sim.netbuild import sumo_binary
+    from sim.scenarios.almere_centrum import layout
+    from sim.stops import StopRecorder
+
+    scenario = prepare(RunSpec("almere-centrum", "none", 1, tmp_path, end_s=1500, scale=0.7))
+    libsumo.start(
+        [
+            sumo_binary("sumo"),
+            "-c",
+            str(scenario.config),
+            "--end",
+            "1500",
+            "--no-step-log",
+            "--no-warnings",
+            "--additional-files",
+            f"{scenario.parking},{scenario.rerouters}",
+            "--stop-output",
+            str(tmp_path / "sumo-stops.xml"),
+            "--stop-output.write-unfinished",
+        ]
+    )
+    recorder = StopRecorder({f.facility_id for f in layout.FACILITIES})
+    try:
+        while libsumo.simulation.getTime() < 1500:
+            libsumo.simulationStep()
+            recorder.step(libsumo, libsumo.simulation.getTime())
+    finally:
+        libsumo.close()
+    recorder.write(tmp_path / "ours.xml")
+
+    def stops(path: Path) -> set[tuple[str, str, float]]:
+        root = ET.parse(path).getroot()
+        return {(s.get("id", ""), s.get("parkingArea", ""), float(s.get("started", 0))) for s in root.iter("stopinfo")}
+
+    theirs = stops(tmp_path / "sumo-stops.xml")
+    assert len(theirs) > 50
+    assert stops(tmp_path / "ours.xml") == theirs
