@@ -100,8 +100,11 @@ class Stack:
         env["ALMERE_LOG_LEVEL"] = self.settings.log_level
         self.network = env["ALMERE_NETWORK_FILE"]
         try:
+            ports = {name: free_port(self.settings.bind_host, DEFAULT_PORTS[name]) for name in self.services}
+            if "optimizer" in ports:  # the parking service ranks facilities by its travel times
+                env["ALMERE_OPTIMIZER_ADDRESS"] = f"{self.settings.bind_host}:{ports['optimizer']}"
             for index, name in enumerate(self.services):
-                port = free_port(self.settings.bind_host, DEFAULT_PORTS[name])
+                port = ports[name]
                 metrics_port = free_port(self.settings.bind_host, METRICS_PORT_BASE + index)
                 address = f"{self.settings.bind_host}:{port}"
                 self.metrics[name] = f"http://{self.settings.bind_host}:{metrics_port}/metrics"

@@ -139,6 +139,11 @@ def test_the_optimizer_runs_only_with_a_road_network(chart_without_dependencies:
     optimizer = by_kind(docs, "Deployment")["rel-almere-traffic-optimizer"]["spec"]["template"]["spec"]
     assert optimizer["containers"][0]["args"] == ["serve", "optimizer"]
     assert {"name": "network", "configMap": {"name": "almere-network"}} in optimizer["volumes"]
+    # The parking service finds it, and may reach it (and only it besides DNS, NATS and PostgreSQL).
+    config = by_kind(docs, "ConfigMap")["rel-almere-traffic"]["data"]
+    assert config["ALMERE_OPTIMIZER_ADDRESS"] == "rel-almere-traffic-optimizer:50054"
+    egress = by_kind(docs, "NetworkPolicy")["rel-almere-traffic-parking"]["spec"]["egress"]
+    assert sorted({p["port"] for rule in egress for p in rule["ports"]}) == [53, 4222, 5432, 50054]
     result = subprocess.run(
         [
             str(HELM),

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     stream_replicas: int = 1
     # The SUMO network (.net.xml, geo-referenced) locations are checked and snapped against.
     network_file: Path | None = None
+    # The optimizer (host:port), asked for network travel times by the parking service's
+    # RecommendFacility; without it facilities are ranked by walking distance only.
+    optimizer_address: str | None = None
     # How often scheduled work (planned closures, scheduled plan activations) is checked.
     scheduler_poll_seconds: float = 1.0
     # Cycle lengths a signal plan may have.

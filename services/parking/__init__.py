@@ -12,14 +12,16 @@ from services.parking.api import ParkingApi
 from services.parking.events import parking_stream
 from services.parking.feed import occupancy_feed
 from services.parking.models import TABLES, ParkingOutbox
+from services.parking.travel_times import TravelTimes
 
 
 async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awaitable[None]]]:
     feed = occupancy_feed(service.bus)
-    api = ParkingApi(service.engine, service.committer, feed)
+    travel_times = TravelTimes(service.settings.optimizer_address)
+    api = ParkingApi(service.engine, service.committer, feed, travel_times)
     parking_pb2_grpc.add_ParkingServiceServicer_to_server(api, server)
 
-    return [feed.stop]
+    return [feed.stop, travel_times.close]
 
 
 SPEC = ServiceSpec(

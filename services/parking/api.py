@@ -22,6 +22,7 @@ from services.common.geo import area_of, inside, validate_lat_lng
 from services.common.names import validate_id
 from services.parking import events, logic, store
 from services.parking.convert import facility_to_proto, occupancy_to_proto
+from services.parking.travel_times import TravelTimes
 
 Context = aio.ServicerContext[Any, Any]
 MAX_WATCH_IDS = 1000
@@ -30,10 +31,11 @@ MAX_HISTORY_ROWS = 200_000
 
 
 class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
-    def __init__(self, engine: Engine, committer: GroupCommitter, feed: EventFeed) -> None:
+    def __init__(self, engine: Engine, committer: GroupCommitter, feed: EventFeed, travel_times: TravelTimes) -> None:
         self._engine = engine
         self._committer = committer
         self._feed = feed
+        self._travel_times = travel_times
 
     # --- facilities ------------------------------------------------------------------------------
 
@@ -231,10 +233,21 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             for r in rows
             if r.latitude is not None and r.longitude is not None
         ]
-        ranked = logic.rank(candidates, lat, lng, request.max_walk_meters or 1500.0, request.max_results or 5)
+        drive = None
+        if request.origin_edge_id:
+            entrances = {r.id: r.entrance_edge_ids[0] for r in rows if r.entrance_edge_ids}
+            authorization = dict(context.invocation_metadata() or ()).get("authorization", "")
+            drive = await self._travel_times.drive_seconds(request.origin_edge_id, entrances, str(authorization))
+        limit = request.max_results or 5
+        ranked = logic.rank(candidates, lat, lng, request.max_walk_meters or 1500.0, limit, drive)
         return pb.RecommendFacilityResponse(
             recommendations=[
-                pb.Recommendation(facility=facility_to_proto(by_id[c.facility_id]), walk_meters=walk, score=score)
-                for c, walk, score in ranked
+                pb.Recommendation(
+                    facility=facility_to_proto(by_id[c.facility_id]),
+                    walk_meters=walk,
+                    score=score,
+                    drive_seconds=seconds,
+                )
+                for c, walk, score, seconds in ranked
             ]
         )

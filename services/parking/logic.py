@@ -14,7 +14,7 @@ from almere.parking.v1 import parking_pb2 as pb
 from services.common.auth import Identity, Role
 from services.common.clock import MAX_TIME, MIN_TIME
 from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from services.common.geo import haversine_m, validate_lat_lng
+from services.common.geo import WALK_DETOUR, WALK_SPEED_MPS, haversine_m, validate_lat_lng
 from services.common.names import id_from_name, validate_id
 
 NAME_PREFIX = "facilities/"
@@ -336,10 +336,23 @@ def score(walk_m: float, ratio: float) -> float:
     return walk_m + 1000.0 * min(ratio, 1.0) ** 4
 
 
+def timed_score(drive_s: float, walk_m: float, ratio: float) -> float:
+    """The same in seconds, when the drive is known: drive + walk (along streets) + the fill penalty
+    as walking time."""
+    return drive_s + (WALK_DETOUR * walk_m + 1000.0 * min(ratio, 1.0) ** 4) / WALK_SPEED_MPS
+
+
 def rank(
-    candidates: list[Candidate], lat: float, lng: float, max_walk_m: float, limit: int
-) -> list[tuple[Candidate, float, float]]:
-    """Open facilities with room within walking distance, best first: (candidate, walk, score)."""
+    candidates: list[Candidate],
+    lat: float,
+    lng: float,
+    max_walk_m: float,
+    limit: int,
+    drive_s: dict[str, float] | None = None,
+) -> list[tuple[Candidate, float, float, float]]:
+    """Open facilities with room within walking distance, best first: (candidate, walk, score, drive).
+    With `drive_s` (seconds from the driver to each facility) the score is in seconds, and facilities
+    the driver cannot reach are left out."""
     ranked = []
     for c in candidates:
         if not c.open_at_arrival or c.status in (pb.OCCUPANCY_STATUS_FULL, pb.OCCUPANCY_STATUS_CLOSED):
@@ -350,6 +363,10 @@ def rank(
         if walk > max_walk_m:
             continue
         ratio = UNKNOWN_RATIO if c.occupied is None else c.occupied / c.capacity
-        ranked.append((c, walk, score(walk, ratio)))
+        if drive_s is None:
+            ranked.append((c, walk, score(walk, ratio), 0.0))
+        elif c.facility_id in drive_s:
+            drive = drive_s[c.facility_id]
+            ranked.append((c, walk, timed_score(drive, walk, ratio), drive))
     ranked.sort(key=lambda r: (r[2], r[0].facility_id))
     return ranked[:limit]

@@ -210,3 +210,36 @@ async def test_closed_loop_through_the_services_survives_a_restart(
     per_cause = Counter((d.route_advice.vehicle_id, d.trigger["incident"]) for d in everything)
     assert len(everything) == 2 * len(vehicles) and set(per_cause.values()) == {1}, "a decision was lost or repeated"
     assert len({d.name for d in everything}) == len(everything)
+
+
+async def test_recommend_facility_ranks_by_the_optimizers_travel_times(
+    start_service: Callable[..., Awaitable[str]], almere_net: Path, tokens: dict[str, str]
+) -> None:
+    from almere.parking.v1 import parking_pb2 as ppb
+    from almere.type.v1 import geo_pb2
+
+    from services.parking import SPEC as PARKING
+
+    optimizer_at = await start_service(SPEC, network_file=almere_net)
+    parking_at = await start_service(PARKING, optimizer_address=optimizer_at)
+    async with grpc.aio.insecure_channel(parking_at) as channel:
+        parking = Parking(channel, tokens)
+        for f in layout.FACILITIES[:4]:
+            lat, lon = layout.position(*(int(c) for c in f.edge.split("-")[0][1:]))
+            await parking.create(f.facility_id, capacity=f.capacity, entrance_edge_ids=[f.edge], lat=lat, lng=lon)
+        lat, lon = layout.position(2.5, 2)
+        ask = ppb.RecommendFacilityRequest(
+            destination=geo_pb2.LatLng(latitude=lat, longitude=lon), origin_edge_id=WEST_IN, max_walk_meters=3000
+        )
+        ranked = (await parking.as_("operator").RecommendFacility(ask)).recommendations
+        assert len(ranked) == 4 and all(60 < r.drive_seconds < 900 for r in ranked)
+        assert [r.score for r in ranked] == sorted(r.score for r in ranked)
+        for r in ranked:  # seconds: the drive, the walk along streets, and the (here unknown) fill
+            walk_s = (1.2 * r.walk_meters + 1000 * 0.9**4) / 1.3
+            assert r.score == pytest.approx(r.drive_seconds + walk_s, rel=1e-6)
+        ask.origin_edge_id = "no-such-road"
+        code, message = await _code(parking.as_("operator").RecommendFacility(ask))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "origin_edge_id" in message
+        # Without an origin the ranking stays by walking distance (no drive times).
+        ask.ClearField("origin_edge_id")
+        assert all(r.drive_seconds == 0 for r in (await parking.as_("operator").RecommendFacility(ask)).recommendations)

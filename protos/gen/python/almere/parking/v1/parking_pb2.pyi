@@ -936,10 +936,15 @@ class RecommendFacilityRequest(_message.Message):
     KINDS_FIELD_NUMBER: _builtins.int
     MAX_RESULTS_FIELD_NUMBER: _builtins.int
     MAX_WALK_METERS_FIELD_NUMBER: _builtins.int
+    ORIGIN_EDGE_ID_FIELD_NUMBER: _builtins.int
     max_results: _builtins.int
     """Default 5, at most 50."""
     max_walk_meters: _builtins.float
     """Walking distance limit in metres; default 1500."""
+    origin_edge_id: _builtins.str
+    """Where the driver is now: a road (edge id) of the city's network. With it, and an optimizer to
+    ask, facilities are ranked by the drive there under current traffic plus the walk, in seconds.
+    """
     @_builtins.property
     def destination(self) -> _geo_pb2.LatLng:
         """Where the driver is going."""
@@ -960,10 +965,11 @@ class RecommendFacilityRequest(_message.Message):
         kinds: _abc.Iterable[Global___FacilityKind.ValueType] | None = ...,
         max_results: _builtins.int = ...,
         max_walk_meters: _builtins.float = ...,
+        origin_edge_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "destination", b"destination"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "destination", b"destination", "kinds", b"kinds", "max_results", b"max_results", "max_walk_meters", b"max_walk_meters"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_time", b"arrival_time", "destination", b"destination", "kinds", b"kinds", "max_results", b"max_results", "max_walk_meters", b"max_walk_meters", "origin_edge_id", b"origin_edge_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -978,10 +984,17 @@ class Recommendation(_message.Message):
     FACILITY_FIELD_NUMBER: _builtins.int
     WALK_METERS_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
+    DRIVE_SECONDS_FIELD_NUMBER: _builtins.int
     walk_meters: _builtins.float
     """Straight-line walk from the facility to the destination."""
     score: _builtins.float
-    """Lower is better: walk metres plus a penalty that grows as the facility fills."""
+    """Lower is better: walk metres plus a penalty that grows as the facility fills; with an
+    origin_edge_id, seconds: drive + walk + the same penalty.
+    """
+    drive_seconds: _builtins.float
+    """The drive from origin_edge_id under current traffic (the optimizer's network model); 0 when
+    the ranking is by walking distance only.
+    """
     @_builtins.property
     def facility(self) -> Global___Facility: ...
     def __init__(
@@ -990,10 +1003,11 @@ class Recommendation(_message.Message):
         facility: Global___Facility | None = ...,
         walk_meters: _builtins.float = ...,
         score: _builtins.float = ...,
+        drive_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["facility", b"facility"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["facility", b"facility", "score", b"score", "walk_meters", b"walk_meters"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drive_seconds", b"drive_seconds", "facility", b"facility", "score", b"score", "walk_meters", b"walk_meters"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
