@@ -17,8 +17,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 SIGNAL_SUBJECTS = ("almere.signals.v1.plan_activated.*", "almere.signals.v1.priority_decided.*")
 GUIDANCE_SUBJECTS = ("almere.optimizer.v1.route_advice.*", "almere.optimizer.v1.parking_guidance.*")
 SUMO_TYPES = {spb.PLAN_TYPE_STATIC: 0, spb.PLAN_TYPE_ACTUATED: 3}
-# How long a decision waits for its vehicle to reach an edge where it may be re-planned (simulated s).
-RETRY_S = 60.0
+# How long a decision waits for its vehicle to leave a junction before it is dropped (simulated s).
+RETRY_S = 10.0
 
 
 def _latency(when: Timestamp) -> float:
@@ -37,7 +37,6 @@ class Controllers:
         self._pending: dict[str, tuple[decisions_pb2.Decision, float]] = {}
         self._present_ids: set[str] = set()
         self._present_at = -1.0
-        self._parking_edges: set[str] | None = None
         self.applied = 0
         self.skipped = 0
 
@@ -46,6 +45,7 @@ class Controllers:
 
     def _record(self, sim_s: float, **fields: Any) -> None:
         self._log.write(json.dumps({"sim_s": sim_s, **fields}) + "\n")
+        self._log.flush()  # readable while the run goes on (a live dashboard, a test)
         self.applied += 1
 
     def apply(self, sumo: Any, sim_s: float, subject: str, payload: bytes) -> None:
@@ -91,18 +91,12 @@ class Controllers:
             )
 
     def _where(self, sumo: Any, vehicle: str) -> str | None:
-        """The edge a vehicle is on, None when it has left, and "" while a new route is unsafe: on a
-        junction (':' lanes: re-planning there breaks its stops, shared/FACTS.md) or on an edge with a
-        parking area (a car pulling out of a space and given a new route crashed libsumo 1.28)."""
+        """The edge a vehicle is on, "" while it crosses a junction (':' lanes: re-planning there breaks
+        its stops, shared/FACTS.md), None when it has left."""
         if vehicle not in self._present(sumo):
             return None
         lane = sumo.vehicle.getLaneID(vehicle)
-        if self._parking_edges is None:
-            self._parking_edges = {
-                sumo.lane.getEdgeID(sumo.parkingarea.getLaneID(a)) for a in sumo.parkingarea.getIDList()
-            }
-        edge = str(sumo.vehicle.getRoadID(vehicle))
-        return "" if lane.startswith(":") or edge in self._parking_edges else edge
+        return "" if lane.startswith(":") else str(sumo.vehicle.getRoadID(vehicle))
 
     def _present(self, sumo: Any) -> set[str]:
         step = sumo.simulation.getTime()

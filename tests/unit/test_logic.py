@@ -332,7 +332,7 @@ def _candidate(name: str, north: float, occ: int | None = 10, status: int = SPAC
 
 
 def _rank(candidates: list[Candidate], limit: int = 10) -> list[str]:
-    return [c.facility_id for c, _, _ in logic.rank(candidates, *ALMERE_CENTRUM, 1500.0, limit)]
+    return [c.facility_id for c, _, _, _ in logic.rank(candidates, *ALMERE_CENTRUM, 1500.0, limit)]
 
 
 def test_rank_excludes_unusable_facilities() -> None:
@@ -349,8 +349,9 @@ def test_rank_excludes_unusable_facilities() -> None:
 
 def test_rank_prefers_nearer_and_reports_walk_and_score() -> None:
     ranked = logic.rank([_candidate("far", 800), _candidate("near", 200)], *ALMERE_CENTRUM, 1500.0, 5)
-    assert [c.facility_id for c, _, _ in ranked] == ["near", "far"]
-    _, walk, score = ranked[0]
+    assert [c.facility_id for c, _, _, _ in ranked] == ["near", "far"]
+    _, walk, score, drive = ranked[0]
+    assert drive == 0  # no travel times asked for: ranked by walking distance
     assert walk == pytest.approx(200, rel=0.01)
     assert score == pytest.approx(walk + 1000 * 0.1**4)
 

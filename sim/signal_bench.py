@@ -1,0 +1,232 @@
+"""`almere sim bench-signals`: fixed time (the network's own programs), SUMO's actuated control,
+max-pressure and ours on the RESCO networks, several seeds, no teleports, with RESCO's delay
+(timeLoss + departDelay over every scheduled vehicle, unfinished and never-inserted included)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import xml.etree.ElementTree as ET
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from sim.scenarios import resco
+
+CONTROLLERS = ("fixed", "actuated", "maxpressure", "ours")
+DEFAULT_MAPS = "cologne8,ingolstadt21"
+ACTUATED_MIN_S, ACTUATED_MAX_S = 5.0, 50.0  # for green phases the network gives no bounds
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    map: str
+    controller: str
+    seed: int
+    end_s: float | None
+    out: Path
+
+
+def actuated_programs(network: Path, target: Path) -> Path:
+    """The network's programs as SUMO actuated programs (same phases; greens get min/max bounds),
+    as an additional file: the program loaded last is the one that runs."""
+    import sumo  # noqa: F401
+    import sumolib
+
+    net = sumolib.net.readNet(str(network), withPrograms=True, withInternal=False)
+    root = ET.Element("additional")
+    for tls in net.getTrafficLights():
+        programs = tls.getPrograms()
+        program = programs[sorted(programs)[0]]
+        logic = ET.SubElement(root, "tlLogic", id=tls.getID(), type="actuated", programID="actuated", offset="0")
+        for phase in program.getPhases():
+            attrs = {"duration": f"{phase.duration:g}", "state": phase.state}
+            if any(c in "Gg" for c in phase.state) and not any(c in "yY" for c in phase.state):
+                low = phase.minDur if phase.minDur and phase.minDur > 0 else ACTUATED_MIN_S
+                high = phase.maxDur if phase.maxDur and phase.maxDur > 0 else ACTUATED_MAX_S
+                attrs |= {"minDur": f"{min(low, phase.duration):g}", "maxDur": f"{max(high, phase.duration):g}"}
+            ET.SubElement(logic, "phase", attrs)
+    ET.ElementTree(root).write(target)
+    return target
+
+
+def measure(tripinfo: Path, scheduled: int) -> dict[str, float]:
+    every = ET.parse(tripinfo).getroot().findall("tripinfo")  # noqa: S314 - our own SUMO output
+    infos = [i for i in every if float(i.get("depart", "-1")) >= 0]
+    finished = [i for i in infos if float(i.get("arrival", "-1")) >= 0]
+    delays = [float(i.get("timeLoss", 0)) + float(i.get("departDelay", 0)) for i in every]
+    return {
+        "vehicles_scheduled": scheduled,
+        "vehicles_in_tripinfo": len(every),
+        "vehicles_departed": len(infos),
+        "vehicles_unfinished": len(infos) - len(finished),
+        "delay_s": sum(delays) / max(1, len(delays)),
+        "trip_time_s": sum(float(i.get("duration", 0)) for i in infos) / max(1, len(infos)),
+        "waiting_time_s": sum(float(i.get("waitingTime", 0)) for i in infos) / max(1, len(infos)),
+    }
+
+
+def make_controllers(name: str, network: Path) -> list[Any]:
+    from services.optimizer.signal_control import sumo_adapter
+    from services.optimizer.signal_control.controller import Ours
+    from services.optimizer.signal_control.maxpressure import MaxPressure
+
+    kinds: dict[str, Any] = {"maxpressure": MaxPressure, "ours": Ours}
+    return [kinds[name](i) for i in sumo_adapter.intersections(network)]
+
+
+def run_one(run: BenchRun) -> dict[str, Any]:
+    """One run, in its own process (libsumo: one simulation per process)."""
+    from services.optimizer.signal_control import sumo_adapter
+
+    os.nice(5)
+    scenario = resco.locate(run.map)
+    folder = run.out / run.map
+    folder.mkdir(parents=True, exist_ok=True)
+    tripinfo = folder / f"{run.controller}-seed{run.seed}.tripinfo.xml"
+    stop = scenario.end if run.end_s is None else scenario.begin + run.end_s
+    args = [
+        "-c", str(scenario.config),
+        "--seed", str(run.seed),
+        "--end", f"{stop:.0f}",
+        "--time-to-teleport", "-1",
+        "--tripinfo-output", str(tripinfo),
+        "--tripinfo-output.write-unfinished",
+        "--tripinfo-output.write-undeparted",
+        "--no-step-log", "--no-warnings",
+    ]  # fmt: skip
+    if run.controller == "actuated":
+        args += ["--additional-files", str(actuated_programs(scenario.network, folder / "actuated.add.xml"))]
+    ls = sumo_adapter.start(args)
+    try:
+        controllers = (
+            make_controllers(run.controller, scenario.network) if run.controller in ("maxpressure", "ours") else []
+        )
+        stats = sumo_adapter.run(ls, stop, controllers)
+    finally:
+        ls.close()
+    result = {
+        "map": run.map,
+        "controller": run.controller,
+        "seed": run.seed,
+        **measure(tripinfo, resco.scheduled_vehicles(scenario)),
+        "gridlock": stats.gridlock_at is not None,
+        "gridlock_at_s": stats.gridlock_at,
+        "longest_wait_s": stats.longest_wait_s,
+        "teleports": stats.teleports,
+    }
+    return result
+
+
+def record_states(map_name: str, controller: str, end_s: float, seed: int = 1) -> dict[str, Any]:
+    """A short run that keeps every light's shown states as SUMO reports them (for validation),
+    in this process: call it in a fresh one (libsumo)."""
+    from services.optimizer.signal_control import sumo_adapter
+
+    scenario = resco.locate(map_name)
+    stop = scenario.begin + end_s
+    args = ["-c", str(scenario.config), "--seed", str(seed), "--end", f"{stop:.0f}", "--time-to-teleport", "-1",
+            "--no-step-log", "--no-warnings"]  # fmt: skip
+    if controller == "actuated":
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="bench-signals-"))
+        args += ["--additional-files", str(actuated_programs(scenario.network, folder / "actuated.add.xml"))]
+    ls = sumo_adapter.start(args)
+    try:
+        controllers = make_controllers(controller, scenario.network) if controller in ("maxpressure", "ours") else []
+        stats = sumo_adapter.run(ls, stop, controllers, record=True)
+    finally:
+        ls.close()
+    return {"histories": stats.histories, "end": stop, "longest_wait_s": stats.longest_wait_s}
+
+
+def _runs(args: argparse.Namespace) -> list[BenchRun]:
+    maps = [m.strip() for m in args.maps.split(",") if m.strip()]
+    names = [c.strip() for c in args.controllers.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CONTROLLERS]
+    if unknown:
+        raise SystemExit(f"unknown controller(s) {', '.join(unknown)}; known: {', '.join(CONTROLLERS)}")
+    for m in maps:
+        resco.locate(m)  # fails early on a typo
+    if "fixed" not in names:
+        names.insert(0, "fixed")  # the ratio needs it
+    return [BenchRun(m, c, s, args.end, args.out) for m in maps for s in range(1, args.seeds + 1) for c in names]
+
+
+def _table(results: list[dict[str, Any]]) -> str:
+    """stuck300: some car stood still for 300 s at once (no teleports): gridlock, or a queue that
+    long. The ratio divides by fixed time's delay on the same seed."""
+    lines = []
+    fixed = {(r["map"], r["seed"]): r["delay_s"] for r in results if r["controller"] == "fixed"}
+    order = {c: i for i, c in enumerate(CONTROLLERS)}
+    for name in dict.fromkeys(r["map"] for r in results):
+        lines.append(f"\n{name}")
+        lines.append(f"{'controller':<12}{'seed':>5}{'delay s':>10}{'trip s':>9}{'wait s':>9}{'unfin':>7}"
+                     f"{'telep':>7}{'stuck300':>10}{'ratio':>8}")  # fmt: skip
+        rows = sorted((r for r in results if r["map"] == name), key=lambda r: (order[r["controller"]], r["seed"]))
+        for r in rows:
+            base = fixed.get((name, r["seed"]))
+            ratio = f"{r['delay_s'] / base:.3f}" if base else "-"
+            lines.append(
+                f"{r['controller']:<12}{r['seed']:>5}{r['delay_s']:>10.1f}{r['trip_time_s']:>9.1f}"
+                f"{r['waiting_time_s']:>9.1f}{r['vehicles_unfinished']:>7}{r['teleports']:>7}"
+                f"{'yes' if r['gridlock'] else 'no':>10}{ratio:>8}"
+            )
+        for controller in dict.fromkeys(r["controller"] for r in rows):
+            mine = [r for r in rows if r["controller"] == controller]
+            ratios = [r["delay_s"] / fixed[(name, r["seed"])] for r in mine if (name, r["seed"]) in fixed]
+            mean = sum(r["delay_s"] for r in mine) / len(mine)
+            worst = f"{max(ratios):.3f}" if ratios else "-"
+            lines.append(f"{'mean ' + controller:<17}{mean:>10.1f}   worst ratio {worst}")
+    return "\n".join(lines)
+
+
+def bench(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    runs = _runs(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    workers = max(1, min(args.workers, len(runs)))
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
+        futures = {pool.submit(run_one, r): r for r in runs}
+        for future in tqdm(as_completed(futures), total=len(futures), desc="bench-signals", unit="run"):
+            results.append(future.result())
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    with (args.out / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(results[0]))
+        writer.writeheader()
+        writer.writerows(results)
+    print(_table(results))
+    print(f"\nresults: {args.out / 'results.json'}, {args.out / 'results.csv'}")
+    # Baselines may jam (that is what they are measured for); ours must not.
+    return 1 if any(r["gridlock"] for r in results if r["controller"] == "ours") else 0
+
+
+def add_parser(sub: Any) -> None:
+    """Register `bench-signals` on a subparsers object (`almere sim ...`)."""
+    p = sub.add_parser("bench-signals", help="compare signal controllers on RESCO networks (no teleports)")
+    p.add_argument("--maps", default=DEFAULT_MAPS, help=f"comma list of RESCO networks (default {DEFAULT_MAPS})")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 1..N (default 3)")
+    p.add_argument("--controllers", default=",".join(CONTROLLERS), help="comma list; fixed always runs (ratios)")
+    p.add_argument("--out", type=Path, default=Path("data/sim/bench-signals"))
+    p.add_argument("--end", type=float, default=None, help="simulated seconds (default: the map's RESCO config)")
+    p.add_argument("--workers", type=int, default=2, help="parallel runs (default 2)")
+    p.set_defaults(func=bench)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="signal_bench")
+    add_parser(parser.add_subparsers(required=True))
+    args = parser.parse_args(["bench-signals", *(argv or [])])
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(__import__("sys").argv[1:]))
