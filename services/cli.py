@@ -16,7 +16,7 @@ SERVICE_MODULES = {
     "parking": "services.parking",
     "incidents": "services.incidents",
     "signals": "services.signals",
-    "optimizer": "services.optimizer",
+    "optimizer": "services.optimizer.service",
 }
 
 
@@ -126,6 +126,7 @@ def cmd_sim_report(args: argparse.Namespace) -> int:
 
 
 def _add_sim(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from sim import signal_bench
     from sim.runner import MODES
     from sim.variants import VARIANTS
 
@@ -163,6 +164,7 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     report.add_argument("runs", type=Path, nargs="+", help="run folders (data/sim/<scenario>/<mode>-seed<n>)")
     report.add_argument("--out", type=Path, default=Path("data/sim/report"))
     report.set_defaults(func=cmd_sim_report)
+    signal_bench.add_parser(sim)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,8 +22,8 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from services.common.config import Settings
 from services.common.natsd import NatsServer
 from services.common.runtime import Service
-from services.optimizer import SPEC
 from services.optimizer.routing import RoadGraph
+from services.optimizer.service import SPEC
 from sim.scenarios.almere_centrum import layout
 from tests.integration.helpers import Client, Incidents, Parking, read_stream
 

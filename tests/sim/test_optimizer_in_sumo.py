@@ -5,7 +5,6 @@ promises a facility more vehicles than it has free spaces."""
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 from typing import Any
 

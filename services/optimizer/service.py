@@ -1,0 +1,90 @@
+"""OptimizerService wiring: config -> engine -> durable consumers -> servicer (almere.optimizer.v1)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+from almere.detectors.v1 import detectors_pb2
+from almere.incidents.v1 import events_pb2 as ievents
+from almere.optimizer.v1 import decisions_pb2, optimizer_pb2, optimizer_pb2_grpc
+from almere.parking.v1 import events_pb2 as pevents
+from grpc import aio
+from nats.aio.msg import Msg
+from nats.js.api import StreamConfig
+
+from services.common.clock import utcnow
+from services.common.config import Settings
+from services.common.feed import EventFeed
+from services.common.runtime import Service, ServiceSpec
+from services.incidents import events as incident_events
+from services.optimizer import events, store
+from services.optimizer.api import OptimizerApi, persisting
+from services.optimizer.consumers import DurableConsumer, Source
+from services.optimizer.engine import Engine
+from services.optimizer.models import TABLES, OptimizerOutbox
+from services.optimizer.routing import RoadGraph
+from services.optimizer.store import Writes
+from services.parking import events as parking_events
+from services.signals import events as signal_events
+
+SOURCES = [
+    Source(parking_events.STREAM, f"{parking_events.SUBJECT_PREFIX}.>", "optimizer-parking"),
+    Source(incident_events.STREAM, f"{incident_events.SUBJECT_PREFIX}.>", "optimizer-incidents"),
+    Source(signal_events.STREAM, f"{signal_events.SUBJECT_PREFIX}.>", "optimizer-signals"),
+    Source(events.DETECTOR_STREAM, f"{events.DETECTOR_PREFIX}.>", "optimizer-detectors", only_new=True),
+]
+
+
+def _handler(engine: Engine, stream: str) -> Callable[[Msg], Writes]:
+    def handle(msg: Msg) -> Writes:
+        engine.consumed[stream] += 1
+        kind = msg.subject.split(".")[3]
+        if stream == parking_events.STREAM:
+            if kind in ("facility_created", "facility_updated"):
+                return engine.on_facility(pevents.FacilityChangedEvent.FromString(msg.data))
+            if kind == "occupancy_changed":
+                return engine.on_occupancy(pevents.OccupancyChangedEvent.FromString(msg.data))
+        elif stream == incident_events.STREAM:
+            return engine.on_incident(ievents.IncidentEvent.FromString(msg.data), utcnow())
+        elif stream == events.DETECTOR_STREAM:
+            engine.on_detector(detectors_pb2.Measurement.FromString(msg.data))
+        # Signal plans are counted, not yet used: travel times already show what a plan does.
+        return Writes()
+
+    return handle
+
+
+async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awaitable[None]]]:
+    settings = service.settings
+    if settings.network_file is None:
+        raise RuntimeError("the optimizer needs the city's SUMO network: set ALMERE_NETWORK_FILE")
+    graph = await asyncio.to_thread(RoadGraph.from_net, settings.network_file)
+    engine = Engine(graph, await asyncio.to_thread(store.load, service.engine))
+
+    async def submit(writes: Writes) -> None:
+        await service.committer.submit(store.save, (writes, utcnow()))
+
+    persist = persisting(submit, engine, partial(store.load, service.engine))
+    feed = EventFeed(service.bus, events.SUBJECT_PREFIX, dict.fromkeys(events.EVENTS, decisions_pb2.Decision))
+    optimizer_pb2_grpc.add_OptimizerServiceServicer_to_server(OptimizerApi(engine, persist, feed), server)
+
+    consumers = [DurableConsumer(service.bus, source, _handler(engine, source.stream), persist) for source in SOURCES]
+    for consumer in consumers:
+        await consumer.start()
+    return [*(c.stop for c in consumers), feed.stop]
+
+
+def _streams(settings: Settings) -> list[StreamConfig]:
+    return [events.optimizer_stream(settings), *events.consumed_streams(settings)]
+
+
+SPEC = ServiceSpec(
+    name="optimizer",
+    full_names=[optimizer_pb2.DESCRIPTOR.services_by_name["OptimizerService"].full_name],
+    tables=TABLES,
+    outbox=OptimizerOutbox,
+    streams=_streams,
+    mount=_mount,
+)

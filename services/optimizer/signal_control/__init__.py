@@ -1,0 +1,1 @@
+"""Adaptive signal control: pure decision code (phases, max-pressure, guards) plus one SUMO adapter."""
