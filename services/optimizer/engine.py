@@ -20,7 +20,7 @@ from services.common.clock import from_timestamp, to_timestamp
 from services.optimizer.levers import congestion, incident, parking
 from services.optimizer.levers.routes import Reroute, replan
 from services.optimizer.routing import FloatArray, RoadGraph
-from services.optimizer.state import Facility, Incident, Reservation, TravelTimes, Vehicle
+from services.optimizer.state import SMOOTHING, Facility, Incident, Reservation, TravelTimes, Vehicle
 from services.optimizer.store import Loaded, Taken, Writes
 
 AFFECTING = (ipb.INCIDENT_STATE_ACTIVE, ipb.INCIDENT_STATE_CLEARING)
@@ -49,6 +49,11 @@ class Engine:
         self.vehicles: dict[str, Vehicle] = {}
         self.last_rerouted: dict[str, float] = {}
         self.freeing: dict[str, int] = {}
+        # Drivers parking without guidance, per facility (vehicles per second, smoothed), from the
+        # counts between decision rounds minus the guided vehicles seen arriving.
+        self.inflow: dict[str, float] = {}
+        self._counted: dict[str, tuple[float, int]] = {}
+        self._guided_arrivals: Counter[str] = Counter()
         self.consumed: Counter[str] = Counter()
         self.decisions: Counter[str] = Counter()
         self.last_report: datetime | None = None
@@ -142,9 +147,11 @@ class Engine:
         writes = self._update_vehicles(request.vehicles, now)
         if self.clock_s < self._last_round_s:  # a new simulation run: its clock starts again
             self._last_round_s = float("-inf")
+            self._counted.clear()
         if self.clock_s - self._last_round_s < self.strategy.decision_interval_seconds:
             return writes
         self._last_round_s = self.clock_s
+        self._measure_inflow()
         if self.strategy.parking_guidance:
             writes.decisions += self._guide(writes, now)
         if self.strategy.incident_rerouting:
@@ -158,6 +165,17 @@ class Engine:
             )
             writes.decisions += self._route_decisions(found, dpb.LEVER_CONGESTION_REROUTING, now)
         return writes
+
+    def _measure_inflow(self) -> None:
+        for f in self.facilities.values():
+            last = self._counted.get(f.id)
+            if last is not None and self.clock_s > last[0]:
+                others = max(0, f.occupied - last[1] - self._guided_arrivals[f.id])
+                rate = others / (self.clock_s - last[0])
+                known = self.inflow.get(f.id, rate)
+                self.inflow[f.id] = known + SMOOTHING * (rate - known)
+            self._counted[f.id] = (self.clock_s, f.occupied)
+        self._guided_arrivals.clear()
 
     def _update_vehicles(self, states: Iterable[pb.VehicleState], now: datetime) -> Writes:
         seen: dict[str, Vehicle] = {}
@@ -179,6 +197,7 @@ class Engine:
             if reservation is not None and s.parked_at and reservation.arrived is None:
                 reservation.arrived = now
                 writes.reservations.append(reservation)
+                self._guided_arrivals[reservation.facility_id] += 1
         gone = [v for v in self.reservations if v not in seen]
         for vehicle in gone:
             del self.reservations[vehicle]
@@ -268,7 +287,7 @@ class Engine:
             return []
         promised = self.promised()
         offers = parking.offers(
-            list(self.facilities.values()), promised, self.freeing, int(self.strategy.reserve_spaces)
+            list(self.facilities.values()), promised, self.freeing, int(self.strategy.reserve_spaces), self.inflow
         )
         cost = self.cost()
         assignments = [

@@ -214,3 +214,29 @@ def test_engine_answers_an_incident_at_once_and_its_clearing_stops_the_reroutes(
     engine.on_incident(ievents.IncidentEvent(incident_id="c1", version=3, incident=collision), NOW)
     fresh = [pb.VehicleState(vehicle_id="late", edge_id=WEST_IN, route=route)]
     assert engine.on_report(_report(graph, 3600, fresh), NOW).decisions == []
+
+
+def test_guidance_expects_drivers_without_guidance_to_keep_arriving(graph: RoadGraph) -> None:
+    forum, stadhuis = _facility("garage-forum", 100, occupied=95), _facility("garage-stadhuisplein", 100)
+    walker = Vehicle("w", WEST_IN, [WEST_IN], parking=True, walk_to=(forum.latitude, forum.longitude))
+    calm = parking.offers([forum, stadhuis], {}, {}, reserve=0)
+    assert parking.assign(graph, graph.free_time, [walker], calm)[0].facility.id == "garage-forum"
+    # Forum fills at one car every 10 s: its last 5 spaces are gone before this driver gets there.
+    busy = parking.offers([forum, stadhuis], {}, {}, reserve=0, inflow={"garage-forum": 0.1})
+    (choice,) = parking.assign(graph, graph.free_time, [walker], busy)
+    assert choice.facility.id == "garage-stadhuisplein"
+
+
+def test_engine_measures_the_inflow_of_drivers_without_guidance(graph: RoadGraph) -> None:
+    engine = _engine(graph)
+    for n, (sim_s, occupied) in enumerate([(30, 10), (90, 40)]):
+        engine.on_occupancy(
+            pevents.OccupancyChangedEvent(
+                facility_id="garage-forum",
+                version=10 + n,
+                occur_time=to_timestamp(NOW),
+                occupancy=ppb.Occupancy(occupied_spaces=occupied, capacity=350),
+            )
+        )
+        engine.on_report(_report(graph, sim_s, []), NOW)
+    assert engine.inflow["garage-forum"] == pytest.approx(30 / 60)

@@ -1,7 +1,9 @@
 """Parking guidance: vehicles bound for the centre are assigned to facilities with free spaces, by
 cost = drive to the facility + expected search + walk on to the destination. Spaces already promised
 to vehicles on their way count as taken, so the next garage does not overflow; a facility at its
-reserve gets no one; spaces about to be freed (a count going down) may only eat into the reserve."""
+reserve gets no one; spaces about to be freed (a count going down) may only eat into the reserve.
+Drivers without guidance keep arriving too: a facility filling at a given rate is expected to have
+that many fewer spaces by the time a guided vehicle gets there, and gets no one it would not hold."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ class Offer:
     facility: Facility
     spaces: int  # may still be promised
     fill: float  # share of capacity occupied or promised
+    inflow: float = 0.0  # vehicles per second arriving without guidance
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,13 @@ class Assignment:
         return self.drive_s + self.search_s + self.walk_s
 
 
-def offers(facilities: list[Facility], promised: dict[str, int], freeing: dict[str, int], reserve: int) -> list[Offer]:
+def offers(
+    facilities: list[Facility],
+    promised: dict[str, int],
+    freeing: dict[str, int],
+    reserve: int,
+    inflow: dict[str, float] | None = None,
+) -> list[Offer]:
     """Spaces each facility may still be promised: free by its count, minus promises, minus the reserve
     (which spaces about to be freed may cover, but never more than are free now)."""
     out = []
@@ -49,7 +58,7 @@ def offers(facilities: list[Facility], promised: dict[str, int], freeing: dict[s
             continue
         free_now = f.capacity - f.occupied - promised.get(f.id, 0)
         spaces = free_now - max(0, reserve - freeing.get(f.id, 0))
-        out.append(Offer(f, max(0, min(spaces, free_now)), 1 - free_now / f.capacity))
+        out.append(Offer(f, max(0, min(spaces, free_now)), 1 - free_now / f.capacity, (inflow or {}).get(f.id, 0.0)))
     return out
 
 
@@ -68,21 +77,25 @@ def assign(graph: RoadGraph, cost: FloatArray, vehicles: list[Vehicle], availabl
     walk = np.array(
         [[o.facility.walk_s(*v.walk_to) if v.walk_to else 0.0 for v in movable] for o in usable], dtype=np.float64
     )
-    left = [o.spaces for o in usable]
-    filled = [o.fill * o.facility.capacity for o in usable]
+    left = np.array([o.spaces for o in usable], dtype=np.float64)
+    capacity = np.array([o.facility.capacity for o in usable], dtype=np.float64)
+    filled = np.array([o.fill for o in usable]) * capacity
+    inflow = np.array([o.inflow for o in usable])
     out = []
     for j in np.argsort(drive.min(axis=0), kind="stable"):
-        search = np.array([search_s(filled[i] / o.facility.capacity) for i, o in enumerate(usable)])
+        # What is left when this vehicle gets there, after the drivers arriving on their own meanwhile.
+        arriving = inflow * drive[:, j]
+        at_arrival = left - arriving
+        search = np.array([search_s(f) for f in (filled + arriving) / capacity])
         total = drive[:, j] + search + walk[:, j]
-        total[[i for i, n in enumerate(left) if n <= 0]] = np.inf
+        total[at_arrival < 1] = np.inf
         best = int(np.argmin(total))
         if not np.isfinite(total[best]):
             continue
         left[best] -= 1
         filled[best] += 1
-        out.append(
-            Assignment(
-                movable[j], usable[best].facility, float(drive[best, j]), float(search[best]), float(walk[best, j])
-            )
+        a = Assignment(
+            movable[j], usable[best].facility, float(drive[best, j]), float(search[best]), float(walk[best, j])
         )
+        out.append(a)
     return out
