@@ -48,6 +48,9 @@ class Engine:
         self.restore(loaded)
         self.vehicles: dict[str, Vehicle] = {}
         self.last_rerouted: dict[str, float] = {}
+        # Per vehicle, the routes it had and was given when answered for an incident (in memory: after
+        # a restart nobody is answered twice on a guess).
+        self.incident_routes: dict[str, list[list[str]]] = {}
         self.freeing: dict[str, int] = {}
         # Drivers parking without guidance, per facility (vehicles per second, smoothed), from the
         # counts between decision rounds minus the guided vehicles seen arriving.
@@ -198,6 +201,8 @@ class Engine:
                 reservation.arrived = now
                 writes.reservations.append(reservation)
                 self._guided_arrivals[reservation.facility_id] += 1
+        for vehicle in [v for v in self.incident_routes if v not in seen]:
+            del self.incident_routes[vehicle]
         gone = [v for v in self.reservations if v not in seen]
         for vehicle in gone:
             del self.reservations[vehicle]
@@ -227,7 +232,9 @@ class Engine:
         active = [i for i in self.incidents.values() if i.active]
         if not active:
             return []
-        return incident.reroutes(self.graph, self.cost(), self._routable(), self._via(), active, self.decided)
+        return incident.reroutes(
+            self.graph, self.cost(), self._routable(), self._via(), active, self.decided, self.incident_routes
+        )
 
     def _route_decisions(self, reroutes: list[Reroute], lever: int, now: datetime) -> list[Taken]:
         out = []
@@ -240,6 +247,8 @@ class Engine:
             out.append(
                 self._take(r.vehicle.id, r.cause, lever, r.reason, r.trigger, r.saved_s, now, route_advice=advice)
             )
+            if lever == dpb.LEVER_INCIDENT_REROUTING:
+                self.incident_routes.setdefault(r.vehicle.id, []).extend([r.vehicle.route, r.route])
             r.vehicle.route = r.route
         return out
 

@@ -240,3 +240,26 @@ def test_engine_measures_the_inflow_of_drivers_without_guidance(graph: RoadGraph
         )
         engine.on_report(_report(graph, sim_s, []), NOW)
     assert engine.inflow["garage-forum"] == pytest.approx(30 / 60)
+
+
+def test_a_vehicle_replanned_into_the_incident_by_someone_else_is_answered_again(graph: RoadGraph) -> None:
+    engine = _engine(graph)
+    route = graph.route_many([WEST_IN], [EAST_OUT], graph.free_time)[0] or []
+    state = pb.VehicleState(vehicle_id="v", edge_id=WEST_IN, route=route)
+    engine.on_report(_report(graph, 30, [state]), NOW)
+    collision = ipb.Incident(state=ipb.INCIDENT_STATE_ACTIVE)
+    collision.network_location.edge_id = STADSDREEF
+    collision.impact.speed_limit_kmh = 5
+    (first,) = engine.on_incident(ievents.IncidentEvent(incident_id="c1", version=1, incident=collision), NOW).decisions
+    advised = list(first.decision.route_advice.edges)
+    # Still reporting the old route (the advice not applied yet), or the advised one: no new answer.
+    assert engine.on_report(_report(graph, 60, [state]), NOW).decisions == []
+    state.route[:] = advised
+    assert engine.on_report(_report(graph, 90, [state]), NOW).decisions == []
+    # A parking rerouter that knows nothing of the collision sends it back through it: answered again.
+    detour = graph.route_many([WEST_IN], ["j21-j22"], graph.free_time)[0] or []
+    back = graph.route_many(["j21-j22"], [EAST_OUT], graph.free_time)[0] or []
+    state.route[:] = detour + back[1:]
+    assert state.route != route and STADSDREEF in state.route
+    (again,) = engine.on_report(_report(graph, 120, [state]), NOW).decisions
+    assert again.cause == "incidents/c1/1" and STADSDREEF not in again.decision.route_advice.edges
