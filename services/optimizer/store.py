@@ -4,7 +4,7 @@ consumed event or decision round (in one transaction with the decisions' outbox 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -60,28 +60,9 @@ def load(engine: Engine) -> Loaded:
     with Session(engine) as session:
         strategy_row = session.get(StrategyRow, 1)
         return Loaded(
-            [
-                Incident(r.id, r.version, r.edge_id, r.active, r.full_closure, list(r.closed_lanes), r.speed_limit_kmh)
-                for r in session.exec(select(IncidentRow))
-            ],
-            [
-                Facility(
-                    r.id,
-                    r.version,
-                    r.capacity,
-                    r.occupied,
-                    r.available,
-                    r.edge_id,
-                    r.latitude,
-                    r.longitude,
-                    r.report_time,
-                )
-                for r in session.exec(select(FacilityRow))
-            ],
-            [
-                Reservation(r.vehicle_id, r.facility_id, r.decided, r.arrived)
-                for r in session.exec(select(ReservationRow))
-            ],
+            [Incident(**r.model_dump()) for r in session.exec(select(IncidentRow))],
+            [Facility(**r.model_dump()) for r in session.exec(select(FacilityRow))],
+            [Reservation(**r.model_dump()) for r in session.exec(select(ReservationRow))],
             {(vehicle, cause) for vehicle, cause in session.exec(select(DecisionRow.vehicle_id, DecisionRow.cause))},
             pb.Strategy.FromString(strategy_row.document) if strategy_row else None,
         )
@@ -90,38 +71,16 @@ def load(engine: Engine) -> Loaded:
 def save(session: Session, batch: Sequence[tuple[Writes, datetime]]) -> list[Any]:
     """Batch handler: every item's state changes, decisions and their outbox events."""
     for writes, now in batch:
-        for incident in writes.incidents:
-            session.merge(
-                IncidentRow(
-                    id=incident.id,
-                    version=incident.version,
-                    edge_id=incident.edge_id,
-                    active=incident.active,
-                    full_closure=incident.full_closure,
-                    closed_lanes=incident.closed_lanes,
-                    speed_limit_kmh=incident.speed_limit_kmh,
-                )
-            )
-        for f in writes.facilities:
-            session.merge(
-                FacilityRow(
-                    id=f.id,
-                    version=f.version,
-                    capacity=f.capacity,
-                    occupied=f.occupied,
-                    available=f.available,
-                    edge_id=f.edge_id,
-                    latitude=f.latitude,
-                    longitude=f.longitude,
-                    report_time=f.report_time,
-                )
-            )
+        # The rows have the dataclasses' fields: one merge each.
+        for row in [
+            *(IncidentRow(**asdict(i)) for i in writes.incidents),
+            *(FacilityRow(**asdict(f)) for f in writes.facilities),
+        ]:
+            session.merge(row)
         if writes.released:
             session.execute(delete(ReservationRow).where(ReservationRow.vehicle_id.in_(writes.released)))  # type: ignore[attr-defined]
         for r in writes.reservations:
-            session.merge(
-                ReservationRow(vehicle_id=r.vehicle_id, facility_id=r.facility_id, decided=r.decided, arrived=r.arrived)
-            )
+            session.merge(ReservationRow(**asdict(r)))
         if writes.decisions:
             session.execute(
                 insert(DecisionRow),
