@@ -20,9 +20,9 @@ from services.optimizer.inprocess import InProcessOptimizer
 from services.optimizer.routing import RoadGraph
 from sim.controllers import Controllers
 from sim.navigation import Navigation
-from sim.netbuild import sumo_binary
 from sim.runner import RunSpec, prepare
 from sim.scenarios.almere_centrum import layout
+from tests.sim import start_libsumo
 
 CLOSED = layout.edge_id("j22", "j32")
 # Smaller than the SUMO areas: the optimizer believes garages are small, so guidance runs out of room.
@@ -31,21 +31,8 @@ CAPACITY = 25
 
 @pytest.fixture
 def sumo(tmp_path: Path) -> Any:
-    import libsumo
-    import sumo as _  # noqa: F401
-
     scenario = prepare(RunSpec("almere-centrum", "coordinated", 3, tmp_path, end_s=1800, scale=0.7))
-    libsumo.start(
-        [
-            sumo_binary("sumo"),
-            "-c",
-            str(scenario.config),
-            "--no-step-log",
-            "--no-warnings",
-            "--additional-files",
-            f"{scenario.parking},{scenario.guided_rerouters}",
-        ]
-    )
+    libsumo = start_libsumo(scenario.config, scenario.parking, scenario.guided_rerouters)
     yield libsumo, scenario
     libsumo.close()
 
@@ -122,8 +109,8 @@ def test_levers_steer_sumo_vehicles(sumo: Any, tmp_path: Path) -> None:
                 free = f.capacity - f.occupied
                 assert promised[f.id] <= max(0, free) + arrived(optimizer, f.id), f"{f.id}: {promised[f.id]} > {free}"
     controllers.close()
-    taken = optimizer.engine.decisions
-    assert taken[dpb.Lever.Name(dpb.LEVER_PARKING_GUIDANCE)] > 20
+    per_lever = optimizer.engine.decisions
+    assert per_lever[dpb.Lever.Name(dpb.LEVER_PARKING_GUIDANCE)] > 20
     # Vehicles that set off towards the closure later were rerouted in later rounds.
-    assert taken[dpb.Lever.Name(dpb.LEVER_INCIDENT_REROUTING)] > len(rerouted)
+    assert per_lever[dpb.Lever.Name(dpb.LEVER_INCIDENT_REROUTING)] > len(rerouted)
     assert controllers.applied > 20

@@ -11,6 +11,7 @@ import pytest
 from sim import report
 from sim.runner import CLOSED_TO, RunSpec, _Incidents, prepare, run_many
 from sim.variants import WALKING_PACE, ScriptedIncident
+from tests.sim import start_libsumo
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +63,9 @@ def test_report_compares_modes_with_plots(runs: list[Path], tmp_path: Path) -> N
 
 
 def test_a_scripted_incident_closes_and_slows_the_lanes_then_reopens_them(tmp_path: Path) -> None:
-    import libsumo
-    import sumo  # noqa: F401
-
-    from sim.netbuild import sumo_binary
 
     scenario = prepare(RunSpec("almere-centrum", "none", 1, tmp_path, end_s=300, scale=0.2))
-    libsumo.start([sumo_binary("sumo"), "-c", str(scenario.config), "--no-step-log", "--no-warnings"])
+    libsumo = start_libsumo(scenario.config)
     try:
         before = list(libsumo.lane.getAllowed("j22-j32_1")), libsumo.lane.getMaxSpeed("j22-j32_0")
         incidents = _Incidents(libsumo, (ScriptedIncident("j22-j32", 10, 20, (1,)),))
@@ -86,25 +83,12 @@ def test_a_scripted_incident_closes_and_slows_the_lanes_then_reopens_them(tmp_pa
 
 
 def test_guidance_from_the_optimizer_is_applied_to_the_vehicles_it_names(tmp_path: Path) -> None:
-    import libsumo
-    import sumo  # noqa: F401
     from almere.optimizer.v1 import decisions_pb2
 
     from sim.controllers import Controllers
-    from sim.netbuild import sumo_binary
 
     scenario = prepare(RunSpec("almere-centrum", "none", 2, tmp_path, end_s=900, scale=0.5))
-    libsumo.start(
-        [
-            sumo_binary("sumo"),
-            "-c",
-            str(scenario.config),
-            "--no-step-log",
-            "--no-warnings",
-            "--additional-files",
-            f"{scenario.parking},{scenario.rerouters}",
-        ]
-    )
+    libsumo = start_libsumo(scenario.config, scenario.parking, scenario.rerouters)
     controllers = Controllers(tmp_path / "applied.jsonl")
     try:
         visitor = None
@@ -147,29 +131,13 @@ def test_the_twins_stop_record_matches_sumos_own_stop_output(tmp_path: Path) -> 
     without any re-planning both must list the same stops with the same start times."""
     import xml.etree.ElementTree as ET
 
-    import libsumo
-    import sumo  # noqa: F401
-
-    from sim.netbuild import sumo_binary
     from sim.scenarios.almere_centrum import layout
     from sim.stops import StopRecorder
 
     scenario = prepare(RunSpec("almere-centrum", "none", 1, tmp_path, end_s=1500, scale=0.7))
-    libsumo.start(
-        [
-            sumo_binary("sumo"),
-            "-c",
-            str(scenario.config),
-            "--end",
-            "1500",
-            "--no-step-log",
-            "--no-warnings",
-            "--additional-files",
-            f"{scenario.parking},{scenario.rerouters}",
-            "--stop-output",
-            str(tmp_path / "sumo-stops.xml"),
-            "--stop-output.write-unfinished",
-        ]
+    stop_output = ("--end", "1500", "--stop-output", str(tmp_path / "sumo-stops.xml"), "--stop-output.write-unfinished")
+    libsumo = start_libsumo(
+        scenario.config, scenario.parking, scenario.rerouters, extra=("--end", "1500", *stop_output)
     )
     recorder = StopRecorder({f.facility_id for f in layout.FACILITIES})
     try:
