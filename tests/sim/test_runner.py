@@ -136,9 +136,7 @@ def test_the_twins_stop_record_matches_sumos_own_stop_output(tmp_path: Path) -> 
 
     scenario = prepare(RunSpec("almere-centrum", "none", 1, tmp_path, end_s=1500, scale=0.7))
     stop_output = ("--end", "1500", "--stop-output", str(tmp_path / "sumo-stops.xml"), "--stop-output.write-unfinished")
-    libsumo = start_libsumo(
-        scenario.config, scenario.parking, scenario.rerouters, extra=("--end", "1500", *stop_output)
-    )
+    libsumo = start_libsumo(scenario.config, scenario.parking, scenario.rerouters, extra=stop_output)
     recorder = StopRecorder({f.facility_id for f in layout.FACILITIES})
     try:
         while libsumo.simulation.getTime() < 1500:
