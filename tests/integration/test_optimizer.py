@@ -243,3 +243,34 @@ async def test_recommend_facility_ranks_by_the_optimizers_travel_times(
         # Without an origin the ranking stays by walking distance (no drive times).
         ask.ClearField("origin_edge_id")
         assert all(r.drive_seconds == 0 for r in (await parking.as_("operator").RecommendFacility(ask)).recommendations)
+
+
+async def test_watch_decisions_streams_each_decision_with_its_reason_and_trigger(
+    optimizer: Optimizer, almere_net: Path
+) -> None:
+    vehicles = _through(almere_net, 3)
+    only_incidents = optimizer.as_("police").WatchDecisions(
+        pb.WatchDecisionsRequest(levers=[dpb.LEVER_INCIDENT_REROUTING])
+    )
+    everything = optimizer.as_("engineer").WatchDecisions(pb.WatchDecisionsRequest())
+    await asyncio.sleep(0.3)  # both watches subscribed
+    # A jam on the Stadsdreef, measured by the vehicles themselves: congestion rerouting, no incident.
+    jam = [pb.EdgeTravelTime(edge_id=COLLISION, travel_time_seconds=1500)] * 8
+    reply = await optimizer.as_("sim").ReportVehicles(
+        pb.ReportVehiclesRequest(vehicles=vehicles, edge_travel_times=jam, sim_time_seconds=30)
+    )
+    assert len(reply.decisions) == 3
+    seen = [(await asyncio.wait_for(everything.read(), 10)).decision for _ in reply.decisions]
+    assert {d.name for d in seen} == {d.name for d in reply.decisions}
+    first = seen[0]
+    assert first.lever == dpb.LEVER_CONGESTION_REROUTING and "faster" in first.reason
+    assert float(first.trigger["route_seconds"]) > float(first.trigger["new_route_seconds"]) + 30
+    with pytest.raises(asyncio.TimeoutError):  # the incident-only watcher saw none of them
+        await asyncio.wait_for(only_incidents.read(), 1)
+    everything.cancel()
+    only_incidents.cancel()
+    code, _ = await _code(optimizer.as_("operator").GetStatus(pb.GetStatusRequest()))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    status = await optimizer.as_("engineer").GetStatus(pb.GetStatusRequest())
+    assert status.vehicles == 3 and status.decisions["LEVER_CONGESTION_REROUTING"] == 3
+    assert status.last_sim_time_seconds == 30
