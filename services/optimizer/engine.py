@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from almere.detectors.v1 import detectors_pb2
 from almere.incidents.v1 import events_pb2 as ievents
@@ -24,6 +24,9 @@ from services.optimizer.state import SMOOTHING, Facility, Incident, Reservation,
 from services.optimizer.store import Loaded, Taken, Writes
 
 AFFECTING = (ipb.INCIDENT_STATE_ACTIVE, ipb.INCIDENT_STATE_CLEARING)
+# How long what a vehicle was answered is remembered (in memory and in the table): longer than any
+# trip. A vehicle id names one trip (a navigation session), so nothing older can be repeated.
+DECISION_MEMORY = timedelta(hours=48)
 UNAVAILABLE = (ppb.FACILITY_STATE_CLOSED,)
 
 
@@ -72,7 +75,7 @@ class Engine:
         self.incidents = {i.id: i for i in loaded.incidents}
         self.facilities = {f.id: f for f in loaded.facilities}
         self.reservations = {r.vehicle_id: r for r in loaded.reservations}
-        self.decided = set(loaded.decided)
+        self.decided = dict(loaded.decided)
 
     # -- what is consumed --------------------------------------------------------------------------
 
@@ -203,6 +206,10 @@ class Engine:
                 self._guided_arrivals[reservation.facility_id] += 1
         for vehicle in [v for v in self.incident_routes if v not in seen]:
             del self.incident_routes[vehicle]
+        for vehicle in [v for v in self.last_rerouted if v not in seen]:
+            del self.last_rerouted[vehicle]
+        for key in [k for k, when in self.decided.items() if when < now - DECISION_MEMORY]:
+            del self.decided[key]
         gone = [v for v in self.reservations if v not in seen]
         for vehicle in gone:
             del self.reservations[vehicle]
@@ -359,7 +366,7 @@ class Engine:
             expected_seconds=round(expected_s, 1),
             **action,  # type: ignore[arg-type]
         )
-        self.decided.add((vehicle_id, cause))
+        self.decided[(vehicle_id, cause)] = now
         self.last_rerouted[vehicle_id] = self.clock_s
         self.decisions[dpb.Lever.Name(lever)] += 1  # type: ignore[arg-type]
         return Taken(decision, vehicle_id, cause)

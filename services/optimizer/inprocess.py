@@ -16,7 +16,7 @@ from services.optimizer.store import Loaded
 
 class InProcessOptimizer:
     def __init__(self, graph: RoadGraph) -> None:
-        self.engine = Engine(graph, Loaded([], [], [], set(), None))
+        self.engine = Engine(graph, Loaded([], [], [], {}, None))
 
     def ReportVehicles(self, request: pb.ReportVehiclesRequest, **_: Any) -> pb.ReportVehiclesResponse:
         """What the service's ReportVehicles does, minus persisting: validate, then decide."""

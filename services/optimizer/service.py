@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from functools import partial
 
 from almere.detectors.v1 import detectors_pb2
 from almere.incidents.v1 import events_pb2 as ievents
@@ -22,7 +21,7 @@ from services.incidents import events as incident_events
 from services.optimizer import events, store
 from services.optimizer.api import OptimizerApi, persisting
 from services.optimizer.consumers import DurableConsumer, Source
-from services.optimizer.engine import Engine
+from services.optimizer.engine import DECISION_MEMORY, Engine
 from services.optimizer.models import TABLES, OptimizerOutbox
 from services.optimizer.routing import RoadGraph
 from services.optimizer.store import Writes
@@ -61,12 +60,18 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
     if settings.network_file is None:
         raise RuntimeError("the optimizer needs the city's SUMO network: set ALMERE_NETWORK_FILE")
     graph = await asyncio.to_thread(RoadGraph.from_net, settings.network_file)
-    engine = Engine(graph, await asyncio.to_thread(store.load, service.engine))
+
+    def load() -> store.Loaded:
+        since = utcnow() - DECISION_MEMORY
+        store.forget_decisions(service.engine, since)
+        return store.load(service.engine, since)
+
+    engine = Engine(graph, await asyncio.to_thread(load))
 
     async def submit(writes: Writes) -> None:
         await service.committer.submit(store.save, (writes, utcnow()))
 
-    persist = persisting(submit, engine, partial(store.load, service.engine))
+    persist = persisting(submit, engine, load)
     feed = EventFeed(service.bus, events.SUBJECT_PREFIX, dict.fromkeys(events.EVENTS, decisions_pb2.Decision))
     optimizer_pb2_grpc.add_OptimizerServiceServicer_to_server(OptimizerApi(engine, persist, feed), server)
 

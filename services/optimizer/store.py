@@ -11,8 +11,9 @@ from typing import Any
 from almere.optimizer.v1 import decisions_pb2 as dpb
 from almere.optimizer.v1 import optimizer_pb2 as pb
 from sqlalchemy import Engine, delete, insert
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
+from services.common.db import writer
 from services.optimizer import events
 from services.optimizer.models import (
     DecisionRow,
@@ -52,18 +53,26 @@ class Loaded:
     incidents: list[Incident]
     facilities: list[Facility]
     reservations: list[Reservation]
-    decided: set[tuple[str, str]]
+    decided: dict[tuple[str, str], datetime]
     strategy: pb.Strategy | None
 
 
-def load(engine: Engine) -> Loaded:
+def load(engine: Engine, since: datetime) -> Loaded:
+    """The durable state; decisions only from `since` on (older ones answered trips long over)."""
     with Session(engine) as session:
         strategy_row = session.get(StrategyRow, 1)
         return Loaded(
             [Incident(**r.model_dump()) for r in session.exec(select(IncidentRow))],
             [Facility(**r.model_dump()) for r in session.exec(select(FacilityRow))],
             [Reservation(**r.model_dump()) for r in session.exec(select(ReservationRow))],
-            {(vehicle, cause) for vehicle, cause in session.exec(select(DecisionRow.vehicle_id, DecisionRow.cause))},
+            {
+                (vehicle, cause): time
+                for vehicle, cause, time in session.exec(
+                    select(DecisionRow.vehicle_id, DecisionRow.cause, DecisionRow.time).where(
+                        col(DecisionRow.time) >= since
+                    )
+                )
+            },
             pb.Strategy.FromString(strategy_row.document) if strategy_row else None,
         )
 
@@ -78,7 +87,7 @@ def save(session: Session, batch: Sequence[tuple[Writes, datetime]]) -> list[Any
         ]:
             session.merge(row)
         if writes.released:
-            session.execute(delete(ReservationRow).where(ReservationRow.vehicle_id.in_(writes.released)))  # type: ignore[attr-defined]
+            session.execute(delete(ReservationRow).where(col(ReservationRow.vehicle_id).in_(writes.released)))
         for r in writes.reservations:
             session.merge(ReservationRow(**asdict(r)))
         if writes.decisions:
@@ -100,3 +109,10 @@ def save(session: Session, batch: Sequence[tuple[Writes, datetime]]) -> list[Any
         if writes.strategy is not None:
             session.merge(StrategyRow(id=1, document=writes.strategy.SerializeToString()))
     return [None] * len(batch)
+
+
+def forget_decisions(engine: Engine, before: datetime) -> int:
+    """Delete decisions taken before `before` (the stream keeps its own history); returns how many."""
+    with Session(writer(engine)) as session, session.begin():
+        result = session.execute(delete(DecisionRow).where(col(DecisionRow.time) < before))
+        return int(result.rowcount)  # type: ignore[attr-defined]

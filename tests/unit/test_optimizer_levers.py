@@ -137,7 +137,7 @@ def test_guidance_weighs_drive_search_and_walk(graph: RoadGraph) -> None:
 
 
 def _engine(graph: RoadGraph) -> Engine:
-    engine = Engine(graph, Loaded([], [], [], set(), None))
+    engine = Engine(graph, Loaded([], [], [], {}, None))
     for n, f in enumerate(layout.FACILITIES):
         facility = ppb.Facility(capacity=f.capacity, entrance_edge_ids=[f.edge])
         lat, lon = layout.position(n % 5, 2)
@@ -263,3 +263,14 @@ def test_a_vehicle_replanned_into_the_incident_by_someone_else_is_answered_again
     assert state.route != route and STADSDREEF in state.route
     (again,) = engine.on_report(_report(graph, 120, [state]), NOW).decisions
     assert again.cause == "incidents/c1/1" and STADSDREEF not in again.decision.route_advice.edges
+
+
+def test_the_engine_forgets_answers_older_than_any_trip(graph: RoadGraph) -> None:
+    from services.optimizer.engine import DECISION_MEMORY
+
+    engine = _engine(graph)
+    engine.decided[("old-trip", "guidance/garage-forum")] = NOW - DECISION_MEMORY - timedelta(minutes=1)
+    engine.decided[("this-trip", "guidance/garage-forum")] = NOW - timedelta(minutes=5)
+    engine.last_rerouted["gone"] = 10.0
+    engine.on_report(_report(graph, 30, []), NOW)
+    assert set(engine.decided) == {("this-trip", "guidance/garage-forum")} and "gone" not in engine.last_rerouted

@@ -8,6 +8,8 @@ one it had nor the one it was given gets a new answer, at most AGAIN more times.
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 from services.optimizer.levers.routes import Reroute, remaining_cost, replan
 from services.optimizer.routing import FloatArray, RoadGraph
 from services.optimizer.state import Incident, Vehicle
@@ -25,7 +27,7 @@ def _follows(route: list[str], known: list[list[str]]) -> bool:
     return any(route == r[len(r) - len(route) :] for r in known if len(r) >= len(route))
 
 
-def _cause(vehicle: Vehicle, base: str, decided: set[tuple[str, str]], known: dict[str, list[list[str]]]) -> str:
+def _cause(vehicle: Vehicle, base: str, decided: Container[tuple[str, str]], known: dict[str, list[list[str]]]) -> str:
     """The cause a new answer would carry, or "" when the vehicle needs none."""
     if (vehicle.id, base) not in decided:
         return base
@@ -40,7 +42,7 @@ def reroutes(
     vehicles: list[Vehicle],
     via: dict[str, str],
     incidents: list[Incident],
-    decided: set[tuple[str, str]],
+    decided: Container[tuple[str, str]],
     known: dict[str, list[list[str]]] | None = None,
 ) -> list[Reroute]:
     """New routes for vehicles heading into an active incident's edge. `via`: each parking vehicle's

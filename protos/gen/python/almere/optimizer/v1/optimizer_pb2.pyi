@@ -458,6 +458,9 @@ class VehicleState(_message.Message):
     WALK_DESTINATION_FIELD_NUMBER: _builtins.int
     PARKED_AT_FIELD_NUMBER: _builtins.int
     vehicle_id: _builtins.str
+    """Names one trip (a navigation session): a new trip gets a new id. Decisions are taken once per
+    vehicle and cause and remembered for 48 hours.
+    """
     edge_id: _builtins.str
     """The edge it is on."""
     purpose: Global___VehiclePurpose.ValueType
