@@ -1,6 +1,7 @@
 """`almere sim bench-signals`: fixed time (the network's own programs), SUMO's actuated control,
-max-pressure and ours on the RESCO networks, several seeds, no teleports, with RESCO's delay
-(timeLoss + departDelay over every scheduled vehicle, unfinished and never-inserted included)."""
+max-pressure and ours on the RESCO networks and on almere-centrum (our own schematic city centre,
+built by code), several seeds, no teleports, with RESCO's delay (timeLoss + departDelay over every
+scheduled vehicle, unfinished and never-inserted included)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import argparse
 import csv
 import json
 import os
+import tempfile
+import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -20,6 +23,9 @@ from sim.scenarios import resco
 CONTROLLERS = ("fixed", "actuated", "maxpressure", "ours")
 DEFAULT_MAPS = "cologne8,ingolstadt21"
 ACTUATED_MIN_S, ACTUATED_MAX_S = 5.0, 50.0  # for green phases the network gives no bounds
+ALMERE = "almere-centrum"
+ALMERE_SCALE, ALMERE_HORIZON_S = 0.7, 3600.0  # the scenario's default demand, its first hour
+MAPS = (*resco.NETWORKS, ALMERE)
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,57 @@ class BenchRun:
     seed: int
     end_s: float | None
     out: Path
+
+
+@dataclass(frozen=True)
+class BenchMap:
+    """What a run needs of a map: its SUMO config, network and scheduled vehicles; `additional`: files
+    every run loads (given on the command line, they replace the config's own); `actuated`: the
+    network's programs as SUMO actuated programs (None: derived from the network here)."""
+
+    name: str
+    config: Path
+    network: Path
+    begin: float
+    end: float
+    scheduled: int
+    additional: tuple[Path, ...] = ()
+    actuated: Path | None = None
+
+
+def bench_map(name: str, out: Path, seed: int) -> BenchMap:
+    """A RESCO network (found in the sumo-rl package) or almere-centrum (built once per seed into
+    `out/almere-centrum/scenario`, reused by later runs: build all seeds before running in parallel)."""
+    if name == ALMERE:
+        from sim.scenarios import almere_centrum
+
+        scenario = almere_centrum.build(out / ALMERE / "scenario", seed, scale=ALMERE_SCALE, horizon_s=ALMERE_HORIZON_S)
+        scheduled = sum(1 for e in ET.parse(scenario.routes).getroot() if e.tag in ("vehicle", "trip"))  # noqa: S314
+        return BenchMap(
+            ALMERE,
+            scenario.config,
+            scenario.network,
+            0.0,
+            scenario.horizon_s,
+            scheduled,
+            (scenario.parking, scenario.rerouters),  # parking search as drivers who know nothing
+            scenario.actuated,
+        )
+    found = resco.locate(name)
+    return BenchMap(name, found.config, found.network, found.begin, found.end, resco.scheduled_vehicles(found))
+
+
+def sumo_args(bench: BenchMap, controller: str, seed: int, stop: float, folder: Path) -> list[str]:
+    """Command line of one run (without binary and outputs): no teleports; for `actuated` the
+    actuated programs are loaded last, so they are the ones that run."""
+    args = ["-c", str(bench.config), "--seed", str(seed), "--end", f"{stop:.0f}", "--time-to-teleport", "-1",
+            "--no-step-log", "--no-warnings"]  # fmt: skip
+    additional = list(bench.additional)
+    if controller == "actuated":
+        additional.append(bench.actuated or actuated_programs(bench.network, folder / "actuated.add.xml"))
+    if additional:
+        args += ["--additional-files", ",".join(str(a) for a in additional)]
+    return args
 
 
 def actuated_programs(network: Path, target: Path) -> Path:
@@ -84,23 +141,15 @@ def run_one(run: BenchRun) -> dict[str, Any]:
     from services.optimizer.signal_control import sumo_adapter
 
     os.nice(5)
-    scenario = resco.locate(run.map)
+    started = time.monotonic()
+    scenario = bench_map(run.map, run.out, run.seed)
     folder = run.out / run.map
     folder.mkdir(parents=True, exist_ok=True)
     tripinfo = folder / f"{run.controller}-seed{run.seed}.tripinfo.xml"
     stop = scenario.end if run.end_s is None else scenario.begin + run.end_s
-    args = [
-        "-c", str(scenario.config),
-        "--seed", str(run.seed),
-        "--end", f"{stop:.0f}",
-        "--time-to-teleport", "-1",
-        "--tripinfo-output", str(tripinfo),
-        "--tripinfo-output.write-unfinished",
-        "--tripinfo-output.write-undeparted",
-        "--no-step-log", "--no-warnings",
-    ]  # fmt: skip
-    if run.controller == "actuated":
-        args += ["--additional-files", str(actuated_programs(scenario.network, folder / "actuated.add.xml"))]
+    args = sumo_args(scenario, run.controller, run.seed, stop, folder)
+    args += ["--tripinfo-output", str(tripinfo), "--tripinfo-output.write-unfinished",
+             "--tripinfo-output.write-undeparted"]  # fmt: skip
     ls = sumo_adapter.start(args)
     try:
         controllers = (
@@ -113,11 +162,12 @@ def run_one(run: BenchRun) -> dict[str, Any]:
         "map": run.map,
         "controller": run.controller,
         "seed": run.seed,
-        **measure(tripinfo, resco.scheduled_vehicles(scenario)),
+        **measure(tripinfo, scenario.scheduled),
         "gridlock": stats.gridlock_at is not None,
         "gridlock_at_s": stats.gridlock_at,
         "longest_wait_s": stats.longest_wait_s,
         "teleports": stats.teleports,
+        "wall_s": time.monotonic() - started,
     }
     return result
 
@@ -127,16 +177,10 @@ def record_states(map_name: str, controller: str, end_s: float, seed: int = 1) -
     in this process: call it in a fresh one (libsumo)."""
     from services.optimizer.signal_control import sumo_adapter
 
-    scenario = resco.locate(map_name)
+    folder = Path(tempfile.mkdtemp(prefix="bench-signals-"))
+    scenario = bench_map(map_name, folder, seed)
     stop = scenario.begin + end_s
-    args = ["-c", str(scenario.config), "--seed", str(seed), "--end", f"{stop:.0f}", "--time-to-teleport", "-1",
-            "--no-step-log", "--no-warnings"]  # fmt: skip
-    if controller == "actuated":
-        import tempfile
-
-        folder = Path(tempfile.mkdtemp(prefix="bench-signals-"))
-        args += ["--additional-files", str(actuated_programs(scenario.network, folder / "actuated.add.xml"))]
-    ls = sumo_adapter.start(args)
+    ls = sumo_adapter.start(sumo_args(scenario, controller, seed, stop, folder))
     try:
         controllers = make_controllers(controller, scenario.network) if controller in ("maxpressure", "ours") else []
         stats = sumo_adapter.run(ls, stop, controllers, record=True)
@@ -151,8 +195,12 @@ def _runs(args: argparse.Namespace) -> list[BenchRun]:
     unknown = [c for c in names if c not in CONTROLLERS]
     if unknown:
         raise SystemExit(f"unknown controller(s) {', '.join(unknown)}; known: {', '.join(CONTROLLERS)}")
+    unknown = [m for m in maps if m not in MAPS]
+    if unknown:
+        raise SystemExit(f"unknown map(s) {', '.join(unknown)}; known: {', '.join(MAPS)}")
     for m in maps:
-        resco.locate(m)  # fails early on a typo
+        if m != ALMERE:
+            resco.locate(m)  # the sumo-rl package is there
     if "fixed" not in names:
         names.insert(0, "fixed")  # the ratio needs it
     return [BenchRun(m, c, s, args.end, args.out) for m in maps for s in range(1, args.seeds + 1) for c in names]
@@ -191,6 +239,10 @@ def bench(args: argparse.Namespace) -> int:
 
     runs = _runs(args)
     args.out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    for m, seed in dict.fromkeys((r.map, r.seed) for r in runs):
+        if m == ALMERE:
+            bench_map(m, args.out, seed)  # built here once, not by parallel runs at the same time
     results: list[dict[str, Any]] = []
     workers = max(1, min(args.workers, len(runs)))
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
@@ -203,6 +255,7 @@ def bench(args: argparse.Namespace) -> int:
         writer.writeheader()
         writer.writerows(results)
     print(_table(results))
+    print(f"\n{len(results)} runs in {time.monotonic() - started:.0f} s wall time ({workers} workers)")
     print(f"\nresults: {args.out / 'results.json'}, {args.out / 'results.csv'}")
     # Baselines may jam (that is what they are measured for); ours must not.
     return 1 if any(r["gridlock"] for r in results if r["controller"] == "ours") else 0
@@ -210,8 +263,8 @@ def bench(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     """Register `bench-signals` on a subparsers object (`almere sim ...`)."""
-    p = sub.add_parser("bench-signals", help="compare signal controllers on RESCO networks (no teleports)")
-    p.add_argument("--maps", default=DEFAULT_MAPS, help=f"comma list of RESCO networks (default {DEFAULT_MAPS})")
+    p = sub.add_parser("bench-signals", help="compare signal controllers on real networks (no teleports)")
+    p.add_argument("--maps", default=DEFAULT_MAPS, help=f"comma list of {', '.join(MAPS)} (default {DEFAULT_MAPS})")
     p.add_argument("--seeds", type=int, default=3, help="seeds 1..N (default 3)")
     p.add_argument("--controllers", default=",".join(CONTROLLERS), help="comma list; fixed always runs (ratios)")
     p.add_argument("--out", type=Path, default=Path("data/sim/bench-signals"))

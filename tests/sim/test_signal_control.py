@@ -4,6 +4,7 @@ hand-built cases."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from concurrent.futures import ProcessPoolExecutor
 from itertools import pairwise
@@ -14,7 +15,7 @@ import pytest
 from almere.signals.v1 import signals_pb2 as pb
 
 from services.common.errors import InvalidArgument
-from services.optimizer.signal_control.controller import Ours
+from services.optimizer.signal_control.controller import Ours, OursParams
 from services.optimizer.signal_control.maxpressure import MaxPressure, Params
 from services.optimizer.signal_control.model import Intersection, Snapshot
 from services.optimizer.signal_control.phases import build_program, transition_steps
@@ -183,3 +184,21 @@ def test_the_spill_back_guard_never_gives_green_into_a_full_lane() -> None:
     shown = drive(MaxPressure(crossing(), Params(max_red_s=math.inf)), east_fills_at_30, 60)
     after = [(t, s[1]) for t, s in shown if t >= 30]
     assert after[:2] == [(30.0, "y"), (33.0, "r")]
+
+
+def test_ours_leaves_a_gapped_out_green_only_when_the_next_car_is_a_yellow_away() -> None:
+    """North has green and a car still far away (gapped out); one car comes west at 10 m/s from
+    100 m. Switching at min green (5 s) would show west green 5 s before its car arrives: ours
+    starts the 3 s yellow when that car is 3 s away, so green comes as it arrives and north is
+    served meanwhile. A lane fed by a signal just upstream (`seen_s`) may bring a car any moment:
+    no waiting there."""
+
+    def one_car_each(t: float, _: str) -> Snapshot:
+        positions = {"n_0": ((200.0, 10.0),), "w_0": ((max(0.0, 100.0 - 10.0 * t), 10.0),)}
+        return Snapshot(t, {"n_0": 1, "w_0": 1}, {}, positions)
+
+    assert drive(Ours(crossing()), one_car_each, 15)[1:3] == [(7.0, "yr"), (10.0, "rG")]
+    at_once = drive(Ours(crossing(), OursParams(lead_s=None)), one_car_each, 15)
+    assert at_once[1:3] == [(5.0, "yr"), (8.0, "rG")]
+    fed_by_a_signal = dataclasses.replace(crossing(), seen_s={"w_0": 2.0})
+    assert drive(Ours(fed_by_a_signal), one_car_each, 15)[1:3] == [(5.0, "yr"), (8.0, "rG")]

@@ -3,8 +3,11 @@
 nobody else needs it much more (`overpower`, `max_green_s`); when it gaps out, give green to the
 phase with the most weighted demand: upstream vehicles plus halted ones again (they have already
 stopped; arrivals may still pass without stopping), minus halted vehicles downstream. The guards of
-max-pressure (spill-back gates, starvation, deadlock) come first. Pure decision code: it sees only
-`Snapshot`s (counts and, near stop lines, distances and speeds, as detector chains would give)."""
+max-pressure (spill-back gates, starvation, deadlock) come first. A gapped-out green is not left
+before another phase needs it (unless outweighed): only once that phase's first car is a yellow
+away (`lead_s`), so cars still coming on the running green are served until the switch has to
+start. Pure decision code: it sees only `Snapshot`s (counts and, near stop lines, distances and
+speeds, as detector chains would give)."""
 
 from __future__ import annotations
 
@@ -26,6 +29,10 @@ class OursParams(Params):
     up_halted: float = 1.0
     down_all: float = 0.0
     down_halted: float = 1.0
+    # Gapped out: switch only once another phase's first car is within its yellow + `lead_s` of the
+    # stop line (None: switch at once). Green then starts as that car arrives, and the running green
+    # keeps serving latecomers meanwhile.
+    lead_s: float | None = 0.0
 
 
 OURS = OursParams()
@@ -57,6 +64,21 @@ class Ours(MaxPressure):
                     soonest = min(soonest, arrival_s(offset + to_end, speed))
         return soonest
 
+    def first_need(self, phase: int, snap: Snapshot, gates: set[int]) -> float:
+        """Seconds until `phase`'s open links may have a car at the stop line: 0 if one stands in a
+        near chain, else the next moving car's arrival at its speed, bounded by what the chain cannot
+        see (`seen_s`: a signal close upstream may release a car any moment); inf: nobody comes."""
+        soonest = float("inf")
+        lanes = {m.in_lane for m in self.intersection.program.greens[phase].movements if m.link not in gates}
+        for in_lane in lanes:
+            soonest = min(soonest, self.intersection.seen_s.get(in_lane, float("inf")))
+            for lane, offset in self.intersection.near.get(in_lane, ()):
+                if snap.halting.get(lane, 0) > 0:
+                    return 0.0
+                for to_end, speed in snap.positions.get(lane, ()):
+                    soonest = min(soonest, (offset + to_end) / max(speed, 0.1))
+        return soonest
+
     def choose(self, snap: Snapshot, scores: list[float], gates: set[int]) -> tuple[int, str]:
         usable = guards.open_phases(self.intersection, gates)
         forced = self.guarded(snap, scores, usable, gates)
@@ -72,4 +94,8 @@ class Ours(MaxPressure):
         outweighed = scores[best] > p.overpower * max(scores[current], 0.0) + p.switch_margin
         if serving and within_max and not outweighed:
             return current, "extend"
+        if p.lead_s is not None and within_max and not outweighed:
+            need = min(self.first_need(i, snap, gates) for i in others)
+            if need > self.clock.yellow_s + p.lead_s:
+                return current, "hold: nobody else arrives yet"
         return best, "gap-out" if not serving else ("max-out" if not within_max else "outweighed")

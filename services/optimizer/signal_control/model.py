@@ -27,6 +27,9 @@ class Intersection:
     # in lane -> (lane, metres from that lane's end to the stop line) for the last ~100 m: where
     # arrivals are timed (what a detector chain near the stop line would see).
     near: Mapping[str, tuple[tuple[str, float], ...]] = field(default_factory=dict)
+    # in lane -> seconds (at the speed limit) from the nearest upstream signal to the stop line, when
+    # that signal is within the near chain: a car it releases arrives unseen within that time.
+    seen_s: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def tls_id(self) -> str:

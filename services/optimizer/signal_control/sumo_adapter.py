@@ -90,6 +90,24 @@ def _near(lane: Any, tls_nodes: set[str], near_m: float) -> tuple[tuple[str, flo
     return tuple(offsets.items())
 
 
+def _seen_s(lane: Any, tls_nodes: set[str], near_m: float) -> float | None:
+    """Seconds at the speed limit from the nearest signal upstream to `lane`'s stop line, if one is
+    within `near_m` (following the feeding lanes); None if none is."""
+    best: float | None = None
+    frontier = [(lane, 0.0, 0.0)]
+    while frontier:
+        current, dist, secs = frontier.pop()
+        dist += max(current.getLength(), 0.1)
+        secs += current.getLength() / max(current.getSpeed(), 1.0)
+        if dist >= near_m:
+            continue
+        if current.getEdge().getFromNode().getID() in tls_nodes:
+            best = secs if best is None else min(best, secs)
+            continue
+        frontier += [(f, dist, secs) for f in current.getIncoming() if not f.getID().startswith(":")]
+    return best
+
+
 def _downstream(lane: Any, tls_nodes: set[str], reach_m: float) -> Weighted:
     """The receiving lane and its continuation up to `reach_m` (up to the next signal), split where
     the road splits."""
@@ -168,6 +186,7 @@ def intersections(
                 downstream={lane.getID(): _downstream(lane, tls_nodes, reach_m) for lane in outs},
                 entry={lane.getID(): _entry(lane, tls_nodes, ENTRY_M) for lane in outs},
                 near={lane.getID(): _near(lane, tls_nodes, NEAR_M) for lane in ins},
+                seen_s={lane.getID(): seen for lane in ins if (seen := _seen_s(lane, tls_nodes, NEAR_M)) is not None},
             )
         )
     return found
