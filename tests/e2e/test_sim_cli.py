@@ -91,3 +91,26 @@ def test_sim_run_coordinated_closes_the_loop_with_the_optimizer(tmp_path: Path) 
         "## Targets: almere-centrum-incident" in report
         and "| visitors searching more than 5 minutes | sumo |" in report
     )
+
+
+def test_bench_signals_prints_delay_and_the_ratio_to_fixed_time(tmp_path: Path) -> None:
+    out = almere(
+        "sim",
+        "bench-signals",
+        "--maps",
+        "cologne8",
+        "--seeds",
+        "1",
+        "--end",
+        "600",
+        "--controllers",
+        "fixed,ours",
+        "--out",
+        str(tmp_path),
+    )
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("fixed ", "ours "))}
+    assert rows["fixed"][-1] == "1.000"
+    assert 0 < float(rows["ours"][-1]) < 1.0, "ours should beat the network's own fixed-time programs"
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert {r["controller"] for r in results} == {"fixed", "ours"}
+    assert all(r["teleports"] == 0 and not r["gridlock"] for r in results)
