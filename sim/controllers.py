@@ -37,6 +37,7 @@ class Controllers:
         self._pending: dict[str, tuple[decisions_pb2.Decision, float]] = {}
         self._present_ids: set[str] = set()
         self._present_at = -1.0
+        self._parking_areas: set[str] | None = None
         self.applied = 0
         self.skipped = 0
 
@@ -98,6 +99,11 @@ class Controllers:
         lane = sumo.vehicle.getLaneID(vehicle)
         return "" if lane.startswith(":") else str(sumo.vehicle.getRoadID(vehicle))
 
+    def _areas(self, sumo: Any) -> set[str]:
+        if self._parking_areas is None:
+            self._parking_areas = set(sumo.parkingarea.getIDList())
+        return self._parking_areas
+
     def _present(self, sumo: Any) -> set[str]:
         step = sumo.simulation.getTime()
         if self._present_at != step:
@@ -138,6 +144,8 @@ class Controllers:
         """Give the vehicle its new stop and route; False when the advice no longer fits where it is."""
         area = decision.parking_guidance.parking_area_id
         edges = list(decision.route_advice.edges or decision.parking_guidance.edges)
+        if area and area not in self._areas(sumo):  # a facility the city has but this simulation lacks
+            return False
         if area:
             stops = sumo.vehicle.getStops(vehicle, 1)
             if not stops or not stops[0].stoppingPlaceID or sumo.vehicle.isStoppedParking(vehicle):

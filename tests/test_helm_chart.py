@@ -158,6 +158,26 @@ def test_the_optimizer_runs_only_with_a_road_network(chart_without_dependencies:
         text=True,
     )
     assert result.returncode != 0 and "roadNetwork.configMap" in result.stderr
+    deployment = by_kind(docs, "Deployment")["rel-almere-traffic-optimizer"]["spec"]
+    assert deployment["replicas"] == 1 and deployment["strategy"] == {"type": "Recreate"}
+    two = subprocess.run(
+        [
+            str(HELM),
+            "template",
+            "rel",
+            str(chart_without_dependencies),
+            *REQUIRED,
+            "--set",
+            "services.optimizer.enabled=true",
+            "--set",
+            "roadNetwork.configMap=almere-network",
+            "--set",
+            "services.optimizer.replicas=2",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert two.returncode != 0 and "one replica" in two.stderr
 
 
 def test_the_simulation_job_runs_the_twin_against_the_cluster(chart_without_dependencies: Path) -> None:

@@ -22,14 +22,14 @@ from services.optimizer.store import Writes
 
 log = logging.getLogger(__name__)
 Context = aio.ServicerContext[Any, Any]
-Persist = Callable[[list[Writes]], Awaitable[None]]
 
 
 class OptimizerApi(optimizer_pb2_grpc.OptimizerServiceServicer):
-    def __init__(self, engine: Engine, persist: Persist, feed: EventFeed) -> None:
+    def __init__(self, engine: Engine, keeper: Keeper, feed: EventFeed) -> None:
         self._engine = engine
-        self._persist = persist
+        self._keeper = keeper
         self._feed = feed
+        self._searches = asyncio.Semaphore(2)
 
     async def GetStatus(self, request: pb.GetStatusRequest, context: Context) -> pb.GetStatusResponse:
         logic.authorize_read(current_identity.get())
@@ -95,41 +95,57 @@ class OptimizerApi(optimizer_pb2_grpc.OptimizerServiceServicer):
 
     async def SetStrategy(self, request: pb.SetStrategyRequest, context: Context) -> pb.SetStrategyResponse:
         logic.authorize_strategy(current_identity.get())
-        strategy = logic.merge_strategy(self._engine.strategy, request.strategy, list(request.update_mask.paths))
-        await self._persist([Writes(strategy=strategy)])
-        self._engine.strategy = strategy
-        return pb.SetStrategyResponse(strategy=strategy)
+        paths = list(request.update_mask.paths)
+        logic.merge_strategy(self._engine.strategy, request.strategy, paths)  # refuse bad input before queueing
+
+        def change() -> list[Writes]:  # merged under the keeper's lock: concurrent changes both stay
+            return [Writes(strategy=logic.merge_strategy(self._engine.strategy, request.strategy, paths))]
+
+        (writes,) = await self._keeper.change(change)
+        assert writes.strategy is not None
+        self._engine.strategy = writes.strategy
+        return pb.SetStrategyResponse(strategy=writes.strategy)
 
     async def ReportVehicles(self, request: pb.ReportVehiclesRequest, context: Context) -> pb.ReportVehiclesResponse:
-        logic.authorize_report(current_identity.get())
+        identity = current_identity.get()
+        logic.authorize_report(identity)
         logic.validate_report(self._engine.graph, request)
-        writes = self._engine.on_report(request, utcnow())
-        await self._persist([writes])
+        (writes,) = await self._keeper.change(lambda: [self._engine.on_report(request, utcnow(), identity.caller)])
         return pb.ReportVehiclesResponse(decisions=[t.decision for t in writes.decisions])
 
     async def ComputeTravelTimes(
         self, request: pb.ComputeTravelTimesRequest, context: Context
     ) -> pb.ComputeTravelTimesResponse:
-        # Any authenticated caller: travel times are what a navigation app shows anyone, and the
-        # parking service asks on behalf of whoever asked it for a facility.
+        logic.authorize_travel_times(current_identity.get())
         graph = self._engine.graph
         logic.validate_travel_times(graph, request)
-        times = graph.time_to(list(request.destination_edge_ids), self._engine.cost())[
-            :, graph.index[request.origin_edge_id]
-        ]
-        return pb.ComputeTravelTimesResponse(seconds=[float(t) if np.isfinite(t) else -1.0 for t in times])
+        destinations = list(request.destination_edge_ids)
+        cost = self._engine.cost()
+        async with self._searches:  # a few at a time, off the event loop the consumers need
+            times = await asyncio.to_thread(graph.time_to, destinations, cost)
+        column = times[:, graph.index[request.origin_edge_id]]
+        return pb.ComputeTravelTimesResponse(seconds=[float(t) if np.isfinite(t) else -1.0 for t in column])
 
 
-def persisting(submit: Callable[[Writes], Awaitable[None]], engine: Engine, reload: Callable[[], Any]) -> Persist:
-    """Persist writes in order; when that fails, the engine goes back to what the database holds."""
+class Keeper:
+    """Changes to the engine and their commit, one at a time: a change is computed, committed, and
+    only then the next is computed, so memory never runs ahead of (or behind) the database. When a
+    commit fails, the engine goes back to what the database holds."""
 
-    async def persist(writes: list[Writes]) -> None:
-        try:
-            # Queued together, committed in order in one transaction (the group committer).
-            await asyncio.gather(*(submit(w) for w in writes))
-        except Exception as exc:
-            log.exception("persisting the optimizer's state failed; reloading it from the database")
-            engine.restore(await asyncio.to_thread(reload))
-            raise Unavailable("the optimizer could not store its state; nothing was decided") from exc
+    def __init__(self, engine: Engine, submit: Callable[[Writes], Awaitable[None]], reload: Callable[[], Any]) -> None:
+        self._engine = engine
+        self._submit = submit
+        self._reload = reload
+        self._lock = asyncio.Lock()
 
-    return persist
+    async def change(self, compute: Callable[[], list[Writes]]) -> list[Writes]:
+        async with self._lock:
+            writes = compute()
+            # Queued together; the group committer commits them in order (one by one if one fails).
+            results = await asyncio.gather(*(self._submit(w) for w in writes if w), return_exceptions=True)
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if failed:
+                log.error("persisting the optimizer's state failed (%r); reloading it from the database", failed[0])
+                self._engine.restore(await asyncio.to_thread(self._reload))
+                raise Unavailable("the optimizer could not store its state; nothing was decided") from failed[0]
+            return writes

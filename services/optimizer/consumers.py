@@ -6,20 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from services.common.bus import Bus
+from services.optimizer.api import Keeper
 from services.optimizer.store import Writes
 
 log = logging.getLogger(__name__)
 
 # Takes a message, returns what to persist (empty for soft state such as travel times).
 Handler = Callable[[Msg], Writes]
-Persist = Callable[[list[Writes]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,11 @@ class Source:
 
 
 class DurableConsumer:
-    def __init__(self, bus: Bus, source: Source, handle: Handler, persist: Persist) -> None:
+    def __init__(self, bus: Bus, source: Source, handle: Handler, keeper: Keeper) -> None:
         self._bus = bus
         self.source = source
         self._handle = handle
-        self._persist = persist
+        self._keeper = keeper
         self._running = False
         self._task: asyncio.Task[None] | None = None
 
@@ -75,18 +75,28 @@ class DurableConsumer:
             await self._process(messages)
 
     async def _process(self, messages: list[Msg]) -> None:
-        writes = []
-        for message in messages:
-            try:
-                writes.append(self._handle(message))
-            except Exception:  # a message that cannot be read would come back for ever: drop it
-                log.exception("dropping unreadable message on %s", message.subject)
+        def change() -> list[Writes]:
+            writes = []
+            for message in messages:
+                try:
+                    writes.append(self._handle(message))
+                except Exception:  # a message that cannot be read would come back for ever: drop it
+                    log.exception("dropping unreadable message on %s", message.subject)
+            return writes
+
         try:
-            await self._persist([w for w in writes if w])
+            await self._keeper.change(change)
         except Exception:
             log.warning("%d messages from %s will be redelivered", len(messages), self.source.stream)
-            for message in messages:
-                await message.nak(delay=1)
+            await self._settle(messages, ack=False)
             return
-        for message in messages:
-            await message.ack()
+        await self._settle(messages, ack=True)
+
+    async def _settle(self, messages: list[Msg], ack: bool) -> None:
+        """Ack (or ask again for) every message; a connection lost meanwhile is not this loop's end:
+        unacknowledged messages come back after ack_wait."""
+        try:
+            for message in messages:
+                await (message.ack() if ack else message.nak(delay=1))
+        except Exception as exc:
+            log.warning("could not settle messages on %s: %s", self.source.stream, exc)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from almere.detectors.v1 import detectors_pb2
@@ -20,13 +21,11 @@ from services.common.clock import from_timestamp, to_timestamp
 from services.optimizer.levers import congestion, incident, parking
 from services.optimizer.levers.routes import Reroute, replan
 from services.optimizer.routing import FloatArray, RoadGraph
-from services.optimizer.state import SMOOTHING, Facility, Incident, Reservation, TravelTimes, Vehicle
+from services.optimizer.state import DECISION_MEMORY, SMOOTHING, Facility, Incident, Reservation, TravelTimes, Vehicle
 from services.optimizer.store import Loaded, Taken, Writes
 
 AFFECTING = (ipb.INCIDENT_STATE_ACTIVE, ipb.INCIDENT_STATE_CLEARING)
-# How long what a vehicle was answered is remembered (in memory and in the table): longer than any
-# trip. A vehicle id names one trip (a navigation session), so nothing older can be repeated.
-DECISION_MEMORY = timedelta(hours=48)
+STALE = timedelta(minutes=10)
 UNAVAILABLE = (ppb.FACILITY_STATE_CLOSED,)
 
 
@@ -44,29 +43,46 @@ def default_strategy() -> pb.Strategy:
     )
 
 
+@dataclass
+class Fleet:
+    """One reporter's equipped vehicles and its clock (simulated seconds, or wall-clock seconds)."""
+
+    vehicles: dict[str, Vehicle] = field(default_factory=dict)
+    clock_s: float = float("-inf")
+    sim_s: float = 0.0
+    last_round_s: float = float("-inf")
+    # Drivers parking without guidance, per facility (vehicles per second on this clock, smoothed),
+    # from the counts between rounds minus the guided vehicles seen arriving.
+    inflow: dict[str, float] = field(default_factory=dict)
+    counted: dict[str, tuple[float, int]] = field(default_factory=dict)
+    guided_arrivals: Counter[str] = field(default_factory=Counter)
+
+
 class Engine:
     def __init__(self, graph: RoadGraph, loaded: Loaded) -> None:
         self.graph = graph
         self.times = TravelTimes(graph)
         self.restore(loaded)
-        self.vehicles: dict[str, Vehicle] = {}
+        # What each reporter (the twin, a navigation backend) last said, on its own clock.
+        self.fleets: dict[str, Fleet] = {}
+        # When each vehicle last got a new route, on its fleet's clock (damping).
         self.last_rerouted: dict[str, float] = {}
         # Per vehicle, the routes it had and was given when answered for an incident (in memory: after
         # a restart nobody is answered twice on a guess).
         self.incident_routes: dict[str, list[list[str]]] = {}
         self.freeing: dict[str, int] = {}
-        # Drivers parking without guidance, per facility (vehicles per second, smoothed), from the
-        # counts between decision rounds minus the guided vehicles seen arriving.
-        self.inflow: dict[str, float] = {}
-        self._counted: dict[str, tuple[float, int]] = {}
-        self._guided_arrivals: Counter[str] = Counter()
         self.consumed: Counter[str] = Counter()
         self.decisions: Counter[str] = Counter()
         self.last_report: datetime | None = None
-        # Seconds on the reporter's clock: simulated time in a simulation, else wall time.
-        self.clock_s = 0.0
-        self.sim_s = 0.0
-        self._last_round_s = float("-inf")
+
+    @property
+    def vehicles(self) -> dict[str, Vehicle]:
+        return {v.id: v for fleet in self.fleets.values() for v in fleet.vehicles.values()}
+
+    @property
+    def sim_s(self) -> float:
+        """Simulated time of the latest simulation report (0 without one)."""
+        return max((f.sim_s for f in self.fleets.values()), default=0.0)
 
     def restore(self, loaded: Loaded) -> None:
         """Take the durable state as stored (at start, and after a write failed: memory must not run
@@ -103,11 +119,12 @@ class Engine:
         facility = self.facilities.get(event.facility_id)
         if facility is None or event.version <= facility.version:
             return Writes()
+        reported = from_timestamp(event.occur_time)  # read everything before changing anything
         occupied = event.occupancy.occupied_spaces
         self.freeing[facility.id] = max(0, facility.occupied - occupied)
         facility.version, facility.occupied = event.version, occupied
         facility.capacity = event.occupancy.capacity or facility.capacity
-        facility.report_time = from_timestamp(event.occur_time)
+        facility.report_time = reported
         # A parked vehicle's promise ends once a count made after it parked includes it.
         counted = [
             r.vehicle_id
@@ -138,52 +155,59 @@ class Engine:
             writes.decisions = self._route_decisions(self._incident_reroutes(), dpb.LEVER_INCIDENT_REROUTING, now)
         return writes
 
-    def on_detector(self, measurement: detectors_pb2.Measurement) -> None:
-        if measurement.vehicle_count > 0:
+    def on_detector(self, measurement: detectors_pb2.Measurement, now: datetime) -> None:
+        """A loop's last interval; measurements older than STALE (a backlog after downtime) are not
+        today's traffic and are skipped."""
+        fresh = from_timestamp(measurement.interval_end) >= now - STALE
+        if measurement.vehicle_count > 0 and fresh:
             self.times.observe_speed(measurement.edge_id, measurement.mean_speed_mps)
 
     # -- reports and decision rounds ---------------------------------------------------------------
 
-    def on_report(self, request: pb.ReportVehiclesRequest, now: datetime) -> Writes:
+    def on_report(self, request: pb.ReportVehiclesRequest, now: datetime, reporter: str = "") -> Writes:
+        """One reporter's vehicles (those it no longer lists have left); a decision round for them when
+        the interval has passed on its clock (simulated time in a simulation, else wall time)."""
         self.last_report = now
-        self.sim_s = request.sim_time_seconds
-        self.clock_s = request.sim_time_seconds or now.timestamp()
+        fleet = self.fleets.setdefault(reporter, Fleet())
+        fleet.sim_s = request.sim_time_seconds
+        clock = request.sim_time_seconds or now.timestamp()
+        if clock < fleet.clock_s:  # a new simulation run: its clock starts again
+            fleet.last_round_s = float("-inf")
+            fleet.counted.clear()
+        fleet.clock_s = clock
         for measured in request.edge_travel_times:
             self.times.observe(measured.edge_id, measured.travel_time_seconds)
-        writes = self._update_vehicles(request.vehicles, now)
-        if self.clock_s < self._last_round_s:  # a new simulation run: its clock starts again
-            self._last_round_s = float("-inf")
-            self._counted.clear()
-        if self.clock_s - self._last_round_s < self.strategy.decision_interval_seconds:
+        writes = self._update_vehicles(reporter, fleet, request.vehicles, now)
+        if fleet.clock_s - fleet.last_round_s < self.strategy.decision_interval_seconds:
             return writes
-        self._last_round_s = self.clock_s
-        self._measure_inflow()
+        fleet.last_round_s = fleet.clock_s
+        self._measure_inflow(fleet)
         if self.strategy.parking_guidance:
-            writes.decisions += self._guide(writes, now)
+            writes.decisions += self._guide(fleet, writes, now)
         if self.strategy.incident_rerouting:
-            writes.decisions += self._route_decisions(self._incident_reroutes(), dpb.LEVER_INCIDENT_REROUTING, now)
+            writes.decisions += self._route_decisions(self._incident_reroutes(fleet), dpb.LEVER_INCIDENT_REROUTING, now)
         if self.strategy.congestion_rerouting:
             damping = congestion.Damping(
                 self.strategy.min_gain_seconds, self.strategy.min_relative_gain, self.strategy.reroute_hold_seconds
             )
             found = congestion.reroutes(
-                self.graph, self.cost(), self._routable(), self._via(), self.clock_s, self.last_rerouted, damping
+                self.graph, self.cost(), self._routable(fleet), self._via(), fleet.clock_s, self.last_rerouted, damping
             )
             writes.decisions += self._route_decisions(found, dpb.LEVER_CONGESTION_REROUTING, now)
         return writes
 
-    def _measure_inflow(self) -> None:
+    def _measure_inflow(self, fleet: Fleet) -> None:
         for f in self.facilities.values():
-            last = self._counted.get(f.id)
-            if last is not None and self.clock_s > last[0]:
-                others = max(0, f.occupied - last[1] - self._guided_arrivals[f.id])
-                rate = others / (self.clock_s - last[0])
-                known = self.inflow.get(f.id, rate)
-                self.inflow[f.id] = known + SMOOTHING * (rate - known)
-            self._counted[f.id] = (self.clock_s, f.occupied)
-        self._guided_arrivals.clear()
+            last = fleet.counted.get(f.id)
+            if last is not None and fleet.clock_s > last[0]:
+                others = max(0, f.occupied - last[1] - fleet.guided_arrivals[f.id])
+                rate = others / (fleet.clock_s - last[0])
+                known = fleet.inflow.get(f.id, rate)
+                fleet.inflow[f.id] = known + SMOOTHING * (rate - known)
+            fleet.counted[f.id] = (fleet.clock_s, f.occupied)
+        fleet.guided_arrivals.clear()
 
-    def _update_vehicles(self, states: Iterable[pb.VehicleState], now: datetime) -> Writes:
+    def _update_vehicles(self, reporter: str, fleet: Fleet, states: Iterable[pb.VehicleState], now: datetime) -> Writes:
         seen: dict[str, Vehicle] = {}
         writes = Writes()
         for s in states:
@@ -198,23 +222,26 @@ class Engine:
                 s.parked_at,
                 s.parking_area_id,
                 walk,
+                reporter,
             )
             reservation = self.reservations.get(s.vehicle_id)
             if reservation is not None and s.parked_at and reservation.arrived is None:
                 reservation.arrived = now
                 writes.reservations.append(reservation)
-                self._guided_arrivals[reservation.facility_id] += 1
-        for vehicle in [v for v in self.incident_routes if v not in seen]:
-            del self.incident_routes[vehicle]
-        for vehicle in [v for v in self.last_rerouted if v not in seen]:
-            del self.last_rerouted[vehicle]
+                fleet.guided_arrivals[reservation.facility_id] += 1
+        left = [v for v in fleet.vehicles if v not in seen]
+        for vehicle in left:
+            self.incident_routes.pop(vehicle, None)
+            self.last_rerouted.pop(vehicle, None)
         for key in [k for k, when in self.decided.items() if when < now - DECISION_MEMORY]:
             del self.decided[key]
-        gone = [v for v in self.reservations if v not in seen]
+        # Promises of this reporter's vehicles that left without parking end now (also those made
+        # before a restart, which the reservation rows remember by reporter).
+        gone = [v for v, r in self.reservations.items() if r.reporter == reporter and v not in seen]
         for vehicle in gone:
             del self.reservations[vehicle]
         writes.released += gone
-        self.vehicles = seen
+        fleet.vehicles = seen
         return writes
 
     def cost(self) -> FloatArray:
@@ -223,8 +250,10 @@ class Engine:
     def promised(self) -> Counter[str]:
         return Counter(r.facility_id for r in self.reservations.values())
 
-    def _routable(self) -> list[Vehicle]:
-        return [v for v in self.vehicles.values() if not v.parked_at and v.edge_id in self.graph.index]
+    def _routable(self, fleet: Fleet | None = None) -> list[Vehicle]:
+        """Vehicles on the road (of one fleet, or of all)."""
+        vehicles = fleet.vehicles.values() if fleet is not None else self.vehicles.values()
+        return [v for v in vehicles if not v.parked_at and v.edge_id in self.graph.index]
 
     def _via(self) -> dict[str, str]:
         """The parking edge each parking vehicle still has to reach."""
@@ -235,12 +264,12 @@ class Engine:
                 out[v.id] = facility.edge_id
         return out
 
-    def _incident_reroutes(self) -> list[Reroute]:
+    def _incident_reroutes(self, fleet: Fleet | None = None) -> list[Reroute]:
         active = [i for i in self.incidents.values() if i.active]
         if not active:
             return []
         return incident.reroutes(
-            self.graph, self.cost(), self._routable(), self._via(), active, self.decided, self.incident_routes
+            self.graph, self.cost(), self._routable(fleet), self._via(), active, self.decided, self.incident_routes
         )
 
     def _route_decisions(self, reroutes: list[Reroute], lever: int, now: datetime) -> list[Taken]:
@@ -251,9 +280,7 @@ class Engine:
             advice = dpb.RouteAdvice(
                 vehicle_id=r.vehicle.id, edges=r.route, reason=r.reason, decide_time=to_timestamp(now)
             )
-            out.append(
-                self._take(r.vehicle.id, r.cause, lever, r.reason, r.trigger, r.saved_s, now, route_advice=advice)
-            )
+            out.append(self._take(r.vehicle, r.cause, lever, r.reason, r.trigger, r.saved_s, now, route_advice=advice))
             if lever == dpb.LEVER_INCIDENT_REROUTING:
                 self.incident_routes.setdefault(r.vehicle.id, []).extend([r.vehicle.route, r.route])
             r.vehicle.route = r.route
@@ -274,10 +301,10 @@ class Engine:
                 out.update(r.vehicle_id for r in on_the_way[:excess])
         return out
 
-    def _guide(self, writes: Writes, now: datetime) -> list[Taken]:
+    def _guide(self, fleet: Fleet, writes: Writes, now: datetime) -> list[Taken]:
         waiting = []
         overbooked = self._overbooked()
-        for v in self._routable():
+        for v in self._routable(fleet):
             if not v.parking:
                 continue
             held = self.reservations.get(v.id)
@@ -296,14 +323,14 @@ class Engine:
                 chosen = self.facilities[v.parking_area_id]
                 v.walk_to = (chosen.latitude, chosen.longitude)
             waiting.append(v)
-        for vehicle in overbooked - {v.id for v in waiting}:  # not on the road now: drop its promise
-            if self.reservations.pop(vehicle, None) is not None:
+        for vehicle in overbooked - {v.id for v in waiting}:  # this fleet's, parked or off the road: drop it
+            if vehicle in fleet.vehicles and self.reservations.pop(vehicle, None) is not None:
                 writes.released.append(vehicle)
         if not waiting:
             return []
         promised = self.promised()
         offers = parking.offers(
-            list(self.facilities.values()), promised, self.freeing, int(self.strategy.reserve_spaces), self.inflow
+            list(self.facilities.values()), promised, self.freeing, int(self.strategy.reserve_spaces), fleet.inflow
         )
         cost = self.cost()
         assignments = [
@@ -326,7 +353,7 @@ class Engine:
             )
             out.append(
                 self._take(
-                    a.vehicle.id,
+                    a.vehicle,
                     _guidance_cause(a),
                     dpb.LEVER_PARKING_GUIDANCE,
                     reason,
@@ -337,7 +364,7 @@ class Engine:
                 )
             )
             promised[a.facility.id] += 1
-            reservation = Reservation(a.vehicle.id, a.facility.id, now)
+            reservation = Reservation(a.vehicle.id, a.facility.id, now, reporter=a.vehicle.fleet)
             self.reservations[a.vehicle.id] = reservation
             writes.reservations.append(reservation)
             a.vehicle.parking_area_id = a.facility.id
@@ -347,7 +374,7 @@ class Engine:
 
     def _take(
         self,
-        vehicle_id: str,
+        vehicle: Vehicle,
         cause: str,
         lever: int,
         reason: str,
@@ -362,14 +389,14 @@ class Engine:
             reason=reason,
             trigger=trigger,
             decide_time=to_timestamp(now),
-            sim_time_seconds=self.sim_s,
+            sim_time_seconds=self.fleets[vehicle.fleet].sim_s,
             expected_seconds=round(expected_s, 1),
             **action,  # type: ignore[arg-type]
         )
-        self.decided[(vehicle_id, cause)] = now
-        self.last_rerouted[vehicle_id] = self.clock_s
+        self.decided[(vehicle.id, cause)] = now
+        self.last_rerouted[vehicle.id] = self.fleets[vehicle.fleet].clock_s
         self.decisions[dpb.Lever.Name(lever)] += 1  # type: ignore[arg-type]
-        return Taken(decision, vehicle_id, cause)
+        return Taken(decision, vehicle.id, cause)
 
 
 def _guidance_cause(a: parking.Assignment) -> str:

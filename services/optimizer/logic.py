@@ -14,9 +14,14 @@ from services.optimizer.routing import RoadGraph
 
 READERS = frozenset({Role.ENGINEER, Role.SIM, Role.OPTIMIZER, *PUBLIC_SAFETY})
 REPORTERS = frozenset({Role.SIM, Role.OPTIMIZER})
+# Every role: travel times are what a navigation app shows anyone, and the parking service asks on
+# behalf of whoever asked it for a facility (garage apps included).
+TRAVEL_TIME_ASKERS = frozenset(Role)
 MAX_VEHICLES = 20_000
 MAX_ROUTE_EDGES = 2_000
 MAX_DESTINATIONS = 1_000
+# One shortest-path search each: bounded so one call cannot hold the optimizer.
+MAX_DISTINCT_DESTINATIONS = 200
 # Vehicle ids become NATS subject tokens (almere.optimizer.v1.route_advice.<id>).
 VEHICLE_ID = re.compile(r"^[A-Za-z0-9_:\-]{1,128}$")
 STRATEGY_FIELDS = frozenset(pb.Strategy.DESCRIPTOR.fields_by_name)
@@ -30,6 +35,11 @@ def authorize_read(identity: Identity) -> None:
 def authorize_strategy(identity: Identity) -> None:
     if identity.role is not Role.ENGINEER:
         raise PermissionDenied(f"only engineers change the optimizer's strategy; {identity.role_name} may not")
+
+
+def authorize_travel_times(identity: Identity) -> None:
+    if identity.role not in TRAVEL_TIME_ASKERS:
+        raise PermissionDenied(f"role {identity.role_name} may not ask for travel times")
 
 
 def authorize_report(identity: Identity) -> None:
@@ -100,8 +110,10 @@ def validate_report(graph: RoadGraph, request: pb.ReportVehiclesRequest) -> None
 
 
 def validate_travel_times(graph: RoadGraph, request: pb.ComputeTravelTimesRequest) -> None:
+    """The origin must be a road of the network; a destination that is not is answered -1 (a
+    facility's entrance registered on a road the network lacks spoils no one else's answer)."""
     check_edge(graph, request.origin_edge_id, "origin_edge_id")
     if not 1 <= len(request.destination_edge_ids) <= MAX_DESTINATIONS:
         raise InvalidArgument(f"give 1 to {MAX_DESTINATIONS} destination_edge_ids")
-    for n, edge in enumerate(request.destination_edge_ids):
-        check_edge(graph, edge, f"destination_edge_ids[{n}]")
+    if len(set(request.destination_edge_ids)) > MAX_DISTINCT_DESTINATIONS:
+        raise InvalidArgument(f"at most {MAX_DISTINCT_DESTINATIONS} distinct destination_edge_ids")

@@ -47,7 +47,10 @@ class DecisionRow(SQLModel, table=True):
     never produces a second decision for the same vehicle (a restart, a redelivered event)."""
 
     __tablename__ = "optimizer_decision"
-    __table_args__ = (Index("ix_optimizer_decision_cause", "cause", "vehicle_id", unique=True),)
+    __table_args__ = (
+        Index("ix_optimizer_decision_cause", "cause", "vehicle_id", unique=True),
+        Index("ix_optimizer_decision_time", "time"),
+    )
 
     id: str = Field(primary_key=True, max_length=36)
     vehicle_id: str = Field(max_length=128)
@@ -67,6 +70,8 @@ class ReservationRow(SQLModel, table=True):
     decided: datetime = Field(sa_type=UtcDateTime)
     # When the vehicle was seen parked; the reservation ends with the first count after that.
     arrived: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    # The caller reporting the vehicle (several navigation backends may report).
+    reporter: str = Field(default="", max_length=128)
 
 
 class StrategyRow(SQLModel, table=True):

@@ -19,11 +19,12 @@ from services.common.feed import EventFeed
 from services.common.runtime import Service, ServiceSpec
 from services.incidents import events as incident_events
 from services.optimizer import events, store
-from services.optimizer.api import OptimizerApi, persisting
+from services.optimizer.api import Keeper, OptimizerApi
 from services.optimizer.consumers import DurableConsumer, Source
-from services.optimizer.engine import DECISION_MEMORY, Engine
+from services.optimizer.engine import Engine
 from services.optimizer.models import TABLES, OptimizerOutbox
 from services.optimizer.routing import RoadGraph
+from services.optimizer.state import DECISION_MEMORY
 from services.optimizer.store import Writes
 from services.parking import events as parking_events
 from services.signals import events as signal_events
@@ -48,7 +49,7 @@ def _handler(engine: Engine, stream: str) -> Callable[[Msg], Writes]:
         elif stream == incident_events.STREAM:
             return engine.on_incident(ievents.IncidentEvent.FromString(msg.data), utcnow())
         elif stream == events.DETECTOR_STREAM:
-            engine.on_detector(detectors_pb2.Measurement.FromString(msg.data))
+            engine.on_detector(detectors_pb2.Measurement.FromString(msg.data), utcnow())
         # Signal plans are counted, not yet used: travel times already show what a plan does.
         return Writes()
 
@@ -62,23 +63,22 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
     graph = await asyncio.to_thread(RoadGraph.from_net, settings.network_file)
 
     def load() -> store.Loaded:
-        since = utcnow() - DECISION_MEMORY
-        store.forget_decisions(service.engine, since)
-        return store.load(service.engine, since)
+        return store.load(service.engine, utcnow() - DECISION_MEMORY)
 
     engine = Engine(graph, await asyncio.to_thread(load))
 
     async def submit(writes: Writes) -> None:
         await service.committer.submit(store.save, (writes, utcnow()))
 
-    persist = persisting(submit, engine, load)
+    keeper = Keeper(engine, submit, load)
     feed = EventFeed(service.bus, events.SUBJECT_PREFIX, dict.fromkeys(events.EVENTS, decisions_pb2.Decision))
-    optimizer_pb2_grpc.add_OptimizerServiceServicer_to_server(OptimizerApi(engine, persist, feed), server)
+    optimizer_pb2_grpc.add_OptimizerServiceServicer_to_server(OptimizerApi(engine, keeper, feed), server)
 
-    consumers = [DurableConsumer(service.bus, source, _handler(engine, source.stream), persist) for source in SOURCES]
+    consumers = [DurableConsumer(service.bus, source, _handler(engine, source.stream), keeper) for source in SOURCES]
     for consumer in consumers:
         await consumer.start()
-    return [*(c.stop for c in consumers), feed.stop]
+    forgetting = service.schedule("forget-decisions", store.forget_decisions)
+    return [*(c.stop for c in consumers), feed.stop, forgetting]
 
 
 def _streams(settings: Settings) -> list[StreamConfig]:

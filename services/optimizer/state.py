@@ -4,7 +4,7 @@ with their counts and promised spaces, and the equipped vehicles as last reporte
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 
@@ -12,6 +12,9 @@ from services.common.geo import WALK_SPEED_MPS, walking_m
 from services.optimizer.routing import FloatArray, RoadGraph
 
 KMH = 1 / 3.6
+# How long what a vehicle was answered is remembered (in memory and in the table): longer than any
+# trip. A vehicle id names one trip (a navigation session), so nothing older can be repeated.
+DECISION_MEMORY = timedelta(hours=48)
 # Each new measurement moves an edge's planning time this far towards it: a few reports (minutes)
 # to follow a jam, while one odd vehicle does not swing every route.
 SMOOTHING = 0.3
@@ -52,6 +55,7 @@ class Reservation:
     facility_id: str
     decided: datetime
     arrived: datetime | None = None
+    reporter: str = ""  # who reports the vehicle: its promise ends when that reporter stops listing it
 
 
 @dataclass
@@ -65,6 +69,7 @@ class Vehicle:
     parked_at: str = ""
     parking_area_id: str = ""
     walk_to: tuple[float, float] | None = None  # (lat, lon)
+    fleet: str = ""  # who reports it
 
     @property
     def destination(self) -> str:

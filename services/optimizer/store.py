@@ -13,7 +13,6 @@ from almere.optimizer.v1 import optimizer_pb2 as pb
 from sqlalchemy import Engine, delete, insert
 from sqlmodel import Session, col, select
 
-from services.common.db import writer
 from services.optimizer import events
 from services.optimizer.models import (
     DecisionRow,
@@ -23,7 +22,7 @@ from services.optimizer.models import (
     ReservationRow,
     StrategyRow,
 )
-from services.optimizer.state import Facility, Incident, Reservation
+from services.optimizer.state import DECISION_MEMORY, Facility, Incident, Reservation
 
 
 @dataclass(frozen=True)
@@ -111,8 +110,8 @@ def save(session: Session, batch: Sequence[tuple[Writes, datetime]]) -> list[Any
     return [None] * len(batch)
 
 
-def forget_decisions(engine: Engine, before: datetime) -> int:
-    """Delete decisions taken before `before` (the stream keeps its own history); returns how many."""
-    with Session(writer(engine)) as session, session.begin():
-        result = session.execute(delete(DecisionRow).where(col(DecisionRow.time) < before))
-        return int(result.rowcount)  # type: ignore[attr-defined]
+def forget_decisions(session: Session, times: Sequence[datetime]) -> list[None]:
+    """Batch handler (scheduled): delete decisions older than the engine remembers (the stream keeps
+    its own history). Uses the latest of the queued times."""
+    session.execute(delete(DecisionRow).where(col(DecisionRow.time) < max(times) - DECISION_MEMORY))
+    return [None] * len(times)

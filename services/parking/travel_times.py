@@ -14,6 +14,7 @@ from services.common.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 2.0
+MAX_FACILITIES = 200  # distinct destinations the optimizer answers in one call
 
 
 class TravelTimes:
@@ -32,6 +33,9 @@ class TravelTimes:
         the network cannot reach are left out. None: no optimizer to ask (walking distance decides)."""
         if self._stub is None or not entrances:
             return None
+        if len(entrances) > MAX_FACILITIES:
+            log.warning("%d facilities: more than one travel-time call answers; ranking by walking", len(entrances))
+            return None
         facilities = sorted(entrances)
         request = opb.ComputeTravelTimesRequest(
             origin_edge_id=origin_edge, destination_edge_ids=[entrances[f] for f in facilities]
@@ -41,8 +45,8 @@ class TravelTimes:
                 request, metadata=(("authorization", authorization),), timeout=TIMEOUT_S
             )
         except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                raise InvalidArgument(f"origin_edge_id: {err.details()}") from err
+            if err.code() == grpc.StatusCode.INVALID_ARGUMENT:  # the origin (destinations answer -1)
+                raise InvalidArgument(err.details() or "origin_edge_id is not a road of the network") from err
             log.warning("no travel times from the optimizer (%s); ranking by walking distance", err.code().name)
             return None
         return {f: s for f, s in zip(facilities, reply.seconds, strict=True) if s >= 0}

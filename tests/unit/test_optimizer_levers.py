@@ -239,7 +239,7 @@ def test_engine_measures_the_inflow_of_drivers_without_guidance(graph: RoadGraph
             )
         )
         engine.on_report(_report(graph, sim_s, []), NOW)
-    assert engine.inflow["garage-forum"] == pytest.approx(30 / 60)
+    assert engine.fleets[""].inflow["garage-forum"] == pytest.approx(30 / 60)
 
 
 def test_a_vehicle_replanned_into_the_incident_by_someone_else_is_answered_again(graph: RoadGraph) -> None:
@@ -271,6 +271,29 @@ def test_the_engine_forgets_answers_older_than_any_trip(graph: RoadGraph) -> Non
     engine = _engine(graph)
     engine.decided[("old-trip", "guidance/garage-forum")] = NOW - DECISION_MEMORY - timedelta(minutes=1)
     engine.decided[("this-trip", "guidance/garage-forum")] = NOW - timedelta(minutes=5)
+    engine.on_report(_report(graph, 10, [pb.VehicleState(vehicle_id="gone", edge_id=WEST_IN)]), NOW)
     engine.last_rerouted["gone"] = 10.0
-    engine.on_report(_report(graph, 30, []), NOW)
+    engine.on_report(_report(graph, 30, []), NOW)  # it left
     assert set(engine.decided) == {("this-trip", "guidance/garage-forum")} and "gone" not in engine.last_rerouted
+
+
+def test_each_reporter_keeps_its_own_vehicles_promises_and_clock(graph: RoadGraph) -> None:
+    engine = _engine(graph)
+    route = graph.route_many([WEST_IN], [EAST_OUT], graph.free_time)[0] or []
+    parker = pb.VehicleState(
+        vehicle_id="twin:p",
+        edge_id=WEST_IN,
+        route=route,
+        purpose=pb.VEHICLE_PURPOSE_PARKING,
+        parking_area_id="garage-forum",
+    )
+    (guided,) = engine.on_report(_report(graph, 30, [parker]), NOW, reporter="twin").decisions
+    assert engine.promised()[guided.decision.parking_guidance.parking_area_id] == 1
+    # A navigation backend reports its own cars on the wall clock: the twin's car and promise stay.
+    app = pb.VehicleState(vehicle_id="app:x", edge_id=WEST_IN, route=route)
+    writes = engine.on_report(pb.ReportVehiclesRequest(vehicles=[app]), NOW, reporter="app")
+    assert writes.released == [] and set(engine.vehicles) == {"twin:p", "app:x"}
+    assert engine.fleets["twin"].clock_s == 30 and engine.fleets["app"].clock_s == NOW.timestamp()
+    # The twin no longer lists its car (it left without parking): only then is the promise released.
+    assert engine.on_report(_report(graph, 60, []), NOW, reporter="twin").released == ["twin:p"]
+    assert set(engine.vehicles) == {"app:x"}

@@ -528,7 +528,9 @@ class ReportVehiclesRequest(_message.Message):
     OBSERVE_TIME_FIELD_NUMBER: _builtins.int
     SIM_TIME_SECONDS_FIELD_NUMBER: _builtins.int
     sim_time_seconds: _builtins.float
-    """Simulated time (a simulation's reports; 0 otherwise)."""
+    """Simulated time (a simulation's reports, from t > 0; 0 otherwise: the optimizer then uses its own
+    clock). Each reporter keeps its own clock and its own vehicles.
+    """
     @_builtins.property
     def vehicles(self) -> _containers.RepeatedCompositeFieldContainer[Global___VehicleState]:
         """Every equipped vehicle on the road now (vehicles not listed have left)."""
@@ -607,7 +609,9 @@ class ComputeTravelTimesResponse(_message.Message):
     SECONDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def seconds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """Seconds from origin to each destination, in order; negative: unreachable."""
+        """Seconds from origin to each destination, in order; negative: unreachable or not a road of the
+        network.
+        """
 
     def __init__(
         self,

@@ -30,8 +30,9 @@ class OptimizerServiceStub:
     the PARKING, INCIDENTS, SIGNALS and DETECTORS streams, and the decisions it takes from it:
     incident rerouting, congestion rerouting and parking guidance for equipped vehicles.
 
-    Roles: engineers read everything and change the strategy; the sim role (the twin, or a navigation
-    backend) reports equipped vehicles; the optimizer role reads; others are denied.
+    Roles: engineers read everything and change the strategy; police, fire, ems, the optimizer and
+    the sim role read; sim and optimizer (a navigation backend, the twin) report equipped vehicles;
+    every role may ask ComputeTravelTimes; operators are denied the rest.
     """
 
     def __init__(self, channel):
@@ -82,8 +83,9 @@ class OptimizerServiceServicer:
     the PARKING, INCIDENTS, SIGNALS and DETECTORS streams, and the decisions it takes from it:
     incident rerouting, congestion rerouting and parking guidance for equipped vehicles.
 
-    Roles: engineers read everything and change the strategy; the sim role (the twin, or a navigation
-    backend) reports equipped vehicles; the optimizer role reads; others are denied.
+    Roles: engineers read everything and change the strategy; police, fire, ems, the optimizer and
+    the sim role read; sim and optimizer (a navigation backend, the twin) report equipped vehicles;
+    every role may ask ComputeTravelTimes; operators are denied the rest.
     """
 
     def GetStatus(self, request, context):
@@ -188,8 +190,9 @@ class OptimizerService:
     the PARKING, INCIDENTS, SIGNALS and DETECTORS streams, and the decisions it takes from it:
     incident rerouting, congestion rerouting and parking guidance for equipped vehicles.
 
-    Roles: engineers read everything and change the strategy; the sim role (the twin, or a navigation
-    backend) reports equipped vehicles; the optimizer role reads; others are denied.
+    Roles: engineers read everything and change the strategy; police, fire, ems, the optimizer and
+    the sim role read; sim and optimizer (a navigation backend, the twin) report equipped vehicles;
+    every role may ask ComputeTravelTimes; operators are denied the rest.
     """
 
     @staticmethod

@@ -31,8 +31,9 @@ class OptimizerServiceStub:
     the PARKING, INCIDENTS, SIGNALS and DETECTORS streams, and the decisions it takes from it:
     incident rerouting, congestion rerouting and parking guidance for equipped vehicles.
 
-    Roles: engineers read everything and change the strategy; the sim role (the twin, or a navigation
-    backend) reports equipped vehicles; the optimizer role reads; others are denied.
+    Roles: engineers read everything and change the strategy; police, fire, ems, the optimizer and
+    the sim role read; sim and optimizer (a navigation backend, the twin) report equipped vehicles;
+    every role may ask ComputeTravelTimes; operators are denied the rest.
     """
 
     @_typing.overload
@@ -63,8 +64,9 @@ class OptimizerServiceAsyncStub(OptimizerServiceStub):
     the PARKING, INCIDENTS, SIGNALS and DETECTORS streams, and the decisions it takes from it:
     incident rerouting, congestion rerouting and parking guidance for equipped vehicles.
 
-    Roles: engineers read everything and change the strategy; the sim role (the twin, or a navigation
-    backend) reports equipped vehicles; the optimizer role reads; others are denied.
+    Roles: engineers read everything and change the strategy; police, fire, ems, the optimizer and
+    the sim role read; sim and optimizer (a navigation backend, the twin) report equipped vehicles;
+    every role may ask ComputeTravelTimes; operators are denied the rest.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -91,8 +93,9 @@ class OptimizerServiceServicer(metaclass=_abc_1.ABCMeta):
     the PARKING, INCIDENTS, SIGNALS and DETECTORS streams, and the decisions it takes from it:
     incident rerouting, congestion rerouting and parking guidance for equipped vehicles.
 
-    Roles: engineers read everything and change the strategy; the sim role (the twin, or a navigation
-    backend) reports equipped vehicles; the optimizer role reads; others are denied.
+    Roles: engineers read everything and change the strategy; police, fire, ems, the optimizer and
+    the sim role read; sim and optimizer (a navigation backend, the twin) report equipped vehicles;
+    every role may ask ComputeTravelTimes; operators are denied the rest.
     """
 
     @_abc_1.abstractmethod
