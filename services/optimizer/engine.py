@@ -18,6 +18,7 @@ from almere.parking.v1 import events_pb2 as pevents
 from almere.parking.v1 import parking_pb2 as ppb
 
 from services.common.clock import from_timestamp, to_timestamp
+from services.common.opening_hours import is_open
 from services.optimizer.levers import congestion, incident, parking
 from services.optimizer.levers.routes import Reroute, replan
 from services.optimizer.routing import FloatArray, RoadGraph
@@ -111,6 +112,8 @@ class Engine:
             f.location.latitude,
             f.location.longitude,
             known.report_time if known else None,
+            [{"day_of_week": w.day_of_week, "opens": w.opens, "closes": w.closes} for w in f.opening_hours],
+            f.time_zone or "Europe/Amsterdam",
         )
         self.facilities[facility.id] = facility
         return Writes(facilities=[facility])
@@ -329,9 +332,9 @@ class Engine:
         if not waiting:
             return []
         promised = self.promised()
-        offers = parking.offers(
-            list(self.facilities.values()), promised, self.freeing, int(self.strategy.reserve_spaces), fleet.inflow
-        )
+        arriving = now + parking.ARRIVAL  # guided drivers get there within minutes: open then, too
+        facilities = [f for f in self.facilities.values() if is_open(f.opening_hours, f.time_zone, arriving)]
+        offers = parking.offers(facilities, promised, self.freeing, int(self.strategy.reserve_spaces), fleet.inflow)
         cost = self.cost()
         assignments = [
             a

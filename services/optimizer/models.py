@@ -40,6 +40,8 @@ class FacilityRow(SQLModel, table=True):
     latitude: float = 0.0
     longitude: float = 0.0
     report_time: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    opening_hours: list[dict[str, object]] = Field(default_factory=list, sa_type=JSON)
+    time_zone: str = Field(default="Europe/Amsterdam", max_length=64)
 
 
 class DecisionRow(SQLModel, table=True):

@@ -44,6 +44,9 @@ class Facility:
     latitude: float = 0.0
     longitude: float = 0.0
     report_time: datetime | None = None
+    # Weekly windows ({day_of_week, opens, closes}) in the facility's time zone; none: always open.
+    opening_hours: list[dict[str, object]] = field(default_factory=list)
+    time_zone: str = "Europe/Amsterdam"
 
     def walk_s(self, latitude: float, longitude: float) -> float:
         return walking_m(self.latitude, self.longitude, latitude, longitude) / WALK_SPEED_MPS

@@ -20,6 +20,7 @@ from services.common.errors import InvalidArgument
 from services.common.feed import EventFeed
 from services.common.geo import area_of, inside, validate_lat_lng
 from services.common.names import validate_id
+from services.common.opening_hours import is_open
 from services.parking import events, logic, store
 from services.parking.convert import facility_to_proto, occupancy_to_proto
 from services.parking.travel_times import TravelTimes
@@ -228,7 +229,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
                 r.capacity,
                 r.occupied,
                 r.status,
-                logic.is_open(r.opening_hours, r.time_zone, arrival),
+                is_open(r.opening_hours, r.time_zone, arrival),
             )
             for r in rows
             if r.latitude is not None and r.longitude is not None

@@ -3,7 +3,6 @@ history buckets and ranking. No gRPC, no NATS, no database: everything here test
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -16,6 +15,7 @@ from services.common.clock import MAX_TIME, MIN_TIME
 from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from services.common.geo import WALK_DETOUR, WALK_SPEED_MPS, haversine_m, validate_lat_lng
 from services.common.names import id_from_name, validate_id
+from services.common.opening_hours import parse_clock
 
 NAME_PREFIX = "facilities/"
 MAX_CAPACITY = 100_000
@@ -57,14 +57,6 @@ def authorize_write(identity: Identity, facility_id: str, operator_id: str) -> N
 
 
 # --- facility validation -------------------------------------------------------------------------
-
-
-def parse_clock(text: str, field: str) -> int:
-    """'07:30' -> minutes after midnight; '24:00' allowed as the end of a day."""
-    match = re.fullmatch(r"(\d{2}):(\d{2})", text)
-    if not match or int(match[2]) > 59 or int(match[1]) > 24 or (int(match[1]) == 24 and int(match[2]) != 0):
-        raise InvalidArgument(f"{field} {text!r} must be HH:MM between 00:00 and 24:00")
-    return int(match[1]) * 60 + int(match[2])
 
 
 def validate_facility(f: pb.Facility) -> None:
@@ -243,22 +235,6 @@ def apply_gate_counts(occupied: int | None, entries: int, exits: int) -> int:
 
 
 # --- opening hours -------------------------------------------------------------------------------
-
-
-def is_open(windows: list[dict[str, object]], time_zone: str, when: datetime) -> bool:
-    """True if `when` falls inside one of the weekly windows (always open when there are none)."""
-    if not windows:
-        return True
-    local = when.astimezone(ZoneInfo(time_zone))
-    minute_of_week = (local.isoweekday() - 1) * 1440 + local.hour * 60 + local.minute
-    for w in windows:
-        start = (int(str(w["day_of_week"])) - 1) * 1440 + parse_clock(str(w["opens"]), "opens")
-        length = parse_clock(str(w["closes"]), "closes") - parse_clock(str(w["opens"]), "opens")
-        if length <= 0:
-            length += 1440
-        if (minute_of_week - start) % (7 * 1440) < length:
-            return True
-    return False
 
 
 # --- history -------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.geo import haversine_m
+from services.common.opening_hours import is_open
 from services.parking import logic
 from services.parking.logic import Bucket, Candidate, ReportOutcome, Thresholds
 
@@ -269,15 +270,15 @@ SUNDAY_NIGHT = [{"day_of_week": 7, "opens": "23:00", "closes": "01:00"}]
     ],
 )
 def test_is_open(windows: list[dict[str, object]], when: datetime, expected: bool) -> None:
-    assert logic.is_open(windows, AMS, when) is expected
+    assert is_open(windows, AMS, when) is expected
 
 
 def test_is_open_on_the_spring_forward_night() -> None:
     # Sunday 30 March 2025: 02:00 CET jumps to 03:00 CEST. Window Sunday 01:00-04:00 local.
     windows = [{"day_of_week": 7, "opens": "01:00", "closes": "04:00"}]
-    assert logic.is_open(windows, AMS, datetime(2025, 3, 30, 0, 30, tzinfo=UTC))  # 01:30 CET
-    assert logic.is_open(windows, AMS, datetime(2025, 3, 30, 1, 30, tzinfo=UTC))  # 03:30 CEST
-    assert not logic.is_open(windows, AMS, datetime(2025, 3, 30, 2, 30, tzinfo=UTC))  # 04:30 CEST
+    assert is_open(windows, AMS, datetime(2025, 3, 30, 0, 30, tzinfo=UTC))  # 01:30 CET
+    assert is_open(windows, AMS, datetime(2025, 3, 30, 1, 30, tzinfo=UTC))  # 03:30 CEST
+    assert not is_open(windows, AMS, datetime(2025, 3, 30, 2, 30, tzinfo=UTC))  # 04:30 CEST
 
 
 T0 = datetime(2025, 6, 2, 8, 0, tzinfo=UTC)

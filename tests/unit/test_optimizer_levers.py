@@ -297,3 +297,22 @@ def test_each_reporter_keeps_its_own_vehicles_promises_and_clock(graph: RoadGrap
     # The twin no longer lists its car (it left without parking): only then is the promise released.
     assert engine.on_report(_report(graph, 60, []), NOW, reporter="twin").released == ["twin:p"]
     assert set(engine.vehicles) == {"app:x"}
+
+
+def test_no_guidance_to_a_facility_closed_when_the_driver_gets_there(graph: RoadGraph) -> None:
+    engine = _engine(graph)
+    # Every facility but the Forum closes at 09:00 Amsterdam time; it is 09:55 there (08:55 UTC).
+    hours = ppb.OpeningWindow(day_of_week=3, opens="07:00", closes="10:00")
+    for n, f in enumerate(layout.FACILITIES):
+        facility = ppb.Facility(capacity=f.capacity, entrance_edge_ids=[f.edge], time_zone="Europe/Amsterdam")
+        facility.location.latitude, facility.location.longitude = layout.position(n % 5, 2)
+        if f.facility_id != "garage-forum":
+            facility.opening_hours.append(hours)
+        engine.on_facility(pevents.FacilityChangedEvent(facility_id=f.facility_id, version=2, facility=facility))
+    route = graph.route_many([WEST_IN], [EAST_OUT], graph.free_time)[0] or []
+    parker = pb.VehicleState(
+        vehicle_id="p", edge_id=WEST_IN, route=route, purpose=pb.VEHICLE_PURPOSE_PARKING, parking_area_id="garage-flevo"
+    )
+    wednesday = datetime(2026, 11, 25, 8, 55, tzinfo=UTC)  # 09:55 in Amsterdam: closing in 5 minutes
+    (guided,) = engine.on_report(_report(graph, 30, [parker]), wednesday).decisions
+    assert guided.decision.parking_guidance.parking_area_id == "garage-forum"

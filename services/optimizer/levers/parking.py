@@ -8,6 +8,7 @@ that many fewer spaces by the time a guided vehicle gets there, and gets no one 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 
@@ -18,6 +19,8 @@ from services.optimizer.state import Facility, Vehicle
 # nothing below FILL_KNEE of capacity, rising to FULL_SEARCH_S at the reserve.
 FILL_KNEE = 0.85
 FULL_SEARCH_S = 120.0
+# A facility must be open this long after the decision (a guided driver's arrival).
+ARRIVAL = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
