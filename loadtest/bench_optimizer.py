@@ -113,7 +113,7 @@ def incident_latency(tmp: Path, incidents: int, gap_s: float) -> dict[str, float
         devices = FieldDevices(stack.data_dir, "bench")
         devices.register(layout.FACILITIES, {f.facility_id: layout.position(2, 2) for f in layout.FACILITIES})
         controllers = Controllers(run_dir / "applied.jsonl", plans=False, vehicle_prefix="bench:")
-        navigation = devices.navigation(1.0, 1, "bench:", {})
+        navigation = devices.navigation(1, "bench:", {}, equipped=1.0)
         bus = BusListener(stack.endpoints["nats"], replayed=[], live=list(GUIDANCE_SUBJECTS))
         edges = [e for e in sumo.edge.getIDList() if not e.startswith(":")]
         now = 0.0

@@ -9,7 +9,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import grpc
+from almere.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from almere.signals.v1 import signals_pb2, signals_pb2_grpc
+from google.protobuf.field_mask_pb2 import FieldMask
 
 from services.common.config import Settings
 from services.stack import Stack
@@ -25,6 +27,21 @@ def _import_lights(stack: Stack) -> None:
         )
 
 
+def _equip(stack: Stack, shares: set[float]) -> None:
+    """The optimizer's strategy names the share of vehicles that follow it; the twin equips that share,
+    the same as SUMO's rerouting device gets in mode sumo."""
+    if len(shares) != 1:
+        raise ValueError("runs sharing a stack share one equipped share")
+    with grpc.insecure_channel(stack.endpoints["optimizer"]) as channel:
+        optimizer_pb2_grpc.OptimizerServiceStub(channel).SetStrategy(
+            optimizer_pb2.SetStrategyRequest(
+                strategy=optimizer_pb2.Strategy(equipped_share=shares.pop()),
+                update_mask=FieldMask(paths=["equipped_share"]),
+            ),
+            metadata=(("authorization", f"Bearer {stack.credentials['engineer']}"),),
+        )
+
+
 def run_with_stack(specs: list[RunSpec], say: Callable[[str], None] = print) -> list[Path]:
     scenario = prepare(specs[0])
     operators = {f"operator-{f.operator_id}": f"operator:{f.operator_id}" for f in FACILITIES}
@@ -33,6 +50,7 @@ def run_with_stack(specs: list[RunSpec], say: Callable[[str], None] = print) -> 
     stack.start()
     say(stack.describe())
     _import_lights(stack)
+    _equip(stack, {s.equipped for s in specs})
     try:
         # One after another: runs sharing a stack would report to the same facilities at once.
         return run_many([replace(s, services_dir=stack.data_dir) for s in specs], workers=1)

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 from almere.incidents.v1 import incidents_pb2 as ipb
 from almere.incidents.v1 import incidents_pb2_grpc
+from almere.optimizer.v1 import optimizer_pb2 as opb
 from almere.optimizer.v1 import optimizer_pb2_grpc
 from almere.parking.v1 import parking_pb2 as ppb
 from almere.parking.v1 import parking_pb2_grpc
@@ -65,8 +66,11 @@ class FieldDevices:
         for channel in self._channels:
             channel.close()
 
-    def navigation(self, equipped: float, seed: int, prefix: str, walks: dict[str, tuple[float, float]]) -> Navigation:
-        """The equipped vehicles' navigation systems, talking to the optimizer with the sim role."""
+    def navigation(
+        self, seed: int, prefix: str, walks: dict[str, tuple[float, float]], equipped: float | None = None
+    ) -> Navigation:
+        """The equipped vehicles' navigation systems, talking to the optimizer with the sim role. The
+        share of equipped vehicles is the optimizer's strategy's, unless `equipped` overrides it."""
         if not self._optimizer_address:
             raise RuntimeError("no optimizer in the running stack (endpoints.json)")
         channel = grpc.insecure_channel(
@@ -74,6 +78,8 @@ class FieldDevices:
         )
         self._channels.append(channel)
         stub = optimizer_pb2_grpc.OptimizerServiceStub(channel)
+        if equipped is None:
+            equipped = stub.GetStrategy(opb.GetStrategyRequest(), metadata=self._auth).strategy.equipped_share
         return Navigation(stub.ReportVehicles, self._auth, equipped, seed, prefix, walks, set(self._operator_of))
 
     def register(self, facilities: list[Facility], location: dict[str, tuple[float, float]]) -> None:

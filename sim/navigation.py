@@ -31,7 +31,7 @@ class Navigation:
         each parker's driver walks to (lat, lon), as a navigation app knows its user's destination."""
         self._report_vehicles = report_vehicles
         self._metadata = metadata
-        self._equipped = equipped
+        self.share = equipped
         self._seed = seed
         self.prefix = prefix
         self._walks = walks
@@ -43,7 +43,7 @@ class Navigation:
     def is_equipped(self, vehicle: str) -> bool:
         draw = self._draws.get(vehicle)
         if draw is None:
-            draw = self._draws[vehicle] = random.Random(f"{self._seed}:{vehicle}").random() < self._equipped
+            draw = self._draws[vehicle] = random.Random(f"{self._seed}:{vehicle}").random() < self.share
         return draw
 
     def _state(self, sumo: Any, vehicle: str) -> pb.VehicleState:

@@ -318,7 +318,7 @@ def run(spec: RunSpec) -> Path:
             incidents.devices = devices
             if coordinated:
                 navigation = devices.navigation(
-                    spec.equipped, spec.seed, controllers.vehicle_prefix, _walk_destinations(engine, scenario)
+                    spec.seed, controllers.vehicle_prefix, _walk_destinations(engine, scenario)
                 )
             nats_url = json.loads((spec.services_dir / "endpoints.json").read_text()).get("nats")
             if nats_url:
@@ -373,6 +373,7 @@ def run(spec: RunSpec) -> Path:
                 "decisions_applied": controllers.applied,
                 "decisions_skipped": controllers.skipped,
                 "vehicle_reports": navigation.reports if navigation else 0,
+                "equipped_share": navigation.share if navigation else None,
                 "incident_reported_wall_s": devices.reported_wall_s,
             }
             (run_dir / "devices.json").write_text(json.dumps(counts))

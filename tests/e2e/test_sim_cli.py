@@ -80,6 +80,7 @@ def test_sim_run_coordinated_closes_the_loop_with_the_optimizer(tmp_path: Path) 
     run = tmp_path / "almere-centrum-incident" / "coordinated-seed1"
     devices = json.loads((run / "devices.json").read_text())
     assert devices["vehicle_reports"] == 2400 // 30 and devices["occupancy_reports"] > 0
+    assert devices["equipped_share"] == 0.5  # the optimizer's strategy, set from --equipped
     applied = [json.loads(line) for line in (run / "applied.jsonl").read_text().splitlines()]
     levers = {entry["lever"] for entry in applied}
     assert {"LEVER_PARKING_GUIDANCE", "LEVER_INCIDENT_REROUTING"} <= levers
