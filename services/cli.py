@@ -77,7 +77,18 @@ def cmd_sim_run(args: argparse.Namespace) -> int:
     from sim.runner import RunSpec, run_many
 
     specs = [
-        RunSpec(args.scenario, mode, seed, args.out, args.end, args.scale, args.equipped, args.gui, clock=args.clock)
+        RunSpec(
+            args.scenario,
+            mode,
+            seed,
+            args.out,
+            args.end,
+            args.scale,
+            args.equipped,
+            args.gui,
+            clock=args.clock,
+            priority=not args.no_priority,
+        )
         for mode in args.mode
         for seed in range(args.seed, args.seed + args.seeds)
     ]
@@ -145,6 +156,11 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--services-dir", type=Path, help="use running services: a folder with endpoints.json and credentials.json"
     )
     run.add_argument("--services", action="store_true", help="start the stack; garage counters and police report to it")
+    run.add_argument(
+        "--no-priority",
+        action="store_true",
+        help="responders do not ask for signal priority (to measure what it gives)",
+    )
     run.add_argument("--out", type=Path, default=Path("data/sim"))
     run.set_defaults(func=cmd_sim_run)
     byo = sim.add_parser("byo", help="your own network (.osm or .net.xml) with parking and demand, run in SUMO")

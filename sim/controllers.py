@@ -38,6 +38,8 @@ class Controllers:
         self._present_ids: set[str] = set()
         self._present_at = -1.0
         self._parking_areas: set[str] | None = None
+        # Responders whose priority the twin applies itself, through a yellow (sim/priority.py).
+        self.own_priority: set[str] = set()
         self.applied = 0
         self.skipped = 0
 
@@ -52,7 +54,9 @@ class Controllers:
     def apply(self, sumo: Any, sim_s: float, subject: str, payload: bytes) -> None:
         kind = subject.split(".")[3]
         if kind == "priority_decided" or (kind == "plan_activated" and self._plans):
-            self._signal(sumo, sim_s, events_pb2.SignalEvent.FromString(payload))
+            event = events_pb2.SignalEvent.FromString(payload)
+            if event.change.priority.vehicle_id not in self.own_priority:  # the twin's own: applied already
+                self._signal(sumo, sim_s, event)
         elif kind in ("route_advice", "parking_guidance") and self._guidance:
             self.decide(sumo, sim_s, decisions_pb2.Decision.FromString(payload))
 

@@ -16,10 +16,12 @@ from almere.optimizer.v1 import optimizer_pb2 as opb
 from almere.optimizer.v1 import optimizer_pb2_grpc
 from almere.parking.v1 import parking_pb2 as ppb
 from almere.parking.v1 import parking_pb2_grpc
+from almere.signals.v1 import signals_pb2_grpc
 from almere.type.v1 import geo_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from sim.navigation import Navigation
+from sim.priority import EmergencyPriority
 from sim.scenarios.almere_centrum.layout import Facility
 from sim.variants import ScriptedIncident
 
@@ -39,6 +41,7 @@ def _now() -> Timestamp:
 
 class FieldDevices:
     def __init__(self, services_dir: Path, run_id: str, every_s: float = 60) -> None:
+        self._services_dir = services_dir
         endpoints = json.loads((services_dir / "endpoints.json").read_text())
         credentials = json.loads((services_dir / "credentials.json").read_text())
         self._auth = (("authorization", f"Bearer {credentials['sim']['token']}"),)
@@ -81,6 +84,15 @@ class FieldDevices:
         if equipped is None:
             equipped = stub.GetStrategy(opb.GetStrategyRequest(), metadata=self._auth).strategy.equipped_share
         return Navigation(stub.ReportVehicles, self._auth, equipped, seed, prefix, walks, set(self._operator_of))
+
+    def emergency_priority(self, log_path: Path) -> EmergencyPriority:
+        """The responders' on-board units, asking the signal service for priority as ems."""
+        endpoints = json.loads((self._services_dir / "endpoints.json").read_text())
+        credentials = json.loads((self._services_dir / "credentials.json").read_text())
+        channel = grpc.insecure_channel(endpoints["signals"])
+        self._channels.append(channel)
+        ems = (("authorization", f"Bearer {credentials['ems']['token']}"),)
+        return EmergencyPriority(signals_pb2_grpc.SignalServiceStub(channel), ems, log_path)
 
     def register(self, facilities: list[Facility], location: dict[str, tuple[float, float]]) -> None:
         """Create the scenario's facilities in the parking service (once; later runs find them)."""

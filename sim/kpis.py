@@ -106,6 +106,7 @@ def compute(
     facilities: dict[str, LatLon],
     junctions: dict[str, LatLon],
     search: dict[str, Any] | None = None,
+    responders: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     trips = ET.parse(tripinfo).getroot()  # noqa: S314
     every = trips.findall("tripinfo")  # with undeparted vehicles (depart -1)
@@ -135,6 +136,8 @@ def compute(
         "visitors_over_5_min_to_park": sum(t > SEARCH_LIMIT_S for t in [*to_park, *searching]),
         "incident_vehicles": len(met_incident),
         "incident_vehicles_delay_s": _stats([_delay(i) for i in infos if i.get("id") in met_incident]),
+        # Ambulances and the like: dispatch to the scene (still on the way at the end: so far).
+        "responder_travel_time_s": _stats([travel_time(i) for i in infos if i.get("id") in responders]),
         "co2_kg": round(sum(float(e.get("CO2_abs", 0)) for e in trips.iter("emissions")) / 1e6, 1),
         **door_to_door(stop_root, departs, walks, facilities, junctions, horizon_s),
         **(search or {}),

@@ -42,6 +42,7 @@ from sim.bus_listener import BusListener
 from sim.controllers import GUIDANCE_SUBJECTS, SIGNAL_SUBJECTS, Controllers
 from sim.devices import FieldDevices
 from sim.netbuild import sumo_binary
+from sim.priority import Responders
 from sim.scenarios import almere_centrum
 from sim.scenarios.almere_centrum import layout
 from sim.stops import StopRecorder
@@ -70,6 +71,8 @@ class RunSpec:
     clock: str = "lockstep"
     # coordinated: how often the equipped vehicles report to the optimizer (simulated s).
     decision_s: float = 30
+    # With services: responders (the variant's ambulances) ask the signal service for priority.
+    priority: bool = True
 
 
 def _sumo_args(spec: RunSpec, scenario: almere_centrum.Scenario, run_dir: Path) -> list[str]:
@@ -310,12 +313,16 @@ def run(spec: RunSpec) -> Path:
     )
     incidents = _Incidents(engine, variant.incidents, broadcast=spec.mode != "none")
     stops = StopRecorder(set(FACILITY_IDS))
+    responders = Responders(engine, variant.responders)
     rows: list[dict[str, float]] = []
     try:
         if spec.services_dir is not None:
             devices = FieldDevices(spec.services_dir, f"{spec.scenario}/{spec.mode}/{spec.seed}/{run_tag}")
             devices.register(layout.FACILITIES, _facility_locations(engine))
             incidents.devices = devices
+            if spec.priority and variant.responders:
+                responders.priority = devices.emergency_priority(run_dir / "priority.jsonl")
+                controllers.own_priority = responders.ids
             if coordinated:
                 navigation = devices.navigation(
                     spec.seed, controllers.vehicle_prefix, _walk_destinations(engine, scenario)
@@ -347,6 +354,7 @@ def run(spec: RunSpec) -> Path:
                 if spec.clock == "realtime":
                     _wait_until(started + now, bus, partial(controllers.apply, engine, now))
                 incidents.step(now)
+                responders.step(now)
                 stops.step(engine, now)
                 controllers.retry(engine, now)
                 if now % spec.sample_s == 0:
@@ -361,6 +369,7 @@ def run(spec: RunSpec) -> Path:
                         controllers.decide(engine, now, decision)
     finally:
         engine.close()
+        responders.close()
         stops.write(run_dir / "stops.xml")
         controllers.close()
         incidents.close()
@@ -397,11 +406,21 @@ def run(spec: RunSpec) -> Path:
             lengths,
             {f.facility_id: f.edge for f in layout.FACILITIES},
         ),
+        frozenset(responders.ids),
     )
     (run_dir / "kpis.json").write_text(json.dumps(result, indent=2))
     with (run_dir / "kpis.csv").open("w", newline="") as f:
         csv.writer(f).writerows(kpis.flatten(result).items())
     return run_dir
+
+
+def _run_in_worker(spec: RunSpec) -> Path:
+    """`run` in a pool's process; a failure comes back as a plain error (some, like gRPC's, cannot be
+    pickled and would hide what went wrong)."""
+    try:
+        return run(spec)
+    except Exception as exc:
+        raise RuntimeError(f"{spec.scenario} {spec.mode} seed {spec.seed}: {type(exc).__name__}: {exc}") from None
 
 
 def run_many(specs: list[RunSpec], workers: int = 2, attempts: int = 3) -> list[Path]:
@@ -417,7 +436,7 @@ def run_many(specs: list[RunSpec], workers: int = 2, attempts: int = 3) -> list[
     while len(done) < len(specs):
         waiting = [i for i in range(len(specs)) if i not in done]
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
-            futures = {pool.submit(run, specs[i]): i for i in waiting}
+            futures = {pool.submit(_run_in_worker, specs[i]): i for i in waiting}
             for future in as_completed(futures):
                 i = futures[future]
                 try:

@@ -21,11 +21,23 @@ class ScriptedIncident:
 
 
 @dataclass(frozen=True)
+class Responder:
+    """An ambulance (or fire engine) dispatched to an incident: it asks for signal priority on its way
+    when the run has the services."""
+
+    vehicle_id: str
+    depart_s: float
+    from_edge: str
+    to_edge: str
+
+
+@dataclass(frozen=True)
 class Variant:
     name: str
     base: str
     incidents: tuple[ScriptedIncident, ...] = ()
     event: bool = False  # a large event surges demand towards a venue
+    responders: tuple[Responder, ...] = ()
 
 
 _COLLISION = ScriptedIncident(edge="j22-j32", start_s=1800, end_s=1800 + 45 * 60, closed_lanes=(1,))
@@ -39,4 +51,12 @@ VARIANTS = {
     ),
     "almere-centrum-event": Variant("almere-centrum-event", "almere-centrum", event=True),
     "almere-centrum-incident-event": Variant("almere-centrum-incident-event", "almere-centrum", (_COLLISION,), True),
+    # The collision, and three minutes later an ambulance from the west (the hospital) along the
+    # Stadsdreef's lights to the scene.
+    "almere-centrum-emergency": Variant(
+        "almere-centrum-emergency",
+        "almere-centrum",
+        (_COLLISION,),
+        responders=(Responder("ambulance-1", 1980, "ext-w-j02", "j22-j32"),),
+    ),
 }

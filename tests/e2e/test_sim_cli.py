@@ -115,3 +115,28 @@ def test_bench_signals_prints_delay_and_the_ratio_to_fixed_time(tmp_path: Path) 
     results = json.loads((tmp_path / "results.json").read_text())
     assert {r["controller"] for r in results} == {"fixed", "ours"}
     assert all(r["teleports"] == 0 and not r["gridlock"] for r in results)
+
+
+def test_an_ambulance_gets_green_at_every_light_on_its_way(tmp_path: Path) -> None:
+    """The ambulance asks the signal service (as ems) before each light; every grant turns its
+    approach green, through a yellow, before it arrives."""
+    almere(
+        "sim",
+        "run",
+        "almere-centrum-emergency",
+        "--mode",
+        "sumo",
+        "--services",
+        "--end",
+        "2200",
+        "--out",
+        str(tmp_path),
+    )
+    run = tmp_path / "almere-centrum-emergency" / "sumo-seed1"
+    crossings = [json.loads(line) for line in (run / "priority.jsonl").read_text().splitlines()]
+    assert [c["tls"] for c in crossings] == ["j02", "j12", "j22"]  # the Stadsdreef's lights, in order
+    for c in crossings:
+        assert c["decision"] == "PRIORITY_DECISION_GRANTED" and c["state"] in ("G", "g"), c
+        assert 0 < c["sim_s"] - c["asked_s"] <= 30, c  # asked before, green on arrival
+    kpis = json.loads((run / "kpis.json").read_text())
+    assert kpis["responder_travel_time_s"]["mean"] > 0

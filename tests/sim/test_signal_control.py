@@ -202,3 +202,11 @@ def test_ours_leaves_a_gapped_out_green_only_when_the_next_car_is_a_yellow_away(
     assert at_once[1:3] == [(5.0, "yr"), (8.0, "rG")]
     fed_by_a_signal = dataclasses.replace(crossing(), seen_s={"w_0": 2.0})
     assert drive(Ours(fed_by_a_signal), one_car_each, 15)[1:3] == [(5.0, "yr"), (8.0, "rG")]
+
+
+def test_priority_turns_a_light_through_yellow_never_straight_to_a_conflicting_green() -> None:
+    from sim.priority import yellow_between
+
+    assert yellow_between("GGrr", "rrGG") == "yyrr"  # green that loses right of way turns yellow first
+    assert yellow_between("GgrrG", "GrGGG") == "GyrrG"  # green that stays green stays
+    assert yellow_between("rrGG", "rrGG") == "rrGG"  # already the target: no yellow

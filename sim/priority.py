@@ -1,0 +1,183 @@
+"""Emergency priority as an ambulance's on-board unit asks for it and the street's controllers give
+it: while a responder drives, it asks the signal service (role ems) for green at the next signalised
+intersection on its route, REQUEST_S before it gets there; on a grant the light turns to the granted
+phase through a yellow (never straight from green to a conflicting green), holds it until the
+responder has crossed, then goes back to its program. Every crossing is logged with the state the
+responder met, when it asked and when it got there."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import grpc
+from almere.signals.v1 import signals_pb2 as spb
+from almere.signals.v1 import signals_pb2_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from sim.variants import Responder
+
+REQUEST_S = 25.0  # ask this long before the stop line
+RESPONDER_TYPE = "responder"
+YELLOW_S = 3.0
+SLOWEST_MPS = 5.0  # for the ETA of a responder crawling in traffic
+
+
+def yellow_between(current: str, target: str) -> str:
+    """Links green now and red in the target turn yellow; the rest keep their current state."""
+    return "".join("y" if c in "Gg" and t in "rs" else c for c, t in zip(current, target, strict=True))
+
+
+@dataclass
+class _Hold:
+    vehicle: str
+    priority: str  # the grant's resource name
+    target: str
+    program: str  # the program to go back to
+    green_at: float  # simulated time the target state starts (after the yellow)
+    back_at: float = float("inf")  # simulated time the program resumes (after the yellow out)
+
+
+class EmergencyPriority:
+    def __init__(self, signals: signals_pb2_grpc.SignalServiceStub, auth: Any, log_path: Path) -> None:
+        self._signals = signals
+        self._auth = auth
+        self._log: IO[str] = log_path.open("a")
+        self._intersections: dict[str, str] | None = None  # SUMO tls id -> intersections/{id}
+        self._asked: set[tuple[str, str]] = set()  # (vehicle, tls)
+        self._holds: dict[str, _Hold] = {}
+        self._arrivals: dict[tuple[str, str], tuple[float, str]] = {}  # (vehicle, tls) -> (asked at, grant)
+        self._last: dict[tuple[str, str], tuple[float, str]] = {}  # (vehicle, tls) -> (time, its link's state)
+        self.responders: set[str] = set()
+        self.granted = 0
+
+    def close(self) -> None:
+        self._log.close()
+
+    def _names(self) -> dict[str, str]:
+        if self._intersections is None:
+            reply = self._signals.ListIntersections(spb.ListIntersectionsRequest(page_size=1000), metadata=self._auth)
+            self._intersections = {i.sumo_tls_id: i.name for i in reply.intersections}
+        return self._intersections
+
+    def step(self, sumo: Any, now: float) -> None:
+        present = set(sumo.vehicle.getIDList())
+        for vehicle in sorted(self.responders & present):
+            upcoming = sumo.vehicle.getNextTLS(vehicle)
+            for tls, link, distance, state in upcoming[:1]:
+                seconds = distance / max(sumo.vehicle.getSpeed(vehicle), SLOWEST_MPS)
+                if seconds <= REQUEST_S and (vehicle, tls) not in self._asked:
+                    self._ask(sumo, now, vehicle, tls, link, seconds)
+                self._last[(vehicle, tls)] = (now, state)
+            ahead = {tls for tls, *_ in upcoming}
+            for key in [k for k in self._arrivals if k[0] == vehicle and k[1] not in ahead]:
+                self._crossed(key)
+            for tls, hold in list(self._holds.items()):
+                if hold.vehicle == vehicle and tls not in ahead and hold.back_at == float("inf"):
+                    self._release(sumo, now, tls, hold)
+        for key in [k for k in self._arrivals if k[0] not in present]:  # arrived at the scene
+            self._crossed(key)
+        for tls, hold in list(self._holds.items()):
+            if now >= hold.back_at:
+                del self._holds[tls]
+                sumo.trafficlight.setProgram(tls, hold.program)
+            elif hold.back_at == float("inf") and hold.vehicle not in present:  # arrived while held
+                self._release(sumo, now, tls, hold)
+            elif now >= hold.green_at and hold.back_at == float("inf"):
+                sumo.trafficlight.setRedYellowGreenState(tls, hold.target)
+
+    def _crossed(self, key: tuple[str, str]) -> None:
+        """The responder has crossed the stop line: log the state it met in its last step before."""
+        asked, decision = self._arrivals.pop(key)
+        at, state = self._last.pop(key, (asked, ""))
+        self._record(at, vehicle=key[0], tls=key[1], state=state, asked_s=asked, decision=decision)
+
+    def _ask(self, sumo: Any, now: float, vehicle: str, tls: str, link: int, seconds: float) -> None:
+        self._asked.add((vehicle, tls))
+        name = self._names().get(tls)
+        if name is None:
+            return
+        eta = Timestamp()
+        eta.FromNanoseconds(time.time_ns() + int(seconds * 1e9))
+        # The road into the junction (the vehicle may be crossing another junction just now).
+        incoming_lane = sumo.trafficlight.getControlledLinks(tls)[link][0][0]
+        approach = incoming_lane.rsplit("_", 1)[0]
+        try:
+            reply = self._signals.RequestPriority(
+                spb.RequestPriorityRequest(
+                    parent=name,
+                    priority=spb.Priority(
+                        priority_class=spb.PRIORITY_CLASS_EMERGENCY,
+                        vehicle_id=vehicle,
+                        approach_edge_id=approach,
+                        eta=eta,
+                    ),
+                ),
+                metadata=self._auth,
+            )
+        except grpc.RpcError as err:  # no priority here: the responder drives on as it would anyway
+            self._arrivals[(vehicle, tls)] = (now, f"{err.code().name}: {err.details()}")
+            return
+        grant = reply.priority
+        decision = spb.PriorityDecision.Name(grant.decision)
+        self._arrivals[(vehicle, tls)] = (now, decision)
+        if grant.decision != spb.PRIORITY_DECISION_GRANTED:
+            return
+        self.granted += 1
+        current = sumo.trafficlight.getRedYellowGreenState(tls)
+        yellow = yellow_between(current, grant.target_state)
+        program = sumo.trafficlight.getProgram(tls)
+        if yellow != current:
+            sumo.trafficlight.setRedYellowGreenState(tls, yellow)
+        green_at = now + (YELLOW_S if yellow != current else 0.0)
+        self._holds[tls] = _Hold(vehicle, grant.name, grant.target_state, program, green_at)
+
+    def _release(self, sumo: Any, now: float, tls: str, hold: _Hold) -> None:
+        """The responder has crossed: end the grant, and go back to the program through a yellow for
+        the links its first phase does not give green."""
+        self._signals.CancelPriority(spb.CancelPriorityRequest(name=hold.priority), metadata=self._auth)
+        logics = {logic.programID: logic for logic in sumo.trafficlight.getAllProgramLogics(tls)}
+        resume = logics[hold.program].phases[0].state if hold.program in logics else hold.target
+        yellow = yellow_between(hold.target, resume)
+        if yellow != hold.target:
+            sumo.trafficlight.setRedYellowGreenState(tls, yellow)
+            hold.back_at = now + YELLOW_S
+        else:
+            del self._holds[tls]
+            sumo.trafficlight.setProgram(tls, hold.program)
+
+    def _record(self, sim_s: float, **fields: Any) -> None:
+        self._log.write(json.dumps({"sim_s": sim_s, **fields}) + "\n")
+        self._log.flush()
+
+
+class Responders:
+    """The variant's responders, sent off at their time (SUMO vehicles of class emergency), with
+    signal priority when the run has the services."""
+
+    def __init__(self, sumo: Any, scripted: tuple[Responder, ...]) -> None:
+        self._sumo = sumo
+        self._pending = sorted(scripted, key=lambda r: r.depart_s)
+        self.ids = {r.vehicle_id for r in scripted}
+        self.priority: EmergencyPriority | None = None
+        if scripted:
+            sumo.vehicletype.copy("DEFAULT_VEHTYPE", RESPONDER_TYPE)
+            sumo.vehicletype.setVehicleClass(RESPONDER_TYPE, "emergency")
+            sumo.vehicletype.setColor(RESPONDER_TYPE, (255, 255, 255, 255))
+
+    def step(self, now: float) -> None:
+        while self._pending and self._pending[0].depart_s <= now:
+            r = self._pending.pop(0)
+            route = self._sumo.simulation.findRoute(r.from_edge, r.to_edge, vType=RESPONDER_TYPE)
+            self._sumo.route.add(f"route-{r.vehicle_id}", route.edges)
+            self._sumo.vehicle.add(r.vehicle_id, f"route-{r.vehicle_id}", typeID=RESPONDER_TYPE, departLane="best")
+        if self.priority is not None:
+            self.priority.responders = self.ids
+            self.priority.step(self._sumo, now)
+
+    def close(self) -> None:
+        if self.priority is not None:
+            self.priority.close()
