@@ -37,9 +37,9 @@ def default_strategy() -> pb.Strategy:
         parking_guidance=True,
         equipped_share=0.5,
         decision_interval_seconds=30,
-        min_gain_seconds=30,
-        min_relative_gain=0.15,
-        reroute_hold_seconds=300,
+        min_gain_seconds=20,
+        min_relative_gain=0.10,
+        reroute_hold_seconds=180,
         reserve_spaces=3,
     )
 
