@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -49,28 +50,18 @@ def main() -> int:
         scenario = prepare(spec)
         print(f"almere-centrum-incident, {scenario.trips} trips, {args.end:.0f} simulated s, mode none\n")
         results: dict[str, float] = {}
-        additional = f"{scenario.parking},{scenario.rerouters}"
-        timed(
-            "bare libsumo (baseline)",
-            lambda: subprocess.run(
+
+        def bare(additional: str) -> Callable[[], object]:
+            return lambda: subprocess.run(
                 [sys.executable, "-c", BARE, str(scenario.config), str(args.end), additional],
                 check=True,
                 capture_output=True,
-            ),
-            args.end,
-            results,
-        )
+            )
+
+        timed("bare libsumo (baseline)", bare(f"{scenario.parking},{scenario.rerouters}"), args.end, results)
+        # Rerouters on every approach and actuated lights change SUMO's own work.
         guided = f"{scenario.parking},{scenario.detectors},{scenario.guided_rerouters},{scenario.actuated}"
-        timed(
-            "bare libsumo, coordinated's setup",  # rerouters on every approach and actuated lights cost SUMO
-            lambda: subprocess.run(
-                [sys.executable, "-c", BARE, str(scenario.config), str(args.end), guided],
-                check=True,
-                capture_output=True,
-            ),
-            args.end,
-            results,
-        )
+        timed("bare libsumo, coordinated's setup", bare(guided), args.end, results)
         timed("runner (samples, incident, KPIs)", lambda: run_many([spec]), args.end, results)
         stack = Stack(Settings(data_dir=Path(tmp) / "stack", network_file=scenario.network, log_level="WARNING"))
         stack.start()

@@ -146,20 +146,21 @@ def _engine(graph: RoadGraph) -> Engine:
     return engine
 
 
+def _parker(graph: RoadGraph, vehicle: str, area: str) -> pb.VehicleState:
+    """A car entering from the west, bound for `area`, then leaving east."""
+    route = graph.route_many([WEST_IN], [EAST_OUT], graph.free_time)[0] or []
+    return pb.VehicleState(
+        vehicle_id=vehicle, edge_id=WEST_IN, route=route, purpose=pb.VEHICLE_PURPOSE_PARKING, parking_area_id=area
+    )
+
+
 def _report(graph: RoadGraph, sim_s: float, states: list[pb.VehicleState]) -> pb.ReportVehiclesRequest:
     return pb.ReportVehiclesRequest(vehicles=states, sim_time_seconds=sim_s)
 
 
 def test_engine_promises_spaces_until_a_count_includes_the_parked_vehicle(graph: RoadGraph) -> None:
     engine = _engine(graph)
-    route = graph.route_many([WEST_IN], [EAST_OUT], graph.free_time)[0] or []
-    parker = pb.VehicleState(
-        vehicle_id="r1:visitor-1",
-        edge_id=WEST_IN,
-        route=route,
-        purpose=pb.VEHICLE_PURPOSE_PARKING,
-        parking_area_id="garage-forum",
-    )
+    parker = _parker(graph, "r1:visitor-1", "garage-forum")
     parker.walk_destination.latitude, parker.walk_destination.longitude = layout.position(3, 1)
     writes = engine.on_report(_report(graph, 30, [parker]), NOW)
     (taken,) = writes.decisions
@@ -279,14 +280,8 @@ def test_the_engine_forgets_answers_older_than_any_trip(graph: RoadGraph) -> Non
 
 def test_each_reporter_keeps_its_own_vehicles_promises_and_clock(graph: RoadGraph) -> None:
     engine = _engine(graph)
-    route = graph.route_many([WEST_IN], [EAST_OUT], graph.free_time)[0] or []
-    parker = pb.VehicleState(
-        vehicle_id="twin:p",
-        edge_id=WEST_IN,
-        route=route,
-        purpose=pb.VEHICLE_PURPOSE_PARKING,
-        parking_area_id="garage-forum",
-    )
+    parker = _parker(graph, "twin:p", "garage-forum")
+    route = list(parker.route)
     (guided,) = engine.on_report(_report(graph, 30, [parker]), NOW, reporter="twin").decisions
     assert engine.promised()[guided.decision.parking_guidance.parking_area_id] == 1
     # A navigation backend reports its own cars on the wall clock: the twin's car and promise stay.
@@ -309,10 +304,7 @@ def test_no_guidance_to_a_facility_closed_when_the_driver_gets_there(graph: Road
         if f.facility_id != "garage-forum":
             facility.opening_hours.append(hours)
         engine.on_facility(pevents.FacilityChangedEvent(facility_id=f.facility_id, version=2, facility=facility))
-    route = graph.route_many([WEST_IN], [EAST_OUT], graph.free_time)[0] or []
-    parker = pb.VehicleState(
-        vehicle_id="p", edge_id=WEST_IN, route=route, purpose=pb.VEHICLE_PURPOSE_PARKING, parking_area_id="garage-flevo"
-    )
+    parker = _parker(graph, "p", "garage-flevo")
     wednesday = datetime(2026, 11, 25, 8, 55, tzinfo=UTC)  # 09:55 in Amsterdam: closing in 5 minutes
     (guided,) = engine.on_report(_report(graph, 30, [parker]), wednesday).decisions
     assert guided.decision.parking_guidance.parking_area_id == "garage-forum"
