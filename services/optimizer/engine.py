@@ -66,8 +66,6 @@ class Engine:
         self.restore(loaded)
         # What each reporter (the twin, a navigation backend) last said, on its own clock.
         self.fleets: dict[str, Fleet] = {}
-        # When each vehicle last got a new route, on its fleet's clock (damping).
-        self.last_rerouted: dict[str, float] = {}
         # Per vehicle, the routes it had and was given when answered for an incident (in memory: after
         # a restart nobody is answered twice on a guess).
         self.incident_routes: dict[str, list[list[str]]] = {}
@@ -93,6 +91,8 @@ class Engine:
         self.facilities = {f.id: f for f in loaded.facilities}
         self.reservations = {r.vehicle_id: r for r in loaded.reservations}
         self.decided = dict(loaded.decided)
+        # When each vehicle last got a decision, on its reporter's clock (damping; kept in the table).
+        self.last_rerouted: dict[str, float] = dict(loaded.last_rerouted)
 
     # -- what is consumed --------------------------------------------------------------------------
 
@@ -396,10 +396,11 @@ class Engine:
             expected_seconds=round(expected_s, 1),
             **action,  # type: ignore[arg-type]
         )
+        clock = self.fleets[vehicle.fleet].clock_s
         self.decided[(vehicle.id, cause)] = now
-        self.last_rerouted[vehicle.id] = self.fleets[vehicle.fleet].clock_s
+        self.last_rerouted[vehicle.id] = clock
         self.decisions[dpb.Lever.Name(lever)] += 1  # type: ignore[arg-type]
-        return Taken(decision, vehicle.id, cause)
+        return Taken(decision, vehicle.id, cause, clock)
 
 
 def _guidance_cause(a: parking.Assignment) -> str:

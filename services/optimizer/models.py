@@ -59,6 +59,8 @@ class DecisionRow(SQLModel, table=True):
     lever: int
     cause: str = Field(max_length=200)
     time: datetime = Field(sa_type=UtcDateTime)
+    # The reporter's clock at the decision (simulated or wall seconds): damping survives a restart.
+    clock: float = 0.0
     document: bytes = Field(sa_type=LargeBinary)
 
 

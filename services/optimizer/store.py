@@ -10,7 +10,7 @@ from typing import Any
 
 from almere.optimizer.v1 import decisions_pb2 as dpb
 from almere.optimizer.v1 import optimizer_pb2 as pb
-from sqlalchemy import Engine, delete, insert
+from sqlalchemy import Engine, delete, func, insert
 from sqlmodel import Session, col, select
 
 from services.optimizer import events
@@ -32,6 +32,7 @@ class Taken:
     decision: dpb.Decision
     vehicle_id: str
     cause: str
+    clock: float = 0.0  # the reporter's clock when it was taken
 
 
 @dataclass
@@ -54,6 +55,8 @@ class Loaded:
     reservations: list[Reservation]
     decided: dict[tuple[str, str], datetime]
     strategy: pb.Strategy | None
+    # Per vehicle, the reporter's clock at its latest decision (the hold against oscillation).
+    last_rerouted: dict[str, float] = field(default_factory=dict)
 
 
 def load(engine: Engine, since: datetime) -> Loaded:
@@ -73,6 +76,14 @@ def load(engine: Engine, since: datetime) -> Loaded:
                 )
             },
             pb.Strategy.FromString(strategy_row.document) if strategy_row else None,
+            {
+                vehicle: float(clock)
+                for vehicle, clock in session.exec(
+                    select(DecisionRow.vehicle_id, func.max(DecisionRow.clock))
+                    .where(col(DecisionRow.time) >= since)
+                    .group_by(col(DecisionRow.vehicle_id))
+                )
+            },
         )
 
 
@@ -99,6 +110,7 @@ def save(session: Session, batch: Sequence[tuple[Writes, datetime]]) -> list[Any
                         "lever": t.decision.lever,
                         "cause": t.cause,
                         "time": now,
+                        "clock": t.clock,
                         "document": t.decision.SerializeToString(),
                     }
                     for t in writes.decisions
