@@ -164,6 +164,7 @@ def incident_latency(tmp: Path, incidents: int, gap_s: float) -> dict[str, float
     police = 1000 * statistics.median(police_s)
     print(f"\n2. incident reported -> first reroute applied in SUMO (real time): {len(latencies)} of {incidents}")
     print(f"   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   max {max(latencies, default=float('nan')):6.1f} ms")
+    print(f"   each (ms): {', '.join(f'{v:.0f}' for v in latencies)}")
     print(f"   police report + activate (baseline, gRPC)   median {police:6.1f} ms")
     print(f"   target p99 < {LATENCY_TARGET_MS:.0f} ms: {'met' if p99 < LATENCY_TARGET_MS else 'NOT met'}")
     return {"p50_ms": p50, "p99_ms": p99, "answered": len(latencies), "police_ms": police}
