@@ -16,6 +16,12 @@ from almere.type.v1 import geo_pb2
 ReportVehicles = Callable[..., pb.ReportVehiclesResponse]
 
 
+def equipped(seed: int, vehicle: str, share: float) -> bool:
+    """Whether a vehicle has route guidance: a fixed draw per seed and vehicle, so every mode equips
+    the same vehicles (SUMO's rerouting device in mode sumo, a navigation system in coordinated)."""
+    return random.Random(f"{seed}:{vehicle}").random() < share
+
+
 class Navigation:
     def __init__(
         self,
@@ -43,7 +49,7 @@ class Navigation:
     def is_equipped(self, vehicle: str) -> bool:
         draw = self._draws.get(vehicle)
         if draw is None:
-            draw = self._draws[vehicle] = random.Random(f"{self._seed}:{vehicle}").random() < self.share
+            draw = self._draws[vehicle] = equipped(self._seed, vehicle, self.share)
         return draw
 
     def _state(self, sumo: Any, vehicle: str) -> pb.VehicleState:

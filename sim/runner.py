@@ -41,6 +41,7 @@ from sim import kpis
 from sim.bus_listener import BusListener
 from sim.controllers import GUIDANCE_SUBJECTS, SIGNAL_SUBJECTS, Controllers
 from sim.devices import FieldDevices
+from sim.navigation import equipped
 from sim.netbuild import sumo_binary
 from sim.priority import Responders
 from sim.scenarios import almere_centrum
@@ -91,8 +92,8 @@ def _sumo_args(spec: RunSpec, scenario: almere_centrum.Scenario, run_dir: Path) 
         additionals.append(scenario.rerouters)  # parking search without information
     else:
         additionals += [scenario.guided_rerouters, scenario.actuated]
-        if spec.mode == "sumo":  # in coordinated mode the equipped share follows the optimizer instead
-            args += ["--device.rerouting.probability", f"{spec.equipped}", "--device.rerouting.period", "60"]
+        if spec.mode == "sumo":  # the equipped vehicles get the device as they depart (_Equipper)
+            args += ["--device.rerouting.period", "60"]
     args += ["--additional-files", ",".join(str(a) for a in additionals)]
     args += [
         "--tripinfo-output",
@@ -110,6 +111,21 @@ def _sumo_args(spec: RunSpec, scenario: almere_centrum.Scenario, run_dir: Path) 
         "--no-warnings",
     ]
     return args
+
+
+class _Equipper:
+    """Mode sumo: SUMO's rerouting device on the same vehicles coordinated mode gives a navigation
+    system (sim/navigation.py's draw), so the two modes compare the same drivers."""
+
+    def __init__(self, sumo: Any, seed: int, share: float) -> None:
+        self._sumo, self._seed, self._share = sumo, seed, share
+        self.equipped = 0
+
+    def step(self) -> None:
+        for vehicle in self._sumo.simulation.getDepartedIDList():
+            if equipped(self._seed, vehicle, self._share):
+                self._sumo.vehicle.setParameter(vehicle, "has.rerouting.device", "true")
+                self.equipped += 1
 
 
 class _Incidents:
@@ -314,6 +330,7 @@ def run(spec: RunSpec) -> Path:
     incidents = _Incidents(engine, variant.incidents, broadcast=spec.mode != "none")
     stops = StopRecorder(set(FACILITY_IDS))
     responders = Responders(engine, variant.responders)
+    equipper = _Equipper(engine, spec.seed, spec.equipped) if spec.mode == "sumo" else None
     rows: list[dict[str, float]] = []
     try:
         if spec.services_dir is not None:
@@ -351,6 +368,8 @@ def run(spec: RunSpec) -> Path:
                         controllers.apply(engine, now, subject, payload)
                 engine.simulationStep()
                 now = engine.simulation.getTime()
+                if equipper:
+                    equipper.step()
                 if spec.clock == "realtime":
                     _wait_until(started + now, bus, partial(controllers.apply, engine, now))
                 incidents.step(now)
@@ -409,6 +428,7 @@ def run(spec: RunSpec) -> Path:
         frozenset(responders.ids),
     )
     (run_dir / "kpis.json").write_text(json.dumps(result, indent=2))
+    (run_dir / "incident_vehicles.json").write_text(json.dumps(sorted(incidents.met)))  # for a closer look
     with (run_dir / "kpis.csv").open("w", newline="") as f:
         csv.writer(f).writerows(kpis.flatten(result).items())
     return run_dir

@@ -153,3 +153,27 @@ def test_the_twins_stop_record_matches_sumos_own_stop_output(tmp_path: Path) -> 
     theirs = stops(tmp_path / "sumo-stops.xml")
     assert len(theirs) > 50
     assert stops(tmp_path / "ours.xml") == theirs
+
+
+def test_mode_sumo_equips_the_same_vehicles_as_coordinated_mode(tmp_path: Path) -> None:
+    """SUMO's rerouting device goes to exactly the vehicles coordinated mode gives a navigation system."""
+    import libsumo
+    import sumo  # noqa: F401
+
+    from sim.navigation import equipped
+    from sim.netbuild import sumo_binary
+    from sim.runner import _Equipper, _sumo_args
+
+    spec = RunSpec("almere-centrum", "sumo", 1, tmp_path, end_s=600, scale=0.7)
+    libsumo.start([sumo_binary("sumo"), *_sumo_args(spec, prepare(spec), tmp_path)])  # exactly mode sumo's SUMO
+    try:
+        equipper = _Equipper(libsumo, 1, 0.5)
+        while libsumo.simulation.getTime() < 600:
+            libsumo.simulationStep()
+            equipper.step()
+        present = libsumo.vehicle.getIDList()
+        with_device = {v for v in present if libsumo.vehicle.getParameter(v, "has.rerouting.device") == "true"}
+    finally:
+        libsumo.close()
+    assert with_device == {v for v in present if equipped(1, v, 0.5)}
+    assert 0.35 < len(with_device) / len(present) < 0.65
