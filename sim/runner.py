@@ -7,7 +7,7 @@ Modes (both at the same equipped-vehicle share):
   arrival (rerouters on each area's own edge, other areas' occupancy unknown); signals run their
   fixed programs; drivers meet the incident when they reach it.
 * sumo: SUMO's strongest built-ins. Rerouting device on the equipped share (every 60 s, travel
-  times), parking occupancy visible on every approach edge, closures seen by every router at once,
+  times; the same vehicles coordinated mode equips), parking occupancy visible on every approach edge, closures seen by every router at once,
   actuated lights.
 * coordinated: the same street, but the equipped share follows the optimizer instead of SUMO's
   rerouting device: every decision interval their navigation systems report to it and apply its
