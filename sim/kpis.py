@@ -4,6 +4,7 @@ vehicles are counted, not dropped."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,7 @@ def compute(
     junctions: dict[str, LatLon],
     search: dict[str, Any] | None = None,
     responders: frozenset[str] = frozenset(),
+    is_equipped: Callable[[str], bool] = lambda vehicle: False,
 ) -> dict[str, Any]:
     trips = ET.parse(tripinfo).getroot()  # noqa: S314
     every = trips.findall("tripinfo")  # with undeparted vehicles (depart -1)
@@ -136,6 +138,10 @@ def compute(
         "visitors_over_5_min_to_park": sum(t > SEARCH_LIMIT_S for t in [*to_park, *searching]),
         "incident_vehicles": len(met_incident),
         "incident_vehicles_delay_s": _stats([_delay(i) for i in infos if i.get("id") in met_incident]),
+        # The same for the equipped ones alone: what route guidance itself did for them.
+        "incident_equipped_delay_s": _stats(
+            [_delay(i) for i in infos if i.get("id") in met_incident and is_equipped(i.get("id", ""))]
+        ),
         # Ambulances and the like: dispatch to the scene (still on the way at the end: so far).
         "responder_travel_time_s": _stats([travel_time(i) for i in infos if i.get("id") in responders]),
         "co2_kg": round(sum(float(e.get("CO2_abs", 0)) for e in trips.iter("emissions")) / 1e6, 1),

@@ -35,6 +35,7 @@ TABLE_ROWS = [
     ("never_departed", "never departed"),
     ("incident_vehicles", "vehicles that met the incident"),
     ("incident_vehicles_delay_s.mean", "delay of vehicles that met the incident (s)"),
+    ("incident_equipped_delay_s.mean", "... of those equipped with route guidance (s)"),
     ("responder_travel_time_s.mean", "responders: dispatch to the scene (s)"),
     ("co2_kg", "CO2 (kg)"),
     ("throughput_per_hour", "throughput (veh/h)"),

@@ -7,8 +7,8 @@ Modes (both at the same equipped-vehicle share):
   arrival (rerouters on each area's own edge, other areas' occupancy unknown); signals run their
   fixed programs; drivers meet the incident when they reach it.
 * sumo: SUMO's strongest built-ins. Rerouting device on the equipped share (every 60 s, travel
-  times; the same vehicles coordinated mode equips), parking occupancy visible on every approach edge, closures seen by every router at once,
-  actuated lights.
+  times; the same vehicles coordinated mode equips), parking occupancy visible on every approach
+  edge, closures seen by every router at once, actuated lights.
 * coordinated: the same street, but the equipped share follows the optimizer instead of SUMO's
   rerouting device: every decision interval their navigation systems report to it and apply its
   route advice and parking guidance; it also hears the police, the garages and the detectors through
@@ -426,6 +426,7 @@ def run(spec: RunSpec) -> Path:
             {f.facility_id: f.edge for f in layout.FACILITIES},
         ),
         frozenset(responders.ids),
+        (lambda v: equipped(spec.seed, v, spec.equipped)) if spec.mode != "none" else (lambda v: False),
     )
     (run_dir / "kpis.json").write_text(json.dumps(result, indent=2))
     (run_dir / "incident_vehicles.json").write_text(json.dumps(sorted(incidents.met)))  # for a closer look

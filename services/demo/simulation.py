@@ -24,6 +24,7 @@ ROWS = (
     "| visitors who never parked",
     "| vehicles that met",
     "| delay of vehicles that met",
+    "| ... of those equipped",
     "| CO2",
     "| teleports",
 )
