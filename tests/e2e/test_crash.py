@@ -97,6 +97,24 @@ WORKLOADS = {
 }
 
 
+def service_env(
+    tmp_path: Path, database_url: str, nats: NatsServer, tokens_json: str, **extra: str
+) -> tuple[dict[str, str], str]:
+    """A service process's environment on a free loopback port, and its address."""
+    port = free_port("127.0.0.1")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALMERE_")}
+    env.update(
+        ALMERE_DATA_DIR=str(tmp_path / "data"),
+        ALMERE_DATABASE_URL=database_url,
+        ALMERE_NATS_URL=nats.url,
+        ALMERE_TOKENS=tokens_json,
+        ALMERE_PORT=str(port),
+        ALMERE_LOG_LEVEL="WARNING",
+        **extra,
+    )
+    return env, f"127.0.0.1:{port}"
+
+
 def start_service(service: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -110,17 +128,7 @@ async def test_sigkill_loses_no_acknowledged_write_and_publishes_each_once(
     tmp_path: Path, nats_server: NatsServer, database_url: str, tokens: dict[str, str], tokens_json: str, workload: str
 ) -> None:
     w = WORKLOADS[workload]
-    port = free_port("127.0.0.1")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALMERE_")}
-    env.update(
-        ALMERE_DATA_DIR=str(tmp_path / "data"),
-        ALMERE_DATABASE_URL=database_url,
-        ALMERE_NATS_URL=nats_server.url,
-        ALMERE_TOKENS=tokens_json,
-        ALMERE_PORT=str(port),
-        ALMERE_LOG_LEVEL="WARNING",
-    )
-    address = f"127.0.0.1:{port}"
+    env, address = service_env(tmp_path, database_url, nats_server, tokens_json)
     log = tmp_path / f"{w.service}.log"
     service = start_service(w.service, env, log)
     acked: list[str] = []
@@ -188,18 +196,7 @@ async def test_sigkill_of_the_optimizer_loses_and_repeats_no_decision(
     jammed = layout.edge_id("j22", "j32")
     route = graph.route_many([layout.edge_id("ext-w", "j02")], [layout.edge_id("j52", "ext-e")], graph.free_time)[0]
     assert route and jammed in route
-    port = free_port("127.0.0.1")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALMERE_")}
-    env.update(
-        ALMERE_DATA_DIR=str(tmp_path / "data"),
-        ALMERE_DATABASE_URL=database_url,
-        ALMERE_NATS_URL=nats_server.url,
-        ALMERE_TOKENS=tokens_json,
-        ALMERE_PORT=str(port),
-        ALMERE_LOG_LEVEL="WARNING",
-        ALMERE_NETWORK_FILE=str(almere_net),
-    )
-    address = f"127.0.0.1:{port}"
+    env, address = service_env(tmp_path, database_url, nats_server, tokens_json, ALMERE_NETWORK_FILE=str(almere_net))
     log = tmp_path / "optimizer.log"
     auth = (("authorization", f"Bearer {tokens['sim']}"),)
     jam = [opb.EdgeTravelTime(edge_id=jammed, travel_time_seconds=1500)] * 8
