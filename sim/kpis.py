@@ -92,7 +92,8 @@ def travel_time(info: ET.Element) -> float:
     return float(info.get("duration", 0)) - float(info.get("stopTime", 0))
 
 
-def _delay(info: ET.Element) -> float:
+def delay(info: ET.Element) -> float:
+    """RESCO's delay of one vehicle: time lost driving plus time waiting to be inserted."""
     return float(info.get("timeLoss", 0)) + float(info.get("departDelay", 0))
 
 
@@ -131,16 +132,16 @@ def compute(
         # Time on the road of every departed vehicle (unfinished ones up to the end of the run).
         "travel_time_s": _stats([travel_time(i) for i in infos]),
         # RESCO's delay: timeLoss + departDelay over every vehicle, never-inserted ones included.
-        "delay_s": _stats([_delay(i) for i in every]),
+        "delay_s": _stats([delay(i) for i in every]),
         "waiting_time_s": _stats([float(i.get("waitingTime", 0)) for i in infos]),
         "visitor_time_to_park_s": _stats(to_park),
         "visitors_parked": len(to_park),
         "visitors_over_5_min_to_park": sum(t > SEARCH_LIMIT_S for t in [*to_park, *searching]),
         "incident_vehicles": len(met_incident),
-        "incident_vehicles_delay_s": _stats([_delay(i) for i in infos if i.get("id") in met_incident]),
+        "incident_vehicles_delay_s": _stats([delay(i) for i in infos if i.get("id") in met_incident]),
         # The same for the equipped ones alone: what route guidance itself did for them.
         "incident_equipped_delay_s": _stats(
-            [_delay(i) for i in infos if i.get("id") in met_incident and is_equipped(i.get("id", ""))]
+            [delay(i) for i in infos if i.get("id") in met_incident and is_equipped(i.get("id", ""))]
         ),
         # Ambulances and the like: dispatch to the scene (still on the way at the end: so far).
         "responder_travel_time_s": _stats([travel_time(i) for i in infos if i.get("id") in responders]),

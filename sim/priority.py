@@ -18,17 +18,13 @@ from almere.signals.v1 import signals_pb2 as spb
 from almere.signals.v1 import signals_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.optimizer.signal_control.phases import transition_steps
 from sim.variants import Responder
 
 REQUEST_S = 25.0  # ask this long before the stop line
 RESPONDER_TYPE = "responder"
 YELLOW_S = 3.0
 SLOWEST_MPS = 5.0  # for the ETA of a responder crawling in traffic
-
-
-def yellow_between(current: str, target: str) -> str:
-    """Links green now and red in the target turn yellow; the rest keep their current state."""
-    return "".join("y" if c in "Gg" and t in "rs" else c for c, t in zip(current, target, strict=True))
 
 
 @dataclass
@@ -128,11 +124,11 @@ class EmergencyPriority:
             return
         self.granted += 1
         current = sumo.trafficlight.getRedYellowGreenState(tls)
-        yellow = yellow_between(current, grant.target_state)
+        yellow = transition_steps(current, grant.target_state, YELLOW_S)
         program = sumo.trafficlight.getProgram(tls)
-        if yellow != current:
-            sumo.trafficlight.setRedYellowGreenState(tls, yellow)
-        green_at = now + (YELLOW_S if yellow != current else 0.0)
+        if yellow:
+            sumo.trafficlight.setRedYellowGreenState(tls, yellow[0][0])
+        green_at = now + sum(seconds for _, seconds in yellow)
         self._holds[tls] = _Hold(vehicle, grant.name, grant.target_state, program, green_at)
 
     def _release(self, sumo: Any, now: float, tls: str, hold: _Hold) -> None:
@@ -141,10 +137,10 @@ class EmergencyPriority:
         self._signals.CancelPriority(spb.CancelPriorityRequest(name=hold.priority), metadata=self._auth)
         logics = {logic.programID: logic for logic in sumo.trafficlight.getAllProgramLogics(tls)}
         resume = logics[hold.program].phases[0].state if hold.program in logics else hold.target
-        yellow = yellow_between(hold.target, resume)
-        if yellow != hold.target:
-            sumo.trafficlight.setRedYellowGreenState(tls, yellow)
-            hold.back_at = now + YELLOW_S
+        yellow = transition_steps(hold.target, resume, YELLOW_S)
+        if yellow:
+            sumo.trafficlight.setRedYellowGreenState(tls, yellow[0][0])
+            hold.back_at = now + yellow[0][1]
         else:
             del self._holds[tls]
             sumo.trafficlight.setProgram(tls, hold.program)

@@ -111,22 +111,6 @@ def actuated_programs(network: Path, target: Path) -> Path:
     return target
 
 
-def measure(tripinfo: Path, scheduled: int) -> dict[str, float]:
-    every = ET.parse(tripinfo).getroot().findall("tripinfo")  # noqa: S314 - our own SUMO output
-    infos = [i for i in every if float(i.get("depart", "-1")) >= 0]
-    finished = [i for i in infos if float(i.get("arrival", "-1")) >= 0]
-    delays = [float(i.get("timeLoss", 0)) + float(i.get("departDelay", 0)) for i in every]
-    return {
-        "vehicles_scheduled": scheduled,
-        "vehicles_in_tripinfo": len(every),
-        "vehicles_departed": len(infos),
-        "vehicles_unfinished": len(infos) - len(finished),
-        "delay_s": sum(delays) / max(1, len(delays)),
-        "trip_time_s": sum(float(i.get("duration", 0)) for i in infos) / max(1, len(infos)),
-        "waiting_time_s": sum(float(i.get("waitingTime", 0)) for i in infos) / max(1, len(infos)),
-    }
-
-
 def make_controllers(name: str, network: Path) -> list[Any]:
     from services.optimizer.signal_control import sumo_adapter
     from services.optimizer.signal_control.controller import Ours
@@ -162,7 +146,7 @@ def run_one(run: BenchRun) -> dict[str, Any]:
         "map": run.map,
         "controller": run.controller,
         "seed": run.seed,
-        **measure(tripinfo, scenario.scheduled),
+        **resco.measure(tripinfo, scenario.scheduled),
         "gridlock": stats.gridlock_at is not None,
         "gridlock_at_s": stats.gridlock_at,
         "longest_wait_s": stats.longest_wait_s,

