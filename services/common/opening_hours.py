@@ -4,12 +4,22 @@ which stores and checks them, and the optimizer, which guides no one to a closed
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.common.errors import InvalidArgument
 
-__all__ = ["is_open", "parse_clock"]
+__all__ = ["DEFAULT_TIME_ZONE", "is_open", "parse_clock", "windows"]
+
+# Where a facility is when it does not say (the city this runs for first).
+DEFAULT_TIME_ZONE = "Europe/Amsterdam"
+
+
+def windows(opening_hours: Iterable[Any]) -> list[dict[str, object]]:
+    """A facility's OpeningWindow messages as the plain windows `is_open` reads (and tables store)."""
+    return [{"day_of_week": w.day_of_week, "opens": w.opens, "closes": w.closes} for w in opening_hours]
 
 
 def parse_clock(text: str, field: str) -> int:

@@ -18,7 +18,7 @@ from almere.parking.v1 import events_pb2 as pevents
 from almere.parking.v1 import parking_pb2 as ppb
 
 from services.common.clock import from_timestamp, to_timestamp
-from services.common.opening_hours import is_open
+from services.common.opening_hours import DEFAULT_TIME_ZONE, is_open, windows
 from services.optimizer.levers import congestion, incident, parking
 from services.optimizer.levers.routes import Reroute, replan
 from services.optimizer.routing import FloatArray, RoadGraph
@@ -27,6 +27,7 @@ from services.optimizer.store import Loaded, Taken, Writes
 
 AFFECTING = (ipb.INCIDENT_STATE_ACTIVE, ipb.INCIDENT_STATE_CLEARING)
 STALE = timedelta(minutes=10)
+FORGET_EVERY = timedelta(hours=1)
 UNAVAILABLE = (ppb.FACILITY_STATE_CLOSED,)
 
 
@@ -73,6 +74,7 @@ class Engine:
         self.consumed: Counter[str] = Counter()
         self.decisions: Counter[str] = Counter()
         self.last_report: datetime | None = None
+        self._forgotten_at: datetime | None = None
 
     @property
     def vehicles(self) -> dict[str, Vehicle]:
@@ -112,8 +114,8 @@ class Engine:
             f.location.latitude,
             f.location.longitude,
             known.report_time if known else None,
-            [{"day_of_week": w.day_of_week, "opens": w.opens, "closes": w.closes} for w in f.opening_hours],
-            f.time_zone or "Europe/Amsterdam",
+            windows(f.opening_hours),
+            f.time_zone or DEFAULT_TIME_ZONE,
         )
         self.facilities[facility.id] = facility
         return Writes(facilities=[facility])
@@ -171,6 +173,7 @@ class Engine:
         """One reporter's vehicles (those it no longer lists have left); a decision round for them when
         the interval has passed on its clock (simulated time in a simulation, else wall time)."""
         self.last_report = now
+        self._forget(now)
         fleet = self.fleets.setdefault(reporter, Fleet())
         fleet.sim_s = request.sim_time_seconds
         clock = request.sim_time_seconds or now.timestamp()
@@ -198,6 +201,15 @@ class Engine:
             )
             writes.decisions += self._route_decisions(found, dpb.LEVER_CONGESTION_REROUTING, now)
         return writes
+
+    def _forget(self, now: datetime) -> None:
+        """Drop answers older than DECISION_MEMORY (as the table does), at most hourly: the scan is
+        over everything remembered, so not on every report."""
+        if self._forgotten_at is not None and now - self._forgotten_at < FORGET_EVERY:
+            return
+        self._forgotten_at = now
+        for key in [k for k, when in self.decided.items() if when < now - DECISION_MEMORY]:
+            del self.decided[key]
 
     def _measure_inflow(self, fleet: Fleet) -> None:
         for f in self.facilities.values():
@@ -236,8 +248,6 @@ class Engine:
         for vehicle in left:
             self.incident_routes.pop(vehicle, None)
             self.last_rerouted.pop(vehicle, None)
-        for key in [k for k, when in self.decided.items() if when < now - DECISION_MEMORY]:
-            del self.decided[key]
         # Promises of this reporter's vehicles that left without parking end now (also those made
         # before a restart, which the reservation rows remember by reporter).
         gone = [v for v, r in self.reservations.items() if r.reporter == reporter and v not in seen]

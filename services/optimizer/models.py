@@ -11,6 +11,7 @@ from sqlalchemy import JSON, Index, LargeBinary
 from sqlmodel import Field, SQLModel
 
 from services.common.clock import UtcDateTime
+from services.common.opening_hours import DEFAULT_TIME_ZONE
 from services.common.outbox import OutboxBase
 
 
@@ -41,7 +42,7 @@ class FacilityRow(SQLModel, table=True):
     longitude: float = 0.0
     report_time: datetime | None = Field(default=None, sa_type=UtcDateTime)
     opening_hours: list[dict[str, object]] = Field(default_factory=list, sa_type=JSON)
-    time_zone: str = Field(default="Europe/Amsterdam", max_length=64)
+    time_zone: str = Field(default=DEFAULT_TIME_ZONE, max_length=64)
 
 
 class DecisionRow(SQLModel, table=True):

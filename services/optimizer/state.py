@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from services.common.geo import WALK_SPEED_MPS, walking_m
+from services.common.opening_hours import DEFAULT_TIME_ZONE
 from services.optimizer.routing import FloatArray, RoadGraph
 
 KMH = 1 / 3.6
@@ -46,7 +47,7 @@ class Facility:
     report_time: datetime | None = None
     # Weekly windows ({day_of_week, opens, closes}) in the facility's time zone; none: always open.
     opening_hours: list[dict[str, object]] = field(default_factory=list)
-    time_zone: str = "Europe/Amsterdam"
+    time_zone: str = DEFAULT_TIME_ZONE
 
     def walk_s(self, latitude: float, longitude: float) -> float:
         return walking_m(self.latitude, self.longitude, latitude, longitude) / WALK_SPEED_MPS

@@ -10,6 +10,7 @@ from almere.parking.v1 import parking_pb2 as pb
 from almere.type.v1 import geo_pb2
 
 from services.common.clock import to_timestamp
+from services.common.opening_hours import windows
 from services.parking.logic import Thresholds, facility_name
 from services.parking.models import Facility
 
@@ -97,9 +98,7 @@ def facility_fields(f: pb.Facility) -> dict[str, Any]:
         "longitude": f.location.longitude if has_location else None,
         "entrance_edge_ids": list(f.entrance_edge_ids),
         "sumo_parking_area_id": f.sumo_parking_area_id,
-        "opening_hours": [
-            {"day_of_week": w.day_of_week, "opens": w.opens, "closes": w.closes} for w in f.opening_hours
-        ],
+        "opening_hours": windows(f.opening_hours),
         "time_zone": f.time_zone,
         "state": f.state,
         "almost_full": f.thresholds.almost_full,

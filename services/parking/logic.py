@@ -15,7 +15,7 @@ from services.common.clock import MAX_TIME, MIN_TIME
 from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from services.common.geo import WALK_DETOUR, WALK_SPEED_MPS, haversine_m, validate_lat_lng
 from services.common.names import id_from_name, validate_id
-from services.common.opening_hours import parse_clock
+from services.common.opening_hours import DEFAULT_TIME_ZONE, parse_clock
 
 NAME_PREFIX = "facilities/"
 MAX_CAPACITY = 100_000
@@ -97,7 +97,7 @@ def validate_facility(f: pb.Facility) -> None:
 
 def apply_defaults(f: pb.Facility) -> None:
     if not f.time_zone:
-        f.time_zone = "Europe/Amsterdam"
+        f.time_zone = DEFAULT_TIME_ZONE
     if f.state == pb.FACILITY_STATE_UNSPECIFIED:
         f.state = pb.FACILITY_STATE_OPEN
     if not f.HasField("thresholds"):

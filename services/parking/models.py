@@ -9,6 +9,7 @@ from sqlalchemy import JSON, Index
 from sqlmodel import Field, SQLModel
 
 from services.common.clock import UtcDateTime
+from services.common.opening_hours import DEFAULT_TIME_ZONE
 from services.common.outbox import OutboxBase
 
 
@@ -27,7 +28,7 @@ class Facility(SQLModel, table=True):
     entrance_edge_ids: list[str] = Field(default_factory=list, sa_type=JSON)
     sumo_parking_area_id: str = Field(default="", max_length=128)
     opening_hours: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
-    time_zone: str = Field(default="Europe/Amsterdam", max_length=64)
+    time_zone: str = Field(default=DEFAULT_TIME_ZONE, max_length=64)
     state: int
     almost_full: float
     full: float
