@@ -333,9 +333,10 @@ def run(spec: RunSpec) -> Path:
     equipper = _Equipper(engine, spec.seed, spec.equipped) if spec.mode == "sumo" else None
     rows: list[dict[str, float]] = []
     try:
+        locations = _facility_locations(engine)
         if spec.services_dir is not None:
             devices = FieldDevices(spec.services_dir, f"{spec.scenario}/{spec.mode}/{spec.seed}/{run_tag}")
-            devices.register(layout.FACILITIES, _facility_locations(engine))
+            devices.register(layout.FACILITIES, locations)
             incidents.devices = devices
             if spec.priority and variant.responders:
                 responders.priority = devices.emergency_priority(run_dir / "priority.jsonl")
@@ -353,7 +354,6 @@ def run(spec: RunSpec) -> Path:
                     streams=[detectors_stream(Settings())],
                 )
         loops = list(engine.inductionloop.getIDList())
-        locations = _facility_locations(engine)
         junctions = {
             j: _geo(engine, *engine.junction.getPosition(j)) for j in engine.junction.getIDList() if ":" not in j
         }

@@ -18,6 +18,7 @@ from services.common.errors import Unavailable
 from services.common.feed import EventFeed
 from services.optimizer import logic
 from services.optimizer.engine import Engine
+from services.optimizer.levers.incident import cause_of
 from services.optimizer.store import Writes
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class OptimizerApi(optimizer_pb2_grpc.OptimizerServiceServicer):
         acting: dict[str, list[str]] = {}
         for incident in e.incidents.values():
             if incident.active:
-                acting.setdefault(incident.edge_id, []).append(f"incidents/{incident.id}")
+                acting.setdefault(incident.edge_id, []).append(cause_of(incident))
         if request.edge_ids:
             wanted = [graph.index[edge] for edge in request.edge_ids]
         else:
