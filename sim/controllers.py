@@ -14,6 +14,8 @@ from almere.signals.v1 import events_pb2
 from almere.signals.v1 import signals_pb2 as spb
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from sim.priority import PriorityLights
+
 SIGNAL_SUBJECTS = ("almere.signals.v1.plan_activated.*", "almere.signals.v1.priority_decided.*")
 GUIDANCE_SUBJECTS = ("almere.optimizer.v1.route_advice.*", "almere.optimizer.v1.parking_guidance.*")
 SUMO_TYPES = {spb.PLAN_TYPE_STATIC: 0, spb.PLAN_TYPE_ACTUATED: 3}
@@ -38,7 +40,9 @@ class Controllers:
         self._present_ids: set[str] = set()
         self._present_at = -1.0
         self._parking_areas: set[str] | None = None
-        # Responders whose priority the twin applies itself, through a yellow (sim/priority.py).
+        # Lights held for priority grants (the twin's own responders' and any other's).
+        self.lights = PriorityLights()
+        # Responders that ask for priority themselves (sim/priority.py): their grants are held already.
         self.own_priority: set[str] = set()
         self.applied = 0
         self.skipped = 0
@@ -84,8 +88,7 @@ class Controllers:
             )
         elif change.priority.decision == spb.PRIORITY_DECISION_GRANTED:
             hold = change.priority.hold_until.seconds - change.priority.eta.seconds + 10
-            sumo.trafficlight.setPhase(tls, change.priority.target_phase_index)
-            sumo.trafficlight.setPhaseDuration(tls, hold)
+            self.lights.hold(sumo, sim_s, tls, change.priority.target_state, sim_s + hold)
             self._record(
                 sim_s,
                 tls=tls,

@@ -21,7 +21,7 @@ from almere.type.v1 import geo_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from sim.navigation import Navigation
-from sim.priority import EmergencyPriority
+from sim.priority import EmergencyPriority, PriorityLights
 from sim.scenarios.almere_centrum.layout import Facility
 from sim.variants import ScriptedIncident
 
@@ -85,14 +85,14 @@ class FieldDevices:
             equipped = stub.GetStrategy(opb.GetStrategyRequest(), metadata=self._auth).strategy.equipped_share
         return Navigation(stub.ReportVehicles, self._auth, equipped, seed, prefix, walks, set(self._operator_of))
 
-    def emergency_priority(self, log_path: Path) -> EmergencyPriority:
+    def emergency_priority(self, log_path: Path, lights: PriorityLights) -> EmergencyPriority:
         """The responders' on-board units, asking the signal service for priority as ems."""
         endpoints = json.loads((self._services_dir / "endpoints.json").read_text())
         credentials = json.loads((self._services_dir / "credentials.json").read_text())
         channel = grpc.insecure_channel(endpoints["signals"])
         self._channels.append(channel)
         ems = (("authorization", f"Bearer {credentials['ems']['token']}"),)
-        return EmergencyPriority(signals_pb2_grpc.SignalServiceStub(channel), ems, log_path)
+        return EmergencyPriority(signals_pb2_grpc.SignalServiceStub(channel), ems, log_path, lights)
 
     def register(self, facilities: list[Facility], location: dict[str, tuple[float, float]]) -> None:
         """Create the scenario's facilities in the parking service (once; later runs find them)."""

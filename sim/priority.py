@@ -25,26 +25,72 @@ REQUEST_S = 25.0  # ask this long before the stop line
 RESPONDER_TYPE = "responder"
 YELLOW_S = 3.0
 SLOWEST_MPS = 5.0  # for the ETA of a responder crawling in traffic
+MAX_HOLD_S = 60.0  # a grant held for a responder that never comes ends this long after its ETA
 
 
 @dataclass
 class _Hold:
-    vehicle: str
-    priority: str  # the grant's resource name
     target: str
     program: str  # the program to go back to
     green_at: float  # simulated time the target state starts (after the yellow)
+    until: float  # simulated time the grant ends at the latest
     back_at: float = float("inf")  # simulated time the program resumes (after the yellow out)
 
 
+class PriorityLights:
+    """Lights held for priority grants, whoever asked: into the granted state through a yellow for the
+    movements losing green, held until released (or the grant's end), back to the program through
+    a yellow again. Never straight from a green to a conflicting one."""
+
+    def __init__(self) -> None:
+        self._holds: dict[str, _Hold] = {}
+
+    def hold(self, sumo: Any, now: float, tls: str, target: str, until: float) -> None:
+        current = sumo.trafficlight.getRedYellowGreenState(tls)
+        held = self._holds.get(tls)
+        program = held.program if held is not None else sumo.trafficlight.getProgram(tls)
+        yellow = transition_steps(current, target, YELLOW_S)
+        if yellow:
+            sumo.trafficlight.setRedYellowGreenState(tls, yellow[0][0])
+        self._holds[tls] = _Hold(target, program, now + sum(seconds for _, seconds in yellow), until)
+
+    def release(self, sumo: Any, now: float, tls: str) -> None:
+        hold = self._holds.get(tls)
+        if hold is None or hold.back_at != float("inf"):
+            return
+        logics = {logic.programID: logic for logic in sumo.trafficlight.getAllProgramLogics(tls)}
+        resume = logics[hold.program].phases[0].state if hold.program in logics else hold.target
+        yellow = transition_steps(hold.target, resume, YELLOW_S)
+        if yellow:
+            sumo.trafficlight.setRedYellowGreenState(tls, yellow[0][0])
+            hold.back_at = now + yellow[0][1]
+        else:
+            del self._holds[tls]
+            sumo.trafficlight.setProgram(tls, hold.program)
+
+    def step(self, sumo: Any, now: float) -> None:
+        """Every step: the green after its yellow, the end of grants, the program after the yellow out."""
+        for tls, hold in list(self._holds.items()):
+            if now >= hold.back_at:
+                del self._holds[tls]
+                sumo.trafficlight.setProgram(tls, hold.program)
+            elif hold.back_at == float("inf") and now >= hold.until:
+                self.release(sumo, now, tls)
+            elif hold.back_at == float("inf") and now >= hold.green_at:
+                sumo.trafficlight.setRedYellowGreenState(tls, hold.target)
+
+
 class EmergencyPriority:
-    def __init__(self, signals: signals_pb2_grpc.SignalServiceStub, auth: Any, log_path: Path) -> None:
+    def __init__(
+        self, signals: signals_pb2_grpc.SignalServiceStub, auth: Any, log_path: Path, lights: PriorityLights
+    ) -> None:
         self._signals = signals
         self._auth = auth
+        self._lights = lights
         self._log: IO[str] = log_path.open("a")
         self._intersections: dict[str, str] | None = None  # SUMO tls id -> intersections/{id}
         self._asked: set[tuple[str, str]] = set()  # (vehicle, tls)
-        self._holds: dict[str, _Hold] = {}
+        self._grants: dict[str, tuple[str, str]] = {}  # tls -> (vehicle, grant name) held for our responders
         self._arrivals: dict[tuple[str, str], tuple[float, str]] = {}  # (vehicle, tls) -> (asked at, grant)
         self._last: dict[tuple[str, str], tuple[float, str]] = {}  # (vehicle, tls) -> (time, its link's state)
         self.responders: set[str] = set()
@@ -71,19 +117,14 @@ class EmergencyPriority:
             ahead = {tls for tls, *_ in upcoming}
             for key in [k for k in self._arrivals if k[0] == vehicle and k[1] not in ahead]:
                 self._crossed(key)
-            for tls, hold in list(self._holds.items()):
-                if hold.vehicle == vehicle and tls not in ahead and hold.back_at == float("inf"):
-                    self._release(sumo, now, tls, hold)
+            for tls, (holder, _) in list(self._grants.items()):
+                if holder == vehicle and tls not in ahead:
+                    self._end(sumo, now, tls)
         for key in [k for k in self._arrivals if k[0] not in present]:  # arrived at the scene
             self._crossed(key)
-        for tls, hold in list(self._holds.items()):
-            if now >= hold.back_at:
-                del self._holds[tls]
-                sumo.trafficlight.setProgram(tls, hold.program)
-            elif hold.back_at == float("inf") and hold.vehicle not in present:  # arrived while held
-                self._release(sumo, now, tls, hold)
-            elif now >= hold.green_at and hold.back_at == float("inf"):
-                sumo.trafficlight.setRedYellowGreenState(tls, hold.target)
+        for tls, (holder, _) in list(self._grants.items()):
+            if holder not in present:  # arrived with the light still held
+                self._end(sumo, now, tls)
 
     def _crossed(self, key: tuple[str, str]) -> None:
         """The responder has crossed the stop line: log the state it met in its last step before."""
@@ -123,27 +164,14 @@ class EmergencyPriority:
         if grant.decision != spb.PRIORITY_DECISION_GRANTED:
             return
         self.granted += 1
-        current = sumo.trafficlight.getRedYellowGreenState(tls)
-        yellow = transition_steps(current, grant.target_state, YELLOW_S)
-        program = sumo.trafficlight.getProgram(tls)
-        if yellow:
-            sumo.trafficlight.setRedYellowGreenState(tls, yellow[0][0])
-        green_at = now + sum(seconds for _, seconds in yellow)
-        self._holds[tls] = _Hold(vehicle, grant.name, grant.target_state, program, green_at)
+        self._grants[tls] = (vehicle, grant.name)
+        self._lights.hold(sumo, now, tls, grant.target_state, now + seconds + MAX_HOLD_S)
 
-    def _release(self, sumo: Any, now: float, tls: str, hold: _Hold) -> None:
-        """The responder has crossed: end the grant, and go back to the program through a yellow for
-        the links its first phase does not give green."""
-        self._signals.CancelPriority(spb.CancelPriorityRequest(name=hold.priority), metadata=self._auth)
-        logics = {logic.programID: logic for logic in sumo.trafficlight.getAllProgramLogics(tls)}
-        resume = logics[hold.program].phases[0].state if hold.program in logics else hold.target
-        yellow = transition_steps(hold.target, resume, YELLOW_S)
-        if yellow:
-            sumo.trafficlight.setRedYellowGreenState(tls, yellow[0][0])
-            hold.back_at = now + yellow[0][1]
-        else:
-            del self._holds[tls]
-            sumo.trafficlight.setProgram(tls, hold.program)
+    def _end(self, sumo: Any, now: float, tls: str) -> None:
+        """The responder has crossed: end the grant and give the light back to its program."""
+        _, name = self._grants.pop(tls)
+        self._signals.CancelPriority(spb.CancelPriorityRequest(name=name), metadata=self._auth)
+        self._lights.release(sumo, now, tls)
 
     def _record(self, sim_s: float, **fields: Any) -> None:
         self._log.write(json.dumps({"sim_s": sim_s, **fields}) + "\n")

@@ -339,7 +339,7 @@ def run(spec: RunSpec) -> Path:
             devices.register(layout.FACILITIES, locations)
             incidents.devices = devices
             if spec.priority and variant.responders:
-                responders.priority = devices.emergency_priority(run_dir / "priority.jsonl")
+                responders.priority = devices.emergency_priority(run_dir / "priority.jsonl", controllers.lights)
                 controllers.own_priority = responders.ids
             if coordinated:
                 navigation = devices.navigation(
@@ -376,6 +376,7 @@ def run(spec: RunSpec) -> Path:
                 responders.step(now)
                 stops.step(engine, now)
                 controllers.retry(engine, now)
+                controllers.lights.step(engine, now)
                 if now % spec.sample_s == 0:
                     rows.append(_sample(engine, now, edges))
                     bar.update(int(spec.sample_s))

@@ -177,3 +177,41 @@ def test_mode_sumo_equips_the_same_vehicles_as_coordinated_mode(tmp_path: Path) 
         libsumo.close()
     assert with_device == {v for v in present if equipped(1, v, 0.5)}
     assert 0.35 < len(with_device) / len(present) < 0.65
+
+
+def test_a_priority_grant_from_the_bus_turns_the_light_through_yellow_and_back(tmp_path: Path) -> None:
+    from almere.signals.v1 import events_pb2
+    from almere.signals.v1 import signals_pb2 as spb
+
+    from services.optimizer.signal_control.phases import transition_steps
+    from sim.controllers import Controllers
+
+    scenario = prepare(RunSpec("almere-centrum", "none", 1, tmp_path, end_s=300, scale=0.2))
+    libsumo = start_libsumo(scenario.config)
+    controllers = Controllers(tmp_path / "applied.jsonl")
+    try:
+        for _ in range(5):
+            libsumo.simulationStep()
+        program = libsumo.trafficlight.getProgram("j22")
+        greens = [p.state for p in libsumo.trafficlight.getAllProgramLogics("j22")[0].phases if "y" not in p.state]
+        current = libsumo.trafficlight.getRedYellowGreenState("j22")
+        target = next(g for g in greens if transition_steps(current, g, 3.0))  # one a yellow must lead into
+        grant = spb.Priority(decision=spb.PRIORITY_DECISION_GRANTED, vehicle_id="ambulance-9", target_state=target)
+        grant.eta.seconds, grant.hold_until.seconds = 1000, 1010  # held 10 s + 10 s of margin
+        event = events_pb2.SignalEvent(
+            intersection=spb.Intersection(sumo_tls_id="j22"),
+            change=spb.SignalChange(event="priority_decided", priority=grant),
+        )
+        now = libsumo.simulation.getTime()
+        controllers.apply(libsumo, now, "almere.signals.v1.priority_decided.j22", event.SerializeToString())
+        assert libsumo.trafficlight.getRedYellowGreenState("j22") == transition_steps(current, target, 3.0)[0][0]
+        seen = []
+        while libsumo.simulation.getTime() < now + 30:
+            libsumo.simulationStep()
+            controllers.lights.step(libsumo, libsumo.simulation.getTime())
+            seen.append(libsumo.trafficlight.getRedYellowGreenState("j22"))
+        assert seen[3] == target and seen[15] == target  # green after the yellow, held
+        assert libsumo.trafficlight.getProgram("j22") == program  # and back to its program
+    finally:
+        libsumo.close()
+        controllers.close()
