@@ -103,6 +103,14 @@ class Stack:
             ports = {name: free_port(self.settings.bind_host, DEFAULT_PORTS[name]) for name in self.services}
             if "optimizer" in ports:  # the parking service ranks facilities by its travel times
                 env["ALMERE_OPTIMIZER_ADDRESS"] = f"{self.settings.bind_host}:{ports['optimizer']}"
+            if "signals" in ports:  # the optimizer proposes adaptive signal steps
+                env["ALMERE_SIGNALS_ADDRESS"] = f"{self.settings.bind_host}:{ports['signals']}"
+
+            def own_token(service: str) -> dict[str, str]:
+                """A service calling others (the optimizer) gets its development caller's token."""
+                token = self.credentials.get(service)
+                return {"ALMERE_SERVICE_TOKEN": token} if token else {}
+
             for index, name in enumerate(self.services):
                 port = ports[name]
                 metrics_port = free_port(self.settings.bind_host, METRICS_PORT_BASE + index)
@@ -111,7 +119,7 @@ class Stack:
                 log = (self.data_dir / f"{name}.log").open("ab")
                 self.processes[name] = subprocess.Popen(
                     [sys.executable, "-m", "services.cli", "serve", name],
-                    env=dict(env, ALMERE_PORT=str(port), ALMERE_METRICS_PORT=str(metrics_port)),
+                    env=dict(env, ALMERE_PORT=str(port), ALMERE_METRICS_PORT=str(metrics_port), **own_token(name)),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )

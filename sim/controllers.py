@@ -72,6 +72,8 @@ class Controllers:
         tls, change = event.intersection.sumo_tls_id, event.change
         if change.event == "plan_activated":
             plan = change.plan
+            if plan.type == spb.PLAN_TYPE_ADAPTIVE:  # shown by who drives them, in lockstep (sim/adaptive_signals.py)
+                return
             phases = [
                 sumo.trafficlight.Phase(p.duration, p.state, p.min_duration or -1, p.max_duration or -1)
                 for p in plan.phases

@@ -19,7 +19,7 @@ from sim.runner import RunSpec, prepare, run_many
 from sim.scenarios.almere_centrum.layout import FACILITIES
 
 
-def _import_lights(stack: Stack) -> None:
+def import_lights(stack: Stack) -> None:
     """The signal service takes over the network's lights, so its plans drive SUMO's."""
     with grpc.insecure_channel(stack.endpoints["signals"]) as channel:
         signals_pb2_grpc.SignalServiceStub(channel).ImportNetwork(
@@ -49,7 +49,7 @@ def run_with_stack(specs: list[RunSpec], say: Callable[[str], None] = print) -> 
     stack = Stack(settings, extra_callers=operators)
     stack.start()
     say(stack.describe())
-    _import_lights(stack)
+    import_lights(stack)
     _equip(stack, {s.equipped for s in specs})
     try:
         # One after another: runs sharing a stack would report to the same facilities at once.

@@ -13,11 +13,12 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from sim.adaptive_signals import adaptive_stack
 from sim.scenarios import resco
 
 CONTROLLERS = ("fixed", "actuated", "maxpressure", "ours")
@@ -35,6 +36,8 @@ class BenchRun:
     seed: int
     end_s: float | None
     out: Path
+    # Through the services: the optimizer's address and the twin's token (ours only).
+    via: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -111,13 +114,24 @@ def actuated_programs(network: Path, target: Path) -> Path:
     return target
 
 
-def make_controllers(name: str, network: Path) -> list[Any]:
+def control(name: str, network: Path, via: tuple[str, str] | None = None) -> Any:
+    """Who drives the lights: the optimizer through the signal service (`via`: its address and the
+    twin's token), in-process controllers, or (None) the network's own programs."""
+    if via is not None:
+        import grpc
+        from almere.optimizer.v1 import optimizer_pb2_grpc
+
+        from sim.adaptive_signals import ServiceControl
+
+        return ServiceControl(optimizer_pb2_grpc.OptimizerServiceStub(grpc.insecure_channel(via[0])), via[1])
     from services.optimizer.signal_control import sumo_adapter
     from services.optimizer.signal_control.controller import Ours
     from services.optimizer.signal_control.maxpressure import MaxPressure
 
     kinds: dict[str, Any] = {"maxpressure": MaxPressure, "ours": Ours}
-    return [kinds[name](i) for i in sumo_adapter.intersections(network)]
+    if name not in kinds:
+        return None
+    return sumo_adapter.DirectControl(kinds[name](i) for i in sumo_adapter.intersections(network))
 
 
 def run_one(run: BenchRun) -> dict[str, Any]:
@@ -136,10 +150,7 @@ def run_one(run: BenchRun) -> dict[str, Any]:
              "--tripinfo-output.write-undeparted"]  # fmt: skip
     ls = sumo_adapter.start(args)
     try:
-        controllers = (
-            make_controllers(run.controller, scenario.network) if run.controller in ("maxpressure", "ours") else []
-        )
-        stats = sumo_adapter.run(ls, stop, controllers)
+        stats = sumo_adapter.run(ls, stop, control(run.controller, scenario.network, run.via))
     finally:
         ls.close()
     result = {
@@ -152,13 +163,16 @@ def run_one(run: BenchRun) -> dict[str, Any]:
         "longest_wait_s": stats.longest_wait_s,
         "teleports": stats.teleports,
         "wall_s": time.monotonic() - started,
+        "via": "services" if run.via else "direct",
     }
     return result
 
 
-def record_states(map_name: str, controller: str, end_s: float, seed: int = 1) -> dict[str, Any]:
+def record_states(
+    map_name: str, controller: str, end_s: float, seed: int = 1, via: tuple[str, str] | None = None
+) -> dict[str, Any]:
     """A short run that keeps every light's shown states as SUMO reports them (for validation),
-    in this process: call it in a fresh one (libsumo)."""
+    in this process: call it in a fresh one (libsumo). `via`: see `control`."""
     from services.optimizer.signal_control import sumo_adapter
 
     folder = Path(tempfile.mkdtemp(prefix="bench-signals-"))
@@ -166,8 +180,7 @@ def record_states(map_name: str, controller: str, end_s: float, seed: int = 1) -
     stop = scenario.begin + end_s
     ls = sumo_adapter.start(sumo_args(scenario, controller, seed, stop, folder))
     try:
-        controllers = make_controllers(controller, scenario.network) if controller in ("maxpressure", "ours") else []
-        stats = sumo_adapter.run(ls, stop, controllers, record=True)
+        stats = sumo_adapter.run(ls, stop, control(controller, scenario.network, via), record=True)
     finally:
         ls.close()
     return {"histories": stats.histories, "end": stop, "longest_wait_s": stats.longest_wait_s}
@@ -227,18 +240,32 @@ def bench(args: argparse.Namespace) -> int:
     for m, seed in dict.fromkeys((r.map, r.seed) for r in runs):
         if m == ALMERE:
             bench_map(m, args.out, seed)  # built here once, not by parallel runs at the same time
+    through = [r for r in runs if args.via == "services" and r.controller == "ours"]
     results: list[dict[str, Any]] = []
     workers = max(1, min(args.workers, len(runs)))
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
-        futures = {pool.submit(run_one, r): r for r in runs}
-        for future in tqdm(as_completed(futures), total=len(futures), desc="bench-signals", unit="run"):
+    with (
+        ProcessPoolExecutor(workers, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool,
+        tqdm(total=len(runs), desc="bench-signals", unit="run") as bar,
+    ):
+        futures = [pool.submit(run_one, r) for r in runs if r not in through]
+        # Through the services: one run at a time per stack (one caller drives the lights), while the
+        # direct runs go on beside them.
+        for name in dict.fromkeys(r.map for r in through):
+            with adaptive_stack(bench_map(name, args.out, 1).network, args.out / name / "services") as via:
+                for r in (r for r in through if r.map == name):
+                    results.append(pool.submit(run_one, replace(r, via=via)).result())
+                    bar.update()
+        for future in as_completed(futures):
             results.append(future.result())
+            bar.update()
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     with (args.out / "results.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(results[0]))
         writer.writeheader()
         writer.writerows(results)
     print(_table(results))
+    if through:
+        print("\nours ran in the optimizer, its steps proposed to and activated by the signal service")
     print(f"\n{len(results)} runs in {time.monotonic() - started:.0f} s wall time ({workers} workers)")
     print(f"\nresults: {args.out / 'results.json'}, {args.out / 'results.csv'}")
     # Baselines may jam (that is what they are measured for); ours must not.
@@ -254,6 +281,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", type=Path, default=Path("data/sim/bench-signals"))
     p.add_argument("--end", type=float, default=None, help="simulated seconds (default: the map's RESCO config)")
     p.add_argument("--workers", type=int, default=2, help="parallel runs (default 2)")
+    p.add_argument(
+        "--via",
+        choices=("direct", "services"),
+        default="direct",
+        help="ours in this process (direct, fast) or in the optimizer through the signal service",
+    )
     p.set_defaults(func=bench)
 
 

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     # The optimizer (host:port), asked for network travel times by the parking service's
     # RecommendFacility; without it facilities are ranked by walking distance only.
     optimizer_address: str | None = None
+    # The signal service (host:port), to which the optimizer proposes its adaptive signal steps.
+    signals_address: str | None = None
+    # This service's own bearer token for calling other services (the optimizer's, role optimizer);
+    # from a secret, never from the repository.
+    service_token: str | None = None
     # How often scheduled work (planned closures, scheduled plan activations) is checked.
     scheduler_poll_seconds: float = 1.0
     # Cycle lengths a signal plan may have.

@@ -19,6 +19,7 @@ from services.common.feed import EventFeed
 from services.optimizer import logic
 from services.optimizer.engine import Engine
 from services.optimizer.levers.incident import cause_of
+from services.optimizer.signal_control.lockstep import AdaptiveControl
 from services.optimizer.store import Writes
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,11 @@ Context = aio.ServicerContext[Any, Any]
 
 
 class OptimizerApi(optimizer_pb2_grpc.OptimizerServiceServicer):
-    def __init__(self, engine: Engine, keeper: Keeper, feed: EventFeed) -> None:
+    def __init__(self, engine: Engine, keeper: Keeper, feed: EventFeed, signals: AdaptiveControl) -> None:
         self._engine = engine
         self._keeper = keeper
         self._feed = feed
+        self._signals = signals
         self._searches = asyncio.Semaphore(2)
 
     async def GetStatus(self, request: pb.GetStatusRequest, context: Context) -> pb.GetStatusResponse:
@@ -126,6 +128,10 @@ class OptimizerApi(optimizer_pb2_grpc.OptimizerServiceServicer):
             times = await asyncio.to_thread(graph.time_to, destinations, cost)
         column = times[:, graph.index[request.origin_edge_id]]
         return pb.ComputeTravelTimesResponse(seconds=[float(t) if np.isfinite(t) else -1.0 for t in column])
+
+    async def ControlSignals(self, request: pb.ControlSignalsRequest, context: Context) -> pb.ControlSignalsResponse:
+        logic.authorize_report(current_identity.get())
+        return await self._signals.round(request)
 
 
 class Keeper:

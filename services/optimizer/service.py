@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import grpc
 from almere.detectors.v1 import detectors_pb2
 from almere.incidents.v1 import events_pb2 as ievents
 from almere.optimizer.v1 import decisions_pb2, optimizer_pb2, optimizer_pb2_grpc
 from almere.parking.v1 import events_pb2 as pevents
+from almere.signals.v1 import signals_pb2_grpc
 from grpc import aio
 from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
@@ -24,6 +26,7 @@ from services.optimizer.consumers import DurableConsumer, Source
 from services.optimizer.engine import Engine
 from services.optimizer.models import TABLES, OptimizerOutbox
 from services.optimizer.routing import RoadGraph
+from services.optimizer.signal_control.lockstep import AdaptiveControl
 from services.optimizer.state import DECISION_MEMORY
 from services.optimizer.store import Writes
 from services.parking import events as parking_events
@@ -72,13 +75,20 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
 
     keeper = Keeper(engine, submit, load)
     feed = EventFeed(service.bus, events.SUBJECT_PREFIX, dict.fromkeys(events.EVENTS, decisions_pb2.Decision))
-    optimizer_pb2_grpc.add_OptimizerServiceServicer_to_server(OptimizerApi(engine, keeper, feed), server)
+    channel = grpc.aio.insecure_channel(settings.signals_address) if settings.signals_address else None
+    signals = AdaptiveControl(
+        settings.network_file,
+        signals_pb2_grpc.SignalServiceStub(channel) if channel else None,
+        settings.service_token,
+    )
+    optimizer_pb2_grpc.add_OptimizerServiceServicer_to_server(OptimizerApi(engine, keeper, feed, signals), server)
 
     consumers = [DurableConsumer(service.bus, source, _handler(engine, source.stream), keeper) for source in SOURCES]
     for consumer in consumers:
         await consumer.start()
     forgetting = service.schedule("forget-decisions", store.forget_decisions)
-    return [*(c.stop for c in consumers), feed.stop, forgetting]
+    closing = [lambda: channel.close(None)] if channel else []
+    return [*(c.stop for c in consumers), feed.stop, forgetting, *closing]
 
 
 def _streams(settings: Settings) -> list[StreamConfig]:

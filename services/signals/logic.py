@@ -69,13 +69,11 @@ def _duration(phase: pb.Phase, plan_type: int, shortest: bool) -> float:
     return phase.duration
 
 
-def validate_plan(links: list[pb.SignalLink], plan: pb.Plan, bounds: CycleBounds) -> None:
-    """Reject, naming the phase and the rule, any plan that is not safe and well-formed."""
+def _check_phases(links: list[pb.SignalLink], plan: pb.Plan) -> None:
+    """Every phase well-formed (state length and characters, positive duration) and without
+    conflicting greens. One phase is a light that never changes (all its movements compatible), as
+    netconvert writes for junctions without conflicts."""
     n = len(links)
-    if plan.type not in (pb.PLAN_TYPE_STATIC, pb.PLAN_TYPE_ACTUATED):
-        raise InvalidArgument("type must be PLAN_TYPE_STATIC or PLAN_TYPE_ACTUATED")
-    # One phase is a light that never changes (all its movements compatible), as netconvert writes
-    # for junctions without conflicts.
     if not 1 <= len(plan.phases) <= MAX_PHASES:
         raise InvalidArgument(f"a plan needs 1 to {MAX_PHASES} phases, got {len(plan.phases)}")
     for i, phase in enumerate(plan.phases):
@@ -87,16 +85,67 @@ def validate_plan(links: list[pb.SignalLink], plan: pb.Plan, bounds: CycleBounds
             raise InvalidArgument(f"{where}: state character {bad[0]!r} is not one of {''.join(sorted(STATE_CHARS))}")
         if not (math.isfinite(phase.duration) and phase.duration > 0):
             raise InvalidArgument(f"{where}: duration must be positive")
+        _check_no_conflicting_greens(links, phase.state, where)
+
+
+def validate_plan(links: list[pb.SignalLink], plan: pb.Plan, bounds: CycleBounds) -> None:
+    """Reject, naming the phase and the rule, any plan that is not safe and well-formed."""
+    if plan.type not in (pb.PLAN_TYPE_STATIC, pb.PLAN_TYPE_ACTUATED):
+        raise InvalidArgument("type must be PLAN_TYPE_STATIC or PLAN_TYPE_ACTUATED")
+    _check_phases(links, plan)
+    for i, phase in enumerate(plan.phases):
+        where = f"phase {i}"
         actuated = plan.type == pb.PLAN_TYPE_ACTUATED and (phase.min_duration or phase.max_duration)
         if actuated and not 0 < phase.min_duration <= phase.duration <= phase.max_duration:
             raise InvalidArgument(f"{where}: actuated phases need 0 < min_duration <= duration <= max_duration")
-        _check_no_conflicting_greens(links, phase.state, where)
     _check_clearance(links, plan)
     cycle = sum(p.duration for p in plan.phases)
     if not bounds.min_s <= cycle <= bounds.max_s:
         raise InvalidArgument(f"cycle: {cycle:g} s is outside the allowed {bounds.min_s:g}-{bounds.max_s:g} s")
     if not (math.isfinite(plan.offset_seconds) and 0 <= plan.offset_seconds < cycle):
         raise InvalidArgument(f"offset_seconds must be in [0, cycle) = [0, {cycle:g})")
+
+
+def validate_step(links: list[pb.SignalLink], step: pb.Plan, active: pb.Plan) -> None:
+    """An adaptive step (PLAN_TYPE_ADAPTIVE) after the `active` plan. After another adaptive step,
+    whatever its last (held) phase shows green either stays green or clears through at least 3 s of
+    yellow; within the step likewise. A takeover from a timing plan starts from a state the plan
+    shows, with greens taken away at most (the controller takes over at a green it is showing).
+    The held last phase shows no yellow and is held at least the minimum green."""
+    if step.offset_seconds:
+        raise InvalidArgument("adaptive steps have no offset (they start when activated)")
+    _check_phases(links, step)
+    phases = list(step.phases)
+    if any(c in YELLOW for c in phases[-1].state):
+        raise InvalidArgument(f"phase {len(phases) - 1}: the held last phase may not show yellow")
+    if any(c in GREEN for c in phases[-1].state) and phases[-1].duration < MIN_GREEN_S:
+        raise InvalidArgument(f"phase {len(phases) - 1}: a held green lasts at least {MIN_GREEN_S:g} s")
+    if active.type == pb.PLAN_TYPE_ADAPTIVE:
+        before = active.phases[-1].state
+    else:
+        first = phases[0].state
+        before = next(
+            (p.state for p in active.phases if all(p.state[k] in GREEN for k, c in enumerate(first) if c in GREEN)),
+            "",
+        )
+        if not before:
+            raise InvalidArgument("phase 0: a takeover must start from greens the active plan shows")
+    for k in range(len(links)):
+        previous = before[k]
+        for i, phase in enumerate(phases):
+            now = phase.state[k]
+            if previous in GREEN and now not in GREEN:
+                yellow = 0.0
+                for later in phases[i:-1]:
+                    if later.state[k] not in YELLOW:
+                        break
+                    yellow += later.duration
+                if yellow < MIN_YELLOW_S:
+                    rule = "green -> red without yellow" if yellow == 0 else f"yellow of {yellow:g} s"
+                    raise InvalidArgument(
+                        f"phase {i}: link {k}: {rule}; a green must end in at least {MIN_YELLOW_S:g} s of yellow"
+                    )
+            previous = now
 
 
 def _check_no_conflicting_greens(links: list[pb.SignalLink], state: str, where: str) -> None:

@@ -98,16 +98,21 @@ class _Batch(Changes):
         row, plan = self.plan(intersection_id, version)
         if plan.state not in ACTIVATABLE:
             raise FailedPrecondition(f"{plan.name} is {pb.PlanState.Name(plan.state)} and cannot be activated")
+        replaced = pb.PLAN_TYPE_UNSPECIFIED
         if doc.active_plan_version and doc.active_plan_version != version:
             old_row, old = self.plan(intersection_id, doc.active_plan_version)
             old.state = pb.PLAN_STATE_SUPERSEDED
+            replaced = old.type
             self.save_plan(old_row, old)
         plan.state = pb.PLAN_STATE_ACTIVE
         plan.ClearField("activate_time")
         row.activate_time = None
         self.save_plan(row, plan)
+        # The steps of adaptive control after its takeover are not remembered one by one: a rollback
+        # hands the intersection back to the plan that ran before the takeover.
         doc.active_plan_version = version
-        self.rows[intersection_id].activations = [*self.rows[intersection_id].activations, version]
+        if not (plan.type == replaced == pb.PLAN_TYPE_ADAPTIVE):
+            self.rows[intersection_id].activations = [*self.rows[intersection_id].activations, version]
         self.record(intersection_id, identity, "plan_activated", now, reason, plan=plan)
         return plan
 
@@ -223,7 +228,17 @@ class CreatePlan(Traced):
 def create_plans(session: Session, items: Sequence[CreatePlan]) -> list[Any]:
     def apply(batch: _Batch, item: CreatePlan) -> pb.Plan:
         doc = batch.intersection(item.intersection_id)
-        logic.validate_plan(list(doc.links), item.plan, item.bounds)
+        adaptive = item.plan.type == pb.PLAN_TYPE_ADAPTIVE
+        if adaptive:
+            if not item.proposal:
+                raise InvalidArgument("adaptive steps come from the optimizer (ProposePlan), not CreatePlan")
+            _, active = batch.plan(item.intersection_id, doc.active_plan_version)
+            logic.validate_step(list(doc.links), item.plan, active)
+            # Once an engineer let the controller take over, its steps need no approval each.
+            auto = doc.proposal_policy == pb.PROPOSAL_POLICY_AUTO_APPLY or active.type == pb.PLAN_TYPE_ADAPTIVE
+        else:
+            logic.validate_plan(list(doc.links), item.plan, item.bounds)
+            auto = doc.proposal_policy == pb.PROPOSAL_POLICY_AUTO_APPLY
         latest = session.execute(
             select(func.max(PlanRow.version)).where(col(PlanRow.intersection_id) == item.intersection_id)
         ).scalar_one()
@@ -237,8 +252,9 @@ def create_plans(session: Session, items: Sequence[CreatePlan]) -> list[Any]:
             item.now,
             plan=plan,
         )
-        if item.proposal and doc.proposal_policy == pb.PROPOSAL_POLICY_AUTO_APPLY:
-            return batch.activate(item.intersection_id, plan.version, item.identity, "auto-applied proposal", item.now)
+        if item.proposal and auto:
+            why = "adaptive step" if adaptive else "auto-applied proposal"
+            return batch.activate(item.intersection_id, plan.version, item.identity, why, item.now)
         return plan
 
     return _each(session, items, apply)
@@ -262,6 +278,8 @@ def activate_plans(session: Session, items: Sequence[Activate]) -> list[Any]:
         row, plan = batch.plan(item.intersection_id, item.version)
         if item.required_state and plan.state != item.required_state:
             raise FailedPrecondition(f"{plan.name} is {pb.PlanState.Name(plan.state)}, not awaiting approval")
+        if plan.type == pb.PLAN_TYPE_ADAPTIVE and plan.state != pb.PLAN_STATE_PROPOSED:
+            raise FailedPrecondition(f"{plan.name} is an adaptive step: only the optimizer's proposals start those")
         if item.at is not None and item.at > item.now:
             if plan.state not in ACTIVATABLE:
                 raise FailedPrecondition(f"{plan.name} is {pb.PlanState.Name(plan.state)} and cannot be scheduled")
@@ -348,6 +366,9 @@ def request_priorities(session: Session, items: Sequence[RequestPriority]) -> li
     def apply(batch: _Batch, item: RequestPriority) -> pb.Priority:
         doc = batch.intersection(item.intersection_id)
         _, plan = batch.plan(item.intersection_id, doc.active_plan_version)
+        activations = batch.rows[item.intersection_id].activations
+        if plan.type == pb.PLAN_TYPE_ADAPTIVE and len(activations) >= 2:  # the greens of the plan it took over
+            _, plan = batch.plan(item.intersection_id, activations[-2])
         window_start = item.eta - logic.PRIORITY_LEAD
         granted = [
             (row, pb.Priority.FromString(row.document))

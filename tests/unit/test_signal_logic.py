@@ -572,3 +572,43 @@ def test_decide_rejects_an_unknown_approach(lights: dict[str, Light]) -> None:
     light = lights["ring-east"]
     with pytest.raises(InvalidArgument, match="is not an approach"):
         decide(EMERGENCY, ETA, False, light.links, light.plan, "spoke-w-in")
+
+
+# --- adaptive steps --------------------------------------------------------------------------------
+
+
+def step(*phases: tuple[str, float]) -> pb.Plan:
+    return pb.Plan(type=pb.PLAN_TYPE_ADAPTIVE, phases=[pb.Phase(state=s, duration=d) for s, d in phases])
+
+
+def greens_of(plan: pb.Plan) -> list[str]:
+    return [p.state for p in plan.phases if any(c in GREENS for c in p.state) and not any(c in YELLOWS for c in p.state)]
+
+
+def clearing(a: str, b: str) -> str:
+    """Yellow for the links green in `a` but not in `b`, our own construction."""
+    return "".join("y" if x in GREENS and y not in GREENS else (x if x in GREENS else "r") for x, y in zip(a, b))
+
+
+def test_adaptive_steps_follow_each_other_safely(lights: dict[str, Light]) -> None:
+    light = lights["ring-east"]
+    first, second = greens_of(light.plan)[0], greens_of(light.plan)[-1]
+    takeover = step((first, 5.0))
+    logic.validate_step(light.links, takeover, light.plan)
+    switch = step((clearing(first, second), 3.0), (second, 5.0))
+    logic.validate_step(light.links, switch, takeover)
+
+    def refused(candidate: pb.Plan, active: pb.Plan, pattern: str) -> None:
+        with pytest.raises(InvalidArgument, match=pattern):
+            logic.validate_step(light.links, candidate, active)
+
+    refused(step((second, 5.0)), takeover, r"^phase 0: link \d+: green -> red without yellow; a green must end in")
+    refused(step((clearing(first, second), 2.0), (second, 5.0)), takeover, r"^phase 0: link \d+: yellow of 2 s")
+    refused(step((clearing(first, second), 3.0)), takeover, r"^phase 0: the held last phase may not show yellow$")
+    refused(step((first, 4.0)), takeover, r"^phase 0: a held green lasts at least 5 s$")
+    everything = "G" * len(light.links)
+    refused(step((everything, 5.0)), takeover, r"^phase 0: conflicting greens: links \d+ .* are both 'G'$")
+    refused(step((everything.replace("G", "g"), 5.0)), light.plan, r"^phase 0: a takeover must start from greens")
+    offset = step((first, 5.0))
+    offset.offset_seconds = 3
+    refused(offset, takeover, r"^adaptive steps have no offset")

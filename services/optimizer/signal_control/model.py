@@ -4,6 +4,7 @@ decision (the state to show). The same objects can be filled from libsumo or fro
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -168,6 +169,21 @@ class PhaseClock:
                 del self.gated[link]
                 self.reopened[link] = now
         return self._show_if_changed(now, self._green_state(now), "spill-back gate")
+
+    def outlook(self, now: float) -> list[tuple[str, float]]:
+        """What this clock will show from `now` on if nobody decides again: (state, from) pairs,
+        the last one held (a transition's steps, a gate's yellow running out). What a step of
+        adaptive control commits to (services/optimizer/signal_control/steps.py)."""
+        probe = copy.deepcopy(self)
+        probe.history = None
+        shown = [(self.shown, now)]
+        ends = {until for _, until in self.pending}
+        ends |= {since + self.yellow_s for since in self.gated.values() if since + self.yellow_s > now}
+        for t in sorted(ends):
+            decision = probe.tick(t)
+            if decision is not None:
+                shown.append((decision.state, t))
+        return shown
 
     def red_for(self, now: float, link: int) -> float:
         """Per link, not per lane: on a shared lane the car in front may want the one movement

@@ -1,6 +1,8 @@
-"""The one place that talks to SUMO: builds each light's `Intersection` (program from libsumo,
-lane catchments from the network file), feeds controllers snapshots read with libsumo and shows
-their decisions with setRedYellowGreenState. libsumo holds one simulation per process."""
+"""The one place that talks to SUMO for signal control: builds each light's `Intersection` from the
+network file (program, links, lane catchments; sumolib, so the optimizer can do it without a
+simulation), and steps a libsumo simulation while a `Control` drives its lights: in-process
+controllers (`DirectControl`, the batch bench) or the optimizer through the signal service
+(sim/adaptive_signals.py). libsumo holds one simulation per process."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from services.optimizer.signal_control.model import Decision, Intersection, PhaseClock, Snapshot, Weighted
+from services.optimizer.signal_control.loop import Controller, ControlLoop
+from services.optimizer.signal_control.model import Intersection, Snapshot, Weighted
 from services.optimizer.signal_control.phases import build_program
 
 REACH_M = 200.0  # how far up- and downstream vehicles count
@@ -21,17 +24,11 @@ TLS_NODE_TYPES = frozenset({"traffic_light", "traffic_light_unregulated", "traff
 GRIDLOCK_WAIT_S = 300.0  # a car standing this long (no teleports) means gridlock, not a red light
 
 
-class Controller(Protocol):
-    @property
-    def tls_id(self) -> str: ...
+class Control(Protocol):
+    """Who drives the lights of a running simulation: shows its states with `show`."""
 
-    clock: PhaseClock
-    intersection: Intersection
-
-    def start(self, now: float, record: bool = False) -> Decision: ...
-    def tick(self, now: float) -> Decision | None: ...
-    def due(self, now: float) -> bool: ...
-    def decide(self, snap: Snapshot) -> Decision | None: ...
+    def start(self, ls: Any, now: float, record: bool) -> None: ...
+    def step(self, ls: Any, now: float) -> int: ...  # returns how many decisions were taken
 
 
 def _libsumo() -> Any:
@@ -148,11 +145,12 @@ def intersections(
     """`short_link_m`: lanes between two signals shorter than this get protected turns only
     (0: off); cars on them count `drain_weight` times in pressure: emptying them unblocks the
     neighbouring junction."""
-    """Every light's (or the given lights') layout, from the running simulation and the network file."""
+    """Every light's (or the given lights') layout, from the network file: the program SUMO runs
+    unless told otherwise (its first), links as traci's getControlledLinks lists them."""
+    import sumo  # noqa: F401  - sets SUMO_HOME
     import sumolib
 
-    ls = _libsumo()
-    net = sumolib.net.readNet(str(net_file), withInternal=False)
+    net = sumolib.net.readNet(str(net_file), withPrograms=True, withInternal=False)
     tls_nodes = _tls_nodes(net)
     between = {
         lane.getID()
@@ -163,15 +161,14 @@ def intersections(
     }
     short = frozenset(between) if short_link_m > 0 else frozenset()
     found = []
-    for tls in tls_ids if tls_ids is not None else ls.trafficlight.getIDList():
-        active = ls.trafficlight.getProgram(tls)
-        logic = next(p for p in ls.trafficlight.getAllProgramLogics(tls) if p.programID == active)
-        program = build_program(
-            tls,
-            [(p.state, p.duration) for p in logic.phases],
-            [[(c[0], c[1], c[2]) for c in links] for links in ls.trafficlight.getControlledLinks(tls)],
-            short_lanes=short,
-        )
+    for tls in tls_ids if tls_ids is not None else sorted(t.getID() for t in net.getTrafficLights()):
+        light = net.getTLS(tls)
+        programs = light.getPrograms()
+        phases = programs[sorted(programs)[0]].getPhases()
+        controlled: list[list[tuple[str, str, str]]] = [[] for _ in range(len(phases[0].state))]
+        for in_lane, out_lane, index in light.getConnections():
+            controlled[index].append((in_lane.getID(), out_lane.getID(), ""))
+        program = build_program(tls, [(p.state, float(p.duration)) for p in phases], controlled, short_lanes=short)
         ins = {net.getLane(m.in_lane) for m in program.links}
         outs = {net.getLane(m.out_lane) for m in program.links}
         found.append(
@@ -212,17 +209,17 @@ def _check_gridlock(ls: Any, now: float, stats: RunStats) -> None:
 def run(
     ls: Any,
     until: float,
-    controllers: list[Controller],
+    control: Control | None,
     record: bool = False,
     check_every_s: float = 30.0,
     on_step: Callable[[float], None] | None = None,
 ) -> RunStats:
-    """Step the started simulation to `until`, letting `controllers` drive their lights (none: the
+    """Step the started simulation to `until` while `control` drives the lights (None: the
     network's own programs run). `record`: keep every light's shown states (for validation)."""
     stats = RunStats()
     now = ls.simulation.getTime()
-    for c in controllers:
-        _apply(ls, c.start(now, record))
+    if control is not None:
+        control.start(ls, now, record)
     recorded = ls.trafficlight.getIDList() if record else []
     shown = {tls: ls.trafficlight.getRedYellowGreenState(tls) for tls in recorded}
     stats.histories = {tls: [(now, state)] for tls, state in shown.items()}
@@ -231,22 +228,8 @@ def run(
         ls.simulationStep()
         now = ls.simulation.getTime()
         stats.teleports += ls.simulation.getStartingTeleportNumber()
-        due = []
-        for c in controllers:
-            decision = c.tick(now)
-            if decision is not None:
-                _apply(ls, decision)
-            elif c.due(now):
-                due.append(c)
-        if due:
-            lanes = set().union(*(c.intersection.lanes() for c in due))
-            near = set().union(*(c.intersection.near_lanes() for c in due))
-            snap = _snapshot(ls, now, lanes, near)
-            for c in due:
-                decision = c.decide(snap)
-                stats.decisions += 1
-                if decision is not None:
-                    _apply(ls, decision)
+        if control is not None:
+            stats.decisions += control.step(ls, now)
         for tls in recorded:  # what SUMO really shows, whoever controls it
             state = ls.trafficlight.getRedYellowGreenState(tls)
             if shown.get(tls) != state:
@@ -260,7 +243,27 @@ def run(
     return stats
 
 
-def _snapshot(ls: Any, now: float, lanes: set[str], near: set[str]) -> Snapshot:
+class DirectControl:
+    """The controllers in this process, on libsumo's counts: fast batch evaluation, no services."""
+
+    def __init__(self, controllers: Iterable[Controller]) -> None:
+        self.loop = ControlLoop(controllers)
+
+    def start(self, ls: Any, now: float, record: bool) -> None:
+        for shown in self.loop.start(now, record):
+            show(ls, shown.decision.tls_id, shown.decision.state)
+
+    def step(self, ls: Any, now: float) -> int:
+        before = self.loop.decisions
+        for shown in self.loop.step(now, lambda t, lanes, near: read_lanes(ls, t, lanes, near)):
+            show(ls, shown.decision.tls_id, shown.decision.state)
+        return self.loop.decisions - before
+
+
+def read_lanes(ls: Any, now: float, lanes: Iterable[str], near: Iterable[str]) -> Snapshot:
+    """Vehicles and halting vehicles on `lanes`; distance to the lane's end and speed of each
+    vehicle on the `near` lanes: what detectors would report."""
+    lanes = list(lanes)
     vehicles = {lane: ls.lane.getLastStepVehicleNumber(lane) for lane in lanes}
     halting = {lane: ls.lane.getLastStepHaltingNumber(lane) for lane in lanes}
     positions = {}
@@ -272,5 +275,5 @@ def _snapshot(ls: Any, now: float, lanes: set[str], near: set[str]) -> Snapshot:
     return Snapshot(now, vehicles, halting, positions)
 
 
-def _apply(ls: Any, decision: Decision) -> None:
-    ls.trafficlight.setRedYellowGreenState(decision.tls_id, decision.state)
+def show(ls: Any, tls_id: str, state: str) -> None:
+    ls.trafficlight.setRedYellowGreenState(tls_id, state)

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from almere.optimizer.v1 import decisions_pb2 as _decisions_pb2
+from almere.signals.v1 import signals_pb2 as _signals_pb2
 from almere.type.v1 import geo_pb2 as _geo_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -625,3 +626,163 @@ class ComputeTravelTimesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ComputeTravelTimesResponse: _TypeAlias = ComputeTravelTimesResponse  # noqa: Y015
+
+@_typing.final
+class ApproachingVehicle(_message.Message):
+    """A vehicle near a stop line, as a detector chain sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISTANCE_M_FIELD_NUMBER: _builtins.int
+    SPEED_MPS_FIELD_NUMBER: _builtins.int
+    distance_m: _builtins.float
+    """Metres to the end of the lane it is on."""
+    speed_mps: _builtins.float
+    def __init__(
+        self,
+        *,
+        distance_m: _builtins.float = ...,
+        speed_mps: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["distance_m", b"distance_m", "speed_mps", b"speed_mps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproachingVehicle: _TypeAlias = ApproachingVehicle  # noqa: Y015
+
+@_typing.final
+class LaneReading(_message.Message):
+    """Counts on one lane."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LANE_ID_FIELD_NUMBER: _builtins.int
+    VEHICLES_FIELD_NUMBER: _builtins.int
+    HALTING_FIELD_NUMBER: _builtins.int
+    APPROACHING_FIELD_NUMBER: _builtins.int
+    lane_id: _builtins.str
+    vehicles: _builtins.int
+    halting: _builtins.int
+    """Vehicles slower than 0.1 m/s."""
+    @_builtins.property
+    def approaching(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApproachingVehicle]:
+        """Only for lanes in ControlSignalsResponse.near_lane_ids."""
+
+    def __init__(
+        self,
+        *,
+        lane_id: _builtins.str = ...,
+        vehicles: _builtins.int = ...,
+        halting: _builtins.int = ...,
+        approaching: _abc.Iterable[Global___ApproachingVehicle] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approaching", b"approaching", "halting", b"halting", "lane_id", b"lane_id", "vehicles", b"vehicles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LaneReading: _TypeAlias = LaneReading  # noqa: Y015
+
+@_typing.final
+class ControlSignalsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIM_TIME_SECONDS_FIELD_NUMBER: _builtins.int
+    LANES_FIELD_NUMBER: _builtins.int
+    sim_time_seconds: _builtins.float
+    """Simulated (or detector) time of the readings, seconds."""
+    @_builtins.property
+    def lanes(self) -> _containers.RepeatedCompositeFieldContainer[Global___LaneReading]:
+        """The lanes named in the previous response (the first call of a run sends none)."""
+
+    def __init__(
+        self,
+        *,
+        sim_time_seconds: _builtins.float = ...,
+        lanes: _abc.Iterable[Global___LaneReading] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lanes", b"lanes", "sim_time_seconds", b"sim_time_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ControlSignalsRequest: _TypeAlias = ControlSignalsRequest  # noqa: Y015
+
+@_typing.final
+class SignalStep(_message.Message):
+    """A step the signal service activated."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERSECTION_FIELD_NUMBER: _builtins.int
+    SUMO_TLS_ID_FIELD_NUMBER: _builtins.int
+    PLAN_FIELD_NUMBER: _builtins.int
+    intersection: _builtins.str
+    """`intersections/{intersection}`."""
+    sumo_tls_id: _builtins.str
+    @_builtins.property
+    def plan(self) -> _signals_pb2.Plan:
+        """The activated PLAN_TYPE_ADAPTIVE plan: show phase 0 from sim_time on, the next ones after
+        their durations, hold the last.
+        """
+
+    def __init__(
+        self,
+        *,
+        intersection: _builtins.str = ...,
+        sumo_tls_id: _builtins.str = ...,
+        plan: _signals_pb2.Plan | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["intersection", b"intersection", "plan", b"plan", "sumo_tls_id", b"sumo_tls_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignalStep: _TypeAlias = SignalStep  # noqa: Y015
+
+@_typing.final
+class ControlSignalsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEPS_FIELD_NUMBER: _builtins.int
+    LANE_IDS_FIELD_NUMBER: _builtins.int
+    NEAR_LANE_IDS_FIELD_NUMBER: _builtins.int
+    CONTROLLED_FIELD_NUMBER: _builtins.int
+    AWAITING_APPROVAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignalStep]:
+        """Steps activated in this round, one per intersection at most."""
+
+    @_builtins.property
+    def lane_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Lanes to report from now on (counts), and those to report with approaching vehicles."""
+
+    @_builtins.property
+    def near_lane_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def controlled(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Intersections driven adaptively, and those whose takeover waits for an engineer's approval."""
+
+    @_builtins.property
+    def awaiting_approval(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        steps: _abc.Iterable[Global___SignalStep] | None = ...,
+        lane_ids: _abc.Iterable[_builtins.str] | None = ...,
+        near_lane_ids: _abc.Iterable[_builtins.str] | None = ...,
+        controlled: _abc.Iterable[_builtins.str] | None = ...,
+        awaiting_approval: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaiting_approval", b"awaiting_approval", "controlled", b"controlled", "lane_ids", b"lane_ids", "near_lane_ids", b"near_lane_ids", "steps", b"steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ControlSignalsResponse: _TypeAlias = ControlSignalsResponse  # noqa: Y015

@@ -76,6 +76,11 @@ class OptimizerServiceStub:
                 request_serializer=almere_dot_optimizer_dot_v1_dot_optimizer__pb2.ComputeTravelTimesRequest.SerializeToString,
                 response_deserializer=almere_dot_optimizer_dot_v1_dot_optimizer__pb2.ComputeTravelTimesResponse.FromString,
                 _registered_method=True)
+        self.ControlSignals = channel.unary_unary(
+                '/almere.optimizer.v1.OptimizerService/ControlSignals',
+                request_serializer=almere_dot_optimizer_dot_v1_dot_optimizer__pb2.ControlSignalsRequest.SerializeToString,
+                response_deserializer=almere_dot_optimizer_dot_v1_dot_optimizer__pb2.ControlSignalsResponse.FromString,
+                _registered_method=True)
 
 
 class OptimizerServiceServicer:
@@ -139,6 +144,17 @@ class OptimizerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ControlSignals(self, request, context):
+        """Adaptive signal control in lockstep: a simulation (or the street's detector concentrator)
+        reports lane counts each second; the optimizer's controllers decide, propose each change to the
+        signal service as an adaptive step (PLAN_TYPE_ADAPTIVE) and return the steps it activated, for
+        the caller to show. One caller drives the lights at a time: a sim_time earlier than the last
+        one starts a new run (controllers start afresh and take the lights over).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OptimizerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -176,6 +192,11 @@ def add_OptimizerServiceServicer_to_server(servicer, server):
                     servicer.ComputeTravelTimes,
                     request_deserializer=almere_dot_optimizer_dot_v1_dot_optimizer__pb2.ComputeTravelTimesRequest.FromString,
                     response_serializer=almere_dot_optimizer_dot_v1_dot_optimizer__pb2.ComputeTravelTimesResponse.SerializeToString,
+            ),
+            'ControlSignals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ControlSignals,
+                    request_deserializer=almere_dot_optimizer_dot_v1_dot_optimizer__pb2.ControlSignalsRequest.FromString,
+                    response_serializer=almere_dot_optimizer_dot_v1_dot_optimizer__pb2.ControlSignalsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -374,6 +395,33 @@ class OptimizerService:
             '/almere.optimizer.v1.OptimizerService/ComputeTravelTimes',
             almere_dot_optimizer_dot_v1_dot_optimizer__pb2.ComputeTravelTimesRequest.SerializeToString,
             almere_dot_optimizer_dot_v1_dot_optimizer__pb2.ComputeTravelTimesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ControlSignals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/almere.optimizer.v1.OptimizerService/ControlSignals',
+            almere_dot_optimizer_dot_v1_dot_optimizer__pb2.ControlSignalsRequest.SerializeToString,
+            almere_dot_optimizer_dot_v1_dot_optimizer__pb2.ControlSignalsResponse.FromString,
             options,
             channel_credentials,
             insecure,

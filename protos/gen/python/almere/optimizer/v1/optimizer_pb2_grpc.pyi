@@ -57,6 +57,13 @@ class OptimizerServiceStub:
     """
     ComputeTravelTimes: _grpc.UnaryUnaryMultiCallable[_optimizer_pb2.ComputeTravelTimesRequest, _optimizer_pb2.ComputeTravelTimesResponse]
     """Network travel times from an origin edge to each destination edge under current conditions."""
+    ControlSignals: _grpc.UnaryUnaryMultiCallable[_optimizer_pb2.ControlSignalsRequest, _optimizer_pb2.ControlSignalsResponse]
+    """Adaptive signal control in lockstep: a simulation (or the street's detector concentrator)
+    reports lane counts each second; the optimizer's controllers decide, propose each change to the
+    signal service as an adaptive step (PLAN_TYPE_ADAPTIVE) and return the steps it activated, for
+    the caller to show. One caller drives the lights at a time: a sim_time earlier than the last
+    one starts a new run (controllers start afresh and take the lights over).
+    """
 
 @_typing.type_check_only
 class OptimizerServiceAsyncStub(OptimizerServiceStub):
@@ -87,6 +94,13 @@ class OptimizerServiceAsyncStub(OptimizerServiceStub):
     """
     ComputeTravelTimes: _aio.UnaryUnaryMultiCallable[_optimizer_pb2.ComputeTravelTimesRequest, _optimizer_pb2.ComputeTravelTimesResponse]  # type: ignore[assignment]
     """Network travel times from an origin edge to each destination edge under current conditions."""
+    ControlSignals: _aio.UnaryUnaryMultiCallable[_optimizer_pb2.ControlSignalsRequest, _optimizer_pb2.ControlSignalsResponse]  # type: ignore[assignment]
+    """Adaptive signal control in lockstep: a simulation (or the street's detector concentrator)
+    reports lane counts each second; the optimizer's controllers decide, propose each change to the
+    signal service as an adaptive step (PLAN_TYPE_ADAPTIVE) and return the steps it activated, for
+    the caller to show. One caller drives the lights at a time: a sim_time earlier than the last
+    one starts a new run (controllers start afresh and take the lights over).
+    """
 
 class OptimizerServiceServicer(metaclass=_abc_1.ABCMeta):
     """The optimizer: one live picture of the network (travel times, closures, free parking) built from
@@ -156,5 +170,18 @@ class OptimizerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_optimizer_pb2.ComputeTravelTimesResponse, _abc.Awaitable[_optimizer_pb2.ComputeTravelTimesResponse]]:
         """Network travel times from an origin edge to each destination edge under current conditions."""
+
+    @_abc_1.abstractmethod
+    def ControlSignals(
+        self,
+        request: _optimizer_pb2.ControlSignalsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_optimizer_pb2.ControlSignalsResponse, _abc.Awaitable[_optimizer_pb2.ControlSignalsResponse]]:
+        """Adaptive signal control in lockstep: a simulation (or the street's detector concentrator)
+        reports lane counts each second; the optimizer's controllers decide, propose each change to the
+        signal service as an adaptive step (PLAN_TYPE_ADAPTIVE) and return the steps it activated, for
+        the caller to show. One caller drives the lights at a time: a sim_time earlier than the last
+        one starts a new run (controllers start afresh and take the lights over).
+        """
 
 def add_OptimizerServiceServicer_to_server(servicer: OptimizerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -55,6 +55,13 @@ class _PlanTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PlanType.Val
     """Fixed durations."""
     PLAN_TYPE_ACTUATED: _PlanType.ValueType  # 2
     """Durations between min and max by detector gaps."""
+    PLAN_TYPE_ADAPTIVE: _PlanType.ValueType  # 3
+    """One step of the optimizer's adaptive control (ProposePlan only): its phases run once, in order
+    (the safe transition from the step before), and the last one is held until the next step, at
+    least its duration. Validated against the step it follows. The first step at an intersection
+    (the takeover) follows the intersection's proposal_policy; once an adaptive step is active, the
+    following ones are activated at once. Activating any other plan hands the intersection back.
+    """
 
 class PlanType(_PlanType, metaclass=_PlanTypeEnumTypeWrapper):
     """SUMO's program types."""
@@ -64,6 +71,13 @@ PLAN_TYPE_STATIC: PlanType.ValueType  # 1
 """Fixed durations."""
 PLAN_TYPE_ACTUATED: PlanType.ValueType  # 2
 """Durations between min and max by detector gaps."""
+PLAN_TYPE_ADAPTIVE: PlanType.ValueType  # 3
+"""One step of the optimizer's adaptive control (ProposePlan only): its phases run once, in order
+(the safe transition from the step before), and the last one is held until the next step, at
+least its duration. Validated against the step it follows. The first step at an intersection
+(the takeover) follows the intersection's proposal_policy; once an adaptive step is active, the
+following ones are activated at once. Activating any other plan hands the intersection back.
+"""
 Global___PlanType: _TypeAlias = PlanType  # noqa: Y015
 
 class _PlanState:

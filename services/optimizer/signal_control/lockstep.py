@@ -1,0 +1,180 @@
+"""Adaptive signal control through the signal service, in lockstep with whoever reports the lane
+counts (the twin, or a detector concentrator in the street): the batch bench's controllers and
+control loop (loop.py), each decision proposed as an adaptive step (PLAN_TYPE_ADAPTIVE), validated
+there like any plan; only steps the service activated are returned to be shown. A takeover the
+intersection's policy holds for approval leaves that light alone until an engineer approves it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import grpc
+from almere.optimizer.v1 import optimizer_pb2 as pb
+from almere.signals.v1 import signals_pb2 as spb
+from almere.signals.v1 import signals_pb2_grpc
+
+from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
+from services.optimizer.signal_control import sumo_adapter
+from services.optimizer.signal_control.controller import Ours
+from services.optimizer.signal_control.loop import Controller, ControlLoop, Shown
+from services.optimizer.signal_control.model import Intersection, Snapshot
+
+log = logging.getLogger(__name__)
+
+MAX_LANES = 20_000
+TAKEOVER_CHECK_S = 5.0  # simulated seconds between looks at takeovers awaiting approval
+CALL_TIMEOUT_S = 10.0
+
+
+def step_plan(outlook: list[tuple[str, float]], hold_s: float, reason: str) -> spb.Plan:
+    """A clock's outlook (state, from) as an adaptive step: each state for as long as it lasts, the
+    last one held (at least `hold_s`)."""
+    phases = [spb.Phase(state=s, duration=t_next - t) for (s, t), (_, t_next) in pairwise(outlook)]
+    phases.append(spb.Phase(state=outlook[-1][0], duration=hold_s))
+    return spb.Plan(type=spb.PLAN_TYPE_ADAPTIVE, phases=phases, reason=reason)
+
+
+def snapshot(request: pb.ControlSignalsRequest) -> Snapshot:
+    """The caller's readings as controllers see them (refusing nonsense before anything changes)."""
+    if not (math.isfinite(request.sim_time_seconds) and request.sim_time_seconds >= 0):
+        raise InvalidArgument("sim_time_seconds must be a finite number >= 0")
+    if len(request.lanes) > MAX_LANES:
+        raise InvalidArgument(f"at most {MAX_LANES} lanes per call")
+    for n, r in enumerate(request.lanes):
+        if r.vehicles < 0 or not 0 <= r.halting <= r.vehicles:
+            raise InvalidArgument(f"lanes[{n}]: counts must satisfy 0 <= halting <= vehicles")
+        if any(not (math.isfinite(a.distance_m) and math.isfinite(a.speed_mps)) for a in r.approaching):
+            raise InvalidArgument(f"lanes[{n}].approaching: distances and speeds must be finite")
+    return Snapshot(
+        request.sim_time_seconds,
+        {r.lane_id: r.vehicles for r in request.lanes},
+        {r.lane_id: r.halting for r in request.lanes},
+        {r.lane_id: tuple((a.distance_m, a.speed_mps) for a in r.approaching) for r in request.lanes if r.approaching},
+    )
+
+
+@dataclass
+class _Run:
+    loop: ControlLoop
+    names: dict[str, str]  # tls id -> `intersections/{id}`
+    last_s: float
+    awaiting: dict[str, tuple[Controller, int]] = field(default_factory=dict)  # tls -> (controller, version)
+    next_check_s: float = 0.0
+
+
+class AdaptiveControl:
+    def __init__(
+        self,
+        network_file: Path,
+        signals: signals_pb2_grpc.SignalServiceStub | None,
+        token: str | None,
+        make: Callable[[Intersection], Controller] = Ours,
+    ) -> None:
+        self._network_file = network_file
+        self._signals = signals
+        self._auth = (("authorization", f"Bearer {token}"),) if token else ()
+        self._make = make
+        self._layouts: list[Intersection] | None = None
+        self._run: _Run | None = None
+        self._lock = asyncio.Lock()  # one round at a time
+
+    async def round(self, request: pb.ControlSignalsRequest) -> pb.ControlSignalsResponse:
+        snap = snapshot(request)
+        if self._signals is None:
+            raise FailedPrecondition("no signal service configured (ALMERE_SIGNALS_ADDRESS) to propose steps to")
+        async with self._lock:
+            now = snap.time
+            run = self._run
+            if run is None or now <= run.last_s:
+                run = self._run = await self._begin(now)
+                shown = run.loop.start(now)
+            else:
+                shown = run.loop.step(now, lambda t, lanes, near: snap)
+                shown += await self._resume_approved(run, now)
+            run.last_s = now
+            steps = await self._propose(run, [s for s in shown if s.step], now)
+            lanes, near = run.loop.lanes()
+            return pb.ControlSignalsResponse(
+                steps=steps,
+                lane_ids=sorted(lanes),
+                near_lane_ids=sorted(near),
+                controlled=sorted(run.names[c.tls_id] for c in run.loop.controllers),
+                awaiting_approval=sorted(run.names[tls] for tls in run.awaiting),
+            )
+
+    async def _begin(self, now: float) -> _Run:
+        """A new run: every light of the network the signal service knows gets a fresh controller."""
+        if self._layouts is None:
+            self._layouts = await asyncio.to_thread(sumo_adapter.intersections, self._network_file)
+        names: dict[str, str] = {}
+        token = ""
+        while True:
+            reply = await self._call(
+                "ListIntersections", spb.ListIntersectionsRequest(page_size=1000, page_token=token)
+            )
+            names |= {doc.sumo_tls_id: doc.name for doc in reply.intersections}
+            token = reply.next_page_token
+            if not token:
+                break
+        loop = ControlLoop(self._make(i) for i in self._layouts if i.tls_id in names)
+        return _Run(loop, names, now, next_check_s=now + TAKEOVER_CHECK_S)
+
+    async def _propose(self, run: _Run, shown: list[Shown], now: float) -> list[pb.SignalStep]:
+        """Each new step to the signal service, all at once; held takeovers wait for approval, a
+        refused step drops the light (an engineer hands it back: RollbackPlan)."""
+
+        async def propose(s: Shown) -> spb.Plan | grpc.aio.AioRpcError:
+            plan = step_plan(s.controller.clock.outlook(now), s.controller.clock.min_green_s, s.decision.reason)
+            request = spb.ProposePlanRequest(parent=run.names[s.controller.tls_id], plan=plan)
+            try:
+                reply = await self._call("ProposePlan", request)
+            except grpc.aio.AioRpcError as err:  # refused (unreachable is Unavailable, for the caller)
+                return err
+            result: spb.Plan = reply.plan
+            return result
+
+        results = await asyncio.gather(*(propose(s) for s in shown))
+        steps = []
+        for s, result in zip(shown, results, strict=True):
+            tls = s.controller.tls_id
+            if isinstance(result, spb.Plan) and result.state == spb.PLAN_STATE_ACTIVE:
+                steps.append(pb.SignalStep(intersection=run.names[tls], sumo_tls_id=tls, plan=result))
+                continue
+            run.loop.controllers.remove(s.controller)
+            if isinstance(result, spb.Plan):
+                run.awaiting[tls] = (s.controller, result.version)
+            else:
+                log.error("%s: step refused (%s: %s); the light keeps its last step", tls, result.code().name,
+                          result.details())  # fmt: skip
+        return steps
+
+    async def _resume_approved(self, run: _Run, now: float) -> list[Shown]:
+        """Lights whose takeover an engineer approved since: their controllers start now."""
+        if not run.awaiting or now < run.next_check_s:
+            return []
+        run.next_check_s = now + TAKEOVER_CHECK_S
+        resumed = []
+        for tls, (controller, version) in list(run.awaiting.items()):
+            reply = await self._call("GetIntersection", spb.GetIntersectionRequest(name=run.names[tls]))
+            if reply.intersection.active_plan_version == version:
+                del run.awaiting[tls]
+                run.loop.controllers.append(controller)
+                resumed.append(Shown(controller, controller.start(now), True))
+        return resumed
+
+    async def _call(self, method: str, request: Any) -> Any:
+        try:
+            return await getattr(self._signals, method)(request, metadata=self._auth, timeout=CALL_TIMEOUT_S)
+        except grpc.aio.AioRpcError as err:
+            if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise Unavailable(f"signal service: {err.details()}") from None
+            if method != "ProposePlan":
+                raise FailedPrecondition(f"signal service refused {method}: {err.details()}") from None
+            raise

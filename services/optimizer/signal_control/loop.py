@@ -1,0 +1,72 @@
+"""One control round for a set of lights, the same wherever the counts come from: in the batch bench
+(libsumo in this process, sumo_adapter.py) and in the optimizer (a caller's lane readings,
+lockstep.py). So both give the same phase sequences for the same traffic."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.optimizer.signal_control.model import Decision, Intersection, PhaseClock, Snapshot
+
+# (now, lanes, near lanes) -> the counts at `now` (positions only for the near lanes)
+Reader = Callable[[float, set[str], set[str]], Snapshot]
+
+
+class Controller(Protocol):
+    @property
+    def tls_id(self) -> str: ...
+
+    clock: PhaseClock
+    intersection: Intersection
+
+    def start(self, now: float, record: bool = False) -> Decision: ...
+    def tick(self, now: float) -> Decision | None: ...
+    def due(self, now: float) -> bool: ...
+    def decide(self, snap: Snapshot) -> Decision | None: ...
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A state to show. `step`: the controller committed to something new (it started, or decided);
+    otherwise the clock plays out what its last step said (a yellow ending, a gate closing)."""
+
+    controller: Controller
+    decision: Decision
+    step: bool
+
+
+class ControlLoop:
+    def __init__(self, controllers: Iterable[Controller]) -> None:
+        self.controllers = list(controllers)
+        self.decisions = 0
+
+    def lanes(self) -> tuple[frozenset[str], frozenset[str]]:
+        """Every lane the controllers count, and those near stop lines (positions wanted)."""
+        lanes = frozenset().union(*(c.intersection.lanes() for c in self.controllers))
+        near = frozenset().union(*(c.intersection.near_lanes() for c in self.controllers))
+        return lanes, near
+
+    def start(self, now: float, record: bool = False) -> list[Shown]:
+        return [Shown(c, c.start(now, record), True) for c in self.controllers]
+
+    def step(self, now: float, read: Reader) -> list[Shown]:
+        """Advance every clock; lights free to decide read their lanes (once for all) and decide."""
+        shown, due = [], []
+        for c in self.controllers:
+            decision = c.tick(now)
+            if decision is not None:
+                shown.append(Shown(c, decision, False))
+            elif c.due(now):
+                due.append(c)
+        if due:
+            lanes = set().union(*(c.intersection.lanes() for c in due))
+            near = set().union(*(c.intersection.near_lanes() for c in due))
+            snap = read(now, lanes, near)
+            for c in due:
+                decision = c.decide(snap)
+                self.decisions += 1
+                if decision is not None:
+                    shown.append(Shown(c, decision, True))
+        return shown

@@ -1,0 +1,112 @@
+"""The twin's side of adaptive signal control through the services: each second it reports the lanes
+the optimizer asks for (OptimizerService.ControlSignals) and shows the adaptive steps the signal
+service activated: phase 0 at once, the next ones after their durations, the last one held until
+the light's next step. The controllers run in the optimizer, not here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+from almere.optimizer.v1 import optimizer_pb2 as opb
+from almere.optimizer.v1 import optimizer_pb2_grpc
+from almere.signals.v1 import signals_pb2 as spb
+from almere.signals.v1 import signals_pb2_grpc
+from google.protobuf.field_mask_pb2 import FieldMask
+
+from services.optimizer.signal_control.sumo_adapter import read_lanes, show
+
+CALL_TIMEOUT_S = 60.0  # the first call of a run reads the network
+
+
+class ServiceControl:
+    """A `sumo_adapter.Control`: the lights driven by the optimizer through the signal service."""
+
+    def __init__(self, optimizer: optimizer_pb2_grpc.OptimizerServiceStub, token: str) -> None:
+        self._optimizer = optimizer
+        self._auth = (("authorization", f"Bearer {token}"),)
+        self._lanes: list[str] = []
+        self._near: list[str] = []
+        self._playing: dict[str, list[tuple[str, float]]] = {}  # tls -> (state, from) still to come
+        self.awaiting_approval: list[str] = []
+        self.controlled: list[str] = []
+        self.steps = 0
+
+    def start(self, ls: Any, now: float, record: bool) -> None:
+        self._round(ls, now, [])
+
+    def step(self, ls: Any, now: float) -> int:
+        self._play(ls, now)
+        snap = read_lanes(ls, now, self._lanes, self._near)
+        readings = [
+            opb.LaneReading(
+                lane_id=lane,
+                vehicles=snap.vehicles[lane],
+                halting=snap.halting[lane],
+                approaching=[
+                    opb.ApproachingVehicle(distance_m=d, speed_mps=v) for d, v in snap.positions.get(lane, ())
+                ],
+            )
+            for lane in self._lanes
+        ]
+        return self._round(ls, now, readings)
+
+    def _round(self, ls: Any, now: float, readings: list[opb.LaneReading]) -> int:
+        reply = self._optimizer.ControlSignals(
+            opb.ControlSignalsRequest(sim_time_seconds=now, lanes=readings), metadata=self._auth, timeout=CALL_TIMEOUT_S
+        )
+        self._lanes = list(reply.lane_ids)
+        self._near = list(reply.near_lane_ids)
+        self.controlled, self.awaiting_approval = list(reply.controlled), list(reply.awaiting_approval)
+        for step in reply.steps:
+            start, phases = now, []
+            for phase in step.plan.phases:
+                phases.append((phase.state, start))
+                start += phase.duration
+            self._playing[step.sumo_tls_id] = phases
+            show(ls, step.sumo_tls_id, phases[0][0])
+        self.steps += len(reply.steps)
+        return len(reply.steps)
+
+    def _play(self, ls: Any, now: float) -> None:
+        """Advance the running steps: a transition's next state once the one before has run out."""
+        for tls, phases in self._playing.items():
+            changed = False
+            while len(phases) > 1 and now >= phases[1][1]:
+                phases.pop(0)
+                changed = True
+            if changed:
+                show(ls, tls, phases[0][0])
+
+
+@contextmanager
+def adaptive_stack(network: Path, data_dir: Path) -> Iterator[tuple[str, str]]:
+    """The signal service and the optimizer on `network`, the lights imported and every one set to
+    apply the optimizer's steps without approval (a test bed; in the city an engineer approves each
+    takeover). Yields the optimizer's address and the twin's token."""
+    from services.common.config import Settings
+    from services.stack import Stack
+    from sim.coupled import import_lights
+
+    stack = Stack(
+        Settings(data_dir=data_dir, network_file=network, log_level="WARNING"), services=["signals", "optimizer"]
+    )
+    stack.start()
+    try:
+        import_lights(stack)
+        auth = (("authorization", f"Bearer {stack.credentials['engineer']}"),)
+        with grpc.insecure_channel(stack.endpoints["signals"]) as channel:
+            signals = signals_pb2_grpc.SignalServiceStub(channel)
+            docs = signals.ListIntersections(spb.ListIntersectionsRequest(page_size=1000), metadata=auth).intersections
+            for doc in docs:
+                doc.proposal_policy = spb.PROPOSAL_POLICY_AUTO_APPLY
+                update = spb.UpdateIntersectionRequest(
+                    intersection=doc, update_mask=FieldMask(paths=["proposal_policy"])
+                )
+                signals.UpdateIntersection(update, metadata=auth)
+        yield stack.endpoints["optimizer"], stack.credentials["sim"]
+    finally:
+        stack.stop()
