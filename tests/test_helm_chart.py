@@ -140,6 +140,15 @@ def test_the_optimizer_runs_only_with_a_road_network(chart_without_dependencies:
     assert sorted({p["port"] for rule in egress for p in rule["ports"]}) == [53, 4222, 5432, 50054]
     deployment = by_kind(docs, "Deployment")["rel-almere-traffic-optimizer"]["spec"]
     assert deployment["replicas"] == 1 and deployment["strategy"] == {"type": "Recreate"}
+    # It proposes adaptive signal steps: finds and may reach the signal service, with its own token.
+    assert config["ALMERE_SIGNALS_ADDRESS"] == "rel-almere-traffic-signals:50053"
+    egress = by_kind(docs, "NetworkPolicy")["rel-almere-traffic-optimizer"]["spec"]["egress"]
+    assert sorted({p["port"] for rule in egress for p in rule["ports"]}) == [53, 4222, 5432, 50053]
+    assert not any(e["name"] == "ALMERE_SERVICE_TOKEN" for e in deployment["template"]["spec"]["containers"][0]["env"])
+    docs = render(chart_without_dependencies, *REQUIRED, *OPTIMIZER, "--set", "optimizerToken.existingSecret=opt")
+    env = by_kind(docs, "Deployment")["rel-almere-traffic-optimizer"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    token = {"name": "ALMERE_SERVICE_TOKEN", "valueFrom": {"secretKeyRef": {"name": "opt", "key": "token"}}}
+    assert token in env
 
 
 def test_the_simulation_job_runs_the_twin_against_the_cluster(chart_without_dependencies: Path) -> None:
