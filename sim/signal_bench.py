@@ -248,6 +248,8 @@ def bench(args: argparse.Namespace) -> int:
         tqdm(total=len(runs), desc="bench-signals", unit="run") as bar,
     ):
         futures = [pool.submit(run_one, r) for r in runs if r not in through]
+        for future in futures:
+            future.add_done_callback(lambda _: bar.update())
         # Through the services: one run at a time per stack (one caller drives the lights), while the
         # direct runs go on beside them.
         for name in dict.fromkeys(r.map for r in through):
@@ -255,9 +257,7 @@ def bench(args: argparse.Namespace) -> int:
                 for r in (r for r in through if r.map == name):
                     results.append(pool.submit(run_one, replace(r, via=via)).result())
                     bar.update()
-        for future in as_completed(futures):
-            results.append(future.result())
-            bar.update()
+        results += [future.result() for future in as_completed(futures)]
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     with (args.out / "results.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(results[0]))
