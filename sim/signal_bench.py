@@ -21,7 +21,8 @@ from typing import Any
 from sim.adaptive_signals import adaptive_stack
 from sim.scenarios import resco
 
-CONTROLLERS = ("fixed", "actuated", "maxpressure", "ours")
+CONTROLLERS = ("fixed", "actuated", "maxpressure", "ours", "coordinated")
+DEFAULT_CONTROLLERS = CONTROLLERS[:4]
 DEFAULT_MAPS = "cologne8,ingolstadt21"
 ACTUATED_MIN_S, ACTUATED_MAX_S = 5.0, 50.0  # for green phases the network gives no bounds
 ALMERE = "almere-centrum"
@@ -125,10 +126,10 @@ def control(name: str, network: Path, via: tuple[str, str] | None = None) -> Any
 
         return ServiceControl(optimizer_pb2_grpc.OptimizerServiceStub(grpc.insecure_channel(via[0])), via[1])
     from services.optimizer.signal_control import sumo_adapter
-    from services.optimizer.signal_control.controller import Ours
+    from services.optimizer.signal_control.controller import COORDINATED, Ours
     from services.optimizer.signal_control.maxpressure import MaxPressure
 
-    kinds: dict[str, Any] = {"maxpressure": MaxPressure, "ours": Ours}
+    kinds: dict[str, Any] = {"maxpressure": MaxPressure, "ours": Ours, "coordinated": lambda i: Ours(i, COORDINATED)}
     if name not in kinds:
         return None
     return sumo_adapter.DirectControl(kinds[name](i) for i in sumo_adapter.intersections(network))
@@ -277,7 +278,12 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("bench-signals", help="compare signal controllers on real networks (no teleports)")
     p.add_argument("--maps", default=DEFAULT_MAPS, help=f"comma list of {', '.join(MAPS)} (default {DEFAULT_MAPS})")
     p.add_argument("--seeds", type=int, default=3, help="seeds 1..N (default 3)")
-    p.add_argument("--controllers", default=",".join(CONTROLLERS), help="comma list; fixed always runs (ratios)")
+    p.add_argument(
+        "--controllers",
+        default=",".join(DEFAULT_CONTROLLERS),
+        help=f"comma list of {', '.join(CONTROLLERS)} (coordinated: ours holding greens for platoons released up "
+        "the road; default: all but coordinated); fixed always runs (ratios)",
+    )
     p.add_argument("--out", type=Path, default=Path("data/sim/bench-signals"))
     p.add_argument("--end", type=float, default=None, help="simulated seconds (default: the map's RESCO config)")
     p.add_argument("--workers", type=int, default=2, help="parallel runs (default 2)")

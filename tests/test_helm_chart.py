@@ -146,7 +146,9 @@ def test_the_optimizer_runs_only_with_a_road_network(chart_without_dependencies:
     assert sorted({p["port"] for rule in egress for p in rule["ports"]}) == [53, 4222, 5432, 50053]
     assert not any(e["name"] == "ALMERE_SERVICE_TOKEN" for e in deployment["template"]["spec"]["containers"][0]["env"])
     docs = render(chart_without_dependencies, *REQUIRED, *OPTIMIZER, "--set", "optimizerToken.existingSecret=opt")
-    env = by_kind(docs, "Deployment")["rel-almere-traffic-optimizer"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    env = by_kind(docs, "Deployment")["rel-almere-traffic-optimizer"]["spec"]["template"]["spec"]["containers"][0][
+        "env"
+    ]
     token = {"name": "ALMERE_SERVICE_TOKEN", "valueFrom": {"secretKeyRef": {"name": "opt", "key": "token"}}}
     assert token in env
 

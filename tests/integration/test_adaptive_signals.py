@@ -89,7 +89,10 @@ async def test_steps_go_through_the_signal_service_by_policy(lights: tuple[Signa
     assert code == grpc.StatusCode.PERMISSION_DENIED
     bad = opb.ControlSignalsRequest(sim_time_seconds=1, lanes=[opb.LaneReading(lane_id="x", vehicles=1, halting=2)])
     code, message = await _code(optimizer.as_("sim").ControlSignals(bad))
-    assert (code, message) == (grpc.StatusCode.INVALID_ARGUMENT, "lanes[0]: counts must satisfy 0 <= halting <= vehicles")
+    assert (code, message) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "lanes[0]: counts must satisfy 0 <= halting <= vehicles",
+    )
     code, _ = await _code(optimizer.as_("sim").ControlSignals(opb.ControlSignalsRequest(sim_time_seconds=-1)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert len(await _plans(signals, "j12")) == before
@@ -114,7 +117,9 @@ async def test_steps_go_through_the_signal_service_by_policy(lights: tuple[Signa
         "adaptive steps come from the optimizer (ProposePlan), not CreatePlan",
     )
     await signals.as_("engineer").RollbackPlan(spb.RollbackPlanRequest(parent="intersections/j12", reason="manual"))
-    doc = (await signals.as_("engineer").GetIntersection(spb.GetIntersectionRequest(name="intersections/j12"))).intersection
+    doc = (
+        await signals.as_("engineer").GetIntersection(spb.GetIntersectionRequest(name="intersections/j12"))
+    ).intersection
     assert doc.active_plan_version == 1
     code, _ = await _code(signals.as_("engineer").ActivatePlan(spb.ActivatePlanRequest(name=takeover.name)))
     assert code == grpc.StatusCode.FAILED_PRECONDITION

@@ -15,9 +15,10 @@ import pytest
 from almere.signals.v1 import signals_pb2 as pb
 
 from services.common.errors import InvalidArgument
-from services.optimizer.signal_control.controller import Ours, OursParams
+from services.optimizer.signal_control.controller import COORDINATED, OURS, Ours, OursParams
+from services.optimizer.signal_control.loop import ControlLoop
 from services.optimizer.signal_control.maxpressure import MaxPressure, Params
-from services.optimizer.signal_control.model import Intersection, Snapshot
+from services.optimizer.signal_control.model import Intersection, PhaseClock, PlatoonSource, Snapshot
 from services.optimizer.signal_control.phases import build_program, transition_steps
 from services.signals import logic
 from services.signals.network_import import read_lights
@@ -215,3 +216,28 @@ def test_priority_turns_a_light_through_yellow_never_straight_to_a_conflicting_g
     assert yellow_between("GGrr", "rrGG") == "yyrr"  # green that loses right of way turns yellow first
     assert yellow_between("GgrrG", "GrGGG") == "GyrrG"  # green that stays green stays
     assert yellow_between("rrGG", "rrGG") == "rrGG"  # already the target: no yellow
+
+
+def test_coordination_holds_a_green_for_a_platoon_released_up_the_road() -> None:
+    """North gapped out at min green; one car waits west. A light 20 s up the north road ("up")
+    turned green at t=0 for four waiting cars. Ours serves west at once; with platoon holds the
+    green is kept for the platoon (four outweigh one), and not when north's exit is queued (the
+    platoon would stop there anyway)."""
+    layout = dataclasses.replace(crossing(), platoons={"n_0": (PlatoonSource("up", frozenset({0}), ("u_0",), 20.0),)})
+    upstream = PhaseClock(build_program("up", [("G", 30.0), ("y", 3.0)], [[("u_0", "n_0", ":up_0")]]), 5.0)
+    upstream.start(0.0)
+
+    def platoon_coming(exit_queued: int) -> Any:
+        def snapshot(t: float, _: str) -> Snapshot:
+            return Snapshot(t, {"w_0": 1, "u_0": 4, "s_0": exit_queued}, {"w_0": 1, "s_0": exit_queued})
+
+        return snapshot
+
+    def first_switch(params: OursParams, exit_queued: int = 0) -> float:
+        controller = Ours(layout, params)
+        ControlLoop([controller]).clocks["up"] = upstream  # the light up the road, run by the same loop
+        return drive(controller, platoon_coming(exit_queued), 40)[1][0]
+
+    assert first_switch(OURS) == 5.0
+    assert first_switch(COORDINATED) > 15.0
+    assert first_switch(COORDINATED, exit_queued=3) == 5.0

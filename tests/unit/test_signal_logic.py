@@ -582,12 +582,16 @@ def step(*phases: tuple[str, float]) -> pb.Plan:
 
 
 def greens_of(plan: pb.Plan) -> list[str]:
-    return [p.state for p in plan.phases if any(c in GREENS for c in p.state) and not any(c in YELLOWS for c in p.state)]
+    return [
+        p.state for p in plan.phases if any(c in GREENS for c in p.state) and not any(c in YELLOWS for c in p.state)
+    ]
 
 
 def clearing(a: str, b: str) -> str:
     """Yellow for the links green in `a` but not in `b`, our own construction."""
-    return "".join("y" if x in GREENS and y not in GREENS else (x if x in GREENS else "r") for x, y in zip(a, b))
+    return "".join(
+        "y" if x in GREENS and y not in GREENS else (x if x in GREENS else "r") for x, y in zip(a, b, strict=True)
+    )
 
 
 def test_adaptive_steps_follow_each_other_safely(lights: dict[str, Light]) -> None:

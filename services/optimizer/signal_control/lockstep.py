@@ -147,7 +147,7 @@ class AdaptiveControl:
             if isinstance(result, spb.Plan) and result.state == spb.PLAN_STATE_ACTIVE:
                 steps.append(pb.SignalStep(intersection=run.names[tls], sumo_tls_id=tls, plan=result))
                 continue
-            run.loop.controllers.remove(s.controller)
+            run.loop.remove(s.controller)
             if isinstance(result, spb.Plan):
                 run.awaiting[tls] = (s.controller, result.version)
             else:
@@ -165,7 +165,7 @@ class AdaptiveControl:
             reply = await self._call("GetIntersection", spb.GetIntersectionRequest(name=run.names[tls]))
             if reply.intersection.active_plan_version == version:
                 del run.awaiting[tls]
-                run.loop.controllers.append(controller)
+                run.loop.add(controller)
                 resumed.append(Shown(controller, controller.start(now), True))
         return resumed
 

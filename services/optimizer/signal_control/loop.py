@@ -4,7 +4,7 @@ lockstep.py). So both give the same phase sequences for the same traffic."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,6 +20,7 @@ class Controller(Protocol):
 
     clock: PhaseClock
     intersection: Intersection
+    neighbours: Mapping[str, PhaseClock]
 
     def start(self, now: float, record: bool = False) -> Decision: ...
     def tick(self, now: float) -> Decision | None: ...
@@ -39,8 +40,20 @@ class Shown:
 
 class ControlLoop:
     def __init__(self, controllers: Iterable[Controller]) -> None:
-        self.controllers = list(controllers)
+        self.controllers: list[Controller] = []
+        self.clocks: dict[str, PhaseClock] = {}  # what every light of the loop shows, for coordination
         self.decisions = 0
+        for c in controllers:
+            self.add(c)
+
+    def add(self, controller: Controller) -> None:
+        self.controllers.append(controller)
+        self.clocks[controller.tls_id] = controller.clock
+        controller.neighbours = self.clocks
+
+    def remove(self, controller: Controller) -> None:
+        self.controllers.remove(controller)
+        del self.clocks[controller.tls_id]
 
     def lanes(self) -> tuple[frozenset[str], frozenset[str]]:
         """Every lane the controllers count, and those near stop lines (positions wanted)."""

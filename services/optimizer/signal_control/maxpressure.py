@@ -6,6 +6,7 @@ pressure and starve. The guards veto green into spilled-back lanes, bound red, a
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.optimizer.signal_control import guards
@@ -39,6 +40,8 @@ class MaxPressure:
         self.clock = PhaseClock(intersection.program, self.params.min_green_s)
         self.deadlock = guards.DeadlockGuard(self.params.stuck_s)
         links = intersection.program.links
+        # What the other lights run by the same loop show (ControlLoop fills it): for coordination.
+        self.neighbours: Mapping[str, PhaseClock] = {}
         self._out_links = Counter(m.in_lane for m in links)  # links leaving each approach lane
         self._in_links = Counter(m.out_lane for m in links)  # links of this light entering each lane
         self._next = 0.0

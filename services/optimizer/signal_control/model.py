@@ -15,6 +15,17 @@ Weighted = tuple[tuple[str, float], ...]  # (lane, weight): how much of a lane's
 
 
 @dataclass(frozen=True)
+class PlatoonSource:
+    """A light further up an arterial: green on `links` (from its approach `lanes`) sends a platoon
+    that reaches this stop line `travel_s` later at the speed limit."""
+
+    tls_id: str
+    links: frozenset[int]
+    lanes: tuple[str, ...]
+    travel_s: float
+
+
+@dataclass(frozen=True)
 class Intersection:
     """`upstream[in_lane]`: the stop-line lane and the lanes feeding it, ~200 m back, weighted;
     `downstream[out_lane]`: the receiving lane and its continuation; `entry[out_lane]`: the lanes
@@ -31,6 +42,8 @@ class Intersection:
     # in lane -> seconds (at the speed limit) from the nearest upstream signal to the stop line, when
     # that signal is within the near chain: a car it releases arrives unseen within that time.
     seen_s: Mapping[str, float] = field(default_factory=dict)
+    # in lane -> lights beyond the near chain whose greens send platoons down this lane.
+    platoons: Mapping[str, tuple[PlatoonSource, ...]] = field(default_factory=dict)
 
     @property
     def tls_id(self) -> str:
@@ -43,6 +56,8 @@ class Intersection:
             found.update(lane for lane, _ in weighted)
         for lanes, _ in self.entry.values():
             found.update(lanes)
+        for sources in self.platoons.values():
+            found.update(lane for source in sources for lane in source.lanes)
         return frozenset(found | self.near_lanes())
 
     def stop_lanes(self, in_lane: str, within_m: float = 15.0) -> tuple[str, ...]:

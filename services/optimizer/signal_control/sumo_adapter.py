@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from services.optimizer.signal_control.loop import Controller, ControlLoop
-from services.optimizer.signal_control.model import Intersection, Snapshot, Weighted
+from services.optimizer.signal_control.model import Intersection, PlatoonSource, Snapshot, Weighted
 from services.optimizer.signal_control.phases import build_program
 
 REACH_M = 200.0  # how far up- and downstream vehicles count
 NEAR_M = 120.0  # how far back arrivals at the stop line are timed
+PLATOON_M = 450.0  # how far up an arterial a light's green is seen as a platoon on its way
 ENTRY_M = 60.0  # receiving lanes shorter than this are judged together with the lanes after them
 SHORT_LINK_M = 30.0  # a lane this short ending at another signal holds a car or three
 DRAIN_WEIGHT = 5.0  # ingolstadt21: without it the pair of lights 12 m apart gridlocks on some seeds
@@ -105,6 +106,34 @@ def _seen_s(lane: Any, tls_nodes: set[str], near_m: float) -> float | None:
     return best
 
 
+def _platoon_sources(
+    lane: Any, tls_id: str, feeding: dict[str, list[tuple[str, int, str]]], near_m: float, reach_m: float
+) -> tuple[PlatoonSource, ...]:
+    """The lights between `near_m` and `reach_m` up the lanes feeding `lane` (not this light), with
+    the links that feed it (`feeding`: out lane -> (light, link, in lane) of every signal link)."""
+    found: dict[str, tuple[set[int], set[str], float]] = {}
+    frontier = [(lane, 0.0, 0.0)]
+    while frontier:
+        current, dist, secs = frontier.pop()
+        dist += current.getLength()
+        secs += current.getLength() / max(current.getSpeed(), 1.0)
+        sources = [f for f in feeding.get(current.getID(), []) if f[0] != tls_id]
+        if sources:
+            if dist >= near_m:  # nearer ones are timed by the near chain (`seen_s`)
+                for tls, link, in_lane in sources:
+                    links, lanes, travel = found.setdefault(tls, (set(), set(), secs))
+                    links.add(link)
+                    lanes.add(in_lane)
+                    found[tls] = (links, lanes, min(travel, secs))
+            continue
+        if dist < reach_m:
+            frontier += [(f, dist, secs) for f in current.getIncoming() if not f.getID().startswith(":")]
+    return tuple(
+        PlatoonSource(tls, frozenset(links), tuple(sorted(lanes)), travel)
+        for tls, (links, lanes, travel) in sorted(found.items())
+    )
+
+
 def _downstream(lane: Any, tls_nodes: set[str], reach_m: float) -> Weighted:
     """The receiving lane and its continuation up to `reach_m` (up to the next signal), split where
     the road splits."""
@@ -160,6 +189,10 @@ def intersections(
         if lane.getLength() < SHORT_LINK_M
     }
     short = frozenset(between) if short_link_m > 0 else frozenset()
+    feeding: dict[str, list[tuple[str, int, str]]] = {}
+    for light in net.getTrafficLights():
+        for in_lane, out_lane, index in light.getConnections():
+            feeding.setdefault(out_lane.getID(), []).append((light.getID(), index, in_lane.getID()))
     found = []
     for tls in tls_ids if tls_ids is not None else sorted(t.getID() for t in net.getTrafficLights()):
         light = net.getTLS(tls)
@@ -184,6 +217,11 @@ def intersections(
                 entry={lane.getID(): _entry(lane, tls_nodes, ENTRY_M) for lane in outs},
                 near={lane.getID(): _near(lane, tls_nodes, NEAR_M) for lane in ins},
                 seen_s={lane.getID(): seen for lane in ins if (seen := _seen_s(lane, tls_nodes, NEAR_M)) is not None},
+                platoons={
+                    lane.getID(): sources
+                    for lane in ins
+                    if (sources := _platoon_sources(lane, tls, feeding, NEAR_M, PLATOON_M))
+                },
             )
         )
     return found
