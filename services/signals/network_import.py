@@ -36,11 +36,11 @@ def read_lights(path: Path) -> list[ImportedLight]:
         raise InvalidArgument(f"not a readable SUMO network: {err}") from None
     lights = []
     for tls in sorted(net.getTrafficLights(), key=lambda t: t.getID()):
-        links = _links(net, tls)
         programs = tls.getPrograms()
         if not programs:
             continue
         program = programs[sorted(programs)[0]]
+        links = _links(net, tls, len(program.getPhases()[0].state))
         location = None
         connections = tls.getConnections()
         if connections and net.hasGeoProj():
@@ -73,7 +73,9 @@ def read_lights(path: Path) -> list[ImportedLight]:
     return lights
 
 
-def _links(net: sumolib.net.Net, tls: sumolib.net.TLS) -> list[pb.SignalLink]:
+def _links(net: sumolib.net.Net, tls: sumolib.net.TLS, count: int) -> list[pb.SignalLink]:
+    """`count` links, one per index of the program's states: an index no connection uses (a
+    removed crossing, as on ingolstadt21) is a link without lanes and without foes."""
     by_index: dict[int, pb.SignalLink] = {}
     junction_index: dict[int, tuple[Any, int]] = {}
     for in_lane, out_lane, index in tls.getConnections():
@@ -94,6 +96,13 @@ def _links(net: sumolib.net.Net, tls: sumolib.net.TLS) -> list[pb.SignalLink]:
             junction_index[index] = (node, node.getLinkIndex(connection))
     for a, (node_a, ja) in junction_index.items():
         for b, (node_b, jb) in junction_index.items():
-            if a != b and node_a is node_b and ja >= 0 and jb >= 0 and node_a.areFoes(ja, jb):
+            # Neighbouring lanes of one approach merging into one lane (a lane drop, both green on
+            # ingolstadt21) zip by the junction's right of way; other merges stay conflicts.
+            merging = by_index[a].to_lane == by_index[b].to_lane and _edge(by_index[a]) == _edge(by_index[b])
+            if a != b and node_a is node_b and ja >= 0 and jb >= 0 and not merging and node_a.areFoes(ja, jb):
                 by_index[a].foes.append(b)
-    return [by_index[i] for i in sorted(by_index)]
+    return [by_index.get(i, pb.SignalLink(index=i)) for i in range(max(count, len(by_index)))]
+
+
+def _edge(link: pb.SignalLink) -> str:
+    return link.from_lane.rsplit("_", 1)[0]

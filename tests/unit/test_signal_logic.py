@@ -616,3 +616,16 @@ def test_adaptive_steps_follow_each_other_safely(lights: dict[str, Light]) -> No
     offset = step((first, 5.0))
     offset.offset_seconds = 3
     refused(offset, takeover, r"^adaptive steps have no offset")
+
+
+@pytest.mark.parametrize("network", ["cologne8", "ingolstadt21"])
+def test_the_resco_networks_import_with_programs_that_pass_validation(network: str) -> None:
+    """Also with link indices no connection uses (ingolstadt21) and a lane drop whose two lanes
+    both have green into the one lane left (a zip merge, not a crossing)."""
+    from sim.scenarios import resco
+
+    lights = read_lights(resco.locate(network).network)
+    assert len(lights) == {"cologne8": 8, "ingolstadt21": 21}[network]
+    for light in lights:
+        assert [link.index for link in light.intersection.links] == list(range(len(light.plan.phases[0].state)))
+        validate_plan(list(light.intersection.links), light.plan, CycleBounds(0, 10_000))
