@@ -88,6 +88,7 @@ def cmd_sim_run(args: argparse.Namespace) -> int:
             args.gui,
             clock=args.clock,
             priority=not args.no_priority,
+            adaptive_signals=not args.no_adaptive_signals,
         )
         for mode in args.mode
         for seed in range(args.seed, args.seed + args.seeds)
@@ -160,6 +161,11 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--no-priority",
         action="store_true",
         help="responders do not ask for signal priority (to measure what it gives)",
+    )
+    run.add_argument(
+        "--no-adaptive-signals",
+        action="store_true",
+        help="coordinated mode with SUMO's actuated lights instead of the optimizer's adaptive steps",
     )
     run.add_argument("--out", type=Path, default=Path("data/sim"))
     run.set_defaults(func=cmd_sim_run)

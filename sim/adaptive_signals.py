@@ -10,12 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import grpc
 from almere.optimizer.v1 import optimizer_pb2 as opb
 from almere.optimizer.v1 import optimizer_pb2_grpc
-from almere.signals.v1 import signals_pb2 as spb
-from almere.signals.v1 import signals_pb2_grpc
-from google.protobuf.field_mask_pb2 import FieldMask
 
 from services.optimizer.signal_control.sumo_adapter import read_lanes, show
 
@@ -25,9 +21,9 @@ CALL_TIMEOUT_S = 60.0  # the first call of a run reads the network
 class ServiceControl:
     """A `sumo_adapter.Control`: the lights driven by the optimizer through the signal service."""
 
-    def __init__(self, optimizer: optimizer_pb2_grpc.OptimizerServiceStub, token: str) -> None:
+    def __init__(self, optimizer: optimizer_pb2_grpc.OptimizerServiceStub, auth: tuple[tuple[str, str], ...]) -> None:
         self._optimizer = optimizer
-        self._auth = (("authorization", f"Bearer {token}"),)
+        self._auth = auth
         self._lanes: list[str] = []
         self._near: list[str] = []
         self._playing: dict[str, list[tuple[str, float]]] = {}  # tls -> (state, from) still to come
@@ -51,6 +47,7 @@ class ServiceControl:
                 ],
             )
             for lane in self._lanes
+            if snap.vehicles[lane]  # empty lanes go unsaid: the optimizer counts what is not reported as 0
         ]
         return self._round(ls, now, readings)
 
@@ -97,16 +94,6 @@ def adaptive_stack(network: Path, data_dir: Path) -> Iterator[tuple[str, str]]:
     stack.start()
     try:
         import_lights(stack)
-        auth = (("authorization", f"Bearer {stack.credentials['engineer']}"),)
-        with grpc.insecure_channel(stack.endpoints["signals"]) as channel:
-            signals = signals_pb2_grpc.SignalServiceStub(channel)
-            docs = signals.ListIntersections(spb.ListIntersectionsRequest(page_size=1000), metadata=auth).intersections
-            for doc in docs:
-                doc.proposal_policy = spb.PROPOSAL_POLICY_AUTO_APPLY
-                update = spb.UpdateIntersectionRequest(
-                    intersection=doc, update_mask=FieldMask(paths=["proposal_policy"])
-                )
-                signals.UpdateIntersection(update, metadata=auth)
         yield stack.endpoints["optimizer"], stack.credentials["sim"]
     finally:
         stack.stop()

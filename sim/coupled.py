@@ -20,11 +20,20 @@ from sim.scenarios.almere_centrum.layout import FACILITIES
 
 
 def import_lights(stack: Stack) -> None:
-    """The signal service takes over the network's lights, so its plans drive SUMO's."""
+    """The signal service takes over the network's lights, so its plans drive SUMO's, and every one
+    applies the optimizer's adaptive steps without approval (a test bed; in the city an engineer
+    approves each takeover)."""
+    auth = (("authorization", f"Bearer {stack.credentials['engineer']}"),)
     with grpc.insecure_channel(stack.endpoints["signals"]) as channel:
-        signals_pb2_grpc.SignalServiceStub(channel).ImportNetwork(
-            signals_pb2.ImportNetworkRequest(), metadata=(("authorization", f"Bearer {stack.credentials['engineer']}"),)
-        )
+        signals = signals_pb2_grpc.SignalServiceStub(channel)
+        signals.ImportNetwork(signals_pb2.ImportNetworkRequest(), metadata=auth)
+        listed = signals.ListIntersections(signals_pb2.ListIntersectionsRequest(page_size=1000), metadata=auth)
+        for doc in listed.intersections:
+            doc.proposal_policy = signals_pb2.PROPOSAL_POLICY_AUTO_APPLY
+            mask = FieldMask(paths=["proposal_policy"])
+            signals.UpdateIntersection(
+                signals_pb2.UpdateIntersectionRequest(intersection=doc, update_mask=mask), metadata=auth
+            )
 
 
 def _equip(stack: Stack, shares: set[float]) -> None:

@@ -20,6 +20,7 @@ from almere.signals.v1 import signals_pb2_grpc
 from almere.type.v1 import geo_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from sim.adaptive_signals import ServiceControl
 from sim.navigation import Navigation
 from sim.priority import EmergencyPriority, PriorityLights
 from sim.scenarios.almere_centrum.layout import Facility
@@ -84,6 +85,14 @@ class FieldDevices:
         if equipped is None:
             equipped = stub.GetStrategy(opb.GetStrategyRequest(), metadata=self._auth).strategy.equipped_share
         return Navigation(stub.ReportVehicles, self._auth, equipped, seed, prefix, walks, set(self._operator_of))
+
+    def adaptive_signals(self) -> ServiceControl:
+        """The lights as the optimizer drives them through the signal service (sim role)."""
+        if not self._optimizer_address:
+            raise RuntimeError("no optimizer in the running stack (endpoints.json)")
+        channel = grpc.insecure_channel(self._optimizer_address)
+        self._channels.append(channel)
+        return ServiceControl(optimizer_pb2_grpc.OptimizerServiceStub(channel), self._auth)
 
     def emergency_priority(self, log_path: Path, lights: PriorityLights) -> EmergencyPriority:
         """The responders' on-board units, asking the signal service for priority as ems."""

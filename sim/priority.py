@@ -40,12 +40,17 @@ class _Hold:
 class PriorityLights:
     """Lights held for priority grants, whoever asked: into the granted state through a yellow for the
     movements losing green, held until released (or the grant's end), back to the program through
-    a yellow again. Never straight from a green to a conflicting one."""
+    a yellow again. Never straight from a green to a conflicting one. `passive`: the optimizer drives
+    the lights (coordinated mode) and serves grants itself, through its adaptive steps: a second
+    master here would show states its steps were not validated against."""
 
-    def __init__(self) -> None:
+    def __init__(self, passive: bool = False) -> None:
         self._holds: dict[str, _Hold] = {}
+        self.passive = passive
 
     def hold(self, sumo: Any, now: float, tls: str, target: str, until: float) -> None:
+        if self.passive:
+            return
         current = sumo.trafficlight.getRedYellowGreenState(tls)
         held = self._holds.get(tls)
         program = held.program if held is not None else sumo.trafficlight.getProgram(tls)

@@ -74,6 +74,9 @@ class RunSpec:
     decision_s: float = 30
     # With services: responders (the variant's ambulances) ask the signal service for priority.
     priority: bool = True
+    # coordinated: the optimizer drives the lights through the signal service (each takeover by the
+    # intersection's proposal policy); off: SUMO's actuated control, as in mode sumo.
+    adaptive_signals: bool = True
 
 
 def _sumo_args(spec: RunSpec, scenario: almere_centrum.Scenario, run_dir: Path) -> list[str]:
@@ -320,13 +323,16 @@ def run(spec: RunSpec) -> Path:
         engine.start([sumo_binary("sumo"), *_sumo_args(spec, scenario, run_dir)])
     devices = bus = navigation = None
     run_tag = uuid.uuid4().hex[:8]
-    # Baselines: in `none` the city runs the signal service's (fixed) plans; in `sumo` (and, until
-    # adaptive control comes, coordinated), SUMO's own actuated control. Only coordinated follows
-    # the optimizer's advice.
+    # Baselines: in `none` the city runs the signal service's (fixed) plans; in `sumo`, SUMO's own
+    # actuated control. Coordinated follows the optimizer's advice, and its lights are the
+    # optimizer's adaptive steps (which then serve priority grants too).
     coordinated = spec.mode == "coordinated"
+    adaptive = coordinated and spec.adaptive_signals
     controllers = Controllers(
         run_dir / "applied.jsonl", plans=spec.mode == "none", guidance=coordinated, vehicle_prefix=f"{run_tag}:"
     )
+    controllers.lights.passive = adaptive
+    signals = None
     incidents = _Incidents(engine, variant.incidents, broadcast=spec.mode != "none")
     stops = StopRecorder(set(FACILITY_IDS))
     responders = Responders(engine, variant.responders)
@@ -341,6 +347,8 @@ def run(spec: RunSpec) -> Path:
             if spec.priority and variant.responders:
                 responders.priority = devices.emergency_priority(run_dir / "priority.jsonl", controllers.lights)
                 controllers.own_priority = responders.ids
+            if adaptive:
+                signals = devices.adaptive_signals()
             if coordinated:
                 navigation = devices.navigation(
                     spec.seed, controllers.vehicle_prefix, _walk_destinations(engine, scenario)
@@ -362,12 +370,16 @@ def run(spec: RunSpec) -> Path:
         started = time.monotonic()
         with tqdm(total=int(spec.end_s), unit="sim s", desc=f"{spec.scenario} {spec.mode} seed {spec.seed}") as bar:
             now = 0.0
+            if signals:
+                signals.start(engine, now, record=False)
             while now < spec.end_s:
                 if bus:
                     for subject, payload in bus.drain():
                         controllers.apply(engine, now, subject, payload)
                 engine.simulationStep()
                 now = engine.simulation.getTime()
+                if signals:
+                    signals.step(engine, now)
                 if equipper:
                     equipper.step()
                 if spec.clock == "realtime":
@@ -402,6 +414,8 @@ def run(spec: RunSpec) -> Path:
                 "decisions_applied": controllers.applied,
                 "decisions_skipped": controllers.skipped,
                 "vehicle_reports": navigation.reports if navigation else 0,
+                "signal_steps": signals.steps if signals else 0,
+                "lights_awaiting_approval": signals.awaiting_approval if signals else [],
                 "equipped_share": navigation.share if navigation else None,
                 "incident_reported_wall_s": devices.reported_wall_s,
             }

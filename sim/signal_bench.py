@@ -124,7 +124,8 @@ def control(name: str, network: Path, via: tuple[str, str] | None = None) -> Any
 
         from sim.adaptive_signals import ServiceControl
 
-        return ServiceControl(optimizer_pb2_grpc.OptimizerServiceStub(grpc.insecure_channel(via[0])), via[1])
+        stub = optimizer_pb2_grpc.OptimizerServiceStub(grpc.insecure_channel(via[0]))
+        return ServiceControl(stub, (("authorization", f"Bearer {via[1]}"),))
     from services.optimizer.signal_control import sumo_adapter
     from services.optimizer.signal_control.controller import COORDINATED, Ours
     from services.optimizer.signal_control.maxpressure import MaxPressure

@@ -10,6 +10,7 @@ from almere.detectors.v1 import detectors_pb2
 from almere.incidents.v1 import events_pb2 as ievents
 from almere.optimizer.v1 import decisions_pb2, optimizer_pb2, optimizer_pb2_grpc
 from almere.parking.v1 import events_pb2 as pevents
+from almere.signals.v1 import events_pb2 as sevents
 from almere.signals.v1 import signals_pb2_grpc
 from grpc import aio
 from nats.aio.msg import Msg
@@ -40,7 +41,7 @@ SOURCES = [
 ]
 
 
-def _handler(engine: Engine, stream: str) -> Callable[[Msg], Writes]:
+def _handler(engine: Engine, signals: AdaptiveControl, stream: str) -> Callable[[Msg], Writes]:
     def handle(msg: Msg) -> Writes:
         engine.consumed[stream] += 1
         kind = msg.subject.split(".")[3]
@@ -53,7 +54,9 @@ def _handler(engine: Engine, stream: str) -> Callable[[Msg], Writes]:
             return engine.on_incident(ievents.IncidentEvent.FromString(msg.data), utcnow())
         elif stream == events.DETECTOR_STREAM:
             engine.on_detector(detectors_pb2.Measurement.FromString(msg.data), utcnow())
-        # Signal plans are counted, not yet used: travel times already show what a plan does.
+        elif kind in ("priority_decided", "priority_ended"):
+            signals.on_priority(sevents.SignalEvent.FromString(msg.data))
+        # Signal plans are counted, not used: travel times already show what a plan does.
         return Writes()
 
     return handle
@@ -83,7 +86,9 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
     )
     optimizer_pb2_grpc.add_OptimizerServiceServicer_to_server(OptimizerApi(engine, keeper, feed, signals), server)
 
-    consumers = [DurableConsumer(service.bus, source, _handler(engine, source.stream), keeper) for source in SOURCES]
+    consumers = [
+        DurableConsumer(service.bus, source, _handler(engine, signals, source.stream), keeper) for source in SOURCES
+    ]
     for consumer in consumers:
         await consumer.start()
     forgetting = service.schedule("forget-decisions", store.forget_decisions)

@@ -81,6 +81,8 @@ def test_sim_run_coordinated_closes_the_loop_with_the_optimizer(tmp_path: Path) 
     devices = json.loads((run / "devices.json").read_text())
     assert devices["vehicle_reports"] == 2400 // 30 and devices["occupancy_reports"] > 0
     assert devices["equipped_share"] == 0.5  # the optimizer's strategy, set from --equipped
+    # The lights are the optimizer's: every one taken over, a step each time a controller changed one.
+    assert devices["lights_awaiting_approval"] == [] and devices["signal_steps"] > 2400 // 10
     applied = [json.loads(line) for line in (run / "applied.jsonl").read_text().splitlines()]
     levers = {entry["lever"] for entry in applied}
     assert {"LEVER_PARKING_GUIDANCE", "LEVER_INCIDENT_REROUTING"} <= levers
@@ -117,22 +119,24 @@ def test_bench_signals_prints_delay_and_the_ratio_to_fixed_time(tmp_path: Path) 
     assert all(r["teleports"] == 0 and not r["gridlock"] for r in results)
 
 
-def test_an_ambulance_gets_green_at_every_light_on_its_way(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["sumo", "coordinated"])
+def test_an_ambulance_gets_green_at_every_light_on_its_way(tmp_path: Path, mode: str) -> None:
     """The ambulance asks the signal service (as ems) before each light; every grant turns its
-    approach green, through a yellow, before it arrives."""
+    approach green, through a yellow, before it arrives: held by the twin's lights (mode sumo), or
+    served by the optimizer's controller of that light through its adaptive steps (coordinated)."""
     almere(
         "sim",
         "run",
         "almere-centrum-emergency",
         "--mode",
-        "sumo",
+        mode,
         "--services",
         "--end",
         "2200",
         "--out",
         str(tmp_path),
     )
-    run = tmp_path / "almere-centrum-emergency" / "sumo-seed1"
+    run = tmp_path / "almere-centrum-emergency" / f"{mode}-seed1"
     crossings = [json.loads(line) for line in (run / "priority.jsonl").read_text().splitlines()]
     assert [c["tls"] for c in crossings] == ["j02", "j12", "j22"]  # the Stadsdreef's lights, in order
     for c in crossings:

@@ -241,3 +241,19 @@ def test_coordination_holds_a_green_for_a_platoon_released_up_the_road() -> None
     assert first_switch(OURS) == 5.0
     assert first_switch(COORDINATED) > 15.0
     assert first_switch(COORDINATED, exit_queued=3) == 5.0
+
+
+def test_a_priority_call_gets_its_green_through_a_yellow_and_keeps_it() -> None:
+    """North has all the traffic; a grant for west (its state "rG") is called at t=10. West gets
+    green 3 s later (after north's yellow) and keeps it, although north's pressure grows, until the
+    call ends at t=40; then north gets its green back."""
+    controller = Ours(crossing())
+
+    def north_busy(t: float, _: str) -> Snapshot:
+        controller.call("rG" if 10 <= t < 40 else None)
+        return Snapshot(t, {"n_0": 10 + int(t)}, {"n_0": 10 + int(t)}, {"n_0": ((5.0, 10.0),)})
+
+    shown = drive(controller, north_busy, 60)
+    assert shown[1:3] == [(10.0, "yr"), (13.0, "rG")]
+    assert all(s == "rG" for t, s in shown if 13 <= t < 40)
+    assert shown[3:5] == [(40.0, "ry"), (43.0, "Gr")]

@@ -11,12 +11,14 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import grpc
 from almere.optimizer.v1 import optimizer_pb2 as pb
+from almere.signals.v1 import events_pb2 as sevents
 from almere.signals.v1 import signals_pb2 as spb
 from almere.signals.v1 import signals_pb2_grpc
 
@@ -30,6 +32,10 @@ log = logging.getLogger(__name__)
 
 MAX_LANES = 20_000
 TAKEOVER_CHECK_S = 5.0  # simulated seconds between looks at takeovers awaiting approval
+# A grant is served until the vehicle's unit cancels it, at most this long (simulated s): its wall-
+# clock hold_until says nothing in a simulation running faster than real time.
+MAX_PRIORITY_S = 90.0
+STALE_GRANT = timedelta(minutes=2)  # grants older than the process, replayed from the stream
 CALL_TIMEOUT_S = 10.0
 
 
@@ -67,6 +73,7 @@ class _Run:
     last_s: float
     awaiting: dict[str, tuple[Controller, int]] = field(default_factory=dict)  # tls -> (controller, version)
     next_check_s: float = 0.0
+    called: dict[str, tuple[str, float]] = field(default_factory=dict)  # tls -> (grant, since) being served
 
 
 class AdaptiveControl:
@@ -84,6 +91,18 @@ class AdaptiveControl:
         self._layouts: list[Intersection] | None = None
         self._run: _Run | None = None
         self._lock = asyncio.Lock()  # one round at a time
+        self._grants: dict[str, tuple[str, str]] = {}  # tls -> (priority name, target state)
+        self._started = datetime.now(UTC)
+
+    def on_priority(self, event: sevents.SignalEvent) -> None:
+        """A priority decision or its end, from the SIGNALS stream: the light's controller serves
+        granted ones (whoever shows the lights must not hold them itself)."""
+        tls, change = event.intersection.sumo_tls_id, event.change
+        if change.event == "priority_decided" and change.priority.decision == spb.PRIORITY_DECISION_GRANTED:
+            if change.occur_time.ToDatetime(UTC) > self._started - STALE_GRANT:
+                self._grants[tls] = (change.priority.name, change.priority.target_state)
+        elif change.event == "priority_ended" and self._grants.get(tls, ("",))[0] == change.priority.name:
+            del self._grants[tls]
 
     async def round(self, request: pb.ControlSignalsRequest) -> pb.ControlSignalsResponse:
         snap = snapshot(request)
@@ -96,6 +115,7 @@ class AdaptiveControl:
                 run = self._run = await self._begin(now)
                 shown = run.loop.start(now)
             else:
+                self._serve_grants(run, now)
                 shown = run.loop.step(now, lambda t, lanes, near: snap)
                 shown += await self._resume_approved(run, now)
             run.last_s = now
@@ -108,6 +128,22 @@ class AdaptiveControl:
                 controlled=sorted(run.names[c.tls_id] for c in run.loop.controllers),
                 awaiting_approval=sorted(run.names[tls] for tls in run.awaiting),
             )
+
+    def _serve_grants(self, run: _Run, now: float) -> None:
+        for c in run.loop.controllers:
+            grant = self._grants.get(c.tls_id)
+            name, since = run.called.get(c.tls_id, ("", now))
+            if grant is not None and (grant[0] != name or now - since < MAX_PRIORITY_S):
+                run.called[c.tls_id] = (grant[0], since if grant[0] == name else now)
+                c.call(grant[1])
+            elif c.tls_id in run.called:
+                run.called.pop(c.tls_id)
+                c.call(None)
+                if grant is not None:
+                    log.warning(
+                        "%s: priority %s served %.0f s without being cancelled; ended", c.tls_id, name, now - since
+                    )
+                    del self._grants[c.tls_id]
 
     async def _begin(self, now: float) -> _Run:
         """A new run: every light of the network the signal service knows gets a fresh controller."""
@@ -124,6 +160,7 @@ class AdaptiveControl:
             if not token:
                 break
         loop = ControlLoop(self._make(i) for i in self._layouts if i.tls_id in names)
+        self._grants.clear()  # a new run: grants of the last one are history
         return _Run(loop, names, now, next_check_s=now + TAKEOVER_CHECK_S)
 
     async def _propose(self, run: _Run, shown: list[Shown], now: float) -> list[pb.SignalStep]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from services.optimizer.signal_control import guards
 from services.optimizer.signal_control.model import Decision, Intersection, PhaseClock, Snapshot
+from services.optimizer.signal_control.phases import GREEN
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class MaxPressure:
         links = intersection.program.links
         # What the other lights run by the same loop show (ControlLoop fills it): for coordination.
         self.neighbours: Mapping[str, PhaseClock] = {}
+        self._priority: int | None = None  # the green a priority grant asks for (`call`)
         self._out_links = Counter(m.in_lane for m in links)  # links leaving each approach lane
         self._in_links = Counter(m.out_lane for m in links)  # links of this light entering each lane
         self._next = 0.0
@@ -52,6 +54,17 @@ class MaxPressure:
 
     def start(self, now: float, record: bool = False) -> Decision:
         return self.clock.start(now, record)
+
+    def call(self, target_state: str | None) -> None:
+        """A priority grant (an emergency vehicle, a late bus) wants the green of the program that
+        gives `target_state`'s greens (None: the grant has ended). It comes before everything but
+        min green and the yellow: the clock still switches safely."""
+        if target_state is None:
+            self._priority = None
+            return
+        wanted = {k for k, c in enumerate(target_state) if c in GREEN}
+        greens = self.intersection.program.greens
+        self._priority = max(range(len(greens)), key=lambda i: (len(wanted & greens[i].link_ids), -i))
 
     def tick(self, now: float) -> Decision | None:
         return self.clock.tick(now)
@@ -78,7 +91,10 @@ class MaxPressure:
     def guarded(
         self, snap: Snapshot, scores: list[float], usable: list[int], gates: set[int]
     ) -> tuple[int, str] | None:
-        """What the guards impose, if anything: leave a green that moves nobody; serve a starving link."""
+        """What the guards impose, if anything: a priority grant's green; leave a green that moves
+        nobody; serve a starving link."""
+        if self._priority is not None:
+            return self._priority, "priority"
         current = self.clock.current
         if self.deadlock.stuck(self.intersection, self.clock, snap):
             others = [i for i in usable if i != current]

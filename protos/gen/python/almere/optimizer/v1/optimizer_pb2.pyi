@@ -696,7 +696,9 @@ class ControlSignalsRequest(_message.Message):
     """Simulated (or detector) time of the readings, seconds."""
     @_builtins.property
     def lanes(self) -> _containers.RepeatedCompositeFieldContainer[Global___LaneReading]:
-        """The lanes named in the previous response (the first call of a run sends none)."""
+        """The lanes named in the previous response (the first call of a run sends none); a lane left out
+        is empty.
+        """
 
     def __init__(
         self,
