@@ -123,3 +123,10 @@ async def test_steps_go_through_the_signal_service_by_policy(lights: tuple[Signa
     assert doc.active_plan_version == 1
     code, _ = await _code(signals.as_("engineer").ActivatePlan(spb.ActivatePlanRequest(name=takeover.name)))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
+
+    # A new run (time goes back, as when a simulation starts again): the optimizer takes every light
+    # over afresh, from the state its last step holds (the service refuses anything abrupt), and j12
+    # from its plan again.
+    again = await optimizer.as_("sim").ControlSignals(opb.ControlSignalsRequest(sim_time_seconds=0))
+    assert len(again.steps) == 22 and not again.awaiting_approval
+    assert all(s.plan.state == spb.PLAN_STATE_ACTIVE and s.plan.reason == "start" for s in again.steps)

@@ -257,3 +257,14 @@ def test_a_priority_call_gets_its_green_through_a_yellow_and_keeps_it() -> None:
     assert shown[1:3] == [(10.0, "yr"), (13.0, "rG")]
     assert all(s == "rG" for t, s in shown if 13 <= t < 40)
     assert shown[3:5] == [(40.0, "ry"), (43.0, "Gr")]
+
+
+def test_a_controller_takes_a_light_over_from_what_it_shows() -> None:
+    """The light holds an earlier controller's last step ("Gg"): the new one starts at the closest
+    green, clearing what loses green through a 3 s yellow; no state shown is ever abrupt."""
+    controller = Ours(crossing())
+    assert controller.start(0.0, shown="rG").state == "rG"  # a green of the program: kept as it is
+    controller = Ours(crossing())
+    assert controller.start(0.0, shown="Gg").state == "Gy"
+    assert controller.tick(2.0) is None
+    assert controller.tick(3.0).state == "Gr"  # type: ignore[union-attr]

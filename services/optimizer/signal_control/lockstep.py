@@ -112,8 +112,9 @@ class AdaptiveControl:
             now = snap.time
             run = self._run
             if run is None or now <= run.last_s:
-                run = self._run = await self._begin(now)
-                shown = run.loop.start(now)
+                run, showing = await self._begin(now)
+                self._run = run
+                shown = run.loop.start(now, shown=showing)
             else:
                 self._serve_grants(run, now)
                 shown = run.loop.step(now, lambda t, lanes, near: snap)
@@ -145,23 +146,31 @@ class AdaptiveControl:
                     )
                     del self._grants[c.tls_id]
 
-    async def _begin(self, now: float) -> _Run:
-        """A new run: every light of the network the signal service knows gets a fresh controller."""
+    async def _begin(self, now: float) -> tuple[_Run, dict[str, str]]:
+        """A new run: every light of the network the signal service knows gets a fresh controller;
+        lights still on an adaptive step (an earlier run's, or this optimizer's before a restart)
+        are taken over from the state that step holds, through a yellow, never abruptly."""
         if self._layouts is None:
             self._layouts = await asyncio.to_thread(sumo_adapter.intersections, self._network_file)
         names: dict[str, str] = {}
+        showing: dict[str, str] = {}
         token = ""
         while True:
             reply = await self._call(
                 "ListIntersections", spb.ListIntersectionsRequest(page_size=1000, page_token=token)
             )
-            names |= {doc.sumo_tls_id: doc.name for doc in reply.intersections}
+            for doc in reply.intersections:
+                names[doc.sumo_tls_id] = doc.name
+                name = f"{doc.name}/plans/{doc.active_plan_version}"
+                active = (await self._call("GetPlan", spb.GetPlanRequest(name=name))).plan
+                if active.type == spb.PLAN_TYPE_ADAPTIVE:
+                    showing[doc.sumo_tls_id] = active.phases[-1].state
             token = reply.next_page_token
             if not token:
                 break
         loop = ControlLoop(self._make(i) for i in self._layouts if i.tls_id in names)
         self._grants.clear()  # a new run: grants of the last one are history
-        return _Run(loop, names, now, next_check_s=now + TAKEOVER_CHECK_S)
+        return _Run(loop, names, now, next_check_s=now + TAKEOVER_CHECK_S), showing
 
     async def _propose(self, run: _Run, shown: list[Shown], now: float) -> list[pb.SignalStep]:
         """Each new step to the signal service, all at once; held takeovers wait for approval, a

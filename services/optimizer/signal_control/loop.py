@@ -22,7 +22,7 @@ class Controller(Protocol):
     intersection: Intersection
     neighbours: Mapping[str, PhaseClock]
 
-    def start(self, now: float, record: bool = False) -> Decision: ...
+    def start(self, now: float, record: bool = False, shown: str | None = None) -> Decision: ...
     def tick(self, now: float) -> Decision | None: ...
     def due(self, now: float) -> bool: ...
     def decide(self, snap: Snapshot) -> Decision | None: ...
@@ -62,8 +62,10 @@ class ControlLoop:
         near = frozenset().union(*(c.intersection.near_lanes() for c in self.controllers))
         return lanes, near
 
-    def start(self, now: float, record: bool = False) -> list[Shown]:
-        return [Shown(c, c.start(now, record), True) for c in self.controllers]
+    def start(self, now: float, record: bool = False, shown: Mapping[str, str] | None = None) -> list[Shown]:
+        """Every controller takes its light over (from the state it `shown`s, if known)."""
+        shown = shown or {}
+        return [Shown(c, c.start(now, record, shown.get(c.tls_id)), True) for c in self.controllers]
 
     def step(self, now: float, read: Reader) -> list[Shown]:
         """Advance every clock; lights free to decide read their lanes (once for all) and decide."""

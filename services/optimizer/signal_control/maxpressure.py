@@ -52,8 +52,8 @@ class MaxPressure:
     def tls_id(self) -> str:
         return self.intersection.tls_id
 
-    def start(self, now: float, record: bool = False) -> Decision:
-        return self.clock.start(now, record)
+    def start(self, now: float, record: bool = False, shown: str | None = None) -> Decision:
+        return self.clock.start(now, record, shown)
 
     def call(self, target_state: str | None) -> None:
         """A priority grant (an emergency vehicle, a late bus) wants the green of the program that

@@ -111,12 +111,25 @@ class PhaseClock:
     reopened: dict[int, float] = field(default_factory=dict)  # link given green again -> when
     shown: str = ""
 
-    def start(self, now: float, record: bool = False) -> Decision:
+    def start(self, now: float, record: bool = False, shown: str | None = None) -> Decision:
+        """Take the light over: at the current green, or, if it `shown`s another state (the last
+        step of an earlier controller), at the green closest to it, through a yellow for whatever
+        loses green."""
         self.green_since = now
         self.history = [] if record else None
         self.last_green = {m.link: now for m in self.program.links}  # nobody has waited yet
         self.yellow_s = max((d for steps in self.program.transitions.values() for s, d in steps[:1]), default=3.0)
-        return self._show(now, self.program.greens[self.current].state, "start")
+        if shown is None:
+            return self._show(now, self.program.greens[self.current].state, "start")
+        lit = {k for k, c in enumerate(shown) if c in GREEN}
+        greens = self.program.greens
+        self.current = self.target = max(range(len(greens)), key=lambda i: (len(lit & greens[i].link_ids), -i))
+        self.shown = shown
+        until = now
+        for state, seconds in transition_steps(shown, greens[self.current].state, self.yellow_s):
+            until += seconds
+            self.pending.append((state, until))
+        return self._show(now, self.pending[0][0] if self.pending else greens[self.current].state, "start")
 
     @property
     def in_transition(self) -> bool:
