@@ -28,6 +28,7 @@ class ServiceControl:
         self._near: list[str] = []
         self._playing: dict[str, list[tuple[str, float]]] = {}  # tls -> (state, from) still to come
         self.awaiting_approval: list[str] = []
+        self.refused: list[str] = []
         self.controlled: list[str] = []
         self.steps = 0
 
@@ -58,6 +59,7 @@ class ServiceControl:
         self._lanes = list(reply.lane_ids)
         self._near = list(reply.near_lane_ids)
         self.controlled, self.awaiting_approval = list(reply.controlled), list(reply.awaiting_approval)
+        self.refused = list(reply.refused)
         for step in reply.steps:
             start, phases = now, []
             for phase in step.plan.phases:

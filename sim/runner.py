@@ -416,6 +416,7 @@ def run(spec: RunSpec) -> Path:
                 "vehicle_reports": navigation.reports if navigation else 0,
                 "signal_steps": signals.steps if signals else 0,
                 "lights_awaiting_approval": signals.awaiting_approval if signals else [],
+                "lights_refused": signals.refused if signals else [],
                 "equipped_share": navigation.share if navigation else None,
                 "incident_reported_wall_s": devices.reported_wall_s,
             }

@@ -151,8 +151,9 @@ def run_one(run: BenchRun) -> dict[str, Any]:
     args += ["--tripinfo-output", str(tripinfo), "--tripinfo-output.write-unfinished",
              "--tripinfo-output.write-undeparted"]  # fmt: skip
     ls = sumo_adapter.start(args)
+    driver = control(run.controller, scenario.network, run.via)
     try:
-        stats = sumo_adapter.run(ls, stop, control(run.controller, scenario.network, run.via))
+        stats = sumo_adapter.run(ls, stop, driver)
     finally:
         ls.close()
     result = {
@@ -166,6 +167,8 @@ def run_one(run: BenchRun) -> dict[str, Any]:
         "teleports": stats.teleports,
         "wall_s": time.monotonic() - started,
         "via": "services" if run.via else "direct",
+        # through the services: lights whose step the signal service refused (they froze)
+        "refused": getattr(driver, "refused", []),
     }
     return result
 
@@ -270,8 +273,11 @@ def bench(args: argparse.Namespace) -> int:
         print("\nours ran in the optimizer, its steps proposed to and activated by the signal service")
     print(f"\n{len(results)} runs in {time.monotonic() - started:.0f} s wall time ({workers} workers)")
     print(f"\nresults: {args.out / 'results.json'}, {args.out / 'results.csv'}")
-    # Baselines may jam (that is what they are measured for); ours must not.
-    return 1 if any(r["gridlock"] for r in results if r["controller"] == "ours") else 0
+    refused = sorted({name for r in results for name in r["refused"]})
+    if refused:
+        print(f"\nthe signal service refused steps at {', '.join(refused)}: see the optimizer's log")
+    # Baselines may jam (that is what they are measured for); ours must not, nor have steps refused.
+    return 1 if refused or any(r["gridlock"] for r in results if r["controller"] == "ours") else 0
 
 
 def add_parser(sub: Any) -> None:

@@ -82,7 +82,8 @@ def test_sim_run_coordinated_closes_the_loop_with_the_optimizer(tmp_path: Path) 
     assert devices["vehicle_reports"] == 2400 // 30 and devices["occupancy_reports"] > 0
     assert devices["equipped_share"] == 0.5  # the optimizer's strategy, set from --equipped
     # The lights are the optimizer's: every one taken over, a step each time a controller changed one.
-    assert devices["lights_awaiting_approval"] == [] and devices["signal_steps"] > 2400 // 10
+    assert devices["lights_awaiting_approval"] == devices["lights_refused"] == []
+    assert devices["signal_steps"] > 2400 // 10
     applied = [json.loads(line) for line in (run / "applied.jsonl").read_text().splitlines()]
     levers = {entry["lever"] for entry in applied}
     assert {"LEVER_PARKING_GUIDANCE", "LEVER_INCIDENT_REROUTING"} <= levers

@@ -268,3 +268,21 @@ def test_a_controller_takes_a_light_over_from_what_it_shows() -> None:
     assert controller.start(0.0, shown="Gg").state == "Gy"
     assert controller.tick(2.0) is None
     assert controller.tick(3.0).state == "Gr"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("network", ["cologne8", "ingolstadt21"])
+def test_every_takeover_passes_the_signal_services_step_validation(network: str) -> None:
+    """The first step of each light (taking over from the imported plan) is one the signal service
+    accepts: on ingolstadt21 some greens lose permissive turns (`protect_turns`), which must clear
+    through a yellow rather than vanish."""
+    from services.optimizer.signal_control.lockstep import step_plan
+    from services.optimizer.signal_control.sumo_adapter import intersections
+
+    path = resco.locate(network).network
+    imported = {light.intersection.sumo_tls_id: light for light in read_lights(path)}
+    for layout in intersections(path):
+        controller = Ours(layout)
+        controller.start(0.0)
+        step = step_plan(controller.clock.outlook(0.0), 5.0, "start")
+        light = imported[layout.tls_id]
+        logic.validate_step(list(light.intersection.links), step, light.plan)

@@ -74,6 +74,7 @@ class _Run:
     awaiting: dict[str, tuple[Controller, int]] = field(default_factory=dict)  # tls -> (controller, version)
     next_check_s: float = 0.0
     called: dict[str, tuple[str, float]] = field(default_factory=dict)  # tls -> (grant, since) being served
+    refused: set[str] = field(default_factory=set)  # tls
 
 
 class AdaptiveControl:
@@ -128,6 +129,7 @@ class AdaptiveControl:
                 near_lane_ids=sorted(near),
                 controlled=sorted(run.names[c.tls_id] for c in run.loop.controllers),
                 awaiting_approval=sorted(run.names[tls] for tls in run.awaiting),
+                refused=sorted(run.names[tls] for tls in run.refused),
             )
 
     def _serve_grants(self, run: _Run, now: float) -> None:
@@ -197,6 +199,7 @@ class AdaptiveControl:
             if isinstance(result, spb.Plan):
                 run.awaiting[tls] = (s.controller, result.version)
             else:
+                run.refused.add(tls)
                 log.error("%s: step refused (%s: %s); the light keeps its last step", tls, result.code().name,
                           result.details())  # fmt: skip
         return steps

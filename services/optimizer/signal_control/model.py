@@ -112,15 +112,15 @@ class PhaseClock:
     shown: str = ""
 
     def start(self, now: float, record: bool = False, shown: str | None = None) -> Decision:
-        """Take the light over: at the current green, or, if it `shown`s another state (the last
-        step of an earlier controller), at the green closest to it, through a yellow for whatever
-        loses green."""
+        """Take the light over from what it shows: `shown` (the last step of an earlier controller)
+        or else the program's phase the first green comes from. At the green closest to it, through
+        a yellow for whatever loses green (a permissive turn the program allows and this green
+        does not), never abruptly."""
         self.green_since = now
         self.history = [] if record else None
         self.last_green = {m.link: now for m in self.program.links}  # nobody has waited yet
         self.yellow_s = max((d for steps in self.program.transitions.values() for s, d in steps[:1]), default=3.0)
-        if shown is None:
-            return self._show(now, self.program.greens[self.current].state, "start")
+        shown = shown or self.program.greens[self.current].source or self.program.greens[self.current].state
         lit = {k for k, c in enumerate(shown) if c in GREEN}
         greens = self.program.greens
         self.current = self.target = max(range(len(greens)), key=lambda i: (len(lit & greens[i].link_ids), -i))

@@ -26,6 +26,7 @@ class Movement:
 class GreenPhase:
     state: str
     movements: tuple[Movement, ...]  # links with 'G' or 'g' in this phase
+    source: str = ""  # the program's phase it comes from (with permissive turns `protect_turns` took away)
 
     @property
     def in_lanes(self) -> frozenset[str]:
@@ -111,16 +112,17 @@ def build_program(
             for in_lane, out_lane, _via in connections
         )
     )
-    states: list[str] = []
-    for state, _ in phases:
-        if is_green_state(state):
-            state = protect_turns(state, links, short_lanes)
-            if is_green_state(state) and state not in states:
-                states.append(state)
+    sources: dict[str, str] = {}  # green state -> the program's phase it comes from
+    for source, _ in phases:
+        if is_green_state(source):
+            state = protect_turns(source, links, short_lanes)
+            if is_green_state(state):
+                sources.setdefault(state, source)
+    states = list(sources)
     if not states:
         raise ValueError(f"traffic light {tls_id}: its program has no green phase")
     yellow_s = max([d for s, d in phases if any(c in YELLOW for c in s)], default=MIN_YELLOW_S)
-    greens = tuple(GreenPhase(s, tuple(m for m in links if s[m.link] in GREEN)) for s in states)
+    greens = tuple(GreenPhase(s, tuple(m for m in links if s[m.link] in GREEN), sources[s]) for s in states)
     transitions = {
         (i, j): transition_steps(a.state, b.state, yellow_s, all_red_s)
         for i, a in enumerate(greens)

@@ -756,6 +756,7 @@ class ControlSignalsResponse(_message.Message):
     NEAR_LANE_IDS_FIELD_NUMBER: _builtins.int
     CONTROLLED_FIELD_NUMBER: _builtins.int
     AWAITING_APPROVAL_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignalStep]:
         """Steps activated in this round, one per intersection at most."""
@@ -772,6 +773,12 @@ class ControlSignalsResponse(_message.Message):
 
     @_builtins.property
     def awaiting_approval(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def refused(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Intersections whose step the signal service refused (the optimizer logs why): they keep their
+        last step until an engineer hands them back (RollbackPlan).
+        """
+
     def __init__(
         self,
         *,
@@ -780,10 +787,11 @@ class ControlSignalsResponse(_message.Message):
         near_lane_ids: _abc.Iterable[_builtins.str] | None = ...,
         controlled: _abc.Iterable[_builtins.str] | None = ...,
         awaiting_approval: _abc.Iterable[_builtins.str] | None = ...,
+        refused: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaiting_approval", b"awaiting_approval", "controlled", b"controlled", "lane_ids", b"lane_ids", "near_lane_ids", b"near_lane_ids", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaiting_approval", b"awaiting_approval", "controlled", b"controlled", "lane_ids", b"lane_ids", "near_lane_ids", b"near_lane_ids", "refused", b"refused", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
