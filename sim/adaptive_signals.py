@@ -56,8 +56,8 @@ class ServiceControl:
         reply = self._optimizer.ControlSignals(
             opb.ControlSignalsRequest(sim_time_seconds=now, lanes=readings), metadata=self._auth, timeout=CALL_TIMEOUT_S
         )
-        self._lanes = list(reply.lane_ids)
-        self._near = list(reply.near_lane_ids)
+        if reply.HasField("lanes"):
+            self._lanes, self._near = list(reply.lanes.lane_ids), list(reply.lanes.near_lane_ids)
         self.controlled, self.awaiting_approval = list(reply.controlled), list(reply.awaiting_approval)
         self.refused = list(reply.refused)
         for step in reply.steps:

@@ -56,7 +56,7 @@ async def lights(
 
 def _quiet(reply: opb.ControlSignalsResponse) -> list[opb.LaneReading]:
     """Empty roads: nobody anywhere."""
-    return [opb.LaneReading(lane_id=lane) for lane in reply.lane_ids]
+    return [opb.LaneReading(lane_id=lane) for lane in reply.lanes.lane_ids]
 
 
 async def _plans(signals: Signals, tls: str) -> list[spb.Plan]:
@@ -71,7 +71,7 @@ async def test_steps_go_through_the_signal_service_by_policy(lights: tuple[Signa
     assert len(names) == 21 and HELD not in names  # almere-centrum has 22 lights
     assert list(first.awaiting_approval) == [f"intersections/{HELD}"]
     assert f"intersections/{HELD}" not in first.controlled and len(first.controlled) == 21
-    assert first.lane_ids and set(first.near_lane_ids) <= set(first.lane_ids)
+    assert first.lanes.lane_ids and set(first.lanes.near_lane_ids) <= set(first.lanes.lane_ids)
     for step in first.steps:
         assert step.plan.type == spb.PLAN_TYPE_ADAPTIVE and step.plan.state == spb.PLAN_STATE_ACTIVE
         assert step.plan.author == "optimizer" and step.plan.reason == "start"
@@ -99,13 +99,14 @@ async def test_steps_go_through_the_signal_service_by_policy(lights: tuple[Signa
 
     # Empty roads: nobody needs another green, so no step.
     quiet = await optimizer.as_("sim").ControlSignals(request)
-    assert not quiet.steps
+    assert not quiet.steps and not quiet.HasField("lanes")  # the same lanes as before: not repeated
 
     # An engineer approves the held takeover; the optimizer starts driving that light too.
     await signals.as_("engineer").ApprovePlan(spb.ApprovePlanRequest(name=held[0].name, reason="test bed"))
     resumed = await optimizer.as_("sim").ControlSignals(opb.ControlSignalsRequest(sim_time_seconds=6))
     assert [s.sumo_tls_id for s in resumed.steps] == [HELD]
     assert not resumed.awaiting_approval and len(resumed.controlled) == 22
+    assert len(resumed.lanes.lane_ids) > len(first.lanes.lane_ids)  # j22's lanes too, from now on
 
     # Engineers cannot make steps themselves or re-run old ones; a rollback hands the light back.
     takeover = (await _plans(signals, "j12"))[0]

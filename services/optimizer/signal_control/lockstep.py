@@ -75,6 +75,7 @@ class _Run:
     next_check_s: float = 0.0
     called: dict[str, tuple[str, float]] = field(default_factory=dict)  # tls -> (grant, since) being served
     refused: set[str] = field(default_factory=set)  # tls
+    lanes_sent: int = -1  # the loop's version whose lanes the caller has
 
 
 class AdaptiveControl:
@@ -122,11 +123,14 @@ class AdaptiveControl:
                 shown += await self._resume_approved(run, now)
             run.last_s = now
             steps = await self._propose(run, [s for s in shown if s.step], now)
-            lanes, near = run.loop.lanes()
+            selection = None
+            if run.lanes_sent != run.loop.version:
+                lanes, near = run.loop.lanes()
+                selection = pb.LaneSelection(lane_ids=sorted(lanes), near_lane_ids=sorted(near))
+                run.lanes_sent = run.loop.version
             return pb.ControlSignalsResponse(
                 steps=steps,
-                lane_ids=sorted(lanes),
-                near_lane_ids=sorted(near),
+                lanes=selection,
                 controlled=sorted(run.names[c.tls_id] for c in run.loop.controllers),
                 awaiting_approval=sorted(run.names[tls] for tls in run.awaiting),
                 refused=sorted(run.names[tls] for tls in run.refused),

@@ -44,6 +44,7 @@ class ControlLoop:
         self.controllers: list[Controller] = []
         self.clocks: dict[str, PhaseClock] = {}  # what every light of the loop shows, for coordination
         self.decisions = 0
+        self.version = 0  # changes whenever a light joins or leaves
         for c in controllers:
             self.add(c)
 
@@ -51,15 +52,17 @@ class ControlLoop:
         self.controllers.append(controller)
         self.clocks[controller.tls_id] = controller.clock
         controller.neighbours = self.clocks
+        self.version += 1
 
     def remove(self, controller: Controller) -> None:
         self.controllers.remove(controller)
         del self.clocks[controller.tls_id]
+        self.version += 1
 
     def lanes(self) -> tuple[frozenset[str], frozenset[str]]:
         """Every lane the controllers count, and those near stop lines (positions wanted)."""
-        lanes = frozenset().union(*(c.intersection.lanes() for c in self.controllers))
-        near = frozenset().union(*(c.intersection.near_lanes() for c in self.controllers))
+        lanes = frozenset().union(*(c.intersection.lanes for c in self.controllers))
+        near = frozenset().union(*(c.intersection.near_lanes for c in self.controllers))
         return lanes, near
 
     def start(self, now: float, record: bool = False, shown: Mapping[str, str] | None = None) -> list[Shown]:
@@ -77,8 +80,8 @@ class ControlLoop:
             elif c.due(now):
                 due.append(c)
         if due:
-            lanes = set().union(*(c.intersection.lanes() for c in due))
-            near = set().union(*(c.intersection.near_lanes() for c in due))
+            lanes = set().union(*(c.intersection.lanes for c in due))
+            near = set().union(*(c.intersection.near_lanes for c in due))
             snap = read(now, lanes, near)
             for c in due:
                 decision = c.decide(snap)

@@ -8,6 +8,7 @@ import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from services.optimizer.signal_control.phases import GREEN, SignalProgram, transition_steps
 
@@ -49,8 +50,9 @@ class Intersection:
     def tls_id(self) -> str:
         return self.program.tls_id
 
+    @cached_property
     def lanes(self) -> frozenset[str]:
-        """Every lane whose counts the controllers read."""
+        """Every lane whose counts the controllers read (asked every second: kept)."""
         found: set[str] = set()
         for weighted in (*self.upstream.values(), *self.downstream.values()):
             found.update(lane for lane, _ in weighted)
@@ -58,13 +60,14 @@ class Intersection:
             found.update(lanes)
         for sources in self.platoons.values():
             found.update(lane for source in sources for lane in source.lanes)
-        return frozenset(found | self.near_lanes())
+        return frozenset(found | self.near_lanes)
 
     def stop_lanes(self, in_lane: str, within_m: float = 15.0) -> tuple[str, ...]:
         """Where a car waiting at `in_lane`'s stop line stands: the lane itself and, when it is only
         a few metres long (some are 0 m), the lanes right before it."""
         return tuple(lane for lane, offset in self.near.get(in_lane, ((in_lane, 0.0),)) if offset <= within_m)
 
+    @cached_property
     def near_lanes(self) -> frozenset[str]:
         return frozenset(lane for chain in self.near.values() for lane, _ in chain)
 

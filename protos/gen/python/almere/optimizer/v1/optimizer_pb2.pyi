@@ -696,8 +696,8 @@ class ControlSignalsRequest(_message.Message):
     """Simulated (or detector) time of the readings, seconds."""
     @_builtins.property
     def lanes(self) -> _containers.RepeatedCompositeFieldContainer[Global___LaneReading]:
-        """The lanes named in the previous response (the first call of a run sends none); a lane left out
-        is empty.
+        """The lanes of the last LaneSelection received (the first call of a run sends none); a lane left
+        out is empty.
         """
 
     def __init__(
@@ -748,12 +748,41 @@ class SignalStep(_message.Message):
 Global___SignalStep: _TypeAlias = SignalStep  # noqa: Y015
 
 @_typing.final
+class LaneSelection(_message.Message):
+    """The lanes whose readings the optimizer needs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LANE_IDS_FIELD_NUMBER: _builtins.int
+    NEAR_LANE_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def lane_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Counts."""
+
+    @_builtins.property
+    def near_lane_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Also the approaching vehicles (a subset of lane_ids)."""
+
+    def __init__(
+        self,
+        *,
+        lane_ids: _abc.Iterable[_builtins.str] | None = ...,
+        near_lane_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lane_ids", b"lane_ids", "near_lane_ids", b"near_lane_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LaneSelection: _TypeAlias = LaneSelection  # noqa: Y015
+
+@_typing.final
 class ControlSignalsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STEPS_FIELD_NUMBER: _builtins.int
-    LANE_IDS_FIELD_NUMBER: _builtins.int
-    NEAR_LANE_IDS_FIELD_NUMBER: _builtins.int
+    LANES_FIELD_NUMBER: _builtins.int
     CONTROLLED_FIELD_NUMBER: _builtins.int
     AWAITING_APPROVAL_FIELD_NUMBER: _builtins.int
     REFUSED_FIELD_NUMBER: _builtins.int
@@ -762,11 +791,11 @@ class ControlSignalsResponse(_message.Message):
         """Steps activated in this round, one per intersection at most."""
 
     @_builtins.property
-    def lane_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Lanes to report from now on (counts), and those to report with approaching vehicles."""
+    def lanes(self) -> Global___LaneSelection:
+        """The lanes to report from now on; set only when they change (the first answer of a run, a light
+        taken over or let go), else the last ones still hold.
+        """
 
-    @_builtins.property
-    def near_lane_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def controlled(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Intersections driven adaptively, and those whose takeover waits for an engineer's approval."""
@@ -783,15 +812,14 @@ class ControlSignalsResponse(_message.Message):
         self,
         *,
         steps: _abc.Iterable[Global___SignalStep] | None = ...,
-        lane_ids: _abc.Iterable[_builtins.str] | None = ...,
-        near_lane_ids: _abc.Iterable[_builtins.str] | None = ...,
+        lanes: Global___LaneSelection | None = ...,
         controlled: _abc.Iterable[_builtins.str] | None = ...,
         awaiting_approval: _abc.Iterable[_builtins.str] | None = ...,
         refused: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lanes", b"lanes"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaiting_approval", b"awaiting_approval", "controlled", b"controlled", "lane_ids", b"lane_ids", "near_lane_ids", b"near_lane_ids", "refused", b"refused", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaiting_approval", b"awaiting_approval", "controlled", b"controlled", "lanes", b"lanes", "refused", b"refused", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
