@@ -213,7 +213,10 @@ def _table(results: list[dict[str, Any]]) -> str:
     long. The ratio divides by fixed time's delay on the same seed."""
     lines = []
     fixed = {(r["map"], r["seed"]): r["delay_s"] for r in results if r["controller"] == "fixed"}
-    order = {c: i for i, c in enumerate(CONTROLLERS)}
+    order = {c: float(i) for i, c in enumerate(CONTROLLERS)}
+    # ours through the services: its own rows, after in-process ours
+    results = [r | {"controller": f"{r['controller']}/svc"} if r["via"] == "services" else r for r in results]
+    order |= {f"{c}/svc": i + 0.5 for c, i in order.items()}
     for name in dict.fromkeys(r["map"] for r in results):
         lines.append(f"\n{name}")
         lines.append(f"{'controller':<12}{'seed':>5}{'delay s':>10}{'trip s':>9}{'wait s':>9}{'unfin':>7}"
@@ -236,6 +239,20 @@ def _table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _through_services(results: list[dict[str, Any]]) -> str:
+    """Ours in the optimizer (each step proposed to and activated by the signal service) against
+    ours in-process: the same delay (the same phase sequences), and what the services cost."""
+    direct = {(r["map"], r["seed"]): r for r in results if r["controller"] == "ours" and r["via"] == "direct"}
+    lines = ["\nours through the services (steps proposed to and activated by the signal service) vs in-process:"]
+    for r in (r for r in results if r["via"] == "services"):
+        base = direct[(r["map"], r["seed"])]
+        same = (
+            "same delay" if r["delay_s"] == base["delay_s"] else f"delay {r['delay_s']:.1f} vs {base['delay_s']:.1f} s"
+        )
+        lines.append(f"  {r['map']:<15} seed {r['seed']}: {same}, wall time {r['wall_s'] / base['wall_s']:.1f}x")
+    return "\n".join(lines)
+
+
 def bench(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -245,23 +262,24 @@ def bench(args: argparse.Namespace) -> int:
     for m, seed in dict.fromkeys((r.map, r.seed) for r in runs):
         if m == ALMERE:
             bench_map(m, args.out, seed)  # built here once, not by parallel runs at the same time
+    # Through the services: ours again, in the optimizer (the direct run is the baseline).
     through = [r for r in runs if args.via == "services" and r.controller == "ours"]
     results: list[dict[str, Any]] = []
     workers = max(1, min(args.workers, len(runs)))
     with (
         ProcessPoolExecutor(workers, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool,
-        tqdm(total=len(runs), desc="bench-signals", unit="run") as bar,
+        tqdm(total=len(runs) + len(through), desc="bench-signals", unit="run") as bar,
     ):
-        futures = [pool.submit(run_one, r) for r in runs if r not in through]
+        futures = [pool.submit(run_one, r) for r in runs]
         for future in futures:
             future.add_done_callback(lambda _: bar.update())
-        # Through the services: one run at a time per stack (one caller drives the lights), while the
-        # direct runs go on beside them.
-        for name in dict.fromkeys(r.map for r in through):
-            with adaptive_stack(bench_map(name, args.out, 1).network, args.out / name / "services") as via:
-                for r in (r for r in through if r.map == name):
-                    results.append(pool.submit(run_one, replace(r, via=via)).result())
-                    bar.update()
+        # One run at a time, each on a fresh stack (a new city: no light holds an earlier run's
+        # step), while the direct runs go on beside them.
+        for r in through:
+            folder = args.out / r.map / f"services-seed{r.seed}"
+            with adaptive_stack(bench_map(r.map, args.out, r.seed).network, folder) as via:
+                results.append(pool.submit(run_one, replace(r, via=via)).result())
+                bar.update()
         results += [future.result() for future in as_completed(futures)]
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     with (args.out / "results.csv").open("w", newline="") as f:
@@ -270,7 +288,7 @@ def bench(args: argparse.Namespace) -> int:
         writer.writerows(results)
     print(_table(results))
     if through:
-        print("\nours ran in the optimizer, its steps proposed to and activated by the signal service")
+        print(_through_services(results))
     print(f"\n{len(results)} runs in {time.monotonic() - started:.0f} s wall time ({workers} workers)")
     print(f"\nresults: {args.out / 'results.json'}, {args.out / 'results.csv'}")
     refused = sorted({name for r in results for name in r["refused"]})
