@@ -88,7 +88,7 @@ class Controllers:
                 plan_version=plan.version,
                 apply_latency_s=_latency(change.occur_time),
             )
-        elif change.priority.decision == spb.PRIORITY_DECISION_GRANTED:
+        elif change.priority.decision == spb.PRIORITY_DECISION_GRANTED and not self.lights.passive:
             hold = change.priority.hold_until.seconds - change.priority.eta.seconds + 10
             self.lights.hold(sumo, sim_s, tls, change.priority.target_state, sim_s + hold)
             self._record(
