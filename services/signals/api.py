@@ -134,7 +134,7 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
         return pb.CreatePlanResponse(plan=await self._create(request.parent, request.plan, proposal=False))
 
     async def ProposePlan(self, request: pb.ProposePlanRequest, context: Context) -> pb.ProposePlanResponse:
-        logic.authorize_propose(current_identity.get())
+        logic.authorize_propose(current_identity.get(), request.plan.type)
         return pb.ProposePlanResponse(plan=await self._create(request.parent, request.plan, proposal=True))
 
     async def GetPlan(self, request: pb.GetPlanRequest, context: Context) -> pb.GetPlanResponse:

@@ -49,9 +49,12 @@ def authorize_engineer(identity: Identity, action: str) -> None:
         raise PermissionDenied(f"only engineers may {action}; {identity.role_name} may not")
 
 
-def authorize_propose(identity: Identity) -> None:
+def authorize_propose(identity: Identity, plan_type: int) -> None:
     if identity.role not in {Role.OPTIMIZER, *ENGINEERS}:
         raise PermissionDenied(f"only the optimizer proposes plans; {identity.role_name} may not")
+    # Steps apply at once after a takeover: nobody else's token may drive a light second by second.
+    if plan_type == pb.PLAN_TYPE_ADAPTIVE and identity.role is not Role.OPTIMIZER:
+        raise PermissionDenied(f"only the optimizer proposes adaptive steps; {identity.role_name} may not")
 
 
 def authorize_priority(identity: Identity) -> None:

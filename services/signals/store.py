@@ -101,6 +101,8 @@ class _Batch(Changes):
         replaced = pb.PLAN_TYPE_UNSPECIFIED
         if doc.active_plan_version and doc.active_plan_version != version:
             old_row, old = self.plan(intersection_id, doc.active_plan_version)
+            if plan.type == pb.PLAN_TYPE_ADAPTIVE:  # approved later: it must still follow what shows now
+                logic.validate_step(list(doc.links), plan, old)
             old.state = pb.PLAN_STATE_SUPERSEDED
             replaced = old.type
             self.save_plan(old_row, old)
@@ -278,8 +280,8 @@ def activate_plans(session: Session, items: Sequence[Activate]) -> list[Any]:
         row, plan = batch.plan(item.intersection_id, item.version)
         if item.required_state and plan.state != item.required_state:
             raise FailedPrecondition(f"{plan.name} is {pb.PlanState.Name(plan.state)}, not awaiting approval")
-        if plan.type == pb.PLAN_TYPE_ADAPTIVE and plan.state != pb.PLAN_STATE_PROPOSED:
-            raise FailedPrecondition(f"{plan.name} is an adaptive step: only the optimizer's proposals start those")
+        if plan.type == pb.PLAN_TYPE_ADAPTIVE and (plan.state != pb.PLAN_STATE_PROPOSED or item.at is not None):
+            raise FailedPrecondition(f"{plan.name} is an adaptive step: only its approval (at once) starts it")
         if item.at is not None and item.at > item.now:
             if plan.state not in ACTIVATABLE:
                 raise FailedPrecondition(f"{plan.name} is {pb.PlanState.Name(plan.state)} and cannot be scheduled")
@@ -329,10 +331,17 @@ def rollback_plans(session: Session, items: Sequence[Rollback]) -> list[Any]:
     def apply(batch: _Batch, item: Rollback) -> pb.Plan:
         batch.intersection(item.intersection_id)
         row = batch.rows[item.intersection_id]
-        if len(row.activations) < 2:
+        # Back to the timing plan before: adaptive takeovers in between are skipped (their steps
+        # only ever follow the optimizer's own, validated against what shows).
+        earlier = [
+            (n, v)
+            for n, v in enumerate(row.activations[:-1])
+            if batch.plan(item.intersection_id, v)[1].type != pb.PLAN_TYPE_ADAPTIVE
+        ]
+        if not earlier:
             raise FailedPrecondition(f"intersections/{item.intersection_id} has no earlier plan to roll back to")
-        previous = row.activations[-2]
-        row.activations = row.activations[:-2]  # activate() appends `previous` again
+        n, previous = earlier[-1]
+        row.activations = row.activations[:n]  # activate() appends `previous` again
         return batch.activate(item.intersection_id, previous, item.identity, item.reason or "rollback", item.now)
 
     return _each(session, items, apply)

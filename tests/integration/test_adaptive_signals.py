@@ -15,7 +15,7 @@ from almere.optimizer.v1 import optimizer_pb2_grpc
 from almere.signals.v1 import signals_pb2 as spb
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from tests.integration.helpers import Client, Signals
+from tests.integration.helpers import Client, Signals, ts
 
 HELD = "j22"  # the one intersection whose takeover waits for an engineer
 
@@ -131,3 +131,43 @@ async def test_steps_go_through_the_signal_service_by_policy(lights: tuple[Signa
     again = await optimizer.as_("sim").ControlSignals(opb.ControlSignalsRequest(sim_time_seconds=0))
     assert len(again.steps) == 22 and not again.awaiting_approval
     assert all(s.plan.state == spb.PLAN_STATE_ACTIVE and s.plan.reason == "start" for s in again.steps)
+
+
+async def test_a_step_approved_late_must_still_follow_what_the_light_shows(lights: tuple[Signals, Client]) -> None:
+    """Two takeovers of the held light wait for approval; once one is active, approving the other
+    would cut greens without yellow: refused, nothing changes. Steps come from the optimizer only,
+    start at once or not at all, and a rollback never lands on one."""
+    signals, _ = lights
+    parent = f"intersections/{HELD}"
+    (imported,) = await _plans(signals, HELD)
+    greens = [p.state for p in imported.phases if {"G", "g"} & set(p.state) and not {"y", "Y"} & set(p.state)]
+    first, second = next(
+        (a, b) for a in greens for b in greens if any(c in "Gg" and a[k] not in "Gg" for k, c in enumerate(b))
+    )
+
+    def step(state: str) -> spb.Plan:
+        return spb.Plan(type=spb.PLAN_TYPE_ADAPTIVE, phases=[spb.Phase(state=state, duration=5.0)], reason="test")
+
+    for caller in ("engineer", "sim"):
+        code, message = await _code(
+            signals.as_(caller).ProposePlan(spb.ProposePlanRequest(parent=parent, plan=step(first)))
+        )
+        assert code == grpc.StatusCode.PERMISSION_DENIED and "only the optimizer proposes adaptive steps" in message
+    a = (await signals.as_("optimizer").ProposePlan(spb.ProposePlanRequest(parent=parent, plan=step(first)))).plan
+    b = (await signals.as_("optimizer").ProposePlan(spb.ProposePlanRequest(parent=parent, plan=step(second)))).plan
+    assert a.state == b.state == spb.PLAN_STATE_PROPOSED
+    code, _ = await _code(
+        signals.as_("engineer").ActivatePlan(spb.ActivatePlanRequest(name=a.name, activate_time=ts()))
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION  # no scheduled steps
+    await signals.as_("engineer").ApprovePlan(spb.ApprovePlanRequest(name=b.name, reason="takeover"))
+    code, message = await _code(signals.as_("engineer").ApprovePlan(spb.ApprovePlanRequest(name=a.name)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "green -> red without yellow" in message
+    states = {p.version: p.state for p in await _plans(signals, HELD)}
+    assert states == {1: spb.PLAN_STATE_SUPERSEDED, 2: spb.PLAN_STATE_PROPOSED, 3: spb.PLAN_STATE_ACTIVE}
+    # Handed back, and back again: a second rollback finds no timing plan before, not the old step.
+    await signals.as_("engineer").RollbackPlan(spb.RollbackPlanRequest(parent=parent))
+    code, _ = await _code(signals.as_("engineer").RollbackPlan(spb.RollbackPlanRequest(parent=parent)))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    got = await signals.as_("engineer").GetIntersection(spb.GetIntersectionRequest(name=parent))
+    assert got.intersection.active_plan_version == 1

@@ -286,3 +286,16 @@ def test_every_takeover_passes_the_signal_services_step_validation(network: str)
         step = step_plan(controller.clock.outlook(0.0), 5.0, "start")
         light = imported[layout.tls_id]
         logic.validate_step(list(light.intersection.links), step, light.plan)
+
+
+def test_a_controller_taking_a_light_over_again_starts_afresh() -> None:
+    """Its takeover waited for approval (its clock had a transition pending); resumed later from the
+    approved step's state, the step it proposes starts now and every state lasts a while."""
+    from services.optimizer.signal_control.lockstep import step_plan
+
+    controller = Ours(crossing())
+    controller.start(0.0, shown="Gg")  # a yellow pending until 3 s
+    controller.start(60.0, shown="Gr")
+    outlook = controller.clock.outlook(60.0)
+    assert outlook == [("Gr", 60.0)]
+    assert all(p.duration > 0 for p in step_plan(outlook, 5.0, "start").phases)

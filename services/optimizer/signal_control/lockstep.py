@@ -22,7 +22,7 @@ from almere.signals.v1 import events_pb2 as sevents
 from almere.signals.v1 import signals_pb2 as spb
 from almere.signals.v1 import signals_pb2_grpc
 
-from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
+from services.common.errors import FailedPrecondition, Internal, InvalidArgument, Unavailable
 from services.optimizer.signal_control import sumo_adapter
 from services.optimizer.signal_control.controller import Ours
 from services.optimizer.signal_control.loop import Controller, ControlLoop, Shown
@@ -37,6 +37,8 @@ TAKEOVER_CHECK_S = 5.0  # simulated seconds between looks at takeovers awaiting 
 MAX_PRIORITY_S = 90.0
 STALE_GRANT = timedelta(minutes=2)  # grants older than the process, replayed from the stream
 CALL_TIMEOUT_S = 10.0
+# What the signal service says of a step itself; anything else fails the round.
+REFUSALS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND})
 
 
 def step_plan(outlook: list[tuple[str, float]], hold_s: float, reason: str) -> spb.Plan:
@@ -113,7 +115,7 @@ class AdaptiveControl:
         async with self._lock:
             now = snap.time
             run = self._run
-            if run is None or now <= run.last_s:
+            if run is None or now < run.last_s:
                 run, showing = await self._begin(now)
                 self._run = run
                 shown = run.loop.start(now, shown=showing)
@@ -175,7 +177,8 @@ class AdaptiveControl:
             if not token:
                 break
         loop = ControlLoop(self._make(i) for i in self._layouts if i.tls_id in names)
-        self._grants.clear()  # a new run: grants of the last one are history
+        if self._run is not None:
+            self._grants.clear()  # a simulation starting again: grants of its last run are history
         return _Run(loop, names, now, next_check_s=now + TAKEOVER_CHECK_S), showing
 
     async def _propose(self, run: _Run, shown: list[Shown], now: float) -> list[pb.SignalStep]:
@@ -187,12 +190,19 @@ class AdaptiveControl:
             request = spb.ProposePlanRequest(parent=run.names[s.controller.tls_id], plan=plan)
             try:
                 reply = await self._call("ProposePlan", request)
-            except grpc.aio.AioRpcError as err:  # refused (unreachable is Unavailable, for the caller)
+            except grpc.aio.AioRpcError as err:
+                if err.code() not in REFUSALS:  # not about the step: the round fails, for the caller to see
+                    raise Internal(f"signal service: {err.code().name}: {err.details()}") from None
                 return err
             result: spb.Plan = reply.plan
             return result
 
-        results = await asyncio.gather(*(propose(s) for s in shown))
+        # Every proposal is answered before anything fails the round (activated ones are returned).
+        answers = await asyncio.gather(*(propose(s) for s in shown), return_exceptions=True)
+        failed = next((a for a in answers if isinstance(a, BaseException)), None)
+        results = [a for a in answers if not isinstance(a, BaseException)]
+        if failed is not None:
+            raise failed
         steps = []
         for s, result in zip(shown, results, strict=True):
             tls = s.controller.tls_id
@@ -209,17 +219,20 @@ class AdaptiveControl:
         return steps
 
     async def _resume_approved(self, run: _Run, now: float) -> list[Shown]:
-        """Lights whose takeover an engineer approved since: their controllers start now."""
+        """Lights whose takeover an engineer approved since (this one or an earlier run's): their
+        controllers start now, from the state the approved step holds."""
         if not run.awaiting or now < run.next_check_s:
             return []
         run.next_check_s = now + TAKEOVER_CHECK_S
         resumed = []
-        for tls, (controller, version) in list(run.awaiting.items()):
-            reply = await self._call("GetIntersection", spb.GetIntersectionRequest(name=run.names[tls]))
-            if reply.intersection.active_plan_version == version:
+        for tls, (controller, _) in list(run.awaiting.items()):
+            doc = (await self._call("GetIntersection", spb.GetIntersectionRequest(name=run.names[tls]))).intersection
+            name = f"{doc.name}/plans/{doc.active_plan_version}"
+            active = (await self._call("GetPlan", spb.GetPlanRequest(name=name))).plan
+            if active.type == spb.PLAN_TYPE_ADAPTIVE:
                 del run.awaiting[tls]
                 run.loop.add(controller)
-                resumed.append(Shown(controller, controller.start(now), True))
+                resumed.append(Shown(controller, controller.start(now, shown=active.phases[-1].state), True))
         return resumed
 
     async def _call(self, method: str, request: Any) -> Any:

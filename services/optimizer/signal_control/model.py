@@ -121,6 +121,7 @@ class PhaseClock:
         does not), never abruptly."""
         self.green_since = now
         self.history = [] if record else None
+        self.pending, self.gated, self.reopened = [], {}, {}  # a controller may take a light over again
         self.last_green = {m.link: now for m in self.program.links}  # nobody has waited yet
         self.yellow_s = max((d for steps in self.program.transitions.values() for s, d in steps[:1]), default=3.0)
         shown = shown or self.program.greens[self.current].source or self.program.greens[self.current].state
@@ -204,7 +205,7 @@ class PhaseClock:
     def outlook(self, now: float) -> list[tuple[str, float]]:
         """What this clock will show from `now` on if nobody decides again: (state, from) pairs,
         the last one held (a transition's steps, a gate's yellow running out). What a step of
-        adaptive control commits to (services/optimizer/signal_control/steps.py)."""
+        adaptive control commits to (lockstep.py)."""
         probe = copy.deepcopy(self)
         probe.history = None
         shown = [(self.shown, now)]
