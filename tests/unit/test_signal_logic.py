@@ -461,15 +461,15 @@ def who(role: Role) -> Identity:
     return Identity(f"test-{role}", role, "x" if role is Role.OPERATOR else None)
 
 
-# role: (read, engineer, propose, priority)
+# role: (read, engineer, propose, propose adaptive steps, priority)
 ROLE_MATRIX = {
-    Role.ENGINEER: (True, True, True, False),
-    Role.SIM: (True, True, True, True),
-    Role.OPTIMIZER: (True, False, True, False),
-    Role.POLICE: (True, False, False, True),
-    Role.FIRE: (True, False, False, True),
-    Role.EMS: (True, False, False, True),
-    Role.OPERATOR: (False, False, False, False),
+    Role.ENGINEER: (True, True, True, False, False),
+    Role.SIM: (True, True, True, False, True),
+    Role.OPTIMIZER: (True, False, True, True, False),
+    Role.POLICE: (True, False, False, False, True),
+    Role.FIRE: (True, False, False, False, True),
+    Role.EMS: (True, False, False, False, True),
+    Role.OPERATOR: (False, False, False, False, False),
 }
 
 
@@ -479,7 +479,8 @@ def test_roles(role: Role) -> None:
     checks: tuple[Callable[[], None], ...] = (
         lambda: logic.authorize_read(identity),
         lambda: logic.authorize_engineer(identity, "activate plans"),
-        lambda: logic.authorize_propose(identity),
+        lambda: logic.authorize_propose(identity, pb.PLAN_TYPE_STATIC),
+        lambda: logic.authorize_propose(identity, pb.PLAN_TYPE_ADAPTIVE),
         lambda: logic.authorize_priority(identity),
     )
     for check, allowed in zip(checks, ROLE_MATRIX[role], strict=True):
