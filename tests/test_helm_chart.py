@@ -7,6 +7,7 @@ services' own templates are what is checked."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -165,8 +166,15 @@ def test_the_simulation_job_runs_the_twin_against_the_cluster(chart_without_depe
     (job,) = by_kind(docs, "Job").values()
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][:3] == ["sim", "run", "almere-centrum-incident"] and "--services-dir" in container["args"]
-    endpoints = by_kind(docs, "ConfigMap")["rel-almere-traffic-simulation"]["data"]["endpoints.json"]
-    assert '"parking": "rel-almere-traffic-parking:50051"' in endpoints
+    endpoints = json.loads(by_kind(docs, "ConfigMap")["rel-almere-traffic-simulation"]["data"]["endpoints.json"])
+    assert endpoints["parking"] == "rel-almere-traffic-parking:50051" and "optimizer" not in endpoints
+    # With the optimizer, the twin finds it too (mode coordinated: it drives the lights).
+    docs = render(
+        chart_without_dependencies, *REQUIRED, *OPTIMIZER, "--set", "simulation.enabled=true",
+        "--set", "simulation.credentialsSecret=almere-sim",
+    )  # fmt: skip
+    endpoints = json.loads(by_kind(docs, "ConfigMap")["rel-almere-traffic-simulation"]["data"]["endpoints.json"])
+    assert endpoints["optimizer"] == "rel-almere-traffic-optimizer:50054"
     result = helm("template", "rel", str(chart_without_dependencies), *REQUIRED, "--set", "simulation.enabled=true")
     assert result.returncode != 0 and "simulation.credentialsSecret is required" in result.stderr
 
