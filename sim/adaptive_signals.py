@@ -29,7 +29,6 @@ class ServiceControl:
         self._playing: dict[str, list[tuple[str, float]]] = {}  # tls -> (state, from) still to come
         self.awaiting_approval: list[str] = []
         self.refused: list[str] = []
-        self.controlled: list[str] = []
         self.steps = 0
 
     def start(self, ls: Any, now: float, record: bool) -> None:
@@ -58,8 +57,7 @@ class ServiceControl:
         )
         if reply.HasField("lanes"):
             self._lanes, self._near = list(reply.lanes.lane_ids), list(reply.lanes.near_lane_ids)
-        self.controlled, self.awaiting_approval = list(reply.controlled), list(reply.awaiting_approval)
-        self.refused = list(reply.refused)
+        self.awaiting_approval, self.refused = list(reply.awaiting_approval), list(reply.refused)
         for step in reply.steps:
             start, phases = now, []
             for phase in step.plan.phases:

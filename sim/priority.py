@@ -44,9 +44,9 @@ class PriorityLights:
     the lights (coordinated mode) and serves grants itself, through its adaptive steps: a second
     master here would show states its steps were not validated against."""
 
-    def __init__(self, passive: bool = False) -> None:
+    def __init__(self) -> None:
         self._holds: dict[str, _Hold] = {}
-        self.passive = passive
+        self.passive = False
 
     def hold(self, sumo: Any, now: float, tls: str, target: str, until: float) -> None:
         if self.passive:

@@ -18,7 +18,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from sim.adaptive_signals import adaptive_stack
+from sim.adaptive_signals import ServiceControl, adaptive_stack
 from sim.scenarios import resco
 
 CONTROLLERS = ("fixed", "actuated", "maxpressure", "ours", "coordinated")
@@ -122,8 +122,6 @@ def control(name: str, network: Path, via: tuple[str, str] | None = None) -> Any
         import grpc
         from almere.optimizer.v1 import optimizer_pb2_grpc
 
-        from sim.adaptive_signals import ServiceControl
-
         stub = optimizer_pb2_grpc.OptimizerServiceStub(grpc.insecure_channel(via[0]))
         return ServiceControl(stub, (("authorization", f"Bearer {via[1]}"),))
     from services.optimizer.signal_control import sumo_adapter
@@ -168,7 +166,7 @@ def run_one(run: BenchRun) -> dict[str, Any]:
         "wall_s": time.monotonic() - started,
         "via": "services" if run.via else "direct",
         # through the services: lights whose step the signal service refused (they froze)
-        "refused": getattr(driver, "refused", []),
+        "refused": driver.refused if isinstance(driver, ServiceControl) else [],
     }
     return result
 

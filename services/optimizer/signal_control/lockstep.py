@@ -22,7 +22,7 @@ from almere.signals.v1 import events_pb2 as sevents
 from almere.signals.v1 import signals_pb2 as spb
 from almere.signals.v1 import signals_pb2_grpc
 
-from services.common.errors import FailedPrecondition, Internal, InvalidArgument, Unavailable
+from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.optimizer.signal_control import sumo_adapter
 from services.optimizer.signal_control.controller import Ours
 from services.optimizer.signal_control.loop import Controller, ControlLoop, Shown
@@ -37,7 +37,7 @@ TAKEOVER_CHECK_S = 5.0  # simulated seconds between looks at takeovers awaiting 
 MAX_PRIORITY_S = 90.0
 STALE_GRANT = timedelta(minutes=2)  # grants older than the process, replayed from the stream
 CALL_TIMEOUT_S = 10.0
-# What the signal service says of a step itself; anything else fails the round.
+# What the signal service says of a step itself (the light is dropped); anything else fails the round.
 REFUSALS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND})
 
 
@@ -73,7 +73,7 @@ class _Run:
     loop: ControlLoop
     names: dict[str, str]  # tls id -> `intersections/{id}`
     last_s: float
-    awaiting: dict[str, tuple[Controller, int]] = field(default_factory=dict)  # tls -> (controller, version)
+    awaiting: dict[str, Controller] = field(default_factory=dict)  # tls -> its controller, takeover held
     next_check_s: float = 0.0
     called: dict[str, tuple[str, float]] = field(default_factory=dict)  # tls -> (grant, since) being served
     refused: set[str] = field(default_factory=set)  # tls
@@ -169,8 +169,7 @@ class AdaptiveControl:
             )
             for doc in reply.intersections:
                 names[doc.sumo_tls_id] = doc.name
-                name = f"{doc.name}/plans/{doc.active_plan_version}"
-                active = (await self._call("GetPlan", spb.GetPlanRequest(name=name))).plan
+                active = await self._active_plan(doc)
                 if active.type == spb.PLAN_TYPE_ADAPTIVE:
                     showing[doc.sumo_tls_id] = active.phases[-1].state
             token = reply.next_page_token
@@ -189,20 +188,17 @@ class AdaptiveControl:
             plan = step_plan(s.controller.clock.outlook(now), s.controller.clock.min_green_s, s.decision.reason)
             request = spb.ProposePlanRequest(parent=run.names[s.controller.tls_id], plan=plan)
             try:
-                reply = await self._call("ProposePlan", request)
+                result: spb.Plan = (await self._call("ProposePlan", request, passed_on=REFUSALS)).plan
             except grpc.aio.AioRpcError as err:
-                if err.code() not in REFUSALS:  # not about the step: the round fails, for the caller to see
-                    raise Internal(f"signal service: {err.code().name}: {err.details()}") from None
                 return err
-            result: spb.Plan = reply.plan
             return result
 
-        # Every proposal is answered before anything fails the round (activated ones are returned).
-        answers = await asyncio.gather(*(propose(s) for s in shown), return_exceptions=True)
-        failed = next((a for a in answers if isinstance(a, BaseException)), None)
-        results = [a for a in answers if not isinstance(a, BaseException)]
-        if failed is not None:
-            raise failed
+        # Every proposal is answered before anything fails the round (the caller sees why).
+        results: list[spb.Plan | grpc.aio.AioRpcError] = []
+        for answer in await asyncio.gather(*(propose(s) for s in shown), return_exceptions=True):
+            if isinstance(answer, BaseException) and not isinstance(answer, grpc.aio.AioRpcError):
+                raise answer
+            results.append(answer)
         steps = []
         for s, result in zip(shown, results, strict=True):
             tls = s.controller.tls_id
@@ -211,7 +207,7 @@ class AdaptiveControl:
                 continue
             run.loop.remove(s.controller)
             if isinstance(result, spb.Plan):
-                run.awaiting[tls] = (s.controller, result.version)
+                run.awaiting[tls] = s.controller
             else:
                 run.refused.add(tls)
                 log.error("%s: step refused (%s: %s); the light keeps its last step", tls, result.code().name,
@@ -225,22 +221,27 @@ class AdaptiveControl:
             return []
         run.next_check_s = now + TAKEOVER_CHECK_S
         resumed = []
-        for tls, (controller, _) in list(run.awaiting.items()):
+        for tls, controller in list(run.awaiting.items()):
             doc = (await self._call("GetIntersection", spb.GetIntersectionRequest(name=run.names[tls]))).intersection
-            name = f"{doc.name}/plans/{doc.active_plan_version}"
-            active = (await self._call("GetPlan", spb.GetPlanRequest(name=name))).plan
+            active = await self._active_plan(doc)
             if active.type == spb.PLAN_TYPE_ADAPTIVE:
                 del run.awaiting[tls]
                 run.loop.add(controller)
                 resumed.append(Shown(controller, controller.start(now, shown=active.phases[-1].state), True))
         return resumed
 
-    async def _call(self, method: str, request: Any) -> Any:
+    async def _active_plan(self, doc: spb.Intersection) -> spb.Plan:
+        name = f"{doc.name}/plans/{doc.active_plan_version}"
+        plan: spb.Plan = (await self._call("GetPlan", spb.GetPlanRequest(name=name))).plan
+        return plan
+
+    async def _call(self, method: str, request: Any, passed_on: frozenset[grpc.StatusCode] = frozenset()) -> Any:
+        """A call to the signal service; its errors as this service's, but those `passed_on`."""
         try:
             return await getattr(self._signals, method)(request, metadata=self._auth, timeout=CALL_TIMEOUT_S)
         except grpc.aio.AioRpcError as err:
+            if err.code() in passed_on:
+                raise
             if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise Unavailable(f"signal service: {err.details()}") from None
-            if method != "ProposePlan":
-                raise FailedPrecondition(f"signal service refused {method}: {err.details()}") from None
-            raise
+            raise FailedPrecondition(f"signal service refused {method}: {err.code().name}: {err.details()}") from None

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from services.optimizer.signal_control import guards
 from services.optimizer.signal_control.model import Decision, Intersection, PhaseClock, Snapshot
-from services.optimizer.signal_control.phases import GREEN
 
 
 @dataclass(frozen=True)
@@ -59,12 +58,7 @@ class MaxPressure:
         """A priority grant (an emergency vehicle, a late bus) wants the green of the program that
         gives `target_state`'s greens (None: the grant has ended). It comes before everything but
         min green and the yellow: the clock still switches safely."""
-        if target_state is None:
-            self._priority = None
-            return
-        wanted = {k for k, c in enumerate(target_state) if c in GREEN}
-        greens = self.intersection.program.greens
-        self._priority = max(range(len(greens)), key=lambda i: (len(wanted & greens[i].link_ids), -i))
+        self._priority = None if target_state is None else self.intersection.program.closest_green(target_state)
 
     def tick(self, now: float) -> Decision | None:
         return self.clock.tick(now)

@@ -4,10 +4,9 @@ decision (the state to show). The same objects can be filled from libsumo or fro
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from services.optimizer.signal_control.phases import GREEN, SignalProgram, transition_steps
@@ -124,10 +123,9 @@ class PhaseClock:
         self.pending, self.gated, self.reopened = [], {}, {}  # a controller may take a light over again
         self.last_green = {m.link: now for m in self.program.links}  # nobody has waited yet
         self.yellow_s = max((d for steps in self.program.transitions.values() for s, d in steps[:1]), default=3.0)
-        shown = shown or self.program.greens[self.current].source or self.program.greens[self.current].state
-        lit = {k for k, c in enumerate(shown) if c in GREEN}
+        shown = shown or self.program.greens[self.current].source
         greens = self.program.greens
-        self.current = self.target = max(range(len(greens)), key=lambda i: (len(lit & greens[i].link_ids), -i))
+        self.current = self.target = self.program.closest_green(shown)
         self.shown = shown
         until = now
         for state, seconds in transition_steps(shown, greens[self.current].state, self.yellow_s):
@@ -206,8 +204,9 @@ class PhaseClock:
         """What this clock will show from `now` on if nobody decides again: (state, from) pairs,
         the last one held (a transition's steps, a gate's yellow running out). What a step of
         adaptive control commits to (lockstep.py)."""
-        probe = copy.deepcopy(self)
-        probe.history = None
+        probe = replace(  # shares the program; copies what ticking changes
+            self, pending=list(self.pending), last_green=dict(self.last_green), history=None
+        )
         shown = [(self.shown, now)]
         ends = {until for _, until in self.pending}
         ends |= {since + self.yellow_s for since in self.gated.values() if since + self.yellow_s > now}

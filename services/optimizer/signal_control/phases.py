@@ -26,7 +26,7 @@ class Movement:
 class GreenPhase:
     state: str
     movements: tuple[Movement, ...]  # links with 'G' or 'g' in this phase
-    source: str = ""  # the program's phase it comes from (with permissive turns `protect_turns` took away)
+    source: str  # the program's phase it comes from (with permissive turns `protect_turns` took away)
 
     @property
     def in_lanes(self) -> frozenset[str]:
@@ -53,6 +53,11 @@ class SignalProgram:
 
     def transition(self, a: int, b: int) -> tuple[Step, ...]:
         return self.transitions[(a, b)]
+
+    def closest_green(self, state: str) -> int:
+        """The green sharing most green links with `state` (ties: the first)."""
+        lit = {k for k, c in enumerate(state) if c in GREEN}
+        return max(range(len(self.greens)), key=lambda i: (len(lit & self.greens[i].link_ids), -i))
 
     @property
     def in_lanes(self) -> frozenset[str]:

@@ -171,11 +171,11 @@ def intersections(
     short_link_m: float = SHORT_LINK_M,
     drain_weight: float = DRAIN_WEIGHT,
 ) -> list[Intersection]:
-    """`short_link_m`: lanes between two signals shorter than this get protected turns only
-    (0: off); cars on them count `drain_weight` times in pressure: emptying them unblocks the
-    neighbouring junction."""
     """Every light's (or the given lights') layout, from the network file: the program SUMO runs
-    unless told otherwise (its first), links as traci's getControlledLinks lists them."""
+    unless told otherwise (its first), links as traci's getControlledLinks lists them.
+    `short_link_m`: lanes between two signals shorter than this get protected turns only (0: off);
+    cars on them count `drain_weight` times in pressure: emptying them unblocks the neighbouring
+    junction."""
     import sumo  # noqa: F401  - sets SUMO_HOME
     import sumolib
 
