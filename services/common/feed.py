@@ -2,14 +2,20 @@
 
 Watches read the bus, not local commits, so a watcher on one replica sees changes made on any other.
 The feed is subscribed only while somebody watches, so a busy writer does not decode its own events.
+
+Every Watch RPC makes the same promise (stated in the protos): a snapshot of the state at one
+moment, then each change committed after that moment, once, in version order per entity. The bus
+delivers a change some time after its commit (the outbox relay publishes it), so a change committed
+before the snapshot can arrive after it; `watch_from` drops it by the version the snapshot saw.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 from nats.aio.msg import Msg
@@ -20,6 +26,16 @@ from services.common.observability import WATCH_LAG
 
 Change = tuple[str, Any]  # (event name, decoded event)
 WATCHER_QUEUE = 10_000
+Item = TypeVar("Item")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Snapshot(Generic[Item]):
+    """What a Watch sends first, read in one statement, and the version of every entity at that
+    moment, also of those it does not send (a closed incident, a facility outside the area)."""
+
+    items: list[Item]
+    versions: dict[str, int]
 
 
 class Watcher:
@@ -88,3 +104,28 @@ class EventFeed:
                 self._watchers.discard(watcher)
                 if not self._watchers:
                     await self._unsubscribe()
+
+    @contextlib.asynccontextmanager
+    async def watch_from(
+        self, read: Callable[[], Snapshot[Item]], version_of: Callable[[Change], tuple[str, int]]
+    ) -> AsyncIterator[tuple[Snapshot[Item], AsyncIterator[Change]]]:
+        """The snapshot `read` returns (in a thread), and the changes newer than it.
+
+        Subscribed before reading, so no change falls between the two; `version_of` names a change's
+        entity and its version after the change, and a change no newer than what the snapshot or an
+        earlier change showed is dropped.
+        """
+        async with self.watch() as watcher:
+            snapshot = await asyncio.to_thread(read)
+            versions = dict(snapshot.versions)
+
+            async def changes() -> AsyncIterator[Change]:
+                while True:
+                    change = await watcher.next()
+                    entity, version = version_of(change)
+                    if version <= versions.get(entity, 0):
+                        continue
+                    versions[entity] = version
+                    yield change
+
+            yield snapshot, changes()

@@ -114,7 +114,6 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
 
         async def around(context: Context, call: Callable[[], Awaitable[Any]]) -> Any:
             start = time.perf_counter()
-            code = grpc.StatusCode.OK
             metadata = _metadata(context)
             identity = self._authenticate(metadata)
             request_id = metadata.get(tracing.REQUEST_ID) or secrets.token_hex(8)
@@ -122,26 +121,9 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             tracing.current_request_id.set(request_id)
             tracing.current_trace.set(trace)
             context.set_trailing_metadata(((tracing.REQUEST_ID, request_id), (tracing.TRACEPARENT, trace)))
-            try:
-                if identity is None:
-                    reason = "missing or invalid 'authorization: Bearer <token>' metadata"
-                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
-                current_identity.set(identity)
-                return await call()
-            except ServiceError as err:
-                code = err.code
-                await context.abort(err.code, err.message)
-            except aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                access_log.exception("unhandled error in %s", method)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-            finally:
+
+            def finish(code: grpc.StatusCode) -> None:
+                # Counted before the status leaves: whoever has the answer finds the call in the metrics.
                 elapsed = time.perf_counter() - start
                 latency.observe(elapsed)
                 RPC_REQUESTS.labels(self._service, short, code.name).inc()
@@ -157,5 +139,29 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
                             "trace_id": tracing.trace_id(trace),
                         },
                     )
+
+            if identity is None:
+                finish(grpc.StatusCode.UNAUTHENTICATED)
+                await context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED, "missing or invalid 'authorization: Bearer <token>' metadata"
+                )
+            current_identity.set(identity)
+            try:
+                result = await call()
+            except ServiceError as err:
+                finish(err.code)
+                await context.abort(err.code, err.message)
+            except aio.AbortError:
+                finish(context.code() or grpc.StatusCode.UNKNOWN)
+                raise
+            except asyncio.CancelledError:
+                finish(grpc.StatusCode.CANCELLED)
+                raise
+            except Exception:
+                access_log.exception("unhandled error in %s", method)
+                finish(grpc.StatusCode.INTERNAL)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            finish(grpc.StatusCode.OK)
+            return result
 
         return around

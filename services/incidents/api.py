@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,7 @@ from services.common.auth import current_identity
 from services.common.clock import from_timestamp, to_timestamp, utcnow
 from services.common.db import GroupCommitter
 from services.common.errors import InvalidArgument
-from services.common.feed import EventFeed
+from services.common.feed import Change, EventFeed
 from services.common.geo import Area, area_of, inside
 from services.common.names import id_from_name, validate_id
 from services.common.network import RoadNetwork
@@ -46,6 +47,11 @@ def _enum_values(values: Any, enum: Any, field: str) -> tuple[int, ...]:
     if unknown:
         raise InvalidArgument(f"{field} holds unknown value {unknown[0]}")
     return tuple(sorted(set(values)))
+
+
+def _version_of(change: Change) -> tuple[str, int]:
+    incident = change[1].incident
+    return incident.name, incident.version
 
 
 def _matches(incident: pb.Incident, types: tuple[int, ...], area: Area | None) -> bool:
@@ -164,21 +170,13 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
         identity = current_identity.get()
         types = _enum_values(request.types, pb.IncidentType, "types")
         area = area_of(request.area) if request.HasField("area") else None
-        async with self._feed.watch() as watcher:
-            # Subscribed before reading the snapshot: no change can fall between the two.
-            snapshot = await asyncio.to_thread(
-                store.open_incidents, self._engine, store.IncidentFilter(types=types, area=area)
-            )
-            versions = {i.name: i.version for i in snapshot}
-            for incident in snapshot:
+        read = functools.partial(store.open_incidents, self._engine, store.IncidentFilter(types=types, area=area))
+        async with self._feed.watch_from(read, _version_of) as (snapshot, changes):
+            for incident in snapshot.items:
                 yield pb.WatchIncidentsResponse(incident=logic.visible(identity, incident), snapshot=True)
-            while True:
-                _, event = await watcher.next()
-                incident = event.incident
-                if not _matches(incident, types, area) or incident.version <= versions.get(incident.name, 0):
-                    continue
-                versions[incident.name] = incident.version
-                yield pb.WatchIncidentsResponse(incident=logic.visible(identity, incident), snapshot=False)
+            async for _, event in changes:
+                if _matches(event.incident, types, area):
+                    yield pb.WatchIncidentsResponse(incident=logic.visible(identity, event.incident), snapshot=False)
 
     async def ListIncidentHistory(
         self, request: pb.ListIncidentHistoryRequest, context: Context

@@ -11,7 +11,7 @@ from typing import Any
 
 from almere.incidents.v1 import incidents_pb2 as pb
 from google.protobuf import field_mask_pb2
-from sqlalchemy import Engine, and_, or_, select
+from sqlalchemy import Engine, and_, case, or_, select
 from sqlmodel import Session, col
 
 from services.common import tracing
@@ -19,6 +19,7 @@ from services.common.auth import Identity, Role
 from services.common.changes import Changes
 from services.common.clock import from_timestamp, to_timestamp
 from services.common.errors import AlreadyExists, FailedPrecondition, NotFound, ServiceError
+from services.common.feed import Snapshot
 from services.common.geo import Area
 from services.common.network import RoadNetwork
 from services.common.tracing import Traced
@@ -401,22 +402,27 @@ class IncidentFilter:
     end: datetime | None = None
 
 
-def _filtered(query: Any, f: IncidentFilter) -> Any:
+def _conditions(f: IncidentFilter) -> list[Any]:
     r = IncidentRow
+    conditions: list[Any] = []
     if f.states:
-        query = query.where(col(r.state).in_(f.states))
+        conditions.append(col(r.state).in_(f.states))
     if f.types:
-        query = query.where(col(r.type).in_(f.types))
+        conditions.append(col(r.type).in_(f.types))
     if f.agencies:
-        query = query.where(col(r.agency).in_(f.agencies))
+        conditions.append(col(r.agency).in_(f.agencies))
     if f.area:
         south, west, north, east = f.area
-        query = query.where(col(r.latitude).between(south, north), col(r.longitude).between(west, east))
+        conditions += [col(r.latitude).between(south, north), col(r.longitude).between(west, east)]
     if f.start:
-        query = query.where(col(r.create_time) >= f.start)
+        conditions.append(col(r.create_time) >= f.start)
     if f.end:
-        query = query.where(col(r.create_time) < f.end)
-    return query
+        conditions.append(col(r.create_time) < f.end)
+    return conditions
+
+
+def _filtered(query: Any, f: IncidentFilter) -> Any:
+    return query.where(*_conditions(f))
 
 
 def list_incidents(
@@ -434,12 +440,18 @@ def list_incidents(
         return [(t, i, pb.Incident.FromString(d)) for t, i, d in session.execute(query)]
 
 
-def open_incidents(engine: Engine, f: IncidentFilter) -> list[pb.Incident]:
-    query = _filtered(select(col(IncidentRow.document)), f).where(col(IncidentRow.state).in_(logic.OPEN_STATES))
+def open_incidents(engine: Engine, f: IncidentFilter) -> Snapshot[pb.Incident]:
+    """The open incidents that match `f`, oldest first, and every incident's version, in one statement
+    (one moment of the table, on SQLite too)."""
+    r = IncidentRow
+    shown = case((and_(col(r.state).in_(logic.OPEN_STATES), *_conditions(f)), col(r.document)), else_=None)
+    query = select(col(r.id), col(r.version), shown).order_by(col(r.create_time))
     with Session(engine) as session:
-        return [
-            pb.Incident.FromString(d) for d in session.execute(query.order_by(col(IncidentRow.create_time))).scalars()
-        ]
+        rows = session.execute(query).all()
+    return Snapshot(
+        items=[pb.Incident.FromString(d) for _, _, d in rows if d is not None],
+        versions={incident_name(i): v for i, v, _ in rows},
+    )
 
 
 def history(engine: Engine, incident_id: str, after_version: int, limit: int) -> list[HistoryRow]:

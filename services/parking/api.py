@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -17,7 +18,7 @@ from services.common.auth import current_identity
 from services.common.clock import from_timestamp, to_timestamp, utcnow
 from services.common.db import GroupCommitter
 from services.common.errors import InvalidArgument
-from services.common.feed import EventFeed
+from services.common.feed import Change, EventFeed
 from services.common.geo import area_of, inside, validate_lat_lng
 from services.common.names import validate_id
 from services.common.opening_hours import is_open
@@ -29,6 +30,10 @@ Context = aio.ServicerContext[Any, Any]
 MAX_WATCH_IDS = 1000
 MAX_BUCKETS = 10_000
 MAX_HISTORY_ROWS = 200_000
+
+
+def _version_of(change: Change) -> tuple[str, int]:
+    return change[1].facility_id, change[1].version
 
 
 class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
@@ -144,17 +149,12 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             raise InvalidArgument(f"at most {MAX_WATCH_IDS} facilities per watch")
         ids = {logic.facility_id_from_name(n, f"facilities[{i}]") for i, n in enumerate(request.facilities)}
         area = area_of(request.area) if request.HasField("area") else None
-        async with self._feed.watch() as watcher:
-            # Subscribed before reading the snapshot: no change can fall between the two.
-            rows = await asyncio.to_thread(
-                store.all_facilities, self._engine, store.FacilityFilter(area=area), ids or None
-            )
-            versions = {r.id: r.version for r in rows}
-            for row in rows:
+        read = functools.partial(store.occupancy_snapshot, self._engine, store.FacilityFilter(area=area), ids or None)
+        async with self._feed.watch_from(read, _version_of) as (snapshot, changes):
+            for row in snapshot.items:
                 yield pb.WatchOccupancyResponse(occupancy=occupancy_to_proto(row), snapshot=True)
-            matching: set[str] | None = ids or (set(versions) if area else None)
-            while True:
-                name, event = await watcher.next()
+            matching: set[str] | None = ids or ({r.id for r in snapshot.items} if area else None)
+            async for name, event in changes:
                 if name != events.OCCUPANCY_CHANGED:
                     if area and not ids and event.facility.HasField("location"):
                         if inside(area, event.facility.location.latitude, event.facility.location.longitude):
@@ -162,12 +162,8 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
                         else:
                             matching.discard(event.facility_id)  # type: ignore[union-attr]
                     continue
-                if matching is not None and event.facility_id not in matching:
-                    continue
-                if event.version <= versions.get(event.facility_id, 0):
-                    continue
-                versions[event.facility_id] = event.version
-                yield pb.WatchOccupancyResponse(occupancy=event.occupancy, snapshot=False)
+                if matching is None or event.facility_id in matching:
+                    yield pb.WatchOccupancyResponse(occupancy=event.occupancy, snapshot=False)
 
     async def GetOccupancyHistory(
         self, request: pb.GetOccupancyHistoryRequest, context: Context

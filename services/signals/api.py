@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from services.common.auth import current_identity
 from services.common.clock import from_timestamp, to_timestamp, utcnow
 from services.common.db import GroupCommitter
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.common.feed import EventFeed
+from services.common.feed import Change, EventFeed
 from services.common.names import id_from_name, validate_id
 from services.signals import logic, store
 from services.signals.network_import import read_lights
@@ -44,6 +45,10 @@ def _reason(text: str) -> str:
     if len(text) > MAX_REASON:
         raise InvalidArgument(f"reason is longer than {MAX_REASON} characters")
     return text
+
+
+def _version_of(change: Change) -> tuple[str, int]:
+    return change[1].intersection_id, change[1].change.version
 
 
 class SignalApi(signals_pb2_grpc.SignalServiceServicer):
@@ -223,21 +228,16 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
     ) -> AsyncIterator[pb.WatchSignalsResponse]:
         logic.authorize_read(current_identity.get())
         ids = {_intersection_id(n, f"intersections[{i}]") for i, n in enumerate(request.intersections)} or None
-        async with self._feed.watch() as watcher:
-            active = await asyncio.to_thread(store.active_plans, self._engine, ids)
-            versions = {doc.name: doc.version for doc, _ in active}
-            for doc, plan in active:
+        async with self._feed.watch_from(functools.partial(store.active_plans, self._engine, ids), _version_of) as (
+            snapshot,
+            changes,
+        ):
+            for doc, plan in snapshot.items:
                 change = pb.SignalChange(intersection=doc.name, event="plan_active", version=doc.version, plan=plan)
                 yield pb.WatchSignalsResponse(change=change, snapshot=True)
-            while True:
-                _, event = await watcher.next()
-                change = event.change
-                if ids is not None and event.intersection_id not in ids:
-                    continue
-                if change.version <= versions.get(change.intersection, 0):
-                    continue
-                versions[change.intersection] = change.version
-                yield pb.WatchSignalsResponse(change=change, snapshot=False)
+            async for _, event in changes:
+                if ids is None or event.intersection_id in ids:
+                    yield pb.WatchSignalsResponse(change=event.change, snapshot=False)
 
     async def ListIntersectionHistory(
         self, request: pb.ListIntersectionHistoryRequest, context: Context

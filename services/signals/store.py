@@ -11,7 +11,7 @@ from typing import Any
 
 from almere.signals.v1 import signals_pb2 as pb
 from google.protobuf import field_mask_pb2
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, and_, func, select, true
 from sqlmodel import Session, col
 
 from services.common import tracing
@@ -19,6 +19,7 @@ from services.common.auth import Identity, Role
 from services.common.changes import Changes
 from services.common.clock import to_timestamp
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError
+from services.common.feed import Snapshot
 from services.common.tracing import Traced
 from services.signals import events, logic
 from services.signals.models import HistoryRow, IntersectionRow, PlanRow, PriorityRow, SignalsOutbox
@@ -502,12 +503,26 @@ def list_plans(engine: Engine, intersection_id: str, before_version: int | None,
         return [pb.Plan.FromString(d) for d in rows]
 
 
-def active_plans(engine: Engine, ids: set[str] | None) -> list[tuple[pb.Intersection, pb.Plan]]:
-    out = []
-    for doc in list_intersections(engine, "", 100_000, ids):
-        if doc.active_plan_version:
-            out.append((doc, get_plan(engine, doc.name.removeprefix("intersections/"), doc.active_plan_version)))
-    return out
+def active_plans(engine: Engine, ids: set[str] | None) -> Snapshot[tuple[pb.Intersection, pb.Plan]]:
+    """The selected intersections with their active plan, and every intersection's version, in one
+    statement."""
+    i, p = IntersectionRow, PlanRow
+    shown = col(i.id).in_(ids) if ids is not None else true()
+    query = (
+        select(col(i.id), col(i.version), col(i.document), col(p.document), shown)
+        .outerjoin(p, and_(col(p.intersection_id) == col(i.id), col(p.state) == pb.PLAN_STATE_ACTIVE))
+        .order_by(col(i.id))
+    )
+    with Session(engine) as session:
+        rows = session.execute(query).all()
+    return Snapshot(
+        items=[
+            (pb.Intersection.FromString(doc), pb.Plan.FromString(plan))
+            for _, _, doc, plan, selected in rows
+            if selected and plan is not None
+        ],
+        versions={iid: version for iid, version, _, _, _ in rows},
+    )
 
 
 def history(engine: Engine, intersection_id: str, after_version: int, limit: int) -> list[HistoryRow]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +22,9 @@ from almere.signals.v1 import events_pb2 as sevents_pb2
 from almere.signals.v1 import signals_pb2_grpc
 from almere.type.v1 import geo_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
+from nats.js.api import RawStreamMsg
+from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from services.signals import events as signal_events
 
@@ -143,3 +149,19 @@ async def read_stream(
                 await msg.ack()
     finally:
         await nc.close()
+
+
+async def wait_for_last_message(
+    js: JetStreamContext, stream: str, subject: str, until: Callable[[RawStreamMsg], bool], timeout: float = 10
+) -> RawStreamMsg:
+    """The newest message of `subject` in `stream` once it satisfies `until` (the outbox relay
+    publishes some time after the commit)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        with contextlib.suppress(NotFoundError):
+            msg = await js.get_last_msg(stream, subject)
+            if until(msg):
+                return msg
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"no message on {subject} as expected within {timeout}s")
+        await asyncio.sleep(0.02)

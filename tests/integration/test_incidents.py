@@ -8,13 +8,15 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import grpc
+import nats
 import pytest
 from almere.incidents.v1 import incidents_pb2 as pb
+from almere.incidents.v1.events_pb2 import IncidentEvent
 from almere.type.v1 import geo_pb2
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from services.common.natsd import NatsServer
-from tests.integration.helpers import Incidents, read_stream, ts
+from tests.integration.helpers import Incidents, read_stream, ts, wait_for_last_message
 
 S = pb.IncidentState
 
@@ -310,6 +312,35 @@ async def test_watch_sends_open_incidents_then_changes(client: Incidents) -> Non
         (False, open_one.name, S.INCIDENT_STATE_ACTIVE),
     ]
     watch.cancel()
+
+
+async def test_watch_drops_changes_the_snapshot_already_holds(client: Incidents, nats_server: NatsServer) -> None:
+    """The relay publishes after the commit: a change committed before the snapshot may reach the
+    watch after it. Replaying such a change on the bus (the CLEARED event of an incident closed before
+    the watch) must not reach the watcher."""
+    cleared = await client.report()
+    engineer = client.as_("engineer")
+    for state in (S.INCIDENT_STATE_ACTIVE, S.INCIDENT_STATE_CLEARED):
+        moved = await engineer.TransitionIncident(pb.TransitionIncidentRequest(name=cleared.name, state=state))
+    version = moved.incident.version
+    subject = f"almere.incidents.v1.incident_state_changed.{cleared.name.removeprefix('incidents/')}"
+    nc = await nats.connect(nats_server.url)
+    try:
+        late = await wait_for_last_message(
+            nc.jetstream(), "INCIDENTS", subject, lambda m: IncidentEvent.FromString(m.data).incident.version == version
+        )
+        watch = client.as_("optimizer").WatchIncidents(pb.WatchIncidentsRequest())
+        open_one = await client.report()
+        first = await asyncio.wait_for(watch.read(), 5)
+        assert (first.snapshot, first.incident.name) in {(True, open_one.name), (False, open_one.name)}
+        await nc.publish(subject, late.data, headers=late.headers)
+        await nc.flush()
+        newer = await client.report()
+        following = await asyncio.wait_for(watch.read(), 5)
+        assert (following.snapshot, following.incident.name) == (False, newer.name)
+        watch.cancel()
+    finally:
+        await nc.close()
 
 
 async def test_planned_closures_start_and_end_by_themselves(client: Incidents, nats_server: NatsServer) -> None:

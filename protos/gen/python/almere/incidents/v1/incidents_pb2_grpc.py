@@ -145,6 +145,9 @@ class IncidentServiceServicer:
 
     def WatchIncidents(self, request, context):
         """Streams the open incidents first (snapshot = true), then every change as it happens.
+        The snapshot is the state at one moment; after it come exactly the changes committed later,
+        each once and in version order per incident (a change the snapshot already holds is never
+        sent, however late the bus delivers it). Changes of incidents outside the filter are left out.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

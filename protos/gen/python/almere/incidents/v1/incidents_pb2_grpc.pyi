@@ -54,7 +54,11 @@ class IncidentServiceStub:
     REPORTED -> CONFIRMED -> ACTIVE -> CLEARING -> CLEARED, or CANCELLED before it is active.
     """
     WatchIncidents: _grpc.UnaryStreamMultiCallable[_incidents_pb2.WatchIncidentsRequest, _incidents_pb2.WatchIncidentsResponse]
-    """Streams the open incidents first (snapshot = true), then every change as it happens."""
+    """Streams the open incidents first (snapshot = true), then every change as it happens.
+    The snapshot is the state at one moment; after it come exactly the changes committed later,
+    each once and in version order per incident (a change the snapshot already holds is never
+    sent, however late the bus delivers it). Changes of incidents outside the filter are left out.
+    """
     ListIncidentHistory: _grpc.UnaryUnaryMultiCallable[_incidents_pb2.ListIncidentHistoryRequest, _incidents_pb2.ListIncidentHistoryResponse]
     """The audit trail of one incident: who changed what, when."""
     CreatePlannedEvent: _grpc.UnaryUnaryMultiCallable[_incidents_pb2.CreatePlannedEventRequest, _incidents_pb2.CreatePlannedEventResponse]
@@ -94,7 +98,11 @@ class IncidentServiceAsyncStub(IncidentServiceStub):
     REPORTED -> CONFIRMED -> ACTIVE -> CLEARING -> CLEARED, or CANCELLED before it is active.
     """
     WatchIncidents: _aio.UnaryStreamMultiCallable[_incidents_pb2.WatchIncidentsRequest, _incidents_pb2.WatchIncidentsResponse]  # type: ignore[assignment]
-    """Streams the open incidents first (snapshot = true), then every change as it happens."""
+    """Streams the open incidents first (snapshot = true), then every change as it happens.
+    The snapshot is the state at one moment; after it come exactly the changes committed later,
+    each once and in version order per incident (a change the snapshot already holds is never
+    sent, however late the bus delivers it). Changes of incidents outside the filter are left out.
+    """
     ListIncidentHistory: _aio.UnaryUnaryMultiCallable[_incidents_pb2.ListIncidentHistoryRequest, _incidents_pb2.ListIncidentHistoryResponse]  # type: ignore[assignment]
     """The audit trail of one incident: who changed what, when."""
     CreatePlannedEvent: _aio.UnaryUnaryMultiCallable[_incidents_pb2.CreatePlannedEventRequest, _incidents_pb2.CreatePlannedEventResponse]  # type: ignore[assignment]
@@ -167,7 +175,11 @@ class IncidentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _incidents_pb2.WatchIncidentsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_incidents_pb2.WatchIncidentsResponse], _abc.AsyncIterator[_incidents_pb2.WatchIncidentsResponse]]:
-        """Streams the open incidents first (snapshot = true), then every change as it happens."""
+        """Streams the open incidents first (snapshot = true), then every change as it happens.
+        The snapshot is the state at one moment; after it come exactly the changes committed later,
+        each once and in version order per incident (a change the snapshot already holds is never
+        sent, however late the bus delivers it). Changes of incidents outside the filter are left out.
+        """
 
     @_abc_1.abstractmethod
     def ListIncidentHistory(

@@ -155,7 +155,9 @@ class ParkingServiceServicer:
 
     def WatchOccupancy(self, request, context):
         """Streams the current occupancy of the selected facilities first (snapshot = true), then every
-        change as it happens.
+        change as it happens. The snapshot is the state at one moment; after it come exactly the
+        changes committed later, each once and in version order per facility (a change the snapshot
+        already holds is never sent, however late the bus delivers it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

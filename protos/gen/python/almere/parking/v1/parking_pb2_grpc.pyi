@@ -61,7 +61,9 @@ class ParkingServiceStub:
     """Returns the current occupancy of one facility."""
     WatchOccupancy: _grpc.UnaryStreamMultiCallable[_parking_pb2.WatchOccupancyRequest, _parking_pb2.WatchOccupancyResponse]
     """Streams the current occupancy of the selected facilities first (snapshot = true), then every
-    change as it happens.
+    change as it happens. The snapshot is the state at one moment; after it come exactly the
+    changes committed later, each once and in version order per facility (a change the snapshot
+    already holds is never sent, however late the bus delivers it).
     """
     GetOccupancyHistory: _grpc.UnaryUnaryMultiCallable[_parking_pb2.GetOccupancyHistoryRequest, _parking_pb2.GetOccupancyHistoryResponse]
     """Returns occupancy over a time range in fixed buckets."""
@@ -101,7 +103,9 @@ class ParkingServiceAsyncStub(ParkingServiceStub):
     """Returns the current occupancy of one facility."""
     WatchOccupancy: _aio.UnaryStreamMultiCallable[_parking_pb2.WatchOccupancyRequest, _parking_pb2.WatchOccupancyResponse]  # type: ignore[assignment]
     """Streams the current occupancy of the selected facilities first (snapshot = true), then every
-    change as it happens.
+    change as it happens. The snapshot is the state at one moment; after it come exactly the
+    changes committed later, each once and in version order per facility (a change the snapshot
+    already holds is never sent, however late the bus delivers it).
     """
     GetOccupancyHistory: _aio.UnaryUnaryMultiCallable[_parking_pb2.GetOccupancyHistoryRequest, _parking_pb2.GetOccupancyHistoryResponse]  # type: ignore[assignment]
     """Returns occupancy over a time range in fixed buckets."""
@@ -186,7 +190,9 @@ class ParkingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_parking_pb2.WatchOccupancyResponse], _abc.AsyncIterator[_parking_pb2.WatchOccupancyResponse]]:
         """Streams the current occupancy of the selected facilities first (snapshot = true), then every
-        change as it happens.
+        change as it happens. The snapshot is the state at one moment; after it come exactly the
+        changes committed later, each once and in version order per facility (a change the snapshot
+        already holds is never sent, however late the bus delivers it).
         """
 
     @_abc_1.abstractmethod

@@ -236,7 +236,9 @@ class SignalServiceServicer:
 
     def WatchSignals(self, request, context):
         """Streams the active plan of each selected intersection first (snapshot = true), then every
-        activation, proposal and priority decision.
+        activation, proposal and priority decision. The snapshot is the state at one moment; after it
+        come exactly the changes committed later, each once and in version order per intersection (a
+        change the snapshot already holds is never sent, however late the bus delivers it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

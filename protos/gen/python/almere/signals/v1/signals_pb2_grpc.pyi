@@ -76,7 +76,9 @@ class SignalServiceStub:
     """Ends a priority grant (the vehicle has passed or turned off)."""
     WatchSignals: _grpc.UnaryStreamMultiCallable[_signals_pb2.WatchSignalsRequest, _signals_pb2.WatchSignalsResponse]
     """Streams the active plan of each selected intersection first (snapshot = true), then every
-    activation, proposal and priority decision.
+    activation, proposal and priority decision. The snapshot is the state at one moment; after it
+    come exactly the changes committed later, each once and in version order per intersection (a
+    change the snapshot already holds is never sent, however late the bus delivers it).
     """
     ListIntersectionHistory: _grpc.UnaryUnaryMultiCallable[_signals_pb2.ListIntersectionHistoryRequest, _signals_pb2.ListIntersectionHistoryResponse]
     """The audit trail of an intersection: who changed what, when, which version, why."""
@@ -129,7 +131,9 @@ class SignalServiceAsyncStub(SignalServiceStub):
     """Ends a priority grant (the vehicle has passed or turned off)."""
     WatchSignals: _aio.UnaryStreamMultiCallable[_signals_pb2.WatchSignalsRequest, _signals_pb2.WatchSignalsResponse]  # type: ignore[assignment]
     """Streams the active plan of each selected intersection first (snapshot = true), then every
-    activation, proposal and priority decision.
+    activation, proposal and priority decision. The snapshot is the state at one moment; after it
+    come exactly the changes committed later, each once and in version order per intersection (a
+    change the snapshot already holds is never sent, however late the bus delivers it).
     """
     ListIntersectionHistory: _aio.UnaryUnaryMultiCallable[_signals_pb2.ListIntersectionHistoryRequest, _signals_pb2.ListIntersectionHistoryResponse]  # type: ignore[assignment]
     """The audit trail of an intersection: who changed what, when, which version, why."""
@@ -269,7 +273,9 @@ class SignalServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_signals_pb2.WatchSignalsResponse], _abc.AsyncIterator[_signals_pb2.WatchSignalsResponse]]:
         """Streams the active plan of each selected intersection first (snapshot = true), then every
-        activation, proposal and priority decision.
+        activation, proposal and priority decision. The snapshot is the state at one moment; after it
+        come exactly the changes committed later, each once and in version order per intersection (a
+        change the snapshot already holds is never sent, however late the bus delivers it).
         """
 
     @_abc_1.abstractmethod
