@@ -326,9 +326,8 @@ async def test_watch_drops_changes_the_snapshot_already_holds(client: Incidents,
     subject = f"almere.incidents.v1.incident_state_changed.{cleared.name.removeprefix('incidents/')}"
     nc = await nats.connect(nats_server.url)
     try:
-        late = await wait_for_last_message(
-            nc.jetstream(), "INCIDENTS", subject, lambda m: IncidentEvent.FromString(m.data).incident.version == version
-        )
+        is_cleared = lambda m: IncidentEvent.FromString(m.data).incident.version == version  # noqa: E731
+        late = await asyncio.wait_for(wait_for_last_message(nc.jetstream(), "INCIDENTS", subject, is_cleared), 10)
         watch = client.as_("optimizer").WatchIncidents(pb.WatchIncidentsRequest())
         open_one = await client.report()
         first = await asyncio.wait_for(watch.read(), 5)
