@@ -35,10 +35,11 @@ test-stress: lint $(HELM)
 	$(BIN)/python tests/stress_run.py --runs $(RUNS) -- $(PYTEST_ARGS)
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check services sim tests loadtest protos/generate.py
-	$(BIN)/ruff format --check services sim tests loadtest protos/generate.py
+	$(BIN)/ruff check contract libs services sim apps tests loadtest protos/generate.py
+	$(BIN)/ruff format --check contract libs services sim apps tests loadtest protos/generate.py
 	$(BIN)/mypy
 	$(BIN)/buf lint protos
+	$(BIN)/lint-imports
 
 protos: $(INSTALLED)
 	$(BIN)/python protos/generate.py

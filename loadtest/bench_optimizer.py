@@ -28,15 +28,15 @@ import sumolib
 from almere.incidents.v1 import events_pb2 as ievents
 from almere.incidents.v1 import incidents_pb2 as ipb
 
+from apps.stack import Stack
+from libs.sumo_tools import sumo_binary
 from services.common.clock import utcnow
 from services.common.config import Settings
 from services.optimizer.inprocess import InProcessOptimizer
 from services.optimizer.routing import RoadGraph
-from services.stack import Stack
 from sim.bus_listener import BusListener
 from sim.controllers import GUIDANCE_SUBJECTS, Controllers
 from sim.devices import FieldDevices
-from sim.netbuild import sumo_binary
 from sim.runner import RunSpec, _geo, _sumo_args, _wait_until, prepare
 from sim.scenarios.almere_centrum import layout
 from sim.variants import ScriptedIncident

@@ -11,7 +11,7 @@ What is measured
    - an *echo* server: a bare ``grpc.aio`` server (this file run with ``--echo-server PORT``) that
      implements the same ``ParkingService.ReportOccupancy`` method and returns an empty
      ``ReportOccupancyResponse`` (no interceptors, no auth, no database, no NATS), and
-   - the *real* parking service (``python -m services.cli serve parking``): auth and observability
+   - the *real* parking service (``python -m apps.cli serve parking``): auth and observability
      interceptors, validation, a durable SQLite file database (WAL, ``synchronous=FULL``) written
      through the group committer, occupancy samples and a transactional outbox relayed to JetStream
      on a real nats-server. It logs at WARNING, so the per-call access log is off.
@@ -71,9 +71,9 @@ from almere.parking.v1 import parking_pb2_grpc
 from almere.type.v1 import geo_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from apps.natsd import NatsServer, start_nats
+from apps.stack import wait_serving
 from services.common.auth import token_digest
-from services.common.natsd import NatsServer, start_nats
-from services.stack import wait_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 SELF = Path(__file__).resolve()
@@ -513,7 +513,7 @@ class Bench:
         )
         self.parking_address = f"{HOST}:{port}"
         self._parking = self.spawn(
-            [sys.executable, "-m", "services.cli", "serve", "parking"], env=env, log=self.parking_log
+            [sys.executable, "-m", "apps.cli", "serve", "parking"], env=env, log=self.parking_log
         )
         echo_port = free_port()
         self.echo_address = f"{HOST}:{echo_port}"
@@ -626,7 +626,7 @@ def print_header(args: argparse.Namespace, bench: Bench) -> None:
         "servers, nats-server and load client share these cores"
     )
     print(
-        f"  parking: `services.cli serve parking`, SQLite file (WAL, synchronous=FULL, group commit) in "
+        f"  parking: `apps.cli serve parking`, SQLite file (WAL, synchronous=FULL, group commit) in "
         f"{bench.workdir}, JetStream outbox, log level {LOG_LEVEL} (access log off)"
     )
     print(

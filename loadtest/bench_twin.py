@@ -20,14 +20,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from apps.coupled import import_lights
+from apps.stack import Stack
 from services.common.config import Settings
-from services.stack import Stack
-from sim.coupled import import_lights
 from sim.runner import RunSpec, prepare, run_many
 
 BARE = """
 import sys, sumo, libsumo
-from sim.netbuild import sumo_binary
+from libs.sumo_tools import sumo_binary
 libsumo.start([sumo_binary("sumo"), "-c", sys.argv[1], "--end", sys.argv[2], "--no-step-log", "--no-warnings",
                "--additional-files", sys.argv[3]])
 while libsumo.simulation.getTime() < float(sys.argv[2]):

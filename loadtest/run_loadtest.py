@@ -11,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from apps.stack import Stack
 from services.common.config import Settings
-from services.stack import Stack
 
 HERE = Path(__file__).resolve().parent
 

@@ -5,21 +5,18 @@ the light's next step. The controllers run in the optimizer, not here."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from almere.optimizer.v1 import optimizer_pb2 as opb
 from almere.optimizer.v1 import optimizer_pb2_grpc
 
-from services.optimizer.signal_control.sumo_adapter import read_lanes, show
+from sim.light_driver import read_lanes, show
 
 CALL_TIMEOUT_S = 60.0  # the first call of a run reads the network
 
 
 class ServiceControl:
-    """A `sumo_adapter.Control`: the lights driven by the optimizer through the signal service."""
+    """A `light_driver.Control`: the lights driven by the optimizer through the signal service."""
 
     def __init__(self, optimizer: optimizer_pb2_grpc.OptimizerServiceStub, auth: tuple[tuple[str, str], ...]) -> None:
         self._optimizer = optimizer
@@ -77,23 +74,3 @@ class ServiceControl:
                 changed = True
             if changed:
                 show(ls, tls, phases[0][0])
-
-
-@contextmanager
-def adaptive_stack(network: Path, data_dir: Path) -> Iterator[tuple[str, str]]:
-    """The signal service and the optimizer on `network`, the lights imported and every one set to
-    apply the optimizer's steps without approval (a test bed; in the city an engineer approves each
-    takeover). Yields the optimizer's address and the twin's token."""
-    from services.common.config import Settings
-    from services.stack import Stack
-    from sim.coupled import import_lights
-
-    stack = Stack(
-        Settings(data_dir=data_dir, network_file=network, log_level="WARNING"), services=["signals", "optimizer"]
-    )
-    stack.start()
-    try:
-        import_lights(stack)
-        yield stack.endpoints["optimizer"], stack.credentials["sim"]
-    finally:
-        stack.stop()

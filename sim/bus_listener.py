@@ -14,7 +14,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
 
-from services.common.bus import Bus
+from contract.bus import ensure_stream
 
 Received = tuple[str, bytes]  # (subject, payload)
 
@@ -57,9 +57,8 @@ class BusListener:
         self._stop = asyncio.Event()
         self._nc = nc = await nats.connect(self._url)
         js = nc.jetstream()
-        bus = Bus(nc, js)
         for config in self._streams:
-            await bus.ensure_stream(config)
+            await ensure_stream(js, config)
         backlog = 0
         for stream_name, subject in self._replayed:
             info = await js.stream_info(stream_name, subjects_filter=subject)

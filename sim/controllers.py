@@ -14,10 +14,11 @@ from almere.signals.v1 import events_pb2
 from almere.signals.v1 import signals_pb2 as spb
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from contract import bus
 from sim.priority import PriorityLights
 
-SIGNAL_SUBJECTS = ("almere.signals.v1.plan_activated.*", "almere.signals.v1.priority_decided.*")
-GUIDANCE_SUBJECTS = ("almere.optimizer.v1.route_advice.*", "almere.optimizer.v1.parking_guidance.*")
+SIGNAL_SUBJECTS = (bus.SIGNALS.every(bus.PLAN_ACTIVATED), bus.SIGNALS.every(bus.PRIORITY_DECIDED))
+GUIDANCE_SUBJECTS = (bus.OPTIMIZER.every(bus.ROUTE_ADVICE), bus.OPTIMIZER.every(bus.PARKING_GUIDANCE))
 SUMO_TYPES = {spb.PLAN_TYPE_STATIC: 0, spb.PLAN_TYPE_ACTUATED: 3}
 # How long a decision waits for its vehicle to leave a junction before it is dropped (simulated s).
 RETRY_S = 10.0
@@ -57,11 +58,11 @@ class Controllers:
 
     def apply(self, sumo: Any, sim_s: float, subject: str, payload: bytes) -> None:
         kind = subject.split(".")[3]
-        if kind == "priority_decided" or (kind == "plan_activated" and self._plans):
+        if kind == bus.PRIORITY_DECIDED or (kind == bus.PLAN_ACTIVATED and self._plans):
             event = events_pb2.SignalEvent.FromString(payload)
             if event.change.priority.vehicle_id not in self.own_priority:  # the twin's own: applied already
                 self._signal(sumo, sim_s, event)
-        elif kind in ("route_advice", "parking_guidance") and self._guidance:
+        elif kind in bus.DECISION_EVENTS and self._guidance:
             self.decide(sumo, sim_s, decisions_pb2.Decision.FromString(payload))
 
     def local_id(self, vehicle_id: str) -> str:
@@ -70,7 +71,7 @@ class Controllers:
 
     def _signal(self, sumo: Any, sim_s: float, event: events_pb2.SignalEvent) -> None:
         tls, change = event.intersection.sumo_tls_id, event.change
-        if change.event == "plan_activated":
+        if change.event == bus.PLAN_ACTIVATED:
             plan = change.plan
             if plan.type == spb.PLAN_TYPE_ADAPTIVE:  # shown by who drives them, in lockstep (sim/adaptive_signals.py)
                 return

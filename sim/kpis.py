@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from services.common.geo import WALK_SPEED_MPS, walking_m
+from libs.geo import WALK_SPEED_MPS, walking_m
 
 SEARCH_LIMIT_S = 300  # visitors taking longer than 5 minutes from arrival in town to a space
 

@@ -18,7 +18,7 @@ from almere.signals.v1 import signals_pb2 as spb
 from almere.signals.v1 import signals_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.optimizer.signal_control.phases import transition_steps
+from libs.signal_control.phases import transition_steps
 from sim.variants import Responder
 
 REQUEST_S = 25.0  # ask this long before the stop line

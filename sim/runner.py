@@ -35,14 +35,13 @@ from almere.detectors.v1 import detectors_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from tqdm import tqdm
 
-from services.common.config import Settings
-from services.optimizer.events import DETECTOR_PREFIX, detectors_stream
+from contract.bus import DEFAULT_LIMITS, DETECTORS, MEASUREMENT, SIGNALS, detector_loop_id
+from libs.sumo_tools import sumo_binary
 from sim import kpis
 from sim.bus_listener import BusListener
 from sim.controllers import GUIDANCE_SUBJECTS, SIGNAL_SUBJECTS, Controllers
 from sim.devices import FieldDevices
 from sim.navigation import equipped
-from sim.netbuild import sumo_binary
 from sim.priority import Responders
 from sim.scenarios import almere_centrum
 from sim.scenarios.almere_centrum import layout
@@ -278,7 +277,7 @@ def _publish_detectors(sumo: Any, bus: BusListener, loops: list[str], now: float
             mean_speed_mps=sumo.inductionloop.getLastIntervalMeanSpeed(loop),
             occupancy_percent=sumo.inductionloop.getLastIntervalOccupancy(loop),
         )
-        bus.publish(f"{DETECTOR_PREFIX}.{loop.replace('.', '-')}", measurement.SerializeToString())
+        bus.publish(DETECTORS.subject(MEASUREMENT, detector_loop_id(loop)), measurement.SerializeToString())
 
 
 def _wait_until(deadline: float, bus: BusListener | None, apply: Callable[[str, bytes], None]) -> None:
@@ -357,9 +356,9 @@ def run(spec: RunSpec) -> Path:
             if nats_url:
                 bus = BusListener(
                     nats_url,
-                    replayed=[("SIGNALS", SIGNAL_SUBJECTS[0])],  # the plans in force; old grants are history
+                    replayed=[(SIGNALS.name, SIGNAL_SUBJECTS[0])],  # the plans in force; old grants are history
                     live=[SIGNAL_SUBJECTS[1], *GUIDANCE_SUBJECTS],
-                    streams=[detectors_stream(Settings())],
+                    streams=[DETECTORS.config(DEFAULT_LIMITS)],
                 )
         loops = list(engine.inductionloop.getIDList())
         junctions = {

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from apps.natsd import NatsServer, start_nats
 from services.common.auth import token_digest
 from services.common.config import Settings
-from services.common.natsd import NatsServer, start_nats
 
 # Set by .ci/run (and by you) to run every database test against PostgreSQL as well.
 POSTGRES_URL = os.environ.get("ALMERE_TEST_POSTGRES_URL")
@@ -84,7 +84,7 @@ def settings(tmp_path: Path, nats_server: NatsServer, database_url: str, tokens_
 @pytest.fixture(scope="session")
 def network_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The schematic centrum-mini network, built with the real netconvert."""
-    from sim.netbuild import build_network
+    from sim.named_networks import build_network
 
     return build_network("centrum-mini", tmp_path_factory.mktemp("networks"))
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.api import StreamConfig
 
+from contract.bus import StreamLimits, ensure_stream
 from services.common.config import Settings
 
 log = logging.getLogger(__name__)
@@ -20,10 +20,6 @@ log = logging.getLogger(__name__)
 # Header JetStream uses to drop a message it has already stored within the duplicate window.
 MSG_ID_HEADER = "Nats-Msg-Id"
 EVENT_TYPE_HEADER = "Almere-Event-Type"
-
-
-# Stream settings this code owns and brings existing streams back to.
-UPDATABLE_STREAM_FIELDS = ("subjects", "max_bytes", "max_age", "max_msg_size", "duplicate_window", "num_replicas")
 
 
 @dataclass(frozen=True)
@@ -35,19 +31,12 @@ class OutgoingMessage:
     headers: dict[str, str]
 
 
-def stream_config(name: str, subjects: list[str], settings: Settings) -> StreamConfig:
-    """Limits keep a stream from growing without bound; the duplicate window covers relay retries."""
-    return StreamConfig(
-        name=name,
-        subjects=subjects,
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        discard=DiscardPolicy.OLD,
-        max_age=settings.stream_max_age_days * 86400,
+def stream_limits(settings: Settings) -> StreamLimits:
+    return StreamLimits(
+        max_age_s=settings.stream_max_age_days * 86400,
         max_bytes=settings.stream_max_bytes,
-        max_msg_size=settings.stream_max_msg_bytes,
-        duplicate_window=600.0,
-        num_replicas=settings.stream_replicas,
+        max_msg_bytes=settings.stream_max_msg_bytes,
+        replicas=settings.stream_replicas,
     )
 
 
@@ -65,16 +54,7 @@ class Bus:
         return cls(nc, nc.jetstream(timeout=5))
 
     async def ensure_stream(self, config: StreamConfig) -> None:
-        """Create the stream, or bring an existing one to this configuration."""
-        assert config.name
-        try:
-            info = await self.js.stream_info(config.name)
-        except NotFoundError:
-            await self.js.add_stream(config)
-            log.info("created stream", extra={"stream": config.name})
-            return
-        if any(getattr(info.config, f) != getattr(config, f) for f in UPDATABLE_STREAM_FIELDS):
-            await self.js.update_stream(config)
+        await ensure_stream(self.js, config)
 
     async def publish_all(self, messages: Sequence[OutgoingMessage], ack_timeout: float = 5.0) -> list[bool]:
         """Publish with per-message ids; return which ones JetStream acknowledged."""

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contract.bus import DEFAULT_LIMITS
+
 DEFAULT_PORTS = {"parking": 50051, "incidents": 50052, "signals": 50053, "optimizer": 50054}
 
 
@@ -34,10 +36,10 @@ class Settings(BaseSettings):
     max_message_bytes: int = 1024 * 1024
     grace_seconds: float = 5.0
     commit_max_batch: int = 512
-    stream_max_age_days: float = 7.0
-    stream_max_bytes: int = 1024**3
-    stream_max_msg_bytes: int = 64 * 1024
-    stream_replicas: int = 1
+    stream_max_age_days: float = DEFAULT_LIMITS.max_age_s / 86400
+    stream_max_bytes: int = DEFAULT_LIMITS.max_bytes
+    stream_max_msg_bytes: int = DEFAULT_LIMITS.max_msg_bytes
+    stream_replicas: int = DEFAULT_LIMITS.replicas
     # The SUMO network (.net.xml, geo-referenced) locations are checked and snapped against.
     network_file: Path | None = None
     # The optimizer (host:port), asked for network travel times by the parking service's

@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 from google.protobuf.message import Message
 from nats.aio.msg import Msg
 
+from contract.bus import Stream
 from services.common.bus import Bus
 from services.common.errors import ResourceExhausted
 from services.common.observability import WATCH_LAG
@@ -56,11 +57,11 @@ class Watcher:
 
 
 class EventFeed:
-    """Subscribes to `<prefix>.<event>.<id>` and hands decoded events of the given names to watchers."""
+    """Subscribes to the stream's `<prefix>.<event>.<id>` and hands decoded events of the given names to watchers."""
 
-    def __init__(self, bus: Bus, prefix: str, decoders: dict[str, type[Message]]) -> None:
+    def __init__(self, bus: Bus, stream: Stream, decoders: dict[str, type[Message]]) -> None:
         self._bus = bus
-        self._prefix = prefix
+        self._stream = stream
         self._decoders = decoders
         self._watchers: set[Watcher] = set()
         self._subscription: Any = None
@@ -79,14 +80,14 @@ class EventFeed:
     async def _on_message(self, msg: Msg) -> None:
         if not self._watchers:
             return
-        name = msg.subject[len(self._prefix) + 1 :].split(".", 1)[0]
+        name = self._stream.event_of(msg.subject)
         decoder = self._decoders.get(name)
         if decoder is None:
             return
         change = (name, decoder.FromString(msg.data))
         for watcher in self._watchers:
             watcher.offer(change)
-        WATCH_LAG.labels(self._prefix).set(max(w.queue.qsize() for w in self._watchers))
+        WATCH_LAG.labels(self._stream.prefix).set(max(w.queue.qsize() for w in self._watchers))
 
     @contextlib.asynccontextmanager
     async def watch(self) -> AsyncIterator[Watcher]:
@@ -94,7 +95,7 @@ class EventFeed:
         watcher = Watcher()
         async with self._lock:
             if self._subscription is None:
-                self._subscription = await self._bus.nc.subscribe(f"{self._prefix}.*.*", cb=self._on_message)
+                self._subscription = await self._bus.nc.subscribe(f"{self._stream.prefix}.*.*", cb=self._on_message)
                 await self._bus.nc.flush()  # the server has the subscription before the caller reads its snapshot
             self._watchers.add(watcher)
         try:

@@ -1,4 +1,5 @@
-"""WGS84 helpers shared by the services: validation, areas, distances."""
+"""WGS84 on the services' side: validating coordinates and areas from requests (distances are in
+libs.geo)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ import math
 from almere.type.v1 import geo_pb2
 
 from services.common.errors import InvalidArgument
-
-EARTH_RADIUS_M = 6_371_008.8
 
 # (south, west, north, east) in degrees
 Area = tuple[float, float, float, float]
@@ -29,20 +28,3 @@ def area_of(box: geo_pb2.BoundingBox, field: str = "area") -> Area:
 
 def inside(area: Area, lat: float, lng: float) -> bool:
     return area[0] <= lat <= area[2] and area[1] <= lng <= area[3]
-
-
-def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(a))
-
-
-WALK_SPEED_MPS = 1.3
-WALK_DETOUR = 1.2  # streets are not straight lines
-
-
-def walking_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Walking distance between two points, from the straight line (the KPIs and the optimizer's
-    parking guidance use the same estimate, so guidance minimises what is measured)."""
-    return WALK_DETOUR * haversine_m(lat1, lon1, lat2, lon2)

@@ -8,12 +8,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from grpc import aio
-from nats.js.api import StreamConfig
 from sqlalchemy import Engine
 from sqlmodel import SQLModel
 
+from contract.bus import Stream
 from services.common.auth import TokenStore
-from services.common.bus import Bus
+from services.common.bus import Bus, stream_limits
 from services.common.clock import utcnow
 from services.common.config import Settings
 from services.common.db import BatchHandler, GroupCommitter, create_tables, make_engine
@@ -33,7 +33,7 @@ class ServiceSpec:
     full_names: list[str]
     tables: list[type[SQLModel]]
     outbox: type[OutboxBase]
-    streams: Callable[[Settings], list[StreamConfig]]
+    streams: tuple[Stream, ...]  # created (or brought to this deployment's limits) at start
     # Registers the servicer(s) on the server; returns extra start/stop hooks (e.g. watch feeds).
     mount: Callable[[Service, aio.Server], Awaitable[list[Callable[[], Awaitable[None]]]]]
 
@@ -63,8 +63,8 @@ class Service:
         self.engine = make_engine(s.database_url_for(self.spec.name))
         create_tables(self.engine, self.spec.tables)
         self.bus = await Bus.connect(s.nats_url, name=f"almere-{self.spec.name}")
-        for stream in self.spec.streams(s):
-            await self.bus.ensure_stream(stream)
+        for stream in self.spec.streams:
+            await self.bus.ensure_stream(stream.config(stream_limits(s)))
         self.relay = OutboxRelay(self.engine, self.spec.outbox, self.bus, self.spec.name)
         self.committer = GroupCommitter(self.engine, self.spec.name, s.commit_max_batch, self.relay.notify)
         self.committer.start()

@@ -7,11 +7,11 @@ from collections.abc import Awaitable, Callable
 from almere.incidents.v1 import incidents_pb2, incidents_pb2_grpc
 from grpc import aio
 
+from contract.bus import INCIDENTS
 from services.common.network import load_network
 from services.common.runtime import Service, ServiceSpec
 from services.incidents import store
 from services.incidents.api import IncidentApi
-from services.incidents.events import incidents_stream
 from services.incidents.feed import incident_feed
 from services.incidents.models import TABLES, IncidentsOutbox
 
@@ -31,6 +31,6 @@ SPEC = ServiceSpec(
     full_names=[incidents_pb2.DESCRIPTOR.services_by_name["IncidentService"].full_name],
     tables=TABLES,
     outbox=IncidentsOutbox,
-    streams=lambda settings: [incidents_stream(settings)],
+    streams=(INCIDENTS,),
     mount=_mount,
 )

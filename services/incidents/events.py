@@ -1,4 +1,4 @@
-"""What the incident service publishes: stream INCIDENTS, subjects almere.incidents.v1.<event>.<incident_id>."""
+"""The incident service's events (stream INCIDENTS, see contract.bus), built as outbox rows."""
 
 from __future__ import annotations
 
@@ -7,22 +7,10 @@ from typing import Any
 
 from almere.incidents.v1 import events_pb2
 from almere.incidents.v1 import incidents_pb2 as pb
-from nats.js.api import StreamConfig
 
-from services.common.bus import stream_config
+from contract.bus import INCIDENTS
 from services.common.clock import to_timestamp
-from services.common.config import Settings
 from services.common.outbox import outbox_row
-
-STREAM = "INCIDENTS"
-SUBJECT_PREFIX = "almere.incidents.v1"
-REPORTED = "incident_reported"
-UPDATED = "incident_updated"
-STATE_CHANGED = "incident_state_changed"
-
-
-def incidents_stream(settings: Settings) -> StreamConfig:
-    return stream_config(STREAM, [f"{SUBJECT_PREFIX}.>"], settings)
 
 
 def incident_event(
@@ -43,4 +31,4 @@ def incident_event(
         changed_fields=changed or [],
         actor=actor,
     )
-    return outbox_row(f"{SUBJECT_PREFIX}.{event}.{incident_id}", event, message, now)
+    return outbox_row(INCIDENTS.subject(event, incident_id), event, message, now)

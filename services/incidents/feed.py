@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from almere.incidents.v1 import events_pb2
 
+from contract.bus import INCIDENT_EVENTS, INCIDENTS
 from services.common.bus import Bus
 from services.common.feed import EventFeed
-from services.incidents import events
 
 
 def incident_feed(bus: Bus) -> EventFeed:
-    names = (events.REPORTED, events.UPDATED, events.STATE_CHANGED)
-    return EventFeed(bus, events.SUBJECT_PREFIX, dict.fromkeys(names, events_pb2.IncidentEvent))
+    return EventFeed(bus, INCIDENTS, dict.fromkeys(INCIDENT_EVENTS, events_pb2.IncidentEvent))

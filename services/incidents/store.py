@@ -14,6 +14,7 @@ from google.protobuf import field_mask_pb2
 from sqlalchemy import Engine, and_, case, or_, select
 from sqlmodel import Session, col
 
+from contract.bus import INCIDENT_REPORTED, INCIDENT_STATE_CHANGED, INCIDENT_UPDATED
 from services.common import tracing
 from services.common.auth import Identity, Role
 from services.common.changes import Changes
@@ -164,7 +165,7 @@ def report_incidents(session: Session, items: Sequence[Report]) -> list[Any]:
         now = from_timestamp(item.incident.create_time)
         _insert(session, item.incident, item.identity.caller, item.request_id, None)
         existing[key] = item.incident
-        changes.record(item.incident, item.identity, "reported", events.REPORTED, now)
+        changes.record(item.incident, item.identity, "reported", INCIDENT_REPORTED, now)
         results.append((item.incident, False))
     changes.flush(session)
     return results
@@ -213,7 +214,7 @@ def update_incidents(session: Session, items: Sequence[Update]) -> list[Any]:
             continue
         _stamp(merged, item.now)
         _save(row, merged)
-        changes.record(merged, item.identity, "updated", events.UPDATED, item.now, changed=sorted(item.paths))
+        changes.record(merged, item.identity, "updated", INCIDENT_UPDATED, item.now, changed=sorted(item.paths))
         results.append(merged)
     changes.flush(session)
     return results
@@ -259,7 +260,7 @@ def _move(
     _stamp(incident, now)
     _save(row, incident)
     changes.record(
-        incident, identity, "transitioned", events.STATE_CHANGED, now, previous_state=previous, reason=reason
+        incident, identity, "transitioned", INCIDENT_STATE_CHANGED, now, previous_state=previous, reason=reason
     )
     return incident
 
@@ -300,7 +301,7 @@ def create_planned_events(session: Session, items: Sequence[CreatePlanned]) -> l
         )
         for incident in item.incidents:
             _insert(session, incident, item.identity.caller, f"{item.event_id}/{incident.name}", item.event_id)
-            changes.record(incident, item.identity, "reported", events.REPORTED, item.now)
+            changes.record(incident, item.identity, "reported", INCIDENT_REPORTED, item.now)
         results.append(item.planned)
     changes.flush(session)
     return results

@@ -17,9 +17,9 @@ from services.common.clock import to_timestamp, utcnow
 from services.common.errors import Unavailable
 from services.common.feed import EventFeed
 from services.optimizer import logic
+from services.optimizer.adaptive_control import AdaptiveControl
 from services.optimizer.engine import Engine
 from services.optimizer.levers.incident import cause_of
-from services.optimizer.signal_control.lockstep import AdaptiveControl
 from services.optimizer.store import Writes
 
 log = logging.getLogger(__name__)

@@ -14,30 +14,26 @@ from almere.signals.v1 import events_pb2 as sevents
 from almere.signals.v1 import signals_pb2_grpc
 from grpc import aio
 from nats.aio.msg import Msg
-from nats.js.api import StreamConfig
 
+from contract import bus
 from services.common.clock import utcnow
-from services.common.config import Settings
 from services.common.feed import EventFeed
 from services.common.runtime import Service, ServiceSpec
-from services.incidents import events as incident_events
-from services.optimizer import events, store
+from services.optimizer import store
+from services.optimizer.adaptive_control import AdaptiveControl
 from services.optimizer.api import Keeper, OptimizerApi
 from services.optimizer.consumers import DurableConsumer, Source
 from services.optimizer.engine import Engine
 from services.optimizer.models import TABLES, OptimizerOutbox
 from services.optimizer.routing import RoadGraph
-from services.optimizer.signal_control.lockstep import AdaptiveControl
 from services.optimizer.state import DECISION_MEMORY
 from services.optimizer.store import Writes
-from services.parking import events as parking_events
-from services.signals import events as signal_events
 
 SOURCES = [
-    Source(parking_events.STREAM, f"{parking_events.SUBJECT_PREFIX}.>", "optimizer-parking"),
-    Source(incident_events.STREAM, f"{incident_events.SUBJECT_PREFIX}.>", "optimizer-incidents"),
-    Source(signal_events.STREAM, f"{signal_events.SUBJECT_PREFIX}.>", "optimizer-signals"),
-    Source(events.DETECTOR_STREAM, f"{events.DETECTOR_PREFIX}.>", "optimizer-detectors", only_new=True),
+    Source(bus.PARKING.name, bus.PARKING.subjects, "optimizer-parking"),
+    Source(bus.INCIDENTS.name, bus.INCIDENTS.subjects, "optimizer-incidents"),
+    Source(bus.SIGNALS.name, bus.SIGNALS.subjects, "optimizer-signals"),
+    Source(bus.DETECTORS.name, bus.DETECTORS.subjects, "optimizer-detectors", only_new=True),
 ]
 
 
@@ -45,16 +41,16 @@ def _handler(engine: Engine, signals: AdaptiveControl, stream: str) -> Callable[
     def handle(msg: Msg) -> Writes:
         engine.consumed[stream] += 1
         kind = msg.subject.split(".")[3]
-        if stream == parking_events.STREAM:
-            if kind in ("facility_created", "facility_updated"):
+        if stream == bus.PARKING.name:
+            if kind in (bus.FACILITY_CREATED, bus.FACILITY_UPDATED):
                 return engine.on_facility(pevents.FacilityChangedEvent.FromString(msg.data))
-            if kind == "occupancy_changed":
+            if kind == bus.OCCUPANCY_CHANGED:
                 return engine.on_occupancy(pevents.OccupancyChangedEvent.FromString(msg.data))
-        elif stream == incident_events.STREAM:
+        elif stream == bus.INCIDENTS.name:
             return engine.on_incident(ievents.IncidentEvent.FromString(msg.data), utcnow())
-        elif stream == events.DETECTOR_STREAM:
+        elif stream == bus.DETECTORS.name:
             engine.on_detector(detectors_pb2.Measurement.FromString(msg.data), utcnow())
-        elif kind in ("priority_decided", "priority_ended"):
+        elif kind in (bus.PRIORITY_DECIDED, bus.PRIORITY_ENDED):
             signals.on_priority(sevents.SignalEvent.FromString(msg.data))
         # Signal plans are counted, not used: travel times already show what a plan does.
         return Writes()
@@ -77,7 +73,7 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
         await service.committer.submit(store.save, (writes, utcnow()))
 
     keeper = Keeper(engine, submit, load)
-    feed = EventFeed(service.bus, events.SUBJECT_PREFIX, dict.fromkeys(events.EVENTS, decisions_pb2.Decision))
+    feed = EventFeed(service.bus, bus.OPTIMIZER, dict.fromkeys(bus.DECISION_EVENTS, decisions_pb2.Decision))
     channel = grpc.aio.insecure_channel(settings.signals_address) if settings.signals_address else None
     signals = AdaptiveControl(
         settings.network_file,
@@ -96,15 +92,12 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
     return [*(c.stop for c in consumers), feed.stop, forgetting, *closing]
 
 
-def _streams(settings: Settings) -> list[StreamConfig]:
-    return [events.optimizer_stream(settings), *events.consumed_streams(settings)]
-
-
 SPEC = ServiceSpec(
     name="optimizer",
     full_names=[optimizer_pb2.DESCRIPTOR.services_by_name["OptimizerService"].full_name],
     tables=TABLES,
     outbox=OptimizerOutbox,
-    streams=_streams,
+    # The optimizer may start before the services that own the streams it reads: it creates them too.
+    streams=(bus.OPTIMIZER, bus.PARKING, bus.INCIDENTS, bus.SIGNALS, bus.DETECTORS),
     mount=_mount,
 )

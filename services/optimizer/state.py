@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from services.common.geo import WALK_SPEED_MPS, walking_m
+from libs.geo import WALK_SPEED_MPS, walking_m
 from services.common.opening_hours import DEFAULT_TIME_ZONE
 from services.optimizer.routing import FloatArray, RoadGraph
 

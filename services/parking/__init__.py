@@ -7,9 +7,9 @@ from collections.abc import Awaitable, Callable
 from almere.parking.v1 import parking_pb2, parking_pb2_grpc
 from grpc import aio
 
+from contract.bus import PARKING
 from services.common.runtime import Service, ServiceSpec
 from services.parking.api import ParkingApi
-from services.parking.events import parking_stream
 from services.parking.feed import occupancy_feed
 from services.parking.models import TABLES, ParkingOutbox
 from services.parking.travel_times import TravelTimes
@@ -29,6 +29,6 @@ SPEC = ServiceSpec(
     full_names=[parking_pb2.DESCRIPTOR.services_by_name["ParkingService"].full_name],
     tables=TABLES,
     outbox=ParkingOutbox,
-    streams=lambda settings: [parking_stream(settings)],
+    streams=(PARKING,),
     mount=_mount,
 )

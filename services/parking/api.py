@@ -13,6 +13,7 @@ from almere.parking.v1 import parking_pb2_grpc
 from grpc import aio
 from sqlalchemy import Engine
 
+from contract.bus import OCCUPANCY_CHANGED
 from services.common import paging
 from services.common.auth import current_identity
 from services.common.clock import from_timestamp, to_timestamp, utcnow
@@ -22,7 +23,7 @@ from services.common.feed import Change, EventFeed
 from services.common.geo import area_of, inside, validate_lat_lng
 from services.common.names import validate_id
 from services.common.opening_hours import is_open
-from services.parking import events, logic, store
+from services.parking import logic, store
 from services.parking.convert import facility_to_proto, occupancy_to_proto
 from services.parking.travel_times import TravelTimes
 
@@ -155,7 +156,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
                 yield pb.WatchOccupancyResponse(occupancy=occupancy_to_proto(row), snapshot=True)
             matching: set[str] | None = ids or ({r.id for r in snapshot.items} if area else None)
             async for name, event in changes:
-                if name != events.OCCUPANCY_CHANGED:
+                if name != OCCUPANCY_CHANGED:
                     if area and not ids and event.facility.HasField("location"):
                         if inside(area, event.facility.location.latitude, event.facility.location.longitude):
                             matching.add(event.facility_id)  # type: ignore[union-attr]

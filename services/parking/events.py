@@ -1,4 +1,4 @@
-"""What the parking service publishes: stream PARKING, subjects almere.parking.v1.<event>.<facility_id>."""
+"""The parking service's events (stream PARKING, see contract.bus), built as outbox rows."""
 
 from __future__ import annotations
 
@@ -8,27 +8,13 @@ from typing import Any
 from almere.parking.v1 import events_pb2
 from almere.parking.v1 import parking_pb2 as pb
 
-from services.common.bus import stream_config
+from contract.bus import FACILITY_CREATED, FACILITY_UPDATED, OCCUPANCY_CHANGED, PARKING, STATUS_CHANGED
 from services.common.clock import to_timestamp
-from services.common.config import Settings
 from services.common.outbox import outbox_row
 from services.parking.convert import facility_to_proto
 from services.parking.models import Facility
 
-STREAM = "PARKING"
-SUBJECT_PREFIX = "almere.parking.v1"
-FACILITY_CREATED = "facility_created"
-FACILITY_UPDATED = "facility_updated"
-OCCUPANCY_CHANGED = "occupancy_changed"
-STATUS_CHANGED = "status_changed"
-
-
-def parking_stream(settings: Settings) -> Any:
-    return stream_config(STREAM, [f"{SUBJECT_PREFIX}.>"], settings)
-
-
-def subject(event: str, facility_id: str) -> str:
-    return f"{SUBJECT_PREFIX}.{event}.{facility_id}"
+subject = PARKING.subject
 
 
 def facility_changed(row: Facility, created: bool, changed: list[str], now: datetime) -> dict[str, Any]:

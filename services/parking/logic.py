@@ -10,10 +10,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from almere.parking.v1 import parking_pb2 as pb
 
+from libs.geo import WALK_DETOUR, WALK_SPEED_MPS, haversine_m
 from services.common.auth import Identity, Role
 from services.common.clock import MAX_TIME, MIN_TIME
 from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from services.common.geo import WALK_DETOUR, WALK_SPEED_MPS, haversine_m, validate_lat_lng
+from services.common.geo import validate_lat_lng
 from services.common.names import id_from_name, validate_id
 from services.common.opening_hours import DEFAULT_TIME_ZONE, parse_clock
 

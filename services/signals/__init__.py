@@ -7,16 +7,17 @@ from collections.abc import Awaitable, Callable
 from almere.signals.v1 import events_pb2, signals_pb2, signals_pb2_grpc
 from grpc import aio
 
+from contract.bus import SIGNAL_EVENTS, SIGNALS
 from services.common.feed import EventFeed
 from services.common.runtime import Service, ServiceSpec
-from services.signals import events, logic, store
+from services.signals import logic, store
 from services.signals.api import SignalApi
 from services.signals.models import TABLES, SignalsOutbox
 
 
 async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awaitable[None]]]:
     settings = service.settings
-    feed = EventFeed(service.bus, events.SUBJECT_PREFIX, dict.fromkeys(events.EVENTS, events_pb2.SignalEvent))
+    feed = EventFeed(service.bus, SIGNALS, dict.fromkeys(SIGNAL_EVENTS, events_pb2.SignalEvent))
     bounds = logic.CycleBounds(settings.signal_cycle_min_seconds, settings.signal_cycle_max_seconds)
     network = settings.network_file.resolve() if settings.network_file else None
     signals_pb2_grpc.add_SignalServiceServicer_to_server(
@@ -31,6 +32,6 @@ SPEC = ServiceSpec(
     full_names=[signals_pb2.DESCRIPTOR.services_by_name["SignalService"].full_name],
     tables=TABLES,
     outbox=SignalsOutbox,
-    streams=lambda settings: [events.signals_stream(settings)],
+    streams=(SIGNALS,),
     mount=_mount,
 )

@@ -1,4 +1,4 @@
-"""What the signal service publishes: stream SIGNALS, subjects almere.signals.v1.<event>.<intersection_id>."""
+"""The signal service's events (stream SIGNALS, see contract.bus), built as outbox rows."""
 
 from __future__ import annotations
 
@@ -7,30 +7,10 @@ from typing import Any
 
 from almere.signals.v1 import events_pb2
 from almere.signals.v1 import signals_pb2 as pb
-from nats.js.api import StreamConfig
 
-from services.common.bus import stream_config
+from contract.bus import SIGNAL_EVENTS, SIGNALS
 from services.common.clock import to_timestamp
-from services.common.config import Settings
 from services.common.outbox import outbox_row
-
-STREAM = "SIGNALS"
-SUBJECT_PREFIX = "almere.signals.v1"
-EVENTS = (
-    "intersection_imported",
-    "intersection_updated",
-    "plan_created",
-    "plan_proposed",
-    "plan_scheduled",
-    "plan_activated",
-    "plan_rejected",
-    "priority_decided",
-    "priority_ended",
-)
-
-
-def signals_stream(settings: Settings) -> StreamConfig:
-    return stream_config(STREAM, [f"{SUBJECT_PREFIX}.>"], settings)
 
 
 def signal_event(
@@ -41,7 +21,7 @@ def signal_event(
     plan: pb.Plan | None = None,
     priority: pb.Priority | None = None,
 ) -> dict[str, Any]:
-    assert event in EVENTS
+    assert event in SIGNAL_EVENTS
     intersection_id = intersection.name.removeprefix("intersections/")
     change = pb.SignalChange(
         intersection=intersection.name,
@@ -53,4 +33,4 @@ def signal_event(
         actor=actor,
     )
     message = events_pb2.SignalEvent(intersection_id=intersection_id, change=change, intersection=intersection)
-    return outbox_row(f"{SUBJECT_PREFIX}.{event}.{intersection_id}", event, message, now)
+    return outbox_row(SIGNALS.subject(event, intersection_id), event, message, now)

@@ -14,6 +14,7 @@ from google.protobuf import field_mask_pb2
 from sqlalchemy import Engine, and_, func, select, true
 from sqlmodel import Session, col
 
+from contract.bus import PLAN_ACTIVATED, PRIORITY_DECIDED, PRIORITY_ENDED
 from services.common import tracing
 from services.common.auth import Identity, Role
 from services.common.changes import Changes
@@ -116,7 +117,7 @@ class _Batch(Changes):
         doc.active_plan_version = version
         if not (plan.type == replaced == pb.PLAN_TYPE_ADAPTIVE):
             self.rows[intersection_id].activations = [*self.rows[intersection_id].activations, version]
-        self.record(intersection_id, identity, "plan_activated", now, reason, plan=plan)
+        self.record(intersection_id, identity, PLAN_ACTIVATED, now, reason, plan=plan)
         return plan
 
 
@@ -425,7 +426,7 @@ def request_priorities(session: Session, items: Sequence[RequestPriority]) -> li
                 document=priority.SerializeToString(),
             )
         )
-        batch.record(item.intersection_id, item.identity, "priority_decided", item.now, reason, priority=priority)
+        batch.record(item.intersection_id, item.identity, PRIORITY_DECIDED, item.now, reason, priority=priority)
         return priority
 
     return _each(session, items, apply)
@@ -438,7 +439,7 @@ def _end(
     priority.reason = reason
     row.decision = priority.decision
     row.document = priority.SerializeToString()
-    batch.record(row.intersection_id, identity, "priority_ended", now, reason, priority=priority)
+    batch.record(row.intersection_id, identity, PRIORITY_ENDED, now, reason, priority=priority)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import sumolib
 
-from sim.netbuild import netconvert
-from sim.netbuild import run_sumo as plain_sumo
+from libs.sumo_tools import netconvert
+from libs.sumo_tools import run_sumo as plain_sumo
 
 SPACE_M = 6.0  # kerb length per parking space
 

@@ -18,8 +18,8 @@ import pytest
 from almere.parking.v1 import parking_pb2 as pb
 from sqlalchemy import create_engine, func, select, table, text
 
-from services.common.natsd import NatsServer
-from services.stack import free_port, wait_serving
+from apps.natsd import NatsServer
+from apps.stack import free_port, wait_serving
 from tests.integration.helpers import Incidents, Parking, read_stream
 
 pytestmark = pytest.mark.e2e
@@ -118,7 +118,7 @@ def service_env(
 def start_service(service: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve", service], env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "apps.cli", "serve", service], env=env, stdout=out, stderr=subprocess.STDOUT
         )
 
 

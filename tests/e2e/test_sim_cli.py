@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 def almere(*args: str, timeout: float = 300) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALMERE_")}
     result = subprocess.run(
-        [sys.executable, "-m", "services.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "apps.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return result.stdout

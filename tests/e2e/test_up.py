@@ -40,7 +40,7 @@ def test_up_serves_every_service_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> 
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALMERE_")}
     env["ALMERE_DATA_DIR"] = str(tmp_path / "data")
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "up"],
+        [sys.executable, "-m", "apps.cli", "up"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -26,7 +26,7 @@ from nats.js.api import RawStreamMsg
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from services.signals import events as signal_events
+from contract.bus import SIGNAL_EVENTS
 
 CENTRE = (52.3731, 5.2194)
 
@@ -113,7 +113,7 @@ class _As:
 
 DECODERS: dict[str, Any] = {
     "measurement": detectors_pb2.Measurement,
-    **dict.fromkeys(signal_events.EVENTS, sevents_pb2.SignalEvent),
+    **dict.fromkeys(SIGNAL_EVENTS, sevents_pb2.SignalEvent),
     "incident_reported": ievents_pb2.IncidentEvent,
     "incident_updated": ievents_pb2.IncidentEvent,
     "incident_state_changed": ievents_pb2.IncidentEvent,

@@ -20,9 +20,9 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlmodel import Session
 
+from apps.natsd import NatsServer
 from services.common.db import GroupCommitter, make_engine
 from services.common.errors import Internal, InvalidArgument
-from services.common.natsd import NatsServer
 from services.incidents import SPEC as INCIDENTS
 from services.parking import SPEC as PARKING
 from services.signals import SPEC as SIGNALS

@@ -15,7 +15,7 @@ from almere.incidents.v1.events_pb2 import IncidentEvent
 from almere.type.v1 import geo_pb2
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from services.common.natsd import NatsServer
+from apps.natsd import NatsServer
 from tests.integration.helpers import Incidents, read_stream, ts, wait_for_last_message
 
 S = pb.IncidentState

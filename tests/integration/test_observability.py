@@ -11,9 +11,9 @@ import nats
 import pytest
 from almere.parking.v1 import parking_pb2 as pb
 
-from services.common.natsd import NatsServer
+from apps.natsd import NatsServer
+from apps.stack import free_port
 from services.parking import SPEC
-from services.stack import free_port
 from tests.integration.helpers import Parking, ts
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -13,7 +13,7 @@ from almere.type.v1 import geo_pb2
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from services.common.natsd import NatsServer
+from apps.natsd import NatsServer
 from tests.integration.helpers import Parking, read_stream, ts
 
 

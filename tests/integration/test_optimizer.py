@@ -19,8 +19,8 @@ from almere.optimizer.v1 import optimizer_pb2 as pb
 from almere.optimizer.v1 import optimizer_pb2_grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
+from apps.natsd import NatsServer
 from services.common.config import Settings
-from services.common.natsd import NatsServer
 from services.common.runtime import Service
 from services.optimizer.routing import RoadGraph
 from services.optimizer.service import SPEC

@@ -13,7 +13,7 @@ import pytest
 from almere.signals.v1 import signals_pb2 as pb
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from services.common.natsd import NatsServer
+from apps.natsd import NatsServer
 from tests.integration.helpers import Signals, read_stream, ts
 
 PLAZA = "intersections/stadhuisplein"  # 4 links: 0,1 from spoke-e-in; 2,3 from spoke-w-in; 3 crosses 0,1

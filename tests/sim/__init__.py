@@ -11,7 +11,7 @@ def start_libsumo(config: Path, *additional: Path, extra: tuple[str, ...] = ()) 
     import libsumo
     import sumo  # noqa: F401  - SUMO_HOME before libsumo
 
-    from sim.netbuild import sumo_binary
+    from libs.sumo_tools import sumo_binary
 
     args = [sumo_binary("sumo"), "-c", str(config), "--no-step-log", "--no-warnings"]
     if additional:

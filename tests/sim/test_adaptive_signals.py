@@ -14,8 +14,8 @@ import grpc
 from almere.signals.v1 import signals_pb2 as spb
 from almere.signals.v1 import signals_pb2_grpc
 
-from sim.adaptive_signals import adaptive_stack
-from sim.signal_bench import ALMERE, bench_map, record_states
+from apps.coupled import adaptive_stack
+from apps.signal_bench import ALMERE, bench_map, record_states
 
 RUN_S = 600.0
 SEED = 2

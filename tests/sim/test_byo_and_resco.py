@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sumolib
 
-from sim.netbuild import build_network
+from sim.named_networks import build_network
 from sim.scenarios import byo, resco
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "almere-small.osm"

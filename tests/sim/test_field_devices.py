@@ -18,8 +18,8 @@ from almere.incidents.v1 import incidents_pb2 as ipb
 from almere.parking.v1 import parking_pb2 as ppb
 from almere.signals.v1 import signals_pb2 as spb
 
+from apps.natsd import NatsServer
 from services.common.auth import token_digest
-from services.common.natsd import NatsServer
 from services.incidents import SPEC as INCIDENTS
 from services.parking import SPEC as PARKING
 from services.signals import SPEC as SIGNALS

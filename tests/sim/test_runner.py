@@ -160,8 +160,8 @@ def test_mode_sumo_equips_the_same_vehicles_as_coordinated_mode(tmp_path: Path) 
     import libsumo
     import sumo  # noqa: F401
 
+    from libs.sumo_tools import sumo_binary
     from sim.navigation import equipped
-    from sim.netbuild import sumo_binary
     from sim.runner import _Equipper, _sumo_args
 
     spec = RunSpec("almere-centrum", "sumo", 1, tmp_path, end_s=600, scale=0.7)
@@ -183,7 +183,7 @@ def test_a_priority_grant_from_the_bus_turns_the_light_through_yellow_and_back(t
     from almere.signals.v1 import events_pb2
     from almere.signals.v1 import signals_pb2 as spb
 
-    from services.optimizer.signal_control.phases import transition_steps
+    from libs.signal_control.phases import transition_steps
     from sim.controllers import Controllers
 
     scenario = prepare(RunSpec("almere-centrum", "none", 1, tmp_path, end_s=300, scale=0.2))

@@ -14,16 +14,16 @@ from typing import Any
 import pytest
 from almere.signals.v1 import signals_pb2 as pb
 
+from apps.signal_bench import record_states
+from libs.signal_control.controller import COORDINATED, OURS, Ours, OursParams
+from libs.signal_control.loop import ControlLoop
+from libs.signal_control.maxpressure import MaxPressure, Params
+from libs.signal_control.model import Intersection, PhaseClock, PlatoonSource, Snapshot
+from libs.signal_control.phases import build_program, transition_steps
 from services.common.errors import InvalidArgument
-from services.optimizer.signal_control.controller import COORDINATED, OURS, Ours, OursParams
-from services.optimizer.signal_control.loop import ControlLoop
-from services.optimizer.signal_control.maxpressure import MaxPressure, Params
-from services.optimizer.signal_control.model import Intersection, PhaseClock, PlatoonSource, Snapshot
-from services.optimizer.signal_control.phases import build_program, transition_steps
 from services.signals import logic
 from services.signals.network_import import read_lights
 from sim.scenarios import resco
-from sim.signal_bench import record_states
 
 SHORT_RUN_S = 600.0
 ANY_CYCLE = logic.CycleBounds(min_s=0.0, max_s=math.inf)  # an adaptive sequence has no fixed cycle
@@ -207,7 +207,7 @@ def test_ours_leaves_a_gapped_out_green_only_when_the_next_car_is_a_yellow_away(
 
 def test_priority_turns_a_light_through_yellow_never_straight_to_a_conflicting_green() -> None:
     # sim/priority.py switches a light for an ambulance with the controllers' own transition.
-    from services.optimizer.signal_control.phases import transition_steps
+    from libs.signal_control.phases import transition_steps
 
     def yellow_between(current: str, target: str) -> str:
         steps = transition_steps(current, target, 3.0)
@@ -275,8 +275,8 @@ def test_every_takeover_passes_the_signal_services_step_validation(network: str)
     """The first step of each light (taking over from the imported plan) is one the signal service
     accepts: on ingolstadt21 some greens lose permissive turns (`protect_turns`), which must clear
     through a yellow rather than vanish."""
-    from services.optimizer.signal_control.lockstep import step_plan
-    from services.optimizer.signal_control.sumo_adapter import intersections
+    from libs.signal_control.layout import intersections
+    from services.optimizer.adaptive_control import step_plan
 
     path = resco.locate(network).network
     imported = {light.intersection.sumo_tls_id: light for light in read_lights(path)}
@@ -291,7 +291,7 @@ def test_every_takeover_passes_the_signal_services_step_validation(network: str)
 def test_a_controller_taking_a_light_over_again_starts_afresh() -> None:
     """Its takeover waited for approval (its clock had a transition pending); resumed later from the
     approved step's state, the step it proposes starts now and every state lasts a while."""
-    from services.optimizer.signal_control.lockstep import step_plan
+    from services.optimizer.adaptive_control import step_plan
 
     controller = Ours(crossing())
     controller.start(0.0, shown="Gg")  # a yellow pending until 3 s

@@ -13,9 +13,9 @@ from almere.type.v1 import geo_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
+from libs.geo import haversine_m
 from services.common.auth import Identity, Role
 from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from services.common.geo import haversine_m
 from services.common.network import RoadNetwork
 from services.incidents import logic
 from services.incidents.locate import locate
@@ -282,7 +282,7 @@ def test_validate_closure() -> None:
 
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> RoadNetwork:
-    from sim.netbuild import build_network
+    from sim.named_networks import build_network
 
     return RoadNetwork(build_network("centrum-mini", tmp_path_factory.mktemp("net")))
 

@@ -12,8 +12,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import given
 from hypothesis import strategies as st
 
+from libs.geo import haversine_m
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.common.geo import haversine_m
 from services.common.opening_hours import is_open
 from services.parking import logic
 from services.parking.logic import Bucket, Candidate, ReportOutcome, Thresholds

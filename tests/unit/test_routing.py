@@ -13,7 +13,7 @@ import pytest
 import sumolib
 
 from services.optimizer.routing import RoadGraph
-from sim.netbuild import build_network
+from sim.named_networks import build_network
 from sim.scenarios.almere_centrum import layout
 
 WEST_IN = layout.edge_id("ext-w", layout.node_id(0, 2))

@@ -38,7 +38,7 @@ class Light:
 
 @pytest.fixture(scope="module")
 def net_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sim.netbuild import build_network
+    from sim.named_networks import build_network
 
     return build_network("centrum-mini", tmp_path_factory.mktemp("net"))
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import sumolib
 
-from sim.netbuild import convert, sumo_binary
-from sim.netbuild import run_sumo as plain_sumo
+from libs.sumo_tools import convert, sumo_binary
+from libs.sumo_tools import run_sumo as plain_sumo
 from sim.scenarios.almere_centrum import demand, layout
 
 NAME = "almere-centrum"

@@ -1,19 +1,15 @@
-"""The one place that talks to SUMO for signal control: builds each light's `Intersection` from the
-network file (program, links, lane catchments; sumolib, so the optimizer can do it without a
-simulation), and steps a libsumo simulation while a `Control` drives its lights: in-process
-controllers (`DirectControl`, the batch bench) or the optimizer through the signal service
-(sim/adaptive_signals.py). libsumo holds one simulation per process."""
+"""Each light's `Intersection` read from a SUMO network file: its program, links and the lanes whose
+vehicles count for it (upstream, downstream, near the stop line, platoons from the lights before
+it). sumolib only, so the optimizer builds it without a simulation."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from services.optimizer.signal_control.loop import Controller, ControlLoop
-from services.optimizer.signal_control.model import Intersection, PlatoonSource, Snapshot, Weighted
-from services.optimizer.signal_control.phases import build_program
+from libs.signal_control.model import Intersection, PlatoonSource, Weighted
+from libs.signal_control.phases import build_program
 
 REACH_M = 200.0  # how far up- and downstream vehicles count
 NEAR_M = 120.0  # how far back arrivals at the stop line are timed
@@ -22,30 +18,6 @@ ENTRY_M = 60.0  # receiving lanes shorter than this are judged together with the
 SHORT_LINK_M = 30.0  # a lane this short ending at another signal holds a car or three
 DRAIN_WEIGHT = 5.0  # ingolstadt21: without it the pair of lights 12 m apart gridlocks on some seeds
 TLS_NODE_TYPES = frozenset({"traffic_light", "traffic_light_unregulated", "traffic_light_right_on_red"})
-GRIDLOCK_WAIT_S = 300.0  # a car standing this long (no teleports) means gridlock, not a red light
-
-
-class Control(Protocol):
-    """Who drives the lights of a running simulation: shows its states with `show`."""
-
-    def start(self, ls: Any, now: float, record: bool) -> None: ...
-    def step(self, ls: Any, now: float) -> int: ...  # returns how many decisions were taken
-
-
-def _libsumo() -> Any:
-    import libsumo
-    import sumo  # noqa: F401  - sets SUMO_HOME before libsumo does
-
-    return libsumo
-
-
-def start(args: list[str]) -> Any:
-    """Start SUMO in this process (args without the binary) and return the libsumo module."""
-    from sim.netbuild import sumo_binary
-
-    ls = _libsumo()
-    ls.start([sumo_binary("sumo"), *args])
-    return ls
 
 
 def _tls_nodes(net: Any) -> set[str]:
@@ -186,7 +158,7 @@ def intersections(
         for edge in net.getEdges()
         if edge.getFromNode().getID() in tls_nodes and edge.getToNode().getID() in tls_nodes
         for lane in edge.getLanes()
-        if lane.getLength() < SHORT_LINK_M
+        if lane.getLength() < short_link_m
     }
     short = frozenset(between) if short_link_m > 0 else frozenset()
     feeding: dict[str, list[tuple[str, int, str]]] = {}
@@ -225,93 +197,3 @@ def intersections(
             )
         )
     return found
-
-
-@dataclass
-class RunStats:
-    gridlock_at: float | None = None  # first time a car had stood GRIDLOCK_WAIT_S
-    longest_wait_s: float = 0.0
-    teleports: int = 0
-    decisions: int = 0
-    histories: dict[str, list[tuple[float, str]]] = field(default_factory=dict)  # tls -> (start, state)
-
-
-def _check_gridlock(ls: Any, now: float, stats: RunStats) -> None:
-    waits = [ls.vehicle.getWaitingTime(v) for v in ls.vehicle.getIDList()]
-    longest = max(waits, default=0.0)
-    stats.longest_wait_s = max(stats.longest_wait_s, longest)
-    if longest >= GRIDLOCK_WAIT_S and stats.gridlock_at is None:
-        stats.gridlock_at = now
-
-
-def run(
-    ls: Any,
-    until: float,
-    control: Control | None,
-    record: bool = False,
-    check_every_s: float = 30.0,
-    on_step: Callable[[float], None] | None = None,
-) -> RunStats:
-    """Step the started simulation to `until` while `control` drives the lights (None: the
-    network's own programs run). `record`: keep every light's shown states (for validation)."""
-    stats = RunStats()
-    now = ls.simulation.getTime()
-    if control is not None:
-        control.start(ls, now, record)
-    recorded = ls.trafficlight.getIDList() if record else []
-    shown = {tls: ls.trafficlight.getRedYellowGreenState(tls) for tls in recorded}
-    stats.histories = {tls: [(now, state)] for tls, state in shown.items()}
-    next_check = now + check_every_s
-    while now < until:
-        ls.simulationStep()
-        now = ls.simulation.getTime()
-        stats.teleports += ls.simulation.getStartingTeleportNumber()
-        if control is not None:
-            stats.decisions += control.step(ls, now)
-        for tls in recorded:  # what SUMO really shows, whoever controls it
-            state = ls.trafficlight.getRedYellowGreenState(tls)
-            if shown.get(tls) != state:
-                shown[tls] = state
-                stats.histories.setdefault(tls, []).append((now, state))
-        if now >= next_check:
-            _check_gridlock(ls, now, stats)
-            next_check = now + check_every_s
-        if on_step is not None:
-            on_step(now)
-    return stats
-
-
-class DirectControl:
-    """The controllers in this process, on libsumo's counts: fast batch evaluation, no services."""
-
-    def __init__(self, controllers: Iterable[Controller]) -> None:
-        self.loop = ControlLoop(controllers)
-
-    def start(self, ls: Any, now: float, record: bool) -> None:
-        for shown in self.loop.start(now, record):
-            show(ls, shown.decision.tls_id, shown.decision.state)
-
-    def step(self, ls: Any, now: float) -> int:
-        before = self.loop.decisions
-        for shown in self.loop.step(now, lambda t, lanes, near: read_lanes(ls, t, lanes, near)):
-            show(ls, shown.decision.tls_id, shown.decision.state)
-        return self.loop.decisions - before
-
-
-def read_lanes(ls: Any, now: float, lanes: Iterable[str], near: Iterable[str]) -> Snapshot:
-    """Vehicles and halting vehicles on `lanes`; distance to the lane's end and speed of each
-    vehicle on the `near` lanes: what detectors would report."""
-    lanes = list(lanes)
-    vehicles = {lane: ls.lane.getLastStepVehicleNumber(lane) for lane in lanes}
-    halting = {lane: ls.lane.getLastStepHaltingNumber(lane) for lane in lanes}
-    positions = {}
-    for lane in near:
-        ids = ls.lane.getLastStepVehicleIDs(lane)
-        if ids:
-            length = ls.lane.getLength(lane)
-            positions[lane] = tuple((length - ls.vehicle.getLanePosition(v), ls.vehicle.getSpeed(v)) for v in ids)
-    return Snapshot(now, vehicles, halting, positions)
-
-
-def show(ls: Any, tls_id: str, state: str) -> None:
-    ls.trafficlight.setRedYellowGreenState(tls_id, state)

@@ -9,8 +9,8 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.optimizer.signal_control import guards
-from services.optimizer.signal_control.model import Decision, Intersection, PhaseClock, Snapshot
+from libs.signal_control import guards
+from libs.signal_control.model import Decision, Intersection, PhaseClock, Snapshot
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 
+from apps.demo import incidents, parking, signals, simulation
+from apps.stack import Stack
 from services.common.config import Settings
-from services.demo import incidents, parking, signals, simulation
-from services.stack import Stack
 
 
 def run_demo(settings: Settings) -> int:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sim.coupled import run_modes
+from apps.coupled import run_modes
 from sim.report import write
 from sim.runner import MODES, RunSpec
 

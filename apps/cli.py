@@ -26,7 +26,7 @@ def _spec(name: str) -> ServiceSpec:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from services.stack import Stack
+    from apps.stack import Stack
 
     stack = Stack(Settings())
     stack.start()
@@ -66,13 +66,13 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from services.demo import run_demo
+    from apps.demo import run_demo
 
     return run_demo(Settings())
 
 
 def cmd_sim_run(args: argparse.Namespace) -> int:
-    from sim.coupled import run_modes, run_with_stack
+    from apps.coupled import run_modes, run_with_stack
     from sim.report import write
     from sim.runner import RunSpec, run_many
 
@@ -138,7 +138,7 @@ def cmd_sim_report(args: argparse.Namespace) -> int:
 
 
 def _add_sim(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from sim import signal_bench
+    from apps import signal_bench
     from sim.runner import MODES
     from sim.variants import VARIANTS
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from services.optimizer.signal_control.model import Intersection, PhaseClock, Snapshot
+from libs.signal_control.model import Intersection, PhaseClock, Snapshot
 
 VEHICLE_SPACING_M = 7.5  # a halted car and its gap: SUMO default 5 m + 2.5 m (cologne8 uses 4.3 + 1.5)
 

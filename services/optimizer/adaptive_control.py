@@ -22,11 +22,12 @@ from almere.signals.v1 import events_pb2 as sevents
 from almere.signals.v1 import signals_pb2 as spb
 from almere.signals.v1 import signals_pb2_grpc
 
+from contract import bus
+from libs.signal_control import layout
+from libs.signal_control.controller import Ours
+from libs.signal_control.loop import Controller, ControlLoop, Shown
+from libs.signal_control.model import Intersection, Snapshot
 from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
-from services.optimizer.signal_control import sumo_adapter
-from services.optimizer.signal_control.controller import Ours
-from services.optimizer.signal_control.loop import Controller, ControlLoop, Shown
-from services.optimizer.signal_control.model import Intersection, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +103,10 @@ class AdaptiveControl:
         """A priority decision or its end, from the SIGNALS stream: the light's controller serves
         granted ones (whoever shows the lights must not hold them itself)."""
         tls, change = event.intersection.sumo_tls_id, event.change
-        if change.event == "priority_decided" and change.priority.decision == spb.PRIORITY_DECISION_GRANTED:
+        if change.event == bus.PRIORITY_DECIDED and change.priority.decision == spb.PRIORITY_DECISION_GRANTED:
             if change.occur_time.ToDatetime(UTC) > self._started - STALE_GRANT:
                 self._grants[tls] = (change.priority.name, change.priority.target_state)
-        elif change.event == "priority_ended" and self._grants.get(tls, ("",))[0] == change.priority.name:
+        elif change.event == bus.PRIORITY_ENDED and self._grants.get(tls, ("",))[0] == change.priority.name:
             del self._grants[tls]
 
     async def round(self, request: pb.ControlSignalsRequest) -> pb.ControlSignalsResponse:
@@ -159,7 +160,7 @@ class AdaptiveControl:
         lights still on an adaptive step (an earlier run's, or this optimizer's before a restart)
         are taken over from the state that step holds, through a yellow, never abruptly."""
         if self._layouts is None:
-            self._layouts = await asyncio.to_thread(sumo_adapter.intersections, self._network_file)
+            self._layouts = await asyncio.to_thread(layout.intersections, self._network_file)
         names: dict[str, str] = {}
         showing: dict[str, str] = {}
         token = ""

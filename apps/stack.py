@@ -16,10 +16,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from apps.natsd import NatsServer, port_is_free, start_nats
 from services.common.auth import issue_token, write_private
 from services.common.config import DEFAULT_PORTS, Settings
-from services.common.natsd import NatsServer, port_is_free, start_nats
-from sim.netbuild import build_network
+from sim.named_networks import build_network
 
 SERVICES = ["parking", "incidents", "signals", "optimizer"]
 METRICS_PORT_BASE = 9101
@@ -118,7 +118,7 @@ class Stack:
                 self.metrics[name] = f"http://{self.settings.bind_host}:{metrics_port}/metrics"
                 log = (self.data_dir / f"{name}.log").open("ab")
                 self.processes[name] = subprocess.Popen(
-                    [sys.executable, "-m", "services.cli", "serve", name],
+                    [sys.executable, "-m", "apps.cli", "serve", name],
                     env=dict(env, ALMERE_PORT=str(port), ALMERE_METRICS_PORT=str(metrics_port), **own_token(name)),
                     stdout=log,
                     stderr=subprocess.STDOUT,

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
-from services.optimizer.signal_control.phases import GREEN, SignalProgram, transition_steps
+from libs.signal_control.phases import GREEN, SignalProgram, transition_steps
 
 Weighted = tuple[tuple[str, float], ...]  # (lane, weight): how much of a lane's count belongs here
 

@@ -18,7 +18,12 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from sim.adaptive_signals import ServiceControl, adaptive_stack
+from apps.coupled import adaptive_stack
+from libs.signal_control import layout
+from libs.signal_control.controller import COORDINATED, Ours
+from libs.signal_control.maxpressure import MaxPressure
+from sim import light_driver
+from sim.adaptive_signals import ServiceControl
 from sim.scenarios import resco
 
 CONTROLLERS = ("fixed", "actuated", "maxpressure", "ours", "coordinated")
@@ -124,20 +129,14 @@ def control(name: str, network: Path, via: tuple[str, str] | None = None) -> Any
 
         stub = optimizer_pb2_grpc.OptimizerServiceStub(grpc.insecure_channel(via[0]))
         return ServiceControl(stub, (("authorization", f"Bearer {via[1]}"),))
-    from services.optimizer.signal_control import sumo_adapter
-    from services.optimizer.signal_control.controller import COORDINATED, Ours
-    from services.optimizer.signal_control.maxpressure import MaxPressure
-
     kinds: dict[str, Any] = {"maxpressure": MaxPressure, "ours": Ours, "coordinated": lambda i: Ours(i, COORDINATED)}
     if name not in kinds:
         return None
-    return sumo_adapter.DirectControl(kinds[name](i) for i in sumo_adapter.intersections(network))
+    return light_driver.DirectControl(kinds[name](i) for i in layout.intersections(network))
 
 
 def run_one(run: BenchRun) -> dict[str, Any]:
     """One run, in its own process (libsumo: one simulation per process)."""
-    from services.optimizer.signal_control import sumo_adapter
-
     os.nice(5)
     started = time.monotonic()
     scenario = bench_map(run.map, run.out, run.seed)
@@ -148,10 +147,10 @@ def run_one(run: BenchRun) -> dict[str, Any]:
     args = sumo_args(scenario, run.controller, run.seed, stop, folder)
     args += ["--tripinfo-output", str(tripinfo), "--tripinfo-output.write-unfinished",
              "--tripinfo-output.write-undeparted"]  # fmt: skip
-    ls = sumo_adapter.start(args)
+    ls = light_driver.start(args)
     driver = control(run.controller, scenario.network, run.via)
     try:
-        stats = sumo_adapter.run(ls, stop, driver)
+        stats = light_driver.run(ls, stop, driver)
     finally:
         ls.close()
     result = {
@@ -176,14 +175,12 @@ def record_states(
 ) -> dict[str, Any]:
     """A short run that keeps every light's shown states as SUMO reports them (for validation),
     in this process: call it in a fresh one (libsumo). `via`: see `control`."""
-    from services.optimizer.signal_control import sumo_adapter
-
     folder = Path(tempfile.mkdtemp(prefix="bench-signals-"))
     scenario = bench_map(map_name, folder, seed)
     stop = scenario.begin + end_s
-    ls = sumo_adapter.start(sumo_args(scenario, controller, seed, stop, folder))
+    ls = light_driver.start(sumo_args(scenario, controller, seed, stop, folder))
     try:
-        stats = sumo_adapter.run(ls, stop, control(controller, scenario.network, via), record=True)
+        stats = light_driver.run(ls, stop, control(controller, scenario.network, via), record=True)
     finally:
         ls.close()
     return {"histories": stats.histories, "end": stop, "longest_wait_s": stats.longest_wait_s}

@@ -1,4 +1,5 @@
-"""Build SUMO networks from plain-XML nodes and edges whose coordinates are WGS84 (x = lon, y = lat)."""
+"""SUMO's tools from the eclipse-sumo wheel: where its binaries are, a plain run of a configuration,
+and netconvert building networks from plain-XML nodes and edges in WGS84 (x = lon, y = lat)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ import hashlib
 import shutil
 import subprocess
 from pathlib import Path
-
-NETWORKS = Path(__file__).resolve().parent / "networks"
 
 
 def sumo_binary(name: str) -> str:
@@ -69,9 +68,3 @@ def convert(nodes: Path, edges: Path, out: Path, extra: list[str] | None = None)
     )
     shutil.move(tmp, target)
     return target
-
-
-def build_network(name: str, out_dir: Path) -> Path:
-    """Build networks/<name>/ into out_dir."""
-    source = NETWORKS / name
-    return convert(source / "nodes.nod.xml", source / "edges.edg.xml", out_dir / f"{name}.net.xml")

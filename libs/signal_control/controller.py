@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.optimizer.signal_control import guards
-from services.optimizer.signal_control.maxpressure import MaxPressure, Params
-from services.optimizer.signal_control.model import Intersection, Snapshot
-from services.optimizer.signal_control.phases import GREEN
+from libs.signal_control import guards
+from libs.signal_control.maxpressure import MaxPressure, Params
+from libs.signal_control.model import Intersection, Snapshot
+from libs.signal_control.phases import GREEN
 
 HALTED_MS = 0.5
 

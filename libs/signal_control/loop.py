@@ -1,5 +1,5 @@
 """One control round for a set of lights, the same wherever the counts come from: in the batch bench
-(libsumo in this process, sumo_adapter.py) and in the optimizer (a caller's lane readings,
+(libsumo in this process, sim/light_driver.py) and in the optimizer (a caller's lane readings,
 lockstep.py). So both give the same phase sequences for the same traffic."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.optimizer.signal_control.model import Decision, Intersection, PhaseClock, Snapshot
+from libs.signal_control.model import Decision, Intersection, PhaseClock, Snapshot
 
 # (now, lanes, near lanes) -> the counts at `now` (positions only for the near lanes)
 Reader = Callable[[float, set[str], set[str]], Snapshot]

@@ -4,7 +4,8 @@ side by side on their own and only the coordinated runs with the stack."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,8 +14,8 @@ from almere.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from almere.signals.v1 import signals_pb2, signals_pb2_grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
+from apps.stack import Stack
 from services.common.config import Settings
-from services.stack import Stack
 from sim.runner import RunSpec, prepare, run_many
 from sim.scenarios.almere_centrum.layout import FACILITIES
 
@@ -74,3 +75,19 @@ def run_modes(specs: list[RunSpec], say: Callable[[str], None] = print) -> list[
     coordinated = [s for s in specs if s.mode == "coordinated"]
     runs = run_many(baselines) if baselines else []
     return runs + (run_with_stack(coordinated, say) if coordinated else [])
+
+
+@contextmanager
+def adaptive_stack(network: Path, data_dir: Path) -> Iterator[tuple[str, str]]:
+    """The signal service and the optimizer on `network`, the lights imported and every one set to
+    apply the optimizer's steps without approval (a test bed; in the city an engineer approves each
+    takeover). Yields the optimizer's address and the twin's token."""
+    stack = Stack(
+        Settings(data_dir=data_dir, network_file=network, log_level="WARNING"), services=["signals", "optimizer"]
+    )
+    stack.start()
+    try:
+        import_lights(stack)
+        yield stack.endpoints["optimizer"], stack.credentials["sim"]
+    finally:
+        stack.stop()

@@ -1,0 +1,136 @@
+"""The bus contract: every stream, its subject hierarchy `almere.<domain>.v1.<event>.<id>`, the
+event names on it, and how a stream is configured. Every publisher and consumer (the services, the
+twin, the tools) spells subjects through this module, so the names live in one place.
+
+Each event is a protobuf message from the generated `almere` package; the stream a subject belongs
+to and the message type it carries are documented beside the event names below.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+log = logging.getLogger(__name__)
+
+# Stream settings this contract owns and brings existing streams back to.
+UPDATABLE_STREAM_FIELDS = ("subjects", "max_bytes", "max_age", "max_msg_size", "duplicate_window", "num_replicas")
+# JetStream drops a message whose id it has stored within the duplicate window: relays may retry.
+DUPLICATE_WINDOW_S = 600.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamLimits:
+    """Bounds that keep a stream from growing without end (configurable per deployment)."""
+
+    max_age_s: float
+    max_bytes: int
+    max_msg_bytes: int
+    replicas: int = 1
+
+
+DEFAULT_LIMITS = StreamLimits(max_age_s=7 * 86400.0, max_bytes=1024**3, max_msg_bytes=64 * 1024)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stream:
+    """A JetStream stream holding every subject under `prefix`."""
+
+    name: str
+    prefix: str
+    wildcard: str = ""  # what the stream holds, when narrower than everything under the prefix
+
+    @property
+    def subjects(self) -> str:
+        """The wildcard of every subject of the stream."""
+        return self.wildcard or f"{self.prefix}.>"
+
+    def subject(self, event: str, entity_id: str) -> str:
+        return f"{self.prefix}.{event}.{entity_id}"
+
+    def every(self, event: str) -> str:
+        """The wildcard of one event for every entity."""
+        return f"{self.prefix}.{event}.*"
+
+    def event_of(self, subject: str) -> str:
+        return subject[len(self.prefix) + 1 :].split(".", 1)[0]
+
+    def config(self, limits: StreamLimits) -> StreamConfig:
+        return StreamConfig(
+            name=self.name,
+            subjects=[self.subjects],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.OLD,
+            max_age=limits.max_age_s,
+            max_bytes=limits.max_bytes,
+            max_msg_size=limits.max_msg_bytes,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            num_replicas=limits.replicas,
+        )
+
+
+# PARKING: almere.parking.v1.<event>.<facility_id>; FacilityChangedEvent, OccupancyChangedEvent,
+# StatusChangedEvent (almere.parking.v1 events.proto).
+PARKING = Stream(name="PARKING", prefix="almere.parking.v1")
+FACILITY_CREATED = "facility_created"
+FACILITY_UPDATED = "facility_updated"
+OCCUPANCY_CHANGED = "occupancy_changed"
+STATUS_CHANGED = "status_changed"
+
+# INCIDENTS: almere.incidents.v1.<event>.<incident_id>; IncidentEvent each.
+INCIDENTS = Stream(name="INCIDENTS", prefix="almere.incidents.v1")
+INCIDENT_REPORTED = "incident_reported"
+INCIDENT_UPDATED = "incident_updated"
+INCIDENT_STATE_CHANGED = "incident_state_changed"
+INCIDENT_EVENTS = (INCIDENT_REPORTED, INCIDENT_UPDATED, INCIDENT_STATE_CHANGED)
+
+# SIGNALS: almere.signals.v1.<event>.<intersection_id>; SignalEvent each.
+SIGNALS = Stream(name="SIGNALS", prefix="almere.signals.v1")
+PLAN_ACTIVATED = "plan_activated"
+PRIORITY_DECIDED = "priority_decided"
+PRIORITY_ENDED = "priority_ended"
+SIGNAL_EVENTS = (
+    "intersection_imported",
+    "intersection_updated",
+    "plan_created",
+    "plan_proposed",
+    "plan_scheduled",
+    PLAN_ACTIVATED,
+    "plan_rejected",
+    PRIORITY_DECIDED,
+    PRIORITY_ENDED,
+)
+
+# OPTIMIZER: almere.optimizer.v1.<kind>.<vehicle_id>; a Decision each.
+OPTIMIZER = Stream(name="OPTIMIZER", prefix="almere.optimizer.v1")
+ROUTE_ADVICE = "route_advice"
+PARKING_GUIDANCE = "parking_guidance"
+DECISION_EVENTS = (ROUTE_ADVICE, PARKING_GUIDANCE)
+
+# DETECTORS: almere.detectors.v1.measurement.<loop_id>; a Measurement each, from the street's
+# detector stations or the twin.
+MEASUREMENT = "measurement"
+DETECTORS = Stream(name="DETECTORS", prefix="almere.detectors.v1", wildcard=f"almere.detectors.v1.{MEASUREMENT}.>")
+
+
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create the stream, or bring an existing one to this configuration (whoever starts first)."""
+    assert config.name
+    try:
+        info = await js.stream_info(config.name)
+    except NotFoundError:
+        await js.add_stream(config)
+        log.info("created stream", extra={"stream": config.name})
+        return
+    if any(getattr(info.config, f) != getattr(config, f) for f in UPDATABLE_STREAM_FIELDS):
+        await js.update_stream(config)
+
+
+def detector_loop_id(loop: str) -> str:
+    """A detector loop's id as a subject token (SUMO ids may hold dots)."""
+    return loop.replace(".", "-")
