@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-import time
+import threading
 from importlib import import_module
 from pathlib import Path
 
@@ -28,15 +29,19 @@ def _spec(name: str) -> ServiceSpec:
 def cmd_up(args: argparse.Namespace) -> int:
     from apps.stack import Stack
 
+    # Our own handlers: a shell's background job (or nohup) starts with SIGINT ignored, and the
+    # default SIGTERM would leave the services running without us.
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
     stack = Stack(Settings())
-    stack.start()
-    print(stack.describe(), flush=True)
     try:
-        while (dead := stack.check_alive()) is None:
-            time.sleep(0.5)
-        print(f"service {dead} exited; see {stack.data_dir / (dead + '.log')}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
+        stack.start()
+        print(stack.describe(), flush=True)
+        while not stopping.wait(0.5):
+            if (dead := stack.check_alive()) is not None:
+                print(f"service {dead} exited; see {stack.data_dir / (dead + '.log')}", file=sys.stderr)
+                return 1
         print("\nstopping...", flush=True)
         return 0
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -51,6 +52,8 @@ def main() -> int:
     parser.add_argument("--logs", type=Path, default=ROOT / "data" / "stress")
     parser.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
     args = parser.parse_args()
+    # Stopped with SIGTERM, still stop the busy processes (the `finally` below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.logs.mkdir(parents=True, exist_ok=True)
     failures = 0
     for run in range(1, args.runs + 1):

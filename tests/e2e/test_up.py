@@ -36,7 +36,16 @@ def wait_for(path: Path, process: subprocess.Popen[str], timeout: float = 60) ->
         time.sleep(0.1)
 
 
-def test_up_serves_every_service_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a shell does to a background job
+
+
+@pytest.mark.parametrize(
+    ("stop_signal", "background"),
+    [(signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGTERM, False)],
+    ids=["ctrl-c", "ctrl-c-as-background-job", "sigterm"],
+)
+def test_up_serves_every_service_and_stops_cleanly(tmp_path: Path, stop_signal: int, background: bool) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALMERE_")}
     env["ALMERE_DATA_DIR"] = str(tmp_path / "data")
     process = subprocess.Popen(
@@ -45,6 +54,8 @@ def test_up_serves_every_service_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own group: a failed test can stop everything it started
+        preexec_fn=_ignore_sigint if background else None,
     )
     try:
         wait_for(tmp_path / "data" / "endpoints.json", process)
@@ -100,8 +111,12 @@ def test_up_serves_every_service_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> 
             imported = stub.ImportNetwork(spb.ImportNetworkRequest(), metadata=auth("engineer"))
             assert len(imported.created) == 3  # the traffic lights of the centrum-mini network
     finally:
-        process.send_signal(signal.SIGINT)
-        out, errors = process.communicate(timeout=60)
+        process.send_signal(stop_signal)
+        try:
+            out, errors = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
     assert process.returncode == 0, errors
     assert "almere-traffic is up" in out and endpoints["parking"] in out
     assert credentials["engineer"]["token"] in out
