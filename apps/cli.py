@@ -14,9 +14,9 @@ from services.common.config import Settings
 from services.common.runtime import ServiceSpec, migrate, serve
 
 SERVICE_MODULES = {
-    "parking": "services.parking",
-    "incidents": "services.incidents",
-    "signals": "services.signals",
+    "parking": "services.parking.service",
+    "incidents": "services.incidents.service",
+    "signals": "services.signals.service",
     "optimizer": "services.optimizer.service",
 }
 

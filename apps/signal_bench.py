@@ -20,7 +20,7 @@ from typing import Any
 
 from apps.coupled import adaptive_stack
 from libs.signal_control import layout
-from libs.signal_control.controller import COORDINATED, Ours
+from libs.signal_control.controller import COORDINATED, PressureActuated
 from libs.signal_control.maxpressure import MaxPressure
 from sim import light_driver
 from sim.adaptive_signals import ServiceControl
@@ -129,7 +129,11 @@ def control(name: str, network: Path, via: tuple[str, str] | None = None) -> Any
 
         stub = optimizer_pb2_grpc.OptimizerServiceStub(grpc.insecure_channel(via[0]))
         return ServiceControl(stub, (("authorization", f"Bearer {via[1]}"),))
-    kinds: dict[str, Any] = {"maxpressure": MaxPressure, "ours": Ours, "coordinated": lambda i: Ours(i, COORDINATED)}
+    kinds: dict[str, Any] = {
+        "maxpressure": MaxPressure,
+        "ours": PressureActuated,
+        "coordinated": lambda i: PressureActuated(i, COORDINATED),
+    }
     if name not in kinds:
         return None
     return light_driver.DirectControl(kinds[name](i) for i in layout.intersections(network))
@@ -235,7 +239,7 @@ def _table(results: list[dict[str, Any]]) -> str:
 
 
 def _through_services(results: list[dict[str, Any]]) -> str:
-    """Ours in the optimizer (each step proposed to and activated by the signal service) against
+    """PressureActuated in the optimizer (each step proposed to and activated by the signal service) against
     ours in-process: the same delay (the same phase sequences), and what the services cost."""
     direct = {(r["map"], r["seed"]): r for r in results if r["controller"] == "ours" and r["via"] == "direct"}
     lines = ["\nours through the services (steps proposed to and activated by the signal service) vs in-process:"]

@@ -118,7 +118,7 @@ async def start_service(settings: Settings) -> AsyncIterator[Callable[..., Await
 @pytest.fixture
 async def parking(start_service: Callable[..., Awaitable[str]]) -> str:
     """The parking service's address."""
-    from services.parking import SPEC
+    from services.parking.service import SPEC
 
     return await start_service(SPEC)
 
@@ -126,7 +126,7 @@ async def parking(start_service: Callable[..., Awaitable[str]]) -> str:
 @pytest.fixture
 async def incidents(start_service: Callable[..., Awaitable[str]], network_file: Path) -> str:
     """The incident service's address, with the centrum-mini network and a fast schedule."""
-    from services.incidents import SPEC
+    from services.incidents.service import SPEC
 
     return await start_service(SPEC, network_file=network_file, scheduler_poll_seconds=0.2)
 
@@ -134,6 +134,6 @@ async def incidents(start_service: Callable[..., Awaitable[str]], network_file: 
 @pytest.fixture
 async def signals(start_service: Callable[..., Awaitable[str]], network_file: Path) -> str:
     """The signal service's address, configured with the centrum-mini network (three traffic lights)."""
-    from services.signals import SPEC
+    from services.signals.service import SPEC
 
     return await start_service(SPEC, network_file=network_file, scheduler_poll_seconds=0.2)

@@ -22,7 +22,7 @@ HALTED_MS = 0.5
 
 
 @dataclass(frozen=True)
-class OursParams(Params):
+class PressureActuatedParams(Params):
     gap_s: float = 4.0  # gap-out: no car of the running green arrives within this
     max_green_s: float = 60.0  # then it yields to any phase with demand
     overpower: float = 3.0  # ... or earlier, once another phase's demand is this many times larger
@@ -40,10 +40,10 @@ class OursParams(Params):
     platoon_hold_s: float | None = None
 
 
-OURS = OursParams()
-# Ours plus platoon holds: -4 to -7 % delay on almere-centrum's arterial grid, +1 to +4 % on
+OURS = PressureActuatedParams()
+# PressureActuated plus platoon holds: -4 to -7 % delay on almere-centrum's arterial grid, +1 to +4 % on
 # cologne8, one gridlock in three seeds on ingolstadt21 (README): for arterial networks, by choice.
-COORDINATED = OursParams(platoon_hold_s=15.0)
+COORDINATED = PressureActuatedParams(platoon_hold_s=15.0)
 
 
 def arrival_s(distance_m: float, speed: float) -> float:
@@ -55,11 +55,11 @@ def arrival_s(distance_m: float, speed: float) -> float:
     return distance_m / speed
 
 
-class Ours(MaxPressure):
+class PressureActuated(MaxPressure):
     name = "ours"
-    params: OursParams
+    params: PressureActuatedParams
 
-    def __init__(self, intersection: Intersection, params: OursParams | None = None) -> None:
+    def __init__(self, intersection: Intersection, params: PressureActuatedParams | None = None) -> None:
         super().__init__(intersection, params or OURS)
 
     def next_arrival(self, phase: int, snap: Snapshot, gates: set[int]) -> float:

@@ -24,7 +24,7 @@ from almere.signals.v1 import signals_pb2_grpc
 
 from contract import bus
 from libs.signal_control import layout
-from libs.signal_control.controller import Ours
+from libs.signal_control.controller import PressureActuated
 from libs.signal_control.loop import Controller, ControlLoop, Shown
 from libs.signal_control.model import Intersection, Snapshot
 from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
@@ -87,7 +87,7 @@ class AdaptiveControl:
         network_file: Path,
         signals: signals_pb2_grpc.SignalServiceStub | None,
         token: str | None,
-        make: Callable[[Intersection], Controller] = Ours,
+        make: Callable[[Intersection], Controller] = PressureActuated,
     ) -> None:
         self._network_file = network_file
         self._signals = signals

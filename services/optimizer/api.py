@@ -18,7 +18,7 @@ from services.common.errors import Unavailable
 from services.common.feed import EventFeed
 from services.optimizer import logic
 from services.optimizer.adaptive_control import AdaptiveControl
-from services.optimizer.engine import Engine
+from services.optimizer.decision_engine import DecisionEngine
 from services.optimizer.levers.incident import cause_of
 from services.optimizer.store import Writes
 
@@ -27,7 +27,9 @@ Context = aio.ServicerContext[Any, Any]
 
 
 class OptimizerApi(optimizer_pb2_grpc.OptimizerServiceServicer):
-    def __init__(self, engine: Engine, keeper: Keeper, feed: EventFeed, signals: AdaptiveControl) -> None:
+    def __init__(
+        self, engine: DecisionEngine, keeper: SerialCommitter, feed: EventFeed, signals: AdaptiveControl
+    ) -> None:
         self._engine = engine
         self._keeper = keeper
         self._feed = feed
@@ -134,12 +136,14 @@ class OptimizerApi(optimizer_pb2_grpc.OptimizerServiceServicer):
         return await self._signals.round(request)
 
 
-class Keeper:
+class SerialCommitter:
     """Changes to the engine and their commit, one at a time: a change is computed, committed, and
     only then the next is computed, so memory never runs ahead of (or behind) the database. When a
     commit fails, the engine goes back to what the database holds."""
 
-    def __init__(self, engine: Engine, submit: Callable[[Writes], Awaitable[None]], reload: Callable[[], Any]) -> None:
+    def __init__(
+        self, engine: DecisionEngine, submit: Callable[[Writes], Awaitable[None]], reload: Callable[[], Any]
+    ) -> None:
         self._engine = engine
         self._submit = submit
         self._reload = reload

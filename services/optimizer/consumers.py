@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from services.common.bus import Bus
-from services.optimizer.api import Keeper
+from services.optimizer.api import SerialCommitter
 from services.optimizer.store import Writes
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class Source:
 
 
 class DurableConsumer:
-    def __init__(self, bus: Bus, source: Source, handle: Handler, keeper: Keeper) -> None:
+    def __init__(self, bus: Bus, source: Source, handle: Handler, keeper: SerialCommitter) -> None:
         self._bus = bus
         self.source = source
         self._handle = handle

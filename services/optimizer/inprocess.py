@@ -9,14 +9,14 @@ from almere.optimizer.v1 import optimizer_pb2 as pb
 
 from services.common.clock import utcnow
 from services.optimizer import logic
-from services.optimizer.engine import Engine
+from services.optimizer.decision_engine import DecisionEngine
 from services.optimizer.routing import RoadGraph
 from services.optimizer.store import Loaded
 
 
 class InProcessOptimizer:
     def __init__(self, graph: RoadGraph) -> None:
-        self.engine = Engine(graph, Loaded([], [], [], {}, None))
+        self.engine = DecisionEngine(graph, Loaded([], [], [], {}, None))
 
     def ReportVehicles(self, request: pb.ReportVehiclesRequest, **_: Any) -> pb.ReportVehiclesResponse:
         """What the service's ReportVehicles does, minus persisting: validate, then decide."""

@@ -21,9 +21,9 @@ from services.common.feed import EventFeed
 from services.common.runtime import Service, ServiceSpec
 from services.optimizer import store
 from services.optimizer.adaptive_control import AdaptiveControl
-from services.optimizer.api import Keeper, OptimizerApi
+from services.optimizer.api import OptimizerApi, SerialCommitter
 from services.optimizer.consumers import DurableConsumer, Source
-from services.optimizer.engine import Engine
+from services.optimizer.decision_engine import DecisionEngine
 from services.optimizer.models import TABLES, OptimizerOutbox
 from services.optimizer.routing import RoadGraph
 from services.optimizer.state import DECISION_MEMORY
@@ -37,7 +37,7 @@ SOURCES = [
 ]
 
 
-def _handler(engine: Engine, signals: AdaptiveControl, stream: str) -> Callable[[Msg], Writes]:
+def _handler(engine: DecisionEngine, signals: AdaptiveControl, stream: str) -> Callable[[Msg], Writes]:
     def handle(msg: Msg) -> Writes:
         engine.consumed[stream] += 1
         kind = msg.subject.split(".")[3]
@@ -67,12 +67,12 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
     def load() -> store.Loaded:
         return store.load(service.engine, utcnow() - DECISION_MEMORY)
 
-    engine = Engine(graph, await asyncio.to_thread(load))
+    engine = DecisionEngine(graph, await asyncio.to_thread(load))
 
     async def submit(writes: Writes) -> None:
         await service.committer.submit(store.save, (writes, utcnow()))
 
-    keeper = Keeper(engine, submit, load)
+    keeper = SerialCommitter(engine, submit, load)
     feed = EventFeed(service.bus, bus.OPTIMIZER, dict.fromkeys(bus.DECISION_EVENTS, decisions_pb2.Decision))
     channel = grpc.aio.insecure_channel(settings.signals_address) if settings.signals_address else None
     signals = AdaptiveControl(

@@ -31,7 +31,7 @@ async def lights(
     start_service: Callable[..., Awaitable[str]], almere_net: Path, tokens: dict[str, str]
 ) -> AsyncIterator[tuple[Signals, Client]]:
     from services.optimizer.service import SPEC as OPTIMIZER
-    from services.signals import SPEC as SIGNALS
+    from services.signals.service import SPEC as SIGNALS
 
     signals_address = await start_service(SIGNALS, network_file=almere_net)
     optimizer_address = await start_service(

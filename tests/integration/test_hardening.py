@@ -23,9 +23,9 @@ from sqlmodel import Session
 from apps.natsd import NatsServer
 from services.common.db import GroupCommitter, make_engine
 from services.common.errors import Internal, InvalidArgument
-from services.incidents import SPEC as INCIDENTS
-from services.parking import SPEC as PARKING
-from services.signals import SPEC as SIGNALS
+from services.incidents.service import SPEC as INCIDENTS
+from services.parking.service import SPEC as PARKING
+from services.signals.service import SPEC as SIGNALS
 from tests.integration.helpers import Incidents, Parking, Signals, read_stream, ts
 
 Start = Callable[..., Awaitable[str]]

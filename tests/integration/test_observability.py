@@ -13,7 +13,7 @@ from almere.parking.v1 import parking_pb2 as pb
 
 from apps.natsd import NatsServer
 from apps.stack import free_port
-from services.parking import SPEC
+from services.parking.service import SPEC
 from tests.integration.helpers import Parking, ts
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -141,8 +141,8 @@ async def test_closed_loop_through_the_services_survives_a_restart(
     nats_server: NatsServer,
     tokens: dict[str, str],
 ) -> None:
-    from services.incidents import SPEC as INCIDENTS
-    from services.parking import SPEC as PARKING
+    from services.incidents.service import SPEC as INCIDENTS
+    from services.parking.service import SPEC as PARKING
 
     parking_at = await start_service(PARKING)
     incidents_at = await start_service(INCIDENTS, network_file=almere_net)
@@ -218,7 +218,7 @@ async def test_recommend_facility_ranks_by_the_optimizers_travel_times(
     from almere.parking.v1 import parking_pb2 as ppb
     from almere.type.v1 import geo_pb2
 
-    from services.parking import SPEC as PARKING
+    from services.parking.service import SPEC as PARKING
 
     optimizer_at = await start_service(SPEC, network_file=almere_net)
     parking_at = await start_service(PARKING, optimizer_address=optimizer_at)

@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from services.common.config import Settings
 from services.common.runtime import Service
-from services.parking import SPEC
+from services.parking.service import SPEC
 
 
 async def list_services(channel: grpc.aio.Channel) -> list[str]:

@@ -20,9 +20,9 @@ from almere.signals.v1 import signals_pb2 as spb
 
 from apps.natsd import NatsServer
 from services.common.auth import token_digest
-from services.incidents import SPEC as INCIDENTS
-from services.parking import SPEC as PARKING
-from services.signals import SPEC as SIGNALS
+from services.incidents.service import SPEC as INCIDENTS
+from services.parking.service import SPEC as PARKING
+from services.signals.service import SPEC as SIGNALS
 from sim.runner import RunSpec, prepare, run
 from sim.scenarios.almere_centrum.layout import FACILITIES
 from tests.integration.helpers import Incidents, Parking, Signals, read_stream

@@ -15,7 +15,7 @@ import pytest
 from almere.signals.v1 import signals_pb2 as pb
 
 from apps.signal_bench import record_states
-from libs.signal_control.controller import COORDINATED, OURS, Ours, OursParams
+from libs.signal_control.controller import COORDINATED, OURS, PressureActuated, PressureActuatedParams
 from libs.signal_control.loop import ControlLoop
 from libs.signal_control.maxpressure import MaxPressure, Params
 from libs.signal_control.model import Intersection, PhaseClock, PlatoonSource, Snapshot
@@ -157,7 +157,10 @@ def test_the_starvation_guard_bounds_red() -> None:
     def busy_north(t: float, _: str) -> Snapshot:
         return Snapshot(t, {"n_0": 20, "w_0": 1}, {"n_0": 0, "w_0": 1}, {"n_0": ((5.0, 10.0),)})
 
-    for controller, max_red in ((MaxPressure(crossing(), Params(max_red_s=45.0)), 45.0), (Ours(crossing()), 90.0)):
+    for controller, max_red in (
+        (MaxPressure(crossing(), Params(max_red_s=45.0)), 45.0),
+        (PressureActuated(crossing()), 90.0),
+    ):
         shown = drive(controller, busy_north, 400)
         greens_west = [t for t, s in shown if s[1] == "G"]
         assert greens_west, f"{controller.name}: west never got green"
@@ -198,11 +201,11 @@ def test_ours_leaves_a_gapped_out_green_only_when_the_next_car_is_a_yellow_away(
         positions = {"n_0": ((200.0, 10.0),), "w_0": ((max(0.0, 100.0 - 10.0 * t), 10.0),)}
         return Snapshot(t, {"n_0": 1, "w_0": 1}, {}, positions)
 
-    assert drive(Ours(crossing()), one_car_each, 15)[1:3] == [(7.0, "yr"), (10.0, "rG")]
-    at_once = drive(Ours(crossing(), OursParams(lead_s=None)), one_car_each, 15)
+    assert drive(PressureActuated(crossing()), one_car_each, 15)[1:3] == [(7.0, "yr"), (10.0, "rG")]
+    at_once = drive(PressureActuated(crossing(), PressureActuatedParams(lead_s=None)), one_car_each, 15)
     assert at_once[1:3] == [(5.0, "yr"), (8.0, "rG")]
     fed_by_a_signal = dataclasses.replace(crossing(), seen_s={"w_0": 2.0})
-    assert drive(Ours(fed_by_a_signal), one_car_each, 15)[1:3] == [(5.0, "yr"), (8.0, "rG")]
+    assert drive(PressureActuated(fed_by_a_signal), one_car_each, 15)[1:3] == [(5.0, "yr"), (8.0, "rG")]
 
 
 def test_priority_turns_a_light_through_yellow_never_straight_to_a_conflicting_green() -> None:
@@ -220,7 +223,7 @@ def test_priority_turns_a_light_through_yellow_never_straight_to_a_conflicting_g
 
 def test_coordination_holds_a_green_for_a_platoon_released_up_the_road() -> None:
     """North gapped out at min green; one car waits west. A light 20 s up the north road ("up")
-    turned green at t=0 for four waiting cars. Ours serves west at once; with platoon holds the
+    turned green at t=0 for four waiting cars. PressureActuated serves west at once; with platoon holds the
     green is kept for the platoon (four outweigh one), and not when north's exit is queued (the
     platoon would stop there anyway)."""
     layout = dataclasses.replace(crossing(), platoons={"n_0": (PlatoonSource("up", frozenset({0}), ("u_0",), 20.0),)})
@@ -233,8 +236,8 @@ def test_coordination_holds_a_green_for_a_platoon_released_up_the_road() -> None
 
         return snapshot
 
-    def first_switch(params: OursParams, exit_queued: int = 0) -> float:
-        controller = Ours(layout, params)
+    def first_switch(params: PressureActuatedParams, exit_queued: int = 0) -> float:
+        controller = PressureActuated(layout, params)
         ControlLoop([controller]).clocks["up"] = upstream  # the light up the road, run by the same loop
         return drive(controller, platoon_coming(exit_queued), 40)[1][0]
 
@@ -247,7 +250,7 @@ def test_a_priority_call_gets_its_green_through_a_yellow_and_keeps_it() -> None:
     """North has all the traffic; a grant for west (its state "rG") is called at t=10. West gets
     green 3 s later (after north's yellow) and keeps it, although north's pressure grows, until the
     call ends at t=40; then north gets its green back."""
-    controller = Ours(crossing())
+    controller = PressureActuated(crossing())
 
     def north_busy(t: float, _: str) -> Snapshot:
         controller.call("rG" if 10 <= t < 40 else None)
@@ -262,9 +265,9 @@ def test_a_priority_call_gets_its_green_through_a_yellow_and_keeps_it() -> None:
 def test_a_controller_takes_a_light_over_from_what_it_shows() -> None:
     """The light holds an earlier controller's last step ("Gg"): the new one starts at the closest
     green, clearing what loses green through a 3 s yellow; no state shown is ever abrupt."""
-    controller = Ours(crossing())
+    controller = PressureActuated(crossing())
     assert controller.start(0.0, shown="rG").state == "rG"  # a green of the program: kept as it is
-    controller = Ours(crossing())
+    controller = PressureActuated(crossing())
     assert controller.start(0.0, shown="Gg").state == "Gy"
     assert controller.tick(2.0) is None
     assert controller.tick(3.0).state == "Gr"  # type: ignore[union-attr]
@@ -281,7 +284,7 @@ def test_every_takeover_passes_the_signal_services_step_validation(network: str)
     path = resco.locate(network).network
     imported = {light.intersection.sumo_tls_id: light for light in read_lights(path)}
     for layout in intersections(path):
-        controller = Ours(layout)
+        controller = PressureActuated(layout)
         controller.start(0.0)
         step = step_plan(controller.clock.outlook(0.0), 5.0, "start")
         light = imported[layout.tls_id]
@@ -293,7 +296,7 @@ def test_a_controller_taking_a_light_over_again_starts_afresh() -> None:
     approved step's state, the step it proposes starts now and every state lasts a while."""
     from services.optimizer.adaptive_control import step_plan
 
-    controller = Ours(crossing())
+    controller = PressureActuated(crossing())
     controller.start(0.0, shown="Gg")  # a yellow pending until 3 s
     controller.start(60.0, shown="Gr")
     outlook = controller.clock.outlook(60.0)

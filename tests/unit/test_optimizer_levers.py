@@ -16,7 +16,7 @@ from almere.parking.v1 import events_pb2 as pevents
 from almere.parking.v1 import parking_pb2 as ppb
 
 from services.common.clock import to_timestamp
-from services.optimizer.engine import Engine
+from services.optimizer.decision_engine import DecisionEngine
 from services.optimizer.levers import congestion, incident, parking
 from services.optimizer.routing import RoadGraph
 from services.optimizer.state import Facility, Incident, Vehicle
@@ -136,8 +136,8 @@ def test_guidance_weighs_drive_search_and_walk(graph: RoadGraph) -> None:
     assert parking.search_s(0.99) > 100 and parking.search_s(0.5) == 0
 
 
-def _engine(graph: RoadGraph) -> Engine:
-    engine = Engine(graph, Loaded([], [], [], {}, None))
+def _engine(graph: RoadGraph) -> DecisionEngine:
+    engine = DecisionEngine(graph, Loaded([], [], [], {}, None))
     for n, f in enumerate(layout.FACILITIES):
         facility = ppb.Facility(capacity=f.capacity, entrance_edge_ids=[f.edge])
         lat, lon = layout.position(n % 5, 2)
@@ -267,7 +267,7 @@ def test_a_vehicle_replanned_into_the_incident_by_someone_else_is_answered_again
 
 
 def test_the_engine_forgets_answers_older_than_any_trip(graph: RoadGraph) -> None:
-    from services.optimizer.engine import DECISION_MEMORY
+    from services.optimizer.decision_engine import DECISION_MEMORY
 
     engine = _engine(graph)
     engine.decided[("old-trip", "guidance/garage-forum")] = NOW - DECISION_MEMORY - timedelta(minutes=1)

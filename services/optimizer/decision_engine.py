@@ -60,7 +60,7 @@ class Fleet:
     guided_arrivals: Counter[str] = field(default_factory=Counter)
 
 
-class Engine:
+class DecisionEngine:
     def __init__(self, graph: RoadGraph, loaded: Loaded) -> None:
         self.graph = graph
         self.times = TravelTimes(graph)

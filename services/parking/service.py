@@ -1,0 +1,34 @@
+"""ParkingService wiring: its tables, streams and servicer, mounted on the shared runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from almere.parking.v1 import parking_pb2, parking_pb2_grpc
+from grpc import aio
+
+from contract.bus import PARKING
+from services.common.runtime import Service, ServiceSpec
+from services.parking.api import ParkingApi
+from services.parking.feed import occupancy_feed
+from services.parking.models import TABLES, ParkingOutbox
+from services.parking.travel_times import TravelTimes
+
+
+async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awaitable[None]]]:
+    feed = occupancy_feed(service.bus)
+    travel_times = TravelTimes(service.settings.optimizer_address)
+    api = ParkingApi(service.engine, service.committer, feed, travel_times)
+    parking_pb2_grpc.add_ParkingServiceServicer_to_server(api, server)
+
+    return [feed.stop, travel_times.close]
+
+
+SPEC = ServiceSpec(
+    name="parking",
+    full_names=[parking_pb2.DESCRIPTOR.services_by_name["ParkingService"].full_name],
+    tables=TABLES,
+    outbox=ParkingOutbox,
+    streams=(PARKING,),
+    mount=_mount,
+)
