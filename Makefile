@@ -32,7 +32,7 @@ test: lint $(HELM)
 
 # The whole suite RUNS times with every core kept busy: flaky tests show here, not in CI.
 test-stress: lint $(HELM)
-	$(BIN)/python tests/stress_run.py --runs $(RUNS) -- $(PYTEST_ARGS)
+	$(BIN)/python tests/stress_run.py --runs $(RUNS) $(if $(HOGS),--hogs $(HOGS)) -- $(PYTEST_ARGS)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check contract libs services sim apps tests loadtest protos/generate.py

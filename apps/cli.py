@@ -1,4 +1,5 @@
-"""The `almere` command: run the stack, one service, the demo, or issue tokens."""
+"""The `almere` command: run the stack or one service, migrate a service's tables, issue tokens, play the
+demo, and run, compare and benchmark the SUMO digital twin."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
-    stack = Stack(Settings())
+    stack = Stack(settings=Settings())
     try:
         stack.start()
         print(stack.describe(), flush=True)
@@ -80,17 +81,18 @@ def cmd_sim_run(args: argparse.Namespace) -> int:
     from apps.coupled import run_modes, run_with_stack
     from sim.report import write
     from sim.runner import RunSpec, run_many
+    from sim.scenarios.registry import resolve
 
     specs = [
         RunSpec(
-            args.scenario,
-            mode,
-            seed,
-            args.out,
-            args.end,
-            args.scale,
-            args.equipped,
-            args.gui,
+            scenario=args.scenario,
+            mode=mode,
+            seed=seed,
+            out_root=args.out,
+            end_s=args.end,
+            scale=args.scale,
+            equipped=args.equipped,
+            gui=args.gui,
             clock=args.clock,
             priority=not args.no_priority,
             adaptive_signals=not args.no_adaptive_signals,
@@ -107,14 +109,16 @@ def cmd_sim_run(args: argparse.Namespace) -> int:
         runs = run_with_stack(specs) if args.services else run_modes(specs)
     for run_dir in runs:
         print(run_dir)
-    print(f"report: {write(runs, args.out / args.scenario / 'report')}")
+    print(f"report: {write(runs, args.out / resolve(args.scenario).name / 'report')}")
     return 0
 
 
 def cmd_sim_byo(args: argparse.Namespace) -> int:
     from sim.scenarios import byo
 
-    scenario = byo.build(args.source, args.out, args.facilities, args.trips, args.end, args.seed)
+    scenario = byo.build(
+        args.source, args.out, facilities=args.facilities, trips=args.trips, horizon_s=args.end, seed=args.seed
+    )
     byo.run_sumo(scenario, args.out / "tripinfo.xml")
     print(f"{scenario.config}: {scenario.trips} trips, parking {', '.join(scenario.facilities)}")
     print(f"tripinfo in {args.out / 'tripinfo.xml'}")
@@ -126,7 +130,7 @@ def cmd_sim_resco(args: argparse.Namespace) -> int:
 
     network = resco.locate(args.name)
     for seed in range(1, args.seeds + 1):
-        result = resco.run_fixed_time(network, args.out, seed)
+        result = resco.run_fixed_time(network, args.out, seed=seed)
         print(
             f"{args.name} seed {seed}: fixed-time delay {result['delay_s']:.1f} s, trip time "
             f"{result['trip_time_s']:.1f} s, waiting {result['waiting_time_s']:.1f} s "
@@ -145,11 +149,18 @@ def cmd_sim_report(args: argparse.Namespace) -> int:
 def _add_sim(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from apps import signal_bench
     from sim.runner import MODES
-    from sim.variants import VARIANTS
+    from sim.scenarios import registry
+
+    def scenario(name: str) -> str:
+        try:
+            registry.resolve(name)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return name
 
     sim = sub.add_parser("sim", help="the SUMO digital twin").add_subparsers(dest="action", required=True)
     run = sim.add_parser("run", help="run a scenario in one or more modes and seeds, then write a report")
-    run.add_argument("scenario", choices=sorted(VARIANTS))
+    run.add_argument("scenario", type=scenario, help=f"one of {registry.FORMS}")
     run.add_argument("--mode", choices=MODES, action="append", help="repeat for several (default: none)")
     run.add_argument("--seed", type=int, default=1, help="first seed")
     run.add_argument("--seeds", type=int, default=1, help="how many seeds from --seed")
@@ -211,7 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     issue.add_argument("--role", required=True, help="engineer, operator:<id>, police, fire, ems, optimizer, sim")
     issue.add_argument("--file", type=Path, help="tokens file (default $ALMERE_TOKENS_FILE or data/tokens.json)")
     issue.set_defaults(func=cmd_token)
-    sub.add_parser("demo", help="start the stack and play a garage filling up").set_defaults(func=cmd_demo)
+    sub.add_parser(
+        "demo",
+        help="start the stack and play four scenes: a garage filling up, a collision reported, signal timing, "
+        "and the twin's incident + event morning in three modes (transcript in data/demo/demo.txt)",
+    ).set_defaults(func=cmd_demo)
     _add_sim(sub)
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is cmd_sim_run and not args.mode:

@@ -17,7 +17,6 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from apps.stack import Stack
 from services.common.config import Settings
 from sim.runner import RunSpec, prepare, run_many
-from sim.scenarios.almere_centrum.layout import FACILITIES
 
 
 def import_lights(stack: Stack) -> None:
@@ -54,9 +53,9 @@ def _equip(stack: Stack, shares: set[float]) -> None:
 
 def run_with_stack(specs: list[RunSpec], say: Callable[[str], None] = print) -> list[Path]:
     scenario = prepare(specs[0])
-    operators = {f"operator-{f.operator_id}": f"operator:{f.operator_id}" for f in FACILITIES}
+    operators = {f"operator-{f.operator_id}": f"operator:{f.operator_id}" for f in scenario.parking_facilities()}
     settings = Settings(data_dir=specs[0].out_root / "stack", network_file=scenario.network, log_level="WARNING")
-    stack = Stack(settings, extra_callers=operators)
+    stack = Stack(settings=settings, extra_callers=operators)
     stack.start()
     say(stack.describe())
     import_lights(stack)
@@ -83,7 +82,8 @@ def adaptive_stack(network: Path, data_dir: Path) -> Iterator[tuple[str, str]]:
     apply the optimizer's steps without approval (a test bed; in the city an engineer approves each
     takeover). Yields the optimizer's address and the twin's token."""
     stack = Stack(
-        Settings(data_dir=data_dir, network_file=network, log_level="WARNING"), services=["signals", "optimizer"]
+        settings=Settings(data_dir=data_dir, network_file=network, log_level="WARNING"),
+        services=["signals", "optimizer"],
     )
     stack.start()
     try:

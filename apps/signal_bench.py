@@ -35,7 +35,7 @@ ALMERE_SCALE, ALMERE_HORIZON_S = 0.7, 3600.0  # the scenario's default demand, i
 MAPS = (*resco.NETWORKS, ALMERE)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BenchRun:
     map: str
     controller: str
@@ -46,7 +46,7 @@ class BenchRun:
     via: tuple[str, str] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BenchMap:
     """What a run needs of a map: its SUMO config, network and scheduled vehicles; `additional`: files
     every run loads (given on the command line, they replace the config's own); `actuated`: the
@@ -68,23 +68,32 @@ def bench_map(name: str, out: Path, seed: int) -> BenchMap:
     if name == ALMERE:
         from sim.scenarios import almere_centrum
 
-        scenario = almere_centrum.build(out / ALMERE / "scenario", seed, scale=ALMERE_SCALE, horizon_s=ALMERE_HORIZON_S)
+        scenario = almere_centrum.build(
+            out / ALMERE / "scenario", seed=seed, scale=ALMERE_SCALE, horizon_s=ALMERE_HORIZON_S
+        )
         scheduled = sum(1 for e in ET.parse(scenario.routes).getroot() if e.tag in ("vehicle", "trip"))  # noqa: S314
         return BenchMap(
-            ALMERE,
-            scenario.config,
-            scenario.network,
-            0.0,
-            scenario.horizon_s,
-            scheduled,
-            (scenario.parking, scenario.rerouters),  # parking search as drivers who know nothing
-            scenario.actuated,
+            name=ALMERE,
+            config=scenario.config,
+            network=scenario.network,
+            begin=0.0,
+            end=scenario.horizon_s,
+            scheduled=scheduled,
+            additional=(scenario.parking, scenario.rerouters),  # parking search as drivers who know nothing
+            actuated=scenario.actuated,
         )
     found = resco.locate(name)
-    return BenchMap(name, found.config, found.network, found.begin, found.end, resco.scheduled_vehicles(found))
+    return BenchMap(
+        name=name,
+        config=found.config,
+        network=found.network,
+        begin=found.begin,
+        end=found.end,
+        scheduled=resco.scheduled_vehicles(found),
+    )
 
 
-def sumo_args(bench: BenchMap, controller: str, seed: int, stop: float, folder: Path) -> list[str]:
+def sumo_args(bench: BenchMap, controller: str, *, seed: int, stop: float, folder: Path) -> list[str]:
     """Command line of one run (without binary and outputs): no teleports; for `actuated` the
     actuated programs are loaded last, so they are the ones that run."""
     args = ["-c", str(bench.config), "--seed", str(seed), "--end", f"{stop:.0f}", "--time-to-teleport", "-1",
@@ -148,7 +157,7 @@ def run_one(run: BenchRun) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     tripinfo = folder / f"{run.controller}-seed{run.seed}.tripinfo.xml"
     stop = scenario.end if run.end_s is None else scenario.begin + run.end_s
-    args = sumo_args(scenario, run.controller, run.seed, stop, folder)
+    args = sumo_args(scenario, run.controller, seed=run.seed, stop=stop, folder=folder)
     args += ["--tripinfo-output", str(tripinfo), "--tripinfo-output.write-unfinished",
              "--tripinfo-output.write-undeparted"]  # fmt: skip
     ls = light_driver.start(args)
@@ -175,14 +184,14 @@ def run_one(run: BenchRun) -> dict[str, Any]:
 
 
 def record_states(
-    map_name: str, controller: str, end_s: float, seed: int = 1, via: tuple[str, str] | None = None
+    map_name: str, controller: str, end_s: float, *, seed: int = 1, via: tuple[str, str] | None = None
 ) -> dict[str, Any]:
     """A short run that keeps every light's shown states as SUMO reports them (for validation),
     in this process: call it in a fresh one (libsumo). `via`: see `control`."""
     folder = Path(tempfile.mkdtemp(prefix="bench-signals-"))
     scenario = bench_map(map_name, folder, seed)
     stop = scenario.begin + end_s
-    ls = light_driver.start(sumo_args(scenario, controller, seed, stop, folder))
+    ls = light_driver.start(sumo_args(scenario, controller, seed=seed, stop=stop, folder=folder))
     try:
         stats = light_driver.run(ls, stop, control(controller, scenario.network, via), record=True)
     finally:
@@ -204,7 +213,12 @@ def _runs(args: argparse.Namespace) -> list[BenchRun]:
             resco.locate(m)  # the sumo-rl package is there
     if "fixed" not in names:
         names.insert(0, "fixed")  # the ratio needs it
-    return [BenchRun(m, c, s, args.end, args.out) for m in maps for s in range(1, args.seeds + 1) for c in names]
+    return [
+        BenchRun(map=m, controller=c, seed=s, end_s=args.end, out=args.out)
+        for m in maps
+        for s in range(1, args.seeds + 1)
+        for c in names
+    ]
 
 
 def _table(results: list[dict[str, Any]]) -> str:

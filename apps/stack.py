@@ -60,7 +60,7 @@ def wait_serving(address: str, timeout: float = 30.0) -> None:
             time.sleep(0.1)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Stack:
     settings: Settings
     services: list[str] = field(default_factory=lambda: list(SERVICES))
@@ -78,16 +78,35 @@ class Stack:
         return self.settings.data_dir.resolve()
 
     def start(self) -> None:
+        """NATS, then every service as its own process; returns once each reports SERVING."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, ALMERE_DATA_DIR=str(self.data_dir))
+        nats_url = self._nats_url()
+        env = dict(os.environ, ALMERE_DATA_DIR=str(self.data_dir), ALMERE_NATS_URL=nats_url, **self._shared_settings())
+        self.network = env["ALMERE_NETWORK_FILE"]
+        try:
+            self._spawn_services(env)
+            for address in self.endpoints.values():
+                wait_serving(address)
+        except BaseException:
+            self.stop()
+            raise
+        self.endpoints["nats"] = nats_url
+        (self.data_dir / "endpoints.json").write_text(
+            json.dumps({**self.endpoints, **{f"{n}-metrics": u for n, u in self.metrics.items()}}, indent=2)
+        )
+
+    def _nats_url(self) -> str:
+        """The NATS of $ALMERE_NATS_URL, else a nats-server of our own (on 4222 when that is free)."""
         if "ALMERE_NATS_URL" in os.environ:
-            nats_url = os.environ["ALMERE_NATS_URL"]
-        else:
-            port = 4222 if port_is_free(self.settings.bind_host, 4222) else None
-            self.nats = start_nats(self.data_dir / "nats", port, self.settings.bind_host)
-            nats_url = self.nats.url
-        env["ALMERE_NATS_URL"] = nats_url
-        # The services see these settings whether they came from the environment or from code.
+            return os.environ["ALMERE_NATS_URL"]
+        port = 4222 if port_is_free(self.settings.bind_host, 4222) else None
+        self.nats = start_nats(self.data_dir / "nats", port, self.settings.bind_host)
+        return self.nats.url
+
+    def _shared_settings(self) -> dict[str, str]:
+        """The settings every service gets, whether they came from the environment or from code:
+        tokens (development ones issued here when none are configured), network and log level."""
+        env = {}
         if self.settings.tokens_file:
             env["ALMERE_TOKENS_FILE"] = str(self.settings.tokens_file.resolve())
         elif not self.settings.tokens:
@@ -98,42 +117,33 @@ class Stack:
             # Without a city network of its own, the stack runs on the schematic centrum-mini.
             env["ALMERE_NETWORK_FILE"] = str(build_network("centrum-mini", self.data_dir / "networks"))
         env["ALMERE_LOG_LEVEL"] = self.settings.log_level
-        self.network = env["ALMERE_NETWORK_FILE"]
-        try:
-            ports = {name: free_port(self.settings.bind_host, DEFAULT_PORTS[name]) for name in self.services}
-            if "optimizer" in ports:  # the parking service ranks facilities by its travel times
-                env["ALMERE_OPTIMIZER_ADDRESS"] = f"{self.settings.bind_host}:{ports['optimizer']}"
-            if "signals" in ports:  # the optimizer proposes adaptive signal steps
-                env["ALMERE_SIGNALS_ADDRESS"] = f"{self.settings.bind_host}:{ports['signals']}"
+        return env
 
-            def own_token(service: str) -> dict[str, str]:
-                """A service calling others (the optimizer) gets its development caller's token."""
-                token = self.credentials.get(service)
-                return {"ALMERE_SERVICE_TOKEN": token} if token else {}
-
-            for index, name in enumerate(self.services):
-                port = ports[name]
-                metrics_port = free_port(self.settings.bind_host, METRICS_PORT_BASE + index)
-                address = f"{self.settings.bind_host}:{port}"
-                self.metrics[name] = f"http://{self.settings.bind_host}:{metrics_port}/metrics"
-                log = (self.data_dir / f"{name}.log").open("ab")
-                self.processes[name] = subprocess.Popen(
-                    [sys.executable, "-m", "apps.cli", "serve", name],
-                    env=dict(env, ALMERE_PORT=str(port), ALMERE_METRICS_PORT=str(metrics_port), **own_token(name)),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-                log.close()
-                self.endpoints[name] = address
-            for address in self.endpoints.values():
-                wait_serving(address)
-        except BaseException:
-            self.stop()
-            raise
-        self.endpoints["nats"] = nats_url
-        (self.data_dir / "endpoints.json").write_text(
-            json.dumps({**self.endpoints, **{f"{n}-metrics": u for n, u in self.metrics.items()}}, indent=2)
-        )
+    def _spawn_services(self, env: dict[str, str]) -> None:
+        """One process per service on a free port (its default when free), each told where the
+        services it calls are."""
+        host = self.settings.bind_host
+        ports = {name: free_port(host, DEFAULT_PORTS[name]) for name in self.services}
+        if "optimizer" in ports:  # the parking service ranks facilities by its travel times
+            env["ALMERE_OPTIMIZER_ADDRESS"] = f"{host}:{ports['optimizer']}"
+        if "signals" in ports:  # the optimizer proposes adaptive signal steps
+            env["ALMERE_SIGNALS_ADDRESS"] = f"{host}:{ports['signals']}"
+        for index, name in enumerate(self.services):
+            port = ports[name]
+            metrics_port = free_port(host, METRICS_PORT_BASE + index)
+            self.metrics[name] = f"http://{host}:{metrics_port}/metrics"
+            # A service calling others (the optimizer) gets its development caller's token.
+            token = self.credentials.get(name)
+            own_token = {"ALMERE_SERVICE_TOKEN": token} if token else {}
+            log = (self.data_dir / f"{name}.log").open("ab")
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "apps.cli", "serve", name],
+                env=dict(env, ALMERE_PORT=str(port), ALMERE_METRICS_PORT=str(metrics_port), **own_token),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            log.close()
+            self.endpoints[name] = f"{host}:{port}"
 
     def _issue_dev_tokens(self) -> Path:
         path = self.data_dir / "tokens.json"

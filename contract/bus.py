@@ -1,10 +1,6 @@
-"""The bus contract: every stream, its subject hierarchy `almere.<domain>.v1.<event>.<id>`, the
-event names on it, and how a stream is configured. Every publisher and consumer (the services, the
-twin, the tools) spells subjects through this module, so the names live in one place.
-
-Each event is a protobuf message from the generated `almere` package; the stream a subject belongs
-to and the message type it carries are documented beside the event names below.
-"""
+"""The bus contract: every stream, its subject hierarchy `almere.<domain>.v1.<event>.<id>`, the event
+names on it and how a stream is configured. Every publisher and consumer (services, twin, tools)
+spells subjects through this module, so the names live in one place."""
 
 from __future__ import annotations
 
@@ -73,6 +69,9 @@ class Stream:
             num_replicas=limits.replicas,
         )
 
+
+# Each event is a protobuf message from the generated `almere` package; beside each stream: its
+# subjects and the message type they carry.
 
 # PARKING: almere.parking.v1.<event>.<facility_id>; FacilityChangedEvent, OccupancyChangedEvent,
 # StatusChangedEvent (almere.parking.v1 events.proto).

@@ -19,7 +19,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +33,11 @@ from services.common.clock import utcnow
 from services.common.config import Settings
 from services.optimizer.inprocess import InProcessOptimizer
 from services.optimizer.routing import RoadGraph
-from sim.bus_listener import BusListener
-from sim.controllers import GUIDANCE_SUBJECTS, Controllers
+from sim.bus_listener import BusListener, hold_until
+from sim.decision_applier import GUIDANCE_SUBJECTS, DecisionApplier
 from sim.devices import FieldDevices
-from sim.runner import RunSpec, _geo, _sumo_args, _wait_until, prepare
+from sim.observe import geo
+from sim.runner import RunSpec, prepare, sumo_args
 from sim.scenarios.almere_centrum import layout
 from sim.variants import ScriptedIncident
 
@@ -76,7 +76,7 @@ def decision_speed(net_file: Path, vehicles: int, repeats: int) -> dict[str, flo
         optimizer = InProcessOptimizer(graph)
         optimizer.ReportVehicles(pb.ReportVehiclesRequest(vehicles=states, sim_time_seconds=1))
         start = time.perf_counter()
-        decided = len(optimizer.engine.on_incident(_collision(STADSDREEF, n), utcnow()).decisions)
+        decided = len(optimizer.decisions.on_incident(_collision(STADSDREEF, n), utcnow()).decisions)
         times.append(time.perf_counter() - start)
     net = sumolib.net.readNet(str(net_file), withInternal=False, maxcache=0)
     start = time.perf_counter()
@@ -102,18 +102,18 @@ def _busiest(sumo: Any, equipped: list[str], taken: set[str]) -> str:
 def incident_latency(tmp: Path, incidents: int, gap_s: float) -> dict[str, float]:
     import libsumo as sumo
 
-    spec = RunSpec("almere-centrum", "coordinated", 1, tmp / "sim", end_s=3600, scale=0.7)
+    spec = RunSpec(scenario="almere-centrum", mode="coordinated", seed=1, out_root=tmp / "sim", end_s=3600, scale=0.7)
     scenario = prepare(spec)
-    stack = Stack(Settings(data_dir=tmp / "stack", network_file=scenario.network, log_level="WARNING"))
+    stack = Stack(settings=Settings(data_dir=tmp / "stack", network_file=scenario.network, log_level="WARNING"))
     stack.start()
     run_dir = tmp / "run"
     run_dir.mkdir()
     try:
-        sumo.start([sumo_binary("sumo"), *_sumo_args(spec, scenario, run_dir)])
+        sumo.start([sumo_binary("sumo"), *sumo_args(spec, scenario, run_dir)])
         devices = FieldDevices(stack.data_dir, "bench")
         devices.register(layout.FACILITIES, {f.facility_id: layout.position(2, 2) for f in layout.FACILITIES})
-        controllers = Controllers(run_dir / "applied.jsonl", plans=False, vehicle_prefix="bench:")
-        navigation = devices.navigation(1, "bench:", {}, equipped=1.0)
+        applier = DecisionApplier(run_dir / "applied.jsonl", plans=False, vehicle_prefix="bench:")
+        navigation = devices.navigation(seed=1, prefix="bench:", walks={}, equipped=1.0)
         bus = BusListener(stack.endpoints["nats"], replayed=[], live=list(GUIDANCE_SUBJECTS))
         edges = [e for e in sumo.edge.getIDList() if not e.startswith(":")]
         now = 0.0
@@ -122,32 +122,36 @@ def incident_latency(tmp: Path, incidents: int, gap_s: float) -> dict[str, float
             now = sumo.simulation.getTime()
             if now % 30 == 0:
                 for decision in navigation.report(sumo, now, edges):
-                    controllers.decide(sumo, now, decision)
+                    applier.decide(sumo, now, decision)
         reported: list[str] = []
         police_s: list[float] = []
         started, start_sim = time.monotonic(), now
         next_at = now + 2
         while len(reported) < incidents or now < next_at + 5:
             for subject, payload in bus.drain():
-                controllers.apply(sumo, now, subject, payload)
+                applier.apply(sumo, now, subject=subject, payload=payload)
             sumo.simulationStep()
             now = sumo.simulation.getTime()
-            _wait_until(started + now - start_sim, bus, partial(controllers.apply, sumo, now))
-            controllers.retry(sumo, now)
+            hold_until(
+                started + now - start_sim,
+                bus,
+                lambda subject, payload, at=now: applier.apply(sumo, at, subject=subject, payload=payload),
+            )
+            applier.retry(sumo, now)
             if now % 30 == 0:
                 for decision in navigation.report(sumo, now, edges):
-                    controllers.decide(sumo, now, decision)
+                    applier.decide(sumo, now, decision)
             if now >= next_at and len(reported) < incidents:
                 equipped = [v for v in sumo.vehicle.getIDList() if navigation.is_equipped(v)]
                 edge = _busiest(sumo, equipped, set(reported))
                 shape = sumo.lane.getShape(f"{edge}_0")
                 call = time.perf_counter()
-                devices.incident_started(ScriptedIncident(edge, now, now + 60, (0,)), _geo(sumo, *shape[0]))
+                devices.incident_started(ScriptedIncident(edge, now, now + 60, (0,)), geo(sumo, *shape[0]))
                 police_s.append(time.perf_counter() - call)
                 reported.append(edge)
                 next_at = now + gap_s
         bus.close()
-        controllers.close()
+        applier.close()
         devices.close()
         sumo.close()
     finally:
@@ -181,7 +185,9 @@ def main() -> int:
     import sumo  # noqa: F401  - SUMO_HOME before libsumo
 
     with tempfile.TemporaryDirectory() as tmp:
-        spec = RunSpec("almere-centrum", "coordinated", 1, Path(tmp) / "sim", end_s=600, scale=0.1)
+        spec = RunSpec(
+            scenario="almere-centrum", mode="coordinated", seed=1, out_root=Path(tmp) / "sim", end_s=600, scale=0.1
+        )
         results = {"decision": decision_speed(prepare(spec).network, args.vehicles, args.repeats)}
         results["latency"] = incident_latency(Path(tmp), args.incidents, args.gap)
     if args.json:

@@ -23,7 +23,9 @@ from pathlib import Path
 from apps.coupled import import_lights
 from apps.stack import Stack
 from services.common.config import Settings
-from sim.runner import RunSpec, prepare, run_many
+from sim.runner import RunSpec, run_many
+from sim.scenarios.registry import AlmereCentrum
+from sim.variants import VARIANTS
 
 BARE = """
 import sys, sumo, libsumo
@@ -36,7 +38,7 @@ libsumo.close()
 """
 
 
-def timed(label: str, action: object, end_s: float, results: dict[str, float]) -> None:
+def timed(label: str, action: object, *, end_s: float, results: dict[str, float]) -> None:
     start = time.perf_counter()
     action()  # type: ignore[operator]
     results[label] = time.perf_counter() - start
@@ -49,8 +51,18 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=0.7)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        spec = RunSpec("almere-centrum-incident", "none", 1, Path(tmp) / "sim", end_s=args.end, scale=args.scale)
-        scenario = prepare(spec)
+        spec = RunSpec(
+            scenario="almere-centrum-incident",
+            mode="none",
+            seed=1,
+            out_root=Path(tmp) / "sim",
+            end_s=args.end,
+            scale=args.scale,
+        )
+        # The almere-centrum files themselves (the bare runs load them): the build the runs reuse.
+        scenario = AlmereCentrum(VARIANTS[spec.scenario]).build(
+            spec.out_root, seed=spec.seed, scale=spec.scale, end_s=spec.end_s
+        )
         print(f"almere-centrum-incident, {scenario.trips} trips, {args.end:.0f} simulated s, mode none\n")
         results: dict[str, float] = {}
 
@@ -61,21 +73,25 @@ def main() -> int:
                 capture_output=True,
             )
 
-        timed("bare libsumo (baseline)", bare(f"{scenario.parking},{scenario.rerouters}"), args.end, results)
+        timed(
+            "bare libsumo (baseline)", bare(f"{scenario.parking},{scenario.rerouters}"), end_s=args.end, results=results
+        )
         # Rerouters on every approach and actuated lights change SUMO's own work.
         guided = f"{scenario.parking},{scenario.detectors},{scenario.guided_rerouters},{scenario.actuated}"
-        timed("bare libsumo, coordinated's setup", bare(guided), args.end, results)
-        timed("runner (samples, incident, KPIs)", lambda: run_many([spec]), args.end, results)
-        stack = Stack(Settings(data_dir=Path(tmp) / "stack", network_file=scenario.network, log_level="WARNING"))
+        timed("bare libsumo, coordinated's setup", bare(guided), end_s=args.end, results=results)
+        timed("runner (samples, incident, KPIs)", lambda: run_many([spec]), end_s=args.end, results=results)
+        stack = Stack(
+            settings=Settings(data_dir=Path(tmp) / "stack", network_file=scenario.network, log_level="WARNING")
+        )
         stack.start()
         try:
             import_lights(stack)
             coupled = replace(spec, out_root=Path(tmp) / "coupled", services_dir=stack.data_dir)
-            timed("coupled to the services", lambda: run_many([coupled]), args.end, results)
+            timed("coupled to the services", lambda: run_many([coupled]), end_s=args.end, results=results)
             loop = replace(coupled, mode="coordinated", out_root=Path(tmp) / "coordinated", adaptive_signals=False)
-            timed("closed loop with the optimizer", lambda: run_many([loop]), args.end, results)
+            timed("closed loop with the optimizer", lambda: run_many([loop]), end_s=args.end, results=results)
             lights = replace(loop, out_root=Path(tmp) / "adaptive", adaptive_signals=True)
-            timed("... and its adaptive signals", lambda: run_many([lights]), args.end, results)
+            timed("... and its adaptive signals", lambda: run_many([lights]), end_s=args.end, results=results)
         finally:
             stack.stop()
     base = results["bare libsumo (baseline)"]

@@ -26,7 +26,7 @@ def main() -> int:
     args = parser.parse_args()
     run_dir = args.data_dir.resolve()
     shutil.rmtree(run_dir, ignore_errors=True)
-    stack = Stack(Settings(data_dir=run_dir, log_level="WARNING"))
+    stack = Stack(settings=Settings(data_dir=run_dir, log_level="WARNING"))
     stack.start()
     prefix = run_dir / "locust"
     try:

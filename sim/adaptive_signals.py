@@ -33,7 +33,7 @@ class ServiceControl:
 
     def step(self, ls: Any, now: float) -> int:
         self._play(ls, now)
-        snap = read_lanes(ls, now, self._lanes, self._near)
+        snap = read_lanes(ls, now, lanes=self._lanes, near=self._near)
         readings = [
             opb.LaneReading(
                 lane_id=lane,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import nats
@@ -21,7 +22,12 @@ Received = tuple[str, bytes]  # (subject, payload)
 
 class BusListener:
     def __init__(
-        self, url: str, replayed: Sequence[tuple[str, str]], live: Sequence[str], streams: Sequence[StreamConfig] = ()
+        self,
+        url: str,
+        *,
+        replayed: Sequence[tuple[str, str]],
+        live: Sequence[str],
+        streams: Sequence[StreamConfig] = (),
     ) -> None:
         """`replayed`: (stream, subject) pairs delivered last-per-subject first (the state in force),
         then live; `live`: core subjects, from now on; `streams`: streams to create for what we publish."""
@@ -112,3 +118,14 @@ class BusListener:
         if self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
+
+
+def hold_until(deadline: float, bus: BusListener | None, apply: Callable[[str, bytes], None]) -> None:
+    """Real time: hold the step until its wall-clock time (`time.monotonic`), applying decisions the
+    moment they arrive (an incident's reroutes must not wait for the next step)."""
+    while (left := deadline - time.monotonic()) > 0:
+        if bus is None:
+            time.sleep(left)
+            return
+        for subject, payload in bus.drain(wait_s=min(left, 0.01)):
+            apply(subject, payload)

@@ -71,7 +71,7 @@ class FieldDevices:
             channel.close()
 
     def navigation(
-        self, seed: int, prefix: str, walks: dict[str, tuple[float, float]], equipped: float | None = None
+        self, *, seed: int, prefix: str, walks: dict[str, tuple[float, float]], equipped: float | None = None
     ) -> Navigation:
         """The equipped vehicles' navigation systems, talking to the optimizer with the sim role. The
         share of equipped vehicles is the optimizer's strategy's, unless `equipped` overrides it."""
@@ -84,7 +84,15 @@ class FieldDevices:
         stub = optimizer_pb2_grpc.OptimizerServiceStub(channel)
         if equipped is None:
             equipped = stub.GetStrategy(opb.GetStrategyRequest(), metadata=self._auth).strategy.equipped_share
-        return Navigation(stub.ReportVehicles, self._auth, equipped, seed, prefix, walks, set(self._operator_of))
+        return Navigation(
+            report_vehicles=stub.ReportVehicles,
+            metadata=self._auth,
+            equipped=equipped,
+            seed=seed,
+            prefix=prefix,
+            walks=walks,
+            areas=set(self._operator_of),
+        )
 
     def adaptive_signals(self) -> ServiceControl:
         """The lights as the optimizer drives them through the signal service (sim role)."""
@@ -101,7 +109,9 @@ class FieldDevices:
         channel = grpc.insecure_channel(endpoints["signals"])
         self._channels.append(channel)
         ems = (("authorization", f"Bearer {credentials['ems']['token']}"),)
-        return EmergencyPriority(signals_pb2_grpc.SignalServiceStub(channel), ems, log_path, lights)
+        return EmergencyPriority(
+            signals_pb2_grpc.SignalServiceStub(channel), auth=ems, log_path=log_path, lights=lights
+        )
 
     def register(self, facilities: list[Facility], location: dict[str, tuple[float, float]]) -> None:
         """Create the scenario's facilities in the parking service (once; later runs find them)."""

@@ -19,6 +19,7 @@ LatLon = tuple[float, float]
 
 def door_to_door(
     stops: ET.Element,
+    *,
     departs: dict[str, float],
     walks: dict[str, str],
     facilities: dict[str, LatLon],
@@ -56,7 +57,7 @@ def _stats(values: list[float]) -> dict[str, float | None]:
 
 
 def parking_search(
-    vehroutes: Path, zone: set[str], lengths: dict[str, float], area_edges: dict[str, str]
+    vehroutes: Path, *, zone: set[str], lengths: dict[str, float], area_edges: dict[str, str]
 ) -> dict[str, Any]:
     """For visitors: time and distance from entering the destination zone (the centre) to parked,
     along the route they really drove (SUMO's last route, with exit times)."""
@@ -98,6 +99,7 @@ def delay(info: ET.Element) -> float:
 
 
 def compute(
+    *,
     tripinfo: Path,
     stops: Path,
     statistics: Path,
@@ -146,7 +148,9 @@ def compute(
         # Ambulances and the like: dispatch to the scene (still on the way at the end: so far).
         "responder_travel_time_s": _stats([travel_time(i) for i in infos if i.get("id") in responders]),
         "co2_kg": round(sum(float(e.get("CO2_abs", 0)) for e in trips.iter("emissions")) / 1e6, 1),
-        **door_to_door(stop_root, departs, walks, facilities, junctions, horizon_s),
+        **door_to_door(
+            stop_root, departs=departs, walks=walks, facilities=facilities, junctions=junctions, horizon_s=horizon_s
+        ),
         **(search or {}),
         "throughput_per_hour": round(len(finished) / (horizon_s / 3600), 1),
         "teleports": int(teleports.get("total", 0)) if teleports is not None else 0,

@@ -57,6 +57,7 @@ def run(
     ls: Any,
     until: float,
     control: Control | None,
+    *,
     record: bool = False,
     check_every_s: float = 30.0,
     on_step: Callable[[float], None] | None = None,
@@ -102,12 +103,12 @@ class DirectControl:
 
     def step(self, ls: Any, now: float) -> int:
         before = self.loop.decisions
-        for shown in self.loop.step(now, lambda t, lanes, near: read_lanes(ls, t, lanes, near)):
+        for shown in self.loop.step(now, lambda t, lanes, near: read_lanes(ls, t, lanes=lanes, near=near)):
             show(ls, shown.decision.tls_id, shown.decision.state)
         return self.loop.decisions - before
 
 
-def read_lanes(ls: Any, now: float, lanes: Iterable[str], near: Iterable[str]) -> Snapshot:
+def read_lanes(ls: Any, now: float, *, lanes: Iterable[str], near: Iterable[str]) -> Snapshot:
     """Vehicles and halting vehicles on `lanes`; distance to the lane's end and speed of each
     vehicle on the `near` lanes: what detectors would report."""
     lanes = list(lanes)

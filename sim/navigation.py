@@ -1,6 +1,7 @@
 """The equipped vehicles' navigation systems, as the twin plays them: every decision interval they
 report where they are, where they go and what they measured to the optimizer (ReportVehicles), and
-receive its decisions. Which vehicles are equipped is a fixed draw per vehicle and seed."""
+receive its decisions. Which vehicles are equipped is a fixed draw per vehicle and seed; mode sumo
+gives the same vehicles SUMO's rerouting device instead."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from almere.optimizer.v1 import decisions_pb2
 from almere.optimizer.v1 import optimizer_pb2 as pb
 from almere.type.v1 import geo_pb2
 
-# The optimizer's ReportVehicles: the gRPC stub's method, or an in-process engine's for batch runs.
+# The optimizer's ReportVehicles: the gRPC stub's method, or an in-process optimizer's for batch runs.
 ReportVehicles = Callable[..., pb.ReportVehiclesResponse]
 
 
@@ -22,9 +23,26 @@ def equipped(seed: int, vehicle: str, share: float) -> bool:
     return random.Random(f"{seed}:{vehicle}").random() < share
 
 
+class ReroutingDevices:
+    """Mode sumo: SUMO's rerouting device on the same vehicles coordinated mode gives a navigation
+    system (`equipped`'s draw), so the two modes compare the same drivers."""
+
+    def __init__(self, sumo: Any, seed: int, share: float) -> None:
+        self._sumo, self._seed, self._share = sumo, seed, share
+        self.equipped = 0
+
+    def step(self) -> None:
+        """After each step: equip the vehicles that have just departed."""
+        for vehicle in self._sumo.simulation.getDepartedIDList():
+            if equipped(self._seed, vehicle, self._share):
+                self._sumo.vehicle.setParameter(vehicle, "has.rerouting.device", "true")
+                self.equipped += 1
+
+
 class Navigation:
     def __init__(
         self,
+        *,
         report_vehicles: ReportVehicles,
         metadata: tuple[tuple[str, str], ...],
         equipped: float,

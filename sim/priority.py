@@ -48,7 +48,7 @@ class PriorityLights:
         self._holds: dict[str, _Hold] = {}
         self.passive = False
 
-    def hold(self, sumo: Any, now: float, tls: str, target: str, until: float) -> None:
+    def hold(self, sumo: Any, now: float, *, tls: str, target: str, until: float) -> None:
         if self.passive:
             return
         current = sumo.trafficlight.getRedYellowGreenState(tls)
@@ -87,7 +87,7 @@ class PriorityLights:
 
 class EmergencyPriority:
     def __init__(
-        self, signals: signals_pb2_grpc.SignalServiceStub, auth: Any, log_path: Path, lights: PriorityLights
+        self, signals: signals_pb2_grpc.SignalServiceStub, *, auth: Any, log_path: Path, lights: PriorityLights
     ) -> None:
         self._signals = signals
         self._auth = auth
@@ -117,7 +117,7 @@ class EmergencyPriority:
             for tls, link, distance, state in upcoming[:1]:
                 seconds = distance / max(sumo.vehicle.getSpeed(vehicle), SLOWEST_MPS)
                 if seconds <= REQUEST_S and (vehicle, tls) not in self._asked:
-                    self._ask(sumo, now, vehicle, tls, link, seconds)
+                    self._ask(sumo, now, vehicle=vehicle, tls=tls, link=link, seconds=seconds)
                 self._last[(vehicle, tls)] = (now, state)
             ahead = {tls for tls, *_ in upcoming}
             for key in [k for k in self._arrivals if k[0] == vehicle and k[1] not in ahead]:
@@ -137,7 +137,7 @@ class EmergencyPriority:
         at, state = self._last.pop(key, (asked, ""))
         self._record(at, vehicle=key[0], tls=key[1], state=state, asked_s=asked, decision=decision)
 
-    def _ask(self, sumo: Any, now: float, vehicle: str, tls: str, link: int, seconds: float) -> None:
+    def _ask(self, sumo: Any, now: float, *, vehicle: str, tls: str, link: int, seconds: float) -> None:
         self._asked.add((vehicle, tls))
         name = self._names().get(tls)
         if name is None:
@@ -170,7 +170,7 @@ class EmergencyPriority:
             return
         self.granted += 1
         self._grants[tls] = (vehicle, grant.name)
-        self._lights.hold(sumo, now, tls, grant.target_state, now + seconds + MAX_HOLD_S)
+        self._lights.hold(sumo, now, tls=tls, target=grant.target_state, until=now + seconds + MAX_HOLD_S)
 
     def _end(self, sumo: Any, now: float, tls: str) -> None:
         """The responder has crossed: end the grant and give the light back to its program."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 WALKING_PACE = 1.4  # m/s
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ScriptedIncident:
     """A collision on an arterial: `closed_lanes` closed, the others slowed to walking pace (a soft
     blockage routers only learn about from travel times), or the whole road closed."""
@@ -20,7 +20,7 @@ class ScriptedIncident:
     title: str = "Collision on the Stadsdreef"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Responder:
     """An ambulance (or fire engine) dispatched to an incident: it asks for signal priority on its way
     when the run has the services."""
@@ -31,7 +31,7 @@ class Responder:
     to_edge: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Variant:
     name: str
     base: str
@@ -42,21 +42,32 @@ class Variant:
 
 _COLLISION = ScriptedIncident(edge="j22-j32", start_s=1800, end_s=1800 + 45 * 60, closed_lanes=(1,))
 VARIANTS = {
-    "almere-centrum": Variant("almere-centrum", "almere-centrum"),
-    "almere-centrum-incident": Variant("almere-centrum-incident", "almere-centrum", (_COLLISION,)),
+    "almere-centrum": Variant(name="almere-centrum", base="almere-centrum"),
+    "almere-centrum-incident": Variant(name="almere-centrum-incident", base="almere-centrum", incidents=(_COLLISION,)),
     "almere-centrum-closure": Variant(
-        "almere-centrum-closure",
-        "almere-centrum",
-        (ScriptedIncident("j22-j32", 1800, 1800 + 45 * 60, (0, 1), full_closure=True, title="Stadsdreef closed"),),
+        name="almere-centrum-closure",
+        base="almere-centrum",
+        incidents=(
+            ScriptedIncident(
+                edge="j22-j32",
+                start_s=1800,
+                end_s=1800 + 45 * 60,
+                closed_lanes=(0, 1),
+                full_closure=True,
+                title="Stadsdreef closed",
+            ),
+        ),
     ),
-    "almere-centrum-event": Variant("almere-centrum-event", "almere-centrum", event=True),
-    "almere-centrum-incident-event": Variant("almere-centrum-incident-event", "almere-centrum", (_COLLISION,), True),
+    "almere-centrum-event": Variant(name="almere-centrum-event", base="almere-centrum", event=True),
+    "almere-centrum-incident-event": Variant(
+        name="almere-centrum-incident-event", base="almere-centrum", incidents=(_COLLISION,), event=True
+    ),
     # The collision, and three minutes later an ambulance from the west (the hospital) along the
     # Stadsdreef's lights to the scene.
     "almere-centrum-emergency": Variant(
-        "almere-centrum-emergency",
-        "almere-centrum",
-        (_COLLISION,),
-        responders=(Responder("ambulance-1", 1980, "ext-w-j02", "j22-j32"),),
+        name="almere-centrum-emergency",
+        base="almere-centrum",
+        incidents=(_COLLISION,),
+        responders=(Responder(vehicle_id="ambulance-1", depart_s=1980, from_edge="ext-w-j02", to_edge="j22-j32"),),
     ),
 }

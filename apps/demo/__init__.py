@@ -13,7 +13,7 @@ from services.common.config import Settings
 def run_demo(settings: Settings) -> int:
     run_dir = (settings.data_dir / "demo").resolve()
     shutil.rmtree(run_dir, ignore_errors=True)
-    stack = Stack(settings.model_copy(update={"data_dir": run_dir, "tokens_file": None, "tokens": None}))
+    stack = Stack(settings=settings.model_copy(update={"data_dir": run_dir, "tokens_file": None, "tokens": None}))
     stack.start()
     print(stack.describe(), flush=True)
     transcript: list[str] = []
@@ -26,7 +26,9 @@ def run_demo(settings: Settings) -> int:
         say("\n== 1. A garage fills up ==")
         filled = await parking.play(stack.endpoints["parking"], stack.credentials, say)
         say("\n== 2. Police report a collision that closes a lane ==")
-        reported = await incidents.play(stack.endpoints["incidents"], stack.endpoints["nats"], stack.credentials, say)
+        reported = await incidents.play(
+            stack.endpoints["incidents"], nats_url=stack.endpoints["nats"], tokens=stack.credentials, say=say
+        )
         say("\n== 3. Signal timing: a festival plan, an ambulance and a bus ==")
         timed = await signals.play(stack.endpoints["signals"], stack.credentials, say)
         return [filled, reported, timed]

@@ -51,7 +51,7 @@ async def _jetstream(nats_url: str, say: Callable[[str], None], seen: list[str])
         await nc.close()
 
 
-async def play(address: str, nats_url: str, tokens: dict[str, str], say: Callable[[str], None]) -> bool:
+async def play(address: str, *, nats_url: str, tokens: dict[str, str], say: Callable[[str], None]) -> bool:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = incidents_pb2_grpc.IncidentServiceStub(channel)
         published: list[str] = []

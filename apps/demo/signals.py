@@ -27,7 +27,7 @@ def _plan(*phases: tuple[str, float], reason: str) -> pb.Plan:
 
 
 def _priority(
-    priority_class: pb.PriorityClass.ValueType, vehicle_id: str, approach_edge_id: str, eta: Timestamp
+    *, priority_class: pb.PriorityClass.ValueType, vehicle_id: str, approach_edge_id: str, eta: Timestamp
 ) -> pb.RequestPriorityRequest:
     priority = pb.Priority(
         priority_class=priority_class, vehicle_id=vehicle_id, approach_edge_id=approach_edge_id, eta=eta
@@ -72,14 +72,26 @@ async def play(address: str, tokens: dict[str, str], say: Callable[[str], None])
         await stub.ActivatePlan(pb.ActivatePlanRequest(name=retimed.plan.name, reason="festival"), metadata=engineer)
         eta = to_timestamp(utcnow() + timedelta(seconds=20))
         ambulance = await stub.RequestPriority(
-            _priority(pb.PRIORITY_CLASS_EMERGENCY, "ambulance-7", "spoke-w-in", eta), metadata=ems
+            _priority(
+                priority_class=pb.PRIORITY_CLASS_EMERGENCY,
+                vehicle_id="ambulance-7",
+                approach_edge_id="spoke-w-in",
+                eta=eta,
+            ),
+            metadata=ems,
         )
         p = ambulance.priority
         say(
             f"[ems] ambulance-7: {DECISION[p.decision]}, phase {p.target_phase_index} ({p.target_state}) until hold end"
         )
         bus = await stub.RequestPriority(
-            _priority(pb.PRIORITY_CLASS_PUBLIC_TRANSPORT, "bus-24", "spoke-e-in", eta), metadata=sim
+            _priority(
+                priority_class=pb.PRIORITY_CLASS_PUBLIC_TRANSPORT,
+                vehicle_id="bus-24",
+                approach_edge_id="spoke-e-in",
+                eta=eta,
+            ),
+            metadata=sim,
         )
         rollback = await stub.RollbackPlan(
             pb.RollbackPlanRequest(parent=PLAZA, reason="festival over"), metadata=engineer

@@ -30,9 +30,11 @@ ROWS = (
 )
 
 
-def play(out: Path, say: Callable[[str], None], seeds: int = 3, end_s: float = 4 * 3600) -> bool:
+def play(out: Path, say: Callable[[str], None], *, seeds: int = 3, end_s: float = 4 * 3600) -> bool:
     specs = [
-        RunSpec(SCENARIO, mode, seed, out, end_s=end_s, scale=0.7) for mode in MODES for seed in range(1, seeds + 1)
+        RunSpec(scenario=SCENARIO, mode=mode, seed=seed, out_root=out, end_s=end_s, scale=0.7)
+        for mode in MODES
+        for seed in range(1, seeds + 1)
     ]
     say(f"[twin] {len(specs)} runs of {end_s / 3600:g} simulated hours: baselines two at a time, then coordinated")
     started = time.monotonic()

@@ -1,13 +1,5 @@
-"""Our controller: actuation with pressure. Hold the running green while it still serves someone
-(a moving car reaches its stop line within `gap_s`; halted cars do not count, see `arrival_s`) and
-nobody else needs it much more (`overpower`, `max_green_s`); when it gaps out, give green to the
-phase with the most weighted demand: upstream vehicles plus halted ones again (they have already
-stopped; arrivals may still pass without stopping), minus halted vehicles downstream. The guards of
-max-pressure (spill-back gates, starvation, deadlock) come first. A gapped-out green is not left
-before another phase needs it (unless outweighed): only once that phase's first car is a yellow
-away (`lead_s`), so cars still coming on the running green are served until the switch has to
-start. Pure decision code: it sees only `Snapshot`s (counts and, near stop lines, distances and
-speeds, as detector chains would give)."""
+"""`PressureActuated`, the default adaptive controller: actuation (gap-out on moving cars) with
+max-pressure's demand and guards; platoon holds for arterials as an option (`COORDINATED`)."""
 
 from __future__ import annotations
 
@@ -21,7 +13,7 @@ from libs.signal_control.phases import GREEN
 HALTED_MS = 0.5
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PressureActuatedParams(Params):
     gap_s: float = 4.0  # gap-out: no car of the running green arrives within this
     max_green_s: float = 60.0  # then it yields to any phase with demand
@@ -56,6 +48,17 @@ def arrival_s(distance_m: float, speed: float) -> float:
 
 
 class PressureActuated(MaxPressure):
+    """Actuation with pressure. Hold the running green while it still serves someone (a moving car reaches
+    its stop line within `gap_s`; halted cars do not count, see `arrival_s`) and nobody else needs it
+    much more (`overpower`, `max_green_s`); when it gaps out, give green to the phase with the most
+    weighted demand: upstream vehicles plus halted ones again (they have already stopped; arrivals may
+    still pass without stopping), minus halted vehicles downstream. The guards of max-pressure
+    (spill-back gates, starvation, deadlock) come first. A gapped-out green is not left before another
+    phase needs it (unless outweighed): only once that phase's first car is a yellow away (`lead_s`), so
+    cars still coming on the running green are served until the switch has to start. Pure decision code:
+    it sees only `Snapshot`s (counts and, near stop lines, distances and speeds, as detector chains
+    would give)."""
+
     name = "ours"
     params: PressureActuatedParams
 

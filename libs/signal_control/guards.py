@@ -1,15 +1,14 @@
-"""Safety nets around any pressure rule, from counts only:
+"""Safety nets around any pressure rule, from counts only: spill-back gates, a bound on red, and a way
+out of deadlock."""
 
-- spill-back: never give green into a lane whose halted queue reaches back to the junction (the
-  cars would stop inside the junction box and block the cross streets: the seed of gridlock). The
-  links concerned are held red inside the running green (after their min green and a yellow) and
-  start red in the next green (`PhaseClock.gate` / `switch`);
-- starvation: no link whose approach has a halted car stays red longer than `max_red_s`;
-- deadlock: a green whose cars all stand for `stuck_s` is given up for another open phase; an
-  intersection whose every exit is full shows red until room appears (the gates), so it never
-  feeds a gridlock, and serves whoever has room first.
-
-"""
+# - spill-back: never give green into a lane whose halted queue reaches back to the junction (the
+#   cars would stop inside the junction box and block the cross streets: the seed of gridlock). The
+#   links concerned are held red inside the running green (after their min green and a yellow) and
+#   start red in the next green (`PhaseClock.gate` / `switch`);
+# - starvation: no link whose approach has a halted car stays red longer than `max_red_s`;
+# - deadlock: a green whose cars all stand for `stuck_s` is given up for another open phase; an
+#   intersection whose every exit is full shows red until room appears (the gates), so it never
+#   feeds a gridlock, and serves whoever has room first.
 
 from __future__ import annotations
 

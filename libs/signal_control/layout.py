@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from libs.signal_control.model import Intersection, PlatoonSource, Weighted
-from libs.signal_control.phases import build_program
+from libs.signal_control.phases import SignalProgram, build_program
 
 REACH_M = 200.0  # how far up- and downstream vehicles count
 NEAR_M = 120.0  # how far back arrivals at the stop line are timed
@@ -138,6 +138,7 @@ def _entry(lane: Any, tls_nodes: set[str], entry_m: float) -> tuple[tuple[str, .
 
 def intersections(
     net_file: Path,
+    *,
     tls_ids: Iterable[str] | None = None,
     reach_m: float = REACH_M,
     short_link_m: float = SHORT_LINK_M,
@@ -153,47 +154,79 @@ def intersections(
 
     net = sumolib.net.readNet(str(net_file), withPrograms=True, withInternal=False)
     tls_nodes = _tls_nodes(net)
-    between = {
+    short = _short_links(net, tls_nodes, short_link_m)
+    feeding = _feeding(net)
+    ids = tls_ids if tls_ids is not None else sorted(t.getID() for t in net.getTrafficLights())
+    found = []
+    for tls in ids:
+        program = _program(net.getTLS(tls), short)
+        found.append(_layout(net, program, tls_nodes, feeding, short, reach_m=reach_m, drain_weight=drain_weight))
+    return found
+
+
+def _short_links(net: Any, tls_nodes: set[str], short_link_m: float) -> frozenset[str]:
+    """Lanes from one signal to the next shorter than `short_link_m` (none when it is 0): a car or
+    three fills them, so the junction behind waits on them."""
+    return frozenset(
         lane.getID()
         for edge in net.getEdges()
         if edge.getFromNode().getID() in tls_nodes and edge.getToNode().getID() in tls_nodes
         for lane in edge.getLanes()
         if lane.getLength() < short_link_m
-    }
-    short = frozenset(between) if short_link_m > 0 else frozenset()
+    )
+
+
+def _feeding(net: Any) -> dict[str, list[tuple[str, int, str]]]:
+    """Out lane -> (light, link, in lane) of every signal link leading into it: where platoons
+    come from."""
     feeding: dict[str, list[tuple[str, int, str]]] = {}
     for light in net.getTrafficLights():
         for in_lane, out_lane, index in light.getConnections():
             feeding.setdefault(out_lane.getID(), []).append((light.getID(), index, in_lane.getID()))
-    found = []
-    for tls in tls_ids if tls_ids is not None else sorted(t.getID() for t in net.getTrafficLights()):
-        light = net.getTLS(tls)
-        programs = light.getPrograms()
-        phases = programs[sorted(programs)[0]].getPhases()
-        controlled: list[list[tuple[str, str, str]]] = [[] for _ in range(len(phases[0].state))]
-        for in_lane, out_lane, index in light.getConnections():
-            controlled[index].append((in_lane.getID(), out_lane.getID(), ""))
-        program = build_program(tls, [(p.state, float(p.duration)) for p in phases], controlled, short_lanes=short)
-        ins = {net.getLane(m.in_lane) for m in program.links}
-        outs = {net.getLane(m.out_lane) for m in program.links}
-        found.append(
-            Intersection(
-                program,
-                upstream={
-                    lane.getID(): tuple(
-                        (x, w * (drain_weight if x in between else 1.0)) for x, w in _upstream(lane, tls_nodes, reach_m)
-                    )
-                    for lane in ins
-                },
-                downstream={lane.getID(): _downstream(lane, tls_nodes, reach_m) for lane in outs},
-                entry={lane.getID(): _entry(lane, tls_nodes, ENTRY_M) for lane in outs},
-                near={lane.getID(): _near(lane, tls_nodes, NEAR_M) for lane in ins},
-                seen_s={lane.getID(): seen for lane in ins if (seen := _seen_s(lane, tls_nodes, NEAR_M)) is not None},
-                platoons={
-                    lane.getID(): sources
-                    for lane in ins
-                    if (sources := _platoon_sources(lane, tls, feeding, NEAR_M, PLATOON_M))
-                },
+    return feeding
+
+
+def _program(light: Any, short: frozenset[str]) -> SignalProgram:
+    """The light's first program, its links indexed as traci's getControlledLinks lists them."""
+    programs = light.getPrograms()
+    phases = programs[sorted(programs)[0]].getPhases()
+    controlled: list[list[tuple[str, str, str]]] = [[] for _ in range(len(phases[0].state))]
+    for in_lane, out_lane, index in light.getConnections():
+        controlled[index].append((in_lane.getID(), out_lane.getID(), ""))
+    steps = [(p.state, float(p.duration)) for p in phases]
+    return build_program(light.getID(), steps, controlled, short_lanes=short)
+
+
+def _layout(
+    net: Any,
+    program: SignalProgram,
+    tls_nodes: set[str],
+    feeding: dict[str, list[tuple[str, int, str]]],
+    short: frozenset[str],
+    *,
+    reach_m: float,
+    drain_weight: float,
+) -> Intersection:
+    """The lanes whose vehicles count for `program`'s links; cars on `short` lanes count
+    `drain_weight` times upstream."""
+    tls = program.tls_id
+    ins = {net.getLane(m.in_lane) for m in program.links}
+    outs = {net.getLane(m.out_lane) for m in program.links}
+    return Intersection(
+        program,
+        upstream={
+            lane.getID(): tuple(
+                (x, w * (drain_weight if x in short else 1.0)) for x, w in _upstream(lane, tls_nodes, reach_m)
             )
-        )
-    return found
+            for lane in ins
+        },
+        downstream={lane.getID(): _downstream(lane, tls_nodes, reach_m) for lane in outs},
+        entry={lane.getID(): _entry(lane, tls_nodes, ENTRY_M) for lane in outs},
+        near={lane.getID(): _near(lane, tls_nodes, NEAR_M) for lane in ins},
+        seen_s={lane.getID(): seen for lane in ins if (seen := _seen_s(lane, tls_nodes, NEAR_M)) is not None},
+        platoons={
+            lane.getID(): sources
+            for lane in ins
+            if (sources := _platoon_sources(lane, tls, feeding, NEAR_M, PLATOON_M))
+        },
+    )

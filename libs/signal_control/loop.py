@@ -1,6 +1,6 @@
-"""One control round for a set of lights, the same wherever the counts come from: in the batch bench
-(libsumo in this process, sim/light_driver.py) and in the optimizer (a caller's lane readings,
-lockstep.py). So both give the same phase sequences for the same traffic."""
+"""One control round for a set of lights, the same wherever the counts come from: libsumo in the
+batch bench (sim/light_driver.py) or a caller's lane readings in the optimizer's adaptive control,
+so both give the same phase sequences for the same traffic."""
 
 from __future__ import annotations
 

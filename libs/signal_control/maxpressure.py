@@ -1,7 +1,6 @@
-"""Max-pressure (Varaiya 2013) on real networks: every `decide_every_s` after min green, run the
-green whose movements have the most vehicles upstream minus downstream. Counts cover ~200 m each
-way (see the adapter's catchments): stop-line lanes a few metres long would otherwise never build
-pressure and starve. The guards veto green into spilled-back lanes, bound red, and break standstills."""
+"""Max-pressure (Varaiya 2013) on real networks: every `decide_every_s` after min green, run the green
+whose movements have the most vehicles upstream minus downstream; the guards veto green into
+spilled-back lanes, bound red, and break standstills."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ from libs.signal_control import guards
 from libs.signal_control.model import Decision, Intersection, PhaseClock, Snapshot
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Params:
     min_green_s: float = 5.0  # the signal service's minimum green
     max_red_s: float = 90.0  # starvation guard
@@ -30,7 +29,9 @@ class Params:
 
 
 class MaxPressure:
-    """One intersection. `start`, then each second `tick`; when `due`, `decide` on a snapshot."""
+    """One intersection. `start`, then each second `tick`; when `due`, `decide` on a snapshot.
+    Counts cover ~200 m each way (layout.py's catchments): stop-line lanes a few metres long would
+    otherwise never build pressure and starve."""
 
     name = "maxpressure"
 

@@ -203,7 +203,7 @@ class PhaseClock:
     def outlook(self, now: float) -> list[tuple[str, float]]:
         """What this clock will show from `now` on if nobody decides again: (state, from) pairs,
         the last one held (a transition's steps, a gate's yellow running out). What a step of
-        adaptive control commits to (lockstep.py)."""
+        adaptive control commits to (the optimizer's adaptive_control.py)."""
         probe = replace(  # shares the program; copies what ticking changes
             self, pending=list(self.pending), last_green=dict(self.last_green), history=None
         )

@@ -1,7 +1,6 @@
-"""A traffic light's green phases and the safe transitions between any two of them, derived from its
-own program: adaptive control may only show states the program already shows (its greens) or
-states derived from them by taking right of way away (yellow, then red), so it cannot invent a
-conflicting green."""
+"""A light's green phases and the safe transitions between any two, from its own program: adaptive
+control shows only the program's greens or states that take right of way away from them (yellow,
+then red), so it cannot invent a conflicting green."""
 
 from __future__ import annotations
 

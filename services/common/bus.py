@@ -22,7 +22,7 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 EVENT_TYPE_HEADER = "Almere-Event-Type"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OutgoingMessage:
     subject: str
     payload: bytes

@@ -17,6 +17,16 @@ class Changes:
     history: list[dict[str, Any]] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
 
+    def mark(self) -> tuple[int, int]:
+        """Where the rows recorded so far end, for `undo`."""
+        return len(self.history), len(self.outbox)
+
+    def undo(self, mark: tuple[int, int]) -> None:
+        """Drop what was recorded after `mark`: the item that recorded it failed and its SAVEPOINT
+        rolled back. Batches that keep rows read inside it in memory forget them too (override)."""
+        del self.history[mark[0] :]
+        del self.outbox[mark[1] :]
+
     def flush(self, session: Session) -> None:
         if self.history:
             session.execute(insert(self.history_table), self.history)

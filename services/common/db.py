@@ -81,7 +81,7 @@ class _Pending(Generic[T]):
     future: asyncio.Future[T]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class GroupCommitter:
     """Queues write operations and commits whatever is waiting in one transaction."""
 

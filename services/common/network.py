@@ -17,7 +17,7 @@ from services.common.errors import InvalidArgument
 DRIVABLE_CLASS = "passenger"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Snap:
     edge_id: str
     lane_index: int
@@ -59,7 +59,12 @@ class RoadNetwork:
                     continue
                 offset, distance = polygonOffsetAndDistanceToPoint((x, y), lane.getShape())
                 if best is None or distance < best.distance_m:
-                    best = Snap(edge.getID(), lane.getIndex(), float(offset), float(distance))
+                    best = Snap(
+                        edge_id=edge.getID(),
+                        lane_index=lane.getIndex(),
+                        position_m=float(offset),
+                        distance_m=float(distance),
+                    )
         if best is None or not math.isfinite(best.distance_m) or best.distance_m > radius_m:
             raise InvalidArgument(f"no drivable road within {radius_m:.0f} m of {lat:.6f}, {lng:.6f}")
         return best

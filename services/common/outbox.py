@@ -42,7 +42,7 @@ class OutboxBase(SQLModel):
 MAX_EVENT_BYTES = 60_000
 
 
-def outbox_row(subject: str, event_type: str, message: Message, now: datetime) -> dict[str, Any]:
+def outbox_row(*, subject: str, event_type: str, message: Message, now: datetime) -> dict[str, Any]:
     """Values for one outbox row (for bulk insert). An event JetStream would refuse is refused here,
     in the writer's transaction, so it can never block the relay."""
     payload = message.SerializeToString()
@@ -62,7 +62,14 @@ class OutboxRelay:
     """Publishes a service's outbox to JetStream, oldest first, woken after every commit."""
 
     def __init__(
-        self, engine: Engine, table: type[OutboxBase], bus: Bus, service: str, batch: int = 1000, poll: float = 1.0
+        self,
+        engine: Engine,
+        *,
+        table: type[OutboxBase],
+        bus: Bus,
+        service: str,
+        batch: int = 1000,
+        poll: float = 1.0,
     ) -> None:
         self._engine = engine
         self._table: Any = table
@@ -95,7 +102,16 @@ class OutboxRelay:
             OUTBOX_BACKLOG.labels(self._service).set(0)
             return 0
         acked = await self._bus.publish_all(
-            [OutgoingMessage(r.subject, r.payload, r.event_id, r.event_type, r.headers or {}) for r in rows]
+            [
+                OutgoingMessage(
+                    subject=r.subject,
+                    payload=r.payload,
+                    msg_id=r.event_id,
+                    event_type=r.event_type,
+                    headers=r.headers or {},
+                )
+                for r in rows
+            ]
         )
         done = [r.id for r, ok in zip(rows, acked, strict=True) if ok]
         if done:

@@ -25,7 +25,7 @@ from services.common.worker import Worker
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ServiceSpec:
     """What a service brings: its name, gRPC services, tables, outbox, streams and servicer."""
 
@@ -65,14 +65,16 @@ class Service:
         self.bus = await Bus.connect(s.nats_url, name=f"almere-{self.spec.name}")
         for stream in self.spec.streams:
             await self.bus.ensure_stream(stream.config(stream_limits(s)))
-        self.relay = OutboxRelay(self.engine, self.spec.outbox, self.bus, self.spec.name)
-        self.committer = GroupCommitter(self.engine, self.spec.name, s.commit_max_batch, self.relay.notify)
+        self.relay = OutboxRelay(self.engine, table=self.spec.outbox, bus=self.bus, service=self.spec.name)
+        self.committer = GroupCommitter(
+            engine=self.engine, service=self.spec.name, max_batch=s.commit_max_batch, after_commit=self.relay.notify
+        )
         self.committer.start()
         self.relay.start()
         tokens = TokenStore.load(s.tokens_file, s.tokens)
         if not len(tokens):
             log.warning("no tokens configured: every call will be UNAUTHENTICATED (see `almere token issue`)")
-        self.server = GrpcServer(self.spec.name, self.spec.full_names, s, tokens)
+        self.server = GrpcServer(self.spec.name, full_names=self.spec.full_names, settings=s, tokens=tokens)
         self._stop_hooks = await self.spec.mount(self, self.server.server)
         bound = await self.server.start(port)
         self._stop_metrics = serve_metrics(s.bind_host, s.metrics_port)

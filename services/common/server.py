@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 class GrpcServer:
     """One grpc.aio server hosting a service plus the standard health and reflection services."""
 
-    def __init__(self, service: str, full_names: list[str], settings: Settings, tokens: TokenStore) -> None:
+    def __init__(self, service: str, *, full_names: list[str], settings: Settings, tokens: TokenStore) -> None:
         self.service = service
         self.full_names = full_names
         self.settings = settings

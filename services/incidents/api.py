@@ -22,7 +22,7 @@ from services.common.feed import Change, EventFeed
 from services.common.geo import Area, area_of, inside
 from services.common.names import id_from_name, validate_id
 from services.common.network import RoadNetwork
-from services.incidents import logic, store
+from services.incidents import logic, usecases
 from services.incidents.locate import locate
 
 Context = aio.ServicerContext[Any, Any]
@@ -62,7 +62,9 @@ def _matches(incident: pb.Incident, types: tuple[int, ...], area: Area | None) -
 
 
 class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
-    def __init__(self, engine: Engine, committer: GroupCommitter, feed: EventFeed, network: RoadNetwork | None) -> None:
+    def __init__(
+        self, engine: Engine, *, committer: GroupCommitter, feed: EventFeed, network: RoadNetwork | None
+    ) -> None:
         self._engine = engine
         self._committer = committer
         self._feed = feed
@@ -86,20 +88,19 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
         logic.validate_incident(incident)
         locate(incident, self._network)
         now = utcnow()
-        incident.name = store.incident_name(store.new_incident_id())
+        incident.name = usecases.incident_name(usecases.new_incident_id())
         incident.reporting_agency = agency  # type: ignore[assignment]
         incident.state = pb.INCIDENT_STATE_REPORTED
         incident.reporter = identity.caller
         incident.version = 1
         incident.create_time.CopyFrom(to_timestamp(now))
         incident.update_time.CopyFrom(to_timestamp(now))
-        stored, duplicate = await self._committer.submit(
-            store.report_incidents, store.Report(identity, request.request_id, incident)
-        )
+        item = usecases.Report(identity=identity, request_id=request.request_id, incident=incident)
+        stored, duplicate = await self._committer.submit(usecases.report_incidents, item)
         return pb.ReportIncidentResponse(incident=logic.visible(identity, stored), duplicate=duplicate)
 
     async def GetIncident(self, request: pb.GetIncidentRequest, context: Context) -> pb.GetIncidentResponse:
-        incident = await asyncio.to_thread(store.get_incident, self._engine, _incident_id(request.name))
+        incident = await asyncio.to_thread(usecases.get_incident, self._engine, _incident_id(request.name))
         return pb.GetIncidentResponse(incident=logic.visible(current_identity.get(), incident))
 
     async def ListIncidents(self, request: pb.ListIncidentsRequest, context: Context) -> pb.ListIncidentsResponse:
@@ -109,7 +110,7 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
         end = from_timestamp(request.end_time) if request.HasField("end_time") else None
         if start and end and end <= start:
             raise InvalidArgument("end_time must be after start_time")
-        query = store.IncidentFilter(
+        query = usecases.IncidentFilter(
             states=_enum_values(request.states, pb.IncidentState, "states"),
             types=_enum_values(request.types, pb.IncidentType, "types"),
             agencies=_enum_values(request.agencies, pb.Agency, "agencies"),
@@ -126,7 +127,7 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
                 position = (datetime.fromisoformat(when), last_id)
             except ValueError:
                 raise InvalidArgument("page_token is malformed") from None
-        rows = await asyncio.to_thread(store.list_incidents, self._engine, query, position, size + 1)
+        rows = await asyncio.to_thread(usecases.list_incidents, self._engine, f=query, after=position, limit=size + 1)
         next_token = ""
         if len(rows) > size:
             last_time, last_id, _ = rows[size - 1]
@@ -147,8 +148,15 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
                 f"update_mask names fields that cannot be updated: {', '.join(unknown)} "
                 f"(updatable: {', '.join(sorted(logic.UPDATABLE_FIELDS))})"
             )
-        item = store.Update(identity, incident_id, request.incident, paths, self._network, utcnow())
-        updated = await self._committer.submit(store.update_incidents, item)
+        item = usecases.Update(
+            identity=identity,
+            incident_id=incident_id,
+            patch=request.incident,
+            paths=paths,
+            network=self._network,
+            now=utcnow(),
+        )
+        updated = await self._committer.submit(usecases.update_incidents, item)
         return pb.UpdateIncidentResponse(incident=logic.visible(identity, updated))
 
     async def TransitionIncident(
@@ -160,8 +168,10 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
             raise InvalidArgument(f"reason is longer than {logic.MAX_REASON} characters")
         if request.state not in logic.TRANSITIONS:
             raise InvalidArgument("state must be one of REPORTED, CONFIRMED, ACTIVE, CLEARING, CLEARED, CANCELLED")
-        item = store.Transition(identity, incident_id, request.state, request.reason, utcnow())
-        moved = await self._committer.submit(store.transition_incidents, item)
+        item = usecases.Transition(
+            identity=identity, incident_id=incident_id, state=request.state, reason=request.reason, now=utcnow()
+        )
+        moved = await self._committer.submit(usecases.transition_incidents, item)
         return pb.TransitionIncidentResponse(incident=logic.visible(identity, moved))
 
     async def WatchIncidents(
@@ -170,7 +180,7 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
         identity = current_identity.get()
         types = _enum_values(request.types, pb.IncidentType, "types")
         area = area_of(request.area) if request.HasField("area") else None
-        read = functools.partial(store.open_incidents, self._engine, store.IncidentFilter(types=types, area=area))
+        read = functools.partial(usecases.open_incidents, self._engine, usecases.IncidentFilter(types=types, area=area))
         async with self._feed.watch_from(read, _version_of) as (snapshot, changes):
             for incident in snapshot.items:
                 yield pb.WatchIncidentsResponse(incident=logic.visible(identity, incident), snapshot=True)
@@ -182,11 +192,12 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
         self, request: pb.ListIncidentHistoryRequest, context: Context
     ) -> pb.ListIncidentHistoryResponse:
         logic.authorize_history(current_identity.get())
-        incident_id = _incident_id(request.name)
-        size = paging.page_size(request.page_size)
-        after = paging.decode_int(request.page_token, incident_id)
-        rows = await asyncio.to_thread(store.history, self._engine, incident_id, after or 0, size + 1)
-        next_token = paging.encode(str(rows[size - 1].version), incident_id) if len(rows) > size else ""
+        rows, next_token = await usecases.HISTORY.page(
+            self._engine,
+            entity_id=_incident_id(request.name),
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
         return pb.ListIncidentHistoryResponse(
             entries=[
                 pb.IncidentHistoryEntry(
@@ -196,11 +207,11 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
                     actor_role=r.actor_role,
                     action=r.action,
                     changed_fields=r.changed_fields,
-                    from_state=r.from_state,  # type: ignore[arg-type]
-                    to_state=r.to_state,  # type: ignore[arg-type]
+                    from_state=r.from_state,
+                    to_state=r.to_state,
                     reason=r.reason,
                 )
-                for r in rows[:size]
+                for r in rows
             ],
             next_page_token=next_token,
         )
@@ -247,22 +258,24 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
                 locate(incident, self._network)
             except InvalidArgument as err:
                 raise InvalidArgument(f"closures[{index}]: {err.message}") from None
-            incident.name = store.incident_name(store.new_incident_id())
+            incident.name = usecases.incident_name(usecases.new_incident_id())
             incidents.append(incident)
         planned.name = f"plannedEvents/{event_id}"
         planned.cancelled = False
         planned.create_time.CopyFrom(to_timestamp(now))
         planned.ClearField("incidents")
         planned.incidents.extend(i.name for i in incidents)
-        item = store.CreatePlanned(identity, event_id, planned, incidents, now)
-        created = await self._committer.submit(store.create_planned_events, item)
+        item = usecases.CreatePlanned(
+            identity=identity, event_id=event_id, planned=planned, incidents=incidents, now=now
+        )
+        created = await self._committer.submit(usecases.create_planned_events, item)
         # Closures whose start has already come are started by the schedule right away.
-        await self._committer.submit(store.advance_schedule, utcnow())
+        await self._committer.submit(usecases.advance_schedule, utcnow())
         return pb.CreatePlannedEventResponse(planned_event=created)
 
     async def GetPlannedEvent(self, request: pb.GetPlannedEventRequest, context: Context) -> pb.GetPlannedEventResponse:
         event_id = id_from_name(request.name, "plannedEvents")
-        planned = await asyncio.to_thread(store.get_planned, self._engine, event_id)
+        planned = await asyncio.to_thread(usecases.get_planned, self._engine, event_id)
         return pb.GetPlannedEventResponse(planned_event=planned)
 
     async def ListPlannedEvents(
@@ -270,7 +283,7 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
     ) -> pb.ListPlannedEventsResponse:
         size = paging.page_size(request.page_size)
         after = paging.decode(request.page_token, "planned")
-        rows = await asyncio.to_thread(store.list_planned, self._engine, after, size + 1)
+        rows = await asyncio.to_thread(usecases.list_planned, self._engine, after, size + 1)
         next_token = paging.encode(rows[size - 1][0], "planned") if len(rows) > size else ""
         return pb.ListPlannedEventsResponse(planned_events=[p for _, p in rows[:size]], next_page_token=next_token)
 
@@ -282,6 +295,6 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
         event_id = id_from_name(request.name, "plannedEvents")
         if len(request.reason) > logic.MAX_REASON:
             raise InvalidArgument(f"reason is longer than {logic.MAX_REASON} characters")
-        item = store.CancelPlanned(identity, event_id, request.reason, utcnow())
-        cancelled = await self._committer.submit(store.cancel_planned_events, item)
+        item = usecases.CancelPlanned(identity=identity, event_id=event_id, reason=request.reason, now=utcnow())
+        cancelled = await self._committer.submit(usecases.cancel_planned_events, item)
         return pb.CancelPlannedEventResponse(planned_event=cancelled)

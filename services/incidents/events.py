@@ -14,6 +14,7 @@ from services.common.outbox import outbox_row
 
 
 def incident_event(
+    *,
     event: str,
     incident: pb.Incident,
     actor: str,
@@ -31,4 +32,4 @@ def incident_event(
         changed_fields=changed or [],
         actor=actor,
     )
-    return outbox_row(INCIDENTS.subject(event, incident_id), event, message, now)
+    return outbox_row(subject=INCIDENTS.subject(event, incident_id), event_type=event, message=message, now=now)

@@ -75,7 +75,9 @@ def authorize_change(identity: Identity, incident: pb.Incident) -> None:
     raise PermissionDenied(f"{identity.role_name} may not change {incident.name}, reported by another agency")
 
 
-def authorize_type_change(identity: Identity, incident: pb.Incident, patch: pb.Incident, paths: Iterable[str]) -> None:
+def authorize_type_change(
+    identity: Identity, *, incident: pb.Incident, patch: pb.Incident, paths: Iterable[str]
+) -> None:
     """Whether an incident is a police action (whose notes only public safety may read) is the
     police's call: anyone else re-typing it could uncover or hide restricted notes."""
     action = pb.INCIDENT_TYPE_POLICE_ACTION

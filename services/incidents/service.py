@@ -10,7 +10,7 @@ from grpc import aio
 from contract.bus import INCIDENTS
 from services.common.network import load_network
 from services.common.runtime import Service, ServiceSpec
-from services.incidents import store
+from services.incidents import usecases
 from services.incidents.api import IncidentApi
 from services.incidents.feed import incident_feed
 from services.incidents.models import TABLES, IncidentsOutbox
@@ -20,10 +20,10 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
     path = service.settings.network_file
     network = load_network(path.resolve()) if path else None
     feed = incident_feed(service.bus)
-    api = IncidentApi(service.engine, service.committer, feed, network)
+    api = IncidentApi(service.engine, committer=service.committer, feed=feed, network=network)
     incidents_pb2_grpc.add_IncidentServiceServicer_to_server(api, server)
 
-    return [service.schedule("planned-events", store.advance_schedule), feed.stop]
+    return [service.schedule("planned-events", usecases.advance_schedule), feed.stop]
 
 
 SPEC = ServiceSpec(

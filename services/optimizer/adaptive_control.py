@@ -69,7 +69,7 @@ def snapshot(request: pb.ControlSignalsRequest) -> Snapshot:
     )
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Run:
     loop: ControlLoop
     names: dict[str, str]  # tls id -> `intersections/{id}`
@@ -85,6 +85,7 @@ class AdaptiveControl:
     def __init__(
         self,
         network_file: Path,
+        *,
         signals: signals_pb2_grpc.SignalServiceStub | None,
         token: str | None,
         make: Callable[[Intersection], Controller] = PressureActuated,
@@ -179,7 +180,7 @@ class AdaptiveControl:
         loop = ControlLoop(self._make(i) for i in self._layouts if i.tls_id in names)
         if self._run is not None:
             self._grants.clear()  # a simulation starting again: grants of its last run are history
-        return _Run(loop, names, now, next_check_s=now + TAKEOVER_CHECK_S), showing
+        return _Run(loop=loop, names=names, last_s=now, next_check_s=now + TAKEOVER_CHECK_S), showing
 
     async def _propose(self, run: _Run, shown: list[Shown], now: float) -> list[pb.SignalStep]:
         """Each new step to the signal service, all at once; held takeovers wait for approval, a

@@ -1,4 +1,5 @@
-"""The gRPC servicer of almere.optimizer.v1.OptimizerService: proto <-> engine, status codes, roles."""
+"""The gRPC servicer of almere.optimizer.v1.OptimizerService (proto <-> decisions, status codes,
+roles), and the SerialCommitter every change to the decisions goes through."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from services.common.auth import current_identity
 from services.common.clock import to_timestamp, utcnow
 from services.common.errors import Unavailable
 from services.common.feed import EventFeed
-from services.optimizer import logic
+from services.optimizer import admission, logic
 from services.optimizer.adaptive_control import AdaptiveControl
 from services.optimizer.decision_engine import DecisionEngine
 from services.optimizer.levers.incident import cause_of
-from services.optimizer.store import Writes
+from services.optimizer.usecases import Loaded, Writes
 
 log = logging.getLogger(__name__)
 Context = aio.ServicerContext[Any, Any]
@@ -28,36 +29,36 @@ Context = aio.ServicerContext[Any, Any]
 
 class OptimizerApi(optimizer_pb2_grpc.OptimizerServiceServicer):
     def __init__(
-        self, engine: DecisionEngine, keeper: SerialCommitter, feed: EventFeed, signals: AdaptiveControl
+        self, decisions: DecisionEngine, *, serial_committer: SerialCommitter, feed: EventFeed, signals: AdaptiveControl
     ) -> None:
-        self._engine = engine
-        self._keeper = keeper
+        self._decisions = decisions
+        self._serial_committer = serial_committer
         self._feed = feed
         self._signals = signals
         self._searches = asyncio.Semaphore(2)
 
     async def GetStatus(self, request: pb.GetStatusRequest, context: Context) -> pb.GetStatusResponse:
-        logic.authorize_read(current_identity.get())
-        e = self._engine
+        admission.authorize_read(current_identity.get())
+        d = self._decisions
         return pb.GetStatusResponse(
-            consumed=dict(e.consumed),
-            decisions=dict(e.decisions),
-            vehicles=len(e.vehicles),
-            active_incidents=sum(i.active for i in e.incidents.values()),
-            facilities=len(e.facilities),
-            promised_spaces=len(e.reservations),
-            last_report_time=to_timestamp(e.last_report),
-            last_sim_time_seconds=e.sim_s,
+            consumed=dict(d.consumed),
+            decisions=dict(d.per_lever),
+            vehicles=len(d.vehicles),
+            active_incidents=sum(i.active for i in d.incidents.values()),
+            facilities=len(d.facilities),
+            promised_spaces=len(d.reservations),
+            last_report_time=to_timestamp(d.last_report),
+            last_sim_time_seconds=d.sim_s,
         )
 
     async def GetNetworkState(self, request: pb.GetNetworkStateRequest, context: Context) -> pb.GetNetworkStateResponse:
-        logic.authorize_read(current_identity.get())
-        e, graph = self._engine, self._engine.graph
+        admission.authorize_read(current_identity.get())
+        d, graph = self._decisions, self._decisions.graph
         for n, edge in enumerate(request.edge_ids):
-            logic.check_edge(graph, edge, f"edge_ids[{n}]")
-        cost = e.cost()
+            admission.check_edge(graph, edge, f"edge_ids[{n}]")
+        cost = d.cost()
         acting: dict[str, list[str]] = {}
-        for incident in e.incidents.values():
+        for incident in d.incidents.values():
             if incident.active:
                 acting.setdefault(incident.edge_id, []).append(cause_of(incident))
         if request.edge_ids:
@@ -74,19 +75,19 @@ class OptimizerApi(optimizer_pb2_grpc.OptimizerServiceServicer):
             )
             for i in wanted
         ]
-        promised = e.promised()
+        promised = d.promised()
         facilities = [
             pb.FacilityState(
                 facility_id=f.id, capacity=f.capacity, occupied=f.occupied, promised=promised[f.id], edge_id=f.edge_id
             )
-            for f in sorted(e.facilities.values(), key=lambda f: f.id)
+            for f in sorted(d.facilities.values(), key=lambda f: f.id)
         ]
         return pb.GetNetworkStateResponse(edges=edges, facilities=facilities)
 
     async def WatchDecisions(
         self, request: pb.WatchDecisionsRequest, context: Context
     ) -> AsyncIterator[pb.WatchDecisionsResponse]:
-        logic.authorize_read(current_identity.get())
+        admission.authorize_read(current_identity.get())
         levers = set(request.levers)
         async with self._feed.watch() as watcher:
             while True:
@@ -95,56 +96,58 @@ class OptimizerApi(optimizer_pb2_grpc.OptimizerServiceServicer):
                     yield pb.WatchDecisionsResponse(decision=decision)
 
     async def GetStrategy(self, request: pb.GetStrategyRequest, context: Context) -> pb.GetStrategyResponse:
-        logic.authorize_read(current_identity.get())
-        return pb.GetStrategyResponse(strategy=self._engine.strategy)
+        admission.authorize_read(current_identity.get())
+        return pb.GetStrategyResponse(strategy=self._decisions.strategy)
 
     async def SetStrategy(self, request: pb.SetStrategyRequest, context: Context) -> pb.SetStrategyResponse:
-        logic.authorize_strategy(current_identity.get())
+        admission.authorize_strategy(current_identity.get())
         paths = list(request.update_mask.paths)
-        logic.merge_strategy(self._engine.strategy, request.strategy, paths)  # refuse bad input before queueing
+        logic.merge_strategy(self._decisions.strategy, request.strategy, paths)  # refuse bad input before queueing
 
-        def change() -> list[Writes]:  # merged under the keeper's lock: concurrent changes both stay
-            return [Writes(strategy=logic.merge_strategy(self._engine.strategy, request.strategy, paths))]
+        def change() -> list[Writes]:  # merged under the serial committer's lock: concurrent changes both stay
+            return [Writes(strategy=logic.merge_strategy(self._decisions.strategy, request.strategy, paths))]
 
-        (writes,) = await self._keeper.change(change)
+        (writes,) = await self._serial_committer.change(change)
         assert writes.strategy is not None
-        self._engine.strategy = writes.strategy
+        self._decisions.strategy = writes.strategy
         return pb.SetStrategyResponse(strategy=writes.strategy)
 
     async def ReportVehicles(self, request: pb.ReportVehiclesRequest, context: Context) -> pb.ReportVehiclesResponse:
         identity = current_identity.get()
-        logic.authorize_report(identity)
-        logic.validate_report(self._engine.graph, request)
-        (writes,) = await self._keeper.change(lambda: [self._engine.on_report(request, utcnow(), identity.caller)])
+        admission.authorize_report(identity)
+        admission.validate_report(self._decisions.graph, request)
+        (writes,) = await self._serial_committer.change(
+            lambda: [self._decisions.on_report(request, utcnow(), identity.caller)]
+        )
         return pb.ReportVehiclesResponse(decisions=[t.decision for t in writes.decisions])
 
     async def ComputeTravelTimes(
         self, request: pb.ComputeTravelTimesRequest, context: Context
     ) -> pb.ComputeTravelTimesResponse:
-        logic.authorize_travel_times(current_identity.get())
-        graph = self._engine.graph
-        logic.validate_travel_times(graph, request)
+        admission.authorize_travel_times(current_identity.get())
+        graph = self._decisions.graph
+        admission.validate_travel_times(graph, request)
         destinations = list(request.destination_edge_ids)
-        cost = self._engine.cost()
+        cost = self._decisions.cost()
         async with self._searches:  # a few at a time, off the event loop the consumers need
             times = await asyncio.to_thread(graph.time_to, destinations, cost)
         column = times[:, graph.index[request.origin_edge_id]]
         return pb.ComputeTravelTimesResponse(seconds=[float(t) if np.isfinite(t) else -1.0 for t in column])
 
     async def ControlSignals(self, request: pb.ControlSignalsRequest, context: Context) -> pb.ControlSignalsResponse:
-        logic.authorize_report(current_identity.get())
+        admission.authorize_report(current_identity.get())
         return await self._signals.round(request)
 
 
 class SerialCommitter:
-    """Changes to the engine and their commit, one at a time: a change is computed, committed, and
+    """Changes to the decisions and their commit, one at a time: a change is computed, committed, and
     only then the next is computed, so memory never runs ahead of (or behind) the database. When a
-    commit fails, the engine goes back to what the database holds."""
+    commit fails, the decisions go back to what the database holds."""
 
     def __init__(
-        self, engine: DecisionEngine, submit: Callable[[Writes], Awaitable[None]], reload: Callable[[], Any]
+        self, decisions: DecisionEngine, *, submit: Callable[[Writes], Awaitable[None]], reload: Callable[[], Loaded]
     ) -> None:
-        self._engine = engine
+        self._decisions = decisions
         self._submit = submit
         self._reload = reload
         self._lock = asyncio.Lock()
@@ -157,6 +160,6 @@ class SerialCommitter:
             failed = [r for r in results if isinstance(r, BaseException)]
             if failed:
                 log.error("persisting the optimizer's state failed (%r); reloading it from the database", failed[0])
-                self._engine.restore(await asyncio.to_thread(self._reload))
+                self._decisions.restore(await asyncio.to_thread(self._reload))
                 raise Unavailable("the optimizer could not store its state; nothing was decided") from failed[0]
             return writes

@@ -14,7 +14,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from services.common.bus import Bus
 from services.optimizer.api import SerialCommitter
-from services.optimizer.store import Writes
+from services.optimizer.usecases import Writes
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Msg], Writes]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Source:
     stream: str
     subject: str
@@ -32,11 +32,11 @@ class Source:
 
 
 class DurableConsumer:
-    def __init__(self, bus: Bus, source: Source, handle: Handler, keeper: SerialCommitter) -> None:
+    def __init__(self, bus: Bus, source: Source, *, handle: Handler, serial_committer: SerialCommitter) -> None:
         self._bus = bus
         self.source = source
         self._handle = handle
-        self._keeper = keeper
+        self._serial_committer = serial_committer
         self._running = False
         self._task: asyncio.Task[None] | None = None
 
@@ -85,7 +85,7 @@ class DurableConsumer:
             return writes
 
         try:
-            await self._keeper.change(change)
+            await self._serial_committer.change(change)
         except Exception:
             log.warning("%d messages from %s will be redelivered", len(messages), self.source.stream)
             await self._settle(messages, ack=False)

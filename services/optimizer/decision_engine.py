@@ -1,5 +1,6 @@
-"""The optimizer's engine: keeps the live picture up to date from what it consumes and reports, and
-runs the levers the strategy has on. It decides; the service persists and publishes (store, events)."""
+"""The optimizer's decisions: keeps the live picture up to date from what it consumes and is reported,
+and runs the levers the strategy has on. It decides; the service persists and publishes them
+(usecases, events)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ from almere.parking.v1 import parking_pb2 as ppb
 
 from services.common.clock import from_timestamp, to_timestamp
 from services.common.opening_hours import DEFAULT_TIME_ZONE, is_open, windows
+from services.optimizer import logic
 from services.optimizer.levers import congestion, incident, parking
 from services.optimizer.levers.routes import Reroute, replan
 from services.optimizer.routing import FloatArray, RoadGraph
 from services.optimizer.state import DECISION_MEMORY, SMOOTHING, Facility, Incident, Reservation, TravelTimes, Vehicle
-from services.optimizer.store import Loaded, Taken, Writes
+from services.optimizer.usecases import Loaded, Taken, Writes
 
 AFFECTING = (ipb.INCIDENT_STATE_ACTIVE, ipb.INCIDENT_STATE_CLEARING)
 STALE = timedelta(minutes=10)
@@ -31,21 +33,7 @@ FORGET_EVERY = timedelta(hours=1)
 UNAVAILABLE = (ppb.FACILITY_STATE_CLOSED,)
 
 
-def default_strategy() -> pb.Strategy:
-    return pb.Strategy(
-        incident_rerouting=True,
-        congestion_rerouting=True,
-        parking_guidance=True,
-        equipped_share=0.5,
-        decision_interval_seconds=30,
-        min_gain_seconds=20,
-        min_relative_gain=0.10,
-        reroute_hold_seconds=180,
-        reserve_spaces=3,
-    )
-
-
-@dataclass
+@dataclass(kw_only=True)
 class Fleet:
     """One reporter's equipped vehicles and its clock (simulated seconds, or wall-clock seconds)."""
 
@@ -71,8 +59,8 @@ class DecisionEngine:
         # a restart nobody is answered twice on a guess).
         self.incident_routes: dict[str, list[list[str]]] = {}
         self.freeing: dict[str, int] = {}
-        self.consumed: Counter[str] = Counter()
-        self.decisions: Counter[str] = Counter()
+        self.consumed: Counter[str] = Counter()  # messages per stream
+        self.per_lever: Counter[str] = Counter()  # decisions taken
         self.last_report: datetime | None = None
         self._forgotten_at: datetime | None = None
 
@@ -88,7 +76,7 @@ class DecisionEngine:
     def restore(self, loaded: Loaded) -> None:
         """Take the durable state as stored (at start, and after a write failed: memory must not run
         ahead of the database)."""
-        self.strategy = loaded.strategy or default_strategy()
+        self.strategy = loaded.strategy or logic.default_strategy()
         self.incidents = {i.id: i for i in loaded.incidents}
         self.facilities = {f.id: f for f in loaded.facilities}
         self.reservations = {r.vehicle_id: r for r in loaded.reservations}
@@ -105,17 +93,17 @@ class DecisionEngine:
         f = event.facility
         edges = [e for e in f.entrance_edge_ids if e in self.graph.index]
         facility = Facility(
-            event.facility_id,
-            event.version,
-            f.capacity,
-            f.occupancy.occupied_spaces if f.HasField("occupancy") else (known.occupied if known else 0),
-            f.state not in UNAVAILABLE,
-            edges[0] if edges else "",
-            f.location.latitude,
-            f.location.longitude,
-            known.report_time if known else None,
-            windows(f.opening_hours),
-            f.time_zone or DEFAULT_TIME_ZONE,
+            id=event.facility_id,
+            version=event.version,
+            capacity=f.capacity,
+            occupied=f.occupancy.occupied_spaces if f.HasField("occupancy") else (known.occupied if known else 0),
+            available=f.state not in UNAVAILABLE,
+            edge_id=edges[0] if edges else "",
+            latitude=f.location.latitude,
+            longitude=f.location.longitude,
+            report_time=known.report_time if known else None,
+            opening_hours=windows(f.opening_hours),
+            time_zone=f.time_zone or DEFAULT_TIME_ZONE,
         )
         self.facilities[facility.id] = facility
         return Writes(facilities=[facility])
@@ -146,13 +134,13 @@ class DecisionEngine:
             return Writes()
         i = event.incident
         updated = Incident(
-            event.incident_id,
-            event.version,
-            i.network_location.edge_id,
-            i.state in AFFECTING,
-            i.impact.full_closure,
-            list(i.impact.closed_lanes),
-            i.impact.speed_limit_kmh,
+            id=event.incident_id,
+            version=event.version,
+            edge_id=i.network_location.edge_id,
+            active=i.state in AFFECTING,
+            full_closure=i.impact.full_closure,
+            closed_lanes=list(i.impact.closed_lanes),
+            speed_limit_kmh=i.impact.speed_limit_kmh,
         )
         self.incidents[updated.id] = updated
         writes = Writes(incidents=[updated])
@@ -183,7 +171,7 @@ class DecisionEngine:
         fleet.clock_s = clock
         for measured in request.edge_travel_times:
             self.times.observe(measured.edge_id, measured.travel_time_seconds)
-        writes = self._update_vehicles(reporter, fleet, request.vehicles, now)
+        writes = self._update_vehicles(fleet, reporter=reporter, states=request.vehicles, now=now)
         if fleet.clock_s - fleet.last_round_s < self.strategy.decision_interval_seconds:
             return writes
         fleet.last_round_s = fleet.clock_s
@@ -197,7 +185,13 @@ class DecisionEngine:
                 self.strategy.min_gain_seconds, self.strategy.min_relative_gain, self.strategy.reroute_hold_seconds
             )
             found = congestion.reroutes(
-                self.graph, self.cost(), self._routable(fleet), self._via(), fleet.clock_s, self.last_rerouted, damping
+                self.graph,
+                self.cost(),
+                vehicles=self._routable(fleet),
+                via=self._via(),
+                now_s=fleet.clock_s,
+                last_rerouted=self.last_rerouted,
+                damping=damping,
             )
             writes.decisions += self._route_decisions(found, dpb.LEVER_CONGESTION_REROUTING, now)
         return writes
@@ -222,7 +216,9 @@ class DecisionEngine:
             fleet.counted[f.id] = (fleet.clock_s, f.occupied)
         fleet.guided_arrivals.clear()
 
-    def _update_vehicles(self, reporter: str, fleet: Fleet, states: Iterable[pb.VehicleState], now: datetime) -> Writes:
+    def _update_vehicles(
+        self, fleet: Fleet, *, reporter: str, states: Iterable[pb.VehicleState], now: datetime
+    ) -> Writes:
         seen: dict[str, Vehicle] = {}
         writes = Writes()
         for s in states:
@@ -230,14 +226,14 @@ class DecisionEngine:
                 (s.walk_destination.latitude, s.walk_destination.longitude) if s.HasField("walk_destination") else None
             )
             seen[s.vehicle_id] = Vehicle(
-                s.vehicle_id,
-                s.edge_id,
-                list(s.route) or [s.edge_id],
-                s.purpose == pb.VEHICLE_PURPOSE_PARKING,
-                s.parked_at,
-                s.parking_area_id,
-                walk,
-                reporter,
+                id=s.vehicle_id,
+                edge_id=s.edge_id,
+                route=list(s.route) or [s.edge_id],
+                parking=s.purpose == pb.VEHICLE_PURPOSE_PARKING,
+                parked_at=s.parked_at,
+                parking_area_id=s.parking_area_id,
+                walk_to=walk,
+                fleet=reporter,
             )
             reservation = self.reservations.get(s.vehicle_id)
             if reservation is not None and s.parked_at and reservation.arrived is None:
@@ -282,7 +278,13 @@ class DecisionEngine:
         if not active:
             return []
         return incident.reroutes(
-            self.graph, self.cost(), self._routable(fleet), self._via(), active, self.decided, self.incident_routes
+            self.graph,
+            self.cost(),
+            vehicles=self._routable(fleet),
+            via=self._via(),
+            incidents=active,
+            decided=self.decided,
+            known=self.incident_routes,
         )
 
     def _route_decisions(self, reroutes: list[Reroute], lever: int, now: datetime) -> list[Taken]:
@@ -293,7 +295,18 @@ class DecisionEngine:
             advice = dpb.RouteAdvice(
                 vehicle_id=r.vehicle.id, edges=r.route, reason=r.reason, decide_time=to_timestamp(now)
             )
-            out.append(self._take(r.vehicle, r.cause, lever, r.reason, r.trigger, r.saved_s, now, route_advice=advice))
+            out.append(
+                self._take(
+                    r.vehicle,
+                    cause=r.cause,
+                    lever=lever,
+                    reason=r.reason,
+                    trigger=r.trigger,
+                    expected_s=r.saved_s,
+                    now=now,
+                    route_advice=advice,
+                )
+            )
             if lever == dpb.LEVER_INCIDENT_REROUTING:
                 self.incident_routes.setdefault(r.vehicle.id, []).extend([r.vehicle.route, r.route])
             r.vehicle.route = r.route
@@ -315,6 +328,33 @@ class DecisionEngine:
         return out
 
     def _guide(self, fleet: Fleet, writes: Writes, now: datetime) -> list[Taken]:
+        """Parking guidance for this fleet's drivers looking for a space: a facility with room for
+        each, promised to it, and the route there."""
+        waiting = self._needing_guidance(fleet, writes)
+        if not waiting:
+            return []
+        promised = self.promised()
+        offers = self._offers(fleet, promised, now)
+        cost = self.cost()
+        assignments = [
+            a
+            for a in parking.assign(self.graph, cost, vehicles=waiting, available=offers)
+            if (a.vehicle.id, _guidance_cause(a)) not in self.decided
+        ]
+        routes = replan(
+            self.graph,
+            cost,
+            vehicles=[a.vehicle for a in assignments],
+            via=[a.facility.edge_id for a in assignments],
+        )
+        return [
+            self._promise(a, route=route, promised=promised, writes=writes, now=now)
+            for a, route in zip(assignments, routes, strict=True)
+        ]
+
+    def _needing_guidance(self, fleet: Fleet, writes: Writes) -> list[Vehicle]:
+        """The fleet's drivers looking for a space without a promise that still holds; promises that
+        no longer hold (full, closed, overbooked, sent elsewhere on arrival) are released."""
         waiting = []
         overbooked = self._overbooked()
         for v in self._routable(fleet):
@@ -339,55 +379,66 @@ class DecisionEngine:
         for vehicle in overbooked - {v.id for v in waiting}:  # this fleet's, parked or off the road: drop it
             if vehicle in fleet.vehicles and self.reservations.pop(vehicle, None) is not None:
                 writes.released.append(vehicle)
-        if not waiting:
-            return []
-        promised = self.promised()
-        arriving = now + parking.ARRIVAL  # guided drivers get there within minutes: open then, too
+        return waiting
+
+    def _offers(self, fleet: Fleet, promised: Counter[str], now: datetime) -> list[parking.Offer]:
+        """What each facility can still be promised; only those open when a guided driver gets there
+        (within minutes) offer anything."""
+        arriving = now + parking.ARRIVAL
         facilities = [f for f in self.facilities.values() if is_open(f.opening_hours, f.time_zone, arriving)]
-        offers = parking.offers(facilities, promised, self.freeing, int(self.strategy.reserve_spaces), fleet.inflow)
-        cost = self.cost()
-        assignments = [
-            a
-            for a in parking.assign(self.graph, cost, waiting, offers)
-            if (a.vehicle.id, _guidance_cause(a)) not in self.decided
-        ]
-        routes = replan(self.graph, cost, [a.vehicle for a in assignments], [a.facility.edge_id for a in assignments])
-        out = []
-        for a, route in zip(assignments, routes, strict=True):
-            reason = f"{a.facility.id}: {a.drive_s:.0f} s drive + {a.search_s:.0f} s search + {a.walk_s:.0f} s walk"
-            free = a.facility.capacity - a.facility.occupied - promised[a.facility.id]
-            trigger = {"facility": a.facility.id, "free_spaces": str(free), "promised": str(promised[a.facility.id])}
-            guidance = dpb.ParkingGuidance(
-                vehicle_id=a.vehicle.id,
-                parking_area_id=a.facility.id,
-                reason=reason,
-                decide_time=to_timestamp(now),
-                edges=route or [],
-            )
-            out.append(
-                self._take(
-                    a.vehicle,
-                    _guidance_cause(a),
-                    dpb.LEVER_PARKING_GUIDANCE,
-                    reason,
-                    trigger,
-                    a.expected_s,
-                    now,
-                    parking_guidance=guidance,
-                )
-            )
-            promised[a.facility.id] += 1
-            reservation = Reservation(a.vehicle.id, a.facility.id, now, reporter=a.vehicle.fleet)
-            self.reservations[a.vehicle.id] = reservation
-            writes.reservations.append(reservation)
-            a.vehicle.parking_area_id = a.facility.id
-            if route:
-                a.vehicle.route = route
-        return out
+        return parking.offers(
+            facilities,
+            promised=promised,
+            freeing=self.freeing,
+            reserve=int(self.strategy.reserve_spaces),
+            inflow=fleet.inflow,
+        )
+
+    def _promise(
+        self,
+        a: parking.Assignment,
+        *,
+        route: list[str] | None,
+        promised: Counter[str],
+        writes: Writes,
+        now: datetime,
+    ) -> Taken:
+        """The guidance decision for an assignment, and the space it promises the vehicle."""
+        reason = f"{a.facility.id}: {a.drive_s:.0f} s drive + {a.search_s:.0f} s search + {a.walk_s:.0f} s walk"
+        free = a.facility.capacity - a.facility.occupied - promised[a.facility.id]
+        trigger = {"facility": a.facility.id, "free_spaces": str(free), "promised": str(promised[a.facility.id])}
+        guidance = dpb.ParkingGuidance(
+            vehicle_id=a.vehicle.id,
+            parking_area_id=a.facility.id,
+            reason=reason,
+            decide_time=to_timestamp(now),
+            edges=route or [],
+        )
+        taken = self._take(
+            a.vehicle,
+            cause=_guidance_cause(a),
+            lever=dpb.LEVER_PARKING_GUIDANCE,
+            reason=reason,
+            trigger=trigger,
+            expected_s=a.expected_s,
+            now=now,
+            parking_guidance=guidance,
+        )
+        promised[a.facility.id] += 1
+        reservation = Reservation(
+            vehicle_id=a.vehicle.id, facility_id=a.facility.id, decided=now, reporter=a.vehicle.fleet
+        )
+        self.reservations[a.vehicle.id] = reservation
+        writes.reservations.append(reservation)
+        a.vehicle.parking_area_id = a.facility.id
+        if route:
+            a.vehicle.route = route
+        return taken
 
     def _take(
         self,
         vehicle: Vehicle,
+        *,
         cause: str,
         lever: int,
         reason: str,
@@ -409,8 +460,8 @@ class DecisionEngine:
         clock = self.fleets[vehicle.fleet].clock_s
         self.decided[(vehicle.id, cause)] = now
         self.last_rerouted[vehicle.id] = clock
-        self.decisions[dpb.Lever.Name(lever)] += 1  # type: ignore[arg-type]
-        return Taken(decision, vehicle.id, cause, clock)
+        self.per_lever[dpb.Lever.Name(lever)] += 1  # type: ignore[arg-type]
+        return Taken(decision=decision, vehicle_id=vehicle.id, cause=cause, clock=clock)
 
 
 def _guidance_cause(a: parking.Assignment) -> str:

@@ -14,4 +14,4 @@ from services.common.outbox import outbox_row
 def decision_event(decision: dpb.Decision, now: datetime) -> dict[str, Any]:
     kind = ROUTE_ADVICE if decision.WhichOneof("action") == "route_advice" else PARKING_GUIDANCE
     vehicle = decision.route_advice.vehicle_id or decision.parking_guidance.vehicle_id
-    return outbox_row(OPTIMIZER.subject(kind, vehicle), kind, decision, now)
+    return outbox_row(subject=OPTIMIZER.subject(kind, vehicle), event_type=kind, message=decision, now=now)

@@ -39,6 +39,7 @@ class RoadGraph:
 
     def __init__(
         self,
+        *,
         edge_ids: Sequence[str],
         length: FloatArray,
         free_time: FloatArray,
@@ -82,7 +83,7 @@ class RoadGraph:
             for follower in e.getAllowedOutgoing(VCLASS)
             if follower.getID() in index
         ]
-        return cls([e.getID() for e in edges], length, free_time, lanes, arcs)
+        return cls(edge_ids=[e.getID() for e in edges], length=length, free_time=free_time, lanes=lanes, arcs=arcs)
 
     def is_connected(self, route: Sequence[str]) -> bool:
         """True when every consecutive pair of the route is an allowed connection."""
@@ -173,9 +174,9 @@ class RoadGraph:
         starts: Sequence[str],
         targets: Sequence[str],
         cost: npt.ArrayLike,
+        *,
         flow_penalty_s: float = 8.0,
         rounds: int = 4,
-        *,
         max_detour: float = 1.5,
     ) -> list[list[str] | None]:
         """Like route_many, but spreads vehicles over alternatives instead of putting them all on one

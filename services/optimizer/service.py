@@ -1,4 +1,4 @@
-"""OptimizerService wiring: config -> engine -> durable consumers -> servicer (almere.optimizer.v1)."""
+"""OptimizerService wiring: config -> decisions -> durable consumers -> servicer (almere.optimizer.v1)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from contract import bus
 from services.common.clock import utcnow
 from services.common.feed import EventFeed
 from services.common.runtime import Service, ServiceSpec
-from services.optimizer import store
+from services.optimizer import usecases
 from services.optimizer.adaptive_control import AdaptiveControl
 from services.optimizer.api import OptimizerApi, SerialCommitter
 from services.optimizer.consumers import DurableConsumer, Source
@@ -27,29 +27,29 @@ from services.optimizer.decision_engine import DecisionEngine
 from services.optimizer.models import TABLES, OptimizerOutbox
 from services.optimizer.routing import RoadGraph
 from services.optimizer.state import DECISION_MEMORY
-from services.optimizer.store import Writes
+from services.optimizer.usecases import Writes
 
 SOURCES = [
-    Source(bus.PARKING.name, bus.PARKING.subjects, "optimizer-parking"),
-    Source(bus.INCIDENTS.name, bus.INCIDENTS.subjects, "optimizer-incidents"),
-    Source(bus.SIGNALS.name, bus.SIGNALS.subjects, "optimizer-signals"),
-    Source(bus.DETECTORS.name, bus.DETECTORS.subjects, "optimizer-detectors", only_new=True),
+    Source(stream=bus.PARKING.name, subject=bus.PARKING.subjects, durable="optimizer-parking"),
+    Source(stream=bus.INCIDENTS.name, subject=bus.INCIDENTS.subjects, durable="optimizer-incidents"),
+    Source(stream=bus.SIGNALS.name, subject=bus.SIGNALS.subjects, durable="optimizer-signals"),
+    Source(stream=bus.DETECTORS.name, subject=bus.DETECTORS.subjects, durable="optimizer-detectors", only_new=True),
 ]
 
 
-def _handler(engine: DecisionEngine, signals: AdaptiveControl, stream: str) -> Callable[[Msg], Writes]:
+def _handler(decisions: DecisionEngine, signals: AdaptiveControl, stream: str) -> Callable[[Msg], Writes]:
     def handle(msg: Msg) -> Writes:
-        engine.consumed[stream] += 1
+        decisions.consumed[stream] += 1
         kind = msg.subject.split(".")[3]
         if stream == bus.PARKING.name:
             if kind in (bus.FACILITY_CREATED, bus.FACILITY_UPDATED):
-                return engine.on_facility(pevents.FacilityChangedEvent.FromString(msg.data))
+                return decisions.on_facility(pevents.FacilityChangedEvent.FromString(msg.data))
             if kind == bus.OCCUPANCY_CHANGED:
-                return engine.on_occupancy(pevents.OccupancyChangedEvent.FromString(msg.data))
+                return decisions.on_occupancy(pevents.OccupancyChangedEvent.FromString(msg.data))
         elif stream == bus.INCIDENTS.name:
-            return engine.on_incident(ievents.IncidentEvent.FromString(msg.data), utcnow())
+            return decisions.on_incident(ievents.IncidentEvent.FromString(msg.data), utcnow())
         elif stream == bus.DETECTORS.name:
-            engine.on_detector(detectors_pb2.Measurement.FromString(msg.data), utcnow())
+            decisions.on_detector(detectors_pb2.Measurement.FromString(msg.data), utcnow())
         elif kind in (bus.PRIORITY_DECIDED, bus.PRIORITY_ENDED):
             signals.on_priority(sevents.SignalEvent.FromString(msg.data))
         # Signal plans are counted, not used: travel times already show what a plan does.
@@ -64,30 +64,37 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
         raise RuntimeError("the optimizer needs the city's SUMO network: set ALMERE_NETWORK_FILE")
     graph = await asyncio.to_thread(RoadGraph.from_net, settings.network_file)
 
-    def load() -> store.Loaded:
-        return store.load(service.engine, utcnow() - DECISION_MEMORY)
+    def load() -> usecases.Loaded:
+        return usecases.load(service.engine, utcnow() - DECISION_MEMORY)
 
-    engine = DecisionEngine(graph, await asyncio.to_thread(load))
+    decisions = DecisionEngine(graph, await asyncio.to_thread(load))
 
     async def submit(writes: Writes) -> None:
-        await service.committer.submit(store.save, (writes, utcnow()))
+        await service.committer.submit(usecases.save, (writes, utcnow()))
 
-    keeper = SerialCommitter(engine, submit, load)
+    serial_committer = SerialCommitter(decisions, submit=submit, reload=load)
     feed = EventFeed(service.bus, bus.OPTIMIZER, dict.fromkeys(bus.DECISION_EVENTS, decisions_pb2.Decision))
     channel = grpc.aio.insecure_channel(settings.signals_address) if settings.signals_address else None
     signals = AdaptiveControl(
         settings.network_file,
-        signals_pb2_grpc.SignalServiceStub(channel) if channel else None,
-        settings.service_token,
+        signals=signals_pb2_grpc.SignalServiceStub(channel) if channel else None,
+        token=settings.service_token,
     )
-    optimizer_pb2_grpc.add_OptimizerServiceServicer_to_server(OptimizerApi(engine, keeper, feed, signals), server)
+    api = OptimizerApi(decisions, serial_committer=serial_committer, feed=feed, signals=signals)
+    optimizer_pb2_grpc.add_OptimizerServiceServicer_to_server(api, server)
 
     consumers = [
-        DurableConsumer(service.bus, source, _handler(engine, signals, source.stream), keeper) for source in SOURCES
+        DurableConsumer(
+            service.bus,
+            source,
+            handle=_handler(decisions, signals, source.stream),
+            serial_committer=serial_committer,
+        )
+        for source in SOURCES
     ]
     for consumer in consumers:
         await consumer.start()
-    forgetting = service.schedule("forget-decisions", store.forget_decisions)
+    forgetting = service.schedule("forget-decisions", usecases.forget_decisions)
     closing = [lambda: channel.close(None)] if channel else []
     return [*(c.stop for c in consumers), feed.stop, forgetting, *closing]
 

@@ -23,7 +23,7 @@ SMOOTHING = 0.3
 MAX_EDGE_SECONDS = 1800.0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Incident:
     id: str
     version: int
@@ -34,7 +34,7 @@ class Incident:
     speed_limit_kmh: float = 0.0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Facility:
     id: str
     version: int
@@ -53,7 +53,7 @@ class Facility:
         return walking_m(self.latitude, self.longitude, latitude, longitude) / WALK_SPEED_MPS
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Reservation:
     vehicle_id: str
     facility_id: str
@@ -62,7 +62,7 @@ class Reservation:
     reporter: str = ""  # who reports the vehicle: its promise ends when that reporter stops listing it
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Vehicle:
     """An equipped vehicle as its navigation system last reported it."""
 

@@ -23,7 +23,7 @@ from services.common.feed import Change, EventFeed
 from services.common.geo import area_of, inside, validate_lat_lng
 from services.common.names import validate_id
 from services.common.opening_hours import is_open
-from services.parking import logic, store
+from services.parking import logic, usecases
 from services.parking.convert import facility_to_proto, occupancy_to_proto
 from services.parking.travel_times import TravelTimes
 
@@ -38,7 +38,9 @@ def _version_of(change: Change) -> tuple[str, int]:
 
 
 class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
-    def __init__(self, engine: Engine, committer: GroupCommitter, feed: EventFeed, travel_times: TravelTimes) -> None:
+    def __init__(
+        self, engine: Engine, *, committer: GroupCommitter, feed: EventFeed, travel_times: TravelTimes
+    ) -> None:
         self._engine = engine
         self._committer = committer
         self._feed = feed
@@ -58,27 +60,27 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             facility.ClearField(output_only)
         logic.apply_defaults(facility)
         logic.validate_facility(facility)
-        item = store.CreateFacility(identity, facility_id, facility, utcnow())
-        created = await self._committer.submit(store.create_facilities, item)
+        item = usecases.CreateFacility(identity=identity, facility_id=facility_id, facility=facility, now=utcnow())
+        created = await self._committer.submit(usecases.create_facilities, item)
         return pb.CreateFacilityResponse(facility=created)
 
     async def GetFacility(self, request: pb.GetFacilityRequest, context: Context) -> pb.GetFacilityResponse:
         facility_id = logic.facility_id_from_name(request.name)
-        row = await asyncio.to_thread(store.get_facility, self._engine, facility_id)
+        row = await asyncio.to_thread(usecases.get_facility, self._engine, facility_id)
         return pb.GetFacilityResponse(facility=facility_to_proto(row))
 
     async def ListFacilities(self, request: pb.ListFacilitiesRequest, context: Context) -> pb.ListFacilitiesResponse:
         size = paging.page_size(request.page_size)
         if request.operator_id:
             validate_id(request.operator_id, "operator_id")
-        query = store.FacilityFilter(
+        query = usecases.FacilityFilter(
             operator_id=request.operator_id,
             kinds=tuple(sorted(set(request.kinds))),
             area=area_of(request.area) if request.HasField("area") else None,
         )
         fingerprint = paging.fingerprint(query)
         after = paging.decode(request.page_token, fingerprint)
-        rows = await asyncio.to_thread(store.list_facilities, self._engine, query, after, size + 1)
+        rows = await asyncio.to_thread(usecases.list_facilities, self._engine, f=query, after_id=after, limit=size + 1)
         next_token = paging.encode(rows[size - 1].id, fingerprint) if len(rows) > size else ""
         return pb.ListFacilitiesResponse(
             facilities=[facility_to_proto(r) for r in rows[:size]], next_page_token=next_token
@@ -89,14 +91,20 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         paths = tuple(dict.fromkeys(request.update_mask.paths))
         if not paths:
             raise InvalidArgument("update_mask is required: name the fields to change")
-        unknown = sorted(set(paths) - store.UPDATABLE_FIELDS)
+        unknown = sorted(set(paths) - usecases.UPDATABLE_FIELDS)
         if unknown:
             raise InvalidArgument(
                 f"update_mask names fields that cannot be updated: {', '.join(unknown)} "
-                f"(updatable: {', '.join(sorted(store.UPDATABLE_FIELDS))})"
+                f"(updatable: {', '.join(sorted(usecases.UPDATABLE_FIELDS))})"
             )
-        item = store.UpdateFacility(current_identity.get(), facility_id, request.facility, paths, utcnow())
-        updated = await self._committer.submit(store.update_facilities, item)
+        item = usecases.UpdateFacility(
+            identity=current_identity.get(),
+            facility_id=facility_id,
+            patch=request.facility,
+            paths=paths,
+            now=utcnow(),
+        )
+        updated = await self._committer.submit(usecases.update_facilities, item)
         return pb.UpdateFacilityResponse(facility=updated)
 
     # --- occupancy -------------------------------------------------------------------------------
@@ -110,8 +118,14 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         now = utcnow()
         source_time = from_timestamp(request.source_time)
         logic.validate_source_time(source_time, now, "source_time")
-        item = store.ReportOccupancy(current_identity.get(), facility_id, request, source_time, now)
-        response: pb.ReportOccupancyResponse = await self._committer.submit(store.report_occupancies, item)
+        item = usecases.ReportOccupancy(
+            identity=current_identity.get(),
+            facility_id=facility_id,
+            request=request,
+            source_time=source_time,
+            now=now,
+        )
+        response: pb.ReportOccupancyResponse = await self._committer.submit(usecases.report_occupancies, item)
         return response
 
     async def RecordGateEvents(
@@ -124,8 +138,16 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             facility_id = logic.facility_id_from_name(batch.facility, f"batch {batch.batch_id!r} facility")
             now = utcnow()
             entries, exits, latest_time = logic.validate_gate_batch(batch, now)
-            item = store.GateBatchItem(identity, facility_id, batch.batch_id, entries, exits, latest_time, now)
-            result: store.GateBatchResult = await self._committer.submit(store.record_gate_batches, item)
+            item = usecases.GateBatchItem(
+                identity=identity,
+                facility_id=facility_id,
+                batch_id=batch.batch_id,
+                entries=entries,
+                exits=exits,
+                latest=latest_time,
+                now=now,
+            )
+            result: usecases.GateBatchResult = await self._committer.submit(usecases.record_gate_batches, item)
             if result.duplicate:
                 response.duplicate_batches += 1
                 response.duplicate_events += len(batch.events)
@@ -140,7 +162,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
 
     async def GetOccupancy(self, request: pb.GetOccupancyRequest, context: Context) -> pb.GetOccupancyResponse:
         facility_id = logic.facility_id_from_name(request.facility, "facility")
-        row = await asyncio.to_thread(store.get_facility, self._engine, facility_id)
+        row = await asyncio.to_thread(usecases.get_facility, self._engine, facility_id)
         return pb.GetOccupancyResponse(occupancy=occupancy_to_proto(row))
 
     async def WatchOccupancy(
@@ -150,7 +172,9 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             raise InvalidArgument(f"at most {MAX_WATCH_IDS} facilities per watch")
         ids = {logic.facility_id_from_name(n, f"facilities[{i}]") for i, n in enumerate(request.facilities)}
         area = area_of(request.area) if request.HasField("area") else None
-        read = functools.partial(store.occupancy_snapshot, self._engine, store.FacilityFilter(area=area), ids or None)
+        read = functools.partial(
+            usecases.occupancy_snapshot, self._engine, usecases.FacilityFilter(area=area), ids or None
+        )
         async with self._feed.watch_from(read, _version_of) as (snapshot, changes):
             for row in snapshot.items:
                 yield pb.WatchOccupancyResponse(occupancy=occupancy_to_proto(row), snapshot=True)
@@ -183,8 +207,10 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             raise InvalidArgument(f"the range holds more than {MAX_BUCKETS} buckets; use wider buckets")
 
         def read_and_bucket() -> tuple[int, list[logic.Bucket]]:
-            row, prior, samples = store.history(self._engine, facility_id, start, end, MAX_HISTORY_ROWS)
-            return row.capacity, logic.bucket_history(prior, samples, start, end, width)
+            row, prior, samples = usecases.history(
+                self._engine, facility_id=facility_id, start=start, end=end, max_rows=MAX_HISTORY_ROWS
+            )
+            return row.capacity, logic.bucket_history(prior=prior, samples=samples, start=start, end=end, width=width)
 
         capacity, buckets = await asyncio.to_thread(read_and_bucket)
         return pb.GetOccupancyHistoryResponse(
@@ -216,17 +242,17 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             raise InvalidArgument("max_walk_meters must be between 0 and 20000")
         arrival = from_timestamp(request.arrival_time) if request.HasField("arrival_time") else utcnow()
         kinds = tuple(sorted(set(request.kinds)))
-        rows = await asyncio.to_thread(store.all_facilities, self._engine, store.FacilityFilter(kinds=kinds))
+        rows = await asyncio.to_thread(usecases.all_facilities, self._engine, usecases.FacilityFilter(kinds=kinds))
         by_id = {r.id: r for r in rows}
         candidates = [
             logic.Candidate(
-                r.id,
-                r.latitude,
-                r.longitude,
-                r.capacity,
-                r.occupied,
-                r.status,
-                is_open(r.opening_hours, r.time_zone, arrival),
+                facility_id=r.id,
+                latitude=r.latitude,
+                longitude=r.longitude,
+                capacity=r.capacity,
+                occupied=r.occupied,
+                status=r.status,
+                open_at_arrival=is_open(r.opening_hours, r.time_zone, arrival),
             )
             for r in rows
             if r.latitude is not None and r.longitude is not None
@@ -237,7 +263,9 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             authorization = dict(context.invocation_metadata() or ()).get("authorization", "")
             drive = await self._travel_times.drive_seconds(request.origin_edge_id, entrances, str(authorization))
         limit = request.max_results or 5
-        ranked = logic.rank(candidates, lat, lng, request.max_walk_meters or 1500.0, limit, drive)
+        ranked = logic.rank(
+            candidates, lat=lat, lng=lng, max_walk_m=request.max_walk_meters or 1500.0, limit=limit, drive_s=drive
+        )
         return pb.RecommendFacilityResponse(
             recommendations=[
                 pb.Recommendation(

@@ -15,7 +15,7 @@ from services.parking.logic import Thresholds, facility_name
 from services.parking.models import Facility
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class OccupancyRow:
     """The occupancy columns of a facility, read and written with SQLAlchemy Core on the hot path."""
 

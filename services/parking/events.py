@@ -17,7 +17,7 @@ from services.parking.models import Facility
 subject = PARKING.subject
 
 
-def facility_changed(row: Facility, created: bool, changed: list[str], now: datetime) -> dict[str, Any]:
+def facility_changed(*, row: Facility, created: bool, changed: list[str], now: datetime) -> dict[str, Any]:
     event = FACILITY_CREATED if created else FACILITY_UPDATED
     message = events_pb2.FacilityChangedEvent(
         facility_id=row.id,
@@ -26,19 +26,19 @@ def facility_changed(row: Facility, created: bool, changed: list[str], now: date
         facility=facility_to_proto(row),
         changed_fields=changed,
     )
-    return outbox_row(subject(event, row.id), event, message, now)
+    return outbox_row(subject=subject(event, row.id), event_type=event, message=message, now=now)
 
 
 def occupancy_changed(
-    facility_id: str, version: int, occupancy: pb.Occupancy, previous_status: int, cause: int, now: datetime
+    *, facility_id: str, version: int, occupancy: pb.Occupancy, previous_status: int, cause: int, now: datetime
 ) -> list[dict[str, Any]]:
     """An occupancy_changed row, plus status_changed when the derived status moved."""
     occurred = to_timestamp(now)
     rows = [
         outbox_row(
-            subject(OCCUPANCY_CHANGED, facility_id),
-            OCCUPANCY_CHANGED,
-            events_pb2.OccupancyChangedEvent(
+            subject=subject(OCCUPANCY_CHANGED, facility_id),
+            event_type=OCCUPANCY_CHANGED,
+            message=events_pb2.OccupancyChangedEvent(
                 facility_id=facility_id,
                 version=version,
                 occur_time=occurred,
@@ -46,15 +46,15 @@ def occupancy_changed(
                 previous_status=previous_status,  # type: ignore[arg-type]
                 cause=cause,  # type: ignore[arg-type]
             ),
-            now,
+            now=now,
         )
     ]
     if previous_status != occupancy.status:
         rows.append(
             outbox_row(
-                subject(STATUS_CHANGED, facility_id),
-                STATUS_CHANGED,
-                events_pb2.StatusChangedEvent(
+                subject=subject(STATUS_CHANGED, facility_id),
+                event_type=STATUS_CHANGED,
+                message=events_pb2.StatusChangedEvent(
                     facility_id=facility_id,
                     version=version,
                     occur_time=occurred,
@@ -62,7 +62,7 @@ def occupancy_changed(
                     status=occupancy.status,
                     occupancy=occupancy,
                 ),
-                now,
+                now=now,
             )
         )
     return rows

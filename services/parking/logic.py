@@ -116,7 +116,7 @@ class Thresholds:
 
 
 def derive_status(
-    previous: Status, occupied: int | None, capacity: int, thresholds: Thresholds, closed: bool
+    *, previous: Status, occupied: int | None, capacity: int, thresholds: Thresholds, closed: bool
 ) -> Status:
     """Status from the count, staying almostFull/full until the ratio drops `hysteresis` below."""
     if closed:
@@ -235,13 +235,10 @@ def apply_gate_counts(occupied: int | None, entries: int, exits: int) -> int:
     return max(0, (occupied or 0) + entries - exits)
 
 
-# --- opening hours -------------------------------------------------------------------------------
-
-
 # --- history -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Bucket:
     start: datetime
     min: int
@@ -253,7 +250,7 @@ class Bucket:
 
 
 def bucket_history(
-    prior: int | None, samples: list[tuple[datetime, int]], start: datetime, end: datetime, width: timedelta
+    *, prior: int | None, samples: list[tuple[datetime, int]], start: datetime, end: datetime, width: timedelta
 ) -> list[Bucket]:
     """Time-weighted buckets of a piecewise-constant count. `prior` is the count in force at `start`."""
     buckets: list[Bucket] = []
@@ -283,10 +280,20 @@ def bucket_history(
             weighted += value * (b_end - t).total_seconds()
             known_seconds += (b_end - t).total_seconds()
         if value is None:
-            buckets.append(Bucket(b_start, 0, 0, 0.0, 0, count, False))
+            buckets.append(Bucket(start=b_start, min=0, max=0, mean=0.0, last=0, samples=count, known=False))
         else:
             mean = weighted / known_seconds if known_seconds > 0 else float(value)
-            buckets.append(Bucket(b_start, int(lo or 0), int(hi or 0), mean, value, count, True))
+            buckets.append(
+                Bucket(
+                    start=b_start,
+                    min=int(lo or 0),
+                    max=int(hi or 0),
+                    mean=mean,
+                    last=value,
+                    samples=count,
+                    known=True,
+                )
+            )
         b_start = b_end
     return buckets
 
@@ -297,7 +304,7 @@ def bucket_history(
 UNKNOWN_RATIO = 0.9
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Candidate:
     facility_id: str
     latitude: float
@@ -321,6 +328,7 @@ def timed_score(drive_s: float, walk_m: float, ratio: float) -> float:
 
 def rank(
     candidates: list[Candidate],
+    *,
     lat: float,
     lng: float,
     max_walk_m: float,

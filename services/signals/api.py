@@ -6,6 +6,7 @@ import asyncio
 import functools
 import tempfile
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from services.common.db import GroupCommitter
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.feed import Change, EventFeed
 from services.common.names import id_from_name, validate_id
-from services.signals import logic, store
+from services.signals import logic, usecases
 from services.signals.network_import import read_lights
 
 Context = aio.ServicerContext[Any, Any]
@@ -55,6 +56,7 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
     def __init__(
         self,
         engine: Engine,
+        *,
         committer: GroupCommitter,
         feed: EventFeed,
         network: Path | None,
@@ -84,12 +86,13 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
             raise InvalidArgument("the network has no traffic lights")
         for light in lights:
             logic.validate_plan(list(light.intersection.links), light.plan, logic.CycleBounds(0, 10_000))
-        created, skipped = await self._committer.submit(store.import_lights, store.Import(identity, lights, utcnow()))
+        item = usecases.Import(identity=identity, lights=lights, now=utcnow())
+        created, skipped = await self._committer.submit(usecases.import_lights, item)
         return pb.ImportNetworkResponse(created=created, skipped=skipped)
 
     async def GetIntersection(self, request: pb.GetIntersectionRequest, context: Context) -> pb.GetIntersectionResponse:
         logic.authorize_read(current_identity.get())
-        doc = await asyncio.to_thread(store.get_intersection, self._engine, _intersection_id(request.name))
+        doc = await asyncio.to_thread(usecases.get_intersection, self._engine, _intersection_id(request.name))
         return pb.GetIntersectionResponse(intersection=doc)
 
     async def ListIntersections(
@@ -98,7 +101,7 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
         logic.authorize_read(current_identity.get())
         size = paging.page_size(request.page_size)
         after = paging.decode(request.page_token, "intersections")
-        docs = await asyncio.to_thread(store.list_intersections, self._engine, after, size + 1)
+        docs = await asyncio.to_thread(usecases.list_intersections, self._engine, after_id=after, limit=size + 1)
         token = (
             paging.encode(docs[size - 1].name.removeprefix("intersections/"), "intersections")
             if len(docs) > size
@@ -117,9 +120,11 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
             raise InvalidArgument(f"update_mask must name some of: {', '.join(sorted(UPDATABLE_FIELDS))}")
         if request.intersection.proposal_policy not in pb.ProposalPolicy.values():
             raise InvalidArgument("proposal_policy is not a ProposalPolicy")
-        item = store.UpdateIntersection(identity, intersection_id, request.intersection, paths, utcnow())
+        item = usecases.UpdateIntersection(
+            identity=identity, intersection_id=intersection_id, patch=request.intersection, paths=paths, now=utcnow()
+        )
         return pb.UpdateIntersectionResponse(
-            intersection=await self._committer.submit(store.update_intersections, item)
+            intersection=await self._committer.submit(usecases.update_intersections, item)
         )
 
     # --- plans -----------------------------------------------------------------------------------
@@ -130,8 +135,15 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
         if len(plan.reason) > MAX_REASON:
             raise InvalidArgument(f"reason is longer than {MAX_REASON} characters")
         clean = pb.Plan(type=plan.type, phases=plan.phases, offset_seconds=plan.offset_seconds, reason=plan.reason)
-        item = store.CreatePlan(identity, intersection_id, clean, proposal, self._bounds, utcnow())
-        created: pb.Plan = await self._committer.submit(store.create_plans, item)
+        item = usecases.CreatePlan(
+            identity=identity,
+            intersection_id=intersection_id,
+            plan=clean,
+            proposal=proposal,
+            bounds=self._bounds,
+            now=utcnow(),
+        )
+        created: pb.Plan = await self._committer.submit(usecases.create_plans, item)
         return created
 
     async def CreatePlan(self, request: pb.CreatePlanRequest, context: Context) -> pb.CreatePlanResponse:
@@ -145,47 +157,72 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
     async def GetPlan(self, request: pb.GetPlanRequest, context: Context) -> pb.GetPlanResponse:
         logic.authorize_read(current_identity.get())
         intersection_id, version = _plan_ref(request.name)
-        return pb.GetPlanResponse(plan=await asyncio.to_thread(store.get_plan, self._engine, intersection_id, version))
+        return pb.GetPlanResponse(
+            plan=await asyncio.to_thread(usecases.get_plan, self._engine, intersection_id, version)
+        )
 
     async def ListPlans(self, request: pb.ListPlansRequest, context: Context) -> pb.ListPlansResponse:
         logic.authorize_read(current_identity.get())
         intersection_id = _intersection_id(request.parent, "parent")
         size = paging.page_size(request.page_size)
         before = paging.decode_int(request.page_token, intersection_id)
-        plans = await asyncio.to_thread(store.list_plans, self._engine, intersection_id, before, size + 1)
+        plans = await asyncio.to_thread(
+            usecases.list_plans, self._engine, intersection_id=intersection_id, before_version=before, limit=size + 1
+        )
         token = paging.encode(str(plans[size - 1].version), intersection_id) if len(plans) > size else ""
         return pb.ListPlansResponse(plans=plans[:size], next_page_token=token)
 
-    async def _activate(self, name: str, reason: str, at: Any = None, required_state: int = 0) -> pb.Plan:
+    async def _activate(
+        self, name: str, *, reason: str, at: datetime | None = None, required_state: int = 0
+    ) -> pb.Plan:
         intersection_id, version = _plan_ref(name)
-        item = store.Activate(
-            current_identity.get(), intersection_id, version, at, _reason(reason), utcnow(), required_state
+        item = usecases.Activate(
+            identity=current_identity.get(),
+            intersection_id=intersection_id,
+            version=version,
+            at=at,
+            reason=_reason(reason),
+            now=utcnow(),
+            required_state=required_state,
         )
-        plan: pb.Plan = await self._committer.submit(store.activate_plans, item)
+        plan: pb.Plan = await self._committer.submit(usecases.activate_plans, item)
         return plan
 
     async def ActivatePlan(self, request: pb.ActivatePlanRequest, context: Context) -> pb.ActivatePlanResponse:
         logic.authorize_engineer(current_identity.get(), "activate plans")
         at = from_timestamp(request.activate_time, "activate_time") if request.HasField("activate_time") else None
-        return pb.ActivatePlanResponse(plan=await self._activate(request.name, request.reason, at))
+        return pb.ActivatePlanResponse(plan=await self._activate(request.name, reason=request.reason, at=at))
 
     async def ApprovePlan(self, request: pb.ApprovePlanRequest, context: Context) -> pb.ApprovePlanResponse:
         logic.authorize_engineer(current_identity.get(), "approve plans")
-        plan = await self._activate(request.name, request.reason or "approved", required_state=pb.PLAN_STATE_PROPOSED)
+        plan = await self._activate(
+            request.name, reason=request.reason or "approved", required_state=pb.PLAN_STATE_PROPOSED
+        )
         return pb.ApprovePlanResponse(plan=plan)
 
     async def RejectPlan(self, request: pb.RejectPlanRequest, context: Context) -> pb.RejectPlanResponse:
         identity = current_identity.get()
         logic.authorize_engineer(identity, "reject plans")
         intersection_id, version = _plan_ref(request.name)
-        item = store.Reject(identity, intersection_id, version, _reason(request.reason), utcnow())
-        return pb.RejectPlanResponse(plan=await self._committer.submit(store.reject_plans, item))
+        item = usecases.Reject(
+            identity=identity,
+            intersection_id=intersection_id,
+            version=version,
+            reason=_reason(request.reason),
+            now=utcnow(),
+        )
+        return pb.RejectPlanResponse(plan=await self._committer.submit(usecases.reject_plans, item))
 
     async def RollbackPlan(self, request: pb.RollbackPlanRequest, context: Context) -> pb.RollbackPlanResponse:
         identity = current_identity.get()
         logic.authorize_engineer(identity, "roll back plans")
-        item = store.Rollback(identity, _intersection_id(request.parent, "parent"), _reason(request.reason), utcnow())
-        return pb.RollbackPlanResponse(plan=await self._committer.submit(store.rollback_plans, item))
+        item = usecases.Rollback(
+            identity=identity,
+            intersection_id=_intersection_id(request.parent, "parent"),
+            reason=_reason(request.reason),
+            now=utcnow(),
+        )
+        return pb.RollbackPlanResponse(plan=await self._committer.submit(usecases.rollback_plans, item))
 
     # --- priority --------------------------------------------------------------------------------
 
@@ -207,8 +244,10 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
         clean = pb.Priority(
             priority_class=p.priority_class, vehicle_id=p.vehicle_id, approach_edge_id=p.approach_edge_id, eta=p.eta
         )
-        item = store.RequestPriority(identity, intersection_id, clean, eta, now)
-        return pb.RequestPriorityResponse(priority=await self._committer.submit(store.request_priorities, item))
+        item = usecases.RequestPriority(
+            identity=identity, intersection_id=intersection_id, priority=clean, eta=eta, now=now
+        )
+        return pb.RequestPriorityResponse(priority=await self._committer.submit(usecases.request_priorities, item))
 
     async def CancelPriority(self, request: pb.CancelPriorityRequest, context: Context) -> pb.CancelPriorityResponse:
         identity = current_identity.get()
@@ -216,10 +255,13 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
         parent, sep, priority_id = request.name.rpartition("/priorities/")
         if not sep or not priority_id:
             raise InvalidArgument("name must look like intersections/{id}/priorities/{priority}")
-        item = store.CancelPriority(
-            identity, _intersection_id(parent), validate_id(priority_id, "priority id"), utcnow()
+        item = usecases.CancelPriority(
+            identity=identity,
+            intersection_id=_intersection_id(parent),
+            priority_id=validate_id(priority_id, "priority id"),
+            now=utcnow(),
         )
-        return pb.CancelPriorityResponse(priority=await self._committer.submit(store.cancel_priorities, item))
+        return pb.CancelPriorityResponse(priority=await self._committer.submit(usecases.cancel_priorities, item))
 
     # --- watch and audit -------------------------------------------------------------------------
 
@@ -228,7 +270,7 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
     ) -> AsyncIterator[pb.WatchSignalsResponse]:
         logic.authorize_read(current_identity.get())
         ids = {_intersection_id(n, f"intersections[{i}]") for i, n in enumerate(request.intersections)} or None
-        async with self._feed.watch_from(functools.partial(store.active_plans, self._engine, ids), _version_of) as (
+        async with self._feed.watch_from(functools.partial(usecases.active_plans, self._engine, ids), _version_of) as (
             snapshot,
             changes,
         ):
@@ -243,11 +285,12 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
         self, request: pb.ListIntersectionHistoryRequest, context: Context
     ) -> pb.ListIntersectionHistoryResponse:
         logic.authorize_history(current_identity.get())
-        intersection_id = _intersection_id(request.parent, "parent")
-        size = paging.page_size(request.page_size)
-        after = paging.decode_int(request.page_token, intersection_id)
-        rows = await asyncio.to_thread(store.history, self._engine, intersection_id, after or 0, size + 1)
-        token = paging.encode(str(rows[size - 1].version), intersection_id) if len(rows) > size else ""
+        rows, token = await usecases.HISTORY.page(
+            self._engine,
+            entity_id=_intersection_id(request.parent, "parent"),
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
         entries = [
             pb.HistoryEntry(
                 version=r.version,
@@ -258,6 +301,6 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
                 plan_version=r.plan_version,
                 reason=r.reason,
             )
-            for r in rows[:size]
+            for r in rows
         ]
         return pb.ListIntersectionHistoryResponse(entries=entries, next_page_token=token)

@@ -14,6 +14,7 @@ from services.common.outbox import outbox_row
 
 
 def signal_event(
+    *,
     event: str,
     intersection: pb.Intersection,
     actor: str,
@@ -33,4 +34,4 @@ def signal_event(
         actor=actor,
     )
     message = events_pb2.SignalEvent(intersection_id=intersection_id, change=change, intersection=intersection)
-    return outbox_row(SIGNALS.subject(event, intersection_id), event, message, now)
+    return outbox_row(subject=SIGNALS.subject(event, intersection_id), event_type=event, message=message, now=now)

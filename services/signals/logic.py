@@ -225,6 +225,7 @@ def green_phase_for(links: list[pb.SignalLink], plan: pb.Plan, approach_edge: st
 
 
 def decide(
+    *,
     priority_class: int,
     eta: datetime,
     overlapping_emergency: bool,

@@ -10,7 +10,7 @@ from grpc import aio
 from contract.bus import SIGNAL_EVENTS, SIGNALS
 from services.common.feed import EventFeed
 from services.common.runtime import Service, ServiceSpec
-from services.signals import logic, store
+from services.signals import logic, usecases
 from services.signals.api import SignalApi
 from services.signals.models import TABLES, SignalsOutbox
 
@@ -21,10 +21,10 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
     bounds = logic.CycleBounds(settings.signal_cycle_min_seconds, settings.signal_cycle_max_seconds)
     network = settings.network_file.resolve() if settings.network_file else None
     signals_pb2_grpc.add_SignalServiceServicer_to_server(
-        SignalApi(service.engine, service.committer, feed, network, bounds), server
+        SignalApi(service.engine, committer=service.committer, feed=feed, network=network, bounds=bounds), server
     )
 
-    return [service.schedule("plan-activations", store.activate_due), feed.stop]
+    return [service.schedule("plan-activations", usecases.activate_due), feed.stop]
 
 
 SPEC = ServiceSpec(

@@ -1,11 +1,14 @@
 """Bring your own network: a real OpenStreetMap extract (converted with netconvert) or any SUMO
-network, given parking facilities and demand, as a runnable scenario."""
+network, given parking facilities and demand, as a runnable scenario (`almere sim byo`, or
+`almere sim run byo:<file>`)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
-from dataclasses import dataclass
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +16,16 @@ import sumolib
 
 from libs.sumo_tools import netconvert
 from libs.sumo_tools import run_sumo as plain_sumo
+from sim.scenarios.almere_centrum.layout import Facility
 
 SPACE_M = 6.0  # kerb length per parking space
+TRIPS = 300  # random trips by default
 
 
-@dataclass(frozen=True)
+OPERATOR = "byo-operator"  # the operator the field devices report the parking areas for
+
+
+@dataclass(frozen=True, kw_only=True)
 class ByoScenario:
     network: Path
     parking: Path
@@ -25,6 +33,37 @@ class ByoScenario:
     config: Path
     facilities: list[str]
     trips: int
+
+    @property
+    def begin_s(self) -> float:
+        return 0.0
+
+    def additional_files(self, mode: str) -> list[Path]:
+        """The parking areas in every mode (the network has no rerouters, detectors or actuated programs)."""
+        return [self.parking]
+
+    def parking_facilities(self) -> list[Facility]:
+        """Each parking area as an on-street zone of one operator."""
+        areas = ET.parse(self.parking).getroot().findall("parkingArea")  # noqa: S314 - our own file
+        return [
+            Facility(
+                facility_id=a.get("id", ""),
+                display_name=a.get("id", ""),
+                kind="on_street",
+                capacity=int(a.get("roadsideCapacity", 0)),
+                edge=a.get("lane", "").rsplit("_", 1)[0],
+                operator_id=OPERATOR,
+            )
+            for a in areas
+        ]
+
+    def centre_edges(self) -> set[str]:
+        """No destination zone: the parking search from entering one is not measured."""
+        return set()
+
+    def walks_to(self) -> dict[str, str]:
+        """The random trips have no walking destinations."""
+        return {}
 
 
 def _network(source: Path, out_dir: Path) -> Path:
@@ -57,14 +96,31 @@ def _network(source: Path, out_dir: Path) -> Path:
 def build(
     source: Path,
     out_dir: Path,
+    *,
     facilities: int = 4,
-    trips: int = 300,
+    trips: int = TRIPS,
     horizon_s: float = 1800,
     seed: int = 1,
     parking_share: float = 0.3,
 ) -> ByoScenario:
     """Network from `source` (.osm or .net.xml); parking areas on the longest streets; random trips,
-    a share of which park for 20-60 minutes."""
+    a share of which park for 20-60 minutes. A build with the same inputs in out_dir is reused (runs of
+    several modes share one)."""
+    manifest = out_dir / "scenario.json"
+    stat = source.stat()
+    inputs = [str(source.resolve()), stat.st_size, stat.st_mtime_ns, facilities, trips, horizon_s, seed, parking_share]
+    if manifest.exists():
+        data = json.loads(manifest.read_text())
+        if data["inputs"] == inputs:
+            saved = data["scenario"]
+            return ByoScenario(
+                network=Path(saved["network"]),
+                parking=Path(saved["parking"]),
+                routes=Path(saved["routes"]),
+                config=Path(saved["config"]),
+                facilities=list(saved["facilities"]),
+                trips=int(saved["trips"]),
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     network = _network(source, out_dir)
     net = sumolib.net.readNet(str(network), withInternal=False)
@@ -110,7 +166,16 @@ def build(
         f'<additional-files value="{parking.name}"/></input><time><begin value="0"/><end value="{horizon_s:.0f}"/>'
         '</time><processing><ignore-route-errors value="true"/></processing></configuration>\n'
     )
-    return ByoScenario(network, parking, routes, config, [f"parking-{n}" for n in range(len(areas))], trips)
+    scenario = ByoScenario(
+        network=network,
+        parking=parking,
+        routes=routes,
+        config=config,
+        facilities=[f"parking-{n}" for n in range(len(areas))],
+        trips=trips,
+    )
+    manifest.write_text(json.dumps({"inputs": inputs, "scenario": asdict(scenario)}, default=str))
+    return scenario
 
 
 def run_sumo(scenario: ByoScenario, tripinfo: Path) -> None:

@@ -1,5 +1,6 @@
 """The RESCO benchmark networks (cologne1/3/8, ingolstadt1/7/21, grid4x4, arterial4x4), loaded from
-the installed sumo-rl package: their licences forbid copying them into this repository."""
+the installed sumo-rl package (their licences forbid copying them into this repository), run with
+their fixed-time programs or as a scenario of the twin (`almere sim run resco:<name>`)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from pathlib import Path
 
 from libs.sumo_tools import run_sumo
 from sim.kpis import delay
+from sim.scenarios.almere_centrum.layout import Facility
 
 NETWORKS = ("cologne1", "cologne3", "cologne8", "ingolstadt1", "ingolstadt7", "ingolstadt21", "grid4x4", "arterial4x4")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Resco:
     name: str
     config: Path
@@ -22,6 +24,27 @@ class Resco:
     routes: list[Path]
     begin: float
     end: float
+
+    @property
+    def begin_s(self) -> float:
+        return self.begin
+
+    @property
+    def trips(self) -> int:
+        return scheduled_vehicles(self)
+
+    def additional_files(self, mode: str) -> list[Path]:
+        """None: the config's own files in every mode (no parking, detectors or rerouters)."""
+        return []
+
+    def parking_facilities(self) -> list[Facility]:
+        return []
+
+    def centre_edges(self) -> set[str]:
+        return set()
+
+    def walks_to(self) -> dict[str, str]:
+        return {}
 
 
 def locate(name: str) -> Resco:
@@ -38,7 +61,7 @@ def locate(name: str) -> Resco:
     time = root.find("time")
     begin = float(time.find("begin").get("value", 0)) if time is not None else 0.0  # type: ignore[union-attr]
     end = float(time.find("end").get("value", 3600)) if time is not None else 3600.0  # type: ignore[union-attr]
-    return Resco(name, config, network, routes, begin, end)
+    return Resco(name=name, config=config, network=network, routes=routes, begin=begin, end=end)
 
 
 def scheduled_vehicles(resco: Resco) -> int:
@@ -50,7 +73,7 @@ def scheduled_vehicles(resco: Resco) -> int:
     )
 
 
-def run_fixed_time(resco: Resco, out_dir: Path, seed: int, end: float | None = None) -> dict[str, float]:
+def run_fixed_time(resco: Resco, out_dir: Path, *, seed: int, end: float | None = None) -> dict[str, float]:
     """The network's own (fixed-time) programs, no teleports; RESCO's delay over every scheduled vehicle
     (timeLoss + departDelay; vehicles never inserted count their wait until the end)."""
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ def _handler(session: Session, items: Sequence[str]) -> list[Any]:
 
 
 async def test_one_crashing_item_fails_alone(database_url: str) -> None:
-    committer = GroupCommitter(make_engine(database_url), "test")
+    committer = GroupCommitter(engine=make_engine(database_url), service="test")
     committer.start()
     try:
         results = await asyncio.gather(

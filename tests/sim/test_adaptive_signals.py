@@ -27,8 +27,8 @@ def test_direct_and_services_modes_show_identical_phase_sequences(tmp_path: Path
         adaptive_stack(network, tmp_path / "services") as via,
         ProcessPoolExecutor(2, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool,
     ):
-        direct = pool.submit(record_states, ALMERE, "ours", RUN_S, SEED)
-        services = pool.submit(record_states, ALMERE, "ours", RUN_S, SEED, via)
+        direct = pool.submit(record_states, ALMERE, "ours", RUN_S, seed=SEED)
+        services = pool.submit(record_states, ALMERE, "ours", RUN_S, seed=SEED, via=via)
         direct_run, services_run = direct.result(), services.result()
 
         endpoints = json.loads((tmp_path / "services" / "endpoints.json").read_text())

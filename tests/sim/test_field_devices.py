@@ -36,7 +36,9 @@ async def test_counts_incident_and_signal_plans_flow_between_twin_and_services(
     tmp_path: Path,
     nats_server: NatsServer,
 ) -> None:
-    spec = RunSpec("almere-centrum-incident", "none", 1, tmp_path / "sim", end_s=2100, scale=0.3)
+    spec = RunSpec(
+        scenario="almere-centrum-incident", mode="none", seed=1, out_root=tmp_path / "sim", end_s=2100, scale=0.3
+    )
     scenario = prepare(spec)
     # Each garage's counter reports with its own operator's token; the twin registers them as `sim`.
     operators = {f.operator_id for f in FACILITIES}

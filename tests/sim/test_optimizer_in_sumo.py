@@ -18,7 +18,7 @@ from almere.parking.v1 import parking_pb2 as ppb
 from services.common.clock import to_timestamp, utcnow
 from services.optimizer.inprocess import InProcessOptimizer
 from services.optimizer.routing import RoadGraph
-from sim.controllers import Controllers
+from sim.decision_applier import DecisionApplier
 from sim.navigation import Navigation
 from sim.runner import RunSpec, prepare
 from sim.scenarios.almere_centrum import layout
@@ -31,7 +31,8 @@ CAPACITY = 25
 
 @pytest.fixture
 def sumo(tmp_path: Path) -> Any:
-    scenario = prepare(RunSpec("almere-centrum", "coordinated", 3, tmp_path, end_s=1800, scale=0.7))
+    spec = RunSpec(scenario="almere-centrum", mode="coordinated", seed=3, out_root=tmp_path, end_s=1800, scale=0.7)
+    scenario = prepare(spec)
     libsumo = start_libsumo(scenario.config, scenario.parking, scenario.guided_rerouters)
     yield libsumo, scenario
     libsumo.close()
@@ -41,7 +42,7 @@ def _facilities(optimizer: InProcessOptimizer) -> None:
     for n, f in enumerate(layout.FACILITIES):
         facility = ppb.Facility(capacity=CAPACITY, entrance_edge_ids=[f.edge])
         facility.location.latitude, facility.location.longitude = layout.position(1 + n % 4, 1 + n % 3)
-        optimizer.engine.on_facility(
+        optimizer.decisions.on_facility(
             pevents.FacilityChangedEvent(facility_id=f.facility_id, version=1, facility=facility)
         )
 
@@ -55,27 +56,35 @@ def _count(optimizer: InProcessOptimizer, sumo: Any, version: int) -> None:
             occur_time=to_timestamp(utcnow()),
             occupancy=ppb.Occupancy(occupied_spaces=min(occupied, CAPACITY), capacity=CAPACITY),
         )
-        optimizer.engine.on_occupancy(event)
+        optimizer.decisions.on_occupancy(event)
 
 
 def arrived(optimizer: InProcessOptimizer, facility: str) -> int:
     """Promises of vehicles parked since the last count: the space is theirs, the count will show it."""
-    return sum(r.facility_id == facility and r.arrived is not None for r in optimizer.engine.reservations.values())
+    return sum(r.facility_id == facility and r.arrived is not None for r in optimizer.decisions.reservations.values())
 
 
 def test_levers_steer_sumo_vehicles(sumo: Any, tmp_path: Path) -> None:
     engine, scenario = sumo
     optimizer = InProcessOptimizer(RoadGraph.from_net(scenario.network))
     _facilities(optimizer)
-    controllers = Controllers(tmp_path / "applied.jsonl", plans=False, vehicle_prefix="t:")
-    navigation = Navigation(optimizer.ReportVehicles, (), 1.0, 3, "t:", {}, {f.facility_id for f in layout.FACILITIES})
+    applier = DecisionApplier(tmp_path / "applied.jsonl", plans=False, vehicle_prefix="t:")
+    navigation = Navigation(
+        report_vehicles=optimizer.ReportVehicles,
+        metadata=(),
+        equipped=1.0,
+        seed=3,
+        prefix="t:",
+        walks={},
+        areas={f.facility_id for f in layout.FACILITIES},
+    )
     edges = [e for e in engine.edge.getIDList() if not e.startswith(":")]
     rerouted: list[str] = []
     now, version = 0.0, 1
     while now < 1800:
         engine.simulationStep()
         now = engine.simulation.getTime()
-        controllers.retry(engine, now)
+        applier.retry(engine, now)
         if now % 60 == 0:
             version += 1
             _count(optimizer, engine, version)
@@ -85,13 +94,13 @@ def test_levers_steer_sumo_vehicles(sumo: Any, tmp_path: Path) -> None:
             closure = ipb.Incident(state=ipb.INCIDENT_STATE_ACTIVE)
             closure.network_location.edge_id = CLOSED
             closure.impact.full_closure = True
-            writes = optimizer.engine.on_incident(
+            writes = optimizer.decisions.on_incident(
                 ievents.IncidentEvent(incident_id="c", version=1, incident=closure), utcnow()
             )
             assert writes.decisions, "nobody equipped was heading for the closed road"
             for taken in writes.decisions:
-                controllers.decide(engine, now, taken.decision)
-                rerouted.append(controllers.local_id(taken.vehicle_id))
+                applier.decide(engine, now, taken.decision)
+                rerouted.append(applier.local_id(taken.vehicle_id))
         if now == 960:  # a minute on, every vehicle told about the closure has been re-planned
             applied = [json.loads(line) for line in (tmp_path / "applied.jsonl").read_text().splitlines()]
             followed = {e["vehicle"] for e in applied if e["lever"] == "LEVER_INCIDENT_REROUTING"}
@@ -101,16 +110,16 @@ def test_levers_steer_sumo_vehicles(sumo: Any, tmp_path: Path) -> None:
                 assert CLOSED not in remaining, f"{vehicle} still heads into the closure"
         if now % 30 == 0:
             for decision in navigation.report(engine, now, edges):
-                controllers.decide(engine, now, decision)
+                applier.decide(engine, now, decision)
             # After every round: no facility is promised more vehicles than it has free spaces (others
             # park without guidance too, so promises a garage can no longer keep were moved).
-            promised = optimizer.engine.promised()
-            for f in optimizer.engine.facilities.values():
+            promised = optimizer.decisions.promised()
+            for f in optimizer.decisions.facilities.values():
                 free = f.capacity - f.occupied
                 assert promised[f.id] <= max(0, free) + arrived(optimizer, f.id), f"{f.id}: {promised[f.id]} > {free}"
-    controllers.close()
-    per_lever = optimizer.engine.decisions
+    applier.close()
+    per_lever = optimizer.decisions.per_lever
     assert per_lever[dpb.Lever.Name(dpb.LEVER_PARKING_GUIDANCE)] > 20
     # Vehicles that set off towards the closure later were rerouted in later rounds.
     assert per_lever[dpb.Lever.Name(dpb.LEVER_INCIDENT_REROUTING)] > len(rerouted)
-    assert controllers.applied > 20
+    assert applier.applied > 20

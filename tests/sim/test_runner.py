@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from sim import report
-from sim.runner import CLOSED_TO, RunSpec, _Incidents, prepare, run_many
+from sim.incidents import CLOSED_TO, ScriptedIncidents
+from sim.runner import RunSpec, prepare, run_many
 from sim.variants import WALKING_PACE, ScriptedIncident
 from tests.sim import start_libsumo
 
@@ -17,7 +18,10 @@ from tests.sim import start_libsumo
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     out = tmp_path_factory.mktemp("sim")
-    specs = [RunSpec("almere-centrum-incident", mode, 1, out, end_s=900, scale=0.4) for mode in ("none", "sumo")]
+    specs = [
+        RunSpec(scenario="almere-centrum-incident", mode=mode, seed=1, out_root=out, end_s=900, scale=0.4)
+        for mode in ("none", "sumo")
+    ]
     return run_many(specs)
 
 
@@ -64,11 +68,13 @@ def test_report_compares_modes_with_plots(runs: list[Path], tmp_path: Path) -> N
 
 def test_a_scripted_incident_closes_and_slows_the_lanes_then_reopens_them(tmp_path: Path) -> None:
 
-    scenario = prepare(RunSpec("almere-centrum", "none", 1, tmp_path, end_s=300, scale=0.2))
+    scenario = prepare(RunSpec(scenario="almere-centrum", mode="none", seed=1, out_root=tmp_path, end_s=300, scale=0.2))
     libsumo = start_libsumo(scenario.config)
     try:
         before = list(libsumo.lane.getAllowed("j22-j32_1")), libsumo.lane.getMaxSpeed("j22-j32_0")
-        incidents = _Incidents(libsumo, (ScriptedIncident("j22-j32", 10, 20, (1,)),))
+        incidents = ScriptedIncidents(
+            libsumo, (ScriptedIncident(edge="j22-j32", start_s=10, end_s=20, closed_lanes=(1,)),)
+        )
         for _ in range(15):
             libsumo.simulationStep()
             incidents.step(libsumo.simulation.getTime())
@@ -85,11 +91,11 @@ def test_a_scripted_incident_closes_and_slows_the_lanes_then_reopens_them(tmp_pa
 def test_guidance_from_the_optimizer_is_applied_to_the_vehicles_it_names(tmp_path: Path) -> None:
     from almere.optimizer.v1 import decisions_pb2
 
-    from sim.controllers import Controllers
+    from sim.decision_applier import DecisionApplier
 
-    scenario = prepare(RunSpec("almere-centrum", "none", 2, tmp_path, end_s=900, scale=0.5))
+    scenario = prepare(RunSpec(scenario="almere-centrum", mode="none", seed=2, out_root=tmp_path, end_s=900, scale=0.5))
     libsumo = start_libsumo(scenario.config, scenario.parking, scenario.rerouters)
-    controllers = Controllers(tmp_path / "applied.jsonl")
+    applier = DecisionApplier(tmp_path / "applied.jsonl")
     try:
         visitor = None
         while visitor is None and libsumo.simulation.getTime() < 900:
@@ -108,22 +114,24 @@ def test_guidance_from_the_optimizer_is_applied_to_the_vehicles_it_names(tmp_pat
             parking_guidance=decisions_pb2.ParkingGuidance(vehicle_id=visitor, parking_area_id=target),
         )
         payload = guidance.SerializeToString()
-        controllers.apply(libsumo, 0, "almere.optimizer.v1.parking_guidance." + visitor, payload)
+        applier.apply(libsumo, 0, subject="almere.optimizer.v1.parking_guidance." + visitor, payload=payload)
         assert libsumo.vehicle.getStops(visitor)[0].stoppingPlaceID == target
         # The same decision arriving twice (the bus and a report's answer) is applied once.
-        controllers.apply(libsumo, 0, "almere.optimizer.v1.parking_guidance." + visitor, payload)
+        applier.apply(libsumo, 0, subject="almere.optimizer.v1.parking_guidance." + visitor, payload=payload)
         advice = decisions_pb2.Decision(name="decisions/2", route_advice=decisions_pb2.RouteAdvice(vehicle_id=visitor))
-        controllers.apply(libsumo, 0, "almere.optimizer.v1.route_advice." + visitor, advice.SerializeToString())
+        applier.apply(
+            libsumo, 0, subject="almere.optimizer.v1.route_advice." + visitor, payload=advice.SerializeToString()
+        )
         gone = decisions_pb2.Decision(
             name="decisions/3", route_advice=decisions_pb2.RouteAdvice(vehicle_id="no-such-vehicle")
         )
-        controllers.apply(libsumo, 0, "almere.optimizer.v1.route_advice.x", gone.SerializeToString())
+        applier.apply(libsumo, 0, subject="almere.optimizer.v1.route_advice.x", payload=gone.SerializeToString())
     finally:
         libsumo.close()
-        controllers.close()
+        applier.close()
     log = [json.loads(line) for line in (tmp_path / "applied.jsonl").read_text().splitlines()]
     assert [entry["event"] for entry in log] == ["parking_guidance", "route_advice"]
-    assert controllers.skipped == 1
+    assert applier.skipped == 1
 
 
 def test_the_twins_stop_record_matches_sumos_own_stop_output(tmp_path: Path) -> None:
@@ -134,7 +142,9 @@ def test_the_twins_stop_record_matches_sumos_own_stop_output(tmp_path: Path) -> 
     from sim.scenarios.almere_centrum import layout
     from sim.stops import StopRecorder
 
-    scenario = prepare(RunSpec("almere-centrum", "none", 1, tmp_path, end_s=1500, scale=0.7))
+    scenario = prepare(
+        RunSpec(scenario="almere-centrum", mode="none", seed=1, out_root=tmp_path, end_s=1500, scale=0.7)
+    )
     stop_output = ("--end", "1500", "--stop-output", str(tmp_path / "sumo-stops.xml"), "--stop-output.write-unfinished")
     libsumo = start_libsumo(scenario.config, scenario.parking, scenario.rerouters, extra=stop_output)
     recorder = StopRecorder({f.facility_id for f in layout.FACILITIES})
@@ -161,13 +171,13 @@ def test_mode_sumo_equips_the_same_vehicles_as_coordinated_mode(tmp_path: Path) 
     import sumo  # noqa: F401
 
     from libs.sumo_tools import sumo_binary
-    from sim.navigation import equipped
-    from sim.runner import _Equipper, _sumo_args
+    from sim.navigation import ReroutingDevices, equipped
+    from sim.runner import sumo_args
 
-    spec = RunSpec("almere-centrum", "sumo", 1, tmp_path, end_s=600, scale=0.7)
-    libsumo.start([sumo_binary("sumo"), *_sumo_args(spec, prepare(spec), tmp_path)])  # exactly mode sumo's SUMO
+    spec = RunSpec(scenario="almere-centrum", mode="sumo", seed=1, out_root=tmp_path, end_s=600, scale=0.7)
+    libsumo.start([sumo_binary("sumo"), *sumo_args(spec, prepare(spec), tmp_path)])  # exactly mode sumo's SUMO
     try:
-        equipper = _Equipper(libsumo, 1, 0.5)
+        equipper = ReroutingDevices(libsumo, 1, 0.5)
         while libsumo.simulation.getTime() < 600:
             libsumo.simulationStep()
             equipper.step()
@@ -184,11 +194,11 @@ def test_a_priority_grant_from_the_bus_turns_the_light_through_yellow_and_back(t
     from almere.signals.v1 import signals_pb2 as spb
 
     from libs.signal_control.phases import transition_steps
-    from sim.controllers import Controllers
+    from sim.decision_applier import DecisionApplier
 
-    scenario = prepare(RunSpec("almere-centrum", "none", 1, tmp_path, end_s=300, scale=0.2))
+    scenario = prepare(RunSpec(scenario="almere-centrum", mode="none", seed=1, out_root=tmp_path, end_s=300, scale=0.2))
     libsumo = start_libsumo(scenario.config)
-    controllers = Controllers(tmp_path / "applied.jsonl")
+    applier = DecisionApplier(tmp_path / "applied.jsonl")
     try:
         for _ in range(5):
             libsumo.simulationStep()
@@ -203,15 +213,15 @@ def test_a_priority_grant_from_the_bus_turns_the_light_through_yellow_and_back(t
             change=spb.SignalChange(event="priority_decided", priority=grant),
         )
         now = libsumo.simulation.getTime()
-        controllers.apply(libsumo, now, "almere.signals.v1.priority_decided.j22", event.SerializeToString())
+        applier.apply(libsumo, now, subject="almere.signals.v1.priority_decided.j22", payload=event.SerializeToString())
         assert libsumo.trafficlight.getRedYellowGreenState("j22") == transition_steps(current, target, 3.0)[0][0]
         seen = []
         while libsumo.simulation.getTime() < now + 30:
             libsumo.simulationStep()
-            controllers.lights.step(libsumo, libsumo.simulation.getTime())
+            applier.lights.step(libsumo, libsumo.simulation.getTime())
             seen.append(libsumo.trafficlight.getRedYellowGreenState("j22"))
         assert seen[3] == target and seen[15] == target  # green after the yellow, held
         assert libsumo.trafficlight.getProgram("j22") == program  # and back to its program
     finally:
         libsumo.close()
-        controllers.close()
+        applier.close()

@@ -58,9 +58,9 @@ def test_facility_id_from_name_strips_prefix() -> None:
 
 
 def test_derive_status_closed_and_unknown() -> None:
-    assert logic.derive_status(SPACES, 10, 100, DEFAULT, closed=True) == CLOSED
-    assert logic.derive_status(FULL, None, 100, DEFAULT, closed=True) == CLOSED
-    assert logic.derive_status(FULL, None, 100, DEFAULT, closed=False) == UNKNOWN
+    assert logic.derive_status(previous=SPACES, occupied=10, capacity=100, thresholds=DEFAULT, closed=True) == CLOSED
+    assert logic.derive_status(previous=FULL, occupied=None, capacity=100, thresholds=DEFAULT, closed=True) == CLOSED
+    assert logic.derive_status(previous=FULL, occupied=None, capacity=100, thresholds=DEFAULT, closed=False) == UNKNOWN
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,10 @@ def test_derive_status_closed_and_unknown() -> None:
     ],
 )
 def test_derive_status_thresholds_and_hysteresis(previous: int, occupied: int, expected: int) -> None:
-    assert logic.derive_status(previous, occupied, 100, DEFAULT, closed=False) == expected
+    assert (
+        logic.derive_status(previous=previous, occupied=occupied, capacity=100, thresholds=DEFAULT, closed=False)
+        == expected
+    )
 
 
 @st.composite
@@ -96,7 +99,9 @@ def test_derive_status_does_not_flicker(case: tuple[Thresholds, int, list[int]])
     status: int = UNKNOWN
     seen: list[int] = []
     for occupied in counts:
-        status = logic.derive_status(status, occupied, capacity, thresholds, closed=False)
+        status = logic.derive_status(
+            previous=status, occupied=occupied, capacity=capacity, thresholds=thresholds, closed=False
+        )
         seen.append(status)
     assert sum(1 for a, b in itertools.pairwise(seen) if a != b) <= 1, seen
 
@@ -291,30 +296,34 @@ def _at(minutes: int) -> datetime:
 
 def test_bucket_history_carries_prior_and_weights_by_time() -> None:
     samples = [(_at(5), 20), (_at(12), 5), (_at(18), 8)]
-    first, second, third = logic.bucket_history(10, samples, T0, _at(30), TEN)
-    assert first == Bucket(T0, 10, 20, 15.0, 20, 1, True)
+    first, second, third = logic.bucket_history(prior=10, samples=samples, start=T0, end=_at(30), width=TEN)
+    assert first == Bucket(start=T0, min=10, max=20, mean=15.0, last=20, samples=1, known=True)
     # 2 min at 20 (carried over), 6 min at 5, 2 min at 8
-    assert second == Bucket(_at(10), 5, 20, second.mean, 8, 2, True)
+    assert second == Bucket(start=_at(10), min=5, max=20, mean=second.mean, last=8, samples=2, known=True)
     assert second.mean == pytest.approx((2 * 20 + 6 * 5 + 2 * 8) / 10)
-    assert third == Bucket(_at(20), 8, 8, 8.0, 8, 0, True)
+    assert third == Bucket(start=_at(20), min=8, max=8, mean=8.0, last=8, samples=0, known=True)
 
 
 def test_bucket_history_unknown_before_first_count() -> None:
-    buckets = logic.bucket_history(None, [(_at(15), 30)], T0, _at(30), TEN)
+    buckets = logic.bucket_history(prior=None, samples=[(_at(15), 30)], start=T0, end=_at(30), width=TEN)
     assert [b.known for b in buckets] == [False, True, True]
-    assert buckets[0] == Bucket(T0, 0, 0, 0.0, 0, 0, False)
-    assert buckets[1] == Bucket(_at(10), 30, 30, 30.0, 30, 1, True)
+    assert buckets[0] == Bucket(start=T0, min=0, max=0, mean=0.0, last=0, samples=0, known=False)
+    assert buckets[1] == Bucket(start=_at(10), min=30, max=30, mean=30.0, last=30, samples=1, known=True)
 
 
 def test_bucket_history_last_bucket_is_truncated_at_end() -> None:
-    buckets = logic.bucket_history(4, [(_at(12), 0)], T0, _at(14), TEN)
+    buckets = logic.bucket_history(prior=4, samples=[(_at(12), 0)], start=T0, end=_at(14), width=TEN)
     assert [b.start for b in buckets] == [T0, _at(10)]
-    assert buckets[1] == Bucket(_at(10), 0, 4, 2.0, 0, 1, True)  # 2 min at 4, 2 min at 0
+    assert buckets[1] == Bucket(
+        start=_at(10), min=0, max=4, mean=2.0, last=0, samples=1, known=True
+    )  # 2 min at 4, 2 min at 0
 
 
 def test_bucket_min_max_ignore_a_count_that_held_for_no_time() -> None:
     # Counters reporting on whole minutes put a sample exactly on each bucket's start.
-    buckets = logic.bucket_history(10, [(T0, 50), (_at(10), 80), (_at(20), 20)], T0, _at(30), TEN)
+    buckets = logic.bucket_history(
+        prior=10, samples=[(T0, 50), (_at(10), 80), (_at(20), 20)], start=T0, end=_at(30), width=TEN
+    )
     assert [(b.min, b.max, b.mean) for b in buckets] == [(50, 50, 50.0), (80, 80, 80.0), (20, 20, 20.0)]
 
 
@@ -329,11 +338,20 @@ def test_haversine_almere_to_amsterdam_centraal() -> None:
 def _candidate(name: str, north: float, occ: int | None = 10, status: int = SPACES, op: bool = True) -> Candidate:
     """A facility `north` metres north of the destination, capacity 100."""
     lat = ALMERE_CENTRUM[0] + north / 111_195.0
-    return Candidate(name, lat, ALMERE_CENTRUM[1], 100, occ, status, op)
+    return Candidate(
+        facility_id=name,
+        latitude=lat,
+        longitude=ALMERE_CENTRUM[1],
+        capacity=100,
+        occupied=occ,
+        status=status,
+        open_at_arrival=op,
+    )
 
 
 def _rank(candidates: list[Candidate], limit: int = 10) -> list[str]:
-    return [c.facility_id for c, _, _, _ in logic.rank(candidates, *ALMERE_CENTRUM, 1500.0, limit)]
+    lat, lng = ALMERE_CENTRUM
+    return [c.facility_id for c, _, _, _ in logic.rank(candidates, lat=lat, lng=lng, max_walk_m=1500.0, limit=limit)]
 
 
 def test_rank_excludes_unusable_facilities() -> None:
@@ -349,7 +367,13 @@ def test_rank_excludes_unusable_facilities() -> None:
 
 
 def test_rank_prefers_nearer_and_reports_walk_and_score() -> None:
-    ranked = logic.rank([_candidate("far", 800), _candidate("near", 200)], *ALMERE_CENTRUM, 1500.0, 5)
+    ranked = logic.rank(
+        [_candidate("far", 800), _candidate("near", 200)],
+        lat=ALMERE_CENTRUM[0],
+        lng=ALMERE_CENTRUM[1],
+        max_walk_m=1500.0,
+        limit=5,
+    )
     assert [c.facility_id for c, _, _, _ in ranked] == ["near", "far"]
     _, walk, score, drive = ranked[0]
     assert drive == 0  # no travel times asked for: ranked by walking distance

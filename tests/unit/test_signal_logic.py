@@ -544,7 +544,14 @@ EMERGENCY, PUBLIC_TRANSPORT = pb.PRIORITY_CLASS_EMERGENCY, pb.PRIORITY_CLASS_PUB
 @pytest.mark.parametrize("overlapping", [False, True])
 def test_emergency_is_granted_even_while_an_emergency_holds(lights: dict[str, Light], overlapping: bool) -> None:
     light = lights["stadhuisplein"]
-    granted, reason, grant = decide(EMERGENCY, ETA, overlapping, light.links, light.plan, "spoke-w-in")
+    granted, reason, grant = decide(
+        priority_class=EMERGENCY,
+        eta=ETA,
+        overlapping_emergency=overlapping,
+        links=light.links,
+        plan=light.plan,
+        approach_edge="spoke-w-in",
+    )
     assert granted
     assert grant is not None
     assert grant.phase_index == 0
@@ -556,7 +563,14 @@ def test_emergency_is_granted_even_while_an_emergency_holds(lights: dict[str, Li
 
 def test_public_transport_is_denied_while_an_emergency_holds(lights: dict[str, Light]) -> None:
     light = lights["ring-east"]
-    granted, reason, grant = decide(PUBLIC_TRANSPORT, ETA, True, light.links, light.plan, "ring-s-e")
+    granted, reason, grant = decide(
+        priority_class=PUBLIC_TRANSPORT,
+        eta=ETA,
+        overlapping_emergency=True,
+        links=light.links,
+        plan=light.plan,
+        approach_edge="ring-s-e",
+    )
     assert not granted
     assert grant is None
     assert reason == "an emergency vehicle holds priority at this intersection"
@@ -564,7 +578,14 @@ def test_public_transport_is_denied_while_an_emergency_holds(lights: dict[str, L
 
 def test_public_transport_is_granted_when_no_emergency_holds(lights: dict[str, Light]) -> None:
     light = lights["ring-east"]
-    granted, _, grant = decide(PUBLIC_TRANSPORT, ETA, False, light.links, light.plan, "ring-s-e")
+    granted, _, grant = decide(
+        priority_class=PUBLIC_TRANSPORT,
+        eta=ETA,
+        overlapping_emergency=False,
+        links=light.links,
+        plan=light.plan,
+        approach_edge="ring-s-e",
+    )
     assert granted
     assert grant == logic.Grant(2, "GGGGrrrrrrr", ETA + logic.PRIORITY_HOLD)
 
@@ -572,7 +593,14 @@ def test_public_transport_is_granted_when_no_emergency_holds(lights: dict[str, L
 def test_decide_rejects_an_unknown_approach(lights: dict[str, Light]) -> None:
     light = lights["ring-east"]
     with pytest.raises(InvalidArgument, match="is not an approach"):
-        decide(EMERGENCY, ETA, False, light.links, light.plan, "spoke-w-in")
+        decide(
+            priority_class=EMERGENCY,
+            eta=ETA,
+            overlapping_emergency=False,
+            links=light.links,
+            plan=light.plan,
+            approach_edge="spoke-w-in",
+        )
 
 
 # --- adaptive steps --------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ class Damping:
 def reroutes(
     graph: RoadGraph,
     cost: FloatArray,
+    *,
     vehicles: list[Vehicle],
     via: dict[str, str],
     now_s: float,
@@ -44,29 +45,29 @@ def reroutes(
     row = {t: i for i, t in enumerate(unique)}
     improvable = []
     for vehicle, target in zip(candidates, targets, strict=True):
-        current = remaining_cost(graph, cost, vehicle.route, target)
+        current = remaining_cost(graph, cost, vehicle.route, until=target)
         best = float(best_from[row[target], graph.index[vehicle.edge_id]])
         if current - best >= max(damping.min_gain_s, damping.min_relative_gain * current):
             improvable.append((vehicle, current))
     if not improvable:
         return []
-    routes = replan(graph, cost, [v for v, _ in improvable], [via.get(v.id, "") for v, _ in improvable])
+    routes = replan(graph, cost, vehicles=[v for v, _ in improvable], via=[via.get(v.id, "") for v, _ in improvable])
     out = []
     for (vehicle, current), route in zip(improvable, routes, strict=True):
         if route is None:
             continue
         stop = via.get(vehicle.id, "")
-        gain = current - remaining_cost(graph, cost, route, stop)
+        gain = current - remaining_cost(graph, cost, route, until=stop)
         if gain < max(damping.min_gain_s, damping.min_relative_gain * current):
             continue  # the spread gave this one a route no better than its own
         out.append(
             Reroute(
-                vehicle,
-                route,
-                f"congestion@{now_s:.0f}",
-                f"{gain:.0f} s faster than its route under current travel times",
-                gain,
-                {"route_seconds": f"{current:.0f}", "new_route_seconds": f"{current - gain:.0f}"},
+                vehicle=vehicle,
+                route=route,
+                cause=f"congestion@{now_s:.0f}",
+                reason=f"{gain:.0f} s faster than its route under current travel times",
+                saved_s=gain,
+                trigger={"route_seconds": f"{current:.0f}", "new_route_seconds": f"{current - gain:.0f}"},
             )
         )
     return out

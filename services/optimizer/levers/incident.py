@@ -27,7 +27,9 @@ def _follows(route: list[str], known: list[list[str]]) -> bool:
     return any(route == r[len(r) - len(route) :] for r in known if len(r) >= len(route))
 
 
-def _cause(vehicle: Vehicle, base: str, decided: Container[tuple[str, str]], known: dict[str, list[list[str]]]) -> str:
+def _cause(
+    vehicle: Vehicle, *, base: str, decided: Container[tuple[str, str]], known: dict[str, list[list[str]]]
+) -> str:
     """The cause a new answer would carry, or "" when the vehicle needs none."""
     if (vehicle.id, base) not in decided:
         return base
@@ -39,6 +41,7 @@ def _cause(vehicle: Vehicle, base: str, decided: Container[tuple[str, str]], kno
 def reroutes(
     graph: RoadGraph,
     cost: FloatArray,
+    *,
     vehicles: list[Vehicle],
     via: dict[str, str],
     incidents: list[Incident],
@@ -55,7 +58,7 @@ def reroutes(
         for vehicle in vehicles:
             # A vehicle already on the edge cannot avoid it.
             if incident.edge_id in vehicle.route[1:]:
-                cause = _cause(vehicle, cause_of(incident), decided, known or {})
+                cause = _cause(vehicle, base=cause_of(incident), decided=decided, known=known or {})
                 if cause:
                     affected.append((vehicle, incident, cause))
     if not affected:
@@ -65,7 +68,7 @@ def reroutes(
         chosen.setdefault(vehicle.id, (vehicle, incident, cause))
     pairs = list(chosen.values())
     stops = [via.get(v.id, "") for v, _, _ in pairs]
-    routes = replan(graph, cost, [v for v, _, _ in pairs], stops)
+    routes = replan(graph, cost, vehicles=[v for v, _, _ in pairs], via=stops)
     out = []
     for (vehicle, incident, cause), route in zip(pairs, routes, strict=True):
         if route is None or route == vehicle.route:
@@ -76,12 +79,12 @@ def reroutes(
             continue
         out.append(
             Reroute(
-                vehicle,
-                route,
-                cause,
-                f"{'closure' if incident.full_closure else 'incident'} on {incident.edge_id} ahead",
-                min(before - after, CLOSED_S),
-                {
+                vehicle=vehicle,
+                route=route,
+                cause=cause,
+                reason=f"{'closure' if incident.full_closure else 'incident'} on {incident.edge_id} ahead",
+                saved_s=min(before - after, CLOSED_S),
+                trigger={
                     "incident": cause_of(incident),
                     "incident_version": str(incident.version),
                     "edge": incident.edge_id,

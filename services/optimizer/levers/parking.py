@@ -23,7 +23,7 @@ FULL_SEARCH_S = 120.0
 ARRIVAL = timedelta(minutes=15)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Offer:
     """What a facility can take now."""
 
@@ -33,7 +33,7 @@ class Offer:
     inflow: float = 0.0  # vehicles per second arriving without guidance
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Assignment:
     vehicle: Vehicle
     facility: Facility
@@ -48,6 +48,7 @@ class Assignment:
 
 def offers(
     facilities: list[Facility],
+    *,
     promised: dict[str, int],
     freeing: dict[str, int],
     reserve: int,
@@ -61,7 +62,14 @@ def offers(
             continue
         free_now = f.capacity - f.occupied - promised.get(f.id, 0)
         spaces = free_now - max(0, reserve - freeing.get(f.id, 0))
-        out.append(Offer(f, max(0, min(spaces, free_now)), 1 - free_now / f.capacity, (inflow or {}).get(f.id, 0.0)))
+        out.append(
+            Offer(
+                facility=f,
+                spaces=max(0, min(spaces, free_now)),
+                fill=1 - free_now / f.capacity,
+                inflow=(inflow or {}).get(f.id, 0.0),
+            )
+        )
     return out
 
 
@@ -69,7 +77,7 @@ def search_s(fill: float) -> float:
     return FULL_SEARCH_S * min(1.0, max(0.0, fill - FILL_KNEE) / (1 - FILL_KNEE))
 
 
-def assign(graph: RoadGraph, cost: FloatArray, vehicles: list[Vehicle], available: list[Offer]) -> list[Assignment]:
+def assign(graph: RoadGraph, cost: FloatArray, *, vehicles: list[Vehicle], available: list[Offer]) -> list[Assignment]:
     """Greedy by arrival: the vehicle nearest to a space chooses first, and what it takes is gone for
     the next. Never promises more spaces than an offer has."""
     usable = [o for o in available if o.spaces > 0 and o.facility.edge_id in graph.index]
@@ -97,8 +105,13 @@ def assign(graph: RoadGraph, cost: FloatArray, vehicles: list[Vehicle], availabl
             continue
         left[best] -= 1
         filled[best] += 1
-        a = Assignment(
-            movable[j], usable[best].facility, float(drive[best, j]), float(search[best]), float(walk[best, j])
+        out.append(
+            Assignment(
+                vehicle=movable[j],
+                facility=usable[best].facility,
+                drive_s=float(drive[best, j]),
+                search_s=float(search[best]),
+                walk_s=float(walk[best, j]),
+            )
         )
-        out.append(a)
     return out

@@ -8,7 +8,7 @@ from services.optimizer.routing import FloatArray, RoadGraph
 from services.optimizer.state import Vehicle
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Reroute:
     """A new route for a vehicle, what caused it (at most one decision per vehicle and cause), why."""
 
@@ -21,7 +21,7 @@ class Reroute:
 
 
 def replan(
-    graph: RoadGraph, cost: FloatArray, vehicles: list[Vehicle], via: list[str], spread: bool = True
+    graph: RoadGraph, cost: FloatArray, *, vehicles: list[Vehicle], via: list[str], spread: bool = True
 ) -> list[list[str] | None]:
     """Each vehicle's fastest route from where it is, through `via` (its parking edge; "" for none) to
     its destination. `spread`: share the first leg over alternatives instead of one detour for all."""
@@ -37,7 +37,7 @@ def replan(
     return out
 
 
-def remaining_cost(graph: RoadGraph, cost: FloatArray, route: list[str], until: str = "") -> float:
+def remaining_cost(graph: RoadGraph, cost: FloatArray, route: list[str], *, until: str = "") -> float:
     """Time to drive the rest of `route` (its first edge excluded) up to `until` (or to its end)."""
     end = route.index(until, 1) + 1 if until and until in route[1:] else len(route)
     return graph.route_cost(route[:end], cost)

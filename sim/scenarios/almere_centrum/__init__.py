@@ -1,4 +1,5 @@
-"""almere-centrum: a schematic Almere Stad centre (network, parking, demand), built by code."""
+"""almere-centrum: a schematic Almere Stad centre (network, parking, demand), built by code, and what
+a run of the twin needs of it (`sim.scenarios.registry.RunnableScenario`)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from sim.scenarios.almere_centrum import demand, layout
 NAME = "almere-centrum"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Scenario:
     directory: Path
     network: Path
@@ -40,19 +41,40 @@ class Scenario:
             return Path(data[key])
 
         return cls(
-            path("directory"),
-            path("network"),
-            path("parking"),
-            path("rerouters"),
-            path("guided_rerouters"),
-            path("actuated"),
-            path("detectors"),
-            path("routes"),
-            path("walks"),
-            path("config"),
-            float(data["horizon_s"]),
-            int(data["trips"]),
+            directory=path("directory"),
+            network=path("network"),
+            parking=path("parking"),
+            rerouters=path("rerouters"),
+            guided_rerouters=path("guided_rerouters"),
+            actuated=path("actuated"),
+            detectors=path("detectors"),
+            routes=path("routes"),
+            walks=path("walks"),
+            config=path("config"),
+            horizon_s=float(data["horizon_s"]),
+            trips=int(data["trips"]),
         )
+
+    @property
+    def begin_s(self) -> float:
+        return 0.0
+
+    def additional_files(self, mode: str) -> list[Path]:
+        """Mode none: parking search without information, the network's fixed programs; the others:
+        occupancy visible on every approach and actuated lights."""
+        if mode == "none":
+            return [self.parking, self.detectors, self.rerouters]
+        return [self.parking, self.detectors, self.guided_rerouters, self.actuated]
+
+    def parking_facilities(self) -> list[layout.Facility]:
+        return list(layout.FACILITIES)
+
+    def centre_edges(self) -> set[str]:
+        return layout.centre_edges()
+
+    def walks_to(self) -> dict[str, str]:
+        walks: dict[str, str] = json.loads(self.walks.read_text())
+        return walks
 
 
 def parking_xml(network: Path) -> str:
@@ -73,7 +95,7 @@ def parking_xml(network: Path) -> str:
 def _blind_rerouters(network: Path, parking: Path, out: Path) -> None:
     """Parking search without information: a rerouter on each area's own edge sends a driver who finds
     it full on to another area whose occupancy the driver cannot see (generateParkingAreaRerouters.py
-    with visibility off, as shared/FACTS.md describes)."""
+    with visibility off)."""
     import sumo
 
     tool = Path(sumo.SUMO_HOME) / "tools" / "generateParkingAreaRerouters.py"
@@ -187,7 +209,7 @@ def _route(network: Path, trips: Path, routes: Path) -> None:
 
 
 def build(
-    out_dir: Path, seed: int = 1, scale: float = 1.0, horizon_s: float = 4 * 3600, event: bool = False
+    out_dir: Path, *, seed: int = 1, scale: float = 1.0, horizon_s: float = 4 * 3600, event: bool = False
 ) -> Scenario:
     """Write network, parking, rerouters, routes and a .sumocfg into out_dir (or reuse them when a
     build with the same inputs is there: runs of several seeds share one folder)."""
@@ -211,7 +233,7 @@ def build(
     actuated.write_text(actuated_xml(network))
     detectors = out_dir / "detectors.add.xml"
     detectors.write_text(detectors_xml(network))
-    trips = demand.generate(seed, scale, horizon_s, event)
+    trips = demand.generate(seed, scale, horizon_s, event=event)
     trip_file = out_dir / f"demand-seed{seed}.trips.xml"
     trip_file.write_text(demand.routes_xml(trips))
     routes = out_dir / f"demand-seed{seed}.rou.xml"
@@ -238,25 +260,25 @@ def build(
 """
     )
     scenario = Scenario(
-        out_dir,
-        network,
-        parking,
-        rerouters,
-        guided,
-        actuated,
-        detectors,
-        routes,
-        walks,
-        config,
-        horizon_s,
-        len(trips),
+        directory=out_dir,
+        network=network,
+        parking=parking,
+        rerouters=rerouters,
+        guided_rerouters=guided,
+        actuated=actuated,
+        detectors=detectors,
+        routes=routes,
+        walks=walks,
+        config=config,
+        horizon_s=horizon_s,
+        trips=len(trips),
     )
     fields = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(scenario).items()}
     manifest.write_text(json.dumps({"inputs": inputs, "scenario": fields}))
     return scenario
 
 
-def run_sumo(scenario: Scenario, tripinfo: Path, end_s: float | None = None, stops: Path | None = None) -> None:
+def run_sumo(scenario: Scenario, tripinfo: Path, *, end_s: float | None = None, stops: Path | None = None) -> None:
     """A plain SUMO run of the scenario (blind parking search), writing tripinfo and stops."""
     extra = ["--additional-files", f"{scenario.parking},{scenario.rerouters}"]
     if stops is not None:

@@ -26,7 +26,7 @@ VENUE = "j32"
 _NEAR = {f.facility_id: f.edge.split("-", 1) if not f.edge.startswith("ext") else ["j02", "j12"] for f in FACILITIES}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Trip:
     vid: str
     depart: float
@@ -46,7 +46,7 @@ def _exits() -> list[str]:
     return [edge_id(node_id(*cell), gate) for gate, cell, _ in GATES]
 
 
-def _arrivals(rng: np.random.Generator, per_hour: list[int], scale: float, horizon_s: float) -> list[float]:
+def _arrivals(rng: np.random.Generator, per_hour: list[int], *, scale: float, horizon_s: float) -> list[float]:
     """Poisson arrivals per minute at the hourly rates."""
     times: list[float] = []
     for minute in range(int(horizon_s // 60)):
@@ -55,13 +55,13 @@ def _arrivals(rng: np.random.Generator, per_hour: list[int], scale: float, horiz
     return times
 
 
-def generate(seed: int, scale: float, horizon_s: float, event: bool = False) -> list[Trip]:
+def generate(seed: int, scale: float, horizon_s: float, *, event: bool = False) -> list[Trip]:
     rng = np.random.default_rng(seed)
     entries, exits = _entries(), _exits()
     trips: list[Trip] = []
-    for t in _arrivals(rng, THROUGH, scale, horizon_s):
+    for t in _arrivals(rng, THROUGH, scale=scale, horizon_s=horizon_s):
         i, j = rng.choice(len(entries), 2, replace=False)
-        trips.append(Trip("", t, "through", entries[i], exits[j]))
+        trips.append(Trip(vid="", depart=t, kind="through", origin=entries[i], destination=exits[j]))
     groups = [
         ("commuter", COMMUTERS, COMMUTER_CHOICE, (7 * 3600, 9 * 3600)),
         ("visitor", VISITORS, VISITOR_CHOICE, (45 * 60, 2 * 3600)),
@@ -70,16 +70,16 @@ def generate(seed: int, scale: float, horizon_s: float, event: bool = False) -> 
         groups.append(("event", EVENT, EVENT_CHOICE, (3 * 3600, 5 * 3600)))
     for kind, rates, choice, (low, high) in groups:
         names, weights = list(choice), np.array(list(choice.values()))
-        for t in _arrivals(rng, rates, scale, horizon_s):
+        for t in _arrivals(rng, rates, scale=scale, horizon_s=horizon_s):
             facility = names[rng.choice(len(names), p=weights / weights.sum())]
             walk_to = VENUE if kind == "event" else str(rng.choice(_NEAR[facility]))
             trips.append(
                 Trip(
-                    "",
-                    t,
-                    kind,
-                    entries[rng.integers(len(entries))],
-                    exits[rng.integers(len(exits))],
+                    vid="",
+                    depart=t,
+                    kind=kind,
+                    origin=entries[rng.integers(len(entries))],
+                    destination=exits[rng.integers(len(exits))],
                     parking_area=facility,
                     park_seconds=float(rng.uniform(low, high)),
                     walk_to=walk_to,

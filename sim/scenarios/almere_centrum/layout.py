@@ -93,7 +93,7 @@ def centre_edges() -> set[str]:
     return {edge_id(node_id(*x), node_id(*y)) for x, y in pairs if node_id(*x) in inside and node_id(*y) in inside}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Facility:
     """A parking facility: its parking-service record and the SUMO parkingArea it maps to."""
 
@@ -106,12 +106,15 @@ class Facility:
 
 
 FACILITIES = [
-    Facility("garage-stadhuisplein", "Parkeergarage Stadhuisplein", "garage", 450, edge_id("j23", "j33"), "q-park"),
-    Facility("garage-forum", "Parkeergarage Forum", "garage", 350, edge_id("j31", "j32"), "q-park"),
-    Facility("garage-flevo", "Parkeergarage Flevo", "garage", 400, edge_id("j13", "j12"), "gemeente-almere"),
-    Facility("garage-citadel", "Parkeergarage Citadel", "garage", 500, edge_id("j41", "j31"), "interparking"),
-    Facility("street-centrum", "Straatparkeren Centrum", "on_street", 120, edge_id("j21", "j22"), "gemeente-almere"),
-    Facility("pr-almere-poort", "P+R Almere Poort", "park_and_ride", 600, edge_id("ext-w", "j02"), "gemeente-almere"),
+    Facility(facility_id=i, display_name=name, kind=kind, capacity=capacity, edge=edge, operator_id=operator)
+    for i, name, kind, capacity, edge, operator in (
+        ("garage-stadhuisplein", "Parkeergarage Stadhuisplein", "garage", 450, edge_id("j23", "j33"), "q-park"),
+        ("garage-forum", "Parkeergarage Forum", "garage", 350, edge_id("j31", "j32"), "q-park"),
+        ("garage-flevo", "Parkeergarage Flevo", "garage", 400, edge_id("j13", "j12"), "gemeente-almere"),
+        ("garage-citadel", "Parkeergarage Citadel", "garage", 500, edge_id("j41", "j31"), "interparking"),
+        ("street-centrum", "Straatparkeren Centrum", "on_street", 120, edge_id("j21", "j22"), "gemeente-almere"),
+        ("pr-almere-poort", "P+R Almere Poort", "park_and_ride", 600, edge_id("ext-w", "j02"), "gemeente-almere"),
+    )
 ]
 
 
@@ -130,7 +133,7 @@ def nodes_xml() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _edge(a: str, b: str, road: RoadClass, name: str) -> str:
+def _edge(a: str, b: str, *, road: RoadClass, name: str) -> str:
     attrs = (
         f'id="{edge_id(a, b)}" from="{a}" to="{b}" numLanes="{road.lanes}" speed="{road.speed:.2f}" '
         f"name={quoteattr(name)}"
@@ -146,10 +149,10 @@ def edges_xml() -> str:
         road = road_class(a, b)
         name = {DREEF: "dreef", ARTERIAL: "Stadsdreef", STREET: "centrumstraat"}[road]
         for x, y in ((a, b), (b, a)):
-            lines.append(_edge(node_id(*x), node_id(*y), road, name))
+            lines.append(_edge(node_id(*x), node_id(*y), road=road, name=name))
     for gate, cell, side in GATES:
         junction = node_id(*cell)
-        lines.append(_edge(gate, junction, CONNECTOR, f"toegang {side}"))
-        lines.append(_edge(junction, gate, CONNECTOR, f"toegang {side}"))
+        lines.append(_edge(gate, junction, road=CONNECTOR, name=f"toegang {side}"))
+        lines.append(_edge(junction, gate, road=CONNECTOR, name=f"toegang {side}"))
     lines.append("</edges>")
     return "\n".join(lines) + "\n"

@@ -1,5 +1,6 @@
-"""Reads and writes of the signal tables. Writes are group-commit batch handlers (services/common/db.py):
-one result per item; an intersection's changes are serialised by the single writer."""
+"""The signal use cases: group-commit batch handlers (plan lifecycle, priority decisions, history rows
+and events, one result per item; an intersection's changes are serialised by the single writer) and
+the reads behind the servicer."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from sqlalchemy import Engine, and_, func, select, true
 from sqlmodel import Session, col
 
 from contract.bus import PLAN_ACTIVATED, PRIORITY_DECIDED, PRIORITY_ENDED
-from services.common import tracing
 from services.common.auth import Identity, Role
+from services.common.batch import Locked, each, lock
 from services.common.changes import Changes
 from services.common.clock import to_timestamp
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.feed import Snapshot
+from services.common.history import AuditTrail
 from services.common.tracing import Traced
 from services.signals import events, logic
 from services.signals.models import HistoryRow, IntersectionRow, PlanRow, PriorityRow, SignalsOutbox
@@ -47,16 +49,26 @@ class _Batch(Changes):
 
     def intersection(self, intersection_id: str) -> pb.Intersection:
         if intersection_id not in self.docs:
-            row = self.session.get(IntersectionRow, intersection_id, with_for_update=True)
-            if row is None:
-                raise NotFound(f"intersection {intersection_id!r} not found")
-            self.rows[intersection_id] = row
+            locked: Locked[IntersectionRow] = lock(
+                self.session,
+                noun="intersection",
+                query=select(IntersectionRow),
+                id_column=col(IntersectionRow.id),
+                ids=[intersection_id],
+            )
+            row = self.rows[intersection_id] = locked.get(intersection_id)
             self.docs[intersection_id] = pb.Intersection.FromString(row.document)
         return self.docs[intersection_id]
+
+    def undo(self, mark: tuple[int, int]) -> None:
+        super().undo(mark)
+        self.docs.clear()  # the savepoint rolled back: re-read what the next item touches
+        self.rows.clear()
 
     def record(
         self,
         intersection_id: str,
+        *,
         identity: Identity,
         event: str,
         now: datetime,
@@ -82,7 +94,11 @@ class _Batch(Changes):
                 "reason": reason or (plan.reason if plan else ""),
             }
         )
-        self.outbox.append(events.signal_event(event, doc, identity.caller, now, plan, priority))
+        self.outbox.append(
+            events.signal_event(
+                event=event, intersection=doc, actor=identity.caller, now=now, plan=plan, priority=priority
+            )
+        )
 
     def plan(self, intersection_id: str, version: int) -> tuple[PlanRow, pb.Plan]:
         row = self.session.get(PlanRow, (intersection_id, version))
@@ -94,7 +110,9 @@ class _Batch(Changes):
         row.state = plan.state
         row.document = plan.SerializeToString()
 
-    def activate(self, intersection_id: str, version: int, identity: Identity, reason: str, now: datetime) -> pb.Plan:
+    def activate(
+        self, intersection_id: str, *, version: int, identity: Identity, reason: str, now: datetime
+    ) -> pb.Plan:
         """Make a plan the active one; the one it replaces becomes SUPERSEDED."""
         doc = self.intersection(intersection_id)
         row, plan = self.plan(intersection_id, version)
@@ -117,31 +135,14 @@ class _Batch(Changes):
         doc.active_plan_version = version
         if not (plan.type == replaced == pb.PLAN_TYPE_ADAPTIVE):
             self.rows[intersection_id].activations = [*self.rows[intersection_id].activations, version]
-        self.record(intersection_id, identity, PLAN_ACTIVATED, now, reason, plan=plan)
+        self.record(intersection_id, identity=identity, event=PLAN_ACTIVATED, now=now, reason=reason, plan=plan)
         return plan
-
-
-def _each(session: Session, items: Sequence[Any], apply: Any) -> list[Any]:
-    """Run `apply(batch, item)` per item; a ServiceError becomes that item's result, writing nothing."""
-    batch = _Batch(session)
-    results: list[Any] = []
-    for item in items:
-        tracing.bind(item)
-        try:
-            with session.begin_nested():
-                results.append(apply(batch, item))
-        except ServiceError as err:
-            batch.docs.clear()  # the savepoint rolled back: re-read what this item touched
-            batch.rows.clear()
-            results.append(err)
-    batch.flush(session)
-    return results
 
 
 # --- intersections -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Import(Traced):
     identity: Identity
     lights: list[ImportedLight]
@@ -149,7 +150,9 @@ class Import(Traced):
 
 
 def import_lights(session: Session, items: Sequence[Import]) -> list[Any]:
-    def apply(batch: _Batch, item: Import) -> tuple[list[pb.Intersection], list[str]]:
+    batch = _Batch(session)
+
+    def apply(item: Import) -> tuple[list[pb.Intersection], list[str]]:
         created, skipped = [], []
         for light in item.lights:
             name = f"intersections/{light.intersection_id}"
@@ -167,16 +170,32 @@ def import_lights(session: Session, items: Sequence[Import]) -> list[Any]:
             )
             session.flush()
             batch.intersection(light.intersection_id)
-            batch.record(light.intersection_id, item.identity, "intersection_imported", item.now, "network import")
-            _store_plan(session, light.intersection_id, 1, light.plan, pb.PLAN_STATE_DRAFT, item.identity, item.now)
-            batch.activate(light.intersection_id, 1, item.identity, "imported program", item.now)
+            batch.record(
+                light.intersection_id,
+                identity=item.identity,
+                event="intersection_imported",
+                now=item.now,
+                reason="network import",
+            )
+            _store_plan(
+                session,
+                light.plan,
+                intersection_id=light.intersection_id,
+                version=1,
+                state=pb.PLAN_STATE_DRAFT,
+                identity=item.identity,
+                now=item.now,
+            )
+            batch.activate(
+                light.intersection_id, version=1, identity=item.identity, reason="imported program", now=item.now
+            )
             created.append(batch.docs[light.intersection_id])
         return created, skipped
 
-    return _each(session, items, apply)
+    return each(session, items, apply, batch)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class UpdateIntersection(Traced):
     identity: Identity
     intersection_id: str
@@ -186,24 +205,39 @@ class UpdateIntersection(Traced):
 
 
 def update_intersections(session: Session, items: Sequence[UpdateIntersection]) -> list[Any]:
-    def apply(batch: _Batch, item: UpdateIntersection) -> pb.Intersection:
+    batch = _Batch(session)
+
+    def apply(item: UpdateIntersection) -> pb.Intersection:
         doc = batch.intersection(item.intersection_id)
         field_mask_pb2.FieldMask(paths=item.paths).MergeMessage(item.patch, doc, replace_message_field=True)
         if doc.proposal_policy == pb.PROPOSAL_POLICY_UNSPECIFIED:
             doc.proposal_policy = pb.PROPOSAL_POLICY_REQUIRE_APPROVAL
         if not doc.display_name.strip() or len(doc.display_name) > 200:
             raise InvalidArgument("display_name is required (at most 200 characters)")
-        batch.record(item.intersection_id, item.identity, "intersection_updated", item.now, ",".join(item.paths))
+        batch.record(
+            item.intersection_id,
+            identity=item.identity,
+            event="intersection_updated",
+            now=item.now,
+            reason=",".join(item.paths),
+        )
         return doc
 
-    return _each(session, items, apply)
+    return each(session, items, apply, batch)
 
 
 # --- plans ---------------------------------------------------------------------------------------
 
 
 def _store_plan(
-    session: Session, intersection_id: str, version: int, plan: pb.Plan, state: int, identity: Identity, now: datetime
+    session: Session,
+    plan: pb.Plan,
+    *,
+    intersection_id: str,
+    version: int,
+    state: int,
+    identity: Identity,
+    now: datetime,
 ) -> pb.Plan:
     stored = pb.Plan()
     stored.CopyFrom(plan)
@@ -219,7 +253,7 @@ def _store_plan(
     return stored
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CreatePlan(Traced):
     identity: Identity
     intersection_id: str
@@ -230,7 +264,9 @@ class CreatePlan(Traced):
 
 
 def create_plans(session: Session, items: Sequence[CreatePlan]) -> list[Any]:
-    def apply(batch: _Batch, item: CreatePlan) -> pb.Plan:
+    batch = _Batch(session)
+
+    def apply(item: CreatePlan) -> pb.Plan:
         doc = batch.intersection(item.intersection_id)
         adaptive = item.plan.type == pb.PLAN_TYPE_ADAPTIVE
         if adaptive:
@@ -247,24 +283,34 @@ def create_plans(session: Session, items: Sequence[CreatePlan]) -> list[Any]:
             select(func.max(PlanRow.version)).where(col(PlanRow.intersection_id) == item.intersection_id)
         ).scalar_one()
         state = pb.PLAN_STATE_PROPOSED if item.proposal else pb.PLAN_STATE_DRAFT
-        plan = _store_plan(session, item.intersection_id, (latest or 0) + 1, item.plan, state, item.identity, item.now)
+        plan = _store_plan(
+            session,
+            item.plan,
+            intersection_id=item.intersection_id,
+            version=(latest or 0) + 1,
+            state=state,
+            identity=item.identity,
+            now=item.now,
+        )
         session.flush()
         batch.record(
             item.intersection_id,
-            item.identity,
-            "plan_proposed" if item.proposal else "plan_created",
-            item.now,
+            identity=item.identity,
+            event="plan_proposed" if item.proposal else "plan_created",
+            now=item.now,
             plan=plan,
         )
         if item.proposal and auto:
             why = "adaptive step" if adaptive else "auto-applied proposal"
-            return batch.activate(item.intersection_id, plan.version, item.identity, why, item.now)
+            return batch.activate(
+                item.intersection_id, version=plan.version, identity=item.identity, reason=why, now=item.now
+            )
         return plan
 
-    return _each(session, items, apply)
+    return each(session, items, apply, batch)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Activate(Traced):
     identity: Identity
     intersection_id: str
@@ -277,7 +323,9 @@ class Activate(Traced):
 
 
 def activate_plans(session: Session, items: Sequence[Activate]) -> list[Any]:
-    def apply(batch: _Batch, item: Activate) -> pb.Plan:
+    batch = _Batch(session)
+
+    def apply(item: Activate) -> pb.Plan:
         batch.intersection(item.intersection_id)
         row, plan = batch.plan(item.intersection_id, item.version)
         if item.required_state and plan.state != item.required_state:
@@ -291,14 +339,23 @@ def activate_plans(session: Session, items: Sequence[Activate]) -> list[Any]:
             plan.activate_time.CopyFrom(to_timestamp(item.at))
             row.activate_time = item.at
             batch.save_plan(row, plan)
-            batch.record(item.intersection_id, item.identity, "plan_scheduled", item.now, item.reason, plan=plan)
+            batch.record(
+                item.intersection_id,
+                identity=item.identity,
+                event="plan_scheduled",
+                now=item.now,
+                reason=item.reason,
+                plan=plan,
+            )
             return plan
-        return batch.activate(item.intersection_id, item.version, item.identity, item.reason, item.now)
+        return batch.activate(
+            item.intersection_id, version=item.version, identity=item.identity, reason=item.reason, now=item.now
+        )
 
-    return _each(session, items, apply)
+    return each(session, items, apply, batch)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Reject(Traced):
     identity: Identity
     intersection_id: str
@@ -308,20 +365,29 @@ class Reject(Traced):
 
 
 def reject_plans(session: Session, items: Sequence[Reject]) -> list[Any]:
-    def apply(batch: _Batch, item: Reject) -> pb.Plan:
+    batch = _Batch(session)
+
+    def apply(item: Reject) -> pb.Plan:
         batch.intersection(item.intersection_id)
         row, plan = batch.plan(item.intersection_id, item.version)
         if plan.state != pb.PLAN_STATE_PROPOSED:
             raise FailedPrecondition(f"{plan.name} is {pb.PlanState.Name(plan.state)}, not awaiting approval")
         plan.state = pb.PLAN_STATE_REJECTED
         batch.save_plan(row, plan)
-        batch.record(item.intersection_id, item.identity, "plan_rejected", item.now, item.reason, plan=plan)
+        batch.record(
+            item.intersection_id,
+            identity=item.identity,
+            event="plan_rejected",
+            now=item.now,
+            reason=item.reason,
+            plan=plan,
+        )
         return plan
 
-    return _each(session, items, apply)
+    return each(session, items, apply, batch)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Rollback(Traced):
     identity: Identity
     intersection_id: str
@@ -330,7 +396,9 @@ class Rollback(Traced):
 
 
 def rollback_plans(session: Session, items: Sequence[Rollback]) -> list[Any]:
-    def apply(batch: _Batch, item: Rollback) -> pb.Plan:
+    batch = _Batch(session)
+
+    def apply(item: Rollback) -> pb.Plan:
         batch.intersection(item.intersection_id)
         row = batch.rows[item.intersection_id]
         # Back to the timing plan before: adaptive takeovers in between are skipped (their steps
@@ -344,9 +412,15 @@ def rollback_plans(session: Session, items: Sequence[Rollback]) -> list[Any]:
             raise FailedPrecondition(f"intersections/{item.intersection_id} has no earlier plan to roll back to")
         n, previous = earlier[-1]
         row.activations = row.activations[:n]  # activate() appends `previous` again
-        return batch.activate(item.intersection_id, previous, item.identity, item.reason or "rollback", item.now)
+        return batch.activate(
+            item.intersection_id,
+            version=previous,
+            identity=item.identity,
+            reason=item.reason or "rollback",
+            now=item.now,
+        )
 
-    return _each(session, items, apply)
+    return each(session, items, apply, batch)
 
 
 def activate_due(session: Session, items: Sequence[datetime]) -> list[Any]:
@@ -357,14 +431,20 @@ def activate_due(session: Session, items: Sequence[datetime]) -> list[Any]:
         .where(col(PlanRow.state) == pb.PLAN_STATE_SCHEDULED, col(PlanRow.activate_time) <= now)
         .order_by(col(PlanRow.activate_time))
     ).all()
-    _each(session, [(i, v) for i, v in due], lambda b, iv: b.activate(iv[0], iv[1], SCHEDULER, "scheduled", now))
+    batch = _Batch(session)
+    each(
+        session,
+        due,
+        lambda plan: batch.activate(plan[0], version=plan[1], identity=SCHEDULER, reason="scheduled", now=now),
+        batch,
+    )
     return [None] * len(items)
 
 
 # --- priority ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RequestPriority(Traced):
     identity: Identity
     intersection_id: str
@@ -374,7 +454,9 @@ class RequestPriority(Traced):
 
 
 def request_priorities(session: Session, items: Sequence[RequestPriority]) -> list[Any]:
-    def apply(batch: _Batch, item: RequestPriority) -> pb.Priority:
+    batch = _Batch(session)
+
+    def apply(item: RequestPriority) -> pb.Priority:
         doc = batch.intersection(item.intersection_id)
         _, plan = batch.plan(item.intersection_id, doc.active_plan_version)
         activations = batch.rows[item.intersection_id].activations
@@ -393,12 +475,12 @@ def request_priorities(session: Session, items: Sequence[RequestPriority]) -> li
         ]
         emergency_holds = any(p.priority_class == pb.PRIORITY_CLASS_EMERGENCY for _, p in granted)
         ok, reason, grant = logic.decide(
-            item.priority.priority_class,
-            item.eta,
-            emergency_holds,
-            list(doc.links),
-            plan,
-            item.priority.approach_edge_id,
+            priority_class=item.priority.priority_class,
+            eta=item.eta,
+            overlapping_emergency=emergency_holds,
+            links=list(doc.links),
+            plan=plan,
+            approach_edge=item.priority.approach_edge_id,
         )
         priority = pb.Priority()
         priority.CopyFrom(item.priority)
@@ -415,7 +497,14 @@ def request_priorities(session: Session, items: Sequence[RequestPriority]) -> li
             if item.priority.priority_class == pb.PRIORITY_CLASS_EMERGENCY:
                 for row, pre_empted in granted:
                     if pre_empted.priority_class == pb.PRIORITY_CLASS_PUBLIC_TRANSPORT:
-                        _end(batch, row, pre_empted, item.identity, f"pre-empted by {priority.vehicle_id}", item.now)
+                        _end(
+                            batch,
+                            row,
+                            pre_empted,
+                            identity=item.identity,
+                            reason=f"pre-empted by {priority.vehicle_id}",
+                            now=item.now,
+                        )
         session.add(
             PriorityRow(
                 id=priority.name.rsplit("/", 1)[1],
@@ -426,23 +515,32 @@ def request_priorities(session: Session, items: Sequence[RequestPriority]) -> li
                 document=priority.SerializeToString(),
             )
         )
-        batch.record(item.intersection_id, item.identity, PRIORITY_DECIDED, item.now, reason, priority=priority)
+        batch.record(
+            item.intersection_id,
+            identity=item.identity,
+            event=PRIORITY_DECIDED,
+            now=item.now,
+            reason=reason,
+            priority=priority,
+        )
         return priority
 
-    return _each(session, items, apply)
+    return each(session, items, apply, batch)
 
 
 def _end(
-    batch: _Batch, row: PriorityRow, priority: pb.Priority, identity: Identity, reason: str, now: datetime
+    batch: _Batch, row: PriorityRow, priority: pb.Priority, *, identity: Identity, reason: str, now: datetime
 ) -> None:
     priority.decision = pb.PRIORITY_DECISION_ENDED
     priority.reason = reason
     row.decision = priority.decision
     row.document = priority.SerializeToString()
-    batch.record(row.intersection_id, identity, PRIORITY_ENDED, now, reason, priority=priority)
+    batch.record(
+        row.intersection_id, identity=identity, event=PRIORITY_ENDED, now=now, reason=reason, priority=priority
+    )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CancelPriority(Traced):
     identity: Identity
     intersection_id: str
@@ -451,7 +549,9 @@ class CancelPriority(Traced):
 
 
 def cancel_priorities(session: Session, items: Sequence[CancelPriority]) -> list[Any]:
-    def apply(batch: _Batch, item: CancelPriority) -> pb.Priority:
+    batch = _Batch(session)
+
+    def apply(item: CancelPriority) -> pb.Priority:
         batch.intersection(item.intersection_id)
         row = session.get(PriorityRow, item.priority_id)
         if row is None or row.intersection_id != item.intersection_id:
@@ -459,10 +559,10 @@ def cancel_priorities(session: Session, items: Sequence[CancelPriority]) -> list
         priority = pb.Priority.FromString(row.document)
         if priority.decision != pb.PRIORITY_DECISION_GRANTED:
             raise FailedPrecondition(f"{priority.name} is {pb.PriorityDecision.Name(priority.decision)}, not granted")
-        _end(batch, row, priority, item.identity, f"cancelled by {item.identity.caller}", item.now)
+        _end(batch, row, priority, identity=item.identity, reason=f"cancelled by {item.identity.caller}", now=item.now)
         return priority
 
-    return _each(session, items, apply)
+    return each(session, items, apply, batch)
 
 
 # --- reads ---------------------------------------------------------------------------------------
@@ -476,7 +576,9 @@ def get_intersection(engine: Engine, intersection_id: str) -> pb.Intersection:
         return pb.Intersection.FromString(row.document)
 
 
-def list_intersections(engine: Engine, after_id: str, limit: int, ids: set[str] | None = None) -> list[pb.Intersection]:
+def list_intersections(
+    engine: Engine, *, after_id: str, limit: int, ids: set[str] | None = None
+) -> list[pb.Intersection]:
     query = select(col(IntersectionRow.document)).where(col(IntersectionRow.id) > after_id)
     if ids is not None:
         query = query.where(col(IntersectionRow.id).in_(ids))
@@ -493,7 +595,7 @@ def get_plan(engine: Engine, intersection_id: str, version: int) -> pb.Plan:
         return pb.Plan.FromString(row.document)
 
 
-def list_plans(engine: Engine, intersection_id: str, before_version: int | None, limit: int) -> list[pb.Plan]:
+def list_plans(engine: Engine, *, intersection_id: str, before_version: int | None, limit: int) -> list[pb.Plan]:
     with Session(engine) as session:
         if session.get(IntersectionRow, intersection_id) is None:
             raise NotFound(f"intersection {intersection_id!r} not found")
@@ -526,14 +628,4 @@ def active_plans(engine: Engine, ids: set[str] | None) -> Snapshot[tuple[pb.Inte
     )
 
 
-def history(engine: Engine, intersection_id: str, after_version: int, limit: int) -> list[HistoryRow]:
-    with Session(engine) as session:
-        if session.get(IntersectionRow, intersection_id) is None:
-            raise NotFound(f"intersection {intersection_id!r} not found")
-        query = (
-            select(HistoryRow)
-            .where(col(HistoryRow.intersection_id) == intersection_id, col(HistoryRow.version) > after_version)
-            .order_by(col(HistoryRow.version))
-            .limit(limit)
-        )
-        return list(session.execute(query).scalars())
+HISTORY = AuditTrail(noun="intersection", entities=IntersectionRow, rows=HistoryRow, entity_column="intersection_id")

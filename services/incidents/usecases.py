@@ -1,10 +1,10 @@
-"""Reads and writes of the incident tables. Writes are group-commit batch handlers (see
-services/common/db.py): one result per item, nothing written for an item that is rejected."""
+"""The incident use cases: group-commit batch handlers (who may change what, field-mask merge,
+history rows and events, one result per item) and the reads behind the servicer."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,11 +17,13 @@ from sqlmodel import Session, col
 from contract.bus import INCIDENT_REPORTED, INCIDENT_STATE_CHANGED, INCIDENT_UPDATED
 from services.common import tracing
 from services.common.auth import Identity, Role
+from services.common.batch import Locked, each, lock
 from services.common.changes import Changes
 from services.common.clock import from_timestamp, to_timestamp
-from services.common.errors import AlreadyExists, FailedPrecondition, NotFound, ServiceError
+from services.common.errors import AlreadyExists, FailedPrecondition, NotFound
 from services.common.feed import Snapshot
 from services.common.geo import Area
+from services.common.history import AuditTrail
 from services.common.network import RoadNetwork
 from services.common.tracing import Traced
 from services.incidents import events, logic
@@ -71,11 +73,11 @@ class _Changes(Changes):
     def record(
         self,
         incident: pb.Incident,
+        *,
         identity: Identity,
         action: str,
         event: str,
         now: datetime,
-        *,
         previous_state: int = 0,
         changed: Sequence[str] = (),
         reason: str = "",
@@ -94,7 +96,16 @@ class _Changes(Changes):
                 "reason": reason,
             }
         )
-        self.outbox.append(events.incident_event(event, incident, identity.caller, now, previous_state, list(changed)))
+        self.outbox.append(
+            events.incident_event(
+                event=event,
+                incident=incident,
+                actor=identity.caller,
+                now=now,
+                previous_state=previous_state,
+                changed=list(changed),
+            )
+        )
 
 
 def _stamp(incident: pb.Incident, now: datetime) -> None:
@@ -102,22 +113,20 @@ def _stamp(incident: pb.Incident, now: datetime) -> None:
     incident.update_time.CopyFrom(to_timestamp(now))
 
 
-def _changeable(rows: dict[str, IncidentRow], identity: Identity, incident_id: str) -> tuple[IncidentRow, pb.Incident]:
-    """The incident the caller is about to change: NOT_FOUND or PERMISSION_DENIED otherwise."""
-    row = rows.get(incident_id)
-    if row is None:
-        raise NotFound(f"incident {incident_id!r} not found")
-    incident = _document(row)
-    logic.authorize_change(identity, incident)
-    return row, incident
+def _authorized(identity: Identity) -> Callable[[IncidentRow], tuple[IncidentRow, pb.Incident]]:
+    def check(row: IncidentRow) -> tuple[IncidentRow, pb.Incident]:
+        incident = _document(row)
+        logic.authorize_change(identity, incident)
+        return row, incident
+
+    return check
 
 
-def _load(session: Session, ids: set[str]) -> dict[str, IncidentRow]:
-    query = select(IncidentRow).where(col(IncidentRow.id).in_(ids)).with_for_update()
-    return {r.id: r for r in session.execute(query).scalars()}
+def _incidents(session: Session, ids: set[str]) -> Locked[IncidentRow]:
+    return lock(session, noun="incident", query=select(IncidentRow), id_column=col(IncidentRow.id), ids=ids)
 
 
-def _insert(session: Session, incident: pb.Incident, reporter: str, request_id: str, planned: str | None) -> None:
+def _insert(session: Session, incident: pb.Incident, *, reporter: str, request_id: str, planned: str | None) -> None:
     session.add(
         IncidentRow(
             id=incident.name.removeprefix("incidents/"),
@@ -138,7 +147,7 @@ def _save(row: IncidentRow, incident: pb.Incident) -> None:
 # --- reports -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Report(Traced):
     identity: Identity
     request_id: str
@@ -155,26 +164,24 @@ def report_incidents(session: Session, items: Sequence[Report]) -> list[Any]:
         ).scalars()
     }
     changes = _Changes()
-    results: list[Any] = []
-    for item in items:
-        tracing.bind(item)
+
+    def apply(item: Report) -> tuple[pb.Incident, bool]:
         key = (item.identity.caller, item.request_id)
         if key in existing:
-            results.append((existing[key], True))
-            continue
+            return existing[key], True
         now = from_timestamp(item.incident.create_time)
-        _insert(session, item.incident, item.identity.caller, item.request_id, None)
+        _insert(session, item.incident, reporter=item.identity.caller, request_id=item.request_id, planned=None)
         existing[key] = item.incident
-        changes.record(item.incident, item.identity, "reported", INCIDENT_REPORTED, now)
-        results.append((item.incident, False))
-    changes.flush(session)
-    return results
+        changes.record(item.incident, identity=item.identity, action="reported", event=INCIDENT_REPORTED, now=now)
+        return item.incident, False
+
+    return each(session, items, apply, changes)
 
 
 # --- updates and transitions ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Update(Traced):
     identity: Identity
     incident_id: str
@@ -185,42 +192,42 @@ class Update(Traced):
 
 
 def update_incidents(session: Session, items: Sequence[Update]) -> list[Any]:
-    rows = _load(session, {i.incident_id for i in items})
+    rows = _incidents(session, {i.incident_id for i in items})
     changes = _Changes()
-    results: list[Any] = []
-    for item in items:
-        tracing.bind(item)
-        try:
-            row, incident = _changeable(rows, item.identity, item.incident_id)
-            logic.authorize_type_change(item.identity, incident, item.patch, item.paths)
-            if incident.state not in logic.OPEN_STATES:
-                raise FailedPrecondition(
-                    f"{incident.name} is {logic.state_name(incident.state)}; it can no longer change"
-                )
-            merged = pb.Incident()
-            merged.CopyFrom(incident)
-            field_mask_pb2.FieldMask(paths=item.paths).MergeMessage(
-                item.patch, merged, replace_message_field=True, replace_repeated_field=True
-            )
-            # A moved incident is placed anew from whichever of its two locations the caller changed.
-            if "location" in item.paths and "network_location" not in item.paths:
-                merged.ClearField("network_location")
-            if "network_location" in item.paths and "location" not in item.paths:
-                merged.ClearField("location")
-            logic.validate_incident(merged)
-            locate(merged, item.network)
-        except ServiceError as err:
-            results.append(err)
-            continue
+
+    def apply(item: Update) -> pb.Incident:
+        row, incident = rows.writable(item.incident_id, _authorized(item.identity))
+        logic.authorize_type_change(item.identity, incident=incident, patch=item.patch, paths=item.paths)
+        if incident.state not in logic.OPEN_STATES:
+            raise FailedPrecondition(f"{incident.name} is {logic.state_name(incident.state)}; it can no longer change")
+        merged = pb.Incident()
+        merged.CopyFrom(incident)
+        field_mask_pb2.FieldMask(paths=item.paths).MergeMessage(
+            item.patch, merged, replace_message_field=True, replace_repeated_field=True
+        )
+        # A moved incident is placed anew from whichever of its two locations the caller changed.
+        if "location" in item.paths and "network_location" not in item.paths:
+            merged.ClearField("network_location")
+        if "network_location" in item.paths and "location" not in item.paths:
+            merged.ClearField("location")
+        logic.validate_incident(merged)
+        locate(merged, item.network)
         _stamp(merged, item.now)
         _save(row, merged)
-        changes.record(merged, item.identity, "updated", INCIDENT_UPDATED, item.now, changed=sorted(item.paths))
-        results.append(merged)
-    changes.flush(session)
-    return results
+        changes.record(
+            merged,
+            identity=item.identity,
+            action="updated",
+            event=INCIDENT_UPDATED,
+            now=item.now,
+            changed=sorted(item.paths),
+        )
+        return merged
+
+    return each(session, items, apply, changes)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Transition(Traced):
     identity: Identity
     incident_id: str
@@ -230,45 +237,55 @@ class Transition(Traced):
 
 
 def transition_incidents(session: Session, items: Sequence[Transition]) -> list[Any]:
-    rows = _load(session, {i.incident_id for i in items})
+    rows = _incidents(session, {i.incident_id for i in items})
     changes = _Changes()
-    results: list[Any] = []
-    for item in items:
-        tracing.bind(item)
-        try:
-            row, incident = _changeable(rows, item.identity, item.incident_id)
-            logic.check_transition(incident.state, item.state)
-        except ServiceError as err:
-            results.append(err)
-            continue
-        results.append(_move(row, incident, item.state, item.identity, item.reason, item.now, changes))
-    changes.flush(session)
-    return results
+
+    def apply(item: Transition) -> pb.Incident:
+        row, incident = rows.writable(item.incident_id, _authorized(item.identity))
+        logic.check_transition(incident.state, item.state)
+        _move(
+            row,
+            incident,
+            state=item.state,
+            identity=item.identity,
+            reason=item.reason,
+            now=item.now,
+            changes=changes,
+        )
+        return incident
+
+    return each(session, items, apply, changes)
 
 
 def _move(
     row: IncidentRow,
     incident: pb.Incident,
+    *,
     state: int,
     identity: Identity,
     reason: str,
     now: datetime,
     changes: _Changes,
-) -> pb.Incident:
+) -> None:
     previous = incident.state
     incident.state = state  # type: ignore[assignment]
     _stamp(incident, now)
     _save(row, incident)
     changes.record(
-        incident, identity, "transitioned", INCIDENT_STATE_CHANGED, now, previous_state=previous, reason=reason
+        incident,
+        identity=identity,
+        action="transitioned",
+        event=INCIDENT_STATE_CHANGED,
+        now=now,
+        previous_state=previous,
+        reason=reason,
     )
-    return incident
 
 
 # --- planned events ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CreatePlanned(Traced):
     identity: Identity
     event_id: str
@@ -284,12 +301,10 @@ def create_planned_events(session: Session, items: Sequence[CreatePlanned]) -> l
         ).scalars()
     )
     changes = _Changes()
-    results: list[Any] = []
-    for item in items:
-        tracing.bind(item)
+
+    def apply(item: CreatePlanned) -> pb.PlannedEvent:
         if item.event_id in existing:
-            results.append(AlreadyExists(f"planned event {item.event_id!r} already exists"))
-            continue
+            raise AlreadyExists(f"planned event {item.event_id!r} already exists")
         existing.add(item.event_id)
         session.add(
             PlannedEventRow(
@@ -300,14 +315,15 @@ def create_planned_events(session: Session, items: Sequence[CreatePlanned]) -> l
             )
         )
         for incident in item.incidents:
-            _insert(session, incident, item.identity.caller, f"{item.event_id}/{incident.name}", item.event_id)
-            changes.record(incident, item.identity, "reported", INCIDENT_REPORTED, item.now)
-        results.append(item.planned)
-    changes.flush(session)
-    return results
+            request_id = f"{item.event_id}/{incident.name}"
+            _insert(session, incident, reporter=item.identity.caller, request_id=request_id, planned=item.event_id)
+            changes.record(incident, identity=item.identity, action="reported", event=INCIDENT_REPORTED, now=item.now)
+        return item.planned
+
+    return each(session, items, apply, changes)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CancelPlanned(Traced):
     identity: Identity
     event_id: str
@@ -317,27 +333,20 @@ class CancelPlanned(Traced):
 
 def cancel_planned_events(session: Session, items: Sequence[CancelPlanned]) -> list[Any]:
     changes = _Changes()
-    results: list[Any] = []
-    for item in items:
-        tracing.bind(item)
+
+    def apply(item: CancelPlanned) -> pb.PlannedEvent:
         planned_row = session.get(PlannedEventRow, item.event_id)
         if planned_row is None:
-            results.append(NotFound(f"planned event {item.event_id!r} not found"))
-            continue
+            raise NotFound(f"planned event {item.event_id!r} not found")
         if planned_row.cancelled:
-            results.append(FailedPrecondition(f"planned event {item.event_id!r} is already cancelled"))
-            continue
+            raise FailedPrecondition(f"planned event {item.event_id!r} is already cancelled")
         rows = list(
             session.execute(
                 select(IncidentRow).where(col(IncidentRow.planned_event_id) == item.event_id).with_for_update()
             ).scalars()
         )
-        try:
-            for row in rows:
-                logic.authorize_change(item.identity, _document(row))
-        except ServiceError as err:
-            results.append(err)
-            continue
+        for row in rows:
+            logic.authorize_change(item.identity, _document(row))
         planned_row.cancelled = True
         planned = pb.PlannedEvent.FromString(planned_row.document)
         planned.cancelled = True
@@ -348,10 +357,11 @@ def cancel_planned_events(session: Session, items: Sequence[CancelPlanned]) -> l
                 over = pb.INCIDENT_STATE_CANCELLED
                 if pb.INCIDENT_STATE_CANCELLED not in logic.TRANSITIONS[incident.state]:
                     over = pb.INCIDENT_STATE_CLEARED
-                _move(row, incident, over, item.identity, item.reason or "planned event cancelled", item.now, changes)
-        results.append(planned)
-    changes.flush(session)
-    return results
+                reason = item.reason or "planned event cancelled"
+                _move(row, incident, state=over, identity=item.identity, reason=reason, now=item.now, changes=changes)
+        return planned
+
+    return each(session, items, apply, changes)
 
 
 def advance_schedule(session: Session, items: Sequence[datetime]) -> list[Any]:
@@ -375,9 +385,25 @@ def advance_schedule(session: Session, items: Sequence[datetime]) -> list[Any]:
         incident = _document(row)
         ended = from_timestamp(incident.impact.expected_end_time) <= now
         if incident.state == pb.INCIDENT_STATE_CONFIRMED:
-            _move(row, incident, pb.INCIDENT_STATE_ACTIVE, SCHEDULER, "scheduled start", now, changes)
+            _move(
+                row,
+                incident,
+                state=pb.INCIDENT_STATE_ACTIVE,
+                identity=SCHEDULER,
+                reason="scheduled start",
+                now=now,
+                changes=changes,
+            )
         if ended:
-            _move(row, incident, pb.INCIDENT_STATE_CLEARED, SCHEDULER, "scheduled end", now, changes)
+            _move(
+                row,
+                incident,
+                state=pb.INCIDENT_STATE_CLEARED,
+                identity=SCHEDULER,
+                reason="scheduled end",
+                now=now,
+                changes=changes,
+            )
     changes.flush(session)
     return [None] * len(items)
 
@@ -393,7 +419,7 @@ def get_incident(engine: Engine, incident_id: str) -> pb.Incident:
         return _document(row)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class IncidentFilter:
     states: tuple[int, ...] = ()
     types: tuple[int, ...] = ()
@@ -427,7 +453,7 @@ def _filtered(query: Any, f: IncidentFilter) -> Any:
 
 
 def list_incidents(
-    engine: Engine, f: IncidentFilter, after: tuple[datetime, str] | None, limit: int
+    engine: Engine, *, f: IncidentFilter, after: tuple[datetime, str] | None, limit: int
 ) -> list[tuple[datetime, str, pb.Incident]]:
     """Newest first; `after` is the (create_time, id) of the last incident of the previous page."""
     r = IncidentRow
@@ -455,17 +481,7 @@ def open_incidents(engine: Engine, f: IncidentFilter) -> Snapshot[pb.Incident]:
     )
 
 
-def history(engine: Engine, incident_id: str, after_version: int, limit: int) -> list[HistoryRow]:
-    with Session(engine) as session:
-        if session.get(IncidentRow, incident_id) is None:
-            raise NotFound(f"incident {incident_id!r} not found")
-        query = (
-            select(HistoryRow)
-            .where(col(HistoryRow.incident_id) == incident_id, col(HistoryRow.version) > after_version)
-            .order_by(col(HistoryRow.version))
-            .limit(limit)
-        )
-        return list(session.execute(query).scalars())
+HISTORY = AuditTrail(noun="incident", entities=IncidentRow, rows=HistoryRow, entity_column="incident_id")
 
 
 def get_planned(engine: Engine, event_id: str) -> pb.PlannedEvent:

@@ -1,6 +1,6 @@
-"""What the twin applies to SUMO from the bus: the signal service's activated plans and granted
-priority, and the optimizer's route advice and parking guidance. Every application is logged with
-its apply latency (wall time from the decision to SUMO)."""
+"""Applies the decisions that reach the twin to SUMO: the signal service's activated plans and granted
+priority, and the optimizer's route advice and parking guidance, each once and never on a junction
+lane. Every application is logged with its apply latency (wall time from the decision to SUMO)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ def _latency(when: Timestamp) -> float:
     return round(time.time() - (when.seconds + when.nanos / 1e9), 3) if when.seconds else 0.0
 
 
-class Controllers:
-    def __init__(self, log_path: Path, plans: bool = True, guidance: bool = True, vehicle_prefix: str = "") -> None:
+class DecisionApplier:
+    def __init__(self, log_path: Path, *, plans: bool = True, guidance: bool = True, vehicle_prefix: str = "") -> None:
         """`plans`: apply the signal service's plans (off when SUMO's own actuated control is the
         baseline); `guidance`: apply the optimizer's advice (only when coordinating)."""
         self._plans = plans
@@ -56,7 +56,8 @@ class Controllers:
         self._log.flush()  # readable while the run goes on (a live dashboard, a test)
         self.applied += 1
 
-    def apply(self, sumo: Any, sim_s: float, subject: str, payload: bytes) -> None:
+    def apply(self, sumo: Any, sim_s: float, *, subject: str, payload: bytes) -> None:
+        """One message from the bus (SIGNAL_SUBJECTS, GUIDANCE_SUBJECTS); others are not for us."""
         kind = subject.split(".")[3]
         if kind == bus.PRIORITY_DECIDED or (kind == bus.PLAN_ACTIVATED and self._plans):
             event = events_pb2.SignalEvent.FromString(payload)
@@ -91,7 +92,7 @@ class Controllers:
             )
         elif change.priority.decision == spb.PRIORITY_DECISION_GRANTED and not self.lights.passive:
             hold = change.priority.hold_until.seconds - change.priority.eta.seconds + 10
-            self.lights.hold(sumo, sim_s, tls, change.priority.target_state, sim_s + hold)
+            self.lights.hold(sumo, sim_s, tls=tls, target=change.priority.target_state, until=sim_s + hold)
             self._record(
                 sim_s,
                 tls=tls,
@@ -103,7 +104,7 @@ class Controllers:
 
     def _where(self, sumo: Any, vehicle: str) -> str | None:
         """The edge a vehicle is on, "" while it crosses a junction (':' lanes: re-planning there breaks
-        its stops, shared/FACTS.md), None when it has left."""
+        its stops), None when it has left."""
         if vehicle not in self._present(sumo):
             return None
         lane = sumo.vehicle.getLaneID(vehicle)
@@ -136,7 +137,7 @@ class Controllers:
             if edge == "" and sim_s < until:
                 continue
             del self._pending[name]
-            if not edge or not self._follow(sumo, vehicle, edge, decision):
+            if not edge or not self._follow(sumo, vehicle, edge=edge, decision=decision):
                 self.skipped += 1
                 continue
             self._record(
@@ -150,7 +151,7 @@ class Controllers:
                 apply_latency_s=_latency(decision.decide_time),
             )
 
-    def _follow(self, sumo: Any, vehicle: str, edge: str, decision: decisions_pb2.Decision) -> bool:
+    def _follow(self, sumo: Any, vehicle: str, *, edge: str, decision: decisions_pb2.Decision) -> bool:
         """Give the vehicle its new stop and route; False when the advice no longer fits where it is."""
         area = decision.parking_guidance.parking_area_id
         edges = list(decision.route_advice.edges or decision.parking_guidance.edges)

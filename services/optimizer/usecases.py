@@ -1,5 +1,6 @@
-"""The optimizer's durable state: read once at start, written by the group committer after each
-consumed event or decision round (in one transaction with the decisions' outbox events)."""
+"""The optimizer's use cases on its tables: the durable state read once at start, and the batch
+handlers that write it after each consumed event or decision round (in one transaction with the
+decisions' outbox events)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from services.optimizer.models import (
 from services.optimizer.state import DECISION_MEMORY, Facility, Incident, Reservation
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Taken:
     """A decision and what it answered."""
 
@@ -35,7 +36,7 @@ class Taken:
     clock: float = 0.0  # the reporter's clock when it was taken
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Writes:
     incidents: list[Incident] = field(default_factory=list)
     facilities: list[Facility] = field(default_factory=list)
@@ -48,13 +49,15 @@ class Writes:
         return any((self.incidents, self.facilities, self.reservations, self.released, self.decisions, self.strategy))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Loaded:
-    incidents: list[Incident]
-    facilities: list[Facility]
-    reservations: list[Reservation]
-    decided: dict[tuple[str, str], datetime]
-    strategy: pb.Strategy | None
+    """The durable state (nothing: a first start, or a run without a database)."""
+
+    incidents: list[Incident] = field(default_factory=list)
+    facilities: list[Facility] = field(default_factory=list)
+    reservations: list[Reservation] = field(default_factory=list)
+    decided: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    strategy: pb.Strategy | None = None
     # Per vehicle, the reporter's clock at its latest decision (the hold against oscillation).
     last_rerouted: dict[str, float] = field(default_factory=dict)
 
@@ -64,10 +67,10 @@ def load(engine: Engine, since: datetime) -> Loaded:
     with Session(engine) as session:
         strategy_row = session.get(StrategyRow, 1)
         return Loaded(
-            [Incident(**r.model_dump()) for r in session.exec(select(IncidentRow))],
-            [Facility(**r.model_dump()) for r in session.exec(select(FacilityRow))],
-            [Reservation(**r.model_dump()) for r in session.exec(select(ReservationRow))],
-            {
+            incidents=[Incident(**r.model_dump()) for r in session.exec(select(IncidentRow))],
+            facilities=[Facility(**r.model_dump()) for r in session.exec(select(FacilityRow))],
+            reservations=[Reservation(**r.model_dump()) for r in session.exec(select(ReservationRow))],
+            decided={
                 (vehicle, cause): time
                 for vehicle, cause, time in session.exec(
                     select(DecisionRow.vehicle_id, DecisionRow.cause, DecisionRow.time).where(
@@ -75,8 +78,8 @@ def load(engine: Engine, since: datetime) -> Loaded:
                     )
                 )
             },
-            pb.Strategy.FromString(strategy_row.document) if strategy_row else None,
-            {
+            strategy=pb.Strategy.FromString(strategy_row.document) if strategy_row else None,
+            last_rerouted={
                 vehicle: float(clock)
                 for vehicle, clock in session.exec(
                     select(DecisionRow.vehicle_id, func.max(DecisionRow.clock))
@@ -123,7 +126,7 @@ def save(session: Session, batch: Sequence[tuple[Writes, datetime]]) -> list[Any
 
 
 def forget_decisions(session: Session, times: Sequence[datetime]) -> list[None]:
-    """Batch handler (scheduled): delete decisions older than the engine remembers (the stream keeps
+    """Batch handler (scheduled): delete decisions older than DecisionEngine remembers (the stream keeps
     its own history). Uses the latest of the queued times."""
     session.execute(delete(DecisionRow).where(col(DecisionRow.time) < max(times) - DECISION_MEMORY))
     return [None] * len(times)

@@ -1,9 +1,9 @@
-"""Reads and writes of the parking tables. Writes are group-commit batch handlers: they get every
-queued request of their kind, apply the domain rules in order and return one result per request."""
+"""The parking use cases: group-commit batch handlers (who may write, field-mask merge, occupancy
+samples and events, one result per request) and the reads behind the servicer."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, TypeVar
@@ -14,10 +14,10 @@ from google.protobuf import field_mask_pb2
 from sqlalchemy import Engine, and_, bindparam, insert, select, true, update
 from sqlmodel import Session, col
 
-from services.common import tracing
 from services.common.auth import Identity, Role
+from services.common.batch import Locked, each, lock
 from services.common.changes import Changes
-from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, ServiceError
+from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from services.common.feed import Snapshot
 from services.common.tracing import Traced
 from services.parking import events, logic, metrics
@@ -70,42 +70,51 @@ _SAVE_OCCUPANCY = (
 )
 
 
-def _load(session: Session, ids: set[str]) -> dict[str, Facility]:
-    # FOR UPDATE: replicas sharing PostgreSQL serialise their writes per facility (SQLite has one writer).
-    query = select(Facility).where(col(Facility.id).in_(ids)).with_for_update()
-    return {r.id: r for r in session.execute(query).scalars()}
+def _facilities(session: Session, ids: set[str]) -> Locked[Facility]:
+    return lock(session, noun="facility", query=select(Facility), id_column=col(Facility.id), ids=ids)
 
 
-def _load_occupancy(session: Session, ids: set[str]) -> dict[str, OccupancyRow]:
-    query = select(*(FACILITY.c[c] for c in OCCUPANCY_COLUMNS)).where(FACILITY.c.id.in_(ids)).with_for_update()
-    return {r[0]: OccupancyRow(*r) for r in session.execute(query)}
+def _occupancies(session: Session, ids: set[str]) -> Locked[OccupancyRow]:
+    query = select(*(FACILITY.c[c] for c in OCCUPANCY_COLUMNS))
+    return lock(
+        session,
+        noun="facility",
+        query=query,
+        id_column=FACILITY.c.id,
+        ids=ids,
+        make=lambda r: OccupancyRow(**r._mapping),
+    )
 
 
-def _writable(rows: Mapping[str, R], identity: Identity, facility_id: str) -> R:
-    """The facility the caller is about to change: NOT_FOUND or PERMISSION_DENIED otherwise."""
-    row = rows.get(facility_id)
-    if row is None:
-        raise NotFound(f"facility {facility_id!r} not found")
-    logic.authorize_write(identity, facility_id, row.operator_id)
-    return row
+def _authorized(identity: Identity) -> Callable[[R], R]:
+    def check(row: R) -> R:
+        logic.authorize_write(identity, row.id, row.operator_id)
+        return row
+
+    return check
 
 
 def _derive(row: FacilityView) -> int:
     return logic.derive_status(
-        row.status, row.occupied, row.capacity, thresholds_of(row), row.state == pb.FACILITY_STATE_CLOSED
+        previous=row.status,
+        occupied=row.occupied,
+        capacity=row.capacity,
+        thresholds=thresholds_of(row),
+        closed=row.state == pb.FACILITY_STATE_CLOSED,
     )
 
 
 class _Changes(Changes):
     """Occupancy samples (the history rows) and outbox events of one batch, plus the occupancy rows
-    it changed, saved together in one executemany."""
+    it changed and the gate batches it recorded, each saved with one executemany."""
 
     def __init__(self) -> None:
         super().__init__(OccupancySample, ParkingOutbox)
         self.changed: dict[str, OccupancyRow] = {}
+        self.gate_batches: list[dict[str, Any]] = []
 
     def occupancy(
-        self, row: FacilityView, previous_status: int, cause: int, now: datetime, source: datetime
+        self, row: FacilityView, *, previous_status: int, cause: int, now: datetime, source: datetime
     ) -> pb.Occupancy:
         """Bump the version, record the sample and the events; return the new occupancy."""
         row.version += 1
@@ -123,7 +132,16 @@ class _Changes(Changes):
         )
         occupancy = occupancy_to_proto(row)
         metrics.record(row.id, occupancy.occupied_spaces, row.capacity)
-        self.outbox.extend(events.occupancy_changed(row.id, row.version, occupancy, previous_status, cause, now))
+        self.outbox.extend(
+            events.occupancy_changed(
+                facility_id=row.id,
+                version=row.version,
+                occupancy=occupancy,
+                previous_status=previous_status,
+                cause=cause,
+                now=now,
+            )
+        )
         if isinstance(row, OccupancyRow):
             self.changed[row.id] = row
         return occupancy
@@ -134,13 +152,15 @@ class _Changes(Changes):
                 _SAVE_OCCUPANCY,
                 [{f"b_{c}": getattr(r, c) for c in ["id", *MUTABLE_COLUMNS]} for r in self.changed.values()],
             )
+        if self.gate_batches:
+            session.execute(insert(GateBatch), self.gate_batches)
         super().flush(session)
 
 
 # --- writes --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CreateFacility(Traced):
     identity: Identity
     facility_id: str
@@ -149,14 +169,12 @@ class CreateFacility(Traced):
 
 
 def create_facilities(session: Session, items: Sequence[CreateFacility]) -> list[Any]:
-    results: list[Any] = []
-    existing = _load(session, {i.facility_id for i in items})
+    existing = _facilities(session, {i.facility_id for i in items}).rows
     changes = _Changes()
-    for item in items:
-        tracing.bind(item)
+
+    def apply(item: CreateFacility) -> pb.Facility:
         if item.facility_id in existing:
-            results.append(AlreadyExists(f"facility {item.facility_id!r} already exists"))
-            continue
+            raise AlreadyExists(f"facility {item.facility_id!r} already exists")
         row = Facility(
             id=item.facility_id,
             **facility_fields(item.facility),
@@ -168,13 +186,13 @@ def create_facilities(session: Session, items: Sequence[CreateFacility]) -> list
         row.status = _derive(row)
         session.add(row)
         existing[row.id] = row
-        changes.outbox.append(events.facility_changed(row, True, [], item.now))
-        results.append(facility_to_proto(row))
-    changes.flush(session)
-    return results
+        changes.outbox.append(events.facility_changed(row=row, created=True, changed=[], now=item.now))
+        return facility_to_proto(row)
+
+    return each(session, items, apply, changes)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class UpdateFacility(Traced):
     identity: Identity
     facility_id: str
@@ -184,40 +202,35 @@ class UpdateFacility(Traced):
 
 
 def update_facilities(session: Session, items: Sequence[UpdateFacility]) -> list[Any]:
-    rows = _load(session, {i.facility_id for i in items})
-    results: list[Any] = []
+    rows = _facilities(session, {i.facility_id for i in items})
     changes = _Changes()
-    for item in items:
-        tracing.bind(item)
-        try:
-            row = _writable(rows, item.identity, item.facility_id)
-            if "operator_id" in item.paths and item.identity.role is Role.OPERATOR:
-                raise PermissionDenied("an operator may not hand its facility to another operator")
-            merged = facility_to_proto(row)
-            field_mask_pb2.FieldMask(paths=item.paths).MergeMessage(
-                item.patch, merged, replace_message_field=True, replace_repeated_field=True
-            )
-            logic.apply_defaults(merged)
-            logic.validate_facility(merged)
-        except ServiceError as err:
-            results.append(err)
-            continue
+
+    def apply(item: UpdateFacility) -> pb.Facility:
+        row = rows.writable(item.facility_id, _authorized(item.identity))
+        if "operator_id" in item.paths and item.identity.role is Role.OPERATOR:
+            raise PermissionDenied("an operator may not hand its facility to another operator")
+        merged = facility_to_proto(row)
+        field_mask_pb2.FieldMask(paths=item.paths).MergeMessage(
+            item.patch, merged, replace_message_field=True, replace_repeated_field=True
+        )
+        logic.apply_defaults(merged)
+        logic.validate_facility(merged)
         previous_status = row.status
         for column, value in facility_fields(merged).items():
             setattr(row, column, value)
         row.status = _derive(row)
         row.version += 1
         row.update_time = item.now
-        changes.outbox.append(events.facility_changed(row, False, sorted(item.paths), item.now))
+        changes.outbox.append(events.facility_changed(row=row, created=False, changed=sorted(item.paths), now=item.now))
         if row.status != previous_status or "capacity" in item.paths:
             cause = events_pb2.OCCUPANCY_CHANGE_CAUSE_FACILITY_UPDATE
-            changes.occupancy(row, previous_status, cause, item.now, item.now)
-        results.append(facility_to_proto(row))
-    changes.flush(session)
-    return results
+            changes.occupancy(row, previous_status=previous_status, cause=cause, now=item.now, source=item.now)
+        return facility_to_proto(row)
+
+    return each(session, items, apply, changes)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReportOccupancy(Traced):
     identity: Identity
     facility_id: str
@@ -227,41 +240,41 @@ class ReportOccupancy(Traced):
 
 
 def report_occupancies(session: Session, items: Sequence[ReportOccupancy]) -> list[Any]:
-    rows = _load_occupancy(session, {i.facility_id for i in items})
-    results: list[Any] = []
+    rows = _occupancies(session, {i.facility_id for i in items})
     changes = _Changes()
-    for item in items:
-        tracing.bind(item)
-        try:
-            row = _writable(rows, item.identity, item.facility_id)
-            occupied = logic.reported_occupied(item.request, row.capacity)
-            outcome, detail = logic.order_report(
-                sequence=item.request.sequence,
-                occupied=occupied,
-                source_time=item.source_time,
-                last_sequence=row.sequence,
-                last_reported=row.reported_occupied,
-                last_report_time=row.report_time,
-            )
-        except ServiceError as err:
-            results.append(err)
-            continue
+
+    def apply(item: ReportOccupancy) -> pb.ReportOccupancyResponse:
+        row = rows.writable(item.facility_id, _authorized(item.identity))
+        occupied = logic.reported_occupied(item.request, row.capacity)
+        outcome, detail = logic.order_report(
+            sequence=item.request.sequence,
+            occupied=occupied,
+            source_time=item.source_time,
+            last_sequence=row.sequence,
+            last_reported=row.reported_occupied,
+            last_report_time=row.report_time,
+        )
         if outcome is logic.ReportOutcome.ACCEPTED:
             previous_status = row.status
             row.occupied = row.reported_occupied = occupied
             row.sequence = item.request.sequence
             row.report_time = item.source_time
             row.status = _derive(row)
-            cause = events_pb2.OCCUPANCY_CHANGE_CAUSE_COUNT_REPORT
-            occupancy = changes.occupancy(row, previous_status, cause, item.now, item.source_time)
+            occupancy = changes.occupancy(
+                row,
+                previous_status=previous_status,
+                cause=events_pb2.OCCUPANCY_CHANGE_CAUSE_COUNT_REPORT,
+                now=item.now,
+                source=item.source_time,
+            )
         else:
             occupancy = occupancy_to_proto(row)
-        results.append(pb.ReportOccupancyResponse(outcome=outcome.value, occupancy=occupancy, detail=detail))
-    changes.flush(session)
-    return results
+        return pb.ReportOccupancyResponse(outcome=outcome.value, occupancy=occupancy, detail=detail)
+
+    return each(session, items, apply, changes, savepoints=False)  # apply checks before it changes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GateBatchItem(Traced):
     identity: Identity
     facility_id: str
@@ -279,35 +292,32 @@ class GateBatchResult:
 
 
 def record_gate_batches(session: Session, items: Sequence[GateBatchItem]) -> list[Any]:
-    rows = _load_occupancy(session, {i.facility_id for i in items})
+    rows = _occupancies(session, {i.facility_id for i in items})
     seen = {
         (b.facility_id, b.batch_id)
         for b in session.execute(
             select(GateBatch).where(col(GateBatch.batch_id).in_({i.batch_id for i in items}))
         ).scalars()
     }
-    results: list[Any] = []
     changes = _Changes()
-    batches: list[dict[str, Any]] = []
-    for item in items:
-        tracing.bind(item)
-        try:
-            row = _writable(rows, item.identity, item.facility_id)
-        except ServiceError as err:
-            results.append(err)
-            continue
+
+    def apply(item: GateBatchItem) -> GateBatchResult:
+        row = rows.writable(item.facility_id, _authorized(item.identity))
         key = (item.facility_id, item.batch_id)
         if key in seen:
-            results.append(GateBatchResult(True, occupancy_to_proto(row)))
-            continue
+            return GateBatchResult(True, occupancy_to_proto(row))
         seen.add(key)
         previous_status = row.status
         row.occupied = logic.apply_gate_counts(row.occupied, item.entries, item.exits)
         row.status = _derive(row)
-        source_time = max(item.latest, row.source_time) if row.source_time else item.latest
-        cause = events_pb2.OCCUPANCY_CHANGE_CAUSE_GATE_EVENTS
-        occupancy = changes.occupancy(row, previous_status, cause, item.now, source_time)
-        batches.append(
+        occupancy = changes.occupancy(
+            row,
+            previous_status=previous_status,
+            cause=events_pb2.OCCUPANCY_CHANGE_CAUSE_GATE_EVENTS,
+            now=item.now,
+            source=max(item.latest, row.source_time) if row.source_time else item.latest,
+        )
+        changes.gate_batches.append(
             {
                 "facility_id": row.id,
                 "batch_id": item.batch_id,
@@ -316,11 +326,9 @@ def record_gate_batches(session: Session, items: Sequence[GateBatchItem]) -> lis
                 "recorded_time": item.now,
             }
         )
-        results.append(GateBatchResult(False, occupancy))
-    if batches:
-        session.execute(insert(GateBatch), batches)
-    changes.flush(session)
-    return results
+        return GateBatchResult(False, occupancy)
+
+    return each(session, items, apply, changes, savepoints=False)  # apply checks before it changes
 
 
 # --- reads ---------------------------------------------------------------------------------------
@@ -357,7 +365,7 @@ def _filtered(query: Any, f: FacilityFilter) -> Any:
     return query.where(*_conditions(f))
 
 
-def list_facilities(engine: Engine, f: FacilityFilter, after_id: str, limit: int) -> list[Facility]:
+def list_facilities(engine: Engine, *, f: FacilityFilter, after_id: str, limit: int) -> list[Facility]:
     with Session(engine) as session:
         query = _filtered(select(Facility), f).where(Facility.id > after_id).order_by(Facility.id).limit(limit)
         return list(session.execute(query).scalars())
@@ -382,7 +390,7 @@ def occupancy_snapshot(engine: Engine, f: FacilityFilter, ids: set[str] | None) 
 
 
 def history(
-    engine: Engine, facility_id: str, start: datetime, end: datetime, max_rows: int
+    engine: Engine, *, facility_id: str, start: datetime, end: datetime, max_rows: int
 ) -> tuple[Facility, int | None, list[tuple[datetime, int]]]:
     """The facility, the count in force at `start`, and the changes in [start, end)."""
     with Session(engine) as session:
