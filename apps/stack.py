@@ -44,7 +44,12 @@ def free_port(host: str, preferred: int = 0) -> int:
         return int(s.getsockname()[1])
 
 
-def wait_serving(address: str, timeout: float = 30.0) -> None:
+class ServiceExited(RuntimeError):
+    """A service process ended before it served (e.g. its port was taken after we checked it)."""
+
+
+def wait_serving(address: str, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Until `address` reports SERVING; `process`: the service behind it, which must not exit first."""
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -55,6 +60,8 @@ def wait_serving(address: str, timeout: float = 30.0) -> None:
                     return
             except grpc.RpcError:
                 pass
+            if process is not None and process.poll() is not None:
+                raise ServiceExited(f"the service for {address} exited with {process.returncode} before serving")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{address} did not report SERVING within {timeout:.0f} s")
             time.sleep(0.1)
@@ -84,9 +91,13 @@ class Stack:
         env = dict(os.environ, ALMERE_DATA_DIR=str(self.data_dir), ALMERE_NATS_URL=nats_url, **self._shared_settings())
         self.network = env["ALMERE_NETWORK_FILE"]
         try:
-            self._spawn_services(env)
-            for address in self.endpoints.values():
-                wait_serving(address)
+            try:
+                self._serve_all(env, default_ports=True)
+            except ServiceExited:
+                # Another stack on this machine bound a default port between our check and the
+                # service's bind: this time the kernel picks every port.
+                self._stop_services()
+                self._serve_all(env, default_ports=False)
         except BaseException:
             self.stop()
             raise
@@ -119,18 +130,23 @@ class Stack:
         env["ALMERE_LOG_LEVEL"] = self.settings.log_level
         return env
 
-    def _spawn_services(self, env: dict[str, str]) -> None:
-        """One process per service on a free port (its default when free), each told where the
-        services it calls are."""
+    def _serve_all(self, env: dict[str, str], *, default_ports: bool) -> None:
+        self._spawn_services(env, default_ports=default_ports)
+        for name, address in self.endpoints.items():
+            wait_serving(address, process=self.processes[name])
+
+    def _spawn_services(self, env: dict[str, str], *, default_ports: bool) -> None:
+        """One process per service on a free port (its default when free and `default_ports`), each
+        told where the services it calls are."""
         host = self.settings.bind_host
-        ports = {name: free_port(host, DEFAULT_PORTS[name]) for name in self.services}
+        ports = {name: free_port(host, DEFAULT_PORTS[name] if default_ports else 0) for name in self.services}
         if "optimizer" in ports:  # the parking service ranks facilities by its travel times
             env["ALMERE_OPTIMIZER_ADDRESS"] = f"{host}:{ports['optimizer']}"
         if "signals" in ports:  # the optimizer proposes adaptive signal steps
             env["ALMERE_SIGNALS_ADDRESS"] = f"{host}:{ports['signals']}"
         for index, name in enumerate(self.services):
             port = ports[name]
-            metrics_port = free_port(host, METRICS_PORT_BASE + index)
+            metrics_port = free_port(host, METRICS_PORT_BASE + index if default_ports else 0)
             self.metrics[name] = f"http://{host}:{metrics_port}/metrics"
             # A service calling others (the optimizer) gets its development caller's token.
             token = self.credentials.get(name)
@@ -159,6 +175,12 @@ class Stack:
         return next((n for n, p in self.processes.items() if p.poll() is not None), None)
 
     def stop(self) -> None:
+        self._stop_services()
+        if self.nats:
+            self.nats.stop()
+            self.nats = None
+
+    def _stop_services(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -169,9 +191,6 @@ class Stack:
                 process.kill()
                 process.wait()
         self.processes.clear()
-        if self.nats:
-            self.nats.stop()
-            self.nats = None
 
     def describe(self) -> str:
         lines = ["almere-traffic is up", ""]

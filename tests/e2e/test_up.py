@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,9 @@ from almere.signals.v1 import signals_pb2_grpc
 from almere.type.v1 import geo_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from apps import stack as stack_module
+from apps.natsd import NatsServer
+from services.common.config import Settings
 from tests.integration.helpers import facility, ts
 
 pytestmark = pytest.mark.e2e
@@ -123,3 +127,27 @@ def test_up_serves_every_service_and_stops_cleanly(tmp_path: Path, stop_signal: 
     # Everything it started is gone: the gRPC port and NATS no longer answer.
     with grpc.insecure_channel(endpoints["parking"]) as channel, pytest.raises(grpc.RpcError):
         health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+
+
+def test_a_default_port_taken_after_the_check_moves_the_stack_to_free_ports(
+    tmp_path: Path, nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two stacks on one machine: the port was free when checked and taken when the service bound it."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setattr(stack_module, "DEFAULT_PORTS", {"parking": port})
+        monkeypatch.setattr(stack_module, "port_is_free", lambda host, p: True)  # the check before the bind
+        monkeypatch.setenv("ALMERE_NATS_URL", nats_server.url)
+        stack = stack_module.Stack(
+            settings=Settings(data_dir=tmp_path / "data", log_level="WARNING"), services=["parking"]
+        )
+        stack.start()
+        try:
+            assert int(stack.endpoints["parking"].rsplit(":", 1)[1]) != port
+            with grpc.insecure_channel(stack.endpoints["parking"]) as channel:
+                health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+        finally:
+            stack.stop()
