@@ -4,13 +4,15 @@ demo, and run, compare and benchmark the SUMO digital twin."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
+import time
 from importlib import import_module
 from pathlib import Path
 
-from services.common.auth import issue_token
+from services.common.auth import issue_token, parse_duration, revoke_token
 from services.common.config import Settings
 from services.common.runtime import ServiceSpec, migrate, serve
 
@@ -28,25 +30,36 @@ def _spec(name: str) -> ServiceSpec:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from apps.stack import Stack
+    from apps.stack import DEFAULT_CALLERS, Stack, dev_callers
+    from apps.supervision import Supervisor
 
     # Our own handlers: a shell's background job (or nohup) starts with SIGINT ignored, and the
     # default SIGTERM would leave the services running without us.
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
-    stack = Stack(settings=Settings())
+    stack = Stack(settings=Settings(), callers=dev_callers(*(args.caller or DEFAULT_CALLERS)))
     try:
         stack.start()
         print(stack.describe(), flush=True)
+        supervisor = Supervisor(stack=stack)
         while not stopping.wait(0.5):
-            if (dead := stack.check_alive()) is not None:
-                print(f"service {dead} exited; see {stack.data_dir / (dead + '.log')}", file=sys.stderr)
-                return 1
+            for event in supervisor.tick(time.monotonic()):
+                print(event, file=sys.stderr, flush=True)
         print("\nstopping...", flush=True)
         return 0
     finally:
         stack.stop()
+
+
+def _dev_caller(text: str) -> str:
+    from apps.stack import dev_callers
+
+    try:
+        dev_callers(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -60,14 +73,40 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    path = args.file or Settings().tokens_file or Path("data/tokens.json")
+    path = Path(args.file or Settings().tokens_file or "data/tokens.json")
+    if args.action == "revoke":
+        if not revoke_token(path, args.caller):
+            print(f"error: no caller {args.caller} in {path}", file=sys.stderr)
+            return 1
+        print(f"# {args.caller} removed from {path}; services refuse its token within seconds.", file=sys.stderr)
+        return 0
     try:
-        token = issue_token(Path(path), args.caller, args.role)
+        expires_in = parse_duration(args.expires_in) if args.expires_in else None
+        token = issue_token(path, args.caller, args.role, expires_in=expires_in)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(token)
-    print(f"# {args.caller} ({args.role}) added to {path}; the token is shown only now.", file=sys.stderr)
+    until = f", valid for {args.expires_in}" if expires_in else ""
+    print(f"# {args.caller} ({args.role}) added to {path}{until}; the token is shown only now.", file=sys.stderr)
+    return 0
+
+
+def cmd_roles(args: argparse.Namespace) -> int:
+    from apps.role_table import table
+
+    print(table(), end="")
+    return 0
+
+
+def cmd_bus_permissions(args: argparse.Namespace) -> int:
+    """What the Helm chart renders into nats-server's configuration (deploy/helm/.../files/)."""
+    import json
+
+    from contract.bus_access import USERS
+
+    users = {name: {"inbox_prefix": u.inbox_prefix, "permissions": u.permissions()} for name, u in USERS.items()}
+    print(json.dumps(users, indent=2))
     return 0
 
 
@@ -205,32 +244,61 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     signal_bench.add_parser(sim)
 
 
+# The commands that run services and keep their data.
+PRIVATE_COMMANDS = frozenset({"up", "serve", "migrate", "demo"})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="almere", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start NATS and every service on this machine").set_defaults(func=cmd_up)
+    from apps.stack import DEFAULT_CALLERS, DEV_CALLERS
+
+    up = sub.add_parser("up", help="start NATS and every service on this machine")
+    up.add_argument(
+        "--caller",
+        action="append",
+        type=_dev_caller,
+        help=f"a development caller to issue a token for (repeat): {', '.join(DEV_CALLERS)}, or <name>=<role> "
+        f"(default: {', '.join(DEFAULT_CALLERS)})",
+    )
+    up.set_defaults(func=cmd_up)
     p = sub.add_parser("serve", help="run one service (what a Kubernetes pod runs)")
     p.add_argument("service", choices=sorted(SERVICE_MODULES))
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("migrate", help="create or upgrade one service's tables")
     p.add_argument("service", choices=sorted(SERVICE_MODULES))
     p.set_defaults(func=cmd_migrate)
-    p = sub.add_parser("token", help="issue a caller token")
+    p = sub.add_parser("token", help="issue or revoke a caller token")
     tsub = p.add_subparsers(dest="action", required=True)
     issue = tsub.add_parser("issue", help="add a caller to the tokens file and print its token")
     issue.add_argument("--caller", required=True, help="who calls, e.g. garage-centrum-counter")
     issue.add_argument("--role", required=True, help="engineer, operator:<id>, police, fire, ems, optimizer, sim")
     issue.add_argument("--file", type=Path, help="tokens file (default $ALMERE_TOKENS_FILE or data/tokens.json)")
+    issue.add_argument("--expires-in", help="refuse the token after this long: 30d, 12h, 15m, 90s (default never)")
     issue.set_defaults(func=cmd_token)
+    revoke = tsub.add_parser("revoke", help="remove a caller from the tokens file (running services reload it)")
+    revoke.add_argument("--caller", required=True, help="the caller whose token is refused from now on")
+    revoke.add_argument("--file", type=Path, help="tokens file (default $ALMERE_TOKENS_FILE or data/tokens.json)")
+    revoke.set_defaults(func=cmd_token)
+    sub.add_parser(
+        "roles", help="print the table of which roles may call each RPC (docs/roles.md: almere roles > docs/roles.md)"
+    ).set_defaults(func=cmd_roles)
     sub.add_parser(
         "demo",
         help="start the stack and play four scenes: a garage filling up, a collision reported, signal timing, "
         "and the twin's incident + event morning in three modes (transcript in data/demo/demo.txt)",
     ).set_defaults(func=cmd_demo)
+    bus = sub.add_parser("bus", help="the NATS bus's users").add_subparsers(dest="action", required=True)
+    bus.add_parser("permissions", help="every bus user's subject permissions (JSON)").set_defaults(
+        func=cmd_bus_permissions
+    )
     _add_sim(sub)
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is cmd_sim_run and not args.mode:
         args.mode = ["none"]
+    if args.command in PRIVATE_COMMANDS:
+        # What these write (databases, logs, tokens, the bus's store) is for this user's eyes only.
+        os.umask(0o077)
     result: int = args.func(args)
     return result
 

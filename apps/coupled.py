@@ -1,22 +1,29 @@
 """Runs coupled to the services: start the stack on the scenario's network (with development tokens
-for its garage operators), run, stop the stack. Baselines need no services: `run_modes` runs them
+for the twin's field devices), run, stop the stack. Baselines need no services: `run_modes` runs them
 side by side on their own and only the coordinated runs with the stack."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-import grpc
 from almere.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from almere.signals.v1 import signals_pb2, signals_pb2_grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from apps.stack import Stack
+from apps.stack import Stack, dev_callers
 from services.common.config import Settings
 from sim.runner import RunSpec, prepare, run_many
+
+
+def twin_callers(operator_ids: Iterable[str]) -> dict[str, str]:
+    """The callers of the twin's field devices (sim/devices.py): an engineer registers the scenario's
+    facilities, the twin itself reports vehicles, lane counts and scripted incidents, ems asks for the
+    responders' priority, and each garage's counter reports with its operator's token."""
+    operators = {f"operator-{op}": f"operator:{op}" for op in sorted(set(operator_ids))}
+    return {**dev_callers("engineer", "sim", "ems"), **operators}
 
 
 def import_lights(stack: Stack) -> None:
@@ -24,7 +31,7 @@ def import_lights(stack: Stack) -> None:
     applies the optimizer's adaptive steps without approval (a test bed; in the city an engineer
     approves each takeover)."""
     auth = (("authorization", f"Bearer {stack.credentials['engineer']}"),)
-    with grpc.insecure_channel(stack.endpoints["signals"]) as channel:
+    with stack.blocking_channel("signals") as channel:
         signals = signals_pb2_grpc.SignalServiceStub(channel)
         signals.ImportNetwork(signals_pb2.ImportNetworkRequest(), metadata=auth)
         listed = signals.ListIntersections(signals_pb2.ListIntersectionsRequest(page_size=1000), metadata=auth)
@@ -41,7 +48,7 @@ def _equip(stack: Stack, shares: set[float]) -> None:
     the same as SUMO's rerouting device gets in mode sumo."""
     if len(shares) != 1:
         raise ValueError("runs sharing a stack share one equipped share")
-    with grpc.insecure_channel(stack.endpoints["optimizer"]) as channel:
+    with stack.blocking_channel("optimizer") as channel:
         optimizer_pb2_grpc.OptimizerServiceStub(channel).SetStrategy(
             optimizer_pb2.SetStrategyRequest(
                 strategy=optimizer_pb2.Strategy(equipped_share=shares.pop()),
@@ -53,9 +60,8 @@ def _equip(stack: Stack, shares: set[float]) -> None:
 
 def run_with_stack(specs: list[RunSpec], say: Callable[[str], None] = print) -> list[Path]:
     scenario = prepare(specs[0])
-    operators = {f"operator-{f.operator_id}": f"operator:{f.operator_id}" for f in scenario.parking_facilities()}
     settings = Settings(data_dir=specs[0].out_root / "stack", network_file=scenario.network, log_level="WARNING")
-    stack = Stack(settings=settings, extra_callers=operators)
+    stack = Stack(settings=settings, callers=twin_callers(f.operator_id for f in scenario.parking_facilities()))
     stack.start()
     say(stack.describe())
     import_lights(stack)
@@ -84,6 +90,7 @@ def adaptive_stack(network: Path, data_dir: Path) -> Iterator[tuple[str, str]]:
     stack = Stack(
         settings=Settings(data_dir=data_dir, network_file=network, log_level="WARNING"),
         services=["signals", "optimizer"],
+        callers=dev_callers("engineer", "sim"),
     )
     stack.start()
     try:

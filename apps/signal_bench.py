@@ -133,10 +133,13 @@ def control(name: str, network: Path, via: tuple[str, str] | None = None) -> Any
     """Who drives the lights: the optimizer through the signal service (`via`: its address and the
     twin's token), in-process controllers, or (None) the network's own programs."""
     if via is not None:
-        import grpc
         from almere.optimizer.v1 import optimizer_pb2_grpc
 
-        stub = optimizer_pb2_grpc.OptimizerServiceStub(grpc.insecure_channel(via[0]))
+        from services.common.channels import open_blocking_channel
+        from services.common.config import Settings
+
+        # The stack's TLS comes from the same environment (adaptive_stack's Settings).
+        stub = optimizer_pb2_grpc.OptimizerServiceStub(open_blocking_channel(Settings(), via[0]))
         return ServiceControl(stub, (("authorization", f"Bearer {via[1]}"),))
     kinds: dict[str, Any] = {
         "maxpressure": MaxPressure,

@@ -1,9 +1,8 @@
 """`almere up`: the whole system on one machine: nats-server, database migrations and every service
-as its own process (as on Kubernetes), with development tokens for each role."""
+as its own process (as on Kubernetes), with development tokens for the callers asked for."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -16,14 +15,16 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from apps.natsd import NatsServer, port_is_free, start_nats
-from services.common.auth import issue_token, write_private
+from apps.natsd import NatsServer, client_options, issue_bus_keys, port_is_free, start_nats
+from services.common.auth import issue_token, parse_role, write_private
+from services.common.channels import open_blocking_channel, open_channel, uses_tls
 from services.common.config import DEFAULT_PORTS, Settings
 from sim.named_networks import build_network
 
 SERVICES = ["parking", "incidents", "signals", "optimizer"]
 METRICS_PORT_BASE = 9101
-# Development callers issued by `almere up` when no tokens file is configured.
+# Development callers `almere up --caller <name>` issues when no tokens file is configured (any
+# other as `--caller <name>=<role>`); without --caller, an engineer only.
 DEV_CALLERS = {
     "engineer": "engineer",
     "operator": "operator:demo-operator",
@@ -33,6 +34,27 @@ DEV_CALLERS = {
     "optimizer": "optimizer",
     "sim": "sim",
 }
+DEFAULT_CALLERS = ("engineer",)
+# The services that call others, each with a development token of its own whenever it runs (in no
+# credentials.json; nobody asks for it): the optimizer proposes signal steps, the parking service
+# asks the optimizer for travel times.
+SERVICE_CALLERS = {"optimizer": "optimizer", "parking": "service:parking"}
+
+
+def dev_callers(*asked: str) -> dict[str, str]:
+    """name -> role of the development callers asked for: names of DEV_CALLERS, or `name=role`."""
+    callers: dict[str, str] = {}
+    for text in asked:
+        name, custom, role = text.partition("=")
+        if not custom:
+            if name not in DEV_CALLERS:
+                raise ValueError(f"unknown caller {name!r}: one of {', '.join(DEV_CALLERS)}, or <name>=<role>")
+            role = DEV_CALLERS[name]
+        if not name:
+            raise ValueError(f"caller {text!r} has no name: <name>=<role>")
+        parse_role(role)
+        callers[name] = role
+    return callers
 
 
 def free_port(host: str, preferred: int = 0) -> int:
@@ -48,10 +70,16 @@ class ServiceExited(RuntimeError):
     """A service process ended before it served (e.g. its port was taken after we checked it)."""
 
 
-def wait_serving(address: str, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
-    """Until `address` reports SERVING; `process`: the service behind it, which must not exit first."""
+def wait_serving(
+    address: str,
+    timeout: float = 30.0,
+    process: subprocess.Popen[bytes] | None = None,
+    settings: Settings | None = None,
+) -> None:
+    """Until `address` reports SERVING; `process`: the service behind it, which must not exit first;
+    `settings`: the deployment's, whose TLS the check uses (plain without)."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
+    with open_blocking_channel(settings, address) if settings else grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:
@@ -74,11 +102,17 @@ class Stack:
     nats: NatsServer | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     endpoints: dict[str, str] = field(default_factory=dict)
+    # The development callers to issue tokens for (name -> role); their tokens land in credentials.
+    callers: dict[str, str] = field(default_factory=lambda: dev_callers(*DEFAULT_CALLERS))
     credentials: dict[str, str] = field(default_factory=dict)
-    # More development callers (name -> role), e.g. the operators of a simulated city's garages.
-    extra_callers: dict[str, str] = field(default_factory=dict)
+    # The own tokens of the running services that call others (SERVICE_CALLERS).
+    service_tokens: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     network: str = ""
     metrics: dict[str, str] = field(default_factory=dict)
+    # Where each bus user's NKey seed is (<name>.nk): issued for our own nats-server, or given with an
+    # external one ($ALMERE_NATS_KEYS_DIR).
+    bus_keys: Path | None = None
+    _environments: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def data_dir(self) -> Path:
@@ -86,7 +120,8 @@ class Stack:
 
     def start(self) -> None:
         """NATS, then every service as its own process; returns once each reports SERVING."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)  # databases, logs and tokens: the owner's only
         nats_url = self._nats_url()
         env = dict(os.environ, ALMERE_DATA_DIR=str(self.data_dir), ALMERE_NATS_URL=nats_url, **self._shared_settings())
         self.network = env["ALMERE_NETWORK_FILE"]
@@ -102,22 +137,51 @@ class Stack:
             self.stop()
             raise
         self.endpoints["nats"] = nats_url
-        (self.data_dir / "endpoints.json").write_text(
-            json.dumps({**self.endpoints, **{f"{n}-metrics": u for n, u in self.metrics.items()}}, indent=2)
-        )
+        keys = {"nats-keys": str(self.bus_keys)} if self.bus_keys else {}
+        metrics = {f"{n}-metrics": u for n, u in self.metrics.items()}
+        write_private(self.data_dir / "endpoints.json", {**self.endpoints, **keys, **self._client_tls(), **metrics})
 
     def _nats_url(self) -> str:
-        """The NATS of $ALMERE_NATS_URL, else a nats-server of our own (on 4222 when that is free)."""
+        """The NATS of $ALMERE_NATS_URL (with the seeds in $ALMERE_NATS_KEYS_DIR when it checks
+        identities), else a nats-server of our own (on 4222 when that is free) that admits only the
+        bus users of contract.bus_access, each with a key issued now."""
         if "ALMERE_NATS_URL" in os.environ:
+            keys_dir = os.environ.get("ALMERE_NATS_KEYS_DIR")
+            self.bus_keys = Path(keys_dir).resolve() if keys_dir else None
             return os.environ["ALMERE_NATS_URL"]
         port = 4222 if port_is_free(self.settings.bind_host, 4222) else None
-        self.nats = start_nats(self.data_dir / "nats", port, self.settings.bind_host)
+        self.bus_keys = self.data_dir / "bus-keys"
+        keys = issue_bus_keys(self.bus_keys)
+        self.nats = start_nats(self.data_dir / "nats", port, self.settings.bind_host, keys=keys)
         return self.nats.url
+
+    def _client_tls(self) -> dict[str, dict[str, str | None]]:
+        """endpoints.json's "tls" for clients outside the services (the twin, tools): present when the
+        stack serves TLS, with the CA and server name to check."""
+        if not uses_tls(self.settings):
+            return {}
+        ca = self.settings.tls_ca_file
+        return {"tls": {"ca_file": str(ca.resolve()) if ca else None, "server_name": self.settings.tls_server_name}}
+
+    def channel(self, name: str) -> grpc.aio.Channel:
+        """A channel to service `name`, TLS when the stack serves TLS (as the services' own)."""
+        return open_channel(self.settings, self.endpoints[name])
+
+    def blocking_channel(self, name: str) -> grpc.Channel:
+        return open_blocking_channel(self.settings, self.endpoints[name])
 
     def _shared_settings(self) -> dict[str, str]:
         """The settings every service gets, whether they came from the environment or from code:
-        tokens (development ones issued here when none are configured), network and log level."""
+        tokens (development ones issued here when none are configured), TLS, network and log level."""
         env = {}
+        tls_files = {
+            "ALMERE_TLS_CERT_FILE": self.settings.tls_cert_file,
+            "ALMERE_TLS_KEY_FILE": self.settings.tls_key_file,
+            "ALMERE_TLS_CA_FILE": self.settings.tls_ca_file,
+        }
+        env.update({key: str(path.resolve()) for key, path in tls_files.items() if path})
+        if self.settings.tls_server_name:
+            env["ALMERE_TLS_SERVER_NAME"] = self.settings.tls_server_name
         if self.settings.tokens_file:
             env["ALMERE_TOKENS_FILE"] = str(self.settings.tokens_file.resolve())
         elif not self.settings.tokens:
@@ -133,7 +197,7 @@ class Stack:
     def _serve_all(self, env: dict[str, str], *, default_ports: bool) -> None:
         self._spawn_services(env, default_ports=default_ports)
         for name, address in self.endpoints.items():
-            wait_serving(address, process=self.processes[name])
+            wait_serving(address, process=self.processes[name], settings=self.settings)
 
     def _spawn_services(self, env: dict[str, str], *, default_ports: bool) -> None:
         """One process per service on a free port (its default when free and `default_ports`), each
@@ -148,31 +212,54 @@ class Stack:
             port = ports[name]
             metrics_port = free_port(host, METRICS_PORT_BASE + index if default_ports else 0)
             self.metrics[name] = f"http://{host}:{metrics_port}/metrics"
-            # A service calling others (the optimizer) gets its development caller's token.
-            token = self.credentials.get(name)
+            # A service calling others (the optimizer, parking) gets its development caller's token.
+            token = self.service_tokens.get(name)
             own_token = {"ALMERE_SERVICE_TOKEN": token} if token else {}
-            log = (self.data_dir / f"{name}.log").open("ab")
-            self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "apps.cli", "serve", name],
-                env=dict(env, ALMERE_PORT=str(port), ALMERE_METRICS_PORT=str(metrics_port), **own_token),
-                stdout=log,
-                stderr=subprocess.STDOUT,
+            if self.bus_keys:
+                own_token["ALMERE_NATS_NKEY_SEED_FILE"] = str(self.bus_keys / f"{name}.nk")
+            # Logs go to <name>.log, rotated by size; stdout and stderr (a crash before logging starts)
+            # to <name>.out.
+            log_file = {"ALMERE_LOG_FILE": str(self.data_dir / f"{name}.log")}
+            self._environments[name] = dict(
+                env, ALMERE_PORT=str(port), ALMERE_METRICS_PORT=str(metrics_port), **own_token, **log_file
             )
-            log.close()
+            self._launch(name)
             self.endpoints[name] = f"{host}:{port}"
 
+    def _launch(self, name: str) -> None:
+        log = os.fdopen(os.open(self.data_dir / f"{name}.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "apps.cli", "serve", name],
+            env=self._environments[name],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+    def restart(self, name: str) -> None:
+        """Start service `name` again as it first started: same port, settings and identity."""
+        self._launch(name)
+
     def _issue_dev_tokens(self) -> Path:
+        """Tokens for the callers asked for (also in credentials.json) and for each running service
+        that calls others (its own; a caller of the same name and role shares it)."""
         path = self.data_dir / "tokens.json"
         path.unlink(missing_ok=True)
-        callers = {**DEV_CALLERS, **self.extra_callers}
-        self.credentials = {caller: issue_token(path, caller, role) for caller, role in callers.items()}
-        credentials = {c: {"role": callers[c], "token": t} for c, t in self.credentials.items()}
+        services = {name: role for name, role in SERVICE_CALLERS.items() if name in self.services}
+        for name in services.keys() & self.callers.keys():
+            if self.callers[name] != services[name]:
+                raise ValueError(f"caller {name!r} is the {name} service's own ({services[name]}); rename yours")
+        callers = {**self.callers, **services}
+        tokens = {caller: issue_token(path, caller, role) for caller, role in callers.items()}
+        self.credentials = {caller: tokens[caller] for caller in self.callers}
+        self.service_tokens = {name: tokens[name] for name in services}
+        credentials = {c: {"role": self.callers[c], "token": t} for c, t in self.credentials.items()}
         write_private(self.data_dir / "credentials.json", credentials)
         return path
 
-    def check_alive(self) -> str | None:
-        """Name of a service process that died, if any."""
-        return next((n for n, p in self.processes.items() if p.poll() is not None), None)
+    def bus_options(self, user: str) -> dict[str, str]:
+        """nats.connect's keyword arguments to reach this stack's bus as `user` (contract.bus_access)."""
+        return client_options(self.bus_keys, user)
 
     def stop(self) -> None:
         self._stop_services()
@@ -198,8 +285,13 @@ class Stack:
         lines += ["", "Prometheus metrics:"] + [f"  {name:<10} {url}" for name, url in self.metrics.items()]
         if self.credentials:
             lines += ["", "development tokens (also in credentials.json; send as 'authorization: Bearer <token>'):"]
-            roles = {**DEV_CALLERS, **self.extra_callers}
-            lines += [f"  {roles[c]:<24} {t}" for c, t in self.credentials.items()]
+            lines += [f"  {c:<12} {self.callers[c]:<24} {t}" for c, t in self.credentials.items()]
+            lines += [
+                f"more callers: almere up --caller <name> (repeat; names: {', '.join(DEV_CALLERS)}) "
+                "or --caller <name>=<role>; who may call what: docs/roles.md"
+            ]
         lines += ["", f"road network: {self.network}", f"data, logs and endpoints.json in {self.data_dir}"]
+        if self.bus_keys:
+            lines += [f"NATS admits only its users; their NKey seeds are in {self.bus_keys} (tools: observer.nk)"]
         lines += ["Ctrl-C stops everything."]
         return "\n".join(lines)

@@ -117,8 +117,9 @@ MEASUREMENT = "measurement"
 DETECTORS = Stream(name="DETECTORS", prefix="almere.detectors.v1", wildcard=f"almere.detectors.v1.{MEASUREMENT}.>")
 
 
-async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
-    """Create the stream, or bring an existing one to this configuration (whoever starts first)."""
+async def ensure_stream(js: JetStreamContext, config: StreamConfig, *, update: bool = True) -> None:
+    """Create the stream (whoever starts first), or bring an existing one to this configuration
+    (`update`: only the stream's owner may, see contract.bus_access)."""
     assert config.name
     try:
         info = await js.stream_info(config.name)
@@ -126,7 +127,7 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         await js.add_stream(config)
         log.info("created stream", extra={"stream": config.name})
         return
-    if any(getattr(info.config, f) != getattr(config, f) for f in UPDATABLE_STREAM_FIELDS):
+    if update and any(getattr(info.config, f) != getattr(config, f) for f in UPDATABLE_STREAM_FIELDS):
         await js.update_stream(config)
 
 

@@ -27,13 +27,14 @@ import sumolib
 from almere.incidents.v1 import events_pb2 as ievents
 from almere.incidents.v1 import incidents_pb2 as ipb
 
+from apps.coupled import twin_callers
 from apps.stack import Stack
 from libs.sumo_tools import sumo_binary
 from services.common.clock import utcnow
 from services.common.config import Settings
 from services.optimizer.inprocess import InProcessOptimizer
 from services.optimizer.routing import RoadGraph
-from sim.bus_listener import BusListener, hold_until
+from sim.bus_listener import BusListener, hold_until, twin_identity
 from sim.decision_applier import GUIDANCE_SUBJECTS, DecisionApplier
 from sim.devices import FieldDevices
 from sim.observe import geo
@@ -104,7 +105,10 @@ def incident_latency(tmp: Path, incidents: int, gap_s: float) -> dict[str, float
 
     spec = RunSpec(scenario="almere-centrum", mode="coordinated", seed=1, out_root=tmp / "sim", end_s=3600, scale=0.7)
     scenario = prepare(spec)
-    stack = Stack(settings=Settings(data_dir=tmp / "stack", network_file=scenario.network, log_level="WARNING"))
+    stack = Stack(
+        settings=Settings(data_dir=tmp / "stack", network_file=scenario.network, log_level="WARNING"),
+        callers=twin_callers(f.operator_id for f in layout.FACILITIES),
+    )
     stack.start()
     run_dir = tmp / "run"
     run_dir.mkdir()
@@ -114,7 +118,12 @@ def incident_latency(tmp: Path, incidents: int, gap_s: float) -> dict[str, float
         devices.register(layout.FACILITIES, {f.facility_id: layout.position(2, 2) for f in layout.FACILITIES})
         applier = DecisionApplier(run_dir / "applied.jsonl", plans=False, vehicle_prefix="bench:")
         navigation = devices.navigation(seed=1, prefix="bench:", walks={}, equipped=1.0)
-        bus = BusListener(stack.endpoints["nats"], replayed=[], live=list(GUIDANCE_SUBJECTS))
+        bus = BusListener(
+            stack.endpoints["nats"],
+            replayed=[],
+            live=list(GUIDANCE_SUBJECTS),
+            identity=twin_identity(stack.bus_keys),
+        )
         edges = [e for e in sumo.edge.getIDList() if not e.startswith(":")]
         now = 0.0
         while now < 600:  # warm up in lockstep: traffic on every road

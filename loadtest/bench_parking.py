@@ -71,7 +71,7 @@ from almere.parking.v1 import parking_pb2_grpc
 from almere.type.v1 import geo_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from apps.natsd import NatsServer, start_nats
+from apps.natsd import NatsServer, issue_bus_keys, start_nats
 from apps.stack import wait_serving
 from services.common.auth import token_digest
 
@@ -488,7 +488,7 @@ class Bench:
                 signal.signal(sig, handler)
 
     def start(self) -> None:
-        self.nats = start_nats(self.workdir / "nats")
+        self.nats = start_nats(self.workdir / "nats", keys=issue_bus_keys(self.workdir / "bus-keys", ["parking"]))
         tokens = {
             "tokens": [
                 {"caller": "bench-engineer", "role": "engineer", "sha256": token_digest(self.engineer_token)},
@@ -505,6 +505,7 @@ class Bench:
             ALMERE_BIND_HOST=HOST,
             ALMERE_PORT=str(port),
             ALMERE_NATS_URL=self.nats.url,
+            ALMERE_NATS_NKEY_SEED_FILE=str(self.nats.keys["parking"].seed_file),
             ALMERE_TOKENS=json.dumps(tokens),
             ALMERE_DATA_DIR=str(self.workdir / "data"),
             ALMERE_DATABASE_URL=f"sqlite:///{self.db_path}",

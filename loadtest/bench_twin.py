@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from apps.coupled import import_lights
+from apps.coupled import import_lights, twin_callers
 from apps.stack import Stack
 from services.common.config import Settings
 from sim.runner import RunSpec, run_many
@@ -81,7 +81,8 @@ def main() -> int:
         timed("bare libsumo, coordinated's setup", bare(guided), end_s=args.end, results=results)
         timed("runner (samples, incident, KPIs)", lambda: run_many([spec]), end_s=args.end, results=results)
         stack = Stack(
-            settings=Settings(data_dir=Path(tmp) / "stack", network_file=scenario.network, log_level="WARNING")
+            settings=Settings(data_dir=Path(tmp) / "stack", network_file=scenario.network, log_level="WARNING"),
+            callers=twin_callers(f.operator_id for f in scenario.parking_facilities()),
         )
         stack.start()
         try:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from apps.stack import Stack
+from apps.stack import Stack, dev_callers
 from services.common.config import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -26,7 +26,11 @@ def main() -> int:
     args = parser.parse_args()
     run_dir = args.data_dir.resolve()
     shutil.rmtree(run_dir, ignore_errors=True)
-    stack = Stack(settings=Settings(data_dir=run_dir, log_level="WARNING"))
+    # The locust users' callers (locustfile.py).
+    stack = Stack(
+        settings=Settings(data_dir=run_dir, log_level="WARNING"),
+        callers=dev_callers("engineer", "operator", "police", "optimizer"),
+    )
     stack.start()
     prefix = run_dir / "locust"
     try:

@@ -4,10 +4,12 @@ the decisions the twin applies between steps and publishes what the twin measure
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -16,6 +18,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
 
 from contract.bus import ensure_stream
+from contract.bus_access import TWIN_USER
 
 Received = tuple[str, bytes]  # (subject, payload)
 
@@ -28,11 +31,14 @@ class BusListener:
         replayed: Sequence[tuple[str, str]],
         live: Sequence[str],
         streams: Sequence[StreamConfig] = (),
+        identity: Mapping[str, str] | None = None,
     ) -> None:
         """`replayed`: (stream, subject) pairs delivered last-per-subject first (the state in force),
-        then live; `live`: core subjects, from now on; `streams`: streams to create for what we publish."""
+        then live; `live`: core subjects, from now on; `streams`: streams to create (when missing) for
+        what we publish; `identity`: the twin's credentials as nats.connect takes them (see `twin_identity`)."""
         self.received: queue.Queue[Received] = queue.Queue()
         self._url = url
+        self._identity = dict(identity or {})
         self._replayed, self._live, self._streams = list(replayed), list(live), list(streams)
         self._loop = asyncio.new_event_loop()
         self._stop: asyncio.Event | None = None
@@ -61,10 +67,10 @@ class BusListener:
 
     async def _run(self) -> None:
         self._stop = asyncio.Event()
-        self._nc = nc = await nats.connect(self._url)
+        self._nc = nc = await nats.connect(self._url, inbox_prefix=TWIN_USER.inbox_prefix, **self._identity)
         js = nc.jetstream()
         for config in self._streams:
-            await ensure_stream(js, config)
+            await ensure_stream(js, config, update=False)
         backlog = 0
         for stream_name, subject in self._replayed:
             info = await js.stream_info(stream_name, subjects_filter=subject)
@@ -118,6 +124,15 @@ class BusListener:
         if self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
+
+
+def twin_identity(keys_dir: Path | None) -> dict[str, str]:
+    """The twin's bus credentials: its NKey seed from a local stack's key folder, else a user and
+    password from the environment (a Kubernetes Secret), else none (a bus that checks no identity)."""
+    if keys_dir is not None:
+        return {"nkeys_seed": str(keys_dir / f"{TWIN_USER.name}.nk")}
+    user, password = os.environ.get("ALMERE_NATS_USER"), os.environ.get("ALMERE_NATS_PASSWORD")
+    return {"user": user, "password": password} if user and password else {}
 
 
 def hold_until(deadline: float, bus: BusListener | None, apply: Callable[[str, bytes], None]) -> None:

@@ -1,6 +1,9 @@
-"""The city's field systems as the twin plays them, over the services' public gRPC APIs with the
-`sim` role: garage counters report occupancy to ParkingService (every `every_s` and on change), and
-police report scripted incidents to IncidentService and clear them when they end."""
+"""The city's field systems as the twin plays them, over the services' public gRPC APIs, each with
+the token such a device has in the city (credentials.json): garage counters report occupancy to
+ParkingService with their operator's (every `every_s` and on change), police on the scene report
+scripted incidents to IncidentService and clear them when they end (the twin's `sim`, as police),
+navigation systems and lane counts go to the optimizer (`sim`), responders ask for priority (`ems`).
+Registering the scenario's facilities is an engineer's job, done with the engineer's token."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from almere.type.v1 import geo_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from sim.adaptive_signals import ServiceControl
+from sim.channels import open_channel
 from sim.navigation import Navigation
 from sim.priority import EmergencyPriority, PriorityLights
 from sim.scenarios.almere_centrum.layout import Facility
@@ -34,6 +38,12 @@ KINDS = {
 }
 
 
+def _bearer(credentials: dict[str, dict[str, str]], caller: str) -> tuple[tuple[str, str]]:
+    if caller not in credentials:
+        raise KeyError(f"credentials.json has no {caller!r} caller (almere up --caller {caller})")
+    return (("authorization", f"Bearer {credentials[caller]['token']}"),)
+
+
 def _now() -> Timestamp:
     ts = Timestamp()
     ts.GetCurrentTime()
@@ -45,16 +55,17 @@ class FieldDevices:
         self._services_dir = services_dir
         endpoints = json.loads((services_dir / "endpoints.json").read_text())
         credentials = json.loads((services_dir / "credentials.json").read_text())
-        self._auth = (("authorization", f"Bearer {credentials['sim']['token']}"),)
-        # Each garage's counter reports with its operator's token when there is one (as in the city);
-        # otherwise with the twin's own sim role, which may write any facility.
+        self._auth = _bearer(credentials, "sim")
+        self._engineer = _bearer(credentials, "engineer")
+        # Each garage's counter reports with its operator's token, as in the city.
         self._operator_auth = {
             name.removeprefix("operator-"): (("authorization", f"Bearer {c['token']}"),)
             for name, c in credentials.items()
             if name.startswith("operator-")
         }
         self._operator_of: dict[str, str] = {}
-        self._channels = [grpc.insecure_channel(endpoints["parking"]), grpc.insecure_channel(endpoints["incidents"])]
+        self._endpoints = endpoints
+        self._channels = [open_channel(endpoints, "parking"), open_channel(endpoints, "incidents")]
         self.parking = parking_pb2_grpc.ParkingServiceStub(self._channels[0])
         self.incidents = incidents_pb2_grpc.IncidentServiceStub(self._channels[1])
         self._optimizer_address = endpoints.get("optimizer")
@@ -77,8 +88,8 @@ class FieldDevices:
         share of equipped vehicles is the optimizer's strategy's, unless `equipped` overrides it."""
         if not self._optimizer_address:
             raise RuntimeError("no optimizer in the running stack (endpoints.json)")
-        channel = grpc.insecure_channel(
-            self._optimizer_address, options=[("grpc.max_send_message_length", 16 * 1024 * 1024)]
+        channel = open_channel(
+            self._endpoints, "optimizer", options=[("grpc.max_send_message_length", 16 * 1024 * 1024)]
         )
         self._channels.append(channel)
         stub = optimizer_pb2_grpc.OptimizerServiceStub(channel)
@@ -98,7 +109,7 @@ class FieldDevices:
         """The lights as the optimizer drives them through the signal service (sim role)."""
         if not self._optimizer_address:
             raise RuntimeError("no optimizer in the running stack (endpoints.json)")
-        channel = grpc.insecure_channel(self._optimizer_address)
+        channel = open_channel(self._endpoints, "optimizer")
         self._channels.append(channel)
         return ServiceControl(optimizer_pb2_grpc.OptimizerServiceStub(channel), self._auth)
 
@@ -106,15 +117,19 @@ class FieldDevices:
         """The responders' on-board units, asking the signal service for priority as ems."""
         endpoints = json.loads((self._services_dir / "endpoints.json").read_text())
         credentials = json.loads((self._services_dir / "credentials.json").read_text())
-        channel = grpc.insecure_channel(endpoints["signals"])
+        channel = open_channel(endpoints, "signals")
         self._channels.append(channel)
-        ems = (("authorization", f"Bearer {credentials['ems']['token']}"),)
+        ems = _bearer(credentials, "ems")
         return EmergencyPriority(
             signals_pb2_grpc.SignalServiceStub(channel), auth=ems, log_path=log_path, lights=lights
         )
 
     def register(self, facilities: list[Facility], location: dict[str, tuple[float, float]]) -> None:
-        """Create the scenario's facilities in the parking service (once; later runs find them)."""
+        """Create the scenario's facilities in the parking service as an engineer (once; later runs
+        find them). Each needs its operator's counter token (`operator-<operator id>`)."""
+        missing = sorted({f.operator_id for f in facilities} - self._operator_auth.keys())
+        if missing:
+            raise KeyError(f"credentials.json has no counter token for operators {', '.join(missing)} (operator-<id>)")
         for f in facilities:
             self._operator_of[f.facility_id] = f.operator_id
             lat, lon = location[f.facility_id]
@@ -129,7 +144,7 @@ class FieldDevices:
             )
             try:
                 self.parking.CreateFacility(
-                    ppb.CreateFacilityRequest(facility_id=f.facility_id, facility=facility), metadata=self._auth
+                    ppb.CreateFacilityRequest(facility_id=f.facility_id, facility=facility), metadata=self._engineer
                 )
             except grpc.RpcError as err:
                 if err.code() != grpc.StatusCode.ALREADY_EXISTS:
@@ -150,7 +165,7 @@ class FieldDevices:
                     source_time=_now(),
                     sequence=sequence,
                 ),
-                metadata=self._operator_auth.get(self._operator_of.get(facility_id, ""), self._auth),
+                metadata=self._operator_auth[self._operator_of[facility_id]],
             )
             self._last[facility_id] = (sim_s, occupied)
             self.reports += 1

@@ -36,7 +36,7 @@ from contract.bus import DEFAULT_LIMITS, DETECTORS, SIGNALS
 from libs.sumo_tools import sumo_binary
 from sim import kpis, observe
 from sim.adaptive_signals import ServiceControl
-from sim.bus_listener import BusListener, hold_until
+from sim.bus_listener import BusListener, hold_until, twin_identity
 from sim.decision_applier import GUIDANCE_SUBJECTS, SIGNAL_SUBJECTS, DecisionApplier
 from sim.devices import FieldDevices
 from sim.incidents import ScriptedIncidents
@@ -192,13 +192,15 @@ class _Run:
                 prefix=self.applier.vehicle_prefix,
                 walks=observe.walk_destinations(self.sumo, self.scenario.walks_to()),
             )
-        nats_url = json.loads((services_dir / "endpoints.json").read_text()).get("nats")
-        if nats_url:
+        endpoints = json.loads((services_dir / "endpoints.json").read_text())
+        if endpoints.get("nats"):
+            keys = endpoints.get("nats-keys")
             self.bus = BusListener(
-                nats_url,
+                endpoints["nats"],
                 replayed=[(SIGNALS.name, SIGNAL_SUBJECTS[0])],  # the plans in force; old grants are history
                 live=[SIGNAL_SUBJECTS[1], *GUIDANCE_SUBJECTS],
                 streams=[DETECTORS.config(DEFAULT_LIMITS)],
+                identity=twin_identity(Path(keys) if keys else None),
             )
 
     def step_to_end(self) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from apps.natsd import NatsServer, start_nats
+from apps.natsd import NatsServer, issue_bus_keys, start_nats
 from services.common.auth import token_digest
 from services.common.config import Settings
 
@@ -27,6 +27,7 @@ ROLES = {
     "ems": "ems",
     "optimizer": "optimizer",
     "sim": "sim",
+    "parking_service": "service:parking",  # the parking service's own, for its calls to the optimizer
 }
 
 
@@ -45,7 +46,8 @@ def tokens_json(tokens: dict[str, str]) -> str:
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    server = start_nats(tmp_path / "nats")
+    """A nats-server admitting only the bus users of contract.bus_access, each with its own NKey."""
+    server = start_nats(tmp_path / "nats", keys=issue_bus_keys(tmp_path / "bus-keys"))
     yield server
     server.stop()
 
@@ -98,14 +100,15 @@ def almere_net(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-async def start_service(settings: Settings) -> AsyncIterator[Callable[..., Awaitable[str]]]:
+async def start_service(settings: Settings, nats_server: NatsServer) -> AsyncIterator[Callable[..., Awaitable[str]]]:
     """Starts services in-process on free loopback ports; returns their addresses; stops them after."""
     from services.common.runtime import Service, ServiceSpec
 
     running: list[Service] = []
 
     async def start(spec: ServiceSpec, **overrides: object) -> str:
-        service = Service(spec, settings.model_copy(update=overrides))
+        own = {"nats_nkey_seed_file": nats_server.keys[spec.name].seed_file}
+        service = Service(spec, settings.model_copy(update={**own, **overrides}))
         port = await service.start(port=0)
         running.append(service)
         return f"127.0.0.1:{port}"

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,8 @@ def test_lint_passes_with_only_the_dependency_warning() -> None:
             "nats.enabled=false",
             "--set",
             "externalNats.url=nats://nats.messaging:4222",
+            "--set",
+            "externalNats.usersSecret=almere-bus-users",
             "--set",
             "postgresql.enabled=false",
             "--set",
@@ -146,12 +149,28 @@ def test_the_optimizer_runs_only_with_a_road_network(chart_without_dependencies:
     egress = by_kind(docs, "NetworkPolicy")["rel-almere-traffic-optimizer"]["spec"]["egress"]
     assert sorted({p["port"] for rule in egress for p in rule["ports"]}) == [53, 4222, 5432, 50053]
     assert not any(e["name"] == "ALMERE_SERVICE_TOKEN" for e in deployment["template"]["spec"]["containers"][0]["env"])
-    docs = render(chart_without_dependencies, *REQUIRED, *OPTIMIZER, "--set", "optimizerToken.existingSecret=opt")
-    env = by_kind(docs, "Deployment")["rel-almere-traffic-optimizer"]["spec"]["template"]["spec"]["containers"][0][
-        "env"
+    tokens = [
+        "--set",
+        "serviceTokens.optimizer.existingSecret=opt",
+        "--set",
+        "serviceTokens.parking.existingSecret=park",
     ]
-    token = {"name": "ALMERE_SERVICE_TOKEN", "valueFrom": {"secretKeyRef": {"name": "opt", "key": "token"}}}
-    assert token in env
+    docs = render(chart_without_dependencies, *REQUIRED, *OPTIMIZER, *tokens)
+    deployments = by_kind(docs, "Deployment")
+
+    def env_of(name: str) -> list[dict[str, Any]]:
+        env: list[dict[str, Any]] = deployments[f"rel-almere-traffic-{name}"]["spec"]["template"]["spec"]["containers"][
+            0
+        ]["env"]
+        return env
+
+    # Each calling service has its own token (the parking service's for its travel-time questions);
+    # the others get none.
+    for name, secret in (("optimizer", "opt"), ("parking", "park")):
+        token = {"name": "ALMERE_SERVICE_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "token"}}}
+        assert token in env_of(name), name
+    for name in ("incidents", "signals"):
+        assert not any(e["name"] == "ALMERE_SERVICE_TOKEN" for e in env_of(name)), name
 
 
 def test_the_simulation_job_runs_the_twin_against_the_cluster(chart_without_dependencies: Path) -> None:
@@ -197,6 +216,8 @@ def test_autoscaling_replaces_fixed_replicas(chart_without_dependencies: Path) -
         ([*REQUIRED, "--set", "postgresql.enabled=false"], "set database.existingSecret"),
         ([*REQUIRED, "--set", "services.buses.enabled=true"], "buses"),
         ([*REQUIRED, "--set", "services.optimizer.enabled=true"], "roadNetwork.configMap"),
+        ([*REQUIRED, "--set", "serviceTokens.signals.existingSecret=s"], "signals"),
+        ([*REQUIRED, "--set", "serviceTokens.parking.key="], "key"),
         (
             [*REQUIRED, *OPTIMIZER, "--set", "services.optimizer.replicas=2"],
             "runs as one replica",
@@ -207,3 +228,55 @@ def test_bad_values_fail_at_install(chart_without_dependencies: Path, values: li
     result = helm("template", "rel", str(chart_without_dependencies), *values)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
+
+
+def test_the_bus_users_file_is_what_the_code_grants() -> None:
+    """files/bus-users.json is generated from contract.bus_access; a stale copy would let the chart's
+    NATS grant other permissions than the local stack's."""
+    generated = subprocess.run(
+        [sys.executable, "-m", "apps.cli", "bus", "permissions"], capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads((CHART / "files" / "bus-users.json").read_text()) == json.loads(generated), (
+        "regenerate: almere bus permissions > deploy/helm/almere-traffic/files/bus-users.json"
+    )
+
+
+def test_the_rendered_nats_users_work_on_a_real_nats_server(chart_without_dependencies: Path, tmp_path: Path) -> None:
+    """What the chart renders for NATS, run by the real nats-server: each process gets in with its
+    generated password and only within its permissions; anonymous clients stay out."""
+    import asyncio
+    import base64
+
+    import nats
+
+    from apps.natsd import start_nats
+    from contract.bus import DEFAULT_LIMITS, PARKING, ensure_stream
+    from contract.bus_access import USERS
+
+    docs = render(chart_without_dependencies, *REQUIRED)
+    secrets = by_kind(docs, "Secret")
+    auth = secrets["almere-traffic-nats-auth"]["stringData"]["auth.conf"]
+    passwords = {k: base64.b64decode(v).decode() for k, v in secrets["rel-almere-traffic-nats-users"]["data"].items()}
+    assert set(passwords) == set(USERS) and all(len(p) >= 40 for p in passwords.values())
+    assert not any(p in auth for p in passwords.values()), "the NATS configuration must hold only hashes"
+    server = start_nats(tmp_path / "nats", config=auth)
+
+    async def probe() -> None:
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await nats.connect(server.url, allow_reconnect=False, max_reconnect_attempts=0)
+        nc = await nats.connect(
+            server.url, user="parking", password=passwords["parking"], inbox_prefix=USERS["parking"].inbox_prefix
+        )
+        try:
+            js = nc.jetstream(timeout=2)
+            await ensure_stream(js, PARKING.config(DEFAULT_LIMITS))
+            assert (await js.publish(PARKING.subject("occupancy_changed", "garage-a"), b"")).seq == 1
+            with pytest.raises(nats.errors.TimeoutError):  # not its stream: refused, so never answered
+                await js.publish("almere.incidents.v1.incident_reported.forged", b"")
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(probe())
+    finally:
+        server.stop()

@@ -6,14 +6,17 @@ import asyncio
 import shutil
 
 from apps.demo import incidents, parking, signals, simulation
-from apps.stack import Stack
+from apps.stack import Stack, dev_callers
 from services.common.config import Settings
 
 
 def run_demo(settings: Settings) -> int:
     run_dir = (settings.data_dir / "demo").resolve()
     shutil.rmtree(run_dir, ignore_errors=True)
-    stack = Stack(settings=settings.model_copy(update={"data_dir": run_dir, "tokens_file": None, "tokens": None}))
+    stack = Stack(
+        settings=settings.model_copy(update={"data_dir": run_dir, "tokens_file": None, "tokens": None}),
+        callers=dev_callers("engineer", "operator", "police", "ems", "optimizer", "sim"),  # the scenes' cast
+    )
     stack.start()
     print(stack.describe(), flush=True)
     transcript: list[str] = []
@@ -24,13 +27,17 @@ def run_demo(settings: Settings) -> int:
 
     async def scenes() -> list[bool]:
         say("\n== 1. A garage fills up ==")
-        filled = await parking.play(stack.endpoints["parking"], stack.credentials, say)
+        filled = await parking.play(stack.channel("parking"), stack.credentials, say)
         say("\n== 2. Police report a collision that closes a lane ==")
         reported = await incidents.play(
-            stack.endpoints["incidents"], nats_url=stack.endpoints["nats"], tokens=stack.credentials, say=say
+            stack.channel("incidents"),
+            nats_url=stack.endpoints["nats"],
+            bus=stack.bus_options("observer"),
+            tokens=stack.credentials,
+            say=say,
         )
         say("\n== 3. Signal timing: a festival plan, an ambulance and a bus ==")
-        timed = await signals.play(stack.endpoints["signals"], stack.credentials, say)
+        timed = await signals.play(stack.channel("signals"), stack.credentials, say)
         return [filled, reported, timed]
 
     try:

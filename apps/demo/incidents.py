@@ -38,8 +38,8 @@ async def _watch(stub: incidents_pb2_grpc.IncidentServiceAsyncStub, token: str, 
         say(f"[control room watch {kind}] {change.incident.title}: {_describe(change.incident)}")
 
 
-async def _jetstream(nats_url: str, say: Callable[[str], None], seen: list[str]) -> None:
-    nc = await nats.connect(nats_url)
+async def _jetstream(nats_url: str, bus: dict[str, str], say: Callable[[str], None], seen: list[str]) -> None:
+    nc = await nats.connect(nats_url, **bus)
     try:
         sub = await nc.jetstream().subscribe("almere.incidents.v1.>", durable="demo-optimizer", stream="INCIDENTS")
         async for msg in sub.messages:
@@ -51,12 +51,20 @@ async def _jetstream(nats_url: str, say: Callable[[str], None], seen: list[str])
         await nc.close()
 
 
-async def play(address: str, *, nats_url: str, tokens: dict[str, str], say: Callable[[str], None]) -> bool:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def play(
+    channel: grpc.aio.Channel,
+    *,
+    nats_url: str,
+    bus: dict[str, str],
+    tokens: dict[str, str],
+    say: Callable[[str], None],
+) -> bool:
+    """`bus`: how to connect to NATS as the read-only observer (what a consumer of the stream sees)."""
+    async with channel:
         stub = incidents_pb2_grpc.IncidentServiceStub(channel)
         published: list[str] = []
         watcher = asyncio.create_task(_watch(stub, tokens["engineer"], say))
-        consumer = asyncio.create_task(_jetstream(nats_url, say, published))
+        consumer = asyncio.create_task(_jetstream(nats_url, bus, say, published))
         await asyncio.sleep(0.5)
         now = utcnow()
         report = await stub.ReportIncident(

@@ -90,8 +90,8 @@ async def _fill(stub: parking_pb2_grpc.ParkingServiceAsyncStub, operator: str, s
     say(f"[operator] the counter resends report {len(counts)}: {pb.ReportOutcome.Name(retry.outcome)}")
 
 
-async def play(address: str, tokens: dict[str, str], say: Callable[[str], None]) -> bool:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def play(channel: grpc.aio.Channel, tokens: dict[str, str], say: Callable[[str], None]) -> bool:
+    async with channel:
         stub = parking_pb2_grpc.ParkingServiceStub(channel)
         await _setup(stub, tokens["engineer"])
         say(f"[engineer] registered parking facilities {', '.join(f[0] for f in FACILITIES)}")

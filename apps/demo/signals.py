@@ -45,9 +45,9 @@ async def _watch(stub: signals_pb2_grpc.SignalServiceAsyncStub, token: str, say:
         say(f"[signals watch{' snapshot' if message.snapshot else ''}] {c.event} {what}")
 
 
-async def play(address: str, tokens: dict[str, str], say: Callable[[str], None]) -> bool:
+async def play(channel: grpc.aio.Channel, tokens: dict[str, str], say: Callable[[str], None]) -> bool:
     engineer, ems, sim = _auth(tokens["engineer"]), _auth(tokens["ems"]), _auth(tokens["sim"])
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with channel:
         stub = signals_pb2_grpc.SignalServiceStub(channel)
         imported = await stub.ImportNetwork(pb.ImportNetworkRequest(), metadata=engineer)
         for i in imported.created:

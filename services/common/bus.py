@@ -13,6 +13,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
 from contract.bus import StreamLimits, ensure_stream
+from contract.bus_access import USERS
 from services.common.config import Settings
 
 log = logging.getLogger(__name__)
@@ -40,21 +41,43 @@ def stream_limits(settings: Settings) -> StreamLimits:
     )
 
 
+def credentials(settings: Settings) -> dict[str, str]:
+    """nats.connect's arguments for this process's identity: an NKey seed (a file, or inline from a
+    Secret) or, where the deployment hashes passwords into the server's configuration, a password."""
+    if settings.nats_nkey_seed_file:
+        return {"nkeys_seed": str(settings.nats_nkey_seed_file)}
+    if settings.nats_nkey_seed:
+        return {"nkeys_seed_str": settings.nats_nkey_seed}
+    if settings.nats_user and settings.nats_password:
+        return {"user": settings.nats_user, "password": settings.nats_password}
+    return {}
+
+
 class Bus:
     def __init__(self, nc: Client, js: JetStreamContext) -> None:
         self.nc = nc
         self.js = js
 
     @classmethod
-    async def connect(cls, url: str, name: str) -> Bus:
+    async def connect(cls, settings: Settings, user: str) -> Bus:
+        """Connect as bus user `user` (contract.bus_access) with the credentials in `settings`."""
+
         async def on_error(exc: Exception) -> None:
             log.warning("nats error: %s", exc)
 
-        nc = await nats.connect(url, name=name, error_cb=on_error, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        nc = await nats.connect(
+            settings.nats_url,
+            name=f"almere-{user}",
+            error_cb=on_error,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            inbox_prefix=USERS[user].inbox_prefix,
+            **credentials(settings),
+        )
         return cls(nc, nc.jetstream(timeout=5))
 
-    async def ensure_stream(self, config: StreamConfig) -> None:
-        await ensure_stream(self.js, config)
+    async def ensure_stream(self, config: StreamConfig, *, update: bool = True) -> None:
+        await ensure_stream(self.js, config, update=update)
 
     async def publish_all(self, messages: Sequence[OutgoingMessage], ack_timeout: float = 5.0) -> list[bool]:
         """Publish with per-message ids; return which ones JetStream acknowledged."""

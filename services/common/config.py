@@ -25,17 +25,60 @@ class Settings(BaseSettings):
     # prefix, so several services may share one PostgreSQL database.
     database_url: str | None = None
     nats_url: str = "nats://127.0.0.1:4222"
+    # This process's bus identity (see contract.bus_access): an NKey seed file, or the seed inline
+    # (from a Kubernetes Secret), or a user and password the server's configuration holds hashed.
+    nats_nkey_seed_file: Path | None = None
+    nats_nkey_seed: str | None = None
+    nats_user: str | None = None
+    nats_password: str | None = None
     tokens_file: Path | None = None
     # The tokens file's JSON content, for a Kubernetes Secret exposed as an environment variable.
     tokens: str | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # The CA that signed the services' certificates, which clients check the server against
+    # (default: the system's roots). Every client channel uses TLS when this process serves TLS
+    # or this is set; tls_server_name overrides the name checked (an address by IP, a test CA).
+    tls_ca_file: Path | None = None
+    tls_server_name: str | None = None
     metrics_port: int = 0
     log_level: str = "INFO"
     log_format: str = "json"
+    # Log to this file, rotated by size (max_bytes x backups), instead of stderr.
+    log_file: Path | None = None
+    log_file_max_bytes: int = 10 * 1024 * 1024
+    log_file_backups: int = 5
+    # Refused (UNAUTHENTICATED) calls are logged once per this interval, with a count of the rest.
+    unauthenticated_log_seconds: float = 10.0
     max_message_bytes: int = 1024 * 1024
     grace_seconds: float = 5.0
+    # Connection limits of the gRPC server. The server pings a connection silent for keepalive_seconds
+    # and drops it without an answer in keepalive_timeout_seconds (a dead peer holds no Watch); it
+    # closes connections idle (no call) that long, and, to spread load over new replicas, any older
+    # than max_connection_age_seconds after letting its calls run for the grace (longer than
+    # watch_max_seconds, so Watches end with their own status). Clients may ping every
+    # client_ping_min_seconds at most.
+    keepalive_seconds: float = 60.0
+    keepalive_timeout_seconds: float = 20.0
+    client_ping_min_seconds: float = 10.0
+    max_connection_idle_seconds: float = 300.0
+    max_connection_age_seconds: float = 3600.0
+    max_connection_age_grace_seconds: float = 1860.0
+    max_streams_per_connection: int = 256
+    # Calls in progress in the whole process; more are refused with RESOURCE_EXHAUSTED.
+    max_concurrent_rpcs: int = 2000
+    # Watch streams open at once, per caller and in the process; a Watch ends after watch_max_seconds
+    # (the caller watches again, maybe on another replica), and one whose reader falls more than
+    # watch_queue_size changes behind ends too (memory: at most streams x queue x ~1.3 KB a change,
+    # far less as watchers share the changes). Keep the queue above commit_max_batch: the changes
+    # of one commit arrive at once.
+    watch_max_per_caller: int = 64
+    watch_max_total: int = 1000
+    watch_max_seconds: float = 1800.0
+    watch_queue_size: int = 1000
     commit_max_batch: int = 512
+    # Writes waiting for the group commit; beyond it a write is refused at once (RESOURCE_EXHAUSTED).
+    commit_max_queue: int = 10_000
     stream_max_age_days: float = DEFAULT_LIMITS.max_age_s / 86400
     stream_max_bytes: int = DEFAULT_LIMITS.max_bytes
     stream_max_msg_bytes: int = DEFAULT_LIMITS.max_msg_bytes

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel, create_engine
 
-from services.common.errors import Internal, ServiceError, Unavailable
+from services.common.errors import Internal, ResourceExhausted, ServiceError, Unavailable
 from services.common.observability import COMMIT_BATCH
 from services.common.worker import Worker
 
@@ -42,7 +43,7 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() != "sqlite":
         return create_engine(parsed, pool_pre_ping=True, pool_size=10)
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        _create_private(Path(parsed.database))
     engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -64,6 +65,14 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def _create_private(database: Path) -> None:
+    """The SQLite file, readable by its owner only (SQLite gives its -wal and -shm files the mode of
+    the database file); a folder created for it is the owner's only too."""
+    database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
+    database.chmod(0o600)
+
+
 def writer(engine: Engine) -> Engine:
     """The engine to use for transactions that write."""
     return engine.execution_options(**{WRITER_OPTION: True})
@@ -83,11 +92,14 @@ class _Pending(Generic[T]):
 
 @dataclass(kw_only=True)
 class GroupCommitter:
-    """Queues write operations and commits whatever is waiting in one transaction."""
+    """Queues write operations and commits whatever is waiting in one transaction. At most
+    `max_queue` wait: beyond, a write is refused at once (before anything of it is queued) rather
+    than queued behind a backlog that grows memory and every caller's latency."""
 
     engine: Engine
     service: str
     max_batch: int = 512
+    max_queue: int = 10_000
     after_commit: Callable[[], None] | None = None
     _queue: list[_Pending[Any]] = field(default_factory=list)
     _worker: Worker | None = None
@@ -105,6 +117,8 @@ class GroupCommitter:
     async def submit(self, handler: BatchHandler, item: Any) -> Any:
         if self._worker is None or not self._worker.running:
             raise Unavailable(f"{self.service} is shutting down")
+        if len(self._queue) >= self.max_queue:
+            raise ResourceExhausted(f"write queue full ({len(self._queue)} waiting); retry with backoff")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(handler, item, future))
         self._worker.wake()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -22,12 +23,24 @@ from nats.aio.msg import Msg
 
 from contract.bus import Stream
 from services.common.bus import Bus
-from services.common.errors import ResourceExhausted
+from services.common.errors import ResourceExhausted, Unavailable
 from services.common.observability import WATCH_LAG
 
 Change = tuple[str, Any]  # (event name, decoded event)
-WATCHER_QUEUE = 10_000
 Item = TypeVar("Item")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WatchLimits:
+    """How many changes a Watch may have waiting for its reader, and how long it may last."""
+
+    queue_size: int = 1000
+    max_seconds: float | None = None
+
+
+# The limits of the Watch being served: the server interceptor sets them per call from Settings.
+watch_limits: contextvars.ContextVar[WatchLimits] = contextvars.ContextVar("watch_limits")
+DEFAULT_WATCH_LIMITS = WatchLimits()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,11 +53,19 @@ class Snapshot(Generic[Item]):
 
 
 class Watcher:
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Change] = asyncio.Queue(WATCHER_QUEUE)
+    """The changes waiting for one Watch. A reader that falls `queue_size` behind is not sent the
+    rest with a gap: its next read fails, and it watches again from a fresh snapshot."""
+
+    def __init__(self, limits: WatchLimits) -> None:
+        self.limits = limits
+        self.queue: asyncio.Queue[Change] = asyncio.Queue(limits.queue_size)
         self.overflowed = False
+        loop = asyncio.get_running_loop()
+        self._ends_at = None if limits.max_seconds is None else loop.time() + limits.max_seconds
 
     def offer(self, change: Change) -> None:
+        if self.overflowed:
+            return
         try:
             self.queue.put_nowait(change)
         except asyncio.QueueFull:
@@ -52,8 +73,17 @@ class Watcher:
 
     async def next(self) -> Change:
         if self.overflowed:
-            raise ResourceExhausted(f"watcher fell more than {WATCHER_QUEUE} changes behind; watch again")
-        return await self.queue.get()
+            raise ResourceExhausted(
+                f"this watch fell more than {self.limits.queue_size} changes behind (the reader is too slow); "
+                "watch again to resync from a fresh snapshot"
+            )
+        if self._ends_at is None:
+            return await self.queue.get()
+        if asyncio.get_running_loop().time() < self._ends_at:  # checked first: a busy queue never waits
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(self._ends_at):
+                    return await self.queue.get()
+        raise Unavailable(f"watch lifetime of {self.limits.max_seconds:g} s reached; watch again for a fresh snapshot")
 
 
 class EventFeed:
@@ -91,8 +121,8 @@ class EventFeed:
 
     @contextlib.asynccontextmanager
     async def watch(self) -> AsyncIterator[Watcher]:
-        """A watcher receiving every change from the moment this returns."""
-        watcher = Watcher()
+        """A watcher receiving every change from the moment this returns, within the limits of the call."""
+        watcher = Watcher(watch_limits.get(DEFAULT_WATCH_LIMITS))
         async with self._lock:
             if self._subscription is None:
                 self._subscription = await self._bus.nc.subscribe(f"{self._stream.prefix}.*.*", cb=self._on_message)

@@ -26,15 +26,28 @@ class AuditTrail:
 
     async def page(self, engine: Engine, *, entity_id: str, page_size: int, page_token: str) -> tuple[list[Any], str]:
         """One page of the entity's history, oldest first, and the token of the next ("" at the end)."""
+        _, rows, token = await self.page_with_entity(
+            engine, entity_id=entity_id, page_size=page_size, page_token=page_token
+        )
+        return rows, token
+
+    async def page_with_entity(
+        self, engine: Engine, *, entity_id: str, page_size: int, page_token: str
+    ) -> tuple[Any, list[Any], str]:
+        """The same page with the entity's row as it is now, read together: what decides who may
+        see what of each entry (an incident's visibility) is the entity's, not the entry's."""
         size = paging.page_size(page_size)
         after = paging.decode_int(page_token, entity_id)
-        rows = await asyncio.to_thread(self._after, engine, entity_id=entity_id, version=after or 0, limit=size + 1)
+        entity, rows = await asyncio.to_thread(
+            self._after, engine, entity_id=entity_id, version=after or 0, limit=size + 1
+        )
         token = paging.encode(str(rows[size - 1].version), entity_id) if len(rows) > size else ""
-        return rows[:size], token
+        return entity, rows[:size], token
 
-    def _after(self, engine: Engine, *, entity_id: str, version: int, limit: int) -> list[Any]:
+    def _after(self, engine: Engine, *, entity_id: str, version: int, limit: int) -> tuple[Any, list[Any]]:
         with Session(engine) as session:
-            if session.get(self.entities, entity_id) is None:
+            entity = session.get(self.entities, entity_id)
+            if entity is None:
                 raise NotFound(f"{self.noun} {entity_id!r} not found")
             versions = col(self.rows.version)  # type: ignore[attr-defined]
             query = (
@@ -43,4 +56,4 @@ class AuditTrail:
                 .order_by(versions)
                 .limit(limit)
             )
-            return list(session.execute(query).scalars())
+            return entity, list(session.execute(query).scalars())

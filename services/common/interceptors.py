@@ -13,12 +13,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
 from services.common import tracing
 from services.common.auth import Identity, TokenStore, current_identity
-from services.common.errors import ServiceError
+from services.common.delegation import on_behalf_of
+from services.common.errors import InvalidArgument, ServiceError
+from services.common.feed import WatchLimits, watch_limits
+from services.common.limits import LogThrottle, StreamSlots
 from services.common.observability import RPC_LATENCY, RPC_REQUESTS
 
 # Standard infrastructure services answer without a token (probes and tooling must reach them).
@@ -35,9 +38,15 @@ access_log = logging.getLogger("almere.access")
 
 
 def _wrap(handler: Handler, around: Around) -> Handler:
-    """Run every call of `handler` inside `around(context, call)`, whatever its streaming kind."""
+    """Run every call of `handler` inside `around(context, call)`, whatever its streaming kind.
+
+    A single request is parsed inside, after authentication: garbage from a stranger is refused
+    unread, and from a caller it is INVALID_ARGUMENT (parsed by grpc, it is a logged traceback and
+    UNKNOWN). Streamed requests are parsed as the servicer reads them, after authentication anyway.
+    """
+    accept = _identity if handler.request_streaming else _parser(handler.request_deserializer)
     serializers = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": handler.request_deserializer if handler.request_streaming else None,
         "response_serializer": handler.response_serializer,
     }
     if handler.response_streaming:
@@ -45,7 +54,7 @@ def _wrap(handler: Handler, around: Around) -> Handler:
 
         async def streaming(request: Any, context: Context) -> None:
             async def drain() -> None:
-                responses = stream_behavior(request, context)
+                responses = stream_behavior(accept(request), context)
                 if inspect.isasyncgen(responses):
                     async for item in responses:
                         await context.write(item)
@@ -62,14 +71,29 @@ def _wrap(handler: Handler, around: Around) -> Handler:
     unary_behavior: Behavior = handler.stream_unary if handler.request_streaming else handler.unary_unary  # type: ignore[assignment]
 
     async def unary(request: Any, context: Context) -> Any:
-        if isinstance(request, Message):
-            request.DiscardUnknownFields()  # never store or republish fields the contract lacks
-        return await around(context, lambda: unary_behavior(request, context))
+        return await around(context, lambda: unary_behavior(accept(request), context))
 
     factory_u = (
         grpc.stream_unary_rpc_method_handler if handler.request_streaming else grpc.unary_unary_rpc_method_handler
     )
     return factory_u(unary, **serializers)
+
+
+def _identity(request: Any) -> Any:
+    return request
+
+
+def _parser(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    def parse(raw: bytes) -> Any:
+        try:
+            request = deserialize(raw) if deserialize else raw
+        except DecodeError:
+            raise InvalidArgument("the request is not a valid message of this method") from None
+        if isinstance(request, Message):
+            request.DiscardUnknownFields()  # never store or republish fields the contract lacks
+        return request
+
+    return parse
 
 
 def _metadata(context: Context) -> dict[str, str]:
@@ -84,9 +108,14 @@ def _bearer_token(metadata: dict[str, str]) -> str | None:
 class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
     """Authenticates the caller, then logs and measures the call and maps its errors to statuses."""
 
-    def __init__(self, service: str, tokens: TokenStore) -> None:
+    def __init__(
+        self, service: str, tokens: TokenStore, *, streams: StreamSlots, watch: WatchLimits, refusal_log_seconds: float
+    ) -> None:
         self._service = service
         self._tokens = tokens
+        self._streams = streams
+        self._watch = watch
+        self._refusals = LogThrottle(access_log, refusal_log_seconds)
         self._wrapped: dict[str, Handler] = {}
 
     async def intercept_service(
@@ -101,21 +130,42 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(handler_call_details)
         if handler is None or method.startswith(OPEN_METHOD_PREFIXES):
             return handler
-        wrapped = self._wrapped[method] = _wrap(handler, self._around(method))
+        wrapped = self._wrapped[method] = _wrap(handler, self._around(method, streaming=handler.response_streaming))
         return wrapped
 
-    def _authenticate(self, metadata: dict[str, str]) -> Identity | None:
+    def _authenticate(self, method: str, metadata: dict[str, str]) -> tuple[Identity | None, str | None]:
+        """The caller, or None and the message telling the client why not (logged, at most once per
+        interval and reason: a flood of refused calls is counted, not written out)."""
         token = _bearer_token(metadata)
-        return self._tokens.identify(token) if token else None
+        entry = self._tokens.lookup(token) if token else None
+        if entry is not None and not entry.expired():
+            return entry.identity, None
+        reason = "expired" if entry else "unknown" if token else "missing"
+        self._refusals.warning(
+            reason,
+            "refused a call of %s with %s token%s",
+            method,
+            "an expired" if entry else "an unknown" if token else "no",
+            f" of caller {entry.identity.caller}" if entry else "",
+            extra={
+                "method": method,
+                "code": "UNAUTHENTICATED",
+                "reason": reason,
+                "caller": entry.identity.caller if entry else None,
+            },
+        )
+        if entry:
+            return None, "the bearer token has expired; ask for a new one"
+        return None, "missing or invalid 'authorization: Bearer <token>' metadata"
 
-    def _around(self, method: str) -> Around:
+    def _around(self, method: str, *, streaming: bool) -> Around:
         short = method.rsplit("/", 1)[-1]
         latency = RPC_LATENCY.labels(self._service, short)
 
         async def around(context: Context, call: Callable[[], Awaitable[Any]]) -> Any:
             start = time.perf_counter()
             metadata = _metadata(context)
-            identity = self._authenticate(metadata)
+            identity, refusal = self._authenticate(method, metadata)
             request_id = metadata.get(tracing.REQUEST_ID) or secrets.token_hex(8)
             trace = tracing.continue_trace(metadata.get(tracing.TRACEPARENT))
             tracing.current_request_id.set(request_id)
@@ -127,7 +177,7 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
                 elapsed = time.perf_counter() - start
                 latency.observe(elapsed)
                 RPC_REQUESTS.labels(self._service, short, code.name).inc()
-                if access_log.isEnabledFor(logging.INFO):
+                if identity is not None and access_log.isEnabledFor(logging.INFO):  # refusals: _authenticate
                     access_log.info(
                         "rpc",
                         extra={
@@ -135,6 +185,7 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
                             "code": code.name,
                             "ms": round(elapsed * 1000, 3),
                             "caller": identity.caller if identity else None,
+                            "on_behalf_of": on_behalf_of(identity, metadata),
                             "request_id": request_id,
                             "trace_id": tracing.trace_id(trace),
                         },
@@ -142,12 +193,15 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
 
             if identity is None:
                 finish(grpc.StatusCode.UNAUTHENTICATED)
-                await context.abort(
-                    grpc.StatusCode.UNAUTHENTICATED, "missing or invalid 'authorization: Bearer <token>' metadata"
-                )
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, refusal or "")
             current_identity.set(identity)
             try:
-                result = await call()
+                if streaming:  # a Watch: within the caller's and the server's streams, and its limits
+                    watch_limits.set(self._watch)
+                    with self._streams.hold(identity.caller):
+                        result = await call()
+                else:
+                    result = await call()
             except ServiceError as err:
                 finish(err.code)
                 await context.abort(err.code, err.message)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from logging.handlers import RotatingFileHandler
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from pythonjsonlogger.json import JsonFormatter
+
+from services.common.config import Settings
 
 RPC_REQUESTS = Counter("almere_grpc_requests", "gRPC calls handled", ["service", "method", "code"])
 RPC_LATENCY = Histogram(
@@ -27,15 +30,24 @@ COMMIT_BATCH = Histogram(
 )
 
 
-def configure_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
+def configure_logging(settings: Settings) -> None:
+    """Logs to stderr, or to settings.log_file rotated by size (a process left running for months
+    keeps at most log_file_max_bytes x (log_file_backups + 1) of logs)."""
+    handler: logging.Handler
+    if settings.log_file is None:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        settings.log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = RotatingFileHandler(
+            settings.log_file, maxBytes=settings.log_file_max_bytes, backupCount=settings.log_file_backups
+        )
+    if settings.log_format == "json":
         handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(settings.log_level.upper())
 
 
 def serve_metrics(host: str, port: int) -> Callable[[], None] | None:

@@ -34,6 +34,8 @@ class ServiceSpec:
     tables: list[type[SQLModel]]
     outbox: type[OutboxBase]
     streams: tuple[Stream, ...]  # created (or brought to this deployment's limits) at start
+    # Streams it reads, created when missing (it may start before their owners), never updated.
+    consumes: tuple[Stream, ...] = ()
     # Registers the servicer(s) on the server; returns extra start/stop hooks (e.g. watch feeds).
     mount: Callable[[Service, aio.Server], Awaitable[list[Callable[[], Awaitable[None]]]]]
 
@@ -62,16 +64,22 @@ class Service:
         s = self.settings
         self.engine = make_engine(s.database_url_for(self.spec.name))
         create_tables(self.engine, self.spec.tables)
-        self.bus = await Bus.connect(s.nats_url, name=f"almere-{self.spec.name}")
+        self.bus = await Bus.connect(s, self.spec.name)
         for stream in self.spec.streams:
             await self.bus.ensure_stream(stream.config(stream_limits(s)))
+        for stream in self.spec.consumes:
+            await self.bus.ensure_stream(stream.config(stream_limits(s)), update=False)
         self.relay = OutboxRelay(self.engine, table=self.spec.outbox, bus=self.bus, service=self.spec.name)
         self.committer = GroupCommitter(
-            engine=self.engine, service=self.spec.name, max_batch=s.commit_max_batch, after_commit=self.relay.notify
+            engine=self.engine,
+            service=self.spec.name,
+            max_batch=s.commit_max_batch,
+            max_queue=s.commit_max_queue,
+            after_commit=self.relay.notify,
         )
         self.committer.start()
         self.relay.start()
-        tokens = TokenStore.load(s.tokens_file, s.tokens)
+        tokens = TokenStore(s.tokens_file, s.tokens)
         if not len(tokens):
             log.warning("no tokens configured: every call will be UNAUTHENTICATED (see `almere token issue`)")
         self.server = GrpcServer(self.spec.name, full_names=self.spec.full_names, settings=s, tokens=tokens)
@@ -118,5 +126,10 @@ async def _serve(spec: ServiceSpec, settings: Settings) -> None:
 
 def serve(spec: ServiceSpec, settings: Settings) -> None:
     """Run one service until SIGTERM/SIGINT (what `almere serve <service>` and a pod run)."""
-    configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(_serve(spec, settings))
+    configure_logging(settings)
+    try:
+        asyncio.run(_serve(spec, settings))
+    except Exception:
+        if settings.log_file:  # the log file tells what stderr (<name>.out under `almere up`) shows
+            log.exception("%s stopped by an error", spec.name)
+        raise

@@ -15,7 +15,9 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.auth import TokenStore
 from services.common.config import Settings
+from services.common.feed import WatchLimits
 from services.common.interceptors import ServiceInterceptor
+from services.common.limits import StreamSlots
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +29,17 @@ class GrpcServer:
         self.service = service
         self.full_names = full_names
         self.settings = settings
-        limit = settings.max_message_bytes
+        interceptor = ServiceInterceptor(
+            service,
+            tokens,
+            streams=StreamSlots(per_caller=settings.watch_max_per_caller, total=settings.watch_max_total),
+            watch=WatchLimits(queue_size=settings.watch_queue_size, max_seconds=settings.watch_max_seconds),
+            refusal_log_seconds=settings.unauthenticated_log_seconds,
+        )
         self.server = aio.server(
-            interceptors=[ServiceInterceptor(service, tokens)],
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-                ("grpc.so_reuseport", 0),
-            ],
+            interceptors=[interceptor],
+            options=server_options(settings),
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -69,6 +74,30 @@ class GrpcServer:
         """Report NOT_SERVING so load balancers drain, then let in-flight calls finish."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.grace_seconds)
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """The gRPC core's connection limits (see Settings): every connection is bounded in message size,
+    streams, silence, idleness and age."""
+
+    def ms(seconds: float) -> int:
+        return int(seconds * 1000)
+
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        ("grpc.keepalive_time_ms", ms(settings.keepalive_seconds)),
+        ("grpc.keepalive_timeout_ms", ms(settings.keepalive_timeout_seconds)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),  # keep pinging a silent Watch's connection
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", ms(settings.client_ping_min_seconds)),
+        ("grpc.http2.max_ping_strikes", 2),  # then GOAWAY for a client pinging more often
+        ("grpc.max_connection_idle_ms", ms(settings.max_connection_idle_seconds)),
+        ("grpc.max_connection_age_ms", ms(settings.max_connection_age_seconds)),
+        ("grpc.max_connection_age_grace_ms", ms(settings.max_connection_age_grace_seconds)),
+    ]
 
 
 def stop_on_signals() -> asyncio.Event:

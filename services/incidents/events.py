@@ -9,8 +9,14 @@ from almere.incidents.v1 import events_pb2
 from almere.incidents.v1 import incidents_pb2 as pb
 
 from contract.bus import INCIDENTS
+from services.common.auth import Identity, Role
 from services.common.clock import to_timestamp
 from services.common.outbox import outbox_row
+from services.incidents import logic
+
+# Whoever may read the INCIDENTS stream sees the incident as the optimizer, its consumer, does:
+# restricted fields (notes, the reporter) never travel on the bus; those allowed read them over gRPC.
+BUS_READER = Identity("bus", Role.OPTIMIZER)
 
 
 def incident_event(
@@ -27,7 +33,7 @@ def incident_event(
         incident_id=incident_id,
         version=incident.version,
         occur_time=to_timestamp(now),
-        incident=incident,
+        incident=logic.visible(BUS_READER, incident),
         previous_state=previous_state,  # type: ignore[arg-type]
         changed_fields=changed or [],
         actor=actor,

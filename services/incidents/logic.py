@@ -9,6 +9,7 @@ from datetime import datetime
 
 from almere.incidents.v1 import incidents_pb2 as pb
 
+from services.common.access import ANY_CALLER
 from services.common.auth import PUBLIC_SAFETY, Identity, Role
 from services.common.clock import from_timestamp
 from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
@@ -44,9 +45,24 @@ AGENCY_OF_ROLE = {
     Role.ENGINEER: pb.AGENCY_TRAFFIC_CONTROL,
 }
 REPORTERS = frozenset({*PUBLIC_SAFETY, Role.ENGINEER, Role.SIM})
-# Roles that manage any incident; public-safety roles manage those of their own agency.
-MANAGERS = frozenset({Role.ENGINEER, Role.SIM})
-PLANNERS = frozenset({Role.ENGINEER, Role.POLICE, Role.SIM})
+# Who edits incidents (UpdateIncident) and who moves them through their lifecycle: engineers any,
+# public safety those of their own agency, the twin those it reported (authorize_change).
+EDITORS = frozenset({*PUBLIC_SAFETY, Role.ENGINEER})
+MOVERS = frozenset({*EDITORS, Role.SIM})
+MANAGERS = frozenset({Role.ENGINEER})  # any incident, whoever reported it
+PLANNERS = frozenset({Role.ENGINEER, Role.POLICE})
+HISTORY_READERS = frozenset({*PUBLIC_SAFETY, Role.ENGINEER})
+# The agencies the twin plays: a scenario's incident is reported by police, fire or ems, never as
+# the traffic control room (that is the engineers').
+FIELD_AGENCIES = frozenset(AGENCY_OF_ROLE[r] for r in PUBLIC_SAFETY)
+# What narrows a role inside an RPC, for the role table (docs/roles.md).
+REPORTS_AS = {
+    **dict.fromkeys(PUBLIC_SAFETY, "as its agency"),
+    Role.ENGINEER: "as traffic control",
+    Role.SIM: "as police, fire or ems",
+}
+OWN_AGENCY = dict.fromkeys(PUBLIC_SAFETY, "own agency's")
+OWN_INCIDENTS = {**OWN_AGENCY, Role.SIM: "those it reported"}
 
 
 def state_name(state: int) -> str:
@@ -57,20 +73,23 @@ def state_name(state: int) -> str:
 
 
 def reporting_agency(identity: Identity, requested: int) -> int:
-    """The agency a report is filed under: the caller's own; the simulator plays any agency."""
-    if identity.role not in REPORTERS:
-        raise PermissionDenied(f"role {identity.role_name} may not report incidents")
-    if identity.role is Role.SIM:
-        if requested not in pb.Agency.values():
-            raise InvalidArgument(f"reporting_agency {requested} is not an agency")
-        return requested or pb.AGENCY_POLICE
-    return AGENCY_OF_ROLE[identity.role]
+    """The agency a report is filed under: the caller's own; the twin names the one its scenario has
+    on the scene (police, fire or ems)."""
+    if identity.role is not Role.SIM:
+        return AGENCY_OF_ROLE[identity.role]
+    if requested in FIELD_AGENCIES:
+        return requested
+    if requested in pb.Agency.values() and requested:
+        raise PermissionDenied(f"role sim reports as police, fire or ems, not as {pb.Agency.Name(requested)}")  # type: ignore[arg-type]
+    raise InvalidArgument("role sim must set reporting_agency to the agency it plays: police, fire or ems")
 
 
 def authorize_change(identity: Identity, incident: pb.Incident) -> None:
     if identity.role in MANAGERS:
         return
     if identity.role in PUBLIC_SAFETY and AGENCY_OF_ROLE[identity.role] == incident.reporting_agency:
+        return
+    if identity.role is Role.SIM and incident.reporter == identity.caller:
         return
     raise PermissionDenied(f"{identity.role_name} may not change {incident.name}, reported by another agency")
 
@@ -85,30 +104,43 @@ def authorize_type_change(
         raise PermissionDenied("only the police change whether an incident is a police action")
 
 
-def authorize_plan(identity: Identity) -> None:
-    if identity.role not in PLANNERS:
-        raise PermissionDenied(f"role {identity.role_name} may not plan events (engineer or police)")
+# What visible() leaves out, for the role table.
+VISIBILITY = {
+    Role.ENGINEER: "no notes or reporter of police actions",
+    **{r: "no notes or reporter" for r in ANY_CALLER - PUBLIC_SAFETY - {Role.ENGINEER}},
+}
 
 
-def authorize_history(identity: Identity) -> None:
-    if identity.role not in PUBLIC_SAFETY and identity.role is not Role.ENGINEER:
-        raise PermissionDenied(f"role {identity.role_name} may not read incident histories")
+def sees_restricted(identity: Identity, incident: pb.Incident) -> bool:
+    """Whether this caller sees an incident's restricted parts: who reported and changed it, and what
+    they wrote (its notes, its history's reasons). Public safety always; engineers unless it is a
+    police action; nobody else. The one rule of every read: Get, List, Watch and the history."""
+    if identity.role in PUBLIC_SAFETY:
+        return True
+    return identity.role is Role.ENGINEER and incident.type != pb.INCIDENT_TYPE_POLICE_ACTION
 
 
 def visible(identity: Identity, incident: pb.Incident) -> pb.Incident:
-    """The incident as this caller may see it. Public safety sees everything; engineers all but the
-    notes of police actions; everybody else the incident and its impact without notes or reporter."""
+    """The incident as this caller may see it: without notes and reporter unless sees_restricted.
+    Public safety shares the stored document; anybody else gets a copy of their own."""
     if identity.role in PUBLIC_SAFETY:
         return incident
     view = pb.Incident()
     view.CopyFrom(incident)
-    if identity.role is Role.ENGINEER:
-        if incident.type == pb.INCIDENT_TYPE_POLICE_ACTION:
-            view.ClearField("notes")
-        return view
-    view.ClearField("notes")
-    view.ClearField("reporter")
+    if not sees_restricted(identity, incident):
+        view.ClearField("notes")
+        view.ClearField("reporter")
     return view
+
+
+def visible_entry(identity: Identity, incident: pb.Incident, entry: pb.IncidentHistoryEntry) -> pb.IncidentHistoryEntry:
+    """A history entry of `incident`, cut down in place to what this caller may see: without the
+    actor and the reason (who changed it and why, like the incident's reporter and notes) unless
+    sees_restricted."""
+    if not sees_restricted(identity, incident):
+        entry.ClearField("actor")
+        entry.ClearField("reason")
+    return entry
 
 
 # --- lifecycle -----------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Admission of the optimizer's calls: who may call what, and what a vehicle report or a travel-time
-question must look like (checked before anything changes, so a bad request changes nothing)."""
+"""Admission of the optimizer's calls: which roles may call what (the rules on OptimizerApi's
+methods), and what a vehicle report or a travel-time question must look like (checked before
+anything changes, so a bad request changes nothing)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,20 @@ import re
 
 from almere.optimizer.v1 import optimizer_pb2 as pb
 
-from services.common.auth import PUBLIC_SAFETY, Identity, Role
-from services.common.errors import InvalidArgument, PermissionDenied
+from services.common.access import ANY_CALLER
+from services.common.auth import PUBLIC_SAFETY, Role
+from services.common.errors import InvalidArgument
 from services.optimizer.routing import RoadGraph
 
-READERS = frozenset({Role.ENGINEER, Role.SIM, Role.OPTIMIZER, *PUBLIC_SAFETY})
+READERS = frozenset({Role.ENGINEER, Role.OPTIMIZER, *PUBLIC_SAFETY})
+# A navigation device needs the strategy's equipped share; the twin reads nothing else.
+STRATEGY_READERS = frozenset({*READERS, Role.SIM})
+STRATEGISTS = frozenset({Role.ENGINEER})
+# The twin's navigation systems and lane counts, or a navigation backend.
 REPORTERS = frozenset({Role.SIM, Role.OPTIMIZER})
-# Every role: travel times are what a navigation app shows anyone, and the parking service asks on
-# behalf of whoever asked it for a facility (garage apps included).
-TRAVEL_TIME_ASKERS = frozenset(Role)
+# Every caller: travel times are what a navigation app shows anyone; and the parking service, which
+# asks with its own token on behalf of whoever asked it for a facility (garage apps included).
+TRAVEL_TIME_ASKERS = frozenset({*ANY_CALLER, Role.SERVICE})
 MAX_VEHICLES = 20_000
 MAX_ROUTE_EDGES = 2_000
 MAX_DESTINATIONS = 1_000
@@ -24,26 +30,6 @@ MAX_DESTINATIONS = 1_000
 MAX_DISTINCT_DESTINATIONS = 200
 # Vehicle ids become NATS subject tokens (almere.optimizer.v1.route_advice.<id>).
 VEHICLE_ID = re.compile(r"^[A-Za-z0-9_:\-]{1,128}$")
-
-
-def authorize_read(identity: Identity) -> None:
-    if identity.role not in READERS:
-        raise PermissionDenied(f"role {identity.role_name} has no access to the optimizer")
-
-
-def authorize_strategy(identity: Identity) -> None:
-    if identity.role is not Role.ENGINEER:
-        raise PermissionDenied(f"only engineers change the optimizer's strategy; {identity.role_name} may not")
-
-
-def authorize_travel_times(identity: Identity) -> None:
-    if identity.role not in TRAVEL_TIME_ASKERS:
-        raise PermissionDenied(f"role {identity.role_name} may not ask for travel times")
-
-
-def authorize_report(identity: Identity) -> None:
-    if identity.role not in REPORTERS:
-        raise PermissionDenied(f"only the twin or a navigation backend reports vehicles; {identity.role_name} may not")
 
 
 def check_edge(graph: RoadGraph, edge: str, where: str) -> None:

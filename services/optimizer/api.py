@@ -13,6 +13,7 @@ from almere.optimizer.v1 import optimizer_pb2 as pb
 from almere.optimizer.v1 import optimizer_pb2_grpc
 from grpc import aio
 
+from services.common.access import allow
 from services.common.auth import current_identity
 from services.common.clock import to_timestamp, utcnow
 from services.common.errors import Unavailable
@@ -37,8 +38,8 @@ class OptimizerApi(optimizer_pb2_grpc.OptimizerServiceServicer):
         self._signals = signals
         self._searches = asyncio.Semaphore(2)
 
+    @allow(admission.READERS)
     async def GetStatus(self, request: pb.GetStatusRequest, context: Context) -> pb.GetStatusResponse:
-        admission.authorize_read(current_identity.get())
         d = self._decisions
         return pb.GetStatusResponse(
             consumed=dict(d.consumed),
@@ -51,8 +52,8 @@ class OptimizerApi(optimizer_pb2_grpc.OptimizerServiceServicer):
             last_sim_time_seconds=d.sim_s,
         )
 
+    @allow(admission.READERS)
     async def GetNetworkState(self, request: pb.GetNetworkStateRequest, context: Context) -> pb.GetNetworkStateResponse:
-        admission.authorize_read(current_identity.get())
         d, graph = self._decisions, self._decisions.graph
         for n, edge in enumerate(request.edge_ids):
             admission.check_edge(graph, edge, f"edge_ids[{n}]")
@@ -84,10 +85,10 @@ class OptimizerApi(optimizer_pb2_grpc.OptimizerServiceServicer):
         ]
         return pb.GetNetworkStateResponse(edges=edges, facilities=facilities)
 
+    @allow(admission.READERS)
     async def WatchDecisions(
         self, request: pb.WatchDecisionsRequest, context: Context
     ) -> AsyncIterator[pb.WatchDecisionsResponse]:
-        admission.authorize_read(current_identity.get())
         levers = set(request.levers)
         async with self._feed.watch() as watcher:
             while True:
@@ -95,12 +96,12 @@ class OptimizerApi(optimizer_pb2_grpc.OptimizerServiceServicer):
                 if not levers or decision.lever in levers:
                     yield pb.WatchDecisionsResponse(decision=decision)
 
+    @allow(admission.STRATEGY_READERS)
     async def GetStrategy(self, request: pb.GetStrategyRequest, context: Context) -> pb.GetStrategyResponse:
-        admission.authorize_read(current_identity.get())
         return pb.GetStrategyResponse(strategy=self._decisions.strategy)
 
+    @allow(admission.STRATEGISTS)
     async def SetStrategy(self, request: pb.SetStrategyRequest, context: Context) -> pb.SetStrategyResponse:
-        admission.authorize_strategy(current_identity.get())
         paths = list(request.update_mask.paths)
         logic.merge_strategy(self._decisions.strategy, request.strategy, paths)  # refuse bad input before queueing
 
@@ -112,19 +113,19 @@ class OptimizerApi(optimizer_pb2_grpc.OptimizerServiceServicer):
         self._decisions.strategy = writes.strategy
         return pb.SetStrategyResponse(strategy=writes.strategy)
 
+    @allow(admission.REPORTERS)
     async def ReportVehicles(self, request: pb.ReportVehiclesRequest, context: Context) -> pb.ReportVehiclesResponse:
         identity = current_identity.get()
-        admission.authorize_report(identity)
         admission.validate_report(self._decisions.graph, request)
         (writes,) = await self._serial_committer.change(
             lambda: [self._decisions.on_report(request, utcnow(), identity.caller)]
         )
         return pb.ReportVehiclesResponse(decisions=[t.decision for t in writes.decisions])
 
+    @allow(admission.TRAVEL_TIME_ASKERS)
     async def ComputeTravelTimes(
         self, request: pb.ComputeTravelTimesRequest, context: Context
     ) -> pb.ComputeTravelTimesResponse:
-        admission.authorize_travel_times(current_identity.get())
         graph = self._decisions.graph
         admission.validate_travel_times(graph, request)
         destinations = list(request.destination_edge_ids)
@@ -134,8 +135,8 @@ class OptimizerApi(optimizer_pb2_grpc.OptimizerServiceServicer):
         column = times[:, graph.index[request.origin_edge_id]]
         return pb.ComputeTravelTimesResponse(seconds=[float(t) if np.isfinite(t) else -1.0 for t in column])
 
+    @allow(admission.REPORTERS)
     async def ControlSignals(self, request: pb.ControlSignalsRequest, context: Context) -> pb.ControlSignalsResponse:
-        admission.authorize_report(current_identity.get())
         return await self._signals.round(request)
 
 

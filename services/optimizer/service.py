@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-import grpc
 from almere.detectors.v1 import detectors_pb2
 from almere.incidents.v1 import events_pb2 as ievents
 from almere.optimizer.v1 import decisions_pb2, optimizer_pb2, optimizer_pb2_grpc
@@ -16,6 +15,7 @@ from grpc import aio
 from nats.aio.msg import Msg
 
 from contract import bus
+from services.common.channels import open_channel
 from services.common.clock import utcnow
 from services.common.feed import EventFeed
 from services.common.runtime import Service, ServiceSpec
@@ -74,7 +74,7 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
 
     serial_committer = SerialCommitter(decisions, submit=submit, reload=load)
     feed = EventFeed(service.bus, bus.OPTIMIZER, dict.fromkeys(bus.DECISION_EVENTS, decisions_pb2.Decision))
-    channel = grpc.aio.insecure_channel(settings.signals_address) if settings.signals_address else None
+    channel = open_channel(settings, settings.signals_address) if settings.signals_address else None
     signals = AdaptiveControl(
         settings.network_file,
         signals=signals_pb2_grpc.SignalServiceStub(channel) if channel else None,
@@ -104,7 +104,8 @@ SPEC = ServiceSpec(
     full_names=[optimizer_pb2.DESCRIPTOR.services_by_name["OptimizerService"].full_name],
     tables=TABLES,
     outbox=OptimizerOutbox,
-    # The optimizer may start before the services that own the streams it reads: it creates them too.
-    streams=(bus.OPTIMIZER, bus.PARKING, bus.INCIDENTS, bus.SIGNALS, bus.DETECTORS),
+    # DETECTORS has no service of its own: the optimizer, its reader, keeps its configuration.
+    streams=(bus.OPTIMIZER, bus.DETECTORS),
+    consumes=(bus.PARKING, bus.INCIDENTS, bus.SIGNALS),
     mount=_mount,
 )

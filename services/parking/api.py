@@ -15,7 +15,8 @@ from sqlalchemy import Engine
 
 from contract.bus import OCCUPANCY_CHANGED
 from services.common import paging
-from services.common.auth import current_identity
+from services.common.access import ANY_CALLER, allow
+from services.common.auth import Role, current_identity
 from services.common.clock import from_timestamp, to_timestamp, utcnow
 from services.common.db import GroupCommitter
 from services.common.errors import InvalidArgument
@@ -48,9 +49,9 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
 
     # --- facilities ------------------------------------------------------------------------------
 
+    @allow(logic.MANAGERS)
     async def CreateFacility(self, request: pb.CreateFacilityRequest, context: Context) -> pb.CreateFacilityResponse:
         identity = current_identity.get()
-        logic.authorize_manage(identity)
         facility_id = validate_id(request.facility_id, "facility_id")
         if not request.HasField("facility"):
             raise InvalidArgument("facility is required")
@@ -64,11 +65,13 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         created = await self._committer.submit(usecases.create_facilities, item)
         return pb.CreateFacilityResponse(facility=created)
 
+    @allow(ANY_CALLER)
     async def GetFacility(self, request: pb.GetFacilityRequest, context: Context) -> pb.GetFacilityResponse:
         facility_id = logic.facility_id_from_name(request.name)
         row = await asyncio.to_thread(usecases.get_facility, self._engine, facility_id)
         return pb.GetFacilityResponse(facility=facility_to_proto(row))
 
+    @allow(ANY_CALLER)
     async def ListFacilities(self, request: pb.ListFacilitiesRequest, context: Context) -> pb.ListFacilitiesResponse:
         size = paging.page_size(request.page_size)
         if request.operator_id:
@@ -86,6 +89,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             facilities=[facility_to_proto(r) for r in rows[:size]], next_page_token=next_token
         )
 
+    @allow(logic.WRITERS, notes={Role.OPERATOR: "its own facilities, not who operates them"})
     async def UpdateFacility(self, request: pb.UpdateFacilityRequest, context: Context) -> pb.UpdateFacilityResponse:
         facility_id = logic.facility_id_from_name(request.facility.name, "facility.name")
         paths = tuple(dict.fromkeys(request.update_mask.paths))
@@ -109,6 +113,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
 
     # --- occupancy -------------------------------------------------------------------------------
 
+    @allow(logic.WRITERS, notes={Role.OPERATOR: "its own facilities"})
     async def ReportOccupancy(self, request: pb.ReportOccupancyRequest, context: Context) -> pb.ReportOccupancyResponse:
         facility_id = logic.facility_id_from_name(request.facility, "facility")
         if request.sequence < 1:
@@ -128,6 +133,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         response: pb.ReportOccupancyResponse = await self._committer.submit(usecases.report_occupancies, item)
         return response
 
+    @allow(logic.WRITERS, notes={Role.OPERATOR: "its own facilities"})
     async def RecordGateEvents(
         self, request_iterator: AsyncIterator[pb.RecordGateEventsRequest], context: Context
     ) -> pb.RecordGateEventsResponse:
@@ -160,11 +166,13 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         response.occupancies.extend(latest[k] for k in sorted(latest))
         return response
 
+    @allow(ANY_CALLER)
     async def GetOccupancy(self, request: pb.GetOccupancyRequest, context: Context) -> pb.GetOccupancyResponse:
         facility_id = logic.facility_id_from_name(request.facility, "facility")
         row = await asyncio.to_thread(usecases.get_facility, self._engine, facility_id)
         return pb.GetOccupancyResponse(occupancy=occupancy_to_proto(row))
 
+    @allow(ANY_CALLER)
     async def WatchOccupancy(
         self, request: pb.WatchOccupancyRequest, context: Context
     ) -> AsyncIterator[pb.WatchOccupancyResponse]:
@@ -190,6 +198,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
                 if matching is None or event.facility_id in matching:
                     yield pb.WatchOccupancyResponse(occupancy=event.occupancy, snapshot=False)
 
+    @allow(ANY_CALLER)
     async def GetOccupancyHistory(
         self, request: pb.GetOccupancyHistoryRequest, context: Context
     ) -> pb.GetOccupancyHistoryResponse:
@@ -229,6 +238,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             ],
         )
 
+    @allow(ANY_CALLER)
     async def RecommendFacility(
         self, request: pb.RecommendFacilityRequest, context: Context
     ) -> pb.RecommendFacilityResponse:
@@ -260,8 +270,8 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         drive = None
         if request.origin_edge_id:
             entrances = {r.id: r.entrance_edge_ids[0] for r in rows if r.entrance_edge_ids}
-            authorization = dict(context.invocation_metadata() or ()).get("authorization", "")
-            drive = await self._travel_times.drive_seconds(request.origin_edge_id, entrances, str(authorization))
+            caller = current_identity.get().caller
+            drive = await self._travel_times.drive_seconds(request.origin_edge_id, entrances, caller)
         limit = request.max_results or 5
         ranked = logic.rank(
             candidates, lat=lat, lng=lng, max_walk_m=request.max_walk_meters or 1500.0, limit=limit, drive_s=drive

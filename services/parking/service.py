@@ -17,7 +17,7 @@ from services.parking.travel_times import TravelTimes
 
 async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awaitable[None]]]:
     feed = occupancy_feed(service.bus)
-    travel_times = TravelTimes(service.settings.optimizer_address)
+    travel_times = TravelTimes(service.settings)
     api = ParkingApi(service.engine, committer=service.committer, feed=feed, travel_times=travel_times)
     parking_pb2_grpc.add_ParkingServiceServicer_to_server(api, server)
 

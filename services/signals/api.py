@@ -16,7 +16,8 @@ from grpc import aio
 from sqlalchemy import Engine
 
 from services.common import paging
-from services.common.auth import current_identity
+from services.common.access import allow
+from services.common.auth import PUBLIC_SAFETY, Role, current_identity
 from services.common.clock import from_timestamp, to_timestamp, utcnow
 from services.common.db import GroupCommitter
 from services.common.errors import FailedPrecondition, InvalidArgument
@@ -70,9 +71,9 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
 
     # --- intersections ---------------------------------------------------------------------------
 
+    @allow(logic.ENGINEERS)
     async def ImportNetwork(self, request: pb.ImportNetworkRequest, context: Context) -> pb.ImportNetworkResponse:
         identity = current_identity.get()
-        logic.authorize_engineer(identity, "import networks")
         if request.net_xml:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "upload.net.xml"
@@ -90,15 +91,15 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
         created, skipped = await self._committer.submit(usecases.import_lights, item)
         return pb.ImportNetworkResponse(created=created, skipped=skipped)
 
+    @allow(logic.READERS)
     async def GetIntersection(self, request: pb.GetIntersectionRequest, context: Context) -> pb.GetIntersectionResponse:
-        logic.authorize_read(current_identity.get())
         doc = await asyncio.to_thread(usecases.get_intersection, self._engine, _intersection_id(request.name))
         return pb.GetIntersectionResponse(intersection=doc)
 
+    @allow(logic.READERS)
     async def ListIntersections(
         self, request: pb.ListIntersectionsRequest, context: Context
     ) -> pb.ListIntersectionsResponse:
-        logic.authorize_read(current_identity.get())
         size = paging.page_size(request.page_size)
         after = paging.decode(request.page_token, "intersections")
         docs = await asyncio.to_thread(usecases.list_intersections, self._engine, after_id=after, limit=size + 1)
@@ -109,11 +110,11 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
         )
         return pb.ListIntersectionsResponse(intersections=docs[:size], next_page_token=token)
 
+    @allow(logic.ENGINEERS)
     async def UpdateIntersection(
         self, request: pb.UpdateIntersectionRequest, context: Context
     ) -> pb.UpdateIntersectionResponse:
         identity = current_identity.get()
-        logic.authorize_engineer(identity, "change intersections")
         intersection_id = _intersection_id(request.intersection.name, "intersection.name")
         paths = tuple(dict.fromkeys(request.update_mask.paths))
         if not paths or set(paths) - UPDATABLE_FIELDS:
@@ -146,23 +147,24 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
         created: pb.Plan = await self._committer.submit(usecases.create_plans, item)
         return created
 
+    @allow(logic.ENGINEERS)
     async def CreatePlan(self, request: pb.CreatePlanRequest, context: Context) -> pb.CreatePlanResponse:
-        logic.authorize_engineer(current_identity.get(), "create plans")
         return pb.CreatePlanResponse(plan=await self._create(request.parent, request.plan, proposal=False))
 
+    @allow(logic.PROPOSERS, notes={Role.ENGINEER: "no adaptive steps"})
     async def ProposePlan(self, request: pb.ProposePlanRequest, context: Context) -> pb.ProposePlanResponse:
         logic.authorize_propose(current_identity.get(), request.plan.type)
         return pb.ProposePlanResponse(plan=await self._create(request.parent, request.plan, proposal=True))
 
+    @allow(logic.READERS)
     async def GetPlan(self, request: pb.GetPlanRequest, context: Context) -> pb.GetPlanResponse:
-        logic.authorize_read(current_identity.get())
         intersection_id, version = _plan_ref(request.name)
         return pb.GetPlanResponse(
             plan=await asyncio.to_thread(usecases.get_plan, self._engine, intersection_id, version)
         )
 
+    @allow(logic.READERS)
     async def ListPlans(self, request: pb.ListPlansRequest, context: Context) -> pb.ListPlansResponse:
-        logic.authorize_read(current_identity.get())
         intersection_id = _intersection_id(request.parent, "parent")
         size = paging.page_size(request.page_size)
         before = paging.decode_int(request.page_token, intersection_id)
@@ -188,21 +190,21 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
         plan: pb.Plan = await self._committer.submit(usecases.activate_plans, item)
         return plan
 
+    @allow(logic.ENGINEERS)
     async def ActivatePlan(self, request: pb.ActivatePlanRequest, context: Context) -> pb.ActivatePlanResponse:
-        logic.authorize_engineer(current_identity.get(), "activate plans")
         at = from_timestamp(request.activate_time, "activate_time") if request.HasField("activate_time") else None
         return pb.ActivatePlanResponse(plan=await self._activate(request.name, reason=request.reason, at=at))
 
+    @allow(logic.ENGINEERS)
     async def ApprovePlan(self, request: pb.ApprovePlanRequest, context: Context) -> pb.ApprovePlanResponse:
-        logic.authorize_engineer(current_identity.get(), "approve plans")
         plan = await self._activate(
             request.name, reason=request.reason or "approved", required_state=pb.PLAN_STATE_PROPOSED
         )
         return pb.ApprovePlanResponse(plan=plan)
 
+    @allow(logic.ENGINEERS)
     async def RejectPlan(self, request: pb.RejectPlanRequest, context: Context) -> pb.RejectPlanResponse:
         identity = current_identity.get()
-        logic.authorize_engineer(identity, "reject plans")
         intersection_id, version = _plan_ref(request.name)
         item = usecases.Reject(
             identity=identity,
@@ -213,9 +215,9 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
         )
         return pb.RejectPlanResponse(plan=await self._committer.submit(usecases.reject_plans, item))
 
+    @allow(logic.ENGINEERS)
     async def RollbackPlan(self, request: pb.RollbackPlanRequest, context: Context) -> pb.RollbackPlanResponse:
         identity = current_identity.get()
-        logic.authorize_engineer(identity, "roll back plans")
         item = usecases.Rollback(
             identity=identity,
             intersection_id=_intersection_id(request.parent, "parent"),
@@ -226,13 +228,14 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
 
     # --- priority --------------------------------------------------------------------------------
 
+    @allow(logic.PRIORITY_REQUESTERS, notes=logic.PRIORITY_NOTES)
     async def RequestPriority(self, request: pb.RequestPriorityRequest, context: Context) -> pb.RequestPriorityResponse:
         identity = current_identity.get()
-        logic.authorize_priority(identity)
         intersection_id = _intersection_id(request.parent, "parent")
         p = request.priority
         if p.priority_class not in (pb.PRIORITY_CLASS_EMERGENCY, pb.PRIORITY_CLASS_PUBLIC_TRANSPORT):
             raise InvalidArgument("priority_class must be EMERGENCY or PUBLIC_TRANSPORT")
+        logic.authorize_priority(identity, p.priority_class)
         if not p.approach_edge_id or not p.HasField("eta"):
             raise InvalidArgument("approach_edge_id and eta are required")
         if len(p.vehicle_id) > 128:
@@ -249,9 +252,9 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
         )
         return pb.RequestPriorityResponse(priority=await self._committer.submit(usecases.request_priorities, item))
 
+    @allow(PUBLIC_SAFETY)
     async def CancelPriority(self, request: pb.CancelPriorityRequest, context: Context) -> pb.CancelPriorityResponse:
         identity = current_identity.get()
-        logic.authorize_priority(identity)
         parent, sep, priority_id = request.name.rpartition("/priorities/")
         if not sep or not priority_id:
             raise InvalidArgument("name must look like intersections/{id}/priorities/{priority}")
@@ -265,10 +268,10 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
 
     # --- watch and audit -------------------------------------------------------------------------
 
+    @allow(logic.READERS)
     async def WatchSignals(
         self, request: pb.WatchSignalsRequest, context: Context
     ) -> AsyncIterator[pb.WatchSignalsResponse]:
-        logic.authorize_read(current_identity.get())
         ids = {_intersection_id(n, f"intersections[{i}]") for i, n in enumerate(request.intersections)} or None
         async with self._feed.watch_from(functools.partial(usecases.active_plans, self._engine, ids), _version_of) as (
             snapshot,
@@ -281,10 +284,10 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
                 if ids is None or event.intersection_id in ids:
                     yield pb.WatchSignalsResponse(change=event.change, snapshot=False)
 
+    @allow(logic.HISTORY_READERS)
     async def ListIntersectionHistory(
         self, request: pb.ListIntersectionHistoryRequest, context: Context
     ) -> pb.ListIntersectionHistoryResponse:
-        logic.authorize_history(current_identity.get())
         rows, token = await usecases.HISTORY.page(
             self._engine,
             entity_id=_intersection_id(request.parent, "parent"),

@@ -28,38 +28,26 @@ class CycleBounds:
 
 # --- roles ---------------------------------------------------------------------------------------
 
-ENGINEERS = frozenset({Role.ENGINEER, Role.SIM})
-READERS = frozenset({Role.ENGINEER, Role.SIM, Role.OPTIMIZER, *PUBLIC_SAFETY})
+ENGINEERS = frozenset({Role.ENGINEER})
+# The twin reads timing as a light's controller would; it changes none.
+READERS = frozenset({*ENGINEERS, Role.SIM, Role.OPTIMIZER, *PUBLIC_SAFETY})
+# Who did what is for engineers and public safety (as for incident histories).
+HISTORY_READERS = frozenset({*ENGINEERS, *PUBLIC_SAFETY})
+PROPOSERS = frozenset({*ENGINEERS, Role.OPTIMIZER})
+# The twin plays the buses' on-board units: public-transport priority only (authorize_priority).
 PRIORITY_REQUESTERS = frozenset({*PUBLIC_SAFETY, Role.SIM})
-
-
-def authorize_read(identity: Identity) -> None:
-    if identity.role not in READERS:
-        raise PermissionDenied(f"role {identity.role_name} has no access to signal timing")
-
-
-def authorize_history(identity: Identity) -> None:
-    """Who did what is for engineers and public safety (as for incident histories)."""
-    if identity.role not in {*ENGINEERS, *PUBLIC_SAFETY}:
-        raise PermissionDenied(f"role {identity.role_name} may not read intersection histories")
-
-
-def authorize_engineer(identity: Identity, action: str) -> None:
-    if identity.role not in ENGINEERS:
-        raise PermissionDenied(f"only engineers may {action}; {identity.role_name} may not")
+PRIORITY_NOTES = {Role.SIM: "public transport only"}
 
 
 def authorize_propose(identity: Identity, plan_type: int) -> None:
-    if identity.role not in {Role.OPTIMIZER, *ENGINEERS}:
-        raise PermissionDenied(f"only the optimizer proposes plans; {identity.role_name} may not")
     # Steps apply at once after a takeover: nobody else's token may drive a light second by second.
     if plan_type == pb.PLAN_TYPE_ADAPTIVE and identity.role is not Role.OPTIMIZER:
         raise PermissionDenied(f"only the optimizer proposes adaptive steps; {identity.role_name} may not")
 
 
-def authorize_priority(identity: Identity) -> None:
-    if identity.role not in PRIORITY_REQUESTERS:
-        raise PermissionDenied(f"only police, fire and ems request priority; {identity.role_name} may not")
+def authorize_priority(identity: Identity, priority_class: int) -> None:
+    if priority_class == pb.PRIORITY_CLASS_EMERGENCY and identity.role not in PUBLIC_SAFETY:
+        raise PermissionDenied(f"only police, fire and ems request emergency priority; {identity.role_name} may not")
 
 
 # --- plan validation -----------------------------------------------------------------------------

@@ -98,15 +98,16 @@ WORKLOADS = {
 
 
 def service_env(
-    tmp_path: Path, database_url: str, nats: NatsServer, tokens_json: str, **extra: str
+    tmp_path: Path, database_url: str, nats: NatsServer, tokens_json: str, *, service: str, **extra: str
 ) -> tuple[dict[str, str], str]:
-    """A service process's environment on a free loopback port, and its address."""
+    """A service process's environment (its own bus identity) on a free loopback port, and its address."""
     port = free_port("127.0.0.1")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALMERE_")}
     env.update(
         ALMERE_DATA_DIR=str(tmp_path / "data"),
         ALMERE_DATABASE_URL=database_url,
         ALMERE_NATS_URL=nats.url,
+        ALMERE_NATS_NKEY_SEED_FILE=str(nats.keys[service].seed_file),
         ALMERE_TOKENS=tokens_json,
         ALMERE_PORT=str(port),
         ALMERE_LOG_LEVEL="WARNING",
@@ -128,7 +129,7 @@ async def test_sigkill_loses_no_acknowledged_write_and_publishes_each_once(
     tmp_path: Path, nats_server: NatsServer, database_url: str, tokens: dict[str, str], tokens_json: str, workload: str
 ) -> None:
     w = WORKLOADS[workload]
-    env, address = service_env(tmp_path, database_url, nats_server, tokens_json)
+    env, address = service_env(tmp_path, database_url, nats_server, tokens_json, service=w.service)
     log = tmp_path / f"{w.service}.log"
     service = start_service(w.service, env, log)
     acked: list[str] = []
@@ -164,7 +165,7 @@ async def test_sigkill_loses_no_acknowledged_write_and_publishes_each_once(
     missing = [a for a in acked if a not in stored]
     assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {missing[:3]}"
     assert outbox_left == 0
-    events = await read_stream(nats_server.url, w.subjects, "crash", stream=w.stream)
+    events = await read_stream(nats_server, w.subjects, "crash", stream=w.stream)
     id_field = "facility_id" if w.service == "parking" else "incident_id"
     delivered = Counter((getattr(e, id_field), e.version) for _, e in events)
     duplicates = [k for k, n in delivered.items() if n > 1]
@@ -196,7 +197,9 @@ async def test_sigkill_of_the_optimizer_loses_and_repeats_no_decision(
     jammed = layout.edge_id("j22", "j32")
     route = graph.route_many([layout.edge_id("ext-w", "j02")], [layout.edge_id("j52", "ext-e")], graph.free_time)[0]
     assert route and jammed in route
-    env, address = service_env(tmp_path, database_url, nats_server, tokens_json, ALMERE_NETWORK_FILE=str(almere_net))
+    env, address = service_env(
+        tmp_path, database_url, nats_server, tokens_json, service="optimizer", ALMERE_NETWORK_FILE=str(almere_net)
+    )
     log = tmp_path / "optimizer.log"
     auth = (("authorization", f"Bearer {tokens['sim']}"),)
     jam = [opb.EdgeTravelTime(edge_id=jammed, travel_time_seconds=1500)] * 8
@@ -242,7 +245,7 @@ async def test_sigkill_of_the_optimizer_loses_and_repeats_no_decision(
     # The last cars were answered before the kill: after it they are not answered again (their
     # routes are unchanged, the restart does not guess), but they are still congested.
     assert [d for d in again.decisions if d.route_advice.vehicle_id in {c.vehicle_id for c in cars}] == []
-    events = await read_stream(nats_server.url, "almere.optimizer.v1.>", "crash", stream="OPTIMIZER")
+    events = await read_stream(nats_server, "almere.optimizer.v1.>", "crash", stream="OPTIMIZER")
     delivered = Counter(e.name for _, e in events)
     assert not [k for k, c in delivered.items() if c > 1], "a decision was published twice"
     assert set(received) <= set(delivered), "a decision a reporter received never reached the bus"

@@ -140,6 +140,7 @@ def test_a_default_port_taken_after_the_check_moves_the_stack_to_free_ports(
         monkeypatch.setattr(stack_module, "DEFAULT_PORTS", {"parking": port})
         monkeypatch.setattr(stack_module, "port_is_free", lambda host, p: True)  # the check before the bind
         monkeypatch.setenv("ALMERE_NATS_URL", nats_server.url)
+        monkeypatch.setenv("ALMERE_NATS_KEYS_DIR", str(nats_server.keys["parking"].seed_file.parent))
         stack = stack_module.Stack(
             settings=Settings(data_dir=tmp_path / "data", log_level="WARNING"), services=["parking"]
         )
@@ -151,3 +152,33 @@ def test_a_default_port_taken_after_the_check_moves_the_stack_to_free_ports(
             assert health.status == health_pb2.HealthCheckResponse.SERVING
         finally:
             stack.stop()
+
+
+def test_a_service_that_dies_is_restarted_with_backoff(
+    tmp_path: Path, nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apps.supervision import Backoff, Supervisor
+
+    monkeypatch.setenv("ALMERE_NATS_URL", nats_server.url)
+    monkeypatch.setenv("ALMERE_NATS_KEYS_DIR", str(nats_server.keys["parking"].seed_file.parent))
+    stack = stack_module.Stack(settings=Settings(data_dir=tmp_path / "data", log_level="WARNING"), services=["parking"])
+    stack.start()
+    try:
+        supervisor = Supervisor(stack=stack, backoff=Backoff(first_s=0.5, max_s=2.0))
+        for round_ in (1, 2):
+            first = stack.processes["parking"]
+            first.kill()
+            first.wait()
+            events: list[str] = []
+            deadline = time.monotonic() + 10
+            while not any("restarted" in e for e in events):
+                assert time.monotonic() < deadline, events
+                events += supervisor.tick(time.monotonic())
+                time.sleep(0.05)
+            # The second quick failure waits twice as long as the first.
+            assert events[0].startswith(f"service parking exited with -9; restart {round_} in {0.5 * round_:g} s")
+            assert stack.processes["parking"].pid != first.pid
+            stack_module.wait_serving(stack.endpoints["parking"], process=stack.processes["parking"])
+    finally:
+        stack.stop()
+    assert all(p.poll() is not None for p in stack.processes.values())

@@ -26,6 +26,7 @@ from nats.js.api import RawStreamMsg
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from apps.natsd import NatsServer
 from contract.bus import SIGNAL_EVENTS
 
 CENTRE = (52.3731, 5.2194)
@@ -127,14 +128,15 @@ DECODERS: dict[str, Any] = {
 
 
 async def read_stream(
-    nats_url: str,
+    server: NatsServer,
     subject: str = "almere.parking.v1.>",
     durable: str = "test-reader",
     idle: float = 0.5,
     stream: str = "PARKING",
 ) -> list[tuple[str, Any]]:
-    """Every message on `subject` through a durable pull consumer, as (subject, decoded event)."""
-    nc = await nats.connect(nats_url)
+    """Every message on `subject` through a durable pull consumer, as (subject, decoded event), read
+    as the bus's read-only observer."""
+    nc = await nats.connect(server.url, **server.client_options("observer"))
     try:
         js = nc.jetstream(timeout=20)
         sub = await js.pull_subscribe(subject, durable=durable, stream=stream)

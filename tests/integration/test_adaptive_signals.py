@@ -148,11 +148,14 @@ async def test_a_step_approved_late_must_still_follow_what_the_light_shows(light
     def step(state: str) -> spb.Plan:
         return spb.Plan(type=spb.PLAN_TYPE_ADAPTIVE, phases=[spb.Phase(state=state, duration=5.0)], reason="test")
 
-    for caller in ("engineer", "sim"):
+    for caller, refusal in (
+        ("engineer", "only the optimizer proposes adaptive steps; engineer may not"),
+        ("sim", "role sim may not ProposePlan"),  # the twin proposes nothing at all
+    ):
         code, message = await _code(
             signals.as_(caller).ProposePlan(spb.ProposePlanRequest(parent=parent, plan=step(first)))
         )
-        assert code == grpc.StatusCode.PERMISSION_DENIED and "only the optimizer proposes adaptive steps" in message
+        assert code == grpc.StatusCode.PERMISSION_DENIED and refusal in message
     a = (await signals.as_("optimizer").ProposePlan(spb.ProposePlanRequest(parent=parent, plan=step(first)))).plan
     b = (await signals.as_("optimizer").ProposePlan(spb.ProposePlanRequest(parent=parent, plan=step(second)))).plan
     assert a.state == b.state == spb.PLAN_STATE_PROPOSED

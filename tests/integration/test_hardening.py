@@ -113,7 +113,7 @@ async def test_unknown_fields_are_dropped_before_storing_or_publishing(
         reply = await report(_with_unknown_field(request, 200_000), metadata=auth)
         await Incidents(channel, tokens).report(network_location=ipb.NetworkLocation(edge_id="e2"))
     assert reply.incident.name.startswith("incidents/")
-    events = await read_stream(nats_server.url, "almere.incidents.v1.>", stream="INCIDENTS")
+    events = await read_stream(nats_server, "almere.incidents.v1.>", stream="INCIDENTS")
     assert len(events) == 2  # the relay was not blocked by an oversized event
     assert all(event.incident.ByteSize() < 2_000 for _, event in events)  # type: ignore[attr-defined]
 

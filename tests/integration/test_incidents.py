@@ -28,7 +28,7 @@ async def client(incidents: str, tokens: dict[str, str]) -> AsyncIterator[Incide
 
 
 async def events_of(nats_server: NatsServer) -> list[tuple[str, object]]:
-    return await read_stream(nats_server.url, "almere.incidents.v1.>", stream="INCIDENTS")
+    return await read_stream(nats_server, "almere.incidents.v1.>", stream="INCIDENTS")
 
 
 def lane_closure(**impact: object) -> pb.Impact:
@@ -324,10 +324,12 @@ async def test_watch_drops_changes_the_snapshot_already_holds(client: Incidents,
         moved = await engineer.TransitionIncident(pb.TransitionIncidentRequest(name=cleared.name, state=state))
     version = moved.incident.version
     subject = f"almere.incidents.v1.incident_state_changed.{cleared.name.removeprefix('incidents/')}"
-    nc = await nats.connect(nats_server.url)
+    nc = await nats.connect(nats_server.url, **nats_server.client_options("incidents"))  # the relay, late
+    observer = await nats.connect(nats_server.url, **nats_server.client_options("observer"))
     try:
         is_cleared = lambda m: IncidentEvent.FromString(m.data).incident.version == version  # noqa: E731
-        late = await asyncio.wait_for(wait_for_last_message(nc.jetstream(), "INCIDENTS", subject, is_cleared), 10)
+        stored = wait_for_last_message(observer.jetstream(), "INCIDENTS", subject, is_cleared)
+        late = await asyncio.wait_for(stored, 10)
         watch = client.as_("optimizer").WatchIncidents(pb.WatchIncidentsRequest())
         open_one = await client.report()
         first = await asyncio.wait_for(watch.read(), 5)
@@ -340,6 +342,7 @@ async def test_watch_drops_changes_the_snapshot_already_holds(client: Incidents,
         watch.cancel()
     finally:
         await nc.close()
+        await observer.close()
 
 
 async def test_planned_closures_start_and_end_by_themselves(client: Incidents, nats_server: NatsServer) -> None:

@@ -40,9 +40,11 @@ async def test_trace_context_flows_from_the_call_to_the_event_headers(
         trailing = dict(await call.trailing_metadata())
     assert trailing["x-request-id"] == "req-42"
     assert trailing["traceparent"].split("-")[1] == TRACE_ID and trailing["traceparent"] != TRACEPARENT
-    nc = await nats.connect(nats_server.url)
+    nc = await nats.connect(nats_server.url, **nats_server.client_options("observer"))
     try:
-        sub = await nc.jetstream().pull_subscribe("almere.parking.v1.occupancy_changed.>", durable="trace")
+        sub = await nc.jetstream().pull_subscribe(
+            "almere.parking.v1.occupancy_changed.>", durable="trace", stream="PARKING"
+        )
         (msg,) = await sub.fetch(1, timeout=5)
     finally:
         await nc.close()

@@ -118,8 +118,8 @@ async def test_bad_reports_and_callers_get_clear_status_and_change_nothing(
     assert code == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def _decisions(nats_url: str, reader: str) -> list[dpb.Decision]:
-    read = await read_stream(nats_url, "almere.optimizer.v1.>", reader, idle=0.3, stream="OPTIMIZER")
+async def _decisions(server: NatsServer, reader: str) -> list[dpb.Decision]:
+    read = await read_stream(server, "almere.optimizer.v1.>", reader, idle=0.3, stream="OPTIMIZER")
     return [decision for _, decision in read]
 
 
@@ -146,7 +146,9 @@ async def test_closed_loop_through_the_services_survives_a_restart(
 
     parking_at = await start_service(PARKING)
     incidents_at = await start_service(INCIDENTS, network_file=almere_net)
-    optimizer_settings = settings.model_copy(update={"network_file": almere_net})
+    optimizer_settings = settings.model_copy(
+        update={"network_file": almere_net, "nats_nkey_seed_file": nats_server.keys["optimizer"].seed_file}
+    )
     service = Service(SPEC, optimizer_settings)
     port = await service.start(port=0)
     vehicles = _through(almere_net, 12)
@@ -167,7 +169,7 @@ async def test_closed_loop_through_the_services_survives_a_restart(
         first = await _police(incidents, COLLISION)
 
         async def rerouted() -> list[dpb.Decision]:
-            found = await _decisions(nats_server.url, f"reader-{uuid.uuid4().hex}")
+            found = await _decisions(nats_server, f"reader-{uuid.uuid4().hex}")
             return found if len(found) >= len(vehicles) else []
 
         # The police report alone (no travel time shows it yet) reroutes every vehicle heading there.
@@ -206,7 +208,7 @@ async def test_closed_loop_through_the_services_survives_a_restart(
         )
         await service.stop()
 
-    everything = await _decisions(nats_server.url, "final-reader")
+    everything = await _decisions(nats_server, "final-reader")
     per_cause = Counter((d.route_advice.vehicle_id, d.trigger["incident"]) for d in everything)
     assert len(everything) == 2 * len(vehicles) and set(per_cause.values()) == {1}, "a decision was lost or repeated"
     assert len({d.name for d in everything}) == len(everything)
@@ -221,7 +223,7 @@ async def test_recommend_facility_ranks_by_the_optimizers_travel_times(
     from services.parking.service import SPEC as PARKING
 
     optimizer_at = await start_service(SPEC, network_file=almere_net)
-    parking_at = await start_service(PARKING, optimizer_address=optimizer_at)
+    parking_at = await start_service(PARKING, optimizer_address=optimizer_at, service_token=tokens["parking_service"])
     async with grpc.aio.insecure_channel(parking_at) as channel:
         parking = Parking(channel, tokens)
         for f in layout.FACILITIES[:4]:

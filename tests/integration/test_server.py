@@ -12,6 +12,7 @@ from almere.parking.v1 import parking_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from apps.natsd import NatsServer
 from services.common.config import Settings
 from services.common.runtime import Service
 from services.parking.service import SPEC
@@ -75,9 +76,14 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_tls(certificate: tuple[Path, Path], settings: Settings, tokens: dict[str, str]) -> None:
+async def test_tls(
+    certificate: tuple[Path, Path], settings: Settings, nats_server: NatsServer, tokens: dict[str, str]
+) -> None:
     cert, key = certificate
-    service = Service(SPEC, settings.model_copy(update={"tls_cert_file": cert, "tls_key_file": key}))
+    seed = nats_server.keys["parking"].seed_file
+    service = Service(
+        SPEC, settings.model_copy(update={"tls_cert_file": cert, "tls_key_file": key, "nats_nkey_seed_file": seed})
+    )
     port = await service.start(port=0)
     try:
         credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())

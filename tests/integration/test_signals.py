@@ -84,7 +84,7 @@ async def test_retime_activate_and_roll_back(client: Signals, nats_server: NatsS
         ("plan_activated", 1, "engineer"),
     ]
     assert history[-1].reason == "complaints" and history[-2].reason == "evening peak"
-    events = await read_stream(nats_server.url, "almere.signals.v1.*.stadhuisplein", stream="SIGNALS")
+    events = await read_stream(nats_server, "almere.signals.v1.*.stadhuisplein", stream="SIGNALS")
     assert [s.split(".")[3] for s, _ in events] == [
         "intersection_imported",
         "plan_activated",

@@ -62,7 +62,8 @@ async def test_counts_incident_and_signal_plans_flow_between_twin_and_services(
         await engineer.ActivatePlan(spb.ActivatePlanRequest(name=plan.name))
     services = tmp_path / "stack"
     services.mkdir()
-    endpoints = {"parking": parking, "incidents": incidents, "nats": nats_server.url}
+    keys = str(nats_server.keys["twin"].seed_file.parent)
+    endpoints = {"parking": parking, "incidents": incidents, "nats": nats_server.url, "nats-keys": keys}
     (services / "endpoints.json").write_text(json.dumps(endpoints))
     credentials = {"sim": {"token": tokens["sim"]}} | {
         f"operator-{op}": {"token": t} for op, t in operator_tokens.items()
@@ -96,7 +97,7 @@ async def test_counts_incident_and_signal_plans_flow_between_twin_and_services(
     by_light = {a["tls"]: a["plan_version"] for a in applied if a["event"] == "plan_activated"}
     assert by_light["j22"] == 2 and len(by_light) == 22  # the retimed plan, and every other light's plan 1
     assert all(a["sim_s"] == 0 for a in applied)  # in force from the first step
-    measurements = await read_stream(nats_server.url, "almere.detectors.v1.measurement.>", stream="DETECTORS")
+    measurements = await read_stream(nats_server, "almere.detectors.v1.measurement.>", stream="DETECTORS")
     assert len(measurements) >= 60 * (2100 // 60 - 1)  # every loop, every minute
     stadsdreef = [m for _, m in measurements if m.edge_id == "j22-j32"]
     assert stadsdreef and sum(m.vehicle_count for m in stadsdreef) > 0

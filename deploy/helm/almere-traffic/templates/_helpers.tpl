@@ -45,3 +45,23 @@ app.kubernetes.io/component: {{ .service }}
 {{- required "externalNats.url is required when nats.enabled is false" .Values.externalNats.url -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The Secret holding each bus user's NATS password, under the user's name. */}}
+{{- define "almere.natsUsersSecret" -}}
+{{- if .Values.nats.enabled -}}
+{{- printf "%s-nats-users" (include "almere.fullname" .) -}}
+{{- else -}}
+{{- required "externalNats.usersSecret is required when nats.enabled is false: each bus user's password" .Values.externalNats.usersSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A process's bus identity: pass (dict "root" $ "user" "parking"). */}}
+{{- define "almere.natsIdentity" -}}
+- name: ALMERE_NATS_USER
+  value: {{ .user | quote }}
+- name: ALMERE_NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "almere.natsUsersSecret" .root }}
+      key: {{ .user }}
+{{- end -}}

@@ -25,9 +25,9 @@ class IncidentEvent(_message.Message):
     """Events on JetStream stream INCIDENTS. Subject: `almere.incidents.v1.<event>.<incident_id>` with
     <event> one of incident_reported, incident_updated, incident_state_changed.
 
-    Each event carries the whole incident as it is after the change, with its impact, so a consumer
-    (the optimizer) can act on one message. The bus is internal: it carries restricted fields, and
-    access to it must be limited to the system's services (NATS accounts).
+    Each event carries the incident as it is after the change, with its impact, so a consumer (the
+    optimizer) can act on one message. Restricted fields (notes, reporter) are left out: every reader of
+    the stream may see what is here, and those allowed more read the incident over gRPC.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -1,0 +1,164 @@
+"""TLS configured for the servers is used by every client channel: the parking service asks the
+optimizer for travel times over TLS, checked against the deployment's CA, as itself (its own token,
+naming its caller for the optimizer's access log); a plain client, or one that does not trust the
+CA, is refused. The CA and the certificate are made here."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+
+import grpc
+import pytest
+from almere.optimizer.v1 import optimizer_pb2 as opb
+from almere.optimizer.v1 import optimizer_pb2_grpc
+from almere.parking.v1 import parking_pb2 as pb
+from almere.type.v1 import geo_pb2
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from services.common.channels import open_channel
+from services.common.config import Settings
+from services.optimizer.service import SPEC as OPTIMIZER
+from services.parking.service import SPEC as PARKING
+from sim.channels import open_channel as open_sim_channel
+from sim.scenarios.almere_centrum import layout
+from tests.integration.helpers import Parking
+
+SERVER_NAME = "services.almere.test"  # the name in the services' certificate (they are reached by IP)
+WEST_IN = layout.edge_id("ext-w", "j02")
+
+
+def _certificate(
+    subject: str, key: ec.EllipticCurvePrivateKey, *, issuer: tuple[str, ec.EllipticCurvePrivateKey] | None = None
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    issuer_name, signer = issuer or (subject, key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    if issuer is not None:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(SERVER_NAME)]), critical=False)
+    return builder.sign(signer, hashes.SHA256())
+
+
+def _pem(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> dict[str, object]:
+    """A CA, and a server certificate it signed: the TLS settings every service of the test gets."""
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = _certificate("almere test CA", ca_key)
+    server = _certificate(SERVER_NAME, server_key, issuer=("almere test CA", ca_key))
+    key_pem = server_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return {
+        "tls_ca_file": _pem(tmp_path / "ca.pem", ca.public_bytes(serialization.Encoding.PEM)),
+        "tls_cert_file": _pem(tmp_path / "server.pem", server.public_bytes(serialization.Encoding.PEM)),
+        "tls_key_file": _pem(tmp_path / "server.key", key_pem),
+        "tls_server_name": SERVER_NAME,
+    }
+
+
+async def _refused(channel: grpc.aio.Channel) -> grpc.StatusCode:
+    async with channel:
+        stub = optimizer_pb2_grpc.OptimizerServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetStatus(opb.GetStatusRequest(), timeout=3)
+        return err.value.code()
+
+
+async def test_parking_asks_the_optimizer_over_tls_as_itself(
+    start_service: Callable[..., Awaitable[str]],
+    settings: Settings,
+    almere_net: Path,
+    tokens: dict[str, str],
+    tls: dict[str, object],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="almere.access")
+    optimizer_at = await start_service(OPTIMIZER, network_file=almere_net, **tls)
+    parking_at = await start_service(
+        PARKING, optimizer_address=optimizer_at, service_token=tokens["parking_service"], **tls
+    )
+    client = settings.model_copy(update={"tls_ca_file": tls["tls_ca_file"], "tls_server_name": SERVER_NAME})
+    async with open_channel(client, parking_at) as channel:
+        parking = Parking(channel, tokens)
+        for f in layout.FACILITIES[:3]:
+            lat, lon = layout.position(*(int(c) for c in f.edge.split("-")[0][1:]))
+            await parking.create(f.facility_id, capacity=f.capacity, entrance_edge_ids=[f.edge], lat=lat, lng=lon)
+        lat, lon = layout.position(2.5, 2)
+        ask = pb.RecommendFacilityRequest(
+            destination=geo_pb2.LatLng(latitude=lat, longitude=lon), origin_edge_id=WEST_IN, max_walk_meters=3000
+        )
+        ranked = (await parking.as_("operator").RecommendFacility(ask)).recommendations
+    # Drive times came from the optimizer, which only speaks TLS.
+    assert len(ranked) == 3 and all(r.drive_seconds > 0 for r in ranked)
+    # It was asked by the parking service (its own token), for the operator.
+    asked = [r for r in caplog.records if getattr(r, "method", "").endswith("/ComputeTravelTimes")]
+    assert [(r.caller, r.on_behalf_of, r.code) for r in asked] == [("parking_service", "operator", "OK")]  # type: ignore[attr-defined]
+
+    # Plain text, or TLS without trusting the deployment's CA, or checking another name: refused.
+    assert await _refused(grpc.aio.insecure_channel(optimizer_at)) == grpc.StatusCode.UNAVAILABLE
+    untrusting = client.model_copy(update={"tls_ca_file": None})
+    assert await _refused(open_channel(untrusting, optimizer_at)) == grpc.StatusCode.UNAVAILABLE
+    other_name = client.model_copy(update={"tls_server_name": "elsewhere.almere.test"})
+    assert await _refused(open_channel(other_name, optimizer_at)) == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_the_twin_reaches_a_tls_stack_with_what_endpoints_json_names(
+    start_service: Callable[..., Awaitable[str]], almere_net: Path, tokens: dict[str, str], tls: dict[str, object]
+) -> None:
+    optimizer_at = await start_service(OPTIMIZER, network_file=almere_net, **tls)
+    auth = (("authorization", f"Bearer {tokens['sim']}"),)
+
+    def status(endpoints: Mapping[str, object]) -> grpc.StatusCode:
+        """The twin's blocking call (in a thread: the service runs on this test's event loop)."""
+        with open_sim_channel(endpoints, "optimizer") as channel:
+            try:
+                # What the twin's navigation asks first (the equipped share).
+                optimizer_pb2_grpc.OptimizerServiceStub(channel).GetStrategy(
+                    opb.GetStrategyRequest(), metadata=auth, timeout=5
+                )
+            except grpc.RpcError as err:
+                return err.code()
+            return grpc.StatusCode.OK
+
+    tls_endpoints = {"optimizer": optimizer_at, "tls": {"ca_file": str(tls["tls_ca_file"]), "server_name": SERVER_NAME}}
+    assert await asyncio.to_thread(status, tls_endpoints) == grpc.StatusCode.OK
+    assert await asyncio.to_thread(status, {"optimizer": optimizer_at}) == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_delegation_header_counts_only_from_a_service(
+    start_service: Callable[..., Awaitable[str]],
+    almere_net: Path,
+    tokens: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An engineer naming someone else in x-almere-on-behalf-of is logged as the engineer alone."""
+    caplog.set_level(logging.INFO, logger="almere.access")
+    optimizer_at = await start_service(OPTIMIZER, network_file=almere_net)
+    ask = opb.ComputeTravelTimesRequest(origin_edge_id=WEST_IN, destination_edge_ids=[WEST_IN])
+    async with grpc.aio.insecure_channel(optimizer_at) as channel:
+        stub = optimizer_pb2_grpc.OptimizerServiceStub(channel)
+        for caller in ("engineer", "parking_service"):
+            metadata = (("authorization", f"Bearer {tokens[caller]}"), ("x-almere-on-behalf-of", "police"))
+            await stub.ComputeTravelTimes(ask, metadata=metadata)
+    asked = [r for r in caplog.records if getattr(r, "method", "").endswith("/ComputeTravelTimes")]
+    assert [(r.caller, r.on_behalf_of) for r in asked] == [("engineer", None), ("parking_service", "police")]  # type: ignore[attr-defined]
