@@ -22,7 +22,7 @@ demo: $(INSTALLED)
 	$(BIN)/almere demo
 
 up: $(INSTALLED)
-	$(BIN)/almere up
+	$(BIN)/almere up --caller engineer --caller operator --caller police  # the README examples' callers
 
 $(HELM):
 	deploy/tools/fetch-helm.sh $(HELM)

@@ -67,6 +67,7 @@ def _stream_api(stream: Stream, *, update: bool) -> list[str]:
 def _consumer_api(stream: Stream) -> list[str]:
     name = stream.name
     return [
+        f"{JS_API}.CONSUMER.CREATE.{name}",  # an ephemeral consumer without a name (ordered)
         f"{JS_API}.CONSUMER.CREATE.{name}.>",
         f"{JS_API}.CONSUMER.DURABLE.CREATE.{name}.>",
         f"{JS_API}.CONSUMER.INFO.{name}.>",

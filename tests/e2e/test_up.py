@@ -53,7 +53,7 @@ def test_up_serves_every_service_and_stops_cleanly(tmp_path: Path, stop_signal: 
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALMERE_")}
     env["ALMERE_DATA_DIR"] = str(tmp_path / "data")
     process = subprocess.Popen(
-        [sys.executable, "-m", "apps.cli", "up"],
+        [sys.executable, "-m", "apps.cli", "up", *(f"--caller={c}" for c in ("engineer", "operator", "police"))],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -12,7 +12,8 @@ from almere.incidents.v1 import incidents_pb2 as pb
 from nats.aio.client import Client
 
 from apps.natsd import NatsServer
-from contract.bus import DEFAULT_LIMITS, DETECTORS, INCIDENTS, ensure_stream
+from contract.bus import DEFAULT_LIMITS, DETECTORS, INCIDENTS, Stream, ensure_stream
+from contract.bus_access import USERS
 from tests.integration.helpers import Incidents, read_stream
 
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the bus is the subject here
@@ -108,6 +109,28 @@ async def test_the_twin_publishes_measurements_and_nothing_else(nats_server: Nat
     finally:
         await twin.close()
     assert await stored(nats_server, DETECTORS.name) == 1
+
+
+READERS = [(user.name, stream) for user in USERS.values() for stream in user.consumes]
+
+
+@pytest.mark.parametrize(("user", "stream"), READERS, ids=[f"{u}-{s.name}" for u, s in READERS])
+async def test_every_reader_follows_its_streams_in_both_consumer_kinds(
+    nats_server: NatsServer, user: str, stream: Stream
+) -> None:
+    """An ordered consumer (the twin's replay of the plans in force) and a durable one (a service's
+    feed) are created through different JetStream API subjects; a missing grant only shows as a
+    timeout when the reader starts."""
+    reader = await connect(nats_server, user, Violations())
+    try:
+        js = reader.jetstream()
+        await ensure_stream(js, stream.config(DEFAULT_LIMITS), update=False)
+        ordered = await js.subscribe(stream.subjects, stream=stream.name, ordered_consumer=True)
+        durable = await js.pull_subscribe(stream.subjects, durable=f"probe-{user}", stream=stream.name)
+        await ordered.unsubscribe()
+        await durable.unsubscribe()
+    finally:
+        await reader.close()
 
 
 async def test_a_service_cannot_read_another_users_replies(nats_server: NatsServer) -> None:

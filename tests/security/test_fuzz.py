@@ -31,6 +31,8 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from apps.role_table import rules
+from services.common.auth import Role
 from services.common.runtime import ServiceSpec
 from services.incidents.service import SPEC as INCIDENTS_SPEC
 from services.optimizer.service import SPEC as OPTIMIZER_SPEC
@@ -313,7 +315,7 @@ async def stack(
     optimizer = await start_service(
         OPTIMIZER_SPEC, network_file=network_file, signals_address=signals, service_token=tokens["optimizer"]
     )
-    parking = await start_service(PARKING_SPEC, optimizer_address=optimizer, service_token=tokens["sim"])
+    parking = await start_service(PARKING_SPEC, optimizer_address=optimizer, service_token=tokens["parking_service"])
     specs: list[tuple[ServiceSpec, str]] = [
         (PARKING_SPEC, parking),
         (INCIDENTS_SPEC, incidents),
@@ -435,6 +437,7 @@ def _tracebacks(records: list[logging.LogRecord]) -> str:
 async def _fuzz(stack: Stack, seen: Seen, tokens: dict[str, str], caplog: pytest.LogCaptureFixture) -> list[str]:
     """FUZZ_CALLS random requests to every unary method from every caller; what went wrong, readably."""
     requests = Requests(random.Random(SEED), seen)
+    access = rules()
     failures: list[str] = []
     for address, rpcs in stack.rpcs.items():
         async with grpc.aio.insecure_channel(address) as channel:
@@ -446,6 +449,7 @@ async def _fuzz(stack: Stack, seen: Seen, tokens: dict[str, str], caplog: pytest
                 )
                 # What a change answers (a new incident, a plan) is borrowed by later requests.
                 learns = not rpc.path.rsplit("/", 1)[1].startswith(("Get", "List"))
+                rule = access[rpc.path.rsplit(".", 1)[1].replace("/", ".")]
                 for (caller, metadata), _ in itertools.product(_callers(tokens), range(FUZZ_CALLS)):
                     request = requests.make(rpc.request)
                     logged = len(caplog.records)
@@ -456,12 +460,13 @@ async def _fuzz(stack: Stack, seen: Seen, tokens: dict[str, str], caplog: pytest
                             seen.learn(answer)
                     except grpc.aio.AioRpcError as err:
                         code, details = err.code(), err.details() or ""
-                    authenticated = caller in ROLES
-                    if (
-                        (code in BROKEN or code == grpc.StatusCode.UNAUTHENTICATED)
-                        if authenticated
-                        else (code != grpc.StatusCode.UNAUTHENTICATED)
-                    ):
+                    if caller not in ROLES:
+                        bad = code != grpc.StatusCode.UNAUTHENTICATED
+                    elif rule is not None and Role(ROLES[caller].split(":")[0]) not in rule.roles:
+                        bad = code != grpc.StatusCode.PERMISSION_DENIED  # docs/roles.md leaves it blank
+                    else:
+                        bad = code in BROKEN or code == grpc.StatusCode.UNAUTHENTICATED
+                    if bad:
                         failures.append(
                             f"{rpc.path} as {caller}: {code.name} {details!r}\n"
                             f"request:\n{text_format.MessageToString(request, as_utf8=True) or '<empty>'}\n"

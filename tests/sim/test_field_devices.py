@@ -65,7 +65,7 @@ async def test_counts_incident_and_signal_plans_flow_between_twin_and_services(
     keys = str(nats_server.keys["twin"].seed_file.parent)
     endpoints = {"parking": parking, "incidents": incidents, "nats": nats_server.url, "nats-keys": keys}
     (services / "endpoints.json").write_text(json.dumps(endpoints))
-    credentials = {"sim": {"token": tokens["sim"]}} | {
+    credentials = {"sim": {"token": tokens["sim"]}, "engineer": {"token": tokens["engineer"]}} | {
         f"operator-{op}": {"token": t} for op, t in operator_tokens.items()
     }
     (services / "credentials.json").write_text(json.dumps(credentials))
