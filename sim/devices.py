@@ -56,7 +56,8 @@ class FieldDevices:
         endpoints = json.loads((services_dir / "endpoints.json").read_text())
         credentials = json.loads((services_dir / "credentials.json").read_text())
         self._auth = _bearer(credentials, "sim")
-        self._engineer = _bearer(credentials, "engineer")
+        # Only registering a facility the parking service lacks is an engineer's act.
+        self._engineer = _bearer(credentials, "engineer") if "engineer" in credentials else None
         # Each garage's counter reports with its operator's token, as in the city.
         self._operator_auth = {
             name.removeprefix("operator-"): (("authorization", f"Bearer {c['token']}"),)
@@ -125,8 +126,9 @@ class FieldDevices:
         )
 
     def register(self, facilities: list[Facility], location: dict[str, tuple[float, float]]) -> None:
-        """Create the scenario's facilities in the parking service as an engineer (once; later runs
-        find them). Each needs its operator's counter token (`operator-<operator id>`)."""
+        """Create the scenario's facilities the parking service lacks, as an engineer (once; later
+        runs find them and need no engineer). Each needs its operator's counter token
+        (`operator-<operator id>`)."""
         missing = sorted({f.operator_id for f in facilities} - self._operator_auth.keys())
         if missing:
             raise KeyError(f"credentials.json has no counter token for operators {', '.join(missing)} (operator-<id>)")
@@ -143,11 +145,21 @@ class FieldDevices:
                 sumo_parking_area_id=f.facility_id,
             )
             try:
+                self.parking.GetFacility(
+                    ppb.GetFacilityRequest(name=f"facilities/{f.facility_id}"), metadata=self._auth
+                )
+                continue
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+            if self._engineer is None:
+                raise KeyError(f"registering {f.facility_id} needs an 'engineer' caller in credentials.json")
+            try:
                 self.parking.CreateFacility(
                     ppb.CreateFacilityRequest(facility_id=f.facility_id, facility=facility), metadata=self._engineer
                 )
             except grpc.RpcError as err:
-                if err.code() != grpc.StatusCode.ALREADY_EXISTS:
+                if err.code() != grpc.StatusCode.ALREADY_EXISTS:  # a second twin registered it meanwhile
                     raise
 
     def count(self, sim_s: float, counts: dict[str, int]) -> None:

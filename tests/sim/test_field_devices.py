@@ -23,6 +23,7 @@ from services.common.auth import token_digest
 from services.incidents.service import SPEC as INCIDENTS
 from services.parking.service import SPEC as PARKING
 from services.signals.service import SPEC as SIGNALS
+from sim.devices import FieldDevices
 from sim.runner import RunSpec, prepare, run
 from sim.scenarios.almere_centrum.layout import FACILITIES
 from tests.integration.helpers import Incidents, Parking, Signals, read_stream
@@ -101,3 +102,39 @@ async def test_counts_incident_and_signal_plans_flow_between_twin_and_services(
     assert len(measurements) >= 60 * (2100 // 60 - 1)  # every loop, every minute
     stadsdreef = [m for _, m in measurements if m.edge_id == "j22-j32"]
     assert stadsdreef and sum(m.vehicle_count for m in stadsdreef) > 0
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_only_registering_a_missing_facility_needs_an_engineer(
+    start_service: Callable[..., Awaitable[str]], tokens: dict[str, str], tmp_path: Path
+) -> None:
+    """The twin's devices act as `sim` and the operators; an engineer's token is used, and needed,
+    only for facilities the parking service does not have yet."""
+    parking = await start_service(PARKING)
+    garage = FACILITIES[0]
+    (tmp_path / "endpoints.json").write_text(json.dumps({"parking": parking, "incidents": parking}))
+    devices_as = {
+        "sim": {"token": tokens["sim"]},
+        f"operator-{garage.operator_id}": {"token": tokens["operator"]},  # its counter; not used here
+    }
+    location = {garage.facility_id: (52.37, 5.22)}
+
+    def register(credentials: dict[str, dict[str, str]]) -> None:
+        (tmp_path / "credentials.json").write_text(json.dumps(credentials))
+        devices = FieldDevices(tmp_path, run_id="r")
+        try:
+            devices.register([garage], location)
+        finally:
+            devices.close()
+
+    with pytest.raises(KeyError, match="needs an 'engineer'"):
+        await asyncio.to_thread(register, devices_as)
+    await asyncio.to_thread(register, {**devices_as, "engineer": {"token": tokens["engineer"]}})
+    await asyncio.to_thread(register, devices_as)  # registered: no engineer needed
+    async with grpc.aio.insecure_channel(parking) as channel:
+        found = (
+            await Parking(channel, tokens)
+            .as_("sim")
+            .GetFacility(ppb.GetFacilityRequest(name=f"facilities/{garage.facility_id}"))
+        )
+    assert found.facility.operator_id == garage.operator_id
