@@ -5,6 +5,7 @@ last commit ended: nothing lost, and versions already seen are dropped, so nothi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ from services.optimizer.api import SerialCommitter
 from services.optimizer.usecases import Writes
 
 log = logging.getLogger(__name__)
+
+BATCH = 256  # messages committed together at most
+FETCH_WAIT_S = 0.25  # how long a fetch waits for a message before the loop checks it should stop
 
 # Takes a message, returns what to persist (empty for soft state such as travel times).
 Handler = Callable[[Msg], Writes]
@@ -65,7 +69,7 @@ class DurableConsumer:
     async def _loop(self) -> None:
         while self._running:
             try:
-                messages = await self._subscription.fetch(256, timeout=0.25)
+                messages = await self._next_batch()
             except TimeoutError:  # nats' own and asyncio's: nothing waiting
                 continue
             except Exception as exc:  # reconnecting: try again shortly
@@ -73,6 +77,17 @@ class DurableConsumer:
                 await asyncio.sleep(0.5)
                 continue
             await self._process(messages)
+
+    async def _next_batch(self) -> list[Msg]:
+        """The next message the moment it arrives, with whatever is waiting behind it. A single
+        fetch of a whole batch would hold a lone message (an incident report) until its window
+        closes, up to FETCH_WAIT_S; a batch of the messages already pending returns at once."""
+        messages = await self._subscription.fetch(1, timeout=FETCH_WAIT_S)
+        pending = messages[-1].metadata.num_pending
+        if pending:
+            with contextlib.suppress(TimeoutError):  # taken meanwhile: the one in hand is a batch too
+                messages += await self._subscription.fetch(min(pending, BATCH - 1), timeout=FETCH_WAIT_S)
+        return messages
 
     async def _process(self, messages: list[Msg]) -> None:
         def change() -> list[Writes]:

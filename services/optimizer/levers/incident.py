@@ -51,16 +51,20 @@ def reroutes(
     """New routes for vehicles heading into an active incident's edge. `via`: each parking vehicle's
     parking edge; `decided`: (vehicle id, cause) pairs already answered; `known`: per vehicle, the
     routes it had and was given when answered before."""
+    blocked = [i for i in incidents if i.active and i.edge_id in graph.index]
+    # Who is heading into which incident's edge, found in one pass over the routes: incidents pile up
+    # (a busy day keeps hundreds active) and each event would otherwise scan every route per incident.
+    edges = {i.edge_id for i in blocked}
+    heading: dict[str, list[Vehicle]] = {edge: [] for edge in edges}
+    for vehicle in vehicles:
+        for edge in edges.intersection(vehicle.route[1:]):  # a vehicle already on the edge cannot avoid it
+            heading[edge].append(vehicle)
     affected: list[tuple[Vehicle, Incident, str]] = []
-    for incident in incidents:
-        if not incident.active or incident.edge_id not in graph.index:
-            continue
-        for vehicle in vehicles:
-            # A vehicle already on the edge cannot avoid it.
-            if incident.edge_id in vehicle.route[1:]:
-                cause = _cause(vehicle, base=cause_of(incident), decided=decided, known=known or {})
-                if cause:
-                    affected.append((vehicle, incident, cause))
+    for incident in blocked:
+        for vehicle in heading[incident.edge_id]:
+            cause = _cause(vehicle, base=cause_of(incident), decided=decided, known=known or {})
+            if cause:
+                affected.append((vehicle, incident, cause))
     if not affected:
         return []
     chosen: dict[str, tuple[Vehicle, Incident, str]] = {}
