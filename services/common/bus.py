@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import nats
@@ -78,23 +76,6 @@ class Bus:
 
     async def ensure_stream(self, config: StreamConfig, *, update: bool = True) -> None:
         await ensure_stream(self.js, config, update=update)
-
-    async def publish_all(self, messages: Sequence[OutgoingMessage], ack_timeout: float = 5.0) -> list[bool]:
-        """Publish with per-message ids; return which ones JetStream acknowledged."""
-        futures = []
-        try:
-            for m in messages:
-                headers = {**m.headers, MSG_ID_HEADER: m.msg_id, EVENT_TYPE_HEADER: m.event_type}
-                futures.append(await self.js.publish_async(m.subject, m.payload, headers=headers))
-        except Exception as exc:  # disconnected: the rest stays in the outbox for the next attempt
-            log.warning("publishing stopped after %d of %d messages: %s", len(futures), len(messages), exc)
-        if futures:
-            await asyncio.wait(futures, timeout=ack_timeout)
-        acked = [f.done() and not f.cancelled() and f.exception() is None for f in futures]
-        for f in futures:
-            if not f.done():
-                f.cancel()
-        return acked + [False] * (len(messages) - len(futures))
 
     async def close(self) -> None:
         if not self.nc.is_closed:

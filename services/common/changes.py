@@ -28,7 +28,10 @@ class Changes:
         del self.outbox[mark[1] :]
 
     def flush(self, session: Session) -> None:
+        # Core executemany on the session's connection: the ORM's bulk insert walks every row again
+        # in Python before handing the same rows to the driver.
+        connection = session.connection()
         if self.history:
-            session.execute(insert(self.history_table), self.history)
+            connection.execute(insert(self.history_table.__table__), self.history)
         if self.outbox:
-            session.execute(insert(self.outbox_table), self.outbox)
+            connection.execute(insert(self.outbox_table.__table__), self.outbox)

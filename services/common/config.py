@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     # Refused (UNAUTHENTICATED) calls are logged once per this interval, with a count of the rest.
     unauthenticated_log_seconds: float = 10.0
     max_message_bytes: int = 1024 * 1024
+    # gRPC serving processes of `almere serve <service>` sharing its port (SO_REUSEPORT), each with
+    # its own GIL and group committer, plus one process relaying the outbox to JetStream; 1 runs
+    # everything in one process. With more than one, process i serves metrics on metrics_port + i
+    # (the relay on metrics_port + serve_processes) and logs to <log_file stem>-serve-<i> (-relay).
+    # Meant for the parking service's ingest: every serving process runs what a service mounts, so
+    # services with scheduled work or durable consumers (incidents, signals, optimizer) keep 1.
+    serve_processes: int = Field(default=1, ge=1, le=64)
     grace_seconds: float = 5.0
     # Connection limits of the gRPC server. The server pings a connection silent for keepalive_seconds
     # and drops it without an answer in keepalive_timeout_seconds (a dead peer holds no Watch); it

@@ -8,9 +8,12 @@ nothing is acknowledged that is not durable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -76,6 +79,43 @@ def _create_private(database: Path) -> None:
 def writer(engine: Engine) -> Engine:
     """The engine to use for transactions that write."""
     return engine.execution_options(**{WRITER_OPTION: True})
+
+
+class _WriterLock:
+    """One writer at a time on a SQLite file, across threads and processes, handed over at once.
+    SQLite's own busy handler retries a locked BEGIN IMMEDIATE after sleeping 1, 2, 5, 10 ... ms,
+    which with several writers (serving processes, the outbox relay) costs more than the commits."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(f"{path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self._threads = threading.Lock()  # flock is per open file: threads of one process need this too
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        with self._threads:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+_writer_locks: dict[str, _WriterLock] = {}
+_writer_locks_guard = threading.Lock()
+
+
+def writer_lock(engine: Engine) -> contextlib.AbstractContextManager[None]:
+    """Hold around every writing transaction: on a SQLite file the lock above, else nothing
+    (PostgreSQL's writers serialise per row, SELECT ... FOR UPDATE)."""
+    database = engine.url.database
+    if engine.url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return contextlib.nullcontext()
+    key = str(Path(database).resolve())
+    with _writer_locks_guard:
+        lock = _writer_locks.get(key)
+        if lock is None:
+            lock = _writer_locks[key] = _WriterLock(Path(key))
+    return lock.held()
 
 
 def create_tables(engine: Engine, tables: Iterable[type[SQLModel]]) -> None:
@@ -161,7 +201,7 @@ class GroupCommitter:
 
     def _commit(self, batch: list[_Pending[Any]]) -> list[Any]:
         results: list[Any] = []
-        with Session(writer(self.engine), expire_on_commit=False) as session, session.begin():
+        with writer_lock(self.engine), Session(writer(self.engine), expire_on_commit=False) as session, session.begin():
             start = 0
             # Consecutive items of the same handler run as one call: they can share reads and writes.
             while start < len(batch):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
@@ -161,12 +160,13 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
     def _around(self, method: str, *, streaming: bool) -> Around:
         short = method.rsplit("/", 1)[-1]
         latency = RPC_LATENCY.labels(self._service, short)
+        counters: dict[grpc.StatusCode, Any] = {}  # each code's child, made when first counted
 
         async def around(context: Context, call: Callable[[], Awaitable[Any]]) -> Any:
             start = time.perf_counter()
             metadata = _metadata(context)
             identity, refusal = self._authenticate(method, metadata)
-            request_id = metadata.get(tracing.REQUEST_ID) or secrets.token_hex(8)
+            request_id = metadata.get(tracing.REQUEST_ID) or tracing.new_id(8)
             trace = tracing.continue_trace(metadata.get(tracing.TRACEPARENT))
             tracing.current_request_id.set(request_id)
             tracing.current_trace.set(trace)
@@ -176,7 +176,10 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
                 # Counted before the status leaves: whoever has the answer finds the call in the metrics.
                 elapsed = time.perf_counter() - start
                 latency.observe(elapsed)
-                RPC_REQUESTS.labels(self._service, short, code.name).inc()
+                counter = counters.get(code)
+                if counter is None:
+                    counter = counters[code] = RPC_REQUESTS.labels(self._service, short, code.name)
+                counter.inc()
                 if identity is not None and access_log.isEnabledFor(logging.INFO):  # refusals: _authenticate
                     access_log.info(
                         "rpc",

@@ -5,19 +5,21 @@ de-duplicated by the stream) and deletes them once JetStream has acknowledged th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from google.protobuf.message import Message
+from nats.aio.msg import Msg
 from sqlalchemy import JSON, Engine, LargeBinary, delete, func, select
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Field, SQLModel
 
 from services.common import tracing
-from services.common.bus import Bus, OutgoingMessage
+from services.common.bus import EVENT_TYPE_HEADER, MSG_ID_HEADER, Bus, OutgoingMessage
 from services.common.clock import UtcDateTime
-from services.common.db import writer
+from services.common.db import writer, writer_lock
 from services.common.errors import InvalidArgument
 from services.common.observability import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
 from services.common.worker import Worker
@@ -49,13 +51,64 @@ def outbox_row(*, subject: str, event_type: str, message: Message, now: datetime
     if len(payload) > MAX_EVENT_BYTES:
         raise InvalidArgument(f"the change makes a {len(payload)}-byte {event_type} event; at most {MAX_EVENT_BYTES}")
     return {
-        "event_id": str(uuid.uuid4()),
+        "event_id": tracing.new_uuid4(),  # the Nats-Msg-Id: unique, not secret
         "subject": subject,
         "event_type": event_type,
         "payload": payload,
         "headers": tracing.outgoing_headers(),
         "created_at": now,
     }
+
+
+class JetStreamPublisher:
+    """Publishes messages with their ids and collects JetStream's acknowledgements on one inbox
+    subscription of its own. nats-py's publish_async pays, per message, a semaphore, a future with a
+    done callback, a JSON parse and a PubAck object, and asyncio.wait a callback per future: more
+    than the relay's whole share of the outbox. Here an acknowledgement is a substring test."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._nc = bus.nc
+        self._prefix = ""
+        self._round = 0
+        self._acked: list[bool] = []
+        self._unanswered = 0
+        self._answered = asyncio.Event()
+
+    async def publish(self, messages: Sequence[OutgoingMessage], ack_timeout: float = 5.0) -> list[bool]:
+        """Publish with per-message ids; return which ones JetStream acknowledged."""
+        if not self._prefix:
+            self._prefix = self._nc.new_inbox() + "."
+            await self._nc.subscribe(self._prefix + "*", cb=self._on_ack)
+        self._round += 1
+        reply = f"{self._prefix}{self._round}-"
+        acked = self._acked = [False] * len(messages)
+        sent = 0
+        try:
+            for m in messages:
+                headers = {**m.headers, MSG_ID_HEADER: m.msg_id, EVENT_TYPE_HEADER: m.event_type}
+                self._unanswered += 1
+                await self._nc.publish(m.subject, m.payload, reply=f"{reply}{sent}", headers=headers)
+                sent += 1
+        except Exception as exc:  # disconnected: the rest stays in the outbox for the next attempt
+            self._unanswered -= 1
+            log.warning("publishing stopped after %d of %d messages: %s", sent, len(messages), exc)
+        if self._unanswered > 0:  # (acknowledgements may have arrived while publishing)
+            self._answered.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answered.wait(), ack_timeout)
+        self._acked, self._unanswered = [], 0  # answers still on their way belong to no round
+        return acked
+
+    async def _on_ack(self, msg: Msg) -> None:
+        round_, _, index = msg.subject[len(self._prefix) :].partition("-")
+        if int(round_) != self._round or not self._acked:
+            return
+        # An acknowledgement (also of a duplicate) is {"stream": ..., "seq": ...}; a refusal carries
+        # "error", no responders an empty body with status 503.
+        self._acked[int(index)] = msg.data[:1] == b"{" and b'"error"' not in msg.data
+        self._unanswered -= 1
+        if self._unanswered == 0:
+            self._answered.set()
 
 
 class OutboxRelay:
@@ -73,9 +126,13 @@ class OutboxRelay:
     ) -> None:
         self._engine = engine
         self._table: Any = table
-        self._bus = bus
+        self._publisher = JetStreamPublisher(bus)
         self._service = service
         self._batch = batch
+        # Plain rows, not ORM objects: building a SQLModel instance per event cost more than its query.
+        columns = table.__table__.c  # type: ignore[attr-defined]
+        names = ("id", "event_id", "subject", "event_type", "payload", "headers")
+        self._pending: Any = select(*(columns[n] for n in names)).order_by(columns.id)
         self._worker = Worker(f"{service}-outbox-relay", self._publish_all_pending, poll)
 
     def notify(self) -> None:
@@ -101,7 +158,7 @@ class OutboxRelay:
         if not rows:
             OUTBOX_BACKLOG.labels(self._service).set(0)
             return 0
-        acked = await self._bus.publish_all(
+        acked = await self._publisher.publish(
             [
                 OutgoingMessage(
                     subject=r.subject,
@@ -122,14 +179,14 @@ class OutboxRelay:
         return len(done)
 
     def _fetch(self) -> list[Any]:
-        with Session(self._engine) as session:
-            rows = list(session.execute(select(self._table).order_by(self._table.id).limit(self._batch)).scalars())
+        with self._engine.connect() as conn:
+            rows = list(conn.execute(self._pending.limit(self._batch)))
             backlog = len(rows)
             if backlog == self._batch:
-                backlog = session.execute(select(func.count(self._table.id))).scalar_one()
+                backlog = conn.execute(select(func.count(self._table.id))).scalar_one()
             OUTBOX_BACKLOG.labels(self._service).set(backlog)
             return rows
 
     def _delete(self, ids: list[int]) -> None:
-        with Session(writer(self._engine)) as session, session.begin():
-            session.execute(delete(self._table).where(self._table.id.in_(ids)))
+        with writer_lock(self._engine), writer(self._engine).begin() as conn:
+            conn.execute(delete(self._table).where(self._table.id.in_(ids)))

@@ -86,7 +86,9 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        # Several serving processes share the port (SO_REUSEPORT: the kernel spreads connections over
+        # them); one process alone keeps it off, so a port already taken is an error, not shared.
+        ("grpc.so_reuseport", int(settings.serve_processes > 1)),
         ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
         ("grpc.keepalive_time_ms", ms(settings.keepalive_seconds)),
         ("grpc.keepalive_timeout_ms", ms(settings.keepalive_timeout_seconds)),
@@ -100,10 +102,10 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
-def stop_on_signals() -> asyncio.Event:
-    """An event set by SIGTERM or SIGINT, for the serve loop to wait on."""
+def stop_on_signals(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> asyncio.Event:
+    """An event set by one of `signals`, for the serve loop to wait on."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     return stop

@@ -8,8 +8,9 @@ build its events, and the outbox stores the header with the event."""
 from __future__ import annotations
 
 import contextvars
+import os
+import random
 import re
-import secrets
 from dataclasses import dataclass, field
 
 TRACEPARENT = "traceparent"
@@ -20,8 +21,30 @@ current_trace: contextvars.ContextVar[str | None] = contextvars.ContextVar("curr
 current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("current_request_id", default=None)
 
 
+# Trace, span and request ids need to be unique, not secret: Python's own generator makes them in
+# well under a microsecond, the secrets module's read the kernel's random source per id (a system
+# call each, three or four per call served).
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)  # a forked child must not repeat its parent's ids
+
+
+def new_id(nbytes: int) -> str:
+    """`nbytes` random bytes in hex, never all zero (W3C trace context forbids all-zero ids)."""
+    return f"{_ids.getrandbits(8 * nbytes) or 1:0{2 * nbytes}x}"
+
+
+def new_uuid4() -> str:
+    """A random (version 4) UUID in its usual text form, from the same generator."""
+    h = f"{_ids.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
 def new_traceparent(trace_id: str | None = None) -> str:
-    return f"00-{trace_id or secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    return f"00-{trace_id or new_id(16)}-{new_id(8)}-01"
 
 
 def trace_id(traceparent: str | None) -> str | None:

@@ -51,6 +51,7 @@ UPDATABLE_FIELDS = frozenset(
 
 
 FACILITY = Facility.__table__  # type: ignore[attr-defined]
+GATE_BATCH = GateBatch.__table__  # type: ignore[attr-defined]
 # Occupancy writes (the hot path) read and write these columns with SQLAlchemy Core: ORM identity
 # maps and change tracking cost more than the SQL itself at thousands of reports a second.
 OCCUPANCY_COLUMNS = [f.name for f in fields(OccupancyRow)]
@@ -68,6 +69,7 @@ MUTABLE_COLUMNS = [
 _SAVE_OCCUPANCY = (
     update(FACILITY).where(FACILITY.c.id == bindparam("b_id")).values({c: bindparam(f"b_{c}") for c in MUTABLE_COLUMNS})
 )
+_SAVED = [(f"b_{c}", c) for c in ["id", *MUTABLE_COLUMNS]]  # (parameter, column) of each saved value
 
 
 def _facilities(session: Session, ids: set[str]) -> Locked[Facility]:
@@ -148,12 +150,12 @@ class _Changes(Changes):
 
     def flush(self, session: Session) -> None:
         if self.changed:
-            session.execute(
+            session.connection().execute(
                 _SAVE_OCCUPANCY,
-                [{f"b_{c}": getattr(r, c) for c in ["id", *MUTABLE_COLUMNS]} for r in self.changed.values()],
+                [{key: getattr(r, c) for key, c in _SAVED} for r in self.changed.values()],
             )
         if self.gate_batches:
-            session.execute(insert(GateBatch), self.gate_batches)
+            session.connection().execute(insert(GATE_BATCH), self.gate_batches)
         super().flush(session)
 
 

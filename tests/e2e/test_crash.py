@@ -4,6 +4,7 @@ database and its event reached a durable JetStream consumer exactly once."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -38,6 +39,9 @@ class Workload:
     stored_sql: str
     stream: str
     subjects: str
+    # ALMERE_SERVE_PROCESSES: with more than one, the SIGKILL hits the parent of the serving
+    # processes and the relay, which die with it.
+    processes: int = 1
 
 
 async def _until_unavailable(write: Callable[[int], Awaitable[str]], acked: list[str], enough: asyncio.Event) -> None:
@@ -79,14 +83,16 @@ async def incident_writer(
     await _until_unavailable(write, acked, enough)
 
 
+PARKING_WRITES = Workload(
+    "parking",
+    parking_writer,
+    "SELECT facility_id || '/' || sequence, facility_id, version FROM parking_occupancy_sample",
+    "PARKING",
+    "almere.parking.v1.occupancy_changed.>",
+)
 WORKLOADS = {
-    "parking": Workload(
-        "parking",
-        parking_writer,
-        "SELECT facility_id || '/' || sequence, facility_id, version FROM parking_occupancy_sample",
-        "PARKING",
-        "almere.parking.v1.occupancy_changed.>",
-    ),
+    "parking": PARKING_WRITES,
+    "parking-2-processes": dataclasses.replace(PARKING_WRITES, processes=2),
     "incidents": Workload(
         "incidents",
         incident_writer,
@@ -129,7 +135,9 @@ async def test_sigkill_loses_no_acknowledged_write_and_publishes_each_once(
     tmp_path: Path, nats_server: NatsServer, database_url: str, tokens: dict[str, str], tokens_json: str, workload: str
 ) -> None:
     w = WORKLOADS[workload]
-    env, address = service_env(tmp_path, database_url, nats_server, tokens_json, service=w.service)
+    env, address = service_env(
+        tmp_path, database_url, nats_server, tokens_json, service=w.service, ALMERE_SERVE_PROCESSES=str(w.processes)
+    )
     log = tmp_path / f"{w.service}.log"
     service = start_service(w.service, env, log)
     acked: list[str] = []
