@@ -113,7 +113,7 @@ def cmd_bus_permissions(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from apps.demo import run_demo
 
-    return run_demo(Settings())
+    return run_demo(Settings(), full=args.full)
 
 
 def cmd_sim_run(args: argparse.Namespace) -> int:
@@ -283,11 +283,17 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser(
         "roles", help="print the table of which roles may call each RPC (docs/roles.md: almere roles > docs/roles.md)"
     ).set_defaults(func=cmd_roles)
-    sub.add_parser(
+    demo = sub.add_parser(
         "demo",
         help="start the stack and play four scenes: a garage filling up, a collision reported, signal timing, "
         "and the twin's incident + event morning in three modes (transcript in data/demo/demo.txt)",
-    ).set_defaults(func=cmd_demo)
+    )
+    demo.add_argument(
+        "--full",
+        action="store_true",
+        help="the twin's table over three seeds and four simulated hours (default: one seed, three hours)",
+    )
+    demo.set_defaults(func=cmd_demo)
     bus = sub.add_parser("bus", help="the NATS bus's users").add_subparsers(dest="action", required=True)
     bus.add_parser("permissions", help="every bus user's subject permissions (JSON)").set_defaults(
         func=cmd_bus_permissions

@@ -14,6 +14,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,15 +36,27 @@ grpc_gevent.init_gevent()
 
 STACK = Path(os.environ.get("ALMERE_LOADTEST_DIR", "data/loadtest"))
 GARAGES = [f"garage-{i:02d}" for i in range(20)]
-PLAZA = "intersections/stadhuisplein"
-RETIMED = spb.Plan(
-    type=spb.PLAN_TYPE_STATIC,
-    phases=[
-        spb.Phase(state="GGGg", duration=50),
-        spb.Phase(state="yyyy", duration=3),
-        spb.Phase(state="rrrr", duration=2),
-    ],
-    reason="load test",
+
+
+@dataclass(kw_only=True)
+class Target:
+    intersection: str
+    plan: spb.Plan
+
+
+# The intersection the control room reads and the optimizer re-times: the default network's plaza, or
+# on another network (bench_reroute_under_load.py's) its first one, re-timed from its own plan (_setup).
+TARGET = Target(
+    intersection="intersections/stadhuisplein",
+    plan=spb.Plan(
+        type=spb.PLAN_TYPE_STATIC,
+        phases=[
+            spb.Phase(state="GGGg", duration=50),
+            spb.Phase(state="yyyy", duration=3),
+            spb.Phase(state="rrrr", duration=2),
+        ],
+        reason="load test",
+    ),
 )
 _sequences = itertools.count(1)
 
@@ -180,7 +193,7 @@ class TrafficEngineer(GrpcUser):
 
     @task(1)
     def intersection(self) -> None:
-        self.call(self.signals.GetIntersection, spb.GetIntersectionRequest(name=PLAZA))
+        self.call(self.signals.GetIntersection, spb.GetIntersectionRequest(name=TARGET.intersection))
 
 
 class PoliceOfficer(GrpcUser):
@@ -199,7 +212,7 @@ class PoliceOfficer(GrpcUser):
                 incident=ipb.Incident(
                     type=ipb.INCIDENT_TYPE_COLLISION,
                     location=geo_pb2.LatLng(latitude=52.3742, longitude=5.2117),
-                    impact=ipb.Impact(closed_lanes=[1], speed_limit_kmh=30),
+                    impact=ipb.Impact(closed_lanes=[0], speed_limit_kmh=30),  # lane 0: every road has one
                 ),
             ),
         )
@@ -217,7 +230,7 @@ class Optimizer(GrpcUser):
 
     @task
     def propose(self) -> None:
-        self.call(self.signals.ProposePlan, spb.ProposePlanRequest(parent=PLAZA, plan=RETIMED))
+        self.call(self.signals.ProposePlan, spb.ProposePlanRequest(parent=TARGET.intersection, plan=TARGET.plan))
 
 
 @events.test_start.add_listener
@@ -241,4 +254,22 @@ def _setup(environment: Environment, **_: Any) -> None:
                 if err.code() != grpc.StatusCode.ALREADY_EXISTS:
                     raise
     with grpc.insecure_channel(endpoints["signals"]) as channel:
-        signals_pb2_grpc.SignalServiceStub(channel).ImportNetwork(spb.ImportNetworkRequest(), metadata=auth)
+        signals = signals_pb2_grpc.SignalServiceStub(channel)
+        signals.ImportNetwork(spb.ImportNetworkRequest(), metadata=auth)
+        try:
+            signals.GetIntersection(spb.GetIntersectionRequest(name=TARGET.intersection), metadata=auth)
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            _retime_first(signals, auth)
+
+
+def _retime_first(signals: signals_pb2_grpc.SignalServiceStub, auth: tuple[tuple[str, str], ...]) -> None:
+    """Another network: its first intersection, and its own plan with the first phase 5 s longer."""
+    first = signals.ListIntersections(spb.ListIntersectionsRequest(page_size=1), metadata=auth).intersections[0]
+    name = f"{first.name}/plans/{first.active_plan_version}"
+    active = signals.GetPlan(spb.GetPlanRequest(name=name), metadata=auth).plan
+    phases = [spb.Phase(state=p.state, duration=p.duration) for p in active.phases]
+    phases[0].duration += 5
+    TARGET.intersection = first.name
+    TARGET.plan = spb.Plan(type=spb.PLAN_TYPE_STATIC, phases=phases, reason="load test")

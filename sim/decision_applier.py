@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -169,13 +170,36 @@ class DecisionApplier:
             sumo.vehicle.rerouteTraveltime(vehicle)
             return True
         routed = False
-        if edges and edge in edges:  # else it moved off the advised route since: SUMO plans the way
+        if edges and edge in edges:
             try:
                 sumo.vehicle.setRoute(vehicle, edges[edges.index(edge) :])
                 routed = True
             except sumo.TraCIException:  # the route misses a stop the vehicle still has
                 pass
+        elif not area and decision.lever == decisions_pb2.LEVER_INCIDENT_REROUTING:
+            routed = self._around_incident(sumo, vehicle, decision.trigger)
         if not area:
             return routed
         area_edge = sumo.lane.getEdgeID(sumo.parkingarea.getLaneID(area))
         return area_edge in sumo.vehicle.getRoute(vehicle)[sumo.vehicle.getRouteIndex(vehicle) :]
+
+    def _around_incident(self, sumo: Any, vehicle: str, trigger: Mapping[str, str]) -> bool:
+        """The vehicle has driven past where the optimizer last saw it (it reports every decision
+        interval) and off the start of the advised route, but the incident is still ahead: its
+        navigation system plans from where it is, with the incident's road at the optimizer's cost
+        (the advice's trigger), instead of dropping the advice until the next report round."""
+        incident, cost = trigger.get("edge", ""), trigger.get("edge_seconds", "")
+        if not incident or not cost or incident not in self._ahead(sumo, vehicle):
+            return False
+        sumo.vehicle.setAdaptedTraveltime(vehicle, incident, float(cost))
+        try:
+            sumo.vehicle.rerouteTraveltime(vehicle)
+        except sumo.TraCIException:  # no way to its destination and stops from here
+            return False
+        finally:
+            sumo.vehicle.setAdaptedTraveltime(vehicle, incident)  # only for this plan (FACTS: remove it)
+        return incident not in self._ahead(sumo, vehicle)
+
+    @staticmethod
+    def _ahead(sumo: Any, vehicle: str) -> list[str]:
+        return list(sumo.vehicle.getRoute(vehicle)[sumo.vehicle.getRouteIndex(vehicle) :])

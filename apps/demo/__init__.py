@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 
 from apps.demo import incidents, parking, signals, simulation
 from apps.stack import Stack, dev_callers
 from services.common.config import Settings
 
 
-def run_demo(settings: Settings) -> int:
+def run_demo(settings: Settings, *, full: bool = False) -> int:
     run_dir = (settings.data_dir / "demo").resolve()
     shutil.rmtree(run_dir, ignore_errors=True)
     stack = Stack(
@@ -40,12 +41,15 @@ def run_demo(settings: Settings) -> int:
         timed = await signals.play(stack.channel("signals"), stack.credentials, say)
         return [filled, reported, timed]
 
+    started = time.monotonic()
     try:
         results = asyncio.run(scenes())
     finally:
         stack.stop()
+    say(f"\n[demo] scenes 1-3 in {time.monotonic() - started:.0f} s wall")
     say("\n== 4. The digital twin: the incident + event morning, without, with SUMO's and with our coordination ==")
-    results.append(simulation.play(run_dir / "sim", say))
+    results.append(simulation.play(run_dir / "sim", say, full=full))
+    say(f"[demo] scenes 1-4 in {time.monotonic() - started:.0f} s wall")
     out = run_dir / "demo.txt"
     out.write_text("\n".join(transcript) + "\n")
     print(f"\ntranscript saved to {out}")
