@@ -8,7 +8,7 @@ HELM := .tools/helm
 
 RUNS ?= 5
 
-.PHONY: demo test test-stress lint protos bench bench-twin bench-optimizer loadtest up clean
+.PHONY: demo test test-stress lint protos bench bench-twin bench-optimizer bench-city bench-reroute loadtest up clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,13 @@ bench-twin: $(INSTALLED)
 bench-optimizer: $(INSTALLED)
 	$(BIN)/python loadtest/bench_routing.py
 	$(BIN)/python loadtest/bench_optimizer.py
+
+bench-city: $(INSTALLED)
+	$(BIN)/python loadtest/bench_city.py
+
+# Incident reported -> first reroute in SUMO, quiet and beside the locust mix (150 users).
+bench-reroute: $(INSTALLED)
+	$(BIN)/python loadtest/bench_reroute_under_load.py
 
 loadtest: $(INSTALLED)
 	$(BIN)/python loadtest/run_loadtest.py $(LOADTEST_ARGS)

@@ -1,5 +1,6 @@
 """The scenarios a run of the twin takes, behind one interface: almere-centrum and its variants, your
-own network (`byo:<.osm or .net.xml>`) and a RESCO map (`resco:<name>`)."""
+own network (`byo:<.osm or .net.xml>`), a RESCO map (`resco:<name>`) and a generated city of any
+size (`city-<lights>`)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from sim.scenarios import almere_centrum, byo, resco
+from sim.scenarios import almere_centrum, byo, city, resco
 from sim.scenarios.almere_centrum.layout import Facility
 from sim.variants import VARIANTS, Responder, ScriptedIncident, Variant
 
 BYO, RESCO = "byo:", "resco:"
-FORMS = f"{', '.join(sorted(VARIANTS))}, {BYO}<.osm or .net.xml file>, {RESCO}<{'|'.join(resco.NETWORKS)}>"
+FORMS = (
+    f"{', '.join(sorted(VARIANTS))}, {BYO}<.osm or .net.xml file>, {RESCO}<{'|'.join(resco.NETWORKS)}>, "
+    f"{city.PREFIX}<traffic lights, e.g. 22|100|500>"
+)
+MAX_CITY_LIGHTS = 5000
 
 
 class RunnableScenario(Protocol):
@@ -114,6 +119,30 @@ class RescoMap:
         return resco.locate(self.network)
 
 
+@dataclass(frozen=True)
+class City:
+    """A generated city of about `lights` traffic lights (sim/scenarios/city), its collision on the
+    arterial into the centre and its event."""
+
+    lights: int
+
+    @property
+    def name(self) -> str:
+        return f"{city.PREFIX}{self.lights}"
+
+    @property
+    def incidents(self) -> tuple[ScriptedIncident, ...]:
+        return (city.incident(city.layout.Grid.for_lights(self.lights)),)
+
+    @property
+    def responders(self) -> tuple[Responder, ...]:
+        return ()
+
+    def build(self, out_root: Path, *, seed: int, scale: float, end_s: float) -> city.CityScenario:
+        folder = out_root / "build" / f"{self.name}-scale{scale:g}-{end_s:.0f}s"
+        return city.build(folder, lights=self.lights, seed=seed, scale=scale, horizon_s=end_s)
+
+
 def resolve(name: str) -> Source:
     """The scenario a name stands for (see FORMS); ValueError for one that stands for none."""
     if name in VARIANTS:
@@ -128,4 +157,9 @@ def resolve(name: str) -> Source:
         if network not in resco.NETWORKS:
             raise ValueError(f"unknown RESCO network {network!r}; known: {', '.join(resco.NETWORKS)}")
         return RescoMap(network)
+    lights = name.removeprefix(city.PREFIX)
+    if name.startswith(city.PREFIX) and lights.isdigit():
+        if not 4 <= int(lights) <= MAX_CITY_LIGHTS:
+            raise ValueError(f"a generated city has 4 to {MAX_CITY_LIGHTS} traffic lights, not {lights}")
+        return City(int(lights))
     raise ValueError(f"unknown scenario {name!r}; known: {FORMS}")
