@@ -256,10 +256,12 @@ def _table(results: list[dict[str, Any]]) -> str:
 
 
 def _through_services(results: list[dict[str, Any]]) -> str:
-    """PressureActuated in the optimizer (each step proposed to and activated by the signal service) against
+    """PressureActuated in the optimizer (each step applied by the signal service) against
     ours in-process: the same delay (the same phase sequences), and what the services cost."""
     direct = {(r["map"], r["seed"]): r for r in results if r["controller"] == "ours" and r["via"] == "direct"}
-    lines = ["\nours through the services (steps proposed to and activated by the signal service) vs in-process:"]
+    lines = [
+        "\nours through the services (one ControlSignals stream, steps applied by the signal service) vs in-process:"
+    ]
     for r in (r for r in results if r["via"] == "services"):
         base = direct[(r["map"], r["seed"])]
         same = (

@@ -93,6 +93,7 @@ SIGNALS = Stream(name="SIGNALS", prefix="almere.signals.v1")
 PLAN_ACTIVATED = "plan_activated"
 PRIORITY_DECIDED = "priority_decided"
 PRIORITY_ENDED = "priority_ended"
+STEPS_APPLIED = "steps_applied"  # a batch of adaptive steps at one intersection (SignalChange.steps)
 SIGNAL_EVENTS = (
     "intersection_imported",
     "intersection_updated",
@@ -101,6 +102,7 @@ SIGNAL_EVENTS = (
     "plan_scheduled",
     PLAN_ACTIVATED,
     "plan_rejected",
+    STEPS_APPLIED,
     PRIORITY_DECIDED,
     PRIORITY_ENDED,
 )

@@ -1,18 +1,26 @@
-"""The twin's side of adaptive signal control through the services: each second it reports the lanes
-the optimizer asks for (OptimizerService.ControlSignals) and shows the adaptive steps the signal
-service activated: phase 0 at once, the next ones after their durations, the last one held until
-the light's next step. The controllers run in the optimizer, not here."""
+"""The twin's side of adaptive signal control through the services: one OptimizerService.ControlSignals
+stream per run; each second it sends the readings of the lanes the optimizer asks for that changed
+since the second before, waits for the answer (lockstep: the same phase sequences as the
+controllers in-process) and shows the adaptive steps the signal service applied: phase 0 at once,
+the next ones after their durations, the last one held until the light's next step. The
+controllers run in the optimizer, not here."""
 
 from __future__ import annotations
 
+import logging
+import queue
+from collections.abc import Iterator
 from typing import Any
 
+import grpc
 from almere.optimizer.v1 import optimizer_pb2 as opb
 from almere.optimizer.v1 import optimizer_pb2_grpc
 
-from sim.light_driver import read_lanes, show
+from sim.light_driver import SubscribedLanes, show
 
-CALL_TIMEOUT_S = 60.0  # the first call of a run reads the network
+log = logging.getLogger(__name__)
+Reading = tuple[int, int, tuple[tuple[float, float], ...]]  # vehicles, halting, approaching (distance, speed)
+EMPTY: Reading = (0, 0, ())
 
 
 class ServiceControl:
@@ -21,43 +29,71 @@ class ServiceControl:
     def __init__(self, optimizer: optimizer_pb2_grpc.OptimizerServiceStub, auth: tuple[tuple[str, str], ...]) -> None:
         self._optimizer = optimizer
         self._auth = auth
+        self._requests: queue.SimpleQueue[opb.ControlSignalsRequest | None] = queue.SimpleQueue()
+        self._responses: Iterator[opb.ControlSignalsResponse] | None = None
         self._lanes: list[str] = []
-        self._near: list[str] = []
+        self._reader: SubscribedLanes | None = None
+        self._sent: dict[str, Reading] = {}  # what the optimizer holds for each lane
         self._playing: dict[str, list[tuple[str, float]]] = {}  # tls -> (state, from) still to come
         self.awaiting_approval: list[str] = []
         self.refused: list[str] = []
         self.steps = 0
 
+    def _outgoing(self) -> Iterator[opb.ControlSignalsRequest]:
+        while (request := self._requests.get()) is not None:
+            yield request
+
     def start(self, ls: Any, now: float, record: bool) -> None:
+        self.close()
+        self._sent = {}
+        self._lanes, self._reader = [], SubscribedLanes(ls)
+        self._responses = iter(self._optimizer.ControlSignals(self._outgoing(), metadata=self._auth))
         self._round(ls, now, [])
+
+    def close(self) -> None:
+        """End the stream (the run is over); a new `start` opens another."""
+        if self._responses is not None:
+            responses, self._responses = self._responses, None
+            self._requests.put(None)
+            try:
+                for _ in responses:  # the optimizer ends its side once ours is done
+                    pass
+            except grpc.RpcError as err:  # it ended already (and said why to the step that saw it)
+                log.debug("the ControlSignals stream ended with %s", err.code())
 
     def step(self, ls: Any, now: float) -> int:
         self._play(ls, now)
-        snap = read_lanes(ls, now, lanes=self._lanes, near=self._near)
-        readings = [
-            opb.LaneReading(
-                lane_id=lane,
-                vehicles=snap.vehicles[lane],
-                halting=snap.halting[lane],
-                approaching=[
-                    opb.ApproachingVehicle(distance_m=d, speed_mps=v) for d, v in snap.positions.get(lane, ())
-                ],
-            )
-            for lane in self._lanes
-            if snap.vehicles[lane]  # empty lanes go unsaid: the optimizer counts what is not reported as 0
-        ]
+        assert self._reader is not None, "start() opens the stream"
+        snap = self._reader.read(now)
+        readings = []
+        for lane in self._lanes:
+            vehicles = snap.vehicles[lane]
+            reading = (vehicles, snap.halting[lane], snap.positions.get(lane, ())) if vehicles else EMPTY
+            if self._sent.get(lane, EMPTY) != reading:  # only changes: the optimizer keeps the rest
+                self._sent[lane] = reading
+                readings.append(
+                    opb.LaneReading(
+                        lane_id=lane,
+                        vehicles=reading[0],
+                        halting=reading[1],
+                        approaching=[opb.ApproachingVehicle(distance_m=d, speed_mps=v) for d, v in reading[2]],
+                    )
+                )
         return self._round(ls, now, readings)
 
     def _round(self, ls: Any, now: float, readings: list[opb.LaneReading]) -> int:
-        reply = self._optimizer.ControlSignals(
-            opb.ControlSignalsRequest(sim_time_seconds=now, lanes=readings), metadata=self._auth, timeout=CALL_TIMEOUT_S
-        )
+        assert self._responses is not None, "start() opens the stream"
+        self._requests.put(opb.ControlSignalsRequest(sim_time_seconds=now, lanes=readings))
+        reply = next(self._responses)
         if reply.HasField("lanes"):
-            self._lanes, self._near = list(reply.lanes.lane_ids), list(reply.lanes.near_lane_ids)
-        self.awaiting_approval, self.refused = list(reply.awaiting_approval), list(reply.refused)
+            assert self._reader is not None
+            self._lanes = list(reply.lanes.lane_ids)
+            self._reader.select(self._lanes, reply.lanes.near_lane_ids)
+        if reply.HasField("status"):
+            self.awaiting_approval, self.refused = list(reply.status.awaiting_approval), list(reply.status.refused)
         for step in reply.steps:
             start, phases = now, []
-            for phase in step.plan.phases:
+            for phase in step.phases:
                 phases.append((phase.state, start))
                 start += phase.duration
             self._playing[step.sumo_tls_id] = phases

@@ -102,9 +102,17 @@ class BusListener:
             await subscription.unsubscribe()
         await nc.drain()
 
-    def publish(self, subject: str, payload: bytes) -> None:
+    def publish(self, messages: Sequence[Received]) -> None:
+        """(subject, payload) pairs, handed to the bus thread at once (a hand-over each costs more
+        than the publish)."""
         assert self._nc is not None
-        asyncio.run_coroutine_threadsafe(self._nc.publish(subject, payload), self._loop)
+        nc = self._nc
+
+        async def publish_all() -> None:
+            for subject, payload in messages:
+                await nc.publish(subject, payload)
+
+        asyncio.run_coroutine_threadsafe(publish_all(), self._loop)
 
     def drain(self, wait_s: float = 0.0) -> list[Received]:
         """What has arrived; `wait_s`: wait that long for the first message if none has."""

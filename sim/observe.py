@@ -57,6 +57,7 @@ def publish_detectors(sumo: Any, bus: BusListener, loops: list[str], *, interval
     start, end = Timestamp(), Timestamp()
     end.GetCurrentTime()
     start.FromNanoseconds(end.ToNanoseconds() - int(interval_s * 1e9))
+    messages = []
     for loop in loops:
         lane = sumo.inductionloop.getLaneID(loop)
         measurement = detectors_pb2.Measurement(
@@ -69,4 +70,5 @@ def publish_detectors(sumo: Any, bus: BusListener, loops: list[str], *, interval
             mean_speed_mps=sumo.inductionloop.getLastIntervalMeanSpeed(loop),
             occupancy_percent=sumo.inductionloop.getLastIntervalOccupancy(loop),
         )
-        bus.publish(DETECTORS.subject(MEASUREMENT, detector_loop_id(loop)), measurement.SerializeToString())
+        messages.append((DETECTORS.subject(MEASUREMENT, detector_loop_id(loop)), measurement.SerializeToString()))
+    bus.publish(messages)

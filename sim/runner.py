@@ -261,6 +261,8 @@ class _Run:
 
     def close(self) -> None:
         """End SUMO and everything talking to it; with services, write what the devices did."""
+        if self.signals:
+            self.signals.close()
         self.sumo.close()
         self.responders.close()
         self.stops.write(self.run_dir / "stops.xml")

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from libs.signal_control import guards
 from libs.signal_control.model import Decision, Intersection, PhaseClock, Snapshot
 
+# Per lane, its weighted count upstream (in lanes) and downstream (out lanes), on one snapshot.
+Pressures = tuple[dict[str, float], dict[str, float]]
+
 
 @dataclass(frozen=True, kw_only=True)
 class Params:
@@ -75,7 +78,8 @@ class MaxPressure:
         gated = self.clock.gate(snap.time, gates)
         if not self.clock.may_switch(snap.time):
             return gated
-        scores = [self.score(i, snap, gates) for i in range(len(self.intersection.program.greens))]
+        pressures: Pressures = ({}, {})  # the phases' movements share lanes: each counted once
+        scores = [self.score(i, snap, gates, pressures) for i in range(len(self.intersection.program.greens))]
         choice, reason = self.choose(snap, scores, gates)
         return self.clock.switch(snap.time, choice, reason, frozenset(gates)) or gated
 
@@ -116,16 +120,28 @@ class MaxPressure:
             return best, "pressure"
         return current, "hold"
 
-    def score(self, phase: int, snap: Snapshot, gates: set[int]) -> float:
+    def score(self, phase: int, snap: Snapshot, gates: set[int], pressures: Pressures | None = None) -> float:
         """Σ over the phase's movements of upstream minus downstream vehicles, each lane's count
-        shared among the movements that use it; links held red for spill-back count nothing."""
+        shared among the movements that use it; links held red for spill-back count nothing.
+        `pressures`: each lane's upstream and downstream count, kept across the movements and phases
+        scored on one snapshot (movements share lanes)."""
         total, p = 0.0, self.params
         up, down = self.intersection.upstream, self.intersection.downstream
+        ups, downs = pressures if pressures is not None else ({}, {})
         for m in self.intersection.program.greens[phase].movements:
             if m.link in gates:
                 continue
-            feeding, receiving = up.get(m.in_lane, ()), down.get(m.out_lane, ())
-            upstream = p.up_all * snap.weighted(feeding) + p.up_halted * snap.weighted(feeding, halting=True)
-            downstream = p.down_all * snap.weighted(receiving) + p.down_halted * snap.weighted(receiving, halting=True)
+            upstream = ups.get(m.in_lane)
+            if upstream is None:
+                feeding = up.get(m.in_lane, ())
+                upstream = ups[m.in_lane] = p.up_all * snap.weighted(feeding) + p.up_halted * snap.weighted(
+                    feeding, halting=True
+                )
+            downstream = downs.get(m.out_lane)
+            if downstream is None:
+                receiving = down.get(m.out_lane, ())
+                downstream = downs[m.out_lane] = p.down_all * snap.weighted(receiving) + p.down_halted * snap.weighted(
+                    receiving, halting=True
+                )
             total += upstream / self._out_links[m.in_lane] - downstream / self._in_links[m.out_lane]
         return total

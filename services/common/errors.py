@@ -43,3 +43,7 @@ class Unavailable(ServiceError):
 
 class Internal(ServiceError):
     code = grpc.StatusCode.INTERNAL
+
+
+class Aborted(ServiceError):
+    code = grpc.StatusCode.ABORTED

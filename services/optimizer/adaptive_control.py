@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -27,7 +27,7 @@ from libs.signal_control import layout
 from libs.signal_control.controller import PressureActuated
 from libs.signal_control.loop import Controller, ControlLoop, Shown
 from libs.signal_control.model import Intersection, Snapshot
-from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
+from services.common.errors import Aborted, FailedPrecondition, InvalidArgument, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +50,39 @@ def step_plan(outlook: list[tuple[str, float]], hold_s: float, reason: str) -> s
     return spb.Plan(type=spb.PLAN_TYPE_ADAPTIVE, phases=phases, reason=reason)
 
 
-def snapshot(request: pb.ControlSignalsRequest) -> Snapshot:
-    """The caller's readings as controllers see them (refusing nonsense before anything changes)."""
-    if not (math.isfinite(request.sim_time_seconds) and request.sim_time_seconds >= 0):
-        raise InvalidArgument("sim_time_seconds must be a finite number >= 0")
-    if len(request.lanes) > MAX_LANES:
-        raise InvalidArgument(f"at most {MAX_LANES} lanes per call")
-    for n, r in enumerate(request.lanes):
-        if r.vehicles < 0 or not 0 <= r.halting <= r.vehicles:
-            raise InvalidArgument(f"lanes[{n}]: counts must satisfy 0 <= halting <= vehicles")
-        if any(not (math.isfinite(a.distance_m) and math.isfinite(a.speed_mps)) for a in r.approaching):
-            raise InvalidArgument(f"lanes[{n}].approaching: distances and speeds must be finite")
-    return Snapshot(
-        request.sim_time_seconds,
-        {r.lane_id: r.vehicles for r in request.lanes},
-        {r.lane_id: r.halting for r in request.lanes},
-        {r.lane_id: tuple((a.distance_m, a.speed_mps) for a in r.approaching) for r in request.lanes if r.approaching},
-    )
+class Readings:
+    """A stream's lane readings: each request brings the lanes that changed (a lane left out keeps
+    its last reading), so the optimizer holds the full picture the controllers read."""
+
+    def __init__(self) -> None:
+        self.vehicles: dict[str, int] = {}
+        self.halting: dict[str, int] = {}
+        self.positions: dict[str, tuple[tuple[float, float], ...]] = {}
+
+    def update(self, request: pb.ControlSignalsRequest) -> Snapshot:
+        """Merge the changes (refusing nonsense before anything changes) and return the snapshot."""
+        if not (math.isfinite(request.sim_time_seconds) and request.sim_time_seconds >= 0):
+            raise InvalidArgument("sim_time_seconds must be a finite number >= 0")
+        if len(request.lanes) > MAX_LANES:
+            raise InvalidArgument(f"at most {MAX_LANES} lanes per request")
+        for n, r in enumerate(request.lanes):
+            if r.vehicles < 0 or not 0 <= r.halting <= r.vehicles:
+                raise InvalidArgument(f"lanes[{n}]: counts must satisfy 0 <= halting <= vehicles")
+            if any(not (math.isfinite(a.distance_m) and math.isfinite(a.speed_mps)) for a in r.approaching):
+                raise InvalidArgument(f"lanes[{n}].approaching: distances and speeds must be finite")
+        for r in request.lanes:
+            lane = r.lane_id
+            if not r.vehicles:  # empty lanes are kept unsaid: the controllers count them as 0
+                self.vehicles.pop(lane, None)
+                self.halting.pop(lane, None)
+                self.positions.pop(lane, None)
+                continue
+            self.vehicles[lane], self.halting[lane] = r.vehicles, r.halting
+            if r.approaching:
+                self.positions[lane] = tuple((a.distance_m, a.speed_mps) for a in r.approaching)
+            else:
+                self.positions.pop(lane, None)
+        return Snapshot(request.sim_time_seconds, self.vehicles, self.halting, self.positions)
 
 
 @dataclass(kw_only=True)
@@ -78,7 +94,9 @@ class _Run:
     next_check_s: float = 0.0
     called: dict[str, tuple[str, float]] = field(default_factory=dict)  # tls -> (grant, since) being served
     refused: set[str] = field(default_factory=set)  # tls
+    takeovers: dict[str, int] = field(default_factory=dict)  # tls -> the active takeover's plan version
     lanes_sent: int = -1  # the loop's version whose lanes the caller has
+    status_sent: int = -1  # the loop's version whose LightStatus the caller has
 
 
 class AdaptiveControl:
@@ -110,35 +128,53 @@ class AdaptiveControl:
         elif change.event == bus.PRIORITY_ENDED and self._grants.get(tls, ("",))[0] == change.priority.name:
             del self._grants[tls]
 
-    async def round(self, request: pb.ControlSignalsRequest) -> pb.ControlSignalsResponse:
-        snap = snapshot(request)
+    async def control(
+        self, requests: AsyncIterator[pb.ControlSignalsRequest]
+    ) -> AsyncIterator[pb.ControlSignalsResponse]:
+        """One run per stream, one response per request. A newer stream takes the lights over."""
         if self._signals is None:
-            raise FailedPrecondition("no signal service configured (ALMERE_SIGNALS_ADDRESS) to propose steps to")
-        async with self._lock:
-            now = snap.time
-            run = self._run
-            if run is None or now < run.last_s:
-                run, showing = await self._begin(now)
-                self._run = run
-                shown = run.loop.start(now, shown=showing)
-            else:
-                self._serve_grants(run, now)
-                shown = run.loop.step(now, lambda t, lanes, near: snap)
-                shown += await self._resume_approved(run, now)
-            run.last_s = now
-            steps = await self._propose(run, [s for s in shown if s.step], now)
-            selection = None
-            if run.lanes_sent != run.loop.version:
-                lanes, near = run.loop.lanes()
-                selection = pb.LaneSelection(lane_ids=sorted(lanes), near_lane_ids=sorted(near))
-                run.lanes_sent = run.loop.version
-            return pb.ControlSignalsResponse(
-                steps=steps,
-                lanes=selection,
-                controlled=sorted(run.names[c.tls_id] for c in run.loop.controllers),
-                awaiting_approval=sorted(run.names[tls] for tls in run.awaiting),
-                refused=sorted(run.names[tls] for tls in run.refused),
+            raise FailedPrecondition("no signal service configured (ALMERE_SIGNALS_ADDRESS) to apply steps at")
+        readings = Readings()
+        run: _Run | None = None
+        async for request in requests:
+            snap = readings.update(request)
+            async with self._lock:
+                if run is not None and self._run is not run:
+                    raise Aborted("another stream drives the lights now")
+                if run is not None and snap.time < run.last_s:
+                    raise InvalidArgument("sim_time_seconds went back: a new run needs a new stream")
+                response = await self._round(run, snap)
+                run = self._run
+            yield response
+
+    async def _round(self, run: _Run | None, snap: Snapshot) -> pb.ControlSignalsResponse:
+        now = snap.time
+        if run is None:
+            run, showing = await self._begin(now)
+            self._run = run
+            takeovers, steps = run.loop.start(now, shown=showing), []
+        else:
+            self._serve_grants(run, now)
+            steps = [s for s in run.loop.step(now, lambda t, lanes, near: snap) if s.step]
+            takeovers = await self._resume_approved(run, now)
+        run.last_s = now
+        applied = await self._propose(run, takeovers, now) + await self._apply(run, steps, now)
+        response = pb.ControlSignalsResponse(steps=applied)
+        if run.lanes_sent != run.loop.version:
+            lanes, near = run.loop.lanes()
+            response.lanes.CopyFrom(pb.LaneSelection(lane_ids=sorted(lanes), near_lane_ids=sorted(near)))
+            run.lanes_sent = run.loop.version
+        # Lights join or leave the loop whenever they are taken over, held, resumed or refused.
+        if run.status_sent != run.loop.version:
+            response.status.CopyFrom(
+                pb.LightStatus(
+                    controlled=sorted(run.names[c.tls_id] for c in run.loop.controllers),
+                    awaiting_approval=sorted(run.names[tls] for tls in run.awaiting),
+                    refused=sorted(run.names[tls] for tls in run.refused),
+                )
             )
+            run.status_sent = run.loop.version
+        return response
 
     def _serve_grants(self, run: _Run, now: float) -> None:
         for c in run.loop.controllers:
@@ -173,7 +209,7 @@ class AdaptiveControl:
                 names[doc.sumo_tls_id] = doc.name
                 active = await self._active_plan(doc)
                 if active.type == spb.PLAN_TYPE_ADAPTIVE:
-                    showing[doc.sumo_tls_id] = active.phases[-1].state
+                    showing[doc.sumo_tls_id] = await self._holding(doc, active)
             token = reply.next_page_token
             if not token:
                 break
@@ -183,8 +219,9 @@ class AdaptiveControl:
         return _Run(loop=loop, names=names, last_s=now, next_check_s=now + TAKEOVER_CHECK_S), showing
 
     async def _propose(self, run: _Run, shown: list[Shown], now: float) -> list[pb.SignalStep]:
-        """Each new step to the signal service, all at once; held takeovers wait for approval, a
-        refused step drops the light (an engineer hands it back: RollbackPlan)."""
+        """Takeovers, each a plan version proposed to the signal service, all at once; those the
+        policy holds wait for approval, a refused one drops the light (an engineer hands it back:
+        RollbackPlan)."""
 
         async def propose(s: Shown) -> spb.Plan | grpc.aio.AioRpcError:
             plan = step_plan(s.controller.clock.outlook(now), s.controller.clock.min_green_s, s.decision.reason)
@@ -205,16 +242,61 @@ class AdaptiveControl:
         for s, result in zip(shown, results, strict=True):
             tls = s.controller.tls_id
             if isinstance(result, spb.Plan) and result.state == spb.PLAN_STATE_ACTIVE:
-                steps.append(pb.SignalStep(intersection=run.names[tls], sumo_tls_id=tls, plan=result))
+                run.takeovers[tls] = result.version
+                steps.append(
+                    pb.SignalStep(
+                        intersection=run.names[tls],
+                        sumo_tls_id=tls,
+                        phases=result.phases,
+                        reason=result.reason,
+                        plan_version=result.version,
+                    )
+                )
                 continue
             run.loop.remove(s.controller)
             if isinstance(result, spb.Plan):
                 run.awaiting[tls] = s.controller
             else:
-                run.refused.add(tls)
-                log.error("%s: step refused (%s: %s); the light keeps its last step", tls, result.code().name,
-                          result.details())  # fmt: skip
+                self._refuse(run, s.controller, f"{result.code().name}: {result.details()}")
         return steps
+
+    async def _apply(self, run: _Run, shown: list[Shown], now: float) -> list[pb.SignalStep]:
+        """The steps after the takeovers, in one call: applied at once by the signal service (no plan
+        version each); a refused one drops the light like a refused takeover."""
+        if not shown:
+            return []
+        requests = [
+            spb.Step(
+                intersection=run.names[s.controller.tls_id],
+                phases=step_plan(s.controller.clock.outlook(now), s.controller.clock.min_green_s, "").phases,
+                reason=s.decision.reason,
+            )
+            for s in shown
+        ]
+        reply = await self._call("ApplySteps", spb.ApplyStepsRequest(steps=requests))
+        steps = []
+        for s, result in zip(shown, reply.results, strict=True):
+            tls = s.controller.tls_id
+            if result.HasField("step"):
+                steps.append(
+                    pb.SignalStep(
+                        intersection=run.names[tls],
+                        sumo_tls_id=tls,
+                        phases=result.step.phases,
+                        reason=result.step.reason,
+                        plan_version=result.step.plan_version,
+                        sequence=result.step.sequence,
+                    )
+                )
+            else:
+                run.loop.remove(s.controller)
+                self._refuse(run, s.controller, result.refusal)
+        return steps
+
+    @staticmethod
+    def _refuse(run: _Run, controller: Controller, why: str) -> None:
+        run.refused.add(controller.tls_id)
+        log.error("%s: step refused (%s); the light keeps its last step", controller.tls_id, why)
 
     async def _resume_approved(self, run: _Run, now: float) -> list[Shown]:
         """Lights whose takeover an engineer approved since (this one or an earlier run's): their
@@ -229,13 +311,20 @@ class AdaptiveControl:
             if active.type == spb.PLAN_TYPE_ADAPTIVE:
                 del run.awaiting[tls]
                 run.loop.add(controller)
-                resumed.append(Shown(controller, controller.start(now, shown=active.phases[-1].state), True))
+                resumed.append(Shown(controller, controller.start(now, shown=await self._holding(doc, active)), True))
         return resumed
 
     async def _active_plan(self, doc: spb.Intersection) -> spb.Plan:
         name = f"{doc.name}/plans/{doc.active_plan_version}"
         plan: spb.Plan = (await self._call("GetPlan", spb.GetPlanRequest(name=name))).plan
         return plan
+
+    async def _holding(self, doc: spb.Intersection, active: spb.Plan) -> str:
+        """The state an intersection under adaptive control holds: its last step's, or the takeover's."""
+        reply = await self._call("ListSteps", spb.ListStepsRequest(parent=doc.name, page_size=1))
+        if reply.steps and reply.steps[0].plan_version == active.version:
+            return str(reply.steps[0].phases[-1].state)
+        return str(active.phases[-1].state)
 
     async def _call(self, method: str, request: Any, passed_on: frozenset[grpc.StatusCode] = frozenset()) -> Any:
         """A call to the signal service; its errors as this service's, but those `passed_on`."""

@@ -136,8 +136,11 @@ class OptimizerApi(optimizer_pb2_grpc.OptimizerServiceServicer):
         return pb.ComputeTravelTimesResponse(seconds=[float(t) if np.isfinite(t) else -1.0 for t in column])
 
     @allow(admission.REPORTERS)
-    async def ControlSignals(self, request: pb.ControlSignalsRequest, context: Context) -> pb.ControlSignalsResponse:
-        return await self._signals.round(request)
+    async def ControlSignals(
+        self, request_iterator: AsyncIterator[pb.ControlSignalsRequest], context: Context
+    ) -> AsyncIterator[pb.ControlSignalsResponse]:
+        async for response in self._signals.control(request_iterator):
+            yield response
 
 
 class SerialCommitter:

@@ -25,6 +25,7 @@ from services.common.feed import Change, EventFeed
 from services.common.names import id_from_name, validate_id
 from services.signals import logic, usecases
 from services.signals.network_import import read_lights
+from services.signals.steps import StepLedger
 
 Context = aio.ServicerContext[Any, Any]
 UPDATABLE_FIELDS = frozenset({"display_name", "proposal_policy"})
@@ -68,6 +69,11 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
         self._feed = feed
         self._network = network
         self._bounds = bounds
+        self._steps = StepLedger(engine, committer)
+
+    async def drain(self) -> None:
+        """Commit the adaptive steps still queued (at stop)."""
+        await self._steps.flush()
 
     # --- intersections ---------------------------------------------------------------------------
 
@@ -144,7 +150,9 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
             bounds=self._bounds,
             now=utcnow(),
         )
-        created: pb.Plan = await self._committer.submit(usecases.create_plans, item)
+        created: pb.Plan = await self._steps.changing(
+            {intersection_id}, lambda: self._committer.submit(usecases.create_plans, item)
+        )
         return created
 
     @allow(logic.ENGINEERS)
@@ -187,7 +195,9 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
             now=utcnow(),
             required_state=required_state,
         )
-        plan: pb.Plan = await self._committer.submit(usecases.activate_plans, item)
+        plan: pb.Plan = await self._steps.changing(
+            {intersection_id}, lambda: self._committer.submit(usecases.activate_plans, item)
+        )
         return plan
 
     @allow(logic.ENGINEERS)
@@ -218,13 +228,30 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
     @allow(logic.ENGINEERS)
     async def RollbackPlan(self, request: pb.RollbackPlanRequest, context: Context) -> pb.RollbackPlanResponse:
         identity = current_identity.get()
+        intersection_id = _intersection_id(request.parent, "parent")
         item = usecases.Rollback(
-            identity=identity,
-            intersection_id=_intersection_id(request.parent, "parent"),
-            reason=_reason(request.reason),
-            now=utcnow(),
+            identity=identity, intersection_id=intersection_id, reason=_reason(request.reason), now=utcnow()
         )
-        return pb.RollbackPlanResponse(plan=await self._committer.submit(usecases.rollback_plans, item))
+        plan = await self._steps.changing(
+            {intersection_id}, lambda: self._committer.submit(usecases.rollback_plans, item)
+        )
+        return pb.RollbackPlanResponse(plan=plan)
+
+    @allow(logic.STEP_APPLIERS)
+    async def ApplySteps(self, request: pb.ApplyStepsRequest, context: Context) -> pb.ApplyStepsResponse:
+        return pb.ApplyStepsResponse(results=await self._steps.apply(current_identity.get(), list(request.steps)))
+
+    @allow(logic.READERS)
+    async def ListSteps(self, request: pb.ListStepsRequest, context: Context) -> pb.ListStepsResponse:
+        intersection_id = _intersection_id(request.parent, "parent")
+        size = paging.page_size(request.page_size)
+        before = paging.decode_int(request.page_token, f"steps/{intersection_id}")
+        await self._steps.flush()  # what was applied is listed
+        steps = await asyncio.to_thread(
+            usecases.list_steps, self._engine, intersection_id=intersection_id, before_sequence=before, limit=size + 1
+        )
+        token = paging.encode(str(steps[size - 1].sequence), f"steps/{intersection_id}") if len(steps) > size else ""
+        return pb.ListStepsResponse(steps=steps[:size], next_page_token=token)
 
     # --- priority --------------------------------------------------------------------------------
 

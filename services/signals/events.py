@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ def signal_event(
     now: datetime,
     plan: pb.Plan | None = None,
     priority: pb.Priority | None = None,
+    steps: Sequence[pb.Step] = (),
 ) -> dict[str, Any]:
     assert event in SIGNAL_EVENTS
     intersection_id = intersection.name.removeprefix("intersections/")
@@ -32,6 +34,11 @@ def signal_event(
         plan=plan,
         priority=priority,
         actor=actor,
+        steps=steps,
     )
+    if steps:  # frequent and not a change of the intersection itself: only who it is, not its links
+        intersection = pb.Intersection(
+            name=intersection.name, sumo_tls_id=intersection.sumo_tls_id, version=intersection.version
+        )
     message = events_pb2.SignalEvent(intersection_id=intersection_id, change=change, intersection=intersection)
     return outbox_row(subject=SIGNALS.subject(event, intersection_id), event_type=event, message=message, now=now)

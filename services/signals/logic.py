@@ -4,6 +4,7 @@ No gRPC, no NATS, no database."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -34,6 +35,8 @@ READERS = frozenset({*ENGINEERS, Role.SIM, Role.OPTIMIZER, *PUBLIC_SAFETY})
 # Who did what is for engineers and public safety (as for incident histories).
 HISTORY_READERS = frozenset({*ENGINEERS, *PUBLIC_SAFETY})
 PROPOSERS = frozenset({*ENGINEERS, Role.OPTIMIZER})
+# Steps after a takeover apply at once: nobody else's token may drive a light second by second.
+STEP_APPLIERS = frozenset({Role.OPTIMIZER})
 # The twin plays the buses' on-board units: public-transport priority only (authorize_priority).
 PRIORITY_REQUESTERS = frozenset({*PUBLIC_SAFETY, Role.SIM})
 PRIORITY_NOTES = {Role.SIM: "public transport only"}
@@ -137,6 +140,15 @@ def validate_step(links: list[pb.SignalLink], step: pb.Plan, active: pb.Plan) ->
                         f"phase {i}: link {k}: {rule}; a green must end in at least {MIN_YELLOW_S:g} s of yellow"
                     )
             previous = now
+
+
+def encode_phases(phases: Iterable[pb.Phase]) -> str:
+    """A step's phases as stored: `state:duration` each, comma-separated (states never hold either)."""
+    return ",".join(f"{p.state}:{p.duration:g}" for p in phases)
+
+
+def decode_phases(text: str) -> list[pb.Phase]:
+    return [pb.Phase(state=s, duration=float(d)) for s, _, d in (p.partition(":") for p in text.split(","))]
 
 
 def _check_no_conflicting_greens(links: list[pb.SignalLink], state: str, where: str) -> None:

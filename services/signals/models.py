@@ -62,8 +62,25 @@ class HistoryRow(SQLModel, table=True):
     reason: str = Field(default="", max_length=1000)
 
 
+class StepRow(SQLModel, table=True):
+    """An adaptive step after a takeover, compactly: the audit of control that changes every few
+    seconds, without a plan version each."""
+
+    __tablename__ = "signals_step"
+    __table_args__ = (Index("ix_signals_step_intersection_sequence", "intersection_id", "sequence", unique=True),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    intersection_id: str = Field(max_length=63)
+    sequence: int
+    plan_version: int  # the takeover (adaptive plan version) it follows
+    time: datetime = Field(sa_type=UtcDateTime)
+    actor: str = Field(max_length=128)
+    phases: str  # `state:duration` per phase, comma-separated (logic.encode_phases)
+    reason: str = Field(default="", max_length=1000)
+
+
 class SignalsOutbox(OutboxBase, table=True):
     __tablename__ = "signals_outbox"
 
 
-TABLES: list[type[SQLModel]] = [IntersectionRow, PlanRow, PriorityRow, HistoryRow, SignalsOutbox]
+TABLES: list[type[SQLModel]] = [IntersectionRow, PlanRow, PriorityRow, HistoryRow, StepRow, SignalsOutbox]

@@ -20,11 +20,9 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
     feed = EventFeed(service.bus, SIGNALS, dict.fromkeys(SIGNAL_EVENTS, events_pb2.SignalEvent))
     bounds = logic.CycleBounds(settings.signal_cycle_min_seconds, settings.signal_cycle_max_seconds)
     network = settings.network_file.resolve() if settings.network_file else None
-    signals_pb2_grpc.add_SignalServiceServicer_to_server(
-        SignalApi(service.engine, committer=service.committer, feed=feed, network=network, bounds=bounds), server
-    )
-
-    return [service.schedule("plan-activations", usecases.activate_due), feed.stop]
+    api = SignalApi(service.engine, committer=service.committer, feed=feed, network=network, bounds=bounds)
+    signals_pb2_grpc.add_SignalServiceServicer_to_server(api, server)
+    return [service.schedule("plan-activations", usecases.activate_due), feed.stop, api.drain]
 
 
 SPEC = ServiceSpec(

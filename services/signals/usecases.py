@@ -7,15 +7,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from almere.signals.v1 import signals_pb2 as pb
 from google.protobuf import field_mask_pb2
-from sqlalchemy import Engine, and_, func, select, true
+from sqlalchemy import Engine, and_, func, insert, select, true
 from sqlmodel import Session, col
 
-from contract.bus import PLAN_ACTIVATED, PRIORITY_DECIDED, PRIORITY_ENDED
+from contract.bus import PLAN_ACTIVATED, PRIORITY_DECIDED, PRIORITY_ENDED, STEPS_APPLIED
 from services.common.auth import Identity, Role
 from services.common.batch import Locked, each, lock
 from services.common.changes import Changes
@@ -25,7 +25,7 @@ from services.common.feed import Snapshot
 from services.common.history import AuditTrail
 from services.common.tracing import Traced
 from services.signals import events, logic
-from services.signals.models import HistoryRow, IntersectionRow, PlanRow, PriorityRow, SignalsOutbox
+from services.signals.models import HistoryRow, IntersectionRow, PlanRow, PriorityRow, SignalsOutbox, StepRow
 from services.signals.network_import import ImportedLight
 
 SCHEDULER = Identity("scheduler", Role.SIM)
@@ -49,16 +49,21 @@ class _Batch(Changes):
 
     def intersection(self, intersection_id: str) -> pb.Intersection:
         if intersection_id not in self.docs:
-            locked: Locked[IntersectionRow] = lock(
-                self.session,
-                noun="intersection",
-                query=select(IntersectionRow),
-                id_column=col(IntersectionRow.id),
-                ids=[intersection_id],
-            )
+            self.load([intersection_id])
+        return self.docs[intersection_id]
+
+    def load(self, intersection_ids: Sequence[str]) -> None:
+        """Lock and read these intersections with one query."""
+        locked: Locked[IntersectionRow] = lock(
+            self.session,
+            noun="intersection",
+            query=select(IntersectionRow),
+            id_column=col(IntersectionRow.id),
+            ids=intersection_ids,
+        )
+        for intersection_id in intersection_ids:
             row = self.rows[intersection_id] = locked.get(intersection_id)
             self.docs[intersection_id] = pb.Intersection.FromString(row.document)
-        return self.docs[intersection_id]
 
     def undo(self, mark: tuple[int, int]) -> None:
         super().undo(mark)
@@ -75,6 +80,7 @@ class _Batch(Changes):
         reason: str = "",
         plan: pb.Plan | None = None,
         priority: pb.Priority | None = None,
+        steps: Sequence[pb.Step] = (),
     ) -> None:
         doc = self.docs[intersection_id]
         doc.version += 1
@@ -90,13 +96,19 @@ class _Batch(Changes):
                 "actor": identity.caller,
                 "actor_role": identity.role_name,
                 "action": event,
-                "plan_version": plan.version if plan else 0,
+                "plan_version": plan.version if plan else (steps[-1].plan_version if steps else 0),
                 "reason": reason or (plan.reason if plan else ""),
             }
         )
         self.outbox.append(
             events.signal_event(
-                event=event, intersection=doc, actor=identity.caller, now=now, plan=plan, priority=priority
+                event=event,
+                intersection=doc,
+                actor=identity.caller,
+                now=now,
+                plan=plan,
+                priority=priority,
+                steps=steps,
             )
         )
 
@@ -122,7 +134,7 @@ class _Batch(Changes):
         if doc.active_plan_version and doc.active_plan_version != version:
             old_row, old = self.plan(intersection_id, doc.active_plan_version)
             if plan.type == pb.PLAN_TYPE_ADAPTIVE:  # approved later: it must still follow what shows now
-                logic.validate_step(list(doc.links), plan, old)
+                logic.validate_step(list(doc.links), plan, shown(self.session, intersection_id, old))
             old.state = pb.PLAN_STATE_SUPERSEDED
             replaced = old.type
             self.save_plan(old_row, old)
@@ -273,7 +285,7 @@ def create_plans(session: Session, items: Sequence[CreatePlan]) -> list[Any]:
             if not item.proposal:
                 raise InvalidArgument("adaptive steps come from the optimizer (ProposePlan), not CreatePlan")
             _, active = batch.plan(item.intersection_id, doc.active_plan_version)
-            logic.validate_step(list(doc.links), item.plan, active)
+            logic.validate_step(list(doc.links), item.plan, shown(session, item.intersection_id, active))
             # Once an engineer let the controller take over, its steps need no approval each.
             auto = doc.proposal_policy == pb.PROPOSAL_POLICY_AUTO_APPLY or active.type == pb.PLAN_TYPE_ADAPTIVE
         else:
@@ -563,6 +575,127 @@ def cancel_priorities(session: Session, items: Sequence[CancelPriority]) -> list
         return priority
 
     return each(session, items, apply, batch)
+
+
+# --- adaptive steps ------------------------------------------------------------------------------
+
+
+def shown(session: Session, intersection_id: str, active: pb.Plan) -> pb.Plan:
+    """What the intersection shows under its `active` plan: the plan itself, or, after an adaptive
+    takeover, its last step (recorded; see steps.py for the ones not yet), as an adaptive plan."""
+    if active.type != pb.PLAN_TYPE_ADAPTIVE:
+        return active
+    last = session.execute(
+        select(col(StepRow.phases))
+        .where(col(StepRow.intersection_id) == intersection_id, col(StepRow.plan_version) == active.version)
+        .order_by(col(StepRow.sequence).desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    if last is None:
+        return active
+    return pb.Plan(type=pb.PLAN_TYPE_ADAPTIVE, version=active.version, phases=logic.decode_phases(last))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Light:
+    """An intersection as step validation needs it: its links, the takeover in force (0: none) and
+    what it shows, and the last step's number."""
+
+    links: list[pb.SignalLink]
+    plan_version: int
+    showing: pb.Plan
+    sequence: int
+
+
+def light(engine: Engine, intersection_id: str) -> Light:
+    with Session(engine) as session:
+        row = session.get(IntersectionRow, intersection_id)
+        if row is None:
+            raise NotFound(f"intersection {intersection_id!r} not found")
+        doc = pb.Intersection.FromString(row.document)
+        plan_row = session.get(PlanRow, (intersection_id, doc.active_plan_version))
+        active = pb.Plan.FromString(plan_row.document) if plan_row else pb.Plan()
+        sequence = session.execute(
+            select(func.max(StepRow.sequence)).where(col(StepRow.intersection_id) == intersection_id)
+        ).scalar_one()
+        return Light(
+            links=list(doc.links),
+            plan_version=active.version if active.type == pb.PLAN_TYPE_ADAPTIVE else 0,
+            showing=shown(session, intersection_id, active),
+            sequence=sequence or 0,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordSteps(Traced):
+    """Steps applied since the last batch (validated and shown already), oldest first."""
+
+    identity: Identity
+    steps: list[tuple[str, pb.Step]]  # (intersection id, step)
+
+
+def record_steps(session: Session, items: Sequence[RecordSteps]) -> list[Any]:
+    """Batch handler: one compact row per step; per intersection one history row and one
+    steps_applied event for all its steps in the batch. Each item's result: the intersections whose
+    takeover is no longer in force (handed back meanwhile)."""
+    batch = _Batch(session)
+    rows: list[dict[str, Any]] = []
+    grouped: dict[tuple[str, str], list[pb.Step]] = {}
+    identities: dict[str, Identity] = {}
+    for item in items:
+        identities[item.identity.caller] = item.identity
+        for intersection_id, step in item.steps:
+            rows.append(
+                {
+                    "intersection_id": intersection_id,
+                    "sequence": step.sequence,
+                    "plan_version": step.plan_version,
+                    "time": step.apply_time.ToDatetime(UTC),
+                    "actor": step.actor,
+                    "phases": logic.encode_phases(step.phases),
+                    "reason": step.reason,
+                }
+            )
+            grouped.setdefault((intersection_id, item.identity.caller), []).append(step)
+    if rows:
+        session.execute(insert(StepRow), rows)
+    batch.load(sorted({intersection_id for intersection_id, _ in grouped}))
+    handed_back: set[str] = set()
+    for (intersection_id, caller), steps in grouped.items():
+        if batch.intersection(intersection_id).active_plan_version != steps[-1].plan_version:
+            handed_back.add(intersection_id)
+        batch.record(
+            intersection_id,
+            identity=identities[caller],
+            event=STEPS_APPLIED,
+            now=steps[-1].apply_time.ToDatetime(UTC),
+            reason=f"steps {steps[0].sequence}-{steps[-1].sequence}",
+            steps=steps,
+        )
+    batch.flush(session)
+    return [sorted(handed_back)] * len(items)
+
+
+def list_steps(engine: Engine, *, intersection_id: str, before_sequence: int | None, limit: int) -> list[pb.Step]:
+    with Session(engine) as session:
+        if session.get(IntersectionRow, intersection_id) is None:
+            raise NotFound(f"intersection {intersection_id!r} not found")
+        query = select(StepRow).where(col(StepRow.intersection_id) == intersection_id)
+        if before_sequence is not None:
+            query = query.where(col(StepRow.sequence) < before_sequence)
+        rows = session.execute(query.order_by(col(StepRow.sequence).desc()).limit(limit)).scalars()
+        return [
+            pb.Step(
+                intersection=f"intersections/{r.intersection_id}",
+                phases=logic.decode_phases(r.phases),
+                reason=r.reason,
+                sequence=r.sequence,
+                plan_version=r.plan_version,
+                apply_time=to_timestamp(r.time),
+                actor=r.actor,
+            )
+            for r in rows
+        ]
 
 
 # --- reads ---------------------------------------------------------------------------------------

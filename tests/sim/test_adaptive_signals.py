@@ -1,7 +1,8 @@
 """The two ways adaptive control reaches SUMO give the same lights: the same seed run with the
 controllers in-process (direct, for batch evaluation) and with the controllers in the optimizer,
-each decision proposed to the signal service and shown only once activated (the services, as
-started by `almere up`), shows identical phase sequences at every light, second by second."""
+each decision applied at the signal service and shown only once applied (the services, as started
+by `almere up`, over one ControlSignals stream), shows identical phase sequences at every light,
+second by second."""
 
 from __future__ import annotations
 
@@ -33,11 +34,15 @@ def test_direct_and_services_modes_show_identical_phase_sequences(tmp_path: Path
 
         endpoints = json.loads((tmp_path / "services" / "endpoints.json").read_text())
         engineer = json.loads((tmp_path / "services" / "credentials.json").read_text())["engineer"]["token"]
+        auth = (("authorization", f"Bearer {engineer}"),)
         with grpc.insecure_channel(endpoints["signals"]) as channel:
-            history = signals_pb2_grpc.SignalServiceStub(channel).ListIntersectionHistory(
-                spb.ListIntersectionHistoryRequest(parent="intersections/j22", page_size=1000),
-                metadata=(("authorization", f"Bearer {engineer}"),),
+            signals = signals_pb2_grpc.SignalServiceStub(channel)
+            parent = "intersections/j22"
+            history = signals.ListIntersectionHistory(
+                spb.ListIntersectionHistoryRequest(parent=parent, page_size=1000), metadata=auth
             )
+            steps = signals.ListSteps(spb.ListStepsRequest(parent=parent, page_size=1000), metadata=auth).steps
+            plans = signals.ListPlans(spb.ListPlansRequest(parent=parent, page_size=1000), metadata=auth).plans
 
     histories = services_run["histories"]
     assert len(histories) == 22
@@ -45,7 +50,13 @@ def test_direct_and_services_modes_show_identical_phase_sequences(tmp_path: Path
     assert sum(switches.values()) > 22 * 20, f"too few changes to compare: {switches}"
     for tls, shown in direct_run["histories"].items():
         assert histories[tls] == shown, f"{tls}: the services showed another sequence than direct mode"
-    # Each of those changes went through the signal service: proposed by the optimizer, activated.
-    activated = [e for e in history.entries if e.action == "plan_activated" and e.actor == "optimizer"]
-    proposed = [e for e in history.entries if e.action == "plan_proposed" and e.actor == "optimizer"]
-    assert len(activated) == len(proposed) >= switches["j22"] // 3
+    # Each of those changes went through the signal service: the takeover as a plan version, every
+    # step after it as a compact step record (numbered, none lost), audited in batches.
+    assert [(p.version, p.type, p.author) for p in plans][:1] == [(2, spb.PLAN_TYPE_ADAPTIVE, "optimizer")]
+    assert len(plans) == 2
+    assert [s.sequence for s in steps] == list(range(len(steps), 0, -1))
+    assert len(steps) >= switches["j22"] // 3
+    assert all(s.actor == "optimizer" and s.plan_version == 2 for s in steps)
+    batches = [e.reason for e in history.entries if e.action == "steps_applied" and e.actor == "optimizer"]
+    covered = [n for b in batches for n in range(int(b.split()[1].split("-")[0]), int(b.split("-")[1]) + 1)]
+    assert sorted(covered) == [s.sequence for s in reversed(steps)]

@@ -693,11 +693,12 @@ class ControlSignalsRequest(_message.Message):
     SIM_TIME_SECONDS_FIELD_NUMBER: _builtins.int
     LANES_FIELD_NUMBER: _builtins.int
     sim_time_seconds: _builtins.float
-    """Simulated (or detector) time of the readings, seconds."""
+    """Simulated (or detector) time of the readings, seconds; increasing within a stream."""
     @_builtins.property
     def lanes(self) -> _containers.RepeatedCompositeFieldContainer[Global___LaneReading]:
-        """The lanes of the last LaneSelection received (the first call of a run sends none); a lane left
-        out is empty.
+        """Lanes of the LaneSelection in force whose reading changed since the last request (the first
+        request of a stream sends none); a lane never reported is empty, a lane not sent again keeps
+        its last reading (send vehicles = 0 when it empties).
         """
 
     def __init__(
@@ -716,32 +717,44 @@ Global___ControlSignalsRequest: _TypeAlias = ControlSignalsRequest  # noqa: Y015
 
 @_typing.final
 class SignalStep(_message.Message):
-    """A step the signal service activated."""
+    """An adaptive step the signal service applied: show phase 0 from sim_time on, the next ones after
+    their durations, hold the last until the light's next step.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     INTERSECTION_FIELD_NUMBER: _builtins.int
     SUMO_TLS_ID_FIELD_NUMBER: _builtins.int
-    PLAN_FIELD_NUMBER: _builtins.int
+    PHASES_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    PLAN_VERSION_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
     intersection: _builtins.str
     """`intersections/{intersection}`."""
     sumo_tls_id: _builtins.str
+    reason: _builtins.str
+    """Why (the controller's decision; "start" for a takeover)."""
+    plan_version: _builtins.int
+    """The PLAN_TYPE_ADAPTIVE plan version of the takeover this step belongs to; the steps after it
+    are stored as the signal service's compact step records (ListSteps), not as plan versions.
+    """
+    sequence: _builtins.int
+    """The signal service's sequence number of the step at this intersection (0 for a takeover)."""
     @_builtins.property
-    def plan(self) -> _signals_pb2.Plan:
-        """The activated PLAN_TYPE_ADAPTIVE plan: show phase 0 from sim_time on, the next ones after
-        their durations, hold the last.
-        """
-
+    def phases(self) -> _containers.RepeatedCompositeFieldContainer[_signals_pb2.Phase]: ...
     def __init__(
         self,
         *,
         intersection: _builtins.str = ...,
         sumo_tls_id: _builtins.str = ...,
-        plan: _signals_pb2.Plan | None = ...,
+        phases: _abc.Iterable[_signals_pb2.Phase] | None = ...,
+        reason: _builtins.str = ...,
+        plan_version: _builtins.int = ...,
+        sequence: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["intersection", b"intersection", "plan", b"plan", "sumo_tls_id", b"sumo_tls_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["intersection", b"intersection", "phases", b"phases", "plan_version", b"plan_version", "reason", b"reason", "sequence", b"sequence", "sumo_tls_id", b"sumo_tls_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -778,24 +791,14 @@ class LaneSelection(_message.Message):
 Global___LaneSelection: _TypeAlias = LaneSelection  # noqa: Y015
 
 @_typing.final
-class ControlSignalsResponse(_message.Message):
+class LightStatus(_message.Message):
+    """Who drives which light."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
-    STEPS_FIELD_NUMBER: _builtins.int
-    LANES_FIELD_NUMBER: _builtins.int
     CONTROLLED_FIELD_NUMBER: _builtins.int
     AWAITING_APPROVAL_FIELD_NUMBER: _builtins.int
     REFUSED_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignalStep]:
-        """Steps activated in this round, one per intersection at most."""
-
-    @_builtins.property
-    def lanes(self) -> Global___LaneSelection:
-        """The lanes to report from now on; set only when they change (the first answer of a run, a light
-        taken over or let go), else the last ones still hold.
-        """
-
     @_builtins.property
     def controlled(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Intersections driven adaptively, and those whose takeover waits for an engineer's approval."""
@@ -811,15 +814,49 @@ class ControlSignalsResponse(_message.Message):
     def __init__(
         self,
         *,
-        steps: _abc.Iterable[Global___SignalStep] | None = ...,
-        lanes: Global___LaneSelection | None = ...,
         controlled: _abc.Iterable[_builtins.str] | None = ...,
         awaiting_approval: _abc.Iterable[_builtins.str] | None = ...,
         refused: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["lanes", b"lanes"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaiting_approval", b"awaiting_approval", "controlled", b"controlled", "lanes", b"lanes", "refused", b"refused", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaiting_approval", b"awaiting_approval", "controlled", b"controlled", "refused", b"refused"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LightStatus: _TypeAlias = LightStatus  # noqa: Y015
+
+@_typing.final
+class ControlSignalsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEPS_FIELD_NUMBER: _builtins.int
+    LANES_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignalStep]:
+        """Steps applied in this round, one per intersection at most (only lights that change)."""
+
+    @_builtins.property
+    def lanes(self) -> Global___LaneSelection:
+        """The lanes to report from now on; set only when they change (the first answer of a run, a light
+        taken over or let go), else the last ones still hold.
+        """
+
+    @_builtins.property
+    def status(self) -> Global___LightStatus:
+        """Set only when it changes (the first answer of a run included)."""
+
+    def __init__(
+        self,
+        *,
+        steps: _abc.Iterable[Global___SignalStep] | None = ...,
+        lanes: Global___LaneSelection | None = ...,
+        status: Global___LightStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lanes", b"lanes", "status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lanes", b"lanes", "status", b"status", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

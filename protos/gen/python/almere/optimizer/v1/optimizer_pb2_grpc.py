@@ -76,7 +76,7 @@ class OptimizerServiceStub:
                 request_serializer=almere_dot_optimizer_dot_v1_dot_optimizer__pb2.ComputeTravelTimesRequest.SerializeToString,
                 response_deserializer=almere_dot_optimizer_dot_v1_dot_optimizer__pb2.ComputeTravelTimesResponse.FromString,
                 _registered_method=True)
-        self.ControlSignals = channel.unary_unary(
+        self.ControlSignals = channel.stream_stream(
                 '/almere.optimizer.v1.OptimizerService/ControlSignals',
                 request_serializer=almere_dot_optimizer_dot_v1_dot_optimizer__pb2.ControlSignalsRequest.SerializeToString,
                 response_deserializer=almere_dot_optimizer_dot_v1_dot_optimizer__pb2.ControlSignalsResponse.FromString,
@@ -144,12 +144,14 @@ class OptimizerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ControlSignals(self, request, context):
-        """Adaptive signal control in lockstep: a simulation (or the street's detector concentrator)
-        reports lane counts each second; the optimizer's controllers decide, propose each change to the
-        signal service as an adaptive step (PLAN_TYPE_ADAPTIVE) and return the steps it activated, for
-        the caller to show. One caller drives the lights at a time: a sim_time earlier than the last
-        one starts a new run (controllers start afresh and take the lights over).
+    def ControlSignals(self, request_iterator, context):
+        """Adaptive signal control in lockstep, as one stream per run: a simulation (or the street's
+        detector concentrator) sends the lane counts that changed each second; the optimizer's
+        controllers decide, apply each change at the signal service as an adaptive step (the takeover
+        by the intersection's proposal policy, the steps after it with SignalService.ApplySteps) and
+        answer every request with one response: the steps applied in that round. One stream drives the
+        lights at a time: a new one starts a new run (controllers start afresh and take the lights
+        over) and ends the one before with ABORTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -193,7 +195,7 @@ def add_OptimizerServiceServicer_to_server(servicer, server):
                     request_deserializer=almere_dot_optimizer_dot_v1_dot_optimizer__pb2.ComputeTravelTimesRequest.FromString,
                     response_serializer=almere_dot_optimizer_dot_v1_dot_optimizer__pb2.ComputeTravelTimesResponse.SerializeToString,
             ),
-            'ControlSignals': grpc.unary_unary_rpc_method_handler(
+            'ControlSignals': grpc.stream_stream_rpc_method_handler(
                     servicer.ControlSignals,
                     request_deserializer=almere_dot_optimizer_dot_v1_dot_optimizer__pb2.ControlSignalsRequest.FromString,
                     response_serializer=almere_dot_optimizer_dot_v1_dot_optimizer__pb2.ControlSignalsResponse.SerializeToString,
@@ -406,7 +408,7 @@ class OptimizerService:
             _registered_method=True)
 
     @staticmethod
-    def ControlSignals(request,
+    def ControlSignals(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -416,8 +418,8 @@ class OptimizerService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_stream(
+            request_iterator,
             target,
             '/almere.optimizer.v1.OptimizerService/ControlSignals',
             almere_dot_optimizer_dot_v1_dot_optimizer__pb2.ControlSignalsRequest.SerializeToString,

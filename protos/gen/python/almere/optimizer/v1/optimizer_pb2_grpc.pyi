@@ -57,12 +57,14 @@ class OptimizerServiceStub:
     """
     ComputeTravelTimes: _grpc.UnaryUnaryMultiCallable[_optimizer_pb2.ComputeTravelTimesRequest, _optimizer_pb2.ComputeTravelTimesResponse]
     """Network travel times from an origin edge to each destination edge under current conditions."""
-    ControlSignals: _grpc.UnaryUnaryMultiCallable[_optimizer_pb2.ControlSignalsRequest, _optimizer_pb2.ControlSignalsResponse]
-    """Adaptive signal control in lockstep: a simulation (or the street's detector concentrator)
-    reports lane counts each second; the optimizer's controllers decide, propose each change to the
-    signal service as an adaptive step (PLAN_TYPE_ADAPTIVE) and return the steps it activated, for
-    the caller to show. One caller drives the lights at a time: a sim_time earlier than the last
-    one starts a new run (controllers start afresh and take the lights over).
+    ControlSignals: _grpc.StreamStreamMultiCallable[_optimizer_pb2.ControlSignalsRequest, _optimizer_pb2.ControlSignalsResponse]
+    """Adaptive signal control in lockstep, as one stream per run: a simulation (or the street's
+    detector concentrator) sends the lane counts that changed each second; the optimizer's
+    controllers decide, apply each change at the signal service as an adaptive step (the takeover
+    by the intersection's proposal policy, the steps after it with SignalService.ApplySteps) and
+    answer every request with one response: the steps applied in that round. One stream drives the
+    lights at a time: a new one starts a new run (controllers start afresh and take the lights
+    over) and ends the one before with ABORTED.
     """
 
 @_typing.type_check_only
@@ -94,12 +96,14 @@ class OptimizerServiceAsyncStub(OptimizerServiceStub):
     """
     ComputeTravelTimes: _aio.UnaryUnaryMultiCallable[_optimizer_pb2.ComputeTravelTimesRequest, _optimizer_pb2.ComputeTravelTimesResponse]  # type: ignore[assignment]
     """Network travel times from an origin edge to each destination edge under current conditions."""
-    ControlSignals: _aio.UnaryUnaryMultiCallable[_optimizer_pb2.ControlSignalsRequest, _optimizer_pb2.ControlSignalsResponse]  # type: ignore[assignment]
-    """Adaptive signal control in lockstep: a simulation (or the street's detector concentrator)
-    reports lane counts each second; the optimizer's controllers decide, propose each change to the
-    signal service as an adaptive step (PLAN_TYPE_ADAPTIVE) and return the steps it activated, for
-    the caller to show. One caller drives the lights at a time: a sim_time earlier than the last
-    one starts a new run (controllers start afresh and take the lights over).
+    ControlSignals: _aio.StreamStreamMultiCallable[_optimizer_pb2.ControlSignalsRequest, _optimizer_pb2.ControlSignalsResponse]  # type: ignore[assignment]
+    """Adaptive signal control in lockstep, as one stream per run: a simulation (or the street's
+    detector concentrator) sends the lane counts that changed each second; the optimizer's
+    controllers decide, apply each change at the signal service as an adaptive step (the takeover
+    by the intersection's proposal policy, the steps after it with SignalService.ApplySteps) and
+    answer every request with one response: the steps applied in that round. One stream drives the
+    lights at a time: a new one starts a new run (controllers start afresh and take the lights
+    over) and ends the one before with ABORTED.
     """
 
 class OptimizerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -174,14 +178,16 @@ class OptimizerServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def ControlSignals(
         self,
-        request: _optimizer_pb2.ControlSignalsRequest,
+        request_iterator: _MaybeAsyncIterator[_optimizer_pb2.ControlSignalsRequest],
         context: _ServicerContext,
-    ) -> _typing.Union[_optimizer_pb2.ControlSignalsResponse, _abc.Awaitable[_optimizer_pb2.ControlSignalsResponse]]:
-        """Adaptive signal control in lockstep: a simulation (or the street's detector concentrator)
-        reports lane counts each second; the optimizer's controllers decide, propose each change to the
-        signal service as an adaptive step (PLAN_TYPE_ADAPTIVE) and return the steps it activated, for
-        the caller to show. One caller drives the lights at a time: a sim_time earlier than the last
-        one starts a new run (controllers start afresh and take the lights over).
+    ) -> _typing.Union[_abc.Iterator[_optimizer_pb2.ControlSignalsResponse], _abc.AsyncIterator[_optimizer_pb2.ControlSignalsResponse]]:
+        """Adaptive signal control in lockstep, as one stream per run: a simulation (or the street's
+        detector concentrator) sends the lane counts that changed each second; the optimizer's
+        controllers decide, apply each change at the signal service as an adaptive step (the takeover
+        by the intersection's proposal policy, the steps after it with SignalService.ApplySteps) and
+        answer every request with one response: the steps applied in that round. One stream drives the
+        lights at a time: a new one starts a new run (controllers start afresh and take the lights
+        over) and ends the one before with ABORTED.
         """
 
 def add_OptimizerServiceServicer_to_server(servicer: OptimizerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

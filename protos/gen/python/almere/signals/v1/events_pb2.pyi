@@ -21,8 +21,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class SignalEvent(_message.Message):
     """Events on JetStream stream SIGNALS. Subject: `almere.signals.v1.<event>.<intersection_id>` with
     <event> one of intersection_imported, intersection_updated, plan_created, plan_proposed,
-    plan_scheduled, plan_activated, plan_rejected, priority_decided, priority_ended. The change carries
-    the intersection's version after it (monotonic per intersection).
+    plan_scheduled, plan_activated, plan_rejected, steps_applied, priority_decided, priority_ended.
+    The change carries the intersection's version after it (monotonic per intersection).
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -101,6 +101,16 @@ class SignalServiceStub:
                 request_serializer=almere_dot_signals_dot_v1_dot_signals__pb2.RejectPlanRequest.SerializeToString,
                 response_deserializer=almere_dot_signals_dot_v1_dot_signals__pb2.RejectPlanResponse.FromString,
                 _registered_method=True)
+        self.ApplySteps = channel.unary_unary(
+                '/almere.signals.v1.SignalService/ApplySteps',
+                request_serializer=almere_dot_signals_dot_v1_dot_signals__pb2.ApplyStepsRequest.SerializeToString,
+                response_deserializer=almere_dot_signals_dot_v1_dot_signals__pb2.ApplyStepsResponse.FromString,
+                _registered_method=True)
+        self.ListSteps = channel.unary_unary(
+                '/almere.signals.v1.SignalService/ListSteps',
+                request_serializer=almere_dot_signals_dot_v1_dot_signals__pb2.ListStepsRequest.SerializeToString,
+                response_deserializer=almere_dot_signals_dot_v1_dot_signals__pb2.ListStepsResponse.FromString,
+                _registered_method=True)
         self.RequestPriority = channel.unary_unary(
                 '/almere.signals.v1.SignalService/RequestPriority',
                 request_serializer=almere_dot_signals_dot_v1_dot_signals__pb2.RequestPriorityRequest.SerializeToString,
@@ -219,6 +229,25 @@ class SignalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApplySteps(self, request, context):
+        """Adaptive steps after a takeover (an active PLAN_TYPE_ADAPTIVE plan), from the optimizer only:
+        each validated against the step before it (as ProposePlan validates a takeover) and applied at
+        once, recorded as a compact step record (ListSteps), not as a plan version. Results come in
+        request order; a refused step changes nothing. The records are committed in batches within a
+        fraction of a second (any plan change waits for them) and published on SIGNALS as
+        steps_applied, one event per intersection and batch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSteps(self, request, context):
+        """The adaptive steps applied at an intersection, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RequestPriority(self, request, context):
         """Asks for green on an approach for a vehicle arriving at eta. Emergency vehicles come first:
         they pre-empt public-transport grants; public transport is denied while an emergency holds it.
@@ -313,6 +342,16 @@ def add_SignalServiceServicer_to_server(servicer, server):
                     servicer.RejectPlan,
                     request_deserializer=almere_dot_signals_dot_v1_dot_signals__pb2.RejectPlanRequest.FromString,
                     response_serializer=almere_dot_signals_dot_v1_dot_signals__pb2.RejectPlanResponse.SerializeToString,
+            ),
+            'ApplySteps': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplySteps,
+                    request_deserializer=almere_dot_signals_dot_v1_dot_signals__pb2.ApplyStepsRequest.FromString,
+                    response_serializer=almere_dot_signals_dot_v1_dot_signals__pb2.ApplyStepsResponse.SerializeToString,
+            ),
+            'ListSteps': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSteps,
+                    request_deserializer=almere_dot_signals_dot_v1_dot_signals__pb2.ListStepsRequest.FromString,
+                    response_serializer=almere_dot_signals_dot_v1_dot_signals__pb2.ListStepsResponse.SerializeToString,
             ),
             'RequestPriority': grpc.unary_unary_rpc_method_handler(
                     servicer.RequestPriority,
@@ -666,6 +705,60 @@ class SignalService:
             '/almere.signals.v1.SignalService/RejectPlan',
             almere_dot_signals_dot_v1_dot_signals__pb2.RejectPlanRequest.SerializeToString,
             almere_dot_signals_dot_v1_dot_signals__pb2.RejectPlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplySteps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/almere.signals.v1.SignalService/ApplySteps',
+            almere_dot_signals_dot_v1_dot_signals__pb2.ApplyStepsRequest.SerializeToString,
+            almere_dot_signals_dot_v1_dot_signals__pb2.ApplyStepsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSteps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/almere.signals.v1.SignalService/ListSteps',
+            almere_dot_signals_dot_v1_dot_signals__pb2.ListStepsRequest.SerializeToString,
+            almere_dot_signals_dot_v1_dot_signals__pb2.ListStepsResponse.FromString,
             options,
             channel_credentials,
             insecure,

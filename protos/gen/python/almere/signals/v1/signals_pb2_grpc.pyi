@@ -68,6 +68,16 @@ class SignalServiceStub:
     """Activates a held proposal."""
     RejectPlan: _grpc.UnaryUnaryMultiCallable[_signals_pb2.RejectPlanRequest, _signals_pb2.RejectPlanResponse]
     """Rejects a held proposal."""
+    ApplySteps: _grpc.UnaryUnaryMultiCallable[_signals_pb2.ApplyStepsRequest, _signals_pb2.ApplyStepsResponse]
+    """Adaptive steps after a takeover (an active PLAN_TYPE_ADAPTIVE plan), from the optimizer only:
+    each validated against the step before it (as ProposePlan validates a takeover) and applied at
+    once, recorded as a compact step record (ListSteps), not as a plan version. Results come in
+    request order; a refused step changes nothing. The records are committed in batches within a
+    fraction of a second (any plan change waits for them) and published on SIGNALS as
+    steps_applied, one event per intersection and batch.
+    """
+    ListSteps: _grpc.UnaryUnaryMultiCallable[_signals_pb2.ListStepsRequest, _signals_pb2.ListStepsResponse]
+    """The adaptive steps applied at an intersection, newest first."""
     RequestPriority: _grpc.UnaryUnaryMultiCallable[_signals_pb2.RequestPriorityRequest, _signals_pb2.RequestPriorityResponse]
     """Asks for green on an approach for a vehicle arriving at eta. Emergency vehicles come first:
     they pre-empt public-transport grants; public transport is denied while an emergency holds it.
@@ -123,6 +133,16 @@ class SignalServiceAsyncStub(SignalServiceStub):
     """Activates a held proposal."""
     RejectPlan: _aio.UnaryUnaryMultiCallable[_signals_pb2.RejectPlanRequest, _signals_pb2.RejectPlanResponse]  # type: ignore[assignment]
     """Rejects a held proposal."""
+    ApplySteps: _aio.UnaryUnaryMultiCallable[_signals_pb2.ApplyStepsRequest, _signals_pb2.ApplyStepsResponse]  # type: ignore[assignment]
+    """Adaptive steps after a takeover (an active PLAN_TYPE_ADAPTIVE plan), from the optimizer only:
+    each validated against the step before it (as ProposePlan validates a takeover) and applied at
+    once, recorded as a compact step record (ListSteps), not as a plan version. Results come in
+    request order; a refused step changes nothing. The records are committed in batches within a
+    fraction of a second (any plan change waits for them) and published on SIGNALS as
+    steps_applied, one event per intersection and batch.
+    """
+    ListSteps: _aio.UnaryUnaryMultiCallable[_signals_pb2.ListStepsRequest, _signals_pb2.ListStepsResponse]  # type: ignore[assignment]
+    """The adaptive steps applied at an intersection, newest first."""
     RequestPriority: _aio.UnaryUnaryMultiCallable[_signals_pb2.RequestPriorityRequest, _signals_pb2.RequestPriorityResponse]  # type: ignore[assignment]
     """Asks for green on an approach for a vehicle arriving at eta. Emergency vehicles come first:
     they pre-empt public-transport grants; public transport is denied while an emergency holds it.
@@ -247,6 +267,28 @@ class SignalServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_signals_pb2.RejectPlanResponse, _abc.Awaitable[_signals_pb2.RejectPlanResponse]]:
         """Rejects a held proposal."""
+
+    @_abc_1.abstractmethod
+    def ApplySteps(
+        self,
+        request: _signals_pb2.ApplyStepsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_signals_pb2.ApplyStepsResponse, _abc.Awaitable[_signals_pb2.ApplyStepsResponse]]:
+        """Adaptive steps after a takeover (an active PLAN_TYPE_ADAPTIVE plan), from the optimizer only:
+        each validated against the step before it (as ProposePlan validates a takeover) and applied at
+        once, recorded as a compact step record (ListSteps), not as a plan version. Results come in
+        request order; a refused step changes nothing. The records are committed in batches within a
+        fraction of a second (any plan change waits for them) and published on SIGNALS as
+        steps_applied, one event per intersection and batch.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSteps(
+        self,
+        request: _signals_pb2.ListStepsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_signals_pb2.ListStepsResponse, _abc.Awaitable[_signals_pb2.ListStepsResponse]]:
+        """The adaptive steps applied at an intersection, newest first."""
 
     @_abc_1.abstractmethod
     def RequestPriority(
