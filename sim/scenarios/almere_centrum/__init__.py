@@ -7,6 +7,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import sumolib
 from libs.sumo_tools import convert, sumo_binary
 from libs.sumo_tools import run_sumo as plain_sumo
 from sim.scenarios.almere_centrum import demand, layout
+from sim.scenarios.almere_centrum.layout import Facility
 
 NAME = "almere-centrum"
 
@@ -77,11 +79,37 @@ class Scenario:
         return walks
 
 
+def sumocfg(network: Path, routes: Path, additional: Path, *, horizon_s: float, seed: int) -> str:
+    """A run's SUMO configuration (files beside it, by name): route errors skip the vehicle, a car
+    stuck 300 s teleports, quiet logs."""
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<configuration>
+  <input>
+    <net-file value="{network.name}"/>
+    <route-files value="{routes.name}"/>
+    <additional-files value="{additional.name}"/>
+  </input>
+  <time><begin value="0"/><end value="{horizon_s:.0f}"/></time>
+  <processing>
+    <ignore-route-errors value="true"/>
+    <time-to-teleport value="300"/>
+  </processing>
+  <random_number><seed value="{seed}"/></random_number>
+  <report><no-step-log value="true"/><no-warnings value="true"/></report>
+</configuration>
+"""
+
+
 def parking_xml(network: Path) -> str:
     """One parkingArea per facility, on the rightmost lane of its edge, with the facility's capacity."""
-    net = sumolib.net.readNet(str(network), withInternal=False)
+    return parking_areas_xml(sumolib.net.readNet(str(network), withInternal=False), layout.FACILITIES)
+
+
+def parking_areas_xml(net: Any, facilities: Sequence[Facility]) -> str:
+    """One parkingArea per facility (on a sumolib net), on the rightmost lane of its edge, with the
+    facility's capacity (the generated city's too)."""
     lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<additional>"]
-    for f in layout.FACILITIES:
+    for f in facilities:
         lane = net.getEdge(f.edge).getLane(0)
         length = lane.getLength()
         lines.append(
@@ -241,24 +269,7 @@ def build(
     walks = out_dir / f"walks-seed{seed}.json"
     walks.write_text(json.dumps({t.vid: t.walk_to for t in trips if t.kind in ("visitor", "event")}))
     config = out_dir / f"{NAME}-seed{seed}.sumocfg"
-    config.write_text(
-        f"""<?xml version="1.0" encoding="UTF-8"?>
-<configuration>
-  <input>
-    <net-file value="{network.name}"/>
-    <route-files value="{routes.name}"/>
-    <additional-files value="{parking.name}"/>
-  </input>
-  <time><begin value="0"/><end value="{horizon_s:.0f}"/></time>
-  <processing>
-    <ignore-route-errors value="true"/>
-    <time-to-teleport value="300"/>
-  </processing>
-  <random_number><seed value="{seed}"/></random_number>
-  <report><no-step-log value="true"/><no-warnings value="true"/></report>
-</configuration>
-"""
-    )
+    config.write_text(sumocfg(network, routes, parking, horizon_s=horizon_s, seed=seed))
     scenario = Scenario(
         directory=out_dir,
         network=network,

@@ -16,7 +16,7 @@ from typing import Any
 import sumolib
 
 from libs.sumo_tools import convert, sumo_binary
-from sim.scenarios.almere_centrum import actuated_xml
+from sim.scenarios.almere_centrum import actuated_xml, parking_areas_xml, sumocfg
 from sim.scenarios.almere_centrum.layout import Facility
 from sim.scenarios.city import demand, layout, parking
 from sim.variants import ScriptedIncident
@@ -107,25 +107,6 @@ def _route(network: Path, trips: Path, parking_file: Path, routes: Path) -> None
     )
 
 
-def _config(network: Path, routes: Path, parking_file: Path, *, horizon_s: float, seed: int) -> str:
-    return f"""<?xml version="1.0" encoding="UTF-8"?>
-<configuration>
-  <input>
-    <net-file value="{network.name}"/>
-    <route-files value="{routes.name}"/>
-    <additional-files value="{parking_file.name}"/>
-  </input>
-  <time><begin value="0"/><end value="{horizon_s:.0f}"/></time>
-  <processing>
-    <ignore-route-errors value="true"/>
-    <time-to-teleport value="300"/>
-  </processing>
-  <random_number><seed value="{seed}"/></random_number>
-  <report><no-step-log value="true"/><no-warnings value="true"/></report>
-</configuration>
-"""
-
-
 def build(
     out_dir: Path, *, lights: int, seed: int = 1, scale: float = 1.0, horizon_s: float = 3600, event: bool = True
 ) -> CityScenario:
@@ -145,7 +126,7 @@ def build(
     facilities = grid.facilities()
     net = sumolib.net.readNet(str(network), withInternal=False)
     parking_file = out_dir / "parking.add.xml"
-    parking_file.write_text(parking.parking_xml(net, facilities))
+    parking_file.write_text(parking_areas_xml(net, facilities))
     rerouters = out_dir / "rerouters.add.xml"
     rerouters.write_text(parking.rerouters_xml(net, facilities, guided=False))
     guided = out_dir / "rerouters-guided.add.xml"
@@ -160,7 +141,7 @@ def build(
     walks = out_dir / f"walks-seed{seed}.json"
     walks.write_text(json.dumps({t.vid: t.walk_to for t in trips if t.walk_to}))
     config = out_dir / f"city-seed{seed}.sumocfg"
-    config.write_text(_config(network, routes, parking_file, horizon_s=horizon_s, seed=seed))
+    config.write_text(sumocfg(network, routes, parking_file, horizon_s=horizon_s, seed=seed))
     scenario = CityScenario(
         lights=grid.lights,
         network=network,

@@ -14,21 +14,6 @@ from sim.scenarios.almere_centrum.layout import Facility
 ALTERNATIVES = 5  # the areas a driver finding one full may try next
 
 
-def parking_xml(net: Any, facilities: list[Facility]) -> str:
-    """One parkingArea per facility (on a sumolib net), on the rightmost lane of its edge, with the
-    facility's capacity."""
-    lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<additional>"]
-    for f in facilities:
-        lane = net.getEdge(f.edge).getLane(0)
-        length = lane.getLength()
-        lines.append(
-            f'  <parkingArea id="{f.facility_id}" lane="{lane.getID()}" startPos="{0.2 * length:.1f}" '
-            f'endPos="{0.8 * length:.1f}" roadsideCapacity="{f.capacity}" name="{f.display_name}"/>'
-        )
-    lines.append("</additional>")
-    return "\n".join(lines) + "\n"
-
-
 def rerouters_xml(net: Any, facilities: list[Facility], *, guided: bool) -> str:
     """A rerouter on each area's edge sending a driver who finds it full to one of the ALTERNATIVES
     nearest areas. Blind (`guided` False): the other areas' occupancy is unknown, as drivers without
