@@ -60,13 +60,18 @@ def _equip(stack: Stack, shares: set[float]) -> None:
 
 
 def run_with_stack(
-    specs: list[RunSpec], say: Callable[[str], None] = print, *, stack_dir: Path | None = None
+    specs: list[RunSpec], say: Callable[[str], None] = print, *, stack_dir: Path | None = None, alone: bool = True
 ) -> list[Path]:
-    """The runs one after another on a stack of their own (in `stack_dir`, default <out>/stack)."""
+    """The runs one after another on a stack of their own (in `stack_dir`, default <out>/stack);
+    `alone`: no other stack starts beside it (it may take the well-known ports)."""
     scenario = prepare(specs[0])
     data_dir = stack_dir or specs[0].out_root / "stack"
     settings = Settings(data_dir=data_dir, network_file=scenario.network, log_level="WARNING")
-    stack = Stack(settings=settings, callers=twin_callers(f.operator_id for f in scenario.parking_facilities()))
+    stack = Stack(
+        settings=settings,
+        callers=twin_callers(f.operator_id for f in scenario.parking_facilities()),
+        default_ports=alone,
+    )
     stack.start()
     say(stack.describe())
     import_lights(stack)
@@ -98,7 +103,7 @@ def run_modes(specs: list[RunSpec], say: Callable[[str], None] = print, *, stack
         baseline_runs = pool.submit(run_many, baselines, workers=1) if baselines else None
         stack_dirs = [None] if len(groups) == 1 else [g[0].out_root / f"stack-{i + 1}" for i, g in enumerate(groups)]
         grouped = [
-            pool.submit(run_with_stack, group, say, stack_dir=stack_dir)
+            pool.submit(run_with_stack, group, say, stack_dir=stack_dir, alone=len(groups) == 1)
             for group, stack_dir in zip(groups, stack_dirs, strict=True)
         ]
         done = {

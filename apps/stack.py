@@ -112,6 +112,10 @@ class Stack:
     # Where each bus user's NKey seed is (<name>.nk): issued for our own nats-server, or given with an
     # external one ($ALMERE_NATS_KEYS_DIR).
     bus_keys: Path | None = None
+    # The well-known ports when free (a user's stack); False: ports the kernel picks, for stacks
+    # started side by side, which would otherwise both find a default port free and one would
+    # answer the other's health checks.
+    default_ports: bool = True
     _environments: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
@@ -127,7 +131,7 @@ class Stack:
         self.network = env["ALMERE_NETWORK_FILE"]
         try:
             try:
-                self._serve_all(env, default_ports=True)
+                self._serve_all(env, default_ports=self.default_ports)
             except ServiceExited:
                 # Another stack on this machine bound a default port between our check and the
                 # service's bind: this time the kernel picks every port.
@@ -149,7 +153,7 @@ class Stack:
             keys_dir = os.environ.get("ALMERE_NATS_KEYS_DIR")
             self.bus_keys = Path(keys_dir).resolve() if keys_dir else None
             return os.environ["ALMERE_NATS_URL"]
-        port = 4222 if port_is_free(self.settings.bind_host, 4222) else None
+        port = 4222 if self.default_ports and port_is_free(self.settings.bind_host, 4222) else None
         self.bus_keys = self.data_dir / "bus-keys"
         keys = issue_bus_keys(self.bus_keys)
         self.nats = start_nats(self.data_dir / "nats", port, self.settings.bind_host, keys=keys)

@@ -315,6 +315,7 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
     async def ListIntersectionHistory(
         self, request: pb.ListIntersectionHistoryRequest, context: Context
     ) -> pb.ListIntersectionHistoryResponse:
+        await self._steps.flush()  # the applied steps' batches are listed
         rows, token = await usecases.HISTORY.page(
             self._engine,
             entity_id=_intersection_id(request.parent, "parent"),

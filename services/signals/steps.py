@@ -99,7 +99,11 @@ class StepLedger:
             self._flushing = asyncio.get_running_loop().create_task(self.flush())
 
     async def flush(self) -> None:
-        """Commit the queued steps (a plan change calls this first, so it follows them)."""
+        """Commit the queued steps (a plan change calls this first, so it follows them), and wait
+        for a commit of earlier ones already under way: a reader after this sees every applied step."""
+        running = self._flushing
+        if running is not None and not running.done() and running is not asyncio.current_task():
+            await asyncio.shield(running)
         while self._pending:
             pending, self._pending = self._pending, []
             by_caller: dict[str, usecases.RecordSteps] = {}
