@@ -73,10 +73,10 @@ def run_with_stack(
         default_ports=alone,
     )
     stack.start()
-    say(stack.describe())
-    import_lights(stack)
-    _equip(stack, {s.equipped for s in specs})
     try:
+        say(stack.describe())
+        import_lights(stack)
+        _equip(stack, {s.equipped for s in specs})
         # One after another: runs sharing a stack would report to the same facilities at once.
         return run_many([replace(s, services_dir=stack.data_dir) for s in specs], workers=1)
     finally:
