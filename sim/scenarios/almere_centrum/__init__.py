@@ -3,12 +3,11 @@ a run of the twin needs of it (`sim.scenarios.registry.RunnableScenario`)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import sumolib
 
 from libs.sumo_tools import convert, sumo_binary
 from libs.sumo_tools import run_sumo as plain_sumo
+from sim.scenarios import build_cache
 from sim.scenarios.almere_centrum import demand, layout
 from sim.scenarios.almere_centrum.layout import Facility
 
@@ -206,13 +206,6 @@ def detectors_xml(network: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _code_digest() -> str:
-    """A build depends on the code that generates it: a changed layout or demand means a new build."""
-    here = Path(__file__).resolve().parent
-    sources = sorted(here.glob("*.py"))
-    return hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
-
-
 def _route(network: Path, trips: Path, routes: Path) -> None:
     """Fixed routes on the empty network (duarouter), stops kept: drivers plan before they leave and
     only re-plan when they have a rerouting device (mode sumo) or meet a closure."""
@@ -242,11 +235,14 @@ def build(
     """Write network, parking, rerouters, routes and a .sumocfg into out_dir (or reuse them when a
     build with the same inputs is there: runs of several seeds share one folder)."""
     manifest = out_dir / f"scenario-seed{seed}.json"
-    inputs = {"scale": scale, "horizon_s": horizon_s, "event": event, "code": _code_digest()}
-    if manifest.exists():
-        data = json.loads(manifest.read_text())
-        if data.get("inputs") == inputs:
-            return Scenario.from_json(data["scenario"])
+    inputs = {
+        "scale": scale,
+        "horizon_s": horizon_s,
+        "event": event,
+        "code": build_cache.code_digest(Path(__file__).parent),
+    }
+    if (saved := build_cache.cached(manifest, inputs)) is not None:
+        return Scenario.from_json(saved)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "nodes.nod.xml").write_text(layout.nodes_xml())
     (out_dir / "edges.edg.xml").write_text(layout.edges_xml())
@@ -284,8 +280,7 @@ def build(
         horizon_s=horizon_s,
         trips=len(trips),
     )
-    fields = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(scenario).items()}
-    manifest.write_text(json.dumps({"inputs": inputs, "scenario": fields}))
+    build_cache.save(manifest, inputs, scenario)
     return scenario
 
 
