@@ -16,6 +16,7 @@ $(BIN)/python:
 
 $(INSTALLED): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps parkapi-sources==0.24.0  # see pyproject's dev extras
 	touch $@
 
 demo: $(INSTALLED)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, Table, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -119,8 +119,19 @@ def writer_lock(engine: Engine) -> contextlib.AbstractContextManager[None]:
 
 
 def create_tables(engine: Engine, tables: Iterable[type[SQLModel]]) -> None:
-    """Create a service's tables if missing (idempotent)."""
-    SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in tables])  # type: ignore[attr-defined]
+    """Create a service's tables if missing, and add the nullable columns a newer release added to
+    tables an older one created (idempotent). Anything more than an added column needs a migration."""
+    schema: list[Table] = [t.__table__ for t in tables]  # type: ignore[attr-defined]
+    SQLModel.metadata.create_all(engine, tables=schema)
+    existing = inspect(engine)
+    with engine.begin() as connection:
+        for table in schema:
+            have = {c["name"] for c in existing.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in have and column.nullable:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    # Names come from our own table definitions, never from input.
+                    connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
 @dataclass

@@ -8,10 +8,11 @@ from typing import Any
 
 from almere.parking.v1 import parking_pb2 as pb
 from almere.type.v1 import geo_pb2
+from google.protobuf import duration_pb2
 
-from services.common.clock import to_timestamp
+from services.common.clock import to_timestamp, utcnow
 from services.common.opening_hours import windows
-from services.parking.logic import Thresholds, facility_name
+from services.parking.logic import Thresholds, facility_name, is_stale
 from services.parking.models import Facility
 
 
@@ -35,6 +36,8 @@ class OccupancyRow:
     source_time: datetime | None
     occupancy_time: datetime | None
     update_time: datetime
+    count_time: datetime | None
+    stale_after_s: float | None
 
 
 # What the occupancy rules read and change: the ORM row, or its hot-path subset.
@@ -58,6 +61,7 @@ def occupancy_to_proto(row: FacilityView) -> pb.Occupancy:
         source_time=to_timestamp(row.source_time),
         update_time=to_timestamp(row.occupancy_time),
         version=row.version,
+        stale=is_stale(row.count_time, row.stale_after_s, now=utcnow()),
     )
 
 
@@ -83,6 +87,7 @@ def facility_to_proto(row: Facility) -> pb.Facility:
         create_time=to_timestamp(row.create_time),
         update_time=to_timestamp(row.update_time),
         occupancy=occupancy_to_proto(row),
+        stale_after=duration_pb2.Duration(seconds=round(row.stale_after_s)) if row.stale_after_s else None,
     )
 
 
@@ -104,4 +109,5 @@ def facility_fields(f: pb.Facility) -> dict[str, Any]:
         "almost_full": f.thresholds.almost_full,
         "full": f.thresholds.full,
         "hysteresis": f.thresholds.hysteresis,
+        "stale_after_s": f.stale_after.ToTimedelta().total_seconds() or None,
     }

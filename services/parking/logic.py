@@ -21,6 +21,7 @@ from services.common.opening_hours import DEFAULT_TIME_ZONE, parse_clock
 NAME_PREFIX = "facilities/"
 MAX_CAPACITY = 100_000
 MAX_EDGES = 64
+MAX_STALE_AFTER_S = 7 * 86400
 MAX_BATCH_EVENTS = 10_000
 # Clocks of field systems drift; a count "from the future" beyond this is a client bug.
 CLOCK_SKEW = timedelta(seconds=60)
@@ -87,12 +88,23 @@ def validate_facility(f: pb.Facility) -> None:
         raise InvalidArgument(f"time_zone {f.time_zone!r} is not an IANA time zone") from None
     if f.state not in (pb.FACILITY_STATE_OPEN, pb.FACILITY_STATE_CLOSED):
         raise InvalidArgument("state must be FACILITY_STATE_OPEN or FACILITY_STATE_CLOSED")
+    if f.HasField("stale_after"):
+        seconds = f.stale_after.seconds + f.stale_after.nanos / 1e9
+        if not (0 <= f.stale_after.nanos <= 999_999_999 and 0 <= seconds <= MAX_STALE_AFTER_S):
+            raise InvalidArgument(f"stale_after must be between 0 and {MAX_STALE_AFTER_S} s, got {seconds} s")
     t = f.thresholds
     if not (0 < t.almost_full <= t.full <= 1.5 and 0 <= t.hysteresis <= 0.5):
         raise InvalidArgument(
             "thresholds need 0 < almost_full <= full <= 1.5 and 0 <= hysteresis <= 0.5, "
             f"got {t.almost_full}, {t.full}, {t.hysteresis}"
         )
+
+
+def is_stale(count_time: datetime | None, stale_after_s: float | None, *, now: datetime) -> bool:
+    """Whether a facility watched for silence (stale_after_s) has no count measured within it."""
+    if not stale_after_s:
+        return False
+    return count_time is None or (now - count_time).total_seconds() > stale_after_s
 
 
 def apply_defaults(f: pb.Facility) -> None:

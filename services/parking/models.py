@@ -44,6 +44,10 @@ class Facility(SQLModel, table=True):
     report_time: datetime | None = Field(default=None, sa_type=UtcDateTime)
     source_time: datetime | None = Field(default=None, sa_type=UtcDateTime)
     occupancy_time: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    # When the last count (report or gate events) was measured; with stale_after_s it tells whether
+    # the field system or its feed has gone silent. Facility updates leave it alone.
+    count_time: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    stale_after_s: float | None = None
 
 
 class OccupancySample(SQLModel, table=True):

@@ -46,6 +46,7 @@ UPDATABLE_FIELDS = frozenset(
         "time_zone",
         "state",
         "thresholds",
+        "stale_after",
     }
 )
 
@@ -65,6 +66,7 @@ MUTABLE_COLUMNS = [
     "source_time",
     "occupancy_time",
     "update_time",
+    "count_time",
 ]
 _SAVE_OCCUPANCY = (
     update(FACILITY).where(FACILITY.c.id == bindparam("b_id")).values({c: bindparam(f"b_{c}") for c in MUTABLE_COLUMNS})
@@ -260,7 +262,7 @@ def report_occupancies(session: Session, items: Sequence[ReportOccupancy]) -> li
             previous_status = row.status
             row.occupied = row.reported_occupied = occupied
             row.sequence = item.request.sequence
-            row.report_time = item.source_time
+            row.report_time = row.count_time = item.source_time
             row.status = _derive(row)
             occupancy = changes.occupancy(
                 row,
@@ -311,6 +313,7 @@ def record_gate_batches(session: Session, items: Sequence[GateBatchItem]) -> lis
         seen.add(key)
         previous_status = row.status
         row.occupied = logic.apply_gate_counts(row.occupied, item.entries, item.exits)
+        row.count_time = max(item.latest, row.count_time) if row.count_time else item.latest
         row.status = _derive(row)
         occupancy = changes.occupancy(
             row,

@@ -299,3 +299,44 @@ async def test_recommendation_skips_full_closed_and_far_facilities(client: Parki
     )
     assert [r.facility.name for r in reply.recommendations] == ["facilities/garage-near"]
     assert reply.recommendations[0].walk_meters == pytest.approx(89, abs=2)
+
+
+async def test_a_silent_feed_shows_stale_on_every_read(client: Parking) -> None:
+    """A facility watched for silence (stale_after) shows its last count as stale once no newer count
+    was measured within that time: repeats of the same report do not refresh it, a new count does,
+    and facilities without stale_after never go stale."""
+    await client.create("garage-a", capacity=100)
+    await client.create("garage-b", capacity=100)
+    two_minutes_ago = datetime.now(UTC) - timedelta(minutes=2)
+    assert not (await client.report("garage-a", 40, 1, when=two_minutes_ago)).occupancy.stale
+    engineer = client.as_("engineer")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await engineer.UpdateFacility(
+            pb.UpdateFacilityRequest(
+                facility=pb.Facility(name="facilities/garage-a", stale_after=Duration(seconds=-5)),
+                update_mask=FieldMask(paths=["stale_after"]),
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "stale_after" in (err.value.details() or "")
+    operator = client.as_("operator")  # an operator sets it for its own facility, as its feed adapter does
+    updated = await operator.UpdateFacility(
+        pb.UpdateFacilityRequest(
+            facility=pb.Facility(name="facilities/garage-a", stale_after=Duration(seconds=60)),
+            update_mask=FieldMask(paths=["stale_after"]),
+        )
+    )
+    # The last count was measured two minutes ago: stale at once, also when the same report comes again.
+    assert updated.facility.stale_after.seconds == 60 and updated.facility.occupancy.stale
+    repeat = await client.report("garage-a", 40, 1, when=two_minutes_ago)
+    assert repeat.outcome == pb.REPORT_OUTCOME_DUPLICATE and repeat.occupancy.stale
+    get = await engineer.GetOccupancy(pb.GetOccupancyRequest(facility="facilities/garage-a"))
+    listed = {f.name: f for f in (await engineer.ListFacilities(pb.ListFacilitiesRequest())).facilities}
+    facility = await engineer.GetFacility(pb.GetFacilityRequest(name="facilities/garage-a"))
+    assert get.occupancy.stale and listed["facilities/garage-a"].occupancy.stale and facility.facility.occupancy.stale
+    assert not listed["facilities/garage-b"].occupancy.stale  # no stale_after: never stale
+    watch = engineer.WatchOccupancy(pb.WatchOccupancyRequest(facilities=["facilities/garage-a"]))
+    first = await anext(aiter(watch))
+    watch.cancel()
+    assert first.snapshot and first.occupancy.stale
+    fresh = await client.report("garage-a", 42, 2)
+    assert fresh.outcome == pb.REPORT_OUTCOME_ACCEPTED and not fresh.occupancy.stale

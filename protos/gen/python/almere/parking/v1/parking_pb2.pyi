@@ -243,6 +243,7 @@ class Facility(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     OCCUPANCY_FIELD_NUMBER: _builtins.int
+    STALE_AFTER_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `facilities/{facility}`."""
     display_name: _builtins.str
@@ -285,6 +286,12 @@ class Facility(_message.Message):
     def occupancy(self) -> Global___Occupancy:
         """Output only. The current occupancy."""
 
+    @_builtins.property
+    def stale_after(self) -> _duration_pb2.Duration:
+        """How long a count stays current: when no newer count was measured within this time (its field
+        system or feed fell silent), the occupancy is shown as stale. Unset or zero: never stale.
+        """
+
     def __init__(
         self,
         *,
@@ -304,10 +311,11 @@ class Facility(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         occupancy: Global___Occupancy | None = ...,
+        stale_after: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "location", b"location", "occupancy", b"occupancy", "thresholds", b"thresholds", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "location", b"location", "occupancy", b"occupancy", "stale_after", b"stale_after", "thresholds", b"thresholds", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "create_time", b"create_time", "display_name", b"display_name", "entrance_edge_ids", b"entrance_edge_ids", "kind", b"kind", "location", b"location", "name", b"name", "occupancy", b"occupancy", "opening_hours", b"opening_hours", "operator_id", b"operator_id", "state", b"state", "sumo_parking_area_id", b"sumo_parking_area_id", "thresholds", b"thresholds", "time_zone", b"time_zone", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "create_time", b"create_time", "display_name", b"display_name", "entrance_edge_ids", b"entrance_edge_ids", "kind", b"kind", "location", b"location", "name", b"name", "occupancy", b"occupancy", "opening_hours", b"opening_hours", "operator_id", b"operator_id", "stale_after", b"stale_after", "state", b"state", "sumo_parking_area_id", b"sumo_parking_area_id", "thresholds", b"thresholds", "time_zone", b"time_zone", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -329,6 +337,7 @@ class Occupancy(_message.Message):
     SOURCE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    STALE_FIELD_NUMBER: _builtins.int
     facility: _builtins.str
     """Resource name of the facility: `facilities/{facility}`."""
     occupied_spaces: _builtins.int
@@ -341,6 +350,10 @@ class Occupancy(_message.Message):
     """Sequence number of the last accepted count report."""
     version: _builtins.int
     """The facility's version after the last change."""
+    stale: _builtins.bool
+    """Output only. True when the facility has a `stale_after` and the last count was measured longer
+    ago than that (or never): the figures above are the last known, not the current ones.
+    """
     @_builtins.property
     def source_time(self) -> _timestamp_pb2.Timestamp:
         """When the last change was measured by the field system."""
@@ -362,10 +375,11 @@ class Occupancy(_message.Message):
         source_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         version: _builtins.int = ...,
+        stale: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["source_time", b"source_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "facility", b"facility", "free_spaces", b"free_spaces", "occupancy_ratio", b"occupancy_ratio", "occupied_spaces", b"occupied_spaces", "sequence", b"sequence", "source_time", b"source_time", "status", b"status", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "facility", b"facility", "free_spaces", b"free_spaces", "occupancy_ratio", b"occupancy_ratio", "occupied_spaces", b"occupied_spaces", "sequence", b"sequence", "source_time", b"source_time", "stale", b"stale", "status", b"status", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
