@@ -63,6 +63,11 @@ def _dev_caller(text: str) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.service == "gateway":  # HTTP, not a gRPC service with tables of its own
+        from services.gateway.service import serve as serve_gateway
+
+        serve_gateway(Settings())
+        return 0
     serve(_spec(args.service), Settings())
     return 0
 
@@ -263,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     up.set_defaults(func=cmd_up)
     p = sub.add_parser("serve", help="run one service (what a Kubernetes pod runs)")
-    p.add_argument("service", choices=sorted(SERVICE_MODULES))
+    p.add_argument("service", choices=sorted([*SERVICE_MODULES, "gateway"]))
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("migrate", help="create or upgrade one service's tables")
     p.add_argument("service", choices=sorted(SERVICE_MODULES))

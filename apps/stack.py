@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from apps.natsd import NatsServer, client_options, issue_bus_keys, port_is_free, start_nats
@@ -21,7 +22,9 @@ from services.common.channels import open_blocking_channel, open_channel, uses_t
 from services.common.config import DEFAULT_PORTS, Settings
 from sim.named_networks import build_network
 
-SERVICES = ["parking", "incidents", "signals", "optimizer"]
+SERVICES = ["parking", "incidents", "signals", "optimizer", "gateway"]
+# Served over HTTP (health at /readyz, metrics at /metrics on the same port), not gRPC.
+HTTP_SERVICES = frozenset({"gateway"})
 METRICS_PORT_BASE = 9101
 # Development callers `almere up --caller <name>` issues when no tokens file is configured (any
 # other as `--caller <name>=<role>`); without --caller, an engineer only.
@@ -37,8 +40,8 @@ DEV_CALLERS = {
 DEFAULT_CALLERS = ("engineer",)
 # The services that call others, each with a development token of its own whenever it runs (in no
 # credentials.json; nobody asks for it): the optimizer proposes signal steps, the parking service
-# asks the optimizer for travel times.
-SERVICE_CALLERS = {"optimizer": "optimizer", "parking": "service:parking"}
+# asks the optimizer for travel times, the gateway reads its open-data feeds as the public.
+SERVICE_CALLERS = {"optimizer": "optimizer", "parking": "service:parking", "gateway": "public"}
 
 
 def dev_callers(*asked: str) -> dict[str, str]:
@@ -68,6 +71,22 @@ def free_port(host: str, preferred: int = 0) -> int:
 
 class ServiceExited(RuntimeError):
     """A service process ended before it served (e.g. its port was taken after we checked it)."""
+
+
+def wait_http_ready(url: str, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Until GET `url` answers 200 (the gateway's /readyz: it and the services behind it serve)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=1, verify=False).status_code == 200:  # noqa: S501 (loopback health probe)
+                return
+        except httpx.HTTPError:
+            pass
+        if process is not None and process.poll() is not None:
+            raise ServiceExited(f"the service for {url} exited with {process.returncode} before serving")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f} s")
+        time.sleep(0.1)
 
 
 def wait_serving(
@@ -201,7 +220,10 @@ class Stack:
     def _serve_all(self, env: dict[str, str], *, default_ports: bool) -> None:
         self._spawn_services(env, default_ports=default_ports)
         for name, address in self.endpoints.items():
-            wait_serving(address, process=self.processes[name], settings=self.settings)
+            if name in HTTP_SERVICES:
+                wait_http_ready(f"{address}/readyz", process=self.processes[name])
+            else:
+                wait_serving(address, process=self.processes[name], settings=self.settings)
 
     def _spawn_services(self, env: dict[str, str], *, default_ports: bool) -> None:
         """One process per service on a free port (its default when free and `default_ports`), each
@@ -212,14 +234,22 @@ class Stack:
             env["ALMERE_OPTIMIZER_ADDRESS"] = f"{host}:{ports['optimizer']}"
         if "signals" in ports:  # the optimizer proposes adaptive signal steps
             env["ALMERE_SIGNALS_ADDRESS"] = f"{host}:{ports['signals']}"
+        for read in ("parking", "incidents"):  # the gateway reads and feeds them
+            if read in ports:
+                env[f"ALMERE_{read.upper()}_ADDRESS"] = f"{host}:{ports[read]}"
         for index, name in enumerate(self.services):
             port = ports[name]
-            metrics_port = free_port(host, METRICS_PORT_BASE + index if default_ports else 0)
-            self.metrics[name] = f"http://{host}:{metrics_port}/metrics"
+            scheme = "https" if self.settings.tls_enabled else "http"
+            if name in HTTP_SERVICES:  # metrics on its own port, beside its routes
+                metrics_port = 0
+                self.metrics[name] = f"{scheme}://{host}:{port}/metrics"
+            else:
+                metrics_port = free_port(host, METRICS_PORT_BASE + index if default_ports else 0)
+                self.metrics[name] = f"http://{host}:{metrics_port}/metrics"
             # A service calling others (the optimizer, parking) gets its development caller's token.
             token = self.service_tokens.get(name)
             own_token = {"ALMERE_SERVICE_TOKEN": token} if token else {}
-            if self.bus_keys:
+            if self.bus_keys and name not in HTTP_SERVICES:
                 own_token["ALMERE_NATS_NKEY_SEED_FILE"] = str(self.bus_keys / f"{name}.nk")
             # Logs go to <name>.log, rotated by size; stdout and stderr (a crash before logging starts)
             # to <name>.out.
@@ -228,7 +258,7 @@ class Stack:
                 env, ALMERE_PORT=str(port), ALMERE_METRICS_PORT=str(metrics_port), **own_token, **log_file
             )
             self._launch(name)
-            self.endpoints[name] = f"{host}:{port}"
+            self.endpoints[name] = f"{scheme}://{host}:{port}" if name in HTTP_SERVICES else f"{host}:{port}"
 
     def _launch(self, name: str) -> None:
         log = os.fdopen(os.open(self.data_dir / f"{name}.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")

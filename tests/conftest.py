@@ -28,6 +28,7 @@ ROLES = {
     "optimizer": "optimizer",
     "sim": "sim",
     "parking_service": "service:parking",  # the parking service's own, for its calls to the optimizer
+    "public": "public",  # the HTTP gateway's own, for its open-data feeds
 }
 
 

@@ -36,6 +36,8 @@ class Role(StrEnum):
     SIM = "sim"
     # Another service calling with its own token (`service:<name>`, e.g. `service:parking`).
     SERVICE = "service"
+    # The open-data feeds' reader (the HTTP gateway's public feeds): what anybody may see, nothing more.
+    PUBLIC = "public"
 
 
 PUBLIC_SAFETY = frozenset({Role.POLICE, Role.FIRE, Role.EMS})

@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.bus import DEFAULT_LIMITS
 
-DEFAULT_PORTS = {"parking": 50051, "incidents": 50052, "signals": 50053, "optimizer": 50054}
+DEFAULT_PORTS = {"parking": 50051, "incidents": 50052, "signals": 50053, "optimizer": 50054, "gateway": 8080}
 
 
 class Settings(BaseSettings):
@@ -97,6 +97,19 @@ class Settings(BaseSettings):
     optimizer_address: str | None = None
     # The signal service (host:port), to which the optimizer proposes its adaptive signal steps.
     signals_address: str | None = None
+    # The parking and incident services (host:port), which the HTTP gateway reads and feeds.
+    parking_address: str | None = None
+    incidents_address: str | None = None
+    # The gateway's operator feeds to poll (a JSON file, see docs/gateway.md).
+    gateway_feeds_file: Path | None = None
+    # Requests one client (its token, else its address) may make to the gateway, in `limits` notation.
+    gateway_rate_limit: str = "600/minute"
+    # How long public feeds may be cached by their readers (Cache-Control max-age).
+    gateway_feed_max_age_seconds: int = 15
+    # The most facilities or incidents one feed document holds (it pages through the services).
+    gateway_max_items: int = 10_000
+    # Largest request body the gateway accepts (a pushed feed document).
+    gateway_max_body_bytes: int = 5 * 1024 * 1024
     # This service's own bearer token for calling other services (the optimizer's, role optimizer);
     # from a secret, never from the repository.
     service_token: str | None = None

@@ -14,7 +14,7 @@ from grpc import aio
 from sqlalchemy import Engine
 
 from services.common import paging
-from services.common.access import ANY_CALLER, allow
+from services.common.access import OPEN_DATA, allow
 from services.common.auth import Role, current_identity
 from services.common.clock import from_timestamp, to_timestamp, utcnow
 from services.common.db import GroupCommitter
@@ -106,12 +106,12 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
         stored, duplicate = await self._committer.submit(usecases.report_incidents, item)
         return pb.ReportIncidentResponse(incident=logic.visible(identity, stored), duplicate=duplicate)
 
-    @allow(ANY_CALLER, notes=logic.VISIBILITY)
+    @allow(OPEN_DATA, notes=logic.VISIBILITY)
     async def GetIncident(self, request: pb.GetIncidentRequest, context: Context) -> pb.GetIncidentResponse:
         incident = await asyncio.to_thread(usecases.get_incident, self._engine, _incident_id(request.name))
         return pb.GetIncidentResponse(incident=logic.visible(current_identity.get(), incident))
 
-    @allow(ANY_CALLER, notes=logic.VISIBILITY)
+    @allow(OPEN_DATA, notes=logic.VISIBILITY)
     async def ListIncidents(self, request: pb.ListIncidentsRequest, context: Context) -> pb.ListIncidentsResponse:
         identity = current_identity.get()
         size = paging.page_size(request.page_size)
@@ -185,7 +185,7 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
         moved = await self._committer.submit(usecases.transition_incidents, item)
         return pb.TransitionIncidentResponse(incident=logic.visible(identity, moved))
 
-    @allow(ANY_CALLER, notes=logic.VISIBILITY)
+    @allow(OPEN_DATA, notes=logic.VISIBILITY)
     async def WatchIncidents(
         self, request: pb.WatchIncidentsRequest, context: Context
     ) -> AsyncIterator[pb.WatchIncidentsResponse]:
@@ -301,13 +301,13 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
         await self._committer.submit(usecases.advance_schedule, utcnow())
         return pb.CreatePlannedEventResponse(planned_event=created)
 
-    @allow(ANY_CALLER)
+    @allow(OPEN_DATA)
     async def GetPlannedEvent(self, request: pb.GetPlannedEventRequest, context: Context) -> pb.GetPlannedEventResponse:
         event_id = id_from_name(request.name, "plannedEvents")
         planned = await asyncio.to_thread(usecases.get_planned, self._engine, event_id)
         return pb.GetPlannedEventResponse(planned_event=planned)
 
-    @allow(ANY_CALLER)
+    @allow(OPEN_DATA)
     async def ListPlannedEvents(
         self, request: pb.ListPlannedEventsRequest, context: Context
     ) -> pb.ListPlannedEventsResponse:

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from almere.incidents.v1 import incidents_pb2 as pb
 
-from services.common.access import ANY_CALLER
+from services.common.access import OPEN_DATA
 from services.common.auth import PUBLIC_SAFETY, Identity, Role
 from services.common.clock import from_timestamp
 from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
@@ -107,7 +107,7 @@ def authorize_type_change(
 # What visible() leaves out, for the role table.
 VISIBILITY = {
     Role.ENGINEER: "no notes or reporter of police actions",
-    **{r: "no notes or reporter" for r in ANY_CALLER - PUBLIC_SAFETY - {Role.ENGINEER}},
+    **{r: "no notes or reporter" for r in OPEN_DATA - PUBLIC_SAFETY - {Role.ENGINEER}},
 }
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from contract.bus import OCCUPANCY_CHANGED
 from services.common import paging
-from services.common.access import ANY_CALLER, allow
+from services.common.access import ANY_CALLER, OPEN_DATA, allow
 from services.common.auth import Role, current_identity
 from services.common.clock import from_timestamp, to_timestamp, utcnow
 from services.common.db import GroupCommitter
@@ -65,13 +65,13 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         created = await self._committer.submit(usecases.create_facilities, item)
         return pb.CreateFacilityResponse(facility=created)
 
-    @allow(ANY_CALLER)
+    @allow(OPEN_DATA)
     async def GetFacility(self, request: pb.GetFacilityRequest, context: Context) -> pb.GetFacilityResponse:
         facility_id = logic.facility_id_from_name(request.name)
         row = await asyncio.to_thread(usecases.get_facility, self._engine, facility_id)
         return pb.GetFacilityResponse(facility=facility_to_proto(row))
 
-    @allow(ANY_CALLER)
+    @allow(OPEN_DATA)
     async def ListFacilities(self, request: pb.ListFacilitiesRequest, context: Context) -> pb.ListFacilitiesResponse:
         size = paging.page_size(request.page_size)
         if request.operator_id:
@@ -166,13 +166,13 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         response.occupancies.extend(latest[k] for k in sorted(latest))
         return response
 
-    @allow(ANY_CALLER)
+    @allow(OPEN_DATA)
     async def GetOccupancy(self, request: pb.GetOccupancyRequest, context: Context) -> pb.GetOccupancyResponse:
         facility_id = logic.facility_id_from_name(request.facility, "facility")
         row = await asyncio.to_thread(usecases.get_facility, self._engine, facility_id)
         return pb.GetOccupancyResponse(occupancy=occupancy_to_proto(row))
 
-    @allow(ANY_CALLER)
+    @allow(OPEN_DATA)
     async def WatchOccupancy(
         self, request: pb.WatchOccupancyRequest, context: Context
     ) -> AsyncIterator[pb.WatchOccupancyResponse]:

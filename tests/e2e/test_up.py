@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from almere.incidents.v1 import incidents_pb2 as ipb
 from almere.incidents.v1 import incidents_pb2_grpc
@@ -21,6 +22,7 @@ from almere.signals.v1 import signals_pb2 as spb
 from almere.signals.v1 import signals_pb2_grpc
 from almere.type.v1 import geo_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from lxml import etree
 
 from apps import stack as stack_module
 from apps.natsd import NatsServer
@@ -110,6 +112,21 @@ def test_up_serves_every_service_and_stops_cleanly(tmp_path: Path, stop_signal: 
             )
             # almere up runs on the centrum-mini network: the report is snapped to the ring road.
             assert reported.incident.network_location.edge_id == "ring-w-n"
+            incidents_pb2_grpc.IncidentServiceStub(channel).TransitionIncident(
+                ipb.TransitionIncidentRequest(name=reported.incident.name, state=ipb.INCIDENT_STATE_CONFIRMED),
+                metadata=auth("police"),
+            )
+        # The HTTP gateway's open-data feeds (no token) show both, as any consumer would curl them.
+        gateway = endpoints["gateway"]
+        assert gateway.startswith("http://127.0.0.1:")
+        status = etree.fromstring(httpx.get(f"{gateway}/feeds/datex2/parking-status", timeout=10).content)
+        vacant = status.xpath(
+            "//*[local-name()='parkingRecordStatus'][.//*[@id='garage-e2e']]"
+            "//*[local-name()='parkingNumberOfVacantSpaces']/text()"
+        )
+        assert vacant == ["58"]
+        situations = httpx.get(f"{gateway}/feeds/datex2/situations", timeout=10)
+        assert reported.incident.name.removeprefix("incidents/") in situations.text
         with grpc.insecure_channel(endpoints["signals"]) as channel:
             stub = signals_pb2_grpc.SignalServiceStub(channel)
             imported = stub.ImportNetwork(spb.ImportNetworkRequest(), metadata=auth("engineer"))
@@ -122,11 +139,13 @@ def test_up_serves_every_service_and_stops_cleanly(tmp_path: Path, stop_signal: 
             os.killpg(process.pid, signal.SIGKILL)
             raise
     assert process.returncode == 0, errors
-    assert "almere-traffic is up" in out and endpoints["parking"] in out
+    assert "almere-traffic is up" in out and endpoints["parking"] in out and endpoints["gateway"] in out
     assert credentials["engineer"]["token"] in out
     # Everything it started is gone: the gRPC port and NATS no longer answer.
     with grpc.insecure_channel(endpoints["parking"]) as channel, pytest.raises(grpc.RpcError):
         health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{endpoints['gateway']}/healthz", timeout=1)
 
 
 def test_a_default_port_taken_after_the_check_moves_the_stack_to_free_ports(

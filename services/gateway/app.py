@@ -1,0 +1,108 @@
+"""The gateway's ASGI application: routes, gzip, per-client rate limits, request metrics, health and
+the OpenAPI document (/openapi.json, browsable at /docs)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import grpc
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import HTTPException, RequestValidationError
+from fastapi.middleware.gzip import GZipMiddleware
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from services.gateway.problems import from_rpc_error, problem
+from services.gateway.ratelimit import RateLimit
+from services.gateway.routes import api, feeds, live
+from services.gateway.routes.deps import Gateway
+
+HTTP_REQUESTS = Counter("almere_http_requests", "HTTP requests answered by the gateway", ["route", "status"])
+HTTP_LATENCY = Histogram(
+    "almere_http_request_seconds",
+    "HTTP request latency (to the response's start)",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    gw: Gateway = app.state.gateway
+    try:
+        yield
+    finally:
+        await gw.upstream.close()
+
+
+def create_app(gw: Gateway) -> FastAPI:
+    app = FastAPI(
+        lifespan=_lifespan,
+        title="almere-traffic gateway",
+        version="1",
+        description=(
+            "The city's parking and incident data over HTTP: open-data feeds in DATEX II v3, SPDP, NGSI-LD "
+            "and CAP 1.2 (no token), the services' resources as JSON and live updates as Server-Sent "
+            "Events (with 'Authorization: Bearer <token>', the same tokens and roles as the gRPC services)."
+        ),
+    )
+    app.state.gateway = gw
+    for router in (feeds.router, api.router, live.router):
+        app.include_router(router)
+    app.add_exception_handler(grpc.aio.AioRpcError, from_rpc_error)
+    app.add_exception_handler(HTTPException, _http_problem)
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    app.add_middleware(RateLimit, limit=gw.settings.gateway_rate_limit)
+    app.middleware("http")(_measured)
+    app.get("/healthz", include_in_schema=False)(_alive)
+    app.get("/readyz", include_in_schema=False)(_ready)
+    app.get("/metrics", include_in_schema=False)(_metrics)
+    return app
+
+
+async def _measured(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    started = time.perf_counter()
+    response = await call_next(request)
+    route = request.scope.get("route")
+    label = getattr(route, "path", "unmatched")  # the template, not the path: bounded label values
+    HTTP_REQUESTS.labels(label, str(response.status_code)).inc()
+    HTTP_LATENCY.labels(label).observe(time.perf_counter() - started)
+    return response
+
+
+async def _http_problem(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    return problem(error.status_code, "error", str(error.detail), dict(error.headers or {}))
+
+
+async def _invalid(request: Request, error: Exception) -> Response:
+    assert isinstance(error, RequestValidationError)
+    detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+    return problem(400, "INVALID_ARGUMENT", detail)
+
+
+async def _alive() -> dict[str, str]:
+    return {"status": "SERVING"}
+
+
+async def _ready(request: Request) -> Response:
+    """SERVING when both services behind the gateway are; else 503 naming who is not."""
+    gw: Gateway = request.app.state.gateway
+    down = []
+    for name, channel in zip(("parking", "incidents"), gw.upstream.channels, strict=True):
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+            if reply.status != health_pb2.HealthCheckResponse.SERVING:
+                down.append(name)
+        except grpc.aio.AioRpcError:
+            down.append(name)
+    if down:
+        return problem(503, "UNAVAILABLE", f"not serving: {', '.join(down)}")
+    return Response('{"status":"SERVING"}', media_type="application/json")
+
+
+async def _metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,95 @@
+"""The services behind the gateway, reached over gRPC: the parking and incident services. Calls carry
+either the HTTP caller's own bearer token (its JSON and live views: the service checks its role and
+cuts what it sees, exactly as for a gRPC client) or the gateway's own token of role `public` (the
+open-data feeds: what anybody may see)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from almere.incidents.v1 import incidents_pb2 as ipb
+from almere.incidents.v1 import incidents_pb2_grpc
+from almere.parking.v1 import parking_pb2 as ppb
+from almere.parking.v1 import parking_pb2_grpc
+
+from services.common.channels import open_channel
+from services.common.config import Settings
+
+Metadata = tuple[tuple[str, str], ...]
+PAGE = 1000  # the services' largest page
+
+# What the public feeds show: incidents confirmed by an agency and not yet over. Police actions are
+# never published, whatever their state.
+PUBLIC_STATES = (ipb.INCIDENT_STATE_CONFIRMED, ipb.INCIDENT_STATE_ACTIVE, ipb.INCIDENT_STATE_CLEARING)
+PUBLIC_TYPES = tuple(t for t in ipb.IncidentType.values() if t not in (0, ipb.INCIDENT_TYPE_POLICE_ACTION))
+
+
+def bearer(authorization: str) -> Metadata:
+    return (("authorization", authorization),)
+
+
+@dataclass(kw_only=True)
+class Upstream:
+    parking: parking_pb2_grpc.ParkingServiceAsyncStub
+    incidents: incidents_pb2_grpc.IncidentServiceAsyncStub
+    # The gateway's own token (role public), for the open-data feeds.
+    public: Metadata
+    max_items: int
+    channels: list[grpc.aio.Channel] = field(default_factory=list)
+
+    @classmethod
+    def connect(cls, settings: Settings) -> Upstream:
+        if not (settings.parking_address and settings.incidents_address):
+            raise ValueError("the gateway needs ALMERE_PARKING_ADDRESS and ALMERE_INCIDENTS_ADDRESS")
+        if not settings.service_token:
+            raise ValueError("the gateway needs its own token (ALMERE_SERVICE_TOKEN, role public) for its feeds")
+        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        parking = open_channel(settings, settings.parking_address, options)
+        incidents = open_channel(settings, settings.incidents_address, options)
+        return cls(
+            parking=parking_pb2_grpc.ParkingServiceStub(parking),
+            incidents=incidents_pb2_grpc.IncidentServiceStub(incidents),
+            public=bearer(f"Bearer {settings.service_token}"),
+            max_items=settings.gateway_max_items,
+            channels=[parking, incidents],
+        )
+
+    async def close(self) -> None:
+        for channel in self.channels:
+            await channel.close(None)
+
+    async def all_facilities(self, metadata: Metadata) -> list[ppb.Facility]:
+        """Every facility (with its occupancy) the caller may see, up to max_items."""
+        facilities: list[ppb.Facility] = []
+        token = ""
+        while len(facilities) < self.max_items:
+            page = await self.parking.ListFacilities(
+                ppb.ListFacilitiesRequest(page_size=PAGE, page_token=token), metadata=metadata, timeout=10
+            )
+            facilities.extend(page.facilities)
+            token = page.next_page_token
+            if not token:
+                break
+        return facilities[: self.max_items]
+
+    async def all_incidents(
+        self, metadata: Metadata, *, states: Sequence[int] = (), types: Sequence[int] = ()
+    ) -> list[ipb.Incident]:
+        incidents: list[ipb.Incident] = []
+        token = ""
+        while len(incidents) < self.max_items:
+            page = await self.incidents.ListIncidents(
+                ipb.ListIncidentsRequest(page_size=PAGE, page_token=token, states=states, types=types),  # type: ignore[arg-type]
+                metadata=metadata,
+                timeout=10,
+            )
+            incidents.extend(page.incidents)
+            token = page.next_page_token
+            if not token:
+                break
+        return incidents[: self.max_items]
+
+    async def public_incidents(self) -> list[ipb.Incident]:
+        return await self.all_incidents(self.public, states=PUBLIC_STATES, types=PUBLIC_TYPES)
