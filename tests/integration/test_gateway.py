@@ -67,7 +67,7 @@ async def test_public_feeds_need_no_token_and_hold_only_public_data(gateway: str
             "/feeds/spdp/dynamic/garage-a",
             "/ngsi-ld/v1/entities?type=OffStreetParking",
             "/ngsi-ld/v1/entities?type=Alert&options=keyValues",
-            "/feeds/cap/index.json",
+            "/feeds/cap/alerts.atom",
         ):
             reply = await http.get(path)
             assert reply.status_code == 200, (path, reply.text)
@@ -79,7 +79,7 @@ async def test_public_feeds_need_no_token_and_hold_only_public_data(gateway: str
         bodies["cap"] = cap.text
         # Notes never leave for the public, and police actions are not published at all.
         assert not any(RESTRICTED in body for body in bodies.values())
-        assert collision_id in bodies["/feeds/datex2/situations"]
+        assert collision_id in bodies["/feeds/datex2/situations"] and collision_id in bodies["/feeds/cap/alerts.atom"]
         assert not any(police_action_id in body for body in bodies.values())
         assert (await http.get(f"/feeds/cap/{police_action_id}.xml")).status_code == 404
         index = json.loads(bodies["/feeds/spdp/index"])

@@ -97,6 +97,7 @@ async def ngsi_entities(
     key_values = "keyValues" in options.split(",")
     if type == "OffStreetParking":
         facilities = await gw.upstream.all_facilities(gw.upstream.public)
+        facilities = [f for f in facilities if f.kind != ppb.FACILITY_KIND_ON_STREET_ZONE]  # OnStreetParking's
         entities = [ngsi.offstreet_parking(f, publisher=gw.publisher, key_values=key_values) for f in facilities]
         modified = newest(*(f.occupancy.update_time for f in facilities), *(f.update_time for f in facilities))
     else:
@@ -116,16 +117,8 @@ async def cap_alert(incident_id: str, request: Request, gw: GatewayDep) -> Respo
     return _public(request, gw, body, XML, newest(incident.update_time))
 
 
-@router.get("/feeds/cap/index.json", summary="The public CAP alerts: one link per alert")
-async def cap_index(request: Request, gw: GatewayDep) -> Response:
+@router.get("/feeds/cap/alerts.atom", summary="The public CAP 1.2 alerts as an Atom feed (what CAP aggregators poll)")
+async def cap_feed(request: Request, gw: GatewayDep) -> Response:
     incidents = await gw.upstream.public_incidents()
-    alerts = [
-        {
-            "identifier": i.name,
-            "title": i.title,
-            "updated": i.update_time.ToJsonString(),
-            "url": str(request.url_for("cap_alert", incident_id=i.name.removeprefix("incidents/"))),
-        }
-        for i in incidents
-    ]
-    return _public(request, gw, _json({"alerts": alerts}), JSON, newest(*(i.update_time for i in incidents)))
+    body = cap.alerts(incidents, publisher=gw.publisher, now=utcnow(), feed_url=str(request.url_for("cap_feed")))
+    return _public(request, gw, body, "application/atom+xml", newest(*(i.update_time for i in incidents)))
