@@ -1,13 +1,17 @@
 # syntax=docker/dockerfile:1
-# One image for every service: `almere serve parking|incidents|signals` (the Helm chart sets the args).
+# One image for every service: `almere serve parking|incidents|signals|optimizer|gateway` (the Helm chart
+# sets the args).
 
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/almere
 COPY pyproject.toml README.md ./
+COPY contract ./contract
+COPY libs ./libs
 COPY services ./services
 COPY sim ./sim
+COPY apps ./apps
 COPY protos/gen ./protos/gen
 # A regular (not editable) install: the SUMO wheels (eclipse-sumo, sumolib) come with the dependencies.
 RUN /opt/almere/bin/pip install .
@@ -22,6 +26,6 @@ COPY --from=build /opt/almere /opt/almere
 ENV PATH=/opt/almere/bin:$PATH PYTHONUNBUFFERED=1 ALMERE_DATA_DIR=/var/lib/almere ALMERE_BIND_HOST=0.0.0.0
 RUN mkdir -p /var/lib/almere && chown almere:almere /var/lib/almere
 USER 10001:10001
-EXPOSE 50051 50052 50053 9090
+EXPOSE 50051 50052 50053 50054 8080 9090
 ENTRYPOINT ["almere"]
 CMD ["serve", "parking"]

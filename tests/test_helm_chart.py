@@ -19,12 +19,48 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from services.common.config import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "deploy" / "helm" / "almere-traffic"
 OPTIMIZER = ["--set", "services.optimizer.enabled=true", "--set", "roadNetwork.configMap=almere-network"]
 HELM = Path(os.environ.get("ALMERE_HELM", ROOT / ".tools" / "helm"))
 KUBERNETES = "1.31"
 REQUIRED = ["--set", "tokens.existingSecret=almere-tokens"]
+GATEWAY = ["--set", "gateway.enabled=true", "--set", "serviceTokens.gateway.existingSecret=almere-gateway-token"]
+# Two polled feeds (one on a port of its own) and one push-only, as an operator would list them.
+FEEDS = [
+    {
+        "name": "stadhuisplein",
+        "url": "https://opendata.example.nl/spdp/dynamic/7b4c1c3e.json",
+        "format": "spdp",
+        "intervalSeconds": 30,
+        "facilities": {"7b4c1c3e-2f4a-4d1e-9a52-0c7e5f1d2a61": "garage-stadhuisplein"},
+    },
+    {
+        "name": "forum",
+        "url": "http://feeds.example.nl:8081/datex2/parking-status",
+        "format": "datex2",
+        "facilities": {"ALM-P01-FORUM": "facilities/garage-forum"},
+    },
+    {"name": "pushed", "format": "spdp", "facilities": {"p1": "garage-p1"}},
+]
+WITH_FEEDS = [
+    "--set-json",
+    f"gateway.feeds={json.dumps(FEEDS)}",
+    "--set",
+    "gateway.feedTokens.existingSecret=almere-feed-tokens",
+]
+INGRESS = [
+    "--set",
+    "gateway.ingress.enabled=true",
+    "--set",
+    "gateway.ingress.className=nginx",
+    "--set",
+    "gateway.ingress.host=data.almere.example",
+    "--set",
+    "gateway.ingress.tls.secretName=data-almere-tls",
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +89,11 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
 
 
-def test_lint_passes_with_only_the_dependency_warning() -> None:
+@pytest.mark.parametrize("values", [[], [*GATEWAY, *WITH_FEEDS, *INGRESS]], ids=["defaults", "gateway"])
+def test_lint_passes_with_only_the_dependency_warning(values: list[str]) -> None:
     if not HELM.exists():
         pytest.fail(f"{HELM} is missing")
-    result = helm("lint", str(CHART), *REQUIRED)
+    result = helm("lint", str(CHART), *REQUIRED, *values)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[ERROR]" not in result.stdout
     warnings = [line for line in result.stdout.splitlines() if "[WARNING]" in line]
@@ -89,8 +126,9 @@ def test_lint_passes_with_only_the_dependency_warning() -> None:
             "--set",
             "simulation.credentialsSecret=almere-sim",
         ],
+        [*GATEWAY, *WITH_FEEDS, *INGRESS, "--set", "gateway.autoscaling.enabled=true", *OPTIMIZER],
     ],
-    ids=["defaults", "external-nats-db-hpa-simulation"],
+    ids=["defaults", "external-nats-db-hpa-simulation", "gateway-feeds-ingress-hpa"],
 )
 def test_every_manifest_is_valid_kubernetes(chart_without_dependencies: Path, values: list[str]) -> None:
     docs = render(chart_without_dependencies, *REQUIRED, *values)
@@ -205,6 +243,177 @@ def test_autoscaling_replaces_fixed_replicas(chart_without_dependencies: Path) -
     assert "replicas" not in by_kind(docs, "Deployment")["rel-almere-traffic-parking"]["spec"]
 
 
+def env_of(deployment: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def settings_of(docs: list[dict[str, Any]], name: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """What the process of Deployment `name` would read: the shared ConfigMap, then its own env
+    (a Secret's value stands in as "from-secret")."""
+    deployment = by_kind(docs, "Deployment")[name]
+    env = dict(by_kind(docs, "ConfigMap")["rel-almere-traffic"]["data"])
+    env |= {k: e.get("value", "from-secret") for k, e in env_of(deployment).items()}
+    for key in os.environ:
+        if key.startswith("ALMERE_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return Settings()
+
+
+def test_every_process_accepts_its_rendered_settings(
+    chart_without_dependencies: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Values are float64 in Helm: a large integer rendered as 1.073741824e+09 stops a pod at start."""
+    docs = render(chart_without_dependencies, *REQUIRED, *GATEWAY, *OPTIMIZER)
+    for name in by_kind(docs, "Deployment"):
+        settings = settings_of(docs, name, monkeypatch)
+        assert settings.stream_max_bytes == 1024**3 and settings.max_message_bytes == 1024**2, name
+
+
+def test_the_gateway_serves_http_with_its_own_token_and_no_bus_or_database(
+    chart_without_dependencies: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from limits import parse
+
+    docs = render(chart_without_dependencies, *REQUIRED, *GATEWAY)
+    gateway = by_kind(docs, "Deployment")["rel-almere-traffic-gateway"]
+    assert gateway["spec"]["replicas"] == 2
+    template = gateway["spec"]["template"]
+    pod = template["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["serve", "gateway"]
+    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["startupProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True and pod["securityContext"]["runAsNonRoot"]
+    # The shared configuration and tokens file like every service; neither NATS nor database access.
+    assert container["envFrom"] == [{"configMapRef": {"name": "rel-almere-traffic"}}]
+    assert {"name": "tokens", "secret": {"secretName": "almere-tokens"}} in pod["volumes"]
+    env = env_of(gateway)
+    assert not [k for k in env if k.startswith(("ALMERE_NATS", "ALMERE_DATABASE"))]
+    assert not [k for k in template["metadata"]["labels"] if k.startswith("almere-traffic/client-of")]
+    assert env["ALMERE_SERVICE_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "almere-gateway-token", "key": "token"}
+    assert template["metadata"]["annotations"]["prometheus.io/port"] == "8080"
+    # What the process reads: the Services' addresses and ports, and limits it can parse.
+    settings = settings_of(docs, "rel-almere-traffic-gateway", monkeypatch)
+    services = by_kind(docs, "Service")
+    for name, address in (("parking", settings.parking_address), ("incidents", settings.incidents_address)):
+        host, port = address.split(":")
+        assert host in services and services[host]["metadata"]["labels"]["app.kubernetes.io/component"] == name
+        assert int(port) == services[host]["spec"]["ports"][0]["port"]
+    assert settings.port_for("gateway") == 8080 and settings.bind_host == "0.0.0.0"  # noqa: S104 - the pod's own IP
+    assert parse(settings.gateway_rate_limit) and settings.gateway_max_body_bytes == 5 * 1024 * 1024
+    assert settings.gateway_feed_max_age_seconds == 15 and settings.gateway_feeds_file is None
+    service = services["rel-almere-traffic-gateway"]["spec"]
+    assert service["type"] == "ClusterIP"
+    assert service["ports"] == [
+        {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"}
+    ]
+    assert by_kind(docs, "PodDisruptionBudget")["rel-almere-traffic-gateway"]["spec"]["minAvailable"] == 1
+    # Opt-in pieces stay out until asked for.
+    assert not by_kind(docs, "Ingress") and "rel-almere-traffic-gateway-feeds" not in by_kind(docs, "ConfigMap")
+    assert "rel-almere-traffic-gateway" not in by_kind(docs, "HorizontalPodAutoscaler")
+    # Off by default: nothing of the gateway without gateway.enabled.
+    defaults = render(chart_without_dependencies, *REQUIRED)
+    assert not [d for d in defaults if "gateway" in d["metadata"]["name"]]
+
+
+def test_the_gateway_polls_the_feeds_it_is_given(chart_without_dependencies: Path) -> None:
+    from services.gateway.ingest.poller import FeedConfig
+
+    docs = render(chart_without_dependencies, *REQUIRED, *GATEWAY, *WITH_FEEDS)
+    rendered = json.loads(by_kind(docs, "ConfigMap")["rel-almere-traffic-gateway-feeds"]["data"]["feeds.json"])["feeds"]
+    assert [f["name"] for f in rendered] == ["stadhuisplein", "forum", "pushed"]
+    first = rendered[0]
+    assert first == {
+        "name": "stadhuisplein",
+        "url": FEEDS[0]["url"],
+        "format": "spdp",
+        "interval_seconds": 30,
+        "facilities": FEEDS[0]["facilities"],
+        "token_file": "/etc/almere/feed-tokens/stadhuisplein",
+    }
+    assert "url" not in rendered[2] and "interval_seconds" not in rendered[1]  # push-only; the default interval
+    for feed in rendered:  # what the gateway's own feed checks accept
+        FeedConfig(
+            name=feed["name"],
+            format=feed["format"],
+            operator_token="from-the-secret",
+            facilities=feed["facilities"],
+            url=feed.get("url"),
+            interval_s=feed.get("interval_seconds", 60),
+        )
+    gateway = by_kind(docs, "Deployment")["rel-almere-traffic-gateway"]
+    pod = gateway["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    path = env_of(gateway)["ALMERE_GATEWAY_FEEDS_FILE"]["value"]
+    assert path == f"{mounts['feeds']['mountPath']}/feeds.json"
+    assert volumes["feeds"]["configMap"]["name"] == "rel-almere-traffic-gateway-feeds"
+    assert mounts["feed-tokens"] == {"name": "feed-tokens", "mountPath": "/etc/almere/feed-tokens", "readOnly": True}
+    assert volumes["feed-tokens"]["secret"]["secretName"] == "almere-feed-tokens"
+    assert "checksum/feeds" in gateway["spec"]["template"]["metadata"]["annotations"]  # new feeds roll the pods
+    # Egress to the feeds' URLs' ports: 443 (https) and the one named in the http URL.
+    egress = by_kind(docs, "NetworkPolicy")["rel-almere-traffic-gateway"]["spec"]["egress"]
+    assert sorted({p["port"] for rule in egress for p in rule["ports"]}) == [53, 443, 8081, 50051, 50052]
+
+
+def test_the_gateway_ingress_renders_only_when_enabled(chart_without_dependencies: Path) -> None:
+    assert not by_kind(render(chart_without_dependencies, *REQUIRED, *GATEWAY), "Ingress")
+    assert not by_kind(
+        render(chart_without_dependencies, *REQUIRED, "--set", "gateway.ingress.enabled=true"), "Ingress"
+    )
+    docs = render(chart_without_dependencies, *REQUIRED, *GATEWAY, *INGRESS)
+    spec = by_kind(docs, "Ingress")["rel-almere-traffic-gateway"]["spec"]
+    assert spec["ingressClassName"] == "nginx"
+    assert spec["tls"] == [{"hosts": ["data.almere.example"], "secretName": "data-almere-tls"}]
+    (rule,) = spec["rules"]
+    assert rule["host"] == "data.almere.example"
+    paths = {p["path"] for p in rule["http"]["paths"]}
+    assert {"/feeds", "/api"} <= paths and not paths & {"/", "/metrics", "/healthz", "/readyz"}
+    for path in rule["http"]["paths"]:
+        assert path["backend"]["service"] == {"name": "rel-almere-traffic-gateway", "port": {"name": "http"}}
+
+
+def test_network_policy_lets_the_gateway_reach_parking_and_incidents_only(chart_without_dependencies: Path) -> None:
+    docs = render(chart_without_dependencies, *REQUIRED, *GATEWAY)
+    policies = by_kind(docs, "NetworkPolicy")
+    gateway_pods = by_kind(docs, "Deployment")["rel-almere-traffic-gateway"]["spec"]["selector"]["matchLabels"]
+    policy = policies["rel-almere-traffic-gateway"]["spec"]
+    assert policy["podSelector"]["matchLabels"] == gateway_pods
+    # In: HTTP from anywhere (the public edge). Out: DNS and the two services' gRPC, nothing else.
+    assert policy["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+    reached = {
+        rule["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]: rule["ports"][0]["port"]
+        for rule in policy["egress"]
+        if "to" in rule
+    }
+    assert reached == {"parking": 50051, "incidents": 50052}
+    assert sorted({p["port"] for rule in policy["egress"] for p in rule["ports"]}) == [53, 50051, 50052]
+    # The two services admit the gateway's pods on their gRPC port; the signal service has no need to.
+    for name, admits in (("parking", True), ("incidents", True), ("signals", False)):
+        ingress = policies[f"rel-almere-traffic-{name}"]["spec"]["ingress"]
+        from_gateway = [
+            rule
+            for rule in ingress
+            if any(peer.get("podSelector", {}).get("matchLabels") == gateway_pods for peer in rule.get("from", []))
+        ]
+        assert bool(from_gateway) == admits, name
+        assert all(rule["ports"] == [{"port": "grpc", "protocol": "TCP"}] for rule in from_gateway)
+    # Callers narrowed to the Ingress controller's namespace.
+    controller = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    docs = render(
+        chart_without_dependencies,
+        *REQUIRED,
+        *GATEWAY,
+        "--set-json",
+        f"gateway.networkPolicy.from=[{json.dumps(controller)}]",
+    )
+    assert by_kind(docs, "NetworkPolicy")["rel-almere-traffic-gateway"]["spec"]["ingress"][0]["from"] == [controller]
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
@@ -222,6 +431,14 @@ def test_autoscaling_replaces_fixed_replicas(chart_without_dependencies: Path) -
             [*REQUIRED, *OPTIMIZER, "--set", "services.optimizer.replicas=2"],
             "runs as one replica",
         ),
+        ([*REQUIRED, "--set", "gateway.enabled=true"], "serviceTokens.gateway.existingSecret is required"),
+        ([*REQUIRED, *GATEWAY, "--set", "services.incidents.enabled=false"], "needs services.incidents.enabled"),
+        ([*REQUIRED, *GATEWAY, *WITH_FEEDS[:2]], "gateway.feedTokens.existingSecret is required"),
+        ([*REQUIRED, *GATEWAY, *WITH_FEEDS, "--set", "gateway.feeds[0].format=csv"], "format"),
+        ([*REQUIRED, *GATEWAY, *WITH_FEEDS, "--set", "gateway.feeds[1].name=stadhuisplein"], "appears twice"),
+        ([*REQUIRED, *GATEWAY, *WITH_FEEDS, "--set", "gateway.feeds[0].token=abc"], "token"),
+        ([*REQUIRED, *GATEWAY, "--set", "gateway.rateLimit=lots"], "rateLimit"),
+        ([*REQUIRED, *GATEWAY, *INGRESS, "--set", "gateway.ingress.host="], "gateway.ingress.host is required"),
     ],
 )
 def test_bad_values_fail_at_install(chart_without_dependencies: Path, values: list[str], message: str) -> None:

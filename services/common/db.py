@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Engine, Table, event, inspect, text
+from sqlalchemy import BigInteger, Column, Connection, Engine, Integer, Table, event, inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.types import TypeEngine
 from sqlmodel import Session, SQLModel, create_engine
 
 from services.common.errors import Internal, ResourceExhausted, ServiceError, Unavailable
@@ -120,18 +121,29 @@ def writer_lock(engine: Engine) -> contextlib.AbstractContextManager[None]:
 
 def create_tables(engine: Engine, tables: Iterable[type[SQLModel]]) -> None:
     """Create a service's tables if missing, and add the nullable columns a newer release added to
-    tables an older one created (idempotent). Anything more than an added column needs a migration."""
+    tables an older one created, and widen integers it made 64-bit (idempotent). Anything more needs a
+    migration."""
     schema: list[Table] = [t.__table__ for t in tables]  # type: ignore[attr-defined]
     SQLModel.metadata.create_all(engine, tables=schema)
     existing = inspect(engine)
     with engine.begin() as connection:
         for table in schema:
-            have = {c["name"] for c in existing.get_columns(table.name)}
+            have = {c["name"]: c["type"] for c in existing.get_columns(table.name)}
             for column in table.columns:
-                if column.name not in have and column.nullable:
+                if column.name in have:
+                    _widen(connection, table.name, column, have[column.name])
+                elif column.nullable:
                     kind = column.type.compile(dialect=engine.dialect)
                     # Names come from our own table definitions, never from input.
                     connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+
+
+def _widen(connection: Connection, table: str, column: Column[Any], existing: TypeEngine[Any]) -> None:
+    """INTEGER -> BIGINT where the model now says BigInteger (SQLite's INTEGER is 64-bit already)."""
+    if connection.dialect.name != "postgresql" or not isinstance(column.type, BigInteger):
+        return
+    if isinstance(existing, Integer) and not isinstance(existing, BigInteger):
+        connection.execute(text(f'ALTER TABLE {table} ALTER COLUMN "{column.name}" TYPE BIGINT'))
 
 
 @dataclass

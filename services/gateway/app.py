@@ -8,15 +8,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import grpc
+import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.middleware.gzip import GZipMiddleware
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
+from services.gateway.ingest.config import load_feeds
+from services.gateway.ingest.poller import FeedPoller
 from services.gateway.problems import from_rpc_error, problem
 from services.gateway.ratelimit import RateLimit
-from services.gateway.routes import api, feeds, live
+from services.gateway.routes import api, feeds, ingest, live
 from services.gateway.routes.deps import Gateway
 
 HTTP_REQUESTS = Counter("almere_http_requests", "HTTP requests answered by the gateway", ["route", "status"])
@@ -30,11 +33,20 @@ HTTP_LATENCY = Histogram(
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Polls the operators' feeds while the gateway serves."""
     gw: Gateway = app.state.gateway
-    try:
-        yield
-    finally:
-        await gw.upstream.close()
+    configs = load_feeds(gw.settings.gateway_feeds_file) if gw.settings.gateway_feeds_file else []
+    async with httpx.AsyncClient() as http:
+        pollers = {c.name: FeedPoller(config=c, parking=gw.upstream.parking, http=http) for c in configs}
+        app.state.feeds = pollers
+        try:
+            for poller in pollers.values():
+                await poller.start()
+            yield
+        finally:
+            for poller in pollers.values():
+                await poller.stop()
+            await gw.upstream.close()
 
 
 def create_app(gw: Gateway) -> FastAPI:
@@ -49,7 +61,7 @@ def create_app(gw: Gateway) -> FastAPI:
         ),
     )
     app.state.gateway = gw
-    for router in (feeds.router, api.router, live.router):
+    for router in (feeds.router, api.router, live.router, ingest.router):
         app.include_router(router)
     app.add_exception_handler(grpc.aio.AioRpcError, from_rpc_error)
     app.add_exception_handler(HTTPException, _http_problem)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Index
+from sqlalchemy import JSON, BigInteger, Index
 from sqlmodel import Field, SQLModel
 
 from services.common.clock import UtcDateTime
@@ -39,7 +39,7 @@ class Facility(SQLModel, table=True):
     # Live occupancy. occupied is None until the first count.
     occupied: int | None = None
     status: int
-    sequence: int = 0
+    sequence: int = Field(default=0, sa_type=BigInteger)  # uint64 in the contract (e.g. epoch ms)
     reported_occupied: int | None = None
     report_time: datetime | None = Field(default=None, sa_type=UtcDateTime)
     source_time: datetime | None = Field(default=None, sa_type=UtcDateTime)
@@ -62,7 +62,7 @@ class OccupancySample(SQLModel, table=True):
     occupied: int
     version: int
     cause: int
-    sequence: int = 0
+    sequence: int = Field(default=0, sa_type=BigInteger)  # uint64 in the contract (e.g. epoch ms)
 
 
 class GateBatch(SQLModel, table=True):

@@ -23,3 +23,18 @@ def test_added_nullable_columns_appear_in_an_older_table(tmp_path: Path) -> None
         row = connection.execute(text("SELECT id, capacity, stale_after_s FROM parking_facility")).one()
     assert tuple(row) == ("garage-a", 10, None)  # rows kept, new columns empty
     engine.dispose()
+
+
+def test_sequences_widened_to_64_bit_hold_epoch_milliseconds(database_url: str) -> None:
+    """A facility table made when `sequence` was a 32-bit integer takes an epoch-ms sequence after
+    create_tables (PostgreSQL: ALTER ... TYPE BIGINT; SQLite's INTEGER is 64-bit already)."""
+    engine = make_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE parking_facility (id VARCHAR(63) PRIMARY KEY, sequence INTEGER)"))
+    create_tables(engine, [Facility])
+    epoch_ms = 1_796_532_007_123
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO parking_facility (id, sequence) VALUES ('garage-a', :s)"), {"s": epoch_ms})
+        stored = connection.execute(text("SELECT sequence FROM parking_facility")).scalar_one()
+    assert stored == epoch_ms
+    engine.dispose()

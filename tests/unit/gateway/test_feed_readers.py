@@ -68,7 +68,7 @@ def replaced(text: str, old: str, new: str) -> str:
 
 def spdp(**status: Any) -> dict[str, Any]:
     """The recorded SPDP document with these facilityActualStatus fields changed (None: removed)."""
-    document = json.loads(SPDP)
+    document: dict[str, Any] = json.loads(SPDP)
     actual = document["parkingFacilityDynamicInformation"]["facilityActualStatus"]
     for key, value in status.items():
         if value is None:
@@ -324,4 +324,4 @@ def test_readings_are_frozen_and_keyword_only() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         FORUM.occupied = 1  # type: ignore[misc]
     with pytest.raises(TypeError):
-        Reading("ALM-P01-FORUM", 438, 650, NOW, True)  # type: ignore[misc]
+        Reading("ALM-P01-FORUM", 438, 650, NOW, True)  # type: ignore[call-arg]

@@ -65,3 +65,44 @@ app.kubernetes.io/component: {{ .service }}
       name: {{ include "almere.natsUsersSecret" .root }}
       key: {{ .user }}
 {{- end -}}
+
+{{/* host:port of a gRPC service's Service: pass (dict "root" $ "service" "parking"). */}}
+{{- define "almere.serviceAddress" -}}
+{{- printf "%s-%s:%v" (include "almere.fullname" .root) .service (index .root.Values.services .service).port -}}
+{{- end -}}
+
+{{/* Where a feed's operator token is mounted (key <name> of gateway.feedTokens.existingSecret). */}}
+{{- define "almere.feedTokensDir" -}}
+/etc/almere/feed-tokens
+{{- end -}}
+
+{{/* The gateway's feeds file (JSON): gateway.feeds in the gateway's field names, each feed with
+the path of its token. A feed's name is its token's key, so names must be unique. */}}
+{{- define "almere.gatewayFeeds" -}}
+{{- $feeds := list -}}
+{{- $seen := dict -}}
+{{- range .Values.gateway.feeds -}}
+{{- if hasKey $seen .name -}}
+{{- fail (printf "gateway.feeds: %q appears twice (a feed's name is the key of its token)" .name) -}}
+{{- end -}}
+{{- $_ := set $seen .name true -}}
+{{- $feed := dict "name" .name "format" .format "facilities" (default dict .facilities) "token_file" (printf "%s/%s" (include "almere.feedTokensDir" $) .name) -}}
+{{- with .url }}{{ $_ := set $feed "url" . }}{{ end -}}
+{{- with .intervalSeconds }}{{ $_ := set $feed "interval_seconds" . }}{{ end -}}
+{{- $feeds = append $feeds $feed -}}
+{{- end -}}
+{{- toPrettyJson (dict "feeds" $feeds) -}}
+{{- end -}}
+
+{{/* The ports of the polled feeds' URLs, space-separated (their egress in the gateway's NetworkPolicy). */}}
+{{- define "almere.gatewayFeedPorts" -}}
+{{- $ports := dict -}}
+{{- range .Values.gateway.feeds -}}
+{{- with .url -}}
+{{- $url := urlParse . -}}
+{{- $port := trimPrefix ":" (regexFind ":[0-9]+$" $url.host) -}}
+{{- $_ := set $ports (default (ternary "443" "80" (eq $url.scheme "https")) $port) true -}}
+{{- end -}}
+{{- end -}}
+{{- keys $ports | sortAlpha | join " " -}}
+{{- end -}}

@@ -1,0 +1,53 @@
+"""Operators push their feed documents here instead of being polled: the same readers, checks and
+reports as a poll. A push is accepted only with the token the feed is configured with (the
+operator's own), so nobody else can speak for its garages."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from services.gateway.ingest.poller import FeedPoller, IngestReport, Outcome
+from services.gateway.routes.deps import Gateway, caller, gateway
+from services.gateway.upstream import Metadata
+
+router = APIRouter(prefix="/api/v1/feeds", tags=["feeds in"])
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it passes `limit`: a 50 MB push is never held in memory."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"the document has {declared} bytes; at most {limit} are taken")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"the document passed {limit} bytes; at most {limit} are taken")
+    return bytes(body)
+
+
+def _answer(report: IngestReport) -> JSONResponse:
+    status = 422 if report.outcome is Outcome.REJECTED else 200
+    rejected = [{"reason": str(r.reason), "message": r.message, "record": r.record} for r in report.rejected]
+    return JSONResponse({"outcome": str(report.outcome), "reports": dict(report.reports), "rejected": rejected}, status)
+
+
+@router.post("/{feed}", summary="Push one document of a configured operator feed (SPDP or DATEX II status)")
+async def push(
+    feed: str,
+    request: Request,
+    gw: Annotated[Gateway, Depends(gateway)],
+    auth: Annotated[Metadata, Depends(caller)],
+) -> JSONResponse:
+    poller: FeedPoller | None = request.app.state.feeds.get(feed)
+    if poller is None:
+        raise HTTPException(404, f"no feed {feed!r} is configured")
+    token = auth[0][1][7:].strip()
+    if not hmac.compare_digest(token.encode(), poller.config.operator_token.encode()):
+        raise HTTPException(403, f"only the operator of feed {feed!r} may push to it, with its own token")
+    body = await _body(request, min(gw.settings.gateway_max_body_bytes, poller.config.max_bytes))
+    return _answer(await poller.push(body))
