@@ -135,6 +135,8 @@ class Stack:
     # started side by side, which would otherwise both find a default port free and one would
     # answer the other's health checks.
     default_ports: bool = True
+    # Where the dashboard finds finished runs' reports (default: the data folder).
+    reports_dir: Path | None = None
     _environments: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
@@ -237,6 +239,8 @@ class Stack:
         for read in ("parking", "incidents"):  # the gateway reads and feeds them
             if read in ports:
                 env[f"ALMERE_{read.upper()}_ADDRESS"] = f"{host}:{ports[read]}"
+        # The dashboard links to the reports of runs under the reports folder (default: the data folder).
+        env.setdefault("ALMERE_GATEWAY_REPORTS_DIR", str(self.reports_dir or self.data_dir))
         for index, name in enumerate(self.services):
             port = ports[name]
             scheme = "https" if self.settings.tls_enabled else "http"

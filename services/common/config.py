@@ -104,8 +104,16 @@ class Settings(BaseSettings):
     gateway_feeds_file: Path | None = None
     # Requests one client (its token, else its address) may make to the gateway, in `limits` notation.
     gateway_rate_limit: str = "600/minute"
-    # How long public feeds may be cached by their readers (Cache-Control max-age).
+    # Finished simulation runs whose reports (report.md and its plots) the dashboard links to.
+    gateway_reports_dir: Path | None = None
+    # Where readers reach the gateway (e.g. https://verkeer.almere.nl behind an Ingress), for the
+    # links in feeds (SPDP index, Atom); default: the address each request came to.
+    gateway_public_url: str | None = None
+    # How long public feeds may be cached by their readers (Cache-Control max-age), and are kept by
+    # the gateway before it asks the services again.
     gateway_feed_max_age_seconds: int = 15
+    # Server-Sent Event streams open at once in the gateway (each holds a Watch at a service).
+    gateway_max_watches: int = 500
     # The most facilities or incidents one feed document holds (it pages through the services).
     gateway_max_items: int = 10_000
     # Largest request body the gateway accepts (a pushed feed document).

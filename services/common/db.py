@@ -135,7 +135,10 @@ def create_tables(engine: Engine, tables: Iterable[type[SQLModel]]) -> None:
                 elif column.nullable:
                     kind = column.type.compile(dialect=engine.dialect)
                     # Names come from our own table definitions, never from input.
-                    connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+                    # Replicas starting together on PostgreSQL may race: it skips a column already
+                    # added. A SQLite file has one service process migrating it (runtime.serve).
+                    guard = "IF NOT EXISTS " if connection.dialect.name == "postgresql" else ""
+                    connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN {guard}"{column.name}" {kind}'))
 
 
 def _widen(connection: Connection, table: str, column: Column[Any], existing: TypeEngine[Any]) -> None:

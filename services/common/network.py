@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import sumolib
 from sumolib.geomhelper import polygonOffsetAndDistanceToPoint, positionAtShapeOffset
@@ -68,6 +69,36 @@ class RoadNetwork:
         if best is None or not math.isfinite(best.distance_m) or best.distance_m > radius_m:
             raise InvalidArgument(f"no drivable road within {radius_m:.0f} m of {lat:.6f}, {lng:.6f}")
         return best
+
+    def geojson(self) -> dict[str, Any]:
+        """The network in WGS84 for maps: every drivable lane as a LineString (id `<edge>_<index>`,
+        as SUMO names lanes), and every traffic light as a Point at the middle of the junctions it
+        controls (its id is the signal service's intersection id)."""
+        features: list[dict[str, Any]] = []
+        for edge in self._net.getEdges():
+            for lane in edge.getLanes():
+                if lane.allows(DRIVABLE_CLASS):
+                    features.append(self._feature("LineString", self._lon_lat(lane.getShape()), {
+                        "kind": "lane", "id": lane.getID(), "edge": edge.getID(), "index": lane.getIndex(),
+                        "speed": lane.getSpeed(),
+                    }))  # fmt: skip
+        for light in self._net.getTrafficLights():
+            nodes = {c[0].getEdge().getToNode() for c in light.getConnections()}
+            if not nodes:
+                continue
+            x = sum(n.getCoord()[0] for n in nodes) / len(nodes)
+            y = sum(n.getCoord()[1] for n in nodes) / len(nodes)
+            junctions = ",".join(sorted(n.getID() for n in nodes))
+            properties = {"kind": "light", "id": light.getID(), "junction": junctions}
+            features.append(self._feature("Point", self._lon_lat([(x, y)])[0], properties))
+        return {"type": "FeatureCollection", "features": features}
+
+    def _lon_lat(self, shape: list[tuple[float, float]]) -> list[list[float]]:
+        return [[round(c, 7) for c in self._net.convertXY2LonLat(x, y)] for x, y in shape]
+
+    @staticmethod
+    def _feature(kind: str, coordinates: Any, properties: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "Feature", "geometry": {"type": kind, "coordinates": coordinates}, "properties": properties}
 
 
 @cache

@@ -6,22 +6,27 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import grpc
 import httpx
 from fastapi import FastAPI, Request, Response
-from fastapi.exceptions import HTTPException, RequestValidationError
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.gateway.ingest.config import load_feeds
 from services.gateway.ingest.poller import FeedPoller
-from services.gateway.problems import from_rpc_error, problem
+from services.gateway.problems import from_bug, from_http_error, from_rpc_error, problem
 from services.gateway.ratelimit import RateLimit
-from services.gateway.routes import api, feeds, ingest, live
+from services.gateway.routes import api, console, feeds, ingest, rpc
 from services.gateway.routes.deps import Gateway
 
+DASHBOARD = Path(__file__).with_name("dashboard")
 HTTP_REQUESTS = Counter("almere_http_requests", "HTTP requests answered by the gateway", ["route", "status"])
 HTTP_LATENCY = Histogram(
     "almere_http_request_seconds",
@@ -61,18 +66,35 @@ def create_app(gw: Gateway) -> FastAPI:
         ),
     )
     app.state.gateway = gw
-    for router in (feeds.router, api.router, live.router, ingest.router):
+    app.state.watches = 0  # Server-Sent Event streams open (routes/rpc.py)
+    for router in (feeds.router, api.router, rpc.router, ingest.router, console.router):
         app.include_router(router)
+    _mount_dashboard(app)
     app.add_exception_handler(grpc.aio.AioRpcError, from_rpc_error)
-    app.add_exception_handler(HTTPException, _http_problem)
+    app.add_exception_handler(StarletteHTTPException, from_http_error)
     app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(Exception, from_bug)
     app.add_middleware(GZipMiddleware, minimum_size=1024)
-    app.add_middleware(RateLimit, limit=gw.settings.gateway_rate_limit)
+    app.add_middleware(RateLimit, limit=gw.settings.gateway_rate_limit, tokens=gw.tokens)
     app.middleware("http")(_measured)
     app.get("/healthz", include_in_schema=False)(_alive)
     app.get("/readyz", include_in_schema=False)(_ready)
     app.get("/metrics", include_in_schema=False)(_metrics)
     return app
+
+
+def _mount_dashboard(app: FastAPI) -> None:
+    """The control room's page (built from web/ into DASHBOARD by `make`), at /dashboard/; / leads there."""
+    app.get("/", include_in_schema=False)(lambda: RedirectResponse("/dashboard/"))
+    if (DASHBOARD / "index.html").is_file():
+        app.mount("/dashboard", StaticFiles(directory=DASHBOARD, html=True), name="dashboard")
+        return
+
+    @app.get("/dashboard/{path:path}", include_in_schema=False)
+    async def not_built(path: str) -> Response:
+        return problem(
+            503, "UNAVAILABLE", "the dashboard is not built: run `make web` (npm ci and npm run build in web/)"
+        )
 
 
 async def _measured(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -83,11 +105,6 @@ async def _measured(request: Request, call_next: Callable[[Request], Awaitable[R
     HTTP_REQUESTS.labels(label, str(response.status_code)).inc()
     HTTP_LATENCY.labels(label).observe(time.perf_counter() - started)
     return response
-
-
-async def _http_problem(request: Request, error: Exception) -> Response:
-    assert isinstance(error, HTTPException)
-    return problem(error.status_code, "error", str(error.detail), dict(error.headers or {}))
 
 
 async def _invalid(request: Request, error: Exception) -> Response:
@@ -104,7 +121,8 @@ async def _ready(request: Request) -> Response:
     """SERVING when both services behind the gateway are; else 503 naming who is not."""
     gw: Gateway = request.app.state.gateway
     down = []
-    for name, channel in zip(("parking", "incidents"), gw.upstream.channels, strict=True):
+    for name in ("parking", "incidents"):
+        channel = gw.upstream.channels[name]
         try:
             reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
             if reply.status != health_pb2.HealthCheckResponse.SERVING:

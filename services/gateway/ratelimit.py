@@ -1,10 +1,10 @@
-"""Per-client rate limits: each caller (its bearer token, else its address) gets `gateway_rate_limit`
-requests in a moving window, then 429 with Retry-After. Health and metrics are not limited, so a
-probe never fails for a busy client's sake."""
+"""Per-client rate limits: each caller (a token the services know, else its address) gets
+`gateway_rate_limit` requests in a moving window, then 429 with Retry-After. An unknown token counts
+against its address, so inventing tokens buys no fresh allowance. Health and metrics are not
+limited, so a probe never fails for a busy client's sake."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 
@@ -13,23 +13,26 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.common.auth import TokenStore
 from services.gateway.problems import problem
 
 UNLIMITED = ("/healthz", "/readyz", "/metrics")
 
 
 class RateLimit:
-    def __init__(self, app: ASGIApp, *, limit: str) -> None:
+    def __init__(self, app: ASGIApp, *, limit: str, tokens: TokenStore | None) -> None:
         self.app = app
         self.limit = parse(limit)
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.tokens = tokens
 
-    @staticmethod
-    def client_key(scope: Scope) -> str:
-        # Only a digest of the token is kept, like the services' token store.
+    def client_key(self, scope: Scope) -> str:
         for name, value in scope.get("headers", []):
-            if name == b"authorization":
-                return "token:" + hashlib.sha256(value).hexdigest()
+            if name == b"authorization" and self.tokens is not None:
+                token = value.decode("latin-1").removeprefix("Bearer ").strip()
+                entry = self.tokens.lookup(token)
+                if entry is not None and not entry.expired():
+                    return f"caller:{entry.identity.caller}"
         client = scope.get("client")
         return f"address:{client[0] if client else 'unknown'}"
 
@@ -45,7 +48,7 @@ class RateLimit:
                 429,
                 "RESOURCE_EXHAUSTED",
                 f"more than {self.limit} requests; try again in {retry} s",
-                {"Retry-After": str(retry)},
+                headers={"Retry-After": str(retry)},
             )
             await response(scope, receive, send)
             return

@@ -7,9 +7,11 @@ import asyncio
 import uvicorn
 from fastapi import FastAPI
 
+from services.common.auth import TokenStore
 from services.common.config import Settings
 from services.common.observability import configure_logging
 from services.gateway.app import create_app
+from services.gateway.caching import FeedCache
 from services.gateway.formats.publisher import Publisher
 from services.gateway.routes.deps import Gateway
 from services.gateway.upstream import Upstream
@@ -17,7 +19,15 @@ from services.gateway.upstream import Upstream
 
 def build_app(settings: Settings) -> FastAPI:
     """The gateway's application, connected to the services the settings name."""
-    return create_app(Gateway(settings=settings, upstream=Upstream.connect(settings), publisher=Publisher()))
+    tokens = TokenStore(settings.tokens_file, settings.tokens) if settings.tokens_file or settings.tokens else None
+    gw = Gateway(
+        settings=settings,
+        upstream=Upstream.connect(settings),
+        publisher=Publisher(),
+        tokens=tokens,
+        cache=FeedCache(max_age_s=settings.gateway_feed_max_age_seconds),
+    )
+    return create_app(gw)
 
 
 async def _serve(settings: Settings) -> None:

@@ -20,11 +20,6 @@ from services.common.config import Settings
 Metadata = tuple[tuple[str, str], ...]
 PAGE = 1000  # the services' largest page
 
-# What the public feeds show: incidents confirmed by an agency and not yet over. Police actions are
-# never published, whatever their state.
-PUBLIC_STATES = (ipb.INCIDENT_STATE_CONFIRMED, ipb.INCIDENT_STATE_ACTIVE, ipb.INCIDENT_STATE_CLEARING)
-PUBLIC_TYPES = tuple(t for t in ipb.IncidentType.values() if t not in (0, ipb.INCIDENT_TYPE_POLICE_ACTION))
-
 
 def bearer(authorization: str) -> Metadata:
     return (("authorization", authorization),)
@@ -37,7 +32,13 @@ class Upstream:
     # The gateway's own token (role public), for the open-data feeds.
     public: Metadata
     max_items: int
-    channels: list[grpc.aio.Channel] = field(default_factory=list)
+    # By service short name (transcoding.SERVICES): parking and incidents always, signals and the
+    # optimizer when their addresses are configured.
+    channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+    # The same services on connections of their own for Watch streams: a server takes a limited
+    # number of streams per connection (256), and long-lived watches must not queue the feeds'
+    # and the operators' calls behind them.
+    stream_channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
 
     @classmethod
     def connect(cls, settings: Settings) -> Upstream:
@@ -46,18 +47,26 @@ class Upstream:
         if not settings.service_token:
             raise ValueError("the gateway needs its own token (ALMERE_SERVICE_TOKEN, role public) for its feeds")
         options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-        parking = open_channel(settings, settings.parking_address, options)
-        incidents = open_channel(settings, settings.incidents_address, options)
+        addresses = {
+            "parking": settings.parking_address,
+            "incidents": settings.incidents_address,
+            "signals": settings.signals_address,
+            "optimizer": settings.optimizer_address,
+        }
+        channels = {name: open_channel(settings, a, options) for name, a in addresses.items() if a}
+        own = [*options, ("grpc.use_local_subchannel_pool", 1)]  # else gRPC shares the connection
+        streams = {name: open_channel(settings, a, own) for name, a in addresses.items() if a}
         return cls(
-            parking=parking_pb2_grpc.ParkingServiceStub(parking),
-            incidents=incidents_pb2_grpc.IncidentServiceStub(incidents),
+            parking=parking_pb2_grpc.ParkingServiceStub(channels["parking"]),
+            incidents=incidents_pb2_grpc.IncidentServiceStub(channels["incidents"]),
             public=bearer(f"Bearer {settings.service_token}"),
             max_items=settings.gateway_max_items,
-            channels=[parking, incidents],
+            channels=channels,
+            stream_channels=streams,
         )
 
     async def close(self) -> None:
-        for channel in self.channels:
+        for channel in [*self.channels.values(), *self.stream_channels.values()]:
             await channel.close(None)
 
     async def all_facilities(self, metadata: Metadata) -> list[ppb.Facility]:
@@ -92,4 +101,5 @@ class Upstream:
         return incidents[: self.max_items]
 
     async def public_incidents(self) -> list[ipb.Incident]:
-        return await self.all_incidents(self.public, states=PUBLIC_STATES, types=PUBLIC_TYPES)
+        """What the incident service shows the public: confirmed, not over, no police actions."""
+        return await self.all_incidents(self.public)

@@ -14,11 +14,11 @@ from grpc import aio
 from sqlalchemy import Engine
 
 from services.common import paging
-from services.common.access import OPEN_DATA, allow
+from services.common.access import ANY_CALLER, OPEN_DATA, allow
 from services.common.auth import Role, current_identity
 from services.common.clock import from_timestamp, to_timestamp, utcnow
 from services.common.db import GroupCommitter
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, NotFound
 from services.common.feed import Change, EventFeed
 from services.common.geo import Area, area_of, inside
 from services.common.names import id_from_name, validate_id
@@ -106,12 +106,15 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
         stored, duplicate = await self._committer.submit(usecases.report_incidents, item)
         return pb.ReportIncidentResponse(incident=logic.visible(identity, stored), duplicate=duplicate)
 
-    @allow(OPEN_DATA, notes=logic.VISIBILITY)
+    @allow(OPEN_DATA, notes=logic.OPEN_VISIBILITY)
     async def GetIncident(self, request: pb.GetIncidentRequest, context: Context) -> pb.GetIncidentResponse:
+        identity = current_identity.get()
         incident = await asyncio.to_thread(usecases.get_incident, self._engine, _incident_id(request.name))
-        return pb.GetIncidentResponse(incident=logic.visible(current_identity.get(), incident))
+        if identity.role is Role.PUBLIC and not logic.public_may_see(incident):
+            raise NotFound(f"incident {request.name} not found")  # as if unknown: its existence is not public
+        return pb.GetIncidentResponse(incident=logic.visible(identity, incident))
 
-    @allow(OPEN_DATA, notes=logic.VISIBILITY)
+    @allow(OPEN_DATA, notes=logic.OPEN_VISIBILITY)
     async def ListIncidents(self, request: pb.ListIncidentsRequest, context: Context) -> pb.ListIncidentsResponse:
         identity = current_identity.get()
         size = paging.page_size(request.page_size)
@@ -119,9 +122,16 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
         end = from_timestamp(request.end_time) if request.HasField("end_time") else None
         if start and end and end <= start:
             raise InvalidArgument("end_time must be after start_time")
-        query = usecases.IncidentFilter(
+        states, types = logic.narrowed_for(
+            identity,
             states=_enum_values(request.states, pb.IncidentState, "states"),
             types=_enum_values(request.types, pb.IncidentType, "types"),
+        )
+        if not (states and types) and identity.role is Role.PUBLIC:
+            return pb.ListIncidentsResponse()
+        query = usecases.IncidentFilter(
+            states=states,
+            types=types,
             agencies=_enum_values(request.agencies, pb.Agency, "agencies"),
             area=area_of(request.area) if request.HasField("area") else None,
             start=start,
@@ -185,7 +195,7 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
         moved = await self._committer.submit(usecases.transition_incidents, item)
         return pb.TransitionIncidentResponse(incident=logic.visible(identity, moved))
 
-    @allow(OPEN_DATA, notes=logic.VISIBILITY)
+    @allow(ANY_CALLER, notes=logic.VISIBILITY)
     async def WatchIncidents(
         self, request: pb.WatchIncidentsRequest, context: Context
     ) -> AsyncIterator[pb.WatchIncidentsResponse]:

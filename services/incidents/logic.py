@@ -9,7 +9,7 @@ from datetime import datetime
 
 from almere.incidents.v1 import incidents_pb2 as pb
 
-from services.common.access import OPEN_DATA
+from services.common.access import ANY_CALLER
 from services.common.auth import PUBLIC_SAFETY, Identity, Role
 from services.common.clock import from_timestamp
 from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
@@ -107,8 +107,30 @@ def authorize_type_change(
 # What visible() leaves out, for the role table.
 VISIBILITY = {
     Role.ENGINEER: "no notes or reporter of police actions",
-    **{r: "no notes or reporter" for r in OPEN_DATA - PUBLIC_SAFETY - {Role.ENGINEER}},
+    **{r: "no notes or reporter" for r in ANY_CALLER - PUBLIC_SAFETY - {Role.ENGINEER}},
 }
+OPEN_VISIBILITY = {**VISIBILITY, Role.PUBLIC: "confirmed and not over, no police actions; no notes or reporter"}
+
+
+# What the public (the open-data feeds) may know of: incidents an agency confirmed and that are not
+# over; never police actions. Enforced here, so a leaked `public` token shows no more than the feeds.
+PUBLIC_STATES = (pb.INCIDENT_STATE_CONFIRMED, pb.INCIDENT_STATE_ACTIVE, pb.INCIDENT_STATE_CLEARING)
+PUBLIC_TYPES = tuple(t for t in pb.IncidentType.values() if t not in (0, pb.INCIDENT_TYPE_POLICE_ACTION))
+
+
+def public_may_see(incident: pb.Incident) -> bool:
+    return incident.state in PUBLIC_STATES and incident.type in PUBLIC_TYPES
+
+
+def narrowed_for(
+    identity: Identity, *, states: tuple[int, ...], types: tuple[int, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A List's state and type filters, cut to what the caller may see (the public: PUBLIC_*).
+    An empty result means nothing, not everything: the caller checks."""
+    if identity.role is not Role.PUBLIC:
+        return states, types
+    return (tuple(s for s in states or PUBLIC_STATES if s in PUBLIC_STATES),
+            tuple(t for t in types or PUBLIC_TYPES if t in PUBLIC_TYPES))  # fmt: skip
 
 
 def sees_restricted(identity: Identity, incident: pb.Incident) -> bool:

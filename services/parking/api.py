@@ -172,7 +172,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         row = await asyncio.to_thread(usecases.get_facility, self._engine, facility_id)
         return pb.GetOccupancyResponse(occupancy=occupancy_to_proto(row))
 
-    @allow(OPEN_DATA)
+    @allow(ANY_CALLER)
     async def WatchOccupancy(
         self, request: pb.WatchOccupancyRequest, context: Context
     ) -> AsyncIterator[pb.WatchOccupancyResponse]:

@@ -29,7 +29,12 @@ async def start_gateway(
     running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
 
     async def start(**overrides: object) -> str:
-        own = {"parking_address": parking, "incidents_address": incidents, "service_token": tokens["public"]}
+        own = {
+            "parking_address": parking,
+            "incidents_address": incidents,
+            "service_token": tokens["public"],
+            "gateway_feed_max_age_seconds": 0,  # every read asks the services: tests see changes at once
+        }
         app = build_app(settings.model_copy(update={**own, **overrides}))
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None))
         task = asyncio.create_task(server.serve())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import grpc
 import httpx
@@ -125,16 +126,35 @@ async def test_feeds_are_conditional_and_compressed(
         first = await http.get("/feeds/datex2/parking-status", headers={"Accept-Encoding": "gzip"})
         assert first.headers["content-encoding"] == "gzip" and first.headers["cache-control"].startswith("public")
         etag, modified = first.headers["etag"], first.headers["last-modified"]
-        same = await http.get("/feeds/spdp/dynamic/garage-a")
-        again = await http.get("/feeds/spdp/dynamic/garage-a", headers={"If-None-Match": same.headers["etag"]})
-        assert again.status_code == 304 and again.content == b""
-        since = await http.get("/feeds/spdp/dynamic/garage-a", headers={"If-Modified-Since": modified})
+        # Read again from the services: nothing changed, so the same document (its publicationTime
+        # included) and a 304 for the poller that holds it.
+        again = await http.get("/feeds/datex2/parking-status", headers={"If-None-Match": etag})
+        assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+        since = await http.get("/feeds/datex2/parking-status", headers={"If-Modified-Since": modified})
         assert since.status_code == 304
+        for path in ("/feeds/datex2/situations", "/feeds/cap/alerts.atom", "/feeds/spdp/dynamic/garage-a"):
+            tag = (await http.get(path)).headers["etag"]
+            assert (await http.get(path, headers={"If-None-Match": tag})).status_code == 304, path
         async with grpc.aio.insecure_channel(parking) as channel:
             await Parking(channel, tokens).report("garage-a", 41, 2)
         changed = await http.get("/feeds/datex2/parking-status", headers={"If-None-Match": etag})
         assert changed.status_code == 200 and changed.headers["etag"] != etag
         assert b">59<" in changed.content
+        assert changed.headers["last-modified"] != modified or changed.headers["etag"] != etag
+
+
+async def test_feeds_are_kept_for_their_max_age(
+    start_gateway: Callable[..., Awaitable[str]], city: dict[str, str], parking: str, tokens: dict[str, str]
+) -> None:
+    """Within max-age the gateway answers from what it made, without asking the services: a burst
+    of anonymous readers costs one read of them."""
+    gateway = await start_gateway(gateway_feed_max_age_seconds=60)
+    async with httpx.AsyncClient(base_url=gateway) as http:
+        first = await http.get("/feeds/datex2/parking-status")
+        async with grpc.aio.insecure_channel(parking) as channel:
+            await Parking(channel, tokens).report("garage-a", 41, 2)
+        kept = await http.get("/feeds/datex2/parking-status")
+        assert kept.headers["etag"] == first.headers["etag"] and kept.headers["cache-control"] == "public, max-age=60"
 
 
 async def test_rate_limit_per_client(start_gateway: Callable[..., Awaitable[str]], tokens: dict[str, str]) -> None:
@@ -156,7 +176,8 @@ async def test_health_metrics_and_openapi(gateway: str) -> None:
         metrics = (await http.get("/metrics")).text
         assert 'almere_http_requests_total{route="/feeds/datex2/parking-table",status="200"}' in metrics
         spec = (await http.get("/openapi.json")).json()
-        assert {"/feeds/datex2/parking-status", "/api/v1/live/occupancy", "/ngsi-ld/v1/entities"} <= set(spec["paths"])
+        paths = {"/feeds/datex2/parking-status", "/api/v1/watch/{service}/{name}", "/ngsi-ld/v1/entities"}
+        assert paths <= set(spec["paths"])
 
 
 async def test_readiness_fails_when_a_service_is_down(
@@ -179,7 +200,7 @@ async def test_live_occupancy_arrives_as_server_sent_events(
     async def listen() -> None:
         async with (
             httpx.AsyncClient(base_url=gateway, timeout=10) as http,
-            http.stream("GET", "/api/v1/live/occupancy", headers=auth(tokens, "engineer")) as stream,
+            http.stream("GET", "/api/v1/watch/parking/WatchOccupancy", headers=auth(tokens, "engineer")) as stream,
         ):
             assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
             async for line in stream.aiter_lines():
@@ -195,6 +216,112 @@ async def test_live_occupancy_arrives_as_server_sent_events(
     async with grpc.aio.insecure_channel(parking) as channel:
         await Parking(channel, tokens).report("garage-b", 20, 2)
     await asyncio.wait_for(listener, 5)
-    assert [e["snapshot"] for e in events] == [True, True, False]
+    assert [e.get("snapshot", False) for e in events] == [True, True, False]
     assert events[2]["occupancy"]["facility"] == "facilities/garage-b"  # type: ignore[index]
     assert events[2]["occupancy"]["freeSpaces"] == 30  # type: ignore[index]
+
+
+async def test_every_rpc_is_callable_with_the_callers_token(
+    gateway: str, city: dict[str, str], tokens: dict[str, str]
+) -> None:
+    collision = {"name": city["collision"], "state": "INCIDENT_STATE_ACTIVE"}
+    async with httpx.AsyncClient(base_url=gateway) as http:
+        refused = await http.post(
+            "/api/v1/rpc/incidents/TransitionIncident", json=collision, headers=auth(tokens, "operator")
+        )
+        assert refused.status_code == 403 and refused.json()["title"] == "PERMISSION_DENIED"
+        moved = await http.post(
+            "/api/v1/rpc/incidents/TransitionIncident", json=collision, headers=auth(tokens, "police")
+        )
+        assert moved.status_code == 200 and moved.json()["incident"]["state"] == "INCIDENT_STATE_ACTIVE"
+        current = await http.post(
+            "/api/v1/rpc/incidents/GetIncident", json={"name": city["collision"]}, headers=auth(tokens, "engineer")
+        )
+        assert current.json()["incident"]["state"] == "INCIDENT_STATE_ACTIVE"
+        bad = await http.post("/api/v1/rpc/incidents/GetIncident", json={"nam": "x"}, headers=auth(tokens, "engineer"))
+        assert bad.status_code == 400 and "GetIncidentRequest" in bad.json()["detail"]
+        invalid = await http.post(
+            "/api/v1/rpc/incidents/TransitionIncident",
+            json={"name": city["collision"], "state": "INCIDENT_STATE_REPORTED"},
+            headers=auth(tokens, "police"),
+        )
+        assert invalid.status_code == 412 and "cannot go from ACTIVE to REPORTED" in invalid.json()["detail"]
+        for path, status in (
+            ("/api/v1/rpc/parking/NoSuchMethod", 404),
+            ("/api/v1/rpc/parking/RecordGateEvents", 404),  # a client stream: gRPC only
+            ("/api/v1/rpc/parking/WatchOccupancy", 405),
+            ("/api/v1/rpc/signals/ListIntersections", 503),  # this gateway knows no signal service
+        ):
+            answer = await http.post(path, json={}, headers=auth(tokens, "engineer"))
+            assert answer.status_code == status, (path, answer.text)
+        assert (await http.post("/api/v1/rpc/parking/ListFacilities", json={})).status_code == 401
+
+
+async def test_the_dashboards_own_routes(
+    start_gateway: Callable[..., Awaitable[str]], tokens: dict[str, str], network_file: Path, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    report = runs / "almere-centrum" / "report"
+    report.mkdir(parents=True)
+    (report / "report.md").write_text(
+        "# Run\n\n| KPI | none |\n|---|---|\n| delay (s) | 633.0 |\n\n![speed](speed.png)\n"
+    )
+    (report / "speed.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (runs / "credentials.json").write_text('{"secret": 1}')  # beside the reports, never served
+    gateway = await start_gateway(network_file=network_file, gateway_reports_dir=runs)
+    async with httpx.AsyncClient(base_url=gateway) as http:
+        me = await http.get("/api/v1/whoami", headers=auth(tokens, "police"))
+        assert me.json() == {"caller": "police", "role": "police"}
+        operator = await http.get("/api/v1/whoami", headers=auth(tokens, "operator"))
+        assert operator.json()["role"] == "operator:op-a"
+        assert (await http.get("/api/v1/whoami", headers={"Authorization": "Bearer forged"})).status_code == 401
+        network = (await http.get("/api/v1/network", headers=auth(tokens, "engineer"))).json()
+        kinds = {f["properties"]["kind"] for f in network["features"]}
+        lights = {f["properties"]["id"] for f in network["features"] if f["properties"]["kind"] == "light"}
+        assert kinds == {"lane", "light"} and lights == {"ring-east", "ring-west", "stadhuisplein"}
+        lane = next(f for f in network["features"] if f["properties"]["id"] == "ring-w-n_0")
+        lon, lat = lane["geometry"]["coordinates"][0]
+        assert 5.1 < lon < 5.3 and 52.3 < lat < 52.4  # WGS84, in Almere
+        assert (await http.get("/api/v1/network")).status_code == 401
+        listed = (await http.get("/api/v1/reports", headers=auth(tokens, "engineer"))).json()["reports"]
+        assert [(r["name"], r["url"]) for r in listed] == [
+            ("almere-centrum", "/reports/almere-centrum/report/report.html")
+        ]
+        page = await http.get(listed[0]["url"])
+        assert page.status_code == 200 and "<td>633.0</td>" in page.text and 'src="speed.png"' in page.text
+        assert (await http.get("/reports/almere-centrum/report/speed.png")).headers["content-type"] == "image/png"
+        for path in ("/reports/credentials.json", "/reports/almere-centrum/report/../../credentials.json"):
+            assert (await http.get(path)).status_code == 404
+        front = await http.get("/", follow_redirects=False)
+        assert front.status_code == 307 and front.headers["location"] == "/dashboard/"
+
+
+async def test_refusals_are_clear_and_never_leak_or_crash(
+    start_gateway: Callable[..., Awaitable[str]], tokens: dict[str, str]
+) -> None:
+    gateway = await start_gateway(gateway_rate_limit="3/minute")
+    async with httpx.AsyncClient(base_url=gateway) as http:
+        # Invented tokens buy no fresh allowance: they count against the address.
+        answers = [
+            (await http.get("/feeds/spdp/index", headers={"Authorization": f"Bearer junk{i}"})).status_code
+            for i in range(4)
+        ]
+        assert answers == [200, 200, 200, 429]
+    gateway = await start_gateway()
+    async with httpx.AsyncClient(base_url=gateway) as http:
+        for odd in ("Bearer a\tb", "Bearer ünïcode", "Basic dXNlcjpwYXNz", "Bearer"):
+            answer = await http.get("/api/v1/facilities", headers={"Authorization": odd.encode()})  # type: ignore[dict-item]
+            assert answer.status_code == 401 and answer.headers["content-type"] == "application/problem+json", odd
+        missing = await http.get("/no/such/route")
+        assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+        # A watch the service refuses is answered with its status, not a stream that says so later.
+        refused = await http.get("/api/v1/watch/parking/WatchOccupancy", headers={"Authorization": "Bearer forged"})
+        assert refused.status_code == 401 and refused.json()["title"] == "UNAUTHENTICATED"
+    broken = await start_gateway(service_token="revoked-or-never-issued")
+    async with httpx.AsyncClient(base_url=broken) as http:
+        answer = await http.get("/feeds/datex2/parking-status")
+        assert answer.status_code == 502 and "gateway's own credentials" in answer.json()["detail"]
+    down = await start_gateway(parking_address="127.0.0.1:9")
+    async with httpx.AsyncClient(base_url=down) as http:
+        answer = await http.get("/feeds/datex2/parking-status")
+        assert answer.status_code == 503 and "127.0.0.1" not in answer.text  # no internals for strangers

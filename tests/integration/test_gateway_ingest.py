@@ -584,4 +584,11 @@ async def test_an_operator_pushes_its_feed_through_the_gateway(
         assert bad.status_code == 422 and bad.json()["rejected"][0]["reason"] == "over_capacity"
         huge = await http.post("/api/v1/feeds/stadhuisplein", content=b" " * 5000, headers=operator)
         assert huge.status_code == 413
+
+        async def endless() -> AsyncIterator[bytes]:  # chunked, no Content-Length to refuse it by
+            for _ in range(1000):
+                yield b" " * 1024
+
+        streamed = await http.post("/api/v1/feeds/stadhuisplein", content=endless(), headers=operator)
+        assert streamed.status_code == 413 and "passed 4096 bytes" in streamed.json()["detail"]
         assert (await occupancy(client, "stadhuisplein")).occupied_spaces == 500  # nothing of the refused ones

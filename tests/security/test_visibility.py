@@ -111,3 +111,31 @@ async def test_retyping_as_a_police_action_hides_its_earlier_history(client: Inc
         await client.as_("engineer").ListIncidentHistory(pb.ListIncidentHistoryRequest(name=incident.name))
     ).entries
     assert len(entries) == 3 and all((e.actor, e.reason) == ("", "") for e in entries)
+
+
+async def test_the_public_sees_only_confirmed_open_incidents_and_no_police_actions(client: Incidents) -> None:
+    """The open-data reader (role public, the gateway's feeds) gets from the service itself only what
+    the feeds may publish, so a leaked public token shows no more than the feeds do."""
+    police_action = await _police_action(client)
+    unconfirmed = await client.report(notes=NOTES)  # a collision only reported so far
+    confirmed = await client.report(notes=NOTES)
+    cleared = await client.report()
+    for incident, states in (
+        (confirmed, [pb.INCIDENT_STATE_CONFIRMED]),
+        (cleared, [pb.INCIDENT_STATE_ACTIVE, pb.INCIDENT_STATE_CLEARING, pb.INCIDENT_STATE_CLEARED]),
+    ):
+        for state in states:
+            await client.as_("police").TransitionIncident(pb.TransitionIncidentRequest(name=incident.name, state=state))
+    public = client.as_("public")
+    listed = (await public.ListIncidents(pb.ListIncidentsRequest())).incidents
+    assert [i.name for i in listed] == [confirmed.name] and not listed[0].notes and not listed[0].reporter
+    asked = pb.ListIncidentsRequest(types=[pb.INCIDENT_TYPE_POLICE_ACTION], states=[pb.INCIDENT_STATE_REPORTED])
+    assert not (await public.ListIncidents(asked)).incidents  # asking for more gives nothing more
+    assert (await public.GetIncident(pb.GetIncidentRequest(name=confirmed.name))).incident.name == confirmed.name
+    for hidden in (police_action, unconfirmed, cleared):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await public.GetIncident(pb.GetIncidentRequest(name=hidden.name))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await anext(aiter(public.WatchIncidents(pb.WatchIncidentsRequest())))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED

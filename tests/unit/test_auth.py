@@ -67,7 +67,9 @@ def test_parse_role_other_roles_take_no_id(text: str) -> None:
 @pytest.mark.parametrize("text", ["admin", "Engineer", "", "operators:a"])
 def test_parse_role_unknown(text: str) -> None:
     name = text.partition(":")[0]
-    expected = f"unknown role {name!r}; expected one of engineer, operator, police, fire, ems, optimizer, sim, service"
+    expected = (
+        f"unknown role {name!r}; expected one of engineer, operator, police, fire, ems, optimizer, sim, service, public"
+    )
     with pytest.raises(ValueError) as err:
         parse_role(text)
     assert str(err.value) == expected

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import httpx
@@ -53,6 +54,16 @@ LAST_SUCCESS = Gauge(
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+REPORTS_IN_FLIGHT = 16
+
+
+def _shown(url: str) -> str:
+    """A feed's address as logs may show it: without a password or a query (API keys live there)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return urlunsplit((parts.scheme, f"{host}:{parts.port}" if parts.port else host, parts.path, "", ""))
+
+
 _REPORT_OUTCOMES = {
     pb.REPORT_OUTCOME_ACCEPTED: "accepted",
     pb.REPORT_OUTCOME_DUPLICATE: "duplicate",
@@ -253,7 +264,7 @@ class FeedPoller:
                 if response.status_code == httpx.codes.NOT_MODIFIED:
                     return None
                 if response.status_code != httpx.codes.OK:
-                    raise _FetchFailed(Outcome.HTTP_ERROR, f"HTTP {response.status_code} from {url}")
+                    raise _FetchFailed(Outcome.HTTP_ERROR, f"HTTP {response.status_code} from {_shown(url)}")
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > limit:
                     raise FeedRejected(Reason.TOO_LARGE, f"Content-Length {declared} is over {limit} bytes")
@@ -268,22 +279,28 @@ class FeedPoller:
                 return b"".join(chunks), validators
         except (TimeoutError, httpx.TimeoutException):
             raise _FetchFailed(
-                Outcome.TIMEOUT, f"no complete answer from {url} within {self.config.timeout_s} s"
+                Outcome.TIMEOUT, f"no complete answer from {_shown(url)} within {self.config.timeout_s} s"
             ) from None
         except httpx.HTTPError as error:
-            raise _FetchFailed(Outcome.UNREACHABLE, f"{url}: {type(error).__name__}: {error}") from None
+            raise _FetchFailed(Outcome.UNREACHABLE, f"{_shown(url)}: {type(error).__name__}") from None
 
     async def _ingest(self, body: bytes) -> IngestReport:
-        try:
-            document = self._read(body, now=utcnow())
+        try:  # parsing megabytes of XML would hold up every other request of the gateway
+            document = await asyncio.to_thread(self._read, body, now=utcnow())
         except FeedRejected as rejected:
             return self._refused(rejected)
         for record in document.rejected:
             self._warn(f"record {record.record} rejected", record.reason, record.message)
             REJECTED.labels(self.config.name, record.reason).inc()
         reports: Tally[str] = Tally()
-        for reading in document.readings:
-            answer = await self._report(reading)
+        # A few at a time: a large feed's counts arrive in seconds, not one timeout after another.
+        sending = asyncio.Semaphore(REPORTS_IN_FLIGHT)
+
+        async def report(reading: Reading) -> str:
+            async with sending:
+                return await self._report(reading)
+
+        for answer in await asyncio.gather(*(report(r) for r in document.readings)):
             REPORTS.labels(self.config.name, answer).inc()
             reports[answer] += 1
         if document.rejected and not document.readings:

@@ -22,6 +22,8 @@ from lxml import etree
 CLOCK_SKEW = timedelta(seconds=60)
 # Counts measured longer ago than this are not news but a broken feed (or seconds read as milliseconds).
 MAX_AGE = timedelta(days=7)
+# The parking service takes no facility above 100,000 spaces: a larger count is a broken feed.
+MAX_COUNT = 100_000
 
 MC = "http://datex2.eu/schema/3/messageContainer"
 D2 = "http://datex2.eu/schema/3/d2Payload"
@@ -136,8 +138,14 @@ def _count(value: Any, field: str) -> int:
         raise FeedRejected(Reason.MISSING_FIELD, f"{field} is required")
     if isinstance(value, bool) or not isinstance(value, int):
         raise FeedRejected(Reason.BAD_VALUE, f"{field} must be a whole number, got {value!r}")
+    return _in_range(value, field)
+
+
+def _in_range(value: int, field: str) -> int:
     if value < 0:
         raise FeedRejected(Reason.NEGATIVE_COUNT, f"{field} is negative ({value})")
+    if value > MAX_COUNT:
+        raise FeedRejected(Reason.BAD_VALUE, f"{field} is {value}; no facility has more than {MAX_COUNT} spaces")
     return value
 
 
@@ -265,9 +273,7 @@ def _xml_count(parent: etree._Element, name: str) -> int | None:
         value = int(text.strip())
     except ValueError:
         raise FeedRejected(Reason.BAD_VALUE, f"{name} must be a whole number, got {text!r}") from None
-    if value < 0:
-        raise FeedRejected(Reason.NEGATIVE_COUNT, f"{name} is negative ({value})")
-    return value
+    return _in_range(value, name)
 
 
 def _xml_time(text: str | None) -> datetime:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from fastapi import HTTPException, Request
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.common.auth import TokenStore
 from services.common.config import Settings
+from services.gateway.caching import FeedCache
 from services.gateway.formats.publisher import Publisher
 from services.gateway.upstream import Metadata, Upstream, bearer
 
@@ -18,6 +21,10 @@ class Gateway:
     settings: Settings
     upstream: Upstream
     publisher: Publisher
+    # The callers the services know, to tell the dashboard who is logged in (the services decide
+    # what each may do); None without a tokens file.
+    tokens: TokenStore | None = None
+    cache: FeedCache = field(default_factory=lambda: FeedCache(max_age_s=0))
 
 
 def gateway(request: Request) -> Gateway:
@@ -25,13 +32,21 @@ def gateway(request: Request) -> Gateway:
     return found
 
 
+# RFC 6750 b64token: anything else could not travel as gRPC metadata, and is no token of ours.
+TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+
+
 def caller(request: Request) -> Metadata:
     """The caller's own token, passed on to the service, which checks its role and cuts what it may
     see. Without one: 401, as the services answer UNAUTHENTICATED."""
-    authorization = request.headers.get("authorization", "")
-    if not authorization.lower().startswith("bearer ") or not authorization[7:].strip():
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not TOKEN.fullmatch(token.strip()):
         raise HTTPException(401, "send 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
-    return bearer(authorization)
+    return bearer(f"Bearer {token.strip()}")
+
+
+def token_of(auth: Metadata) -> str:
+    return auth[0][1].removeprefix("Bearer ")
 
 
 def newest(*stamps: Timestamp) -> datetime | None:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from services.gateway.ingest.poller import FeedPoller, IngestReport, Outcome
-from services.gateway.routes.deps import Gateway, caller, gateway
+from services.gateway.routes.deps import Gateway, caller, gateway, token_of
 from services.gateway.upstream import Metadata
 
 router = APIRouter(prefix="/api/v1/feeds", tags=["feeds in"])
@@ -46,8 +46,7 @@ async def push(
     poller: FeedPoller | None = request.app.state.feeds.get(feed)
     if poller is None:
         raise HTTPException(404, f"no feed {feed!r} is configured")
-    token = auth[0][1][7:].strip()
-    if not hmac.compare_digest(token.encode(), poller.config.operator_token.encode()):
+    if not hmac.compare_digest(token_of(auth).encode(), poller.config.operator_token.encode()):
         raise HTTPException(403, f"only the operator of feed {feed!r} may push to it, with its own token")
     body = await _body(request, min(gw.settings.gateway_max_body_bytes, poller.config.max_bytes))
     return _answer(await poller.push(body))

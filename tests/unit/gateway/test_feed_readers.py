@@ -325,3 +325,19 @@ def test_readings_are_frozen_and_keyword_only() -> None:
         FORUM.occupied = 1  # type: ignore[misc]
     with pytest.raises(TypeError):
         Reading("ALM-P01-FORUM", 438, 650, NOW, True)  # type: ignore[call-arg]
+
+
+def test_counts_beyond_any_facility_are_refused_as_broken() -> None:
+    """2**40 spaces would not even fit the parking service's contract: a record error, not a crash."""
+    huge = json.dumps(spdp(parkingCapacity=2**40, vacantSpaces=2**39)).encode()
+    rejected = only_rejection(read_spdp(huge, now=NOW))
+    assert rejected.reason == Reason.BAD_VALUE and "no facility has more than 100000" in rejected.message
+    body = forum("<prk:parkingNumberOfVacantSpaces>", "<prk:parkingNumberOfVacantSpaces>9999999999")
+    assert only_rejection(read_datex2_status(body.encode(), now=NOW)).reason == Reason.BAD_VALUE
+
+
+def test_feed_addresses_in_logs_carry_no_credentials() -> None:
+    from services.gateway.ingest.poller import _shown
+
+    url = "https://user:secret@feeds.example.nl:8443/parking/status?apikey=abc123#x"
+    assert _shown(url) == "https://feeds.example.nl:8443/parking/status"
