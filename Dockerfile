@@ -2,6 +2,14 @@
 # One image for every service: `almere serve parking|incidents|signals|optimizer|gateway` (the Helm chart
 # sets the args).
 
+FROM node:20-bookworm-slim AS web
+WORKDIR /src/web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web ./
+# Vite writes the dashboard into ../services/gateway/dashboard, where the gateway serves it from.
+RUN mkdir -p ../services/gateway && npm run build
+
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -13,6 +21,7 @@ COPY services ./services
 COPY sim ./sim
 COPY apps ./apps
 COPY protos/gen ./protos/gen
+COPY --from=web /src/services/gateway/dashboard ./services/gateway/dashboard
 # A regular (not editable) install: the SUMO wheels (eclipse-sumo, sumolib) come with the dependencies.
 RUN /opt/almere/bin/pip install .
 

@@ -7,8 +7,12 @@ INSTALLED := $(VENV)/.installed
 HELM := .tools/helm
 
 RUNS ?= 5
+# The control room's dashboard: built from web/ (npm, Vite, TypeScript) into the gateway's folder.
+DASHBOARD := services/gateway/dashboard/index.html
+WEB_SOURCES := web/package.json web/package-lock.json web/index.html web/vite.config.ts web/tsconfig.json \
+	$(shell find web/src -type f 2>/dev/null)
 
-.PHONY: demo test test-stress lint protos bench bench-twin bench-optimizer bench-city bench-reroute loadtest up clean
+.PHONY: demo test test-stress lint protos web browser bench bench-twin bench-optimizer bench-city bench-reroute loadtest up clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,20 +23,29 @@ $(INSTALLED): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --no-deps parkapi-sources==0.24.0  # see pyproject's dev extras
 	touch $@
 
-demo: $(INSTALLED)
+$(DASHBOARD): $(WEB_SOURCES)
+	cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build
+
+web: $(DASHBOARD)
+
+# Debian's Chromium for the browser tests (see deploy/tools/ensure-chromium.sh).
+browser:
+	deploy/tools/ensure-chromium.sh
+
+demo: $(INSTALLED) $(DASHBOARD)
 	$(BIN)/almere demo
 
-up: $(INSTALLED)
+up: $(INSTALLED) $(DASHBOARD)
 	$(BIN)/almere up --caller engineer --caller operator --caller police  # the README examples' callers
 
 $(HELM):
 	deploy/tools/fetch-helm.sh $(HELM)
 
-test: lint $(HELM)
+test: lint $(HELM) $(DASHBOARD) browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The whole suite RUNS times with every core kept busy: flaky tests show here, not in CI.
-test-stress: lint $(HELM)
+test-stress: lint $(HELM) $(DASHBOARD) browser
 	$(BIN)/python tests/stress_run.py --runs $(RUNS) $(if $(HOGS),--hogs $(HOGS)) -- $(PYTEST_ARGS)
 
 lint: $(INSTALLED)
@@ -66,4 +79,4 @@ loadtest: $(INSTALLED)
 	$(BIN)/python loadtest/run_loadtest.py $(LOADTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) data .tools
+	rm -rf $(VENV) data .tools web/node_modules services/gateway/dashboard

@@ -4,6 +4,7 @@ demo, and run, compare and benchmark the SUMO digital twin."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import sys
@@ -118,7 +119,15 @@ def cmd_bus_permissions(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from apps.demo import run_demo
 
-    return run_demo(Settings(), full=args.full)
+    keep = sys.stdin.isatty() if args.keep is None else args.keep
+    return run_demo(Settings(), full=args.full, keep=keep)
+
+
+def cmd_screenshot(args: argparse.Namespace) -> int:
+    from apps.screenshot import take
+
+    print(asyncio.run(take(url=args.url, token=args.token, out=args.out, settle_s=args.settle)))
+    return 0
 
 
 def cmd_sim_run(args: argparse.Namespace) -> int:
@@ -298,7 +307,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the twin's table over three seeds and four simulated hours (default: one seed, three hours)",
     )
+    demo.add_argument(
+        "--keep",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="afterwards leave the dashboard showing the coordinated run until Ctrl-C (default: when run "
+        "from a terminal)",
+    )
     demo.set_defaults(func=cmd_demo)
+    shot = sub.add_parser("screenshot", help="a PNG of the dashboard as a token's role sees it (Debian's chromium)")
+    shot.add_argument("--url", default="http://127.0.0.1:8080/dashboard/")
+    shot.add_argument("--token", required=True)
+    shot.add_argument("--out", type=Path, default=Path("data/screenshots/dashboard.png"))
+    shot.add_argument("--settle", type=float, default=5.0, help="seconds for live data to arrive before the shot")
+    shot.set_defaults(func=cmd_screenshot)
     bus = sub.add_parser("bus", help="the NATS bus's users").add_subparsers(dest="action", required=True)
     bus.add_parser("permissions", help="every bus user's subject permissions (JSON)").set_defaults(
         func=cmd_bus_permissions

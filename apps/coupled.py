@@ -71,6 +71,7 @@ def run_with_stack(
         settings=settings,
         callers=twin_callers(f.operator_id for f in scenario.parking_facilities()),
         default_ports=alone,
+        reports_dir=specs[0].out_root,
     )
     stack.start()
     try:
@@ -81,6 +82,13 @@ def run_with_stack(
         return run_many([replace(s, services_dir=stack.data_dir) for s in specs], workers=1)
     finally:
         stack.stop()
+
+
+def reopen_stack(spec: RunSpec, *, stack_dir: Path) -> Stack:
+    """A stack (not yet started) on what a coupled run's stack left in `stack_dir` (its databases and
+    its bus): the dashboard then shows the city as the run ended it, and the run's report."""
+    settings = Settings(data_dir=stack_dir, network_file=prepare(spec).network, log_level="WARNING")
+    return Stack(settings=settings, callers=dev_callers("engineer", "police"), reports_dir=spec.out_root)
 
 
 def run_modes(specs: list[RunSpec], say: Callable[[str], None] = print, *, stacks: int = 1) -> list[Path]:

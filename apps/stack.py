@@ -317,9 +317,19 @@ class Stack:
                 process.wait()
         self.processes.clear()
 
+    def dashboard(self) -> str | None:
+        """The control room's page and whom to log in as, when the stack runs the gateway."""
+        if "gateway" not in self.endpoints:
+            return None
+        engineer = self.credentials.get("engineer")
+        login = f" (log in with the engineer's token {engineer})" if engineer else " (log in with a token)"
+        return f"dashboard: {self.endpoints['gateway']}/dashboard/{login}"
+
     def describe(self) -> str:
         lines = ["almere-traffic is up", ""]
         lines += [f"  {name:<10} {address}" for name, address in self.endpoints.items()]
+        if hint := self.dashboard():
+            lines += ["", hint]
         lines += ["", "Prometheus metrics:"] + [f"  {name:<10} {url}" for name, url in self.metrics.items()]
         if self.credentials:
             lines += ["", "development tokens (also in credentials.json; send as 'authorization: Bearer <token>'):"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
+import threading
 import time
 
 from apps.demo import incidents, parking, signals, simulation
@@ -11,7 +13,8 @@ from apps.stack import Stack, dev_callers
 from services.common.config import Settings
 
 
-def run_demo(settings: Settings, *, full: bool = False) -> int:
+def run_demo(settings: Settings, *, full: bool = False, keep: bool = False) -> int:
+    """The four scenes; `keep`: then leave the dashboard showing the coordinated run until Ctrl-C."""
     run_dir = (settings.data_dir / "demo").resolve()
     shutil.rmtree(run_dir, ignore_errors=True)
     stack = Stack(
@@ -53,4 +56,20 @@ def run_demo(settings: Settings, *, full: bool = False) -> int:
     out = run_dir / "demo.txt"
     out.write_text("\n".join(transcript) + "\n")
     print(f"\ntranscript saved to {out}")
+    if keep:
+        _show(simulation.coordinated_stack(run_dir / "sim", full=full))
     return 0 if all(results) else 1
+
+
+def _show(stack: Stack) -> None:
+    """Serves the coordinated run's city and report on the dashboard until Ctrl-C or SIGTERM."""
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    stack.start()
+    try:
+        print(f"\nThe coordinated run as it ended, and its report, on the {stack.dashboard()}", flush=True)
+        print("Ctrl-C stops it.", flush=True)
+        stopping.wait()
+    finally:
+        stack.stop()

@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from apps.coupled import run_modes
+from apps.coupled import reopen_stack, run_modes
+from apps.stack import Stack
 from sim.report import write
 from sim.runner import MODES, RunSpec
 
@@ -31,13 +32,24 @@ ROWS = (
 )
 
 
-def play(out: Path, say: Callable[[str], None], *, full: bool = False) -> bool:
+def specs_of(out: Path, *, full: bool) -> list[RunSpec]:
     seeds, end_s = (3, 4 * 3600) if full else (1, 3 * 3600)
-    specs = [
+    return [
         RunSpec(scenario=SCENARIO, mode=mode, seed=seed, out_root=out, end_s=end_s, scale=0.7)
         for mode in MODES
         for seed in range(1, seeds + 1)
     ]
+
+
+def coordinated_stack(out: Path, *, full: bool) -> Stack:
+    """The stack of the (first) coordinated run again, for the dashboard after the demo."""
+    spec = next(s for s in specs_of(out, full=full) if s.mode == "coordinated")
+    return reopen_stack(spec, stack_dir=out / ("stack-1" if full else "stack"))
+
+
+def play(out: Path, say: Callable[[str], None], *, full: bool = False) -> bool:
+    specs = specs_of(out, full=full)
+    seeds, end_s = len({s.seed for s in specs}), specs[0].end_s
     how = (
         "seeds 1-3: each seed's coordinated run on a stack of its own, side by side, the baselines beside them"
         if full
@@ -45,7 +57,13 @@ def play(out: Path, say: Callable[[str], None], *, full: bool = False) -> bool:
     )
     say(f"[twin] {len(specs)} runs of {end_s / 3600:g} simulated hours, {how}")
     started = time.monotonic()
-    runs = run_modes(specs, say=lambda text: None, stacks=seeds)
+
+    def live(text: str) -> None:  # of each coordinated stack's description, where to watch it
+        for line in text.splitlines():
+            if line.startswith("dashboard:"):
+                say(f"[twin] watch the coordinated run live: {line.removeprefix('dashboard: ')}")
+
+    runs = run_modes(specs, say=live, stacks=seeds)
     report = write(runs, out / "report")
     say(f"[twin] {len(runs)} runs in {time.monotonic() - started:.0f} s wall")
     table = report.read_text().splitlines()

@@ -102,7 +102,9 @@ class Settings(BaseSettings):
     incidents_address: str | None = None
     # The gateway's operator feeds to poll (a JSON file, see docs/gateway.md).
     gateway_feeds_file: Path | None = None
-    # Requests one client (its token, else its address) may make to the gateway, in `limits` notation.
+    # Requests one client may make to the gateway, in `limits` notation: a caller the services know
+    # (the dashboard loads a city's lights in a burst), and anybody else by address.
+    gateway_caller_rate_limit: str = "6000/minute"
     gateway_rate_limit: str = "600/minute"
     # Finished simulation runs whose reports (report.md and its plots) the dashboard links to.
     gateway_reports_dir: Path | None = None

@@ -75,7 +75,10 @@ def create_app(gw: Gateway) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(Exception, from_bug)
     app.add_middleware(GZipMiddleware, minimum_size=1024)
-    app.add_middleware(RateLimit, limit=gw.settings.gateway_rate_limit, tokens=gw.tokens)
+    settings = gw.settings
+    app.add_middleware(
+        RateLimit, limit=settings.gateway_rate_limit, caller_limit=settings.gateway_caller_rate_limit, tokens=gw.tokens
+    )
     app.middleware("http")(_measured)
     app.get("/healthz", include_in_schema=False)(_alive)
     app.get("/readyz", include_in_schema=False)(_ready)

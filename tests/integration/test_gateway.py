@@ -158,14 +158,19 @@ async def test_feeds_are_kept_for_their_max_age(
 
 
 async def test_rate_limit_per_client(start_gateway: Callable[..., Awaitable[str]], tokens: dict[str, str]) -> None:
-    gateway = await start_gateway(gateway_rate_limit="3/minute")
+    gateway = await start_gateway(gateway_rate_limit="3/minute", gateway_caller_rate_limit="5/minute")
     async with httpx.AsyncClient(base_url=gateway) as http:
         answers = [(await http.get("/feeds/spdp/index")).status_code for _ in range(4)]
         assert answers == [200, 200, 200, 429]
         limited = await http.get("/feeds/spdp/index")
         assert int(limited.headers["retry-after"]) >= 1 and "3 per 1 minute" in limited.json()["detail"]
-        other = await http.get("/api/v1/facilities", headers=auth(tokens, "engineer"))  # another client
-        assert other.status_code == 200
+        # A known caller is another client, with the callers' allowance.
+        engineer = [
+            (await http.get("/api/v1/facilities", headers=auth(tokens, "engineer"))).status_code for _ in range(6)
+        ]
+        assert engineer == [200] * 5 + [429]
+        police = await http.get("/api/v1/facilities", headers=auth(tokens, "police"))
+        assert police.status_code == 200
         assert (await http.get("/healthz")).status_code == 200  # probes are never limited
 
 

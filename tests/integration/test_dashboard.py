@@ -1,0 +1,122 @@
+"""The control room's dashboard in a real browser: Debian's Chromium driven by Playwright against the
+gateway in front of the real parking, incident and signal services. Two roles see what their roles
+may, an engineer approves a proposal, an operator's refused action shows the service's message, and
+an incident reported over gRPC appears on the map."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from almere.incidents.v1 import incidents_pb2 as ipb
+from almere.signals.v1 import signals_pb2 as spb
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from apps.screenshot import CHROMIUM_FLAGS
+from tests.integration.helpers import Incidents, Parking, Signals
+
+pytestmark = pytest.mark.browser
+CHROMIUM = shutil.which("chromium")
+NOTES = "suspect fled towards the Stadhuisplein"
+PLAZA = "intersections/stadhuisplein"
+# Where the screenshots go (the README's come from a run with ALMERE_SCREENSHOTS=docs/img).
+SHOTS = Path(os.environ.get("ALMERE_SCREENSHOTS", "data/screenshots"))
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    SHOTS.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (once, before any page)
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (make browser installs it)")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+async def city(
+    parking: str, incidents: str, signals: str, tokens: dict[str, str]
+) -> AsyncIterator[tuple[Parking, Incidents, Signals, ipb.Incident, spb.Plan]]:
+    """Two garages with counts, a confirmed collision with police notes, the network's lights and a
+    plan the optimizer proposed for the Stadhuisplein, awaiting an engineer's approval."""
+    async with (
+        grpc.aio.insecure_channel(parking) as p,
+        grpc.aio.insecure_channel(incidents) as i,
+        grpc.aio.insecure_channel(signals) as s,
+    ):
+        garages, police, lights = Parking(p, tokens), Incidents(i, tokens), Signals(s, tokens)
+        await garages.create("garage-a", capacity=100, display_name="Parkeergarage Centrum")
+        await garages.create("garage-b", capacity=50, display_name="Parkeergarage Stadhuisplein", lng=5.215)
+        await garages.report("garage-a", 40, 1)
+        await garages.report("garage-b", 50, 1)
+        collision = await police.report(notes=NOTES, severity=ipb.SEVERITY_MAJOR)
+        await police.as_("police").TransitionIncident(
+            ipb.TransitionIncidentRequest(name=collision.name, state=ipb.INCIDENT_STATE_CONFIRMED)
+        )
+        await lights.as_("engineer").ImportNetwork(spb.ImportNetworkRequest())
+        retimed = spb.Plan(
+            type=spb.PLAN_TYPE_STATIC,
+            phases=[spb.Phase(state=s, duration=d) for s, d in (("GGGg", 50), ("yyyy", 3), ("rrrr", 2))],
+        )
+        proposed = await lights.as_("optimizer").ProposePlan(spb.ProposePlanRequest(parent=PLAZA, plan=retimed))
+        yield garages, police, lights, collision, proposed.plan
+
+
+async def login(browser: Browser, gateway: str, token: str) -> Page:
+    page = await browser.new_page(viewport={"width": 1400, "height": 900})
+    await page.goto(f"{gateway}/dashboard/")
+    await page.get_by_test_id("token-input").fill(token)
+    await page.get_by_test_id("login").click()
+    await page.wait_for_function("window.__dashboard.ready && window.__dashboard.facilities === 2", timeout=15_000)
+    return page
+
+
+def short(name: str) -> str:
+    return name.rpartition("/")[2]
+
+
+async def test_the_control_room_in_a_browser(
+    browser: Browser,
+    city: tuple[Parking, Incidents, Signals, ipb.Incident, spb.Plan],
+    start_gateway: Callable[..., Awaitable[str]],
+    signals: str,
+    network_file: Path,
+    tokens: dict[str, str],
+) -> None:
+    _, police_client, lights, collision, proposal = city
+    gateway = await start_gateway(signals_address=signals, network_file=network_file)
+    collision_id = short(collision.name)
+
+    police = await login(browser, gateway, tokens["police"])
+    await expect(police.get_by_test_id("whoami")).to_contain_text("police")
+    await expect(police.get_by_test_id(f"incident-{collision_id}")).to_be_visible()
+    await expect(police.get_by_test_id(f"incident-notes-{collision_id}")).to_have_text(NOTES)
+    await expect(police.get_by_test_id("facility-garage-a")).to_be_visible()
+    await expect(police.get_by_test_id(f"incident-marker-{collision_id}")).to_be_attached()
+    await police.screenshot(path=SHOTS / "dashboard-police.png")
+
+    operator = await login(browser, gateway, tokens["operator"])
+    await expect(operator.get_by_test_id("whoami")).to_contain_text("operator:op-a")
+    await expect(operator.get_by_test_id(f"incident-{collision_id}")).to_be_visible()
+    await expect(operator.get_by_test_id(f"incident-notes-{collision_id}")).to_have_count(0)  # police notes
+    await expect(operator.get_by_test_id(f"proposal-stadhuisplein-{proposal.version}")).to_have_count(0)
+    await operator.get_by_test_id(f"incident-{collision_id}-activate").click()  # an operator may not
+    await expect(operator.get_by_test_id("message")).to_contain_text("may not TransitionIncident", timeout=5_000)
+    await operator.screenshot(path=SHOTS / "dashboard-operator.png")
+
+    engineer = await login(browser, gateway, tokens["engineer"])
+    approve = engineer.get_by_test_id(f"proposal-stadhuisplein-{proposal.version}-approve")
+    await approve.click()
+    await expect(engineer.get_by_test_id(f"proposal-stadhuisplein-{proposal.version}")).to_have_count(0)
+    approved = await lights.as_("engineer").GetPlan(spb.GetPlanRequest(name=proposal.name))
+    assert approved.plan.state == spb.PLAN_STATE_ACTIVE
+
+    reported = await police_client.report(title="Breakdown on the Hogering", type=ipb.INCIDENT_TYPE_BREAKDOWN)
+    await expect(engineer.get_by_test_id(f"incident-marker-{short(reported.name)}")).to_be_attached(timeout=5_000)
+    await expect(engineer.get_by_test_id(f"incident-{short(reported.name)}")).to_contain_text("Hogering")
+    await engineer.screenshot(path=SHOTS / "dashboard-engineer.png")

@@ -1,0 +1,64 @@
+// The control-room screen once signed in: the map with the network, and the panels, each fed by
+// its own services with the operator's token. Each panel stands alone: a role refused one feed
+// still sees the others.
+
+import { Decisions } from "./optimizer/decisions";
+import { Incidents } from "./incidents/incidents";
+import { type Session, signOut } from "./login";
+import { loadNetwork } from "./map/network";
+import { MapView } from "./map/view";
+import { StrategyForm } from "./optimizer/strategy";
+import { Traffic } from "./optimizer/traffic";
+import { Parking } from "./parking/parking";
+import { Reports } from "./reports";
+import { Signals } from "./signals/signals";
+import { report } from "./status";
+import { failed, say } from "./ui/message";
+import { Panel } from "./ui/panel";
+
+export interface Page {
+  whoami: HTMLElement;
+  logout: HTMLButtonElement;
+  twin: HTMLElement;
+  main: HTMLElement;
+  map: HTMLElement;
+  aside: HTMLElement;
+}
+
+export async function startDashboard({ api, who }: Session, page: Page): Promise<void> {
+  const session = new AbortController();
+  const signal = session.signal;
+  api.onUnauthenticated = (error) => {
+    session.abort();
+    signOut(`Your session ended: ${error.detail || error.title}`);
+  };
+  page.whoami.textContent = `${who.caller} · ${who.role}`;
+  page.logout.hidden = false;
+  page.logout.addEventListener("click", () => signOut());
+  page.main.hidden = false; // before the map is made: it takes its container's size
+
+  const map = MapView.open(page.map);
+  if (!map.available) say("This browser cannot draw the map (it has no WebGL); the panels work without it.", "info");
+  const network = await loadNetwork(api, signal).catch((error: unknown) => {
+    failed("Load the road network", error);
+    return null;
+  });
+  map.showNetwork(network);
+  await map.shown;
+
+  const panel = (title: string, testid: string): Panel => new Panel(page.aside, title, testid);
+  const incidents = new Incidents(api, map, network, panel("Incidents", "incidents"));
+  const signals = new Signals(api, map, panel("Signals", "signals"));
+  const strategy = new StrategyForm(api, panel("Optimizer strategy", "strategy"));
+  const decisions = new Decisions(api, panel("Optimizer decisions", "decisions"));
+  const parking = new Parking(api, map, panel("Parking", "parking"));
+  const reports = new Reports(api, panel("Simulation reports", "reports"));
+
+  new Traffic(api, map, network, page.twin).start(signal);
+  signals.start(signal);
+  strategy.start(signal);
+  decisions.start(signal);
+  reports.start(signal);
+  await Promise.all([parking.start(signal), incidents.start(signal)]);
+  report({ ready: true });
+}

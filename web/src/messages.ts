@@ -1,0 +1,249 @@
+// The parts of the services' messages (protos/almere/*/v1/*.proto) the dashboard reads, in their
+// proto3 JSON form: lowerCamelCase names, enums by name, 64-bit integers as strings, timestamps as
+// RFC 3339 strings, and every field at its default value left out (hence all optional).
+
+export type Int64 = string | number;
+
+export interface LatLng {
+  latitude?: number;
+  longitude?: number;
+}
+
+// --- parking ---
+
+export type OccupancyStatus =
+  | "OCCUPANCY_STATUS_UNSPECIFIED"
+  | "OCCUPANCY_STATUS_UNKNOWN"
+  | "OCCUPANCY_STATUS_SPACES_AVAILABLE"
+  | "OCCUPANCY_STATUS_ALMOST_FULL"
+  | "OCCUPANCY_STATUS_FULL"
+  | "OCCUPANCY_STATUS_CLOSED";
+
+export interface Occupancy {
+  facility?: string;
+  occupiedSpaces?: number;
+  freeSpaces?: number;
+  capacity?: number;
+  status?: OccupancyStatus;
+  updateTime?: string;
+  version?: Int64;
+  stale?: boolean;
+}
+
+export interface Facility {
+  name?: string;
+  displayName?: string;
+  kind?: string;
+  capacity?: number;
+  location?: LatLng;
+  occupancy?: Occupancy;
+}
+
+export interface ListFacilitiesResponse {
+  facilities?: Facility[];
+  nextPageToken?: string;
+}
+
+export interface WatchOccupancyResponse {
+  occupancy?: Occupancy;
+  snapshot?: boolean;
+}
+
+export interface OccupancyBucket {
+  startTime?: string;
+  minOccupiedSpaces?: number;
+  maxOccupiedSpaces?: number;
+  meanOccupiedSpaces?: number;
+  known?: boolean;
+}
+
+export interface GetOccupancyHistoryResponse {
+  buckets?: OccupancyBucket[];
+  capacity?: number;
+}
+
+// --- incidents ---
+
+export type IncidentState =
+  | "INCIDENT_STATE_UNSPECIFIED"
+  | "INCIDENT_STATE_REPORTED"
+  | "INCIDENT_STATE_CONFIRMED"
+  | "INCIDENT_STATE_ACTIVE"
+  | "INCIDENT_STATE_CLEARING"
+  | "INCIDENT_STATE_CLEARED"
+  | "INCIDENT_STATE_CANCELLED";
+
+export type Severity = "SEVERITY_UNSPECIFIED" | "SEVERITY_MINOR" | "SEVERITY_MODERATE" | "SEVERITY_MAJOR" | "SEVERITY_CRITICAL";
+
+export interface Incident {
+  name?: string;
+  type?: string;
+  severity?: Severity;
+  reportingAgency?: string;
+  state?: IncidentState;
+  title?: string;
+  location?: LatLng;
+  networkLocation?: { edgeId?: string };
+  impact?: { closedLanes?: number[]; fullClosure?: boolean; speedLimitKmh?: number };
+  notes?: string;
+  version?: Int64;
+  updateTime?: string;
+}
+
+export interface ListIncidentsResponse {
+  incidents?: Incident[];
+  nextPageToken?: string;
+}
+
+export interface IncidentResponse {
+  incident?: Incident;
+  snapshot?: boolean;
+}
+
+// --- signals ---
+
+export type PlanState =
+  | "PLAN_STATE_UNSPECIFIED"
+  | "PLAN_STATE_DRAFT"
+  | "PLAN_STATE_PROPOSED"
+  | "PLAN_STATE_SCHEDULED"
+  | "PLAN_STATE_ACTIVE"
+  | "PLAN_STATE_SUPERSEDED"
+  | "PLAN_STATE_REJECTED";
+
+export interface Plan {
+  name?: string;
+  version?: Int64;
+  type?: string;
+  cycleSeconds?: number;
+  state?: PlanState;
+  reason?: string;
+  author?: string;
+  createTime?: string;
+}
+
+export interface Intersection {
+  name?: string;
+  displayName?: string;
+  proposalPolicy?: string;
+}
+
+export interface ListIntersectionsResponse {
+  intersections?: Intersection[];
+  nextPageToken?: string;
+}
+
+export interface ListPlansResponse {
+  plans?: Plan[];
+}
+
+export interface Priority {
+  priorityClass?: string;
+  vehicleId?: string;
+  approachEdgeId?: string;
+  decision?: string;
+  reason?: string;
+  holdUntil?: string;
+}
+
+export interface SignalChange {
+  intersection?: string;
+  event?: string;
+  version?: Int64;
+  occurTime?: string;
+  plan?: Plan;
+  priority?: Priority;
+  actor?: string;
+  steps?: { reason?: string; sequence?: Int64 }[];
+}
+
+export interface WatchSignalsResponse {
+  change?: SignalChange;
+  snapshot?: boolean;
+}
+
+// --- optimizer ---
+
+export interface EdgeState {
+  edgeId?: string;
+  travelTimeSeconds?: number;
+  freeFlowSeconds?: number;
+  closed?: boolean;
+}
+
+export interface GetNetworkStateResponse {
+  edges?: EdgeState[];
+}
+
+export interface GetStatusResponse {
+  vehicles?: number;
+  lastReportTime?: string;
+  lastSimTimeSeconds?: number;
+}
+
+export interface Strategy {
+  incidentRerouting?: boolean;
+  congestionRerouting?: boolean;
+  parkingGuidance?: boolean;
+  equippedShare?: number;
+  decisionIntervalSeconds?: number;
+  minGainSeconds?: number;
+  minRelativeGain?: number;
+  rerouteHoldSeconds?: number;
+  reserveSpaces?: number;
+}
+
+export interface StrategyResponse {
+  strategy?: Strategy;
+}
+
+export interface Decision {
+  lever?: string;
+  routeAdvice?: { vehicleId?: string };
+  parkingGuidance?: { vehicleId?: string; parkingAreaId?: string };
+  reason?: string;
+  trigger?: Record<string, string>;
+  decideTime?: string;
+  simTimeSeconds?: number;
+  expectedSeconds?: number;
+}
+
+export interface WatchDecisionsResponse {
+  decision?: Decision;
+}
+
+// --- gateway ---
+
+export interface WhoAmI {
+  caller: string;
+  role: string;
+}
+
+export interface Report {
+  name: string;
+  url: string;
+  updated?: string;
+}
+
+export interface ReportsResponse {
+  reports?: Report[];
+}
+
+// --- helpers ---
+
+/** A 64-bit integer (a string in proto3 JSON) as a number; missing is 0. */
+export function int(value: Int64 | undefined): number {
+  return Number(value ?? 0);
+}
+
+/** The id after the collection: "facilities/p1" → "p1", "intersections/J1" → "J1". */
+export function idOf(name: string | undefined): string {
+  const value = name ?? "";
+  return value.slice(value.indexOf("/") + 1);
+}
+
+/** An enum value as words: ("INCIDENT_STATE_CLEARING", "INCIDENT_STATE_") → "clearing". */
+export function words(value: string | undefined, prefix: string): string {
+  if (!value || value.endsWith("_UNSPECIFIED")) return "—";
+  return (value.startsWith(prefix) ? value.slice(prefix.length) : value).toLowerCase().replaceAll("_", " ");
+}
