@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,20 +74,28 @@ class ServiceExited(RuntimeError):
     """A service process ended before it served (e.g. its port was taken after we checked it)."""
 
 
+def _wait(ready: Callable[[], bool], *, what: str, timeout: float, process: subprocess.Popen[bytes] | None) -> None:
+    """Until `ready()` (a probe failing on its own errors answers False); `process`: the service behind
+    it, which must not exit first."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if process is not None and process.poll() is not None:
+            raise ServiceExited(f"the service for {what} exited with {process.returncode} before serving")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not report SERVING within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
 def wait_http_ready(url: str, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
     """Until GET `url` answers 200 (the gateway's /readyz: it and the services behind it serve)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def ready() -> bool:
         try:
-            if httpx.get(url, timeout=1, verify=False).status_code == 200:  # noqa: S501 (loopback health probe)
-                return
+            return httpx.get(url, timeout=1, verify=False).status_code == 200  # noqa: S501 (loopback probe)
         except httpx.HTTPError:
-            pass
-        if process is not None and process.poll() is not None:
-            raise ServiceExited(f"the service for {url} exited with {process.returncode} before serving")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f} s")
-        time.sleep(0.1)
+            return False
+
+    _wait(ready, what=url, timeout=timeout, process=process)
 
 
 def wait_serving(
@@ -97,21 +106,17 @@ def wait_serving(
 ) -> None:
     """Until `address` reports SERVING; `process`: the service behind it, which must not exit first;
     `settings`: the deployment's, whose TLS the check uses (plain without)."""
-    deadline = time.monotonic() + timeout
     with open_blocking_channel(settings, address) if settings else grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        while True:
+
+        def ready() -> bool:
             try:
                 status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    return
+                return bool(status == health_pb2.HealthCheckResponse.SERVING)
             except grpc.RpcError:
-                pass
-            if process is not None and process.poll() is not None:
-                raise ServiceExited(f"the service for {address} exited with {process.returncode} before serving")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{address} did not report SERVING within {timeout:.0f} s")
-            time.sleep(0.1)
+                return False
+
+        _wait(ready, what=address, timeout=timeout, process=process)
 
 
 @dataclass(kw_only=True)

@@ -35,20 +35,7 @@ SPDP_ID = "7b4c1c3e-2f4a-4d1e-9a52-0c7e5f1d2a61"  # the recorded SPDP facility: 
 BOTH = {"ALM-P01-FORUM": "forum", "ALM-P02-SCHOUWBURG": "schouwburg"}  # the recorded DATEX II facilities
 HUGE = 50 * 1024 * 1024
 LAST_MODIFIED = "Thu, 09 Oct 2025 08:12:00 GMT"
-BILLION_LAUGHS = b"""<?xml version="1.0"?>
-<!DOCTYPE lolz [
- <!ENTITY lol "lol">
- <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
- <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
- <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
- <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
- <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
- <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
- <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
- <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
- <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
-]>
-<mc:messageContainer xmlns:mc="http://datex2.eu/schema/3/messageContainer">&lol9;</mc:messageContainer>"""
+BILLION_LAUGHS = (FEEDS / "billion-laughs.xml").read_bytes()  # entity expansion: 10^9 "lol"s
 
 
 def now() -> datetime:

@@ -40,20 +40,7 @@ SCHOUWBURG = Reading(
     measured_at=datetime(2025, 10, 9, 8, 11, 45, 250000, tzinfo=UTC),
     open=True,
 )
-BILLION_LAUGHS = b"""<?xml version="1.0"?>
-<!DOCTYPE lolz [
- <!ENTITY lol "lol">
- <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
- <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
- <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
- <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
- <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
- <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
- <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
- <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
- <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
-]>
-<mc:messageContainer xmlns:mc="http://datex2.eu/schema/3/messageContainer">&lol9;</mc:messageContainer>"""
+BILLION_LAUGHS = (FEEDS / "billion-laughs.xml").read_bytes()  # entity expansion: 10^9 "lol"s
 EXTERNAL_ENTITY = (
     '<?xml version="1.0"?>\n<!DOCTYPE mc:messageContainer [<!ENTITY secret SYSTEM "file:///etc/passwd">]>\n'
     + DATEX.split("?>", 1)[1].replace("NL-ALMERE-PARKEREN", "&secret;")
