@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -126,7 +127,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_screenshot(args: argparse.Namespace) -> int:
     from apps.screenshot import take
 
-    print(asyncio.run(take(url=args.url, token=args.token, out=args.out, settle_s=args.settle)))
+    # The token from a credentials file, never from the command line (ps and shell history show those).
+    token = json.loads(args.credentials.read_text())[args.caller]["token"]
+    print(asyncio.run(take(url=args.url, token=token, out=args.out, settle_s=args.settle)))
     return 0
 
 
@@ -317,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(func=cmd_demo)
     shot = sub.add_parser("screenshot", help="a PNG of the dashboard as a token's role sees it (Debian's chromium)")
     shot.add_argument("--url", default="http://127.0.0.1:8080/dashboard/")
-    shot.add_argument("--token", required=True)
+    shot.add_argument("--credentials", type=Path, default=Path("data/credentials.json"), help="as almere up writes it")
+    shot.add_argument("--caller", default="engineer", help="whose token in the credentials file")
     shot.add_argument("--out", type=Path, default=Path("data/screenshots/dashboard.png"))
     shot.add_argument("--settle", type=float, default=5.0, help="seconds for live data to arrive before the shot")
     shot.set_defaults(func=cmd_screenshot)

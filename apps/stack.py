@@ -326,8 +326,10 @@ class Stack:
         """The control room's page and whom to log in as, when the stack runs the gateway."""
         if "gateway" not in self.endpoints:
             return None
-        engineer = self.credentials.get("engineer")
-        login = f" (log in with the engineer's token {engineer})" if engineer else " (log in with a token)"
+        where = self.data_dir / "credentials.json"
+        login = (
+            f" (log in with a token, e.g. the engineer's in {where})" if self.credentials else " (log in with a token)"
+        )
         return f"dashboard: {self.endpoints['gateway']}/dashboard/{login}"
 
     def describe(self) -> str:

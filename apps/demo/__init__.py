@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
-import threading
 import time
 
 from apps.demo import incidents, parking, signals, simulation
@@ -63,13 +62,15 @@ def run_demo(settings: Settings, *, full: bool = False, keep: bool = False) -> i
 
 def _show(stack: Stack) -> None:
     """Serves the coordinated run's city and report on the dashboard until Ctrl-C or SIGTERM."""
-    stopping = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopping.set())
-    stack.start()
+    stack.start()  # Ctrl-C meanwhile interrupts it; the finally stops what started
+    stopping = {signal.SIGINT, signal.SIGTERM}
     try:
         print(f"\nThe coordinated run as it ended, and its report, on the {stack.dashboard()}", flush=True)
         print("Ctrl-C stops it.", flush=True)
-        stopping.wait()
+        # Blocked, then waited for: no handler runs in the middle of anything (the services, started
+        # before, keep their own signals).
+        signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+        signal.sigwait(stopping)
     finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
         stack.stop()

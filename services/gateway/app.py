@@ -25,8 +25,11 @@ from services.gateway.problems import from_bug, from_http_error, from_rpc_error,
 from services.gateway.ratelimit import RateLimit
 from services.gateway.routes import api, console, feeds, ingest, rpc
 from services.gateway.routes.deps import Gateway
+from services.gateway.watches import WatchSlots
 
 DASHBOARD = Path(__file__).with_name("dashboard")
+# A dashboard holds four streams; a few tabs of it, not hundreds.
+WATCHES_PER_CALLER = 32
 HTTP_REQUESTS = Counter("almere_http_requests", "HTTP requests answered by the gateway", ["route", "status"])
 HTTP_LATENCY = Histogram(
     "almere_http_request_seconds",
@@ -66,7 +69,7 @@ def create_app(gw: Gateway) -> FastAPI:
         ),
     )
     app.state.gateway = gw
-    app.state.watches = 0  # Server-Sent Event streams open (routes/rpc.py)
+    app.state.watches = WatchSlots(total=gw.settings.gateway_max_watches, per_caller=WATCHES_PER_CALLER)
     for router in (feeds.router, api.router, rpc.router, ingest.router, console.router):
         app.include_router(router)
     _mount_dashboard(app)

@@ -245,6 +245,10 @@ async def test_every_rpc_is_callable_with_the_callers_token(
         assert current.json()["incident"]["state"] == "INCIDENT_STATE_ACTIVE"
         bad = await http.post("/api/v1/rpc/incidents/GetIncident", json={"nam": "x"}, headers=auth(tokens, "engineer"))
         assert bad.status_code == 400 and "GetIncidentRequest" in bad.json()["detail"]
+        garbled = await http.post(
+            "/api/v1/rpc/incidents/GetIncident", content=b"\xff\xfe", headers=auth(tokens, "engineer")
+        )
+        assert garbled.status_code == 400
         invalid = await http.post(
             "/api/v1/rpc/incidents/TransitionIncident",
             json={"name": city["collision"], "state": "INCIDENT_STATE_REPORTED"},
@@ -295,8 +299,20 @@ async def test_the_dashboards_own_routes(
         page = await http.get(listed[0]["url"])
         assert page.status_code == 200 and "<td>633.0</td>" in page.text and 'src="speed.png"' in page.text
         assert (await http.get("/reports/almere-centrum/report/speed.png")).headers["content-type"] == "image/png"
-        for path in ("/reports/credentials.json", "/reports/almere-centrum/report/../../credentials.json"):
-            assert (await http.get(path)).status_code == 404
+        assert page.headers["content-security-policy"].startswith("default-src 'none'")
+        (report / "leak.md").symlink_to(runs / "credentials.json")  # a link out of the report folder
+        for path in (
+            "/reports/credentials.json",
+            "/reports/almere-centrum/report/../../credentials.json",
+            "/reports/almere-centrum/report/leak.html",
+            "/reports/almere-centrum/report/leak.md",
+            "/reports/%00.png",
+        ):
+            answer = await http.get(path)
+            assert answer.status_code == 404 and "secret" not in answer.text, path
+        forged = {"Authorization": "Bearer made-up"}
+        for path in ("/api/v1/reports", "/api/v1/network", "/api/v1/whoami"):
+            assert (await http.get(path, headers=forged)).status_code == 401, path
         front = await http.get("/", follow_redirects=False)
         assert front.status_code == 307 and front.headers["location"] == "/dashboard/"
 

@@ -13,8 +13,11 @@ import { Parking } from "./parking/parking";
 import { Reports } from "./reports";
 import { Signals } from "./signals/signals";
 import { report } from "./status";
+import { sleep } from "./timing";
 import { failed, say } from "./ui/message";
 import { Panel } from "./ui/panel";
+
+const MAP_WAIT_MS = 15_000;
 
 export interface Page {
   whoami: HTMLElement;
@@ -44,7 +47,9 @@ export async function startDashboard({ api, who }: Session, page: Page): Promise
     return null;
   });
   map.showNetwork(network);
-  await map.shown;
+  // A map that never loads (a broken worker or WebGL) must not hold the panels back.
+  const loaded = await Promise.race([map.shown.then(() => true), sleep(MAP_WAIT_MS, signal).then(() => false)]);
+  if (!loaded) say("The map did not load; the panels work without it.", "info");
 
   const panel = (title: string, testid: string): Panel => new Panel(page.aside, title, testid);
   const incidents = new Incidents(api, map, network, panel("Incidents", "incidents"));

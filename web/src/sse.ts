@@ -6,6 +6,8 @@ export interface SseEvent {
   data: string;
 }
 
+const MAX_LINE = 1 << 20;
+
 export class SseParser {
   private buffer = "";
   private event = "";
@@ -14,6 +16,8 @@ export class SseParser {
   /** Takes the next piece of the stream and returns the events it completed. */
   push(text: string): SseEvent[] {
     this.buffer += text;
+    // The gateway's events are a few KB; a line this long is a broken stream, not one to hold.
+    if (this.buffer.length > MAX_LINE) throw new Error(`an event stream line passed ${MAX_LINE} characters`);
     const events: SseEvent[] = [];
     for (;;) {
       const end = this.buffer.search(/[\r\n]/);

@@ -53,3 +53,16 @@ def newest(*stamps: Timestamp) -> datetime | None:
     """The latest of some resources' times (Last-Modified of a document made of them)."""
     seconds = [s.ToDatetime(tzinfo=UTC) for s in stamps if s.seconds]
     return max(seconds) if seconds else None
+
+
+async def read_body(request: Request, *, limit: int) -> bytes:
+    """The body, refused (413) as soon as it passes `limit`: a 50 MB push is never held in memory."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"the document has {declared} bytes; at most {limit} are taken")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"the document passed {limit} bytes; at most {limit} are taken")
+    return bytes(body)

@@ -11,23 +11,10 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from services.gateway.ingest.poller import FeedPoller, IngestReport, Outcome
-from services.gateway.routes.deps import Gateway, caller, gateway, token_of
+from services.gateway.routes.deps import Gateway, caller, gateway, read_body, token_of
 from services.gateway.upstream import Metadata
 
 router = APIRouter(prefix="/api/v1/feeds", tags=["feeds in"])
-
-
-async def _body(request: Request, limit: int) -> bytes:
-    """The body, refused (413) as soon as it passes `limit`: a 50 MB push is never held in memory."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"the document has {declared} bytes; at most {limit} are taken")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(413, f"the document passed {limit} bytes; at most {limit} are taken")
-    return bytes(body)
 
 
 def _answer(report: IngestReport) -> JSONResponse:
@@ -48,5 +35,5 @@ async def push(
         raise HTTPException(404, f"no feed {feed!r} is configured")
     if not hmac.compare_digest(token_of(auth).encode(), poller.config.operator_token.encode()):
         raise HTTPException(403, f"only the operator of feed {feed!r} may push to it, with its own token")
-    body = await _body(request, min(gw.settings.gateway_max_body_bytes, poller.config.max_bytes))
+    body = await read_body(request, limit=min(gw.settings.gateway_max_body_bytes, poller.config.max_bytes))
     return _answer(await poller.push(body))

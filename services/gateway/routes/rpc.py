@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import grpc
@@ -20,9 +20,11 @@ from google.protobuf.json_format import MessageToDict, Parse, ParseError
 from google.protobuf.message import Message
 from sse_starlette import EventSourceResponse
 
-from services.gateway.routes.deps import Gateway, caller, gateway
+from services.gateway.problems import INTERNAL
+from services.gateway.routes.deps import Gateway, caller, gateway, read_body, token_of
 from services.gateway.transcoding import Method, UnknownMethod, method
 from services.gateway.upstream import Metadata
+from services.gateway.watches import Full, WatchSlots
 
 router = APIRouter(prefix="/api/v1", tags=["services"])
 GatewayDep = Annotated[Gateway, Depends(gateway)]
@@ -54,16 +56,14 @@ def _resolve(gw: Gateway, service: str, name: str, *, streaming: bool) -> tuple[
 def _request(found: Method, text: str | bytes) -> Message:
     try:
         return Parse(text or "{}", found.request())
-    except ParseError as error:
+    except (ParseError, ValueError) as error:  # ValueError: not UTF-8
         raise HTTPException(400, f"{found.request.DESCRIPTOR.full_name}: {error}") from None
 
 
 @router.post("/rpc/{service}/{name}", summary="Call a unary RPC (request and response in proto3 JSON)")
 async def call(service: str, name: str, request: Request, gw: GatewayDep, auth: CallerDep) -> Response:
     found, channel = _resolve(gw, service, name, streaming=False)
-    body = await request.body()
-    if len(body) > MAX_REQUEST_BYTES:
-        raise HTTPException(413, f"the request has {len(body)} bytes; at most {MAX_REQUEST_BYTES}")
+    body = await read_body(request, limit=MAX_REQUEST_BYTES)
     stub = channel.unary_unary(
         found.path, request_serializer=found.request.SerializeToString, response_deserializer=found.response.FromString
     )
@@ -71,17 +71,18 @@ async def call(service: str, name: str, request: Request, gw: GatewayDep, auth: 
     return Response(_json(reply), media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
-async def _events(call: Any, first: asyncio.Future[Any], app_state: Any) -> AsyncIterator[dict[str, str]]:
+async def _events(call: Any, first: asyncio.Future[Any], release: Callable[[], None]) -> AsyncIterator[dict[str, str]]:
     try:
         message = await first
         while message is not grpc.aio.EOF:  # type: ignore[attr-defined]
             yield {"event": "message", "data": _json(message)}
             message = await call.read()
     except grpc.aio.AioRpcError as error:
-        yield {"event": "error", "data": json.dumps({"status": error.code().name, "detail": error.details()})}
+        detail = INTERNAL.get(error.code()) or error.details()  # no addresses or failures for the browser
+        yield {"event": "error", "data": json.dumps({"status": error.code().name, "detail": detail})}
     finally:
         call.cancel()
-        app_state.watches -= 1
+        release()
 
 
 @router.get("/watch/{service}/{name}", summary="Watch a server stream as Server-Sent Events")
@@ -94,19 +95,25 @@ async def watch(
     request: Annotated[str, Query(max_length=65536, description="the request in proto3 JSON")] = "{}",
 ) -> EventSourceResponse:
     found, channel = _resolve(gw, service, name, streaming=True)
-    state = http.app.state
-    if state.watches >= gw.settings.gateway_max_watches:
-        raise HTTPException(503, f"{state.watches} live streams are open, the most this gateway holds; try again")
+    parsed = _request(found, request)
+    slots: WatchSlots = http.app.state.watches
+    try:
+        slot = slots.take(token_of(auth))
+    except Full as full:
+        raise HTTPException(503, str(full)) from None
     stub = channel.unary_stream(
         found.path, request_serializer=found.request.SerializeToString, response_deserializer=found.response.FromString
     )
-    call = stub(_request(found, request), metadata=auth)
-    # A refusal (no role for it, bad request) comes at once: answer it with its HTTP status rather
-    # than a 200 stream that only says so later, which a browser would reconnect to for ever.
-    first = asyncio.ensure_future(call.read())
-    await asyncio.wait({first}, timeout=FIRST_ANSWER_S)
-    if first.done() and isinstance(first.exception(), grpc.aio.AioRpcError):
+    call = stub(parsed, metadata=auth)
+    try:
+        # A refusal (no role for it, bad request) comes at once: answer it with its HTTP status
+        # rather than a 200 stream that only says so later, which a browser would reconnect to.
+        first = asyncio.ensure_future(call.read())
+        await asyncio.wait({first}, timeout=FIRST_ANSWER_S)
+        if first.done() and isinstance(first.exception(), grpc.aio.AioRpcError):
+            raise first.exception()  # type: ignore[misc]
+    except BaseException:
         call.cancel()
-        raise first.exception()  # type: ignore[misc]
-    state.watches += 1
-    return EventSourceResponse(_events(call, first, state), ping=PING_SECONDS)
+        slots.give_back(slot)
+        raise
+    return EventSourceResponse(_events(call, first, lambda: slots.give_back(slot)), ping=PING_SECONDS)
