@@ -79,12 +79,23 @@ def _report_listing(root: Path) -> list[dict[str, str]]:
     found.sort(reverse=True)
     return [
         {
-            "name": str(p.parent.relative_to(root).parent) if p.parent.name == "report" else p.parent.name,
+            "name": _name(root, p),
             "url": "/reports/" + quote(str(p.relative_to(root).with_suffix(".html"))),
             "updated": datetime.fromtimestamp(mtime, UTC).isoformat(),
         }
         for mtime, p in found[:MAX_REPORTS]
     ]
+
+
+def _name(root: Path, report: Path) -> str:
+    """The run folder the report is about (`<scenario>` for `<scenario>/report/report.md`), else
+    the report's own heading (a report right under the root)."""
+    folder = report.parent.relative_to(root)
+    folder = folder.parent if folder.name == "report" else folder
+    if str(folder) != ".":
+        return str(folder)
+    with report.open(encoding="utf-8") as text:
+        return text.readline().lstrip("# ").strip() or root.name
 
 
 @router.get("/api/v1/reports", summary="Finished simulation runs' reports, newest first")
