@@ -579,3 +579,24 @@ async def test_an_operator_pushes_its_feed_through_the_gateway(
         streamed = await http.post("/api/v1/feeds/stadhuisplein", content=endless(), headers=operator)
         assert streamed.status_code == 413 and "passed 4096 bytes" in streamed.json()["detail"]
         assert (await occupancy(client, "stadhuisplein")).occupied_spaces == 500  # nothing of the refused ones
+
+
+async def test_a_feed_opens_and_closes_its_facility_and_reports_another_capacity(
+    client: Parking, feed_server: FeedServer, make_poller: Callable[..., FeedPoller]
+) -> None:
+    await client.create("stadhuisplein", capacity=600)
+    poller = make_poller(url=feed_server.url)
+    measured = now() - timedelta(seconds=30)
+    feed_server.served = Served(body=spdp(vacant=600, at=measured, open=False))
+    await poller.poll_once()
+    assert (await occupancy(client, "stadhuisplein")).status == pb.OCCUPANCY_STATUS_CLOSED
+    feed_server.served = Served(body=spdp(vacant=200, at=measured + timedelta(seconds=10), open=True))
+    await poller.poll_once()
+    reopened = await occupancy(client, "stadhuisplein")
+    assert reopened.status == pb.OCCUPANCY_STATUS_SPACES_AVAILABLE and reopened.occupied_spaces == 400
+    feed_server.served = Served(
+        body=spdp(vacant=200, at=measured + timedelta(seconds=20), parkingCapacity=650), conditional=False
+    )
+    await poller.poll_once()
+    assert metric("almere_gateway_feed_capacity_mismatches_total", feed=poller.config.name) == 1
+    assert (await occupancy(client, "stadhuisplein")).capacity == 600  # the register stays the city's

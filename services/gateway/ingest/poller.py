@@ -53,6 +53,11 @@ LAST_SUCCESS = Gauge(
     ["feed"],
 )
 
+CAPACITY_MISMATCHES = Counter(
+    "almere_gateway_feed_capacity_mismatches",
+    "Counts whose feed states another capacity than the facility's register",
+    ["feed"],
+)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REPORTS_IN_FLIGHT = 16
 
@@ -324,11 +329,35 @@ class FeedPoller:
         )
         try:
             reply = await self._parking.ReportOccupancy(request, metadata=self._metadata, timeout=self.config.timeout_s)
+            if reply.outcome != pb.REPORT_OUTCOME_STALE:  # the feed speaks for the facility as it is now
+                await self._follow(reading, name, reply.occupancy)
         except grpc.aio.AioRpcError as error:
             code = error.code().name.lower()
             self._warn(f"report of {reading.facility} to {name} failed", code, error.details() or "")
             return code
         return _REPORT_OUTCOMES.get(reply.outcome, "unspecified")
+
+    async def _follow(self, reading: Reading, name: str, occupancy: pb.Occupancy) -> None:
+        """What else the feed says of the facility: opened or closed (the operator's to set, so the
+        facility follows), and its capacity (ours is the city's register: a difference is reported,
+        not taken over)."""
+        closed = occupancy.status == pb.OCCUPANCY_STATUS_CLOSED
+        if reading.open is not None and reading.open == closed:
+            state = pb.FACILITY_STATE_OPEN if reading.open else pb.FACILITY_STATE_CLOSED
+            request = pb.UpdateFacilityRequest(
+                facility=pb.Facility(name=name, state=state), update_mask=FieldMask(paths=["state"])
+            )
+            await self._parking.UpdateFacility(request, metadata=self._metadata, timeout=self.config.timeout_s)
+            log.info(
+                "feed %s: %s is %s, as the feed says", self.config.name, name, "open" if reading.open else "closed"
+            )
+        if reading.capacity is not None and reading.capacity != occupancy.capacity:
+            CAPACITY_MISMATCHES.labels(self.config.name).inc()
+            self._warn(
+                f"{name} has {occupancy.capacity} spaces in the register",
+                "capacity_mismatch",
+                f"the feed says {reading.capacity}",
+            )
 
     def _refused(self, rejected: FeedRejected) -> IngestReport:
         self._warn("document rejected", rejected.reason, rejected.message)
