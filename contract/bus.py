@@ -39,6 +39,8 @@ class Stream:
     name: str
     prefix: str
     wildcard: str = ""  # what the stream holds, when narrower than everything under the prefix
+    # Each message is taken by one consumer and then deleted (jobs), instead of kept for every reader.
+    work_queue: bool = False
 
     @property
     def subjects(self) -> str:
@@ -59,7 +61,7 @@ class Stream:
         return StreamConfig(
             name=self.name,
             subjects=[self.subjects],
-            retention=RetentionPolicy.LIMITS,
+            retention=RetentionPolicy.WORK_QUEUE if self.work_queue else RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             discard=DiscardPolicy.OLD,
             max_age=limits.max_age_s,
@@ -117,6 +119,21 @@ DECISION_EVENTS = (ROUTE_ADVICE, PARKING_GUIDANCE)
 # detector stations or the twin.
 MEASUREMENT = "measurement"
 DETECTORS = Stream(name="DETECTORS", prefix="almere.detectors.v1", wildcard=f"almere.detectors.v1.{MEASUREMENT}.>")
+
+
+# What-if runs (almere.whatif.v1 runs.proto). WHATIF_RUNS: almere.whatif.v1.runs.run_requested.<run_id>,
+# a RunRequest each, published by the what-if service and taken by one worker each (work queue).
+# WHATIF_RESULTS: almere.whatif.v1.results.run_finished.<run_id> (RunResult, from the workers) and
+# almere.whatif.v1.results.observed.<what_if> (Observed, from the twin), read by the what-if service.
+WHATIF_RUNS = Stream(name="WHATIF_RUNS", prefix="almere.whatif.v1.runs", work_queue=True)
+RUN_REQUESTED = "run_requested"
+WHATIF_RESULTS = Stream(name="WHATIF_RESULTS", prefix="almere.whatif.v1.results")
+RUN_FINISHED = "run_finished"
+OBSERVED = "observed"
+# The twin saves its state on request (core request-reply: SaveStateRequest -> SavedState) into the
+# object store bucket TWIN_STATES (JetStream stream OBJ_TWIN_STATES), where the workers read it.
+TWIN_STATE_REQUEST = "almere.twin.v1.save_state"
+TWIN_STATES_BUCKET = "TWIN_STATES"
 
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig, *, update: bool = True) -> None:
