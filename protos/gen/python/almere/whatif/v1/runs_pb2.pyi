@@ -180,6 +180,7 @@ class SavedState(_message.Message):
     ADAPTIVE_TLS_IDS_FIELD_NUMBER: _builtins.int
     VARIANT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    CLOSURES_FIELD_NUMBER: _builtins.int
     object_name: _builtins.str
     scenario: _builtins.str
     seed: _builtins.int
@@ -196,6 +197,12 @@ class SavedState(_message.Message):
     def adaptive_tls_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Lights under adaptive control now, and the event variant's name."""
 
+    @_builtins.property
+    def closures(self) -> _containers.RepeatedCompositeFieldContainer[_whatif_pb2.Closure]:
+        """The twin's incidents in force (SUMO's state does not hold lane closures): a run applies them
+        again before the plan's levers.
+        """
+
     def __init__(
         self,
         *,
@@ -209,10 +216,11 @@ class SavedState(_message.Message):
         adaptive_tls_ids: _abc.Iterable[_builtins.str] | None = ...,
         variant: _builtins.str = ...,
         error: _builtins.str = ...,
+        closures: _abc.Iterable[_whatif_pb2.Closure] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adaptive_tls_ids", b"adaptive_tls_ids", "begin_seconds", b"begin_seconds", "error", b"error", "mode", b"mode", "object_name", b"object_name", "scale", b"scale", "scenario", b"scenario", "seed", b"seed", "sim_time_seconds", b"sim_time_seconds", "variant", b"variant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adaptive_tls_ids", b"adaptive_tls_ids", "begin_seconds", b"begin_seconds", "closures", b"closures", "error", b"error", "mode", b"mode", "object_name", b"object_name", "scale", b"scale", "scenario", b"scenario", "seed", b"seed", "sim_time_seconds", b"sim_time_seconds", "variant", b"variant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -79,6 +79,7 @@ class Closure(_message.Message):
     CLOSED_LANES_FIELD_NUMBER: _builtins.int
     FULL_CLOSURE_FIELD_NUMBER: _builtins.int
     SPEED_LIMIT_KMH_FIELD_NUMBER: _builtins.int
+    EXPECTED_END_SECONDS_FIELD_NUMBER: _builtins.int
     incident: _builtins.str
     """The incident the closure belongs to (`incidents/{id}`); empty: a new road-works closure."""
     edge_id: _builtins.str
@@ -87,6 +88,10 @@ class Closure(_message.Message):
     """The road is closed in this direction."""
     speed_limit_kmh: _builtins.float
     """Speed limit on the remaining lanes; 0 means unchanged."""
+    expected_end_seconds: _builtins.float
+    """Seconds from now until the closure is expected to lift (an incident's expected end); 0: it
+    lasts the whole horizon.
+    """
     @_builtins.property
     def closed_lanes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Lanes closed (0 = rightmost); empty with full_closure false: no lane closed."""
@@ -99,10 +104,11 @@ class Closure(_message.Message):
         closed_lanes: _abc.Iterable[_builtins.int] | None = ...,
         full_closure: _builtins.bool = ...,
         speed_limit_kmh: _builtins.float = ...,
+        expected_end_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["closed_lanes", b"closed_lanes", "edge_id", b"edge_id", "full_closure", b"full_closure", "incident", b"incident", "speed_limit_kmh", b"speed_limit_kmh"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closed_lanes", b"closed_lanes", "edge_id", b"edge_id", "expected_end_seconds", b"expected_end_seconds", "full_closure", b"full_closure", "incident", b"incident", "speed_limit_kmh", b"speed_limit_kmh"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
