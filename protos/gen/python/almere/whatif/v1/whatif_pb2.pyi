@@ -316,11 +316,14 @@ class PlanResult(_message.Message):
     OCCUPANCY_FIELD_NUMBER: _builtins.int
     RANK_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
+    RUN_SECONDS_FIELD_NUMBER: _builtins.int
     plan_id: _builtins.str
     start_source: Global___StartSource.ValueType
     rank: _builtins.int
     """1 = best (by score, lower is better) among the plans from the same start."""
     score: _builtins.float
+    run_seconds: _builtins.float
+    """The wall seconds its runs took, summed (each on its own core)."""
     @_builtins.property
     def kpis(self) -> _containers.MessageMap[_builtins.str, Global___KpiSummary]:
         """KPI name (see docs/whatif.md: network_delay_h, through_travel_time_s, visitor_door_to_door_s,
@@ -338,10 +341,11 @@ class PlanResult(_message.Message):
         occupancy: _abc.Iterable[Global___OccupancySeries] | None = ...,
         rank: _builtins.int = ...,
         score: _builtins.float = ...,
+        run_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kpis", b"kpis", "occupancy", b"occupancy", "plan_id", b"plan_id", "rank", b"rank", "score", b"score", "start_source", b"start_source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kpis", b"kpis", "occupancy", b"occupancy", "plan_id", b"plan_id", "rank", b"rank", "run_seconds", b"run_seconds", "score", b"score", "start_source", b"start_source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
