@@ -59,11 +59,13 @@ def _equip(stack: Stack, shares: set[float]) -> None:
         )
 
 
-def run_with_stack(
+@contextmanager
+def coupled_stack(
     specs: list[RunSpec], say: Callable[[str], None] = print, *, stack_dir: Path | None = None, alone: bool = True
-) -> list[Path]:
-    """The runs one after another on a stack of their own (in `stack_dir`, default <out>/stack);
-    `alone`: no other stack starts beside it (it may take the well-known ports)."""
+) -> Iterator[Stack]:
+    """A stack for the runs (in `stack_dir`, default <out>/stack), started, its lights imported and
+    its strategy equipping the runs' share; `alone`: no other stack starts beside it (it may take the
+    well-known ports)."""
     scenario = prepare(specs[0])
     data_dir = stack_dir or specs[0].out_root / "stack"
     settings = Settings(data_dir=data_dir, network_file=scenario.network, log_level="WARNING")
@@ -78,10 +80,18 @@ def run_with_stack(
         say(stack.describe())
         import_lights(stack)
         _equip(stack, {s.equipped for s in specs})
-        # One after another: runs sharing a stack would report to the same facilities at once.
-        return run_many([replace(s, services_dir=stack.data_dir) for s in specs], workers=1)
+        yield stack
     finally:
         stack.stop()
+
+
+def run_with_stack(
+    specs: list[RunSpec], say: Callable[[str], None] = print, *, stack_dir: Path | None = None, alone: bool = True
+) -> list[Path]:
+    """The runs one after another on a stack of their own (see `coupled_stack`)."""
+    with coupled_stack(specs, say, stack_dir=stack_dir, alone=alone) as stack:
+        # One after another: runs sharing a stack would report to the same facilities at once.
+        return run_many([replace(s, services_dir=stack.data_dir) for s in specs], workers=1)
 
 
 def reopen_stack(spec: RunSpec, *, stack_dir: Path) -> Stack:
