@@ -64,8 +64,10 @@ class RunSpec:
     # A running stack's data dir (endpoints.json, credentials.json): the field devices report to it.
     services_dir: Path | None = None
     # lockstep: as fast as SUMO goes (the twin will wait for the optimizer at each decision interval);
-    # realtime: one simulated second per wall second, for live demos.
+    # realtime: `pace` simulated seconds per wall second (1: the street's own time), for live demos
+    # and a twin that runs ahead of the city while the control room decides.
     clock: str = "lockstep"
+    pace: float = 1.0
     # coordinated: how often the equipped vehicles report to the optimizer (simulated s).
     decision_s: float = 30
     # With services: responders (the variant's ambulances) ask the signal service for priority.
@@ -213,7 +215,7 @@ class _Run:
             while now < begin + spec.end_s:
                 now = self._step(now)
                 if spec.clock == "realtime":
-                    hold_until(started + now - begin, self.bus, self._applying_at(now))
+                    hold_until(started + (now - begin) / spec.pace, self.bus, self._applying_at(now))
                 self._play_devices(now)
                 if now % spec.sample_s == 0:
                     self._sample(now)
@@ -339,6 +341,8 @@ def run(spec: RunSpec) -> Path:
     scenario = prepare(spec)
     if spec.clock not in CLOCKS:
         raise ValueError(f"clock must be one of {', '.join(CLOCKS)}")
+    if not spec.pace > 0:
+        raise ValueError("pace must be above 0 simulated seconds per wall second")
     if spec.mode == "coordinated" and spec.services_dir is None:
         raise ValueError("mode coordinated runs with the services: start them with the run (almere sim run)")
     run_dir = _fresh_folder(spec, source)
