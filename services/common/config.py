@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.bus import DEFAULT_LIMITS
 
-DEFAULT_PORTS = {"parking": 50051, "incidents": 50052, "signals": 50053, "optimizer": 50054, "gateway": 8080}
+DEFAULT_PORTS = {"parking": 50051, "incidents": 50052, "signals": 50053, "optimizer": 50054, "whatif": 50055, "gateway": 8080}
 
 
 class Settings(BaseSettings):
@@ -128,6 +128,15 @@ class Settings(BaseSettings):
     # Cycle lengths a signal plan may have.
     signal_cycle_min_seconds: float = 30.0
     signal_cycle_max_seconds: float = 180.0
+    # The what-if service (host:port), for its clients (control room, demo).
+    whatif_address: str | None = None
+    # The scenario a what-if's live-picture start names when no twin state was taken with it.
+    whatif_scenario: str = "almere-centrum"
+    # Where the what-if service writes its reports (whatif/<id>/report.md and plots); default:
+    # gateway_reports_dir, so the dashboard links to them; neither set: no report.
+    whatif_reports_dir: Path | None = None
+    # How long CreateWhatIf waits for the twin's saved state (TWIN_STATE_REQUEST).
+    whatif_twin_timeout_seconds: float = Field(default=10.0, gt=0)
 
     def port_for(self, service: str) -> int:
         return self.port if self.port is not None else DEFAULT_PORTS[service]

@@ -1,0 +1,38 @@
+"""WhatIfService wiring: its tables, streams, results consumer and servicer, on the shared runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from almere.whatif.v1 import whatif_pb2, whatif_pb2_grpc
+from grpc import aio
+
+from contract.bus import WHATIF_RESULTS, WHATIF_RUNS
+from services.common.runtime import Service, ServiceSpec
+from services.whatif.api import WhatIfApi
+from services.whatif.consumers import ResultsConsumer
+from services.whatif.models import TABLES, WhatIfOutbox
+
+
+async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awaitable[None]]]:
+    settings = service.settings
+    api = WhatIfApi(service.engine, committer=service.committer, bus=service.bus, settings=settings)
+    whatif_pb2_grpc.add_WhatIfServiceServicer_to_server(api, server)
+    consumer = ResultsConsumer(
+        service.bus,
+        committer=service.committer,
+        reports_dir=settings.whatif_reports_dir or settings.gateway_reports_dir,
+    )
+    await consumer.start()
+    return [consumer.stop]
+
+
+SPEC = ServiceSpec(
+    name="whatif",
+    full_names=[whatif_pb2.DESCRIPTOR.services_by_name["WhatIfService"].full_name],
+    tables=TABLES,
+    outbox=WhatIfOutbox,
+    streams=(WHATIF_RUNS,),
+    consumes=(WHATIF_RESULTS,),
+    mount=_mount,
+)

@@ -1,0 +1,160 @@
+"""Where "now" comes from: the twin's saved state (request-reply on the bus) or the live picture
+the services hold (over gRPC, with this service's own token)."""
+
+from __future__ import annotations
+
+from almere.detectors.v1 import detectors_pb2
+from almere.incidents.v1 import incidents_pb2 as ipb
+from almere.incidents.v1 import incidents_pb2_grpc
+from almere.parking.v1 import parking_pb2 as ppb
+from almere.parking.v1 import parking_pb2_grpc
+from almere.whatif.v1 import runs_pb2
+from almere.whatif.v1 import whatif_pb2 as pb
+from grpc import aio
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from contract.bus import DETECTORS, TWIN_STATE_REQUEST
+from services.common.bus import Bus
+from services.common.clock import from_timestamp, to_timestamp, utcnow
+from services.common.config import Settings
+from services.common.errors import FailedPrecondition
+
+IN_FORCE = (ipb.INCIDENT_STATE_CONFIRMED, ipb.INCIDENT_STATE_ACTIVE, ipb.INCIDENT_STATE_CLEARING)
+
+
+async def twin_state(bus: Bus, *, what_if: str, horizon_seconds: float, wait_seconds: float) -> runs_pb2.SavedState:
+    request = runs_pb2.SaveStateRequest(what_if=what_if, horizon_seconds=horizon_seconds)
+    try:
+        reply = await bus.nc.request(TWIN_STATE_REQUEST, request.SerializeToString(), timeout=wait_seconds)
+    except (NatsTimeout, NoRespondersError, TimeoutError):
+        raise FailedPrecondition(
+            f"no twin answered the save-state request within {wait_seconds:g} s; start from START_SOURCE_LIVE_PICTURE"
+        ) from None
+    saved = runs_pb2.SavedState.FromString(reply.data)
+    if saved.error:
+        raise FailedPrecondition(f"the twin could not save its state: {saved.error}")
+    return saved
+
+
+def metadata(settings: Settings) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {settings.service_token}"),) if settings.service_token else ()
+
+
+def channel(address: str | None, what: str) -> aio.Channel:
+    if not address:
+        raise FailedPrecondition(f"the {what} service's address is not configured (ALMERE_{what.upper()}_ADDRESS)")
+    return aio.insecure_channel(address)
+
+
+async def live_picture(settings: Settings, *, saved: runs_pb2.SavedState | None) -> runs_pb2.LivePicture:
+    """Occupancy (parking) and incidents in force as closures (incidents); the sim time from the
+    twin's saved state when there is one."""
+    auth = metadata(settings)
+    picture = runs_pb2.LivePicture(scenario=settings.whatif_scenario)
+    picture.capture_time.CopyFrom(to_timestamp(utcnow()))
+    if saved is not None:
+        picture.scenario = saved.scenario
+        picture.sim_time_seconds = saved.sim_time_seconds
+    now = utcnow()
+    try:
+        if settings.parking_address:
+            async with channel(settings.parking_address, "parking") as ch:
+                parking: parking_pb2_grpc.ParkingServiceAsyncStub = parking_pb2_grpc.ParkingServiceStub(ch)
+                token = ""
+                while True:
+                    page = await parking.ListFacilities(
+                        ppb.ListFacilitiesRequest(page_size=1000, page_token=token), metadata=auth, timeout=10
+                    )
+                    for f in page.facilities:
+                        picture.facilities.add(
+                            facility_id=f.name.removeprefix("facilities/"),
+                            occupied=f.occupancy.occupied_spaces,
+                            capacity=f.capacity,
+                        )
+                    token = page.next_page_token
+                    if not token:
+                        break
+        if settings.incidents_address:
+            async with channel(settings.incidents_address, "incidents") as ch:
+                incidents: incidents_pb2_grpc.IncidentServiceAsyncStub = incidents_pb2_grpc.IncidentServiceStub(ch)
+                token = ""
+                while True:
+                    listed = await incidents.ListIncidents(
+                        ipb.ListIncidentsRequest(page_size=1000, page_token=token, states=IN_FORCE),
+                        metadata=auth,
+                        timeout=10,
+                    )
+                    for incident in listed.incidents:
+                        closure = closure_of(incident, now_seconds=now.timestamp())
+                        if closure is not None:
+                            picture.closures.append(closure)
+                    token = listed.next_page_token
+                    if not token:
+                        break
+    except aio.AioRpcError as err:
+        raise FailedPrecondition(f"the live picture could not be gathered: {err.code().name} {err.details()}") from None
+    return picture
+
+
+def closure_of(incident: ipb.Incident, *, now_seconds: float) -> pb.Closure | None:
+    edge = incident.network_location.edge_id
+    impact = incident.impact
+    if not edge or not (impact.closed_lanes or impact.full_closure or impact.speed_limit_kmh):
+        return None
+    end = 0.0
+    if impact.HasField("expected_end_time"):
+        end = max(0.0, from_timestamp(impact.expected_end_time).timestamp() - now_seconds)
+    return pb.Closure(
+        incident=incident.name,
+        edge_id=edge,
+        closed_lanes=list(impact.closed_lanes),
+        full_closure=impact.full_closure,
+        speed_limit_kmh=impact.speed_limit_kmh,
+        expected_end_seconds=end,
+    )
+
+
+DETECTOR_FETCH = 1000
+
+
+async def detectors(bus: Bus, picture: runs_pb2.LivePicture) -> float:
+    """Adds each loop's last measurement (DETECTORS, last message per subject, an ephemeral
+    consumer) to the picture; returns the latest interval end as seconds since midnight UTC (the
+    picture's sim time when no twin state was taken), 0 when no loop has reported."""
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, ack_policy=AckPolicy.NONE, inactive_threshold=30.0
+    )
+    latest = None
+    try:
+        subscription = await bus.js.pull_subscribe(DETECTORS.subjects, stream=DETECTORS.name, config=config)
+    except Exception as exc:  # no stream yet, or not permitted: a picture without detectors
+        raise FailedPrecondition(f"the detectors' measurements could not be read: {exc}") from None
+    try:
+        while True:
+            try:
+                messages = await subscription.fetch(DETECTOR_FETCH, timeout=0.5)
+            except (NatsTimeout, TimeoutError):
+                break
+            for message in messages:
+                m = detectors_pb2.Measurement.FromString(message.data)
+                picture.detectors.add(
+                    detector_id=m.detector_id,
+                    edge_id=m.edge_id,
+                    lane_index=m.lane_index,
+                    interval_seconds=(m.interval_end.ToNanoseconds() - m.interval_start.ToNanoseconds()) / 1e9,
+                    vehicle_count=m.vehicle_count,
+                    mean_speed_mps=m.mean_speed_mps,
+                    occupancy_percent=m.occupancy_percent,
+                )
+                end = from_timestamp(m.interval_end)
+                latest = end if latest is None or end > latest else latest
+            if not messages or messages[-1].metadata.num_pending == 0:
+                break
+    finally:
+        await subscription.unsubscribe()
+    if latest is None:
+        return 0.0
+    midnight = latest.replace(hour=0, minute=0, second=0, microsecond=0)
+    return (latest - midnight).total_seconds()
