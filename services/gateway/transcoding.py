@@ -12,6 +12,7 @@ from almere.incidents.v1 import incidents_pb2
 from almere.optimizer.v1 import optimizer_pb2
 from almere.parking.v1 import parking_pb2
 from almere.signals.v1 import signals_pb2
+from almere.whatif.v1 import whatif_pb2
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
@@ -22,6 +23,7 @@ SERVICES: dict[str, ServiceDescriptor] = {
     "incidents": incidents_pb2.DESCRIPTOR.services_by_name["IncidentService"],
     "signals": signals_pb2.DESCRIPTOR.services_by_name["SignalService"],
     "optimizer": optimizer_pb2.DESCRIPTOR.services_by_name["OptimizerService"],
+    "whatif": whatif_pb2.DESCRIPTOR.services_by_name["WhatIfService"],
 }
 
 
@@ -31,7 +33,7 @@ class UnknownMethod(LookupError):
 
 @dataclass(frozen=True, kw_only=True)
 class Method:
-    service: str  # the short name: parking, incidents, signals, optimizer
+    service: str  # the short name: parking, incidents, signals, optimizer, whatif
     path: str  # /almere.parking.v1.ParkingService/GetFacility
     streaming: bool  # a server stream (Watch*)
     request: type[Message]

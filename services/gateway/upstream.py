@@ -32,8 +32,8 @@ class Upstream:
     # The gateway's own token (role public), for the open-data feeds.
     public: Metadata
     max_items: int
-    # By service short name (transcoding.SERVICES): parking and incidents always, signals and the
-    # optimizer when their addresses are configured.
+    # By service short name (transcoding.SERVICES): parking and incidents always, signals, the
+    # optimizer and the what-if service when their addresses are configured.
     channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     # The same services on connections of their own for Watch streams: a server takes a limited
     # number of streams per connection (256), and long-lived watches must not queue the feeds'
@@ -52,6 +52,7 @@ class Upstream:
             "incidents": settings.incidents_address,
             "signals": settings.signals_address,
             "optimizer": settings.optimizer_address,
+            "whatif": settings.whatif_address,
         }
         channels = {name: open_channel(settings, a, options) for name, a in addresses.items() if a}
         own = [*options, ("grpc.use_local_subchannel_pool", 1)]  # else gRPC shares the connection
