@@ -80,8 +80,9 @@ class WhatIfApi(whatif_pb2_grpc.WhatIfServiceServicer):
         picture = None
         if pb.START_SOURCE_LIVE_PICTURE in what_if.start_sources:
             picture = await starts.live_picture(self._settings, saved=saved)
-            if saved is None:
-                picture.sim_time_seconds = await starts.detectors(self._bus, picture)
+            detectors_time = await starts.detectors(self._bus, picture)
+            if saved is None:  # the twin's clock when it was asked too, else the detectors' latest
+                picture.sim_time_seconds = detectors_time
         now = utcnow()
         what_if.state = pb.WhatIf.STATE_RUNNING
         what_if.scenario = saved.scenario if saved is not None else picture.scenario if picture else ""

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from almere.whatif.v1 import whatif_pb2, whatif_pb2_grpc
 from grpc import aio
 
-from contract.bus import WHATIF_RESULTS, WHATIF_RUNS
+from contract.bus import DETECTORS, WHATIF_RESULTS, WHATIF_RUNS
 from services.common.runtime import Service, ServiceSpec
 from services.whatif.api import WhatIfApi
 from services.whatif.consumers import ResultsConsumer
@@ -33,6 +33,7 @@ SPEC = ServiceSpec(
     tables=TABLES,
     outbox=WhatIfOutbox,
     streams=(WHATIF_RUNS,),
-    consumes=(WHATIF_RESULTS,),
+    # DETECTORS: the live picture's last measurement per loop.
+    consumes=(WHATIF_RESULTS, DETECTORS),
     mount=_mount,
 )
