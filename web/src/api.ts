@@ -2,7 +2,7 @@
 // decides what this role may see and do. Refusals arrive as RFC 9457 problem documents whose
 // `detail` is the service's own message, which the operator is shown.
 
-export type Service = "parking" | "incidents" | "signals" | "optimizer";
+export type Service = "parking" | "incidents" | "signals" | "optimizer" | "whatif";
 
 export class ApiError extends Error {
   constructor(

@@ -16,6 +16,7 @@ import { report } from "./status";
 import { sleep } from "./timing";
 import { failed, say } from "./ui/message";
 import { Panel } from "./ui/panel";
+import { WhatIfs } from "./whatif/whatif";
 
 const MAP_WAIT_MS = 15_000;
 
@@ -58,12 +59,14 @@ export async function startDashboard({ api, who }: Session, page: Page): Promise
   const decisions = new Decisions(api, panel("Optimizer decisions", "decisions"));
   const parking = new Parking(api, map, panel("Parking", "parking"));
   const reports = new Reports(api, panel("Simulation reports", "reports"));
+  const whatIfs = new WhatIfs(api, panel("What if", "whatif"));
 
   new Traffic(api, map, network, page.twin).start(signal);
   signals.start(signal);
   strategy.start(signal);
   decisions.start(signal);
   reports.start(signal);
+  whatIfs.begin(signal);
   await Promise.all([parking.start(signal), incidents.start(signal)]);
   report({ ready: true });
 }

@@ -247,3 +247,81 @@ export function words(value: string | undefined, prefix: string): string {
   if (!value || value.endsWith("_UNSPECIFIED")) return "—";
   return (value.startsWith(prefix) ? value.slice(prefix.length) : value).toLowerCase().replaceAll("_", " ");
 }
+
+// --- what-if runs (almere.whatif.v1) ---
+
+export type StartSource = "START_SOURCE_UNSPECIFIED" | "START_SOURCE_TWIN_STATE" | "START_SOURCE_LIVE_PICTURE";
+
+export type SignalControl = "SIGNAL_CONTROL_UNSPECIFIED" | "SIGNAL_CONTROL_FIXED" | "SIGNAL_CONTROL_ADAPTIVE";
+
+export type WhatIfState = "STATE_UNSPECIFIED" | "STATE_RUNNING" | "STATE_SUCCEEDED" | "STATE_FAILED";
+
+export interface Closure {
+  incident?: string;
+  edgeId?: string;
+  closedLanes?: number[];
+  fullClosure?: boolean;
+  speedLimitKmh?: number;
+  expectedEndSeconds?: number;
+}
+
+export interface ResponsePlan {
+  planId?: string;
+  title?: string;
+  closures?: Closure[];
+  signals?: { sumoTlsIds?: string[]; control?: SignalControl }[];
+  strategy?: Strategy;
+  /** A FieldMask in proto3 JSON: the paths in lowerCamelCase, comma-separated. */
+  strategyMask?: string;
+}
+
+export interface KpiSummary {
+  mean?: number;
+  min?: number;
+  max?: number;
+  stddev?: number;
+  perSeed?: number[];
+}
+
+export interface PlanResult {
+  planId?: string;
+  startSource?: StartSource;
+  kpis?: Record<string, KpiSummary>;
+  rank?: number;
+  score?: number;
+  runSeconds?: number;
+}
+
+export interface WhatIf {
+  name?: string;
+  title?: string;
+  state?: WhatIfState;
+  startSources?: StartSource[];
+  horizonMinutes?: number;
+  seeds?: number;
+  plans?: ResponsePlan[];
+  createTime?: string;
+  finishTime?: string;
+  creator?: string;
+  runsTotal?: number;
+  runsDone?: number;
+  results?: PlanResult[];
+  reportPath?: string;
+  error?: string;
+  adoptedPlanId?: string;
+  adoptedBy?: string;
+}
+
+export interface WhatIfResponse {
+  whatIf?: WhatIf;
+}
+
+export interface ListWhatIfsResponse {
+  whatIfs?: WhatIf[];
+  nextPageToken?: string;
+}
+
+export interface AdoptPlanResponse {
+  whatIf?: WhatIf;
+  changes?: string[];
+}
