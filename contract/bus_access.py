@@ -15,9 +15,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from contract.bus import DETECTORS, INCIDENTS, OPTIMIZER, PARKING, SIGNALS, Stream
+from contract.bus import (
+    DETECTORS,
+    INCIDENTS,
+    OPTIMIZER,
+    PARKING,
+    SIGNALS,
+    TWIN_STATE_REQUEST,
+    TWIN_STATES_BUCKET,
+    WHATIF_RESULTS,
+    WHATIF_RUNS,
+    Stream,
+)
 
 JS_API = "$JS.API"
+# The object store bucket of the twin's saved states is a JetStream stream (chunks under C., metadata
+# under M.): the twin writes it, the what-if workers read it.
+TWIN_STATES = Stream(name=f"OBJ_{TWIN_STATES_BUCKET}", prefix=f"$O.{TWIN_STATES_BUCKET}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +49,10 @@ class BusUser:
     consumes: tuple[Stream, ...] = ()
     # Core subjects it subscribes to live (the twin's grants and guidance).
     listens: tuple[str, ...] = ()
+    # Object store buckets (their streams) it writes: put reads the old metadata and purges old chunks.
+    stores: tuple[Stream, ...] = ()
+    # Core subjects it publishes to outside any stream (requests, replies to others' inboxes).
+    publishes: tuple[str, ...] = ()
 
     @property
     def inbox_prefix(self) -> str:
@@ -54,6 +72,11 @@ class BusUser:
             publish += [stream.subjects, *_stream_api(stream, update=False)]
         for stream in self.consumes:
             publish += [*_stream_api(stream, update=False), *_consumer_api(stream)]
+        for stream in self.stores:
+            name = stream.name
+            publish += [stream.subjects, *_stream_api(stream, update=True)]
+            publish += [f"{JS_API}.STREAM.MSG.GET.{name}", f"{JS_API}.STREAM.PURGE.{name}"]
+        publish += self.publishes
         subscribe += self.listens
         return {"publish": {"allow": _unique(publish)}, "subscribe": {"allow": _unique(subscribe)}}
 
@@ -92,11 +115,23 @@ OPTIMIZER_USER = BusUser(
 )
 # The twin plays the street's detector stations and reads what the street's devices would receive:
 # signal plans in force, priority grants and the optimizer's guidance.
+# What-if runs: the twin saves its state when the what-if service asks (only it may: no other user
+# may publish to TWIN_STATE_REQUEST), answers on the service's inbox and reports what it observed.
+WHATIF_USER = BusUser(
+    name="whatif",
+    owns=(WHATIF_RUNS,),
+    keeps=(WHATIF_RESULTS,),
+    consumes=(WHATIF_RESULTS, DETECTORS),
+    publishes=(TWIN_STATE_REQUEST,),
+)
+WHATIF_WORKER_USER = BusUser(name="whatif-worker", consumes=(WHATIF_RUNS, TWIN_STATES), feeds=(WHATIF_RESULTS,))
 TWIN_USER = BusUser(
     name="twin",
-    feeds=(DETECTORS,),
+    feeds=(DETECTORS, WHATIF_RESULTS),
     consumes=(SIGNALS,),
-    listens=(SIGNALS.subjects, OPTIMIZER.subjects),
+    listens=(SIGNALS.subjects, OPTIMIZER.subjects, TWIN_STATE_REQUEST),
+    stores=(TWIN_STATES,),
+    publishes=(f"{WHATIF_USER.inbox_prefix}.>",),
 )
 # Read-only: operators' tools, the demo's transcript, tests. Restricted fields never travel on the
 # bus (see the incident events), so reading every stream reveals nothing a service keeps back.
@@ -104,5 +139,7 @@ OBSERVER_USER = BusUser(
     name="observer", consumes=(PARKING, INCIDENTS, SIGNALS, OPTIMIZER, DETECTORS), listens=("almere.>",)
 )
 
-SERVICE_USERS = {u.name: u for u in (PARKING_USER, INCIDENTS_USER, SIGNALS_USER, OPTIMIZER_USER)}
+SERVICE_USERS = {
+    u.name: u for u in (PARKING_USER, INCIDENTS_USER, SIGNALS_USER, OPTIMIZER_USER, WHATIF_USER, WHATIF_WORKER_USER)
+}
 USERS = {**SERVICE_USERS, TWIN_USER.name: TWIN_USER, OBSERVER_USER.name: OBSERVER_USER}
