@@ -260,6 +260,8 @@ async def test_every_rpc_is_callable_with_the_callers_token(
             ("/api/v1/rpc/parking/RecordGateEvents", 404),  # a client stream: gRPC only
             ("/api/v1/rpc/parking/WatchOccupancy", 405),
             ("/api/v1/rpc/signals/ListIntersections", 503),  # this gateway knows no signal service
+            ("/api/v1/rpc/whatif/ListWhatIfs", 503),  # nor a what-if service
+            ("/api/v1/rpc/whatif/NoSuchMethod", 404),
         ):
             answer = await http.post(path, json={}, headers=auth(tokens, "engineer"))
             assert answer.status_code == status, (path, answer.text)
