@@ -8,6 +8,8 @@ from almere.incidents.v1 import incidents_pb2 as ipb
 from almere.incidents.v1 import incidents_pb2_grpc
 from almere.parking.v1 import parking_pb2 as ppb
 from almere.parking.v1 import parking_pb2_grpc
+from almere.signals.v1 import signals_pb2 as spb
+from almere.signals.v1 import signals_pb2_grpc
 from almere.whatif.v1 import runs_pb2
 from almere.whatif.v1 import whatif_pb2 as pb
 from grpc import aio
@@ -49,8 +51,9 @@ def channel(address: str | None, what: str) -> aio.Channel:
 
 
 async def live_picture(settings: Settings, *, saved: runs_pb2.SavedState | None) -> runs_pb2.LivePicture:
-    """Occupancy (parking) and incidents in force as closures (incidents); the sim time from the
-    twin's saved state when there is one."""
+    """Occupancy (parking), incidents in force as closures (incidents) and the lights under
+    adaptive control (signals), from each service whose address is configured; the sim time from
+    the twin's saved state when there is one."""
     auth = metadata(settings)
     picture = runs_pb2.LivePicture(scenario=settings.whatif_scenario)
     picture.capture_time.CopyFrom(to_timestamp(utcnow()))
@@ -93,9 +96,32 @@ async def live_picture(settings: Settings, *, saved: runs_pb2.SavedState | None)
                     token = listed.next_page_token
                     if not token:
                         break
+        if settings.signals_address:
+            async with channel(settings.signals_address, "signals") as ch:
+                picture.adaptive_tls_ids.extend(await _adaptive(signals_pb2_grpc.SignalServiceStub(ch), auth))
     except aio.AioRpcError as err:
         raise FailedPrecondition(f"the live picture could not be gathered: {err.code().name} {err.details()}") from None
     return picture
+
+
+async def _adaptive(signals: signals_pb2_grpc.SignalServiceAsyncStub, auth: tuple[tuple[str, str], ...]) -> list[str]:
+    """The lights whose active plan is an adaptive step (the optimizer's takeover)."""
+    adaptive: list[str] = []
+    token = ""
+    while True:
+        page = await signals.ListIntersections(
+            spb.ListIntersectionsRequest(page_size=1000, page_token=token), metadata=auth, timeout=10
+        )
+        for intersection in page.intersections:
+            if not intersection.active_plan_version:
+                continue
+            name = f"{intersection.name}/plans/{intersection.active_plan_version}"
+            active = await signals.GetPlan(spb.GetPlanRequest(name=name), metadata=auth, timeout=10)
+            if active.plan.type == spb.PLAN_TYPE_ADAPTIVE:
+                adaptive.append(intersection.sumo_tls_id)
+        token = page.next_page_token
+        if not token:
+            return adaptive
 
 
 def closure_of(incident: ipb.Incident, *, now_seconds: float) -> pb.Closure | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from apps.natsd import NatsServer
 from contract import bus_access
 from contract.bus import OBSERVED, RUN_FINISHED, TWIN_STATE_REQUEST, WHATIF_RESULTS, WHATIF_RUNS
 from services.common.config import Settings
-from tests.integration.helpers import Client, Incidents
+from tests.integration.helpers import Client, Incidents, ts
 
 TEST_USER = "whatif-test"
 
@@ -318,3 +319,99 @@ def _weights() -> dict[str, float]:
     from services.whatif.logic import SCORE_WEIGHTS
 
     return dict(SCORE_WEIGHTS)
+
+
+async def test_adopting_moves_an_event_and_a_failing_lever_names_what_was_applied(
+    start_service: Callable[..., Awaitable[str]],
+    incidents: str,
+    signals: str,
+    tokens: dict[str, str],
+    bus: Nats,
+) -> None:
+    from services.whatif.service import SPEC
+
+    address = await start_service(
+        SPEC, incidents_address=incidents, signals_address=signals, service_token=tokens["engineer"]
+    )
+    async with (
+        grpc.aio.insecure_channel(address) as channel,
+        grpc.aio.insecure_channel(incidents) as incidents_channel,
+    ):
+        client = WhatIfs(channel, tokens)
+        incident_client = Incidents(incidents_channel, tokens)
+        start = datetime.now(UTC) + timedelta(hours=2)
+        festival = ipb.PlannedEvent(
+            display_name="Festival",
+            closures=[
+                ipb.ScheduledClosure(
+                    title="Stadhuisplein closed",
+                    network_location=ipb.NetworkLocation(edge_id="spoke-w-in"),
+                    impact=ipb.Impact(
+                        full_closure=True,
+                        expected_start_time=ts(start),
+                        expected_end_time=ts(start + timedelta(hours=3)),
+                    ),
+                )
+            ],
+        )
+        event = (
+            await incident_client.as_("engineer").CreatePlannedEvent(
+                ipb.CreatePlannedEventRequest(planned_event_id="festival", planned_event=festival)
+            )
+        ).planned_event
+        later = pb.ResponsePlan(
+            plan_id="later",
+            events=[pb.EventChange(planned_event=event.name, shift_minutes=30)],
+            signals=[pb.SignalArea(control=pb.SIGNAL_CONTROL_FIXED)],  # none is adaptive: nothing to do
+        )
+        broken = pb.ResponsePlan(
+            plan_id="broken",
+            closures=[pb.Closure(edge_id="spoke-e-in", closed_lanes=[0])],
+            signals=[pb.SignalArea(sumo_tls_ids=["no-such-light"], control=pb.SIGNAL_CONTROL_FIXED)],
+        )
+        created = (
+            await client.as_("engineer").CreateWhatIf(
+                pb.CreateWhatIfRequest(what_if=_what_if(seeds=1, plans=[later, broken]))
+            )
+        ).what_if
+        assert not list(created.plans[0].signals[0].sumo_tls_ids)
+        runs = await _take_runs(bus, created.runs_total)
+        js = bus.jetstream()
+        for request in runs:
+            await js.publish(WHATIF_RESULTS.subject(RUN_FINISHED, request.run_id), _result_for(request))
+
+        async def finished() -> bool:
+            got = (await client.as_("engineer").GetWhatIf(pb.GetWhatIfRequest(name=created.name))).what_if
+            return got.state == pb.WhatIf.STATE_SUCCEEDED
+
+        await _until(finished, "the what-if to finish")
+        adopted = await client.as_("engineer").AdoptPlan(pb.AdoptPlanRequest(name=created.name, plan_id="later"))
+        moved_name = adopted.changes[0].split(":", 1)[0]
+        assert adopted.changes[1] == f"{event.name}: cancelled (moved)"
+        moved = (
+            await incident_client.as_("engineer").GetPlannedEvent(ipb.GetPlannedEventRequest(name=moved_name))
+        ).planned_event
+        moved_start = moved.closures[0].impact.expected_start_time.ToDatetime(UTC)
+        assert moved_start == start + timedelta(minutes=30)
+        old = await incident_client.as_("engineer").GetPlannedEvent(ipb.GetPlannedEventRequest(name=event.name))
+        assert old.planned_event.cancelled
+
+        code, details = await _code(
+            client.as_("engineer").AdoptPlan(pb.AdoptPlanRequest(name=created.name, plan_id="broken"))
+        )
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "no-such-light" in details
+        assert "already applied: incidents/" in details and "new closure of spoke-e-in" in details
+        after = (await client.as_("engineer").GetWhatIf(pb.GetWhatIfRequest(name=created.name))).what_if
+        assert after.adopted_plan_id == "later"  # the failed adoption is recorded, not adopted
+
+
+def _result_for(request: runs_pb2.RunRequest) -> bytes:
+    result = runs_pb2.RunResult(
+        what_if=request.what_if,
+        run_id=request.run_id,
+        plan_id=request.plan.plan_id,
+        seed=request.seed,
+        start_source=request.start_source,
+        kpis={"network_delay_h": 5.0},
+    )
+    return result.SerializeToString()
