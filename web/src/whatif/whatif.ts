@@ -91,7 +91,10 @@ export class WhatIfs {
   private selected = "";
   private whatIfs: WhatIf[] = [];
   private changes: string[] = [];
+  // The session's signal, and the poller that follows running what-ifs (one at a time).
+  private session: AbortSignal | null = null;
   private poll = new AbortController();
+  private polling = false;
 
   constructor(
     private readonly api: Api,
@@ -118,8 +121,6 @@ export class WhatIfs {
     });
     this.stopWith(stop.signal);
   }
-
-  private session: AbortSignal | null = null;
 
   private stopWith(signal: AbortSignal): void {
     this.session = signal;
@@ -156,8 +157,6 @@ export class WhatIfs {
       this.show();
     });
   }
-
-  private polling = false;
 
   private replace(whatIf: WhatIf): void {
     const index = this.whatIfs.findIndex((w) => w.name === whatIf.name);
