@@ -3,6 +3,7 @@ run results and observations from the bus, adoptions) and the reads behind the s
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 
 from almere.whatif.v1 import runs_pb2
 from almere.whatif.v1 import whatif_pb2 as pb
+from google.protobuf.message import DecodeError
 from sqlalchemy import Engine, and_, or_, select
 from sqlmodel import Session, col
 
@@ -22,6 +24,8 @@ from services.common.errors import NotFound
 from services.common.outbox import outbox_row
 from services.whatif import logic, report
 from services.whatif.models import AdoptionRow, ForecastCheckRow, RunResultRow, WhatIfOutbox, WhatIfRow
+
+log = logging.getLogger(__name__)
 
 
 def new_what_if_id() -> str:
@@ -100,11 +104,15 @@ def record_results(session: Session, items: Sequence[Incoming]) -> list[Any]:
     out: list[Any] = []
     for item in items:
         event = WHATIF_RESULTS.event_of(item.subject)
-        if event == RUN_FINISHED:
-            out.append(_run_finished(session, runs_pb2.RunResult.FromString(item.data), item))
-        elif event == OBSERVED:
-            out.append(_observed(session, runs_pb2.Observed.FromString(item.data), item.now))
-        else:
+        try:
+            if event == RUN_FINISHED:
+                out.append(_run_finished(session, runs_pb2.RunResult.FromString(item.data), item))
+            elif event == OBSERVED:
+                out.append(_observed(session, runs_pb2.Observed.FromString(item.data), item.now))
+            else:
+                out.append(None)
+        except DecodeError:  # would come back for ever: dropped
+            log.error("dropping an unreadable %s message on %s", event, item.subject)
             out.append(None)
         session.flush()
     return out
@@ -166,7 +174,10 @@ def _finish(session: Session, what_if: pb.WhatIf, item: Incoming) -> None:
     what_if.state = pb.WhatIf.STATE_FAILED if what_if.error else pb.WhatIf.STATE_SUCCEEDED
     what_if.finish_time.CopyFrom(to_timestamp(item.now))
     if item.reports_dir is not None and what_if.results:
-        what_if.report_path = report.write(what_if, item.reports_dir)
+        try:
+            what_if.report_path = report.write(what_if, item.reports_dir)
+        except Exception:  # the results stand without their report
+            log.exception("could not write the report of %s", what_if.name)
 
 
 def _observed(session: Session, observed: runs_pb2.Observed, now: datetime) -> str | None:

@@ -382,7 +382,7 @@ async def test_adopting_moves_an_event_and_a_failing_lever_names_what_was_applie
 
         async def finished() -> bool:
             got = (await client.as_("engineer").GetWhatIf(pb.GetWhatIfRequest(name=created.name))).what_if
-            return got.state == pb.WhatIf.STATE_SUCCEEDED
+            return bool(got.state == pb.WhatIf.STATE_SUCCEEDED)
 
         await _until(finished, "the what-if to finish")
         adopted = await client.as_("engineer").AdoptPlan(pb.AdoptPlanRequest(name=created.name, plan_id="later"))
@@ -403,6 +403,14 @@ async def test_adopting_moves_an_event_and_a_failing_lever_names_what_was_applie
         assert "already applied: incidents/" in details and "new closure of spoke-e-in" in details
         after = (await client.as_("engineer").GetWhatIf(pb.GetWhatIfRequest(name=created.name))).what_if
         assert after.adopted_plan_id == "later"  # the failed adoption is recorded, not adopted
+
+        second = await client.as_("engineer").CreateWhatIf(pb.CreateWhatIfRequest(what_if=_what_if(seeds=1)))
+        first_page = await client.as_("police").ListWhatIfs(pb.ListWhatIfsRequest(page_size=1))
+        assert [w.name for w in first_page.what_ifs] == [second.what_if.name] and first_page.next_page_token
+        next_page = await client.as_("police").ListWhatIfs(
+            pb.ListWhatIfsRequest(page_size=1, page_token=first_page.next_page_token)
+        )
+        assert [w.name for w in next_page.what_ifs] == [created.name] and not next_page.next_page_token
 
 
 def _result_for(request: runs_pb2.RunRequest) -> bytes:
