@@ -10,7 +10,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.bus import DEFAULT_LIMITS
 
-DEFAULT_PORTS = {"parking": 50051, "incidents": 50052, "signals": 50053, "optimizer": 50054, "whatif": 50055, "gateway": 8080}
+DEFAULT_PORTS = {
+    "parking": 50051,
+    "incidents": 50052,
+    "signals": 50053,
+    "optimizer": 50054,
+    "whatif": 50055,
+    "gateway": 8080,
+}
 
 
 class Settings(BaseSettings):
