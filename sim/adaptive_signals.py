@@ -101,6 +101,11 @@ class ServiceControl:
         self.steps += len(reply.steps)
         return len(reply.steps)
 
+    @property
+    def controlled(self) -> list[str]:
+        """The lights the optimizer's steps drive now."""
+        return sorted(self._playing)
+
     def _play(self, ls: Any, now: float) -> None:
         """Advance the running steps: a transition's next state once the one before has run out."""
         for tls, phases in self._playing.items():

@@ -15,12 +15,16 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.api import ConsumerConfig, DeliverPolicy, ObjectStoreConfig, StreamConfig
+from nats.js.errors import BucketNotFoundError
 
-from contract.bus import ensure_stream
+from contract.bus import TWIN_STATE_REQUEST, TWIN_STATES_BUCKET, ensure_stream
 from contract.bus_access import TWIN_USER
 
 Received = tuple[str, bytes]  # (subject, payload)
+# Saved states are for what-if runs about now: an hour is plenty, and the bucket stays small.
+STATES_TTL_S = 3600.0
+STATES_MAX_BYTES = 256 * 1024**2
 
 
 class BusListener:
@@ -32,11 +36,16 @@ class BusListener:
         live: Sequence[str],
         streams: Sequence[StreamConfig] = (),
         identity: Mapping[str, str] | None = None,
+        serve_states: bool = False,
     ) -> None:
         """`replayed`: (stream, subject) pairs delivered last-per-subject first (the state in force),
         then live; `live`: core subjects, from now on; `streams`: streams to create (when missing) for
-        what we publish; `identity`: the twin's credentials as nats.connect takes them (see `twin_identity`)."""
+        what we publish; `identity`: the twin's credentials as nats.connect takes them (see `twin_identity`);
+        `serve_states`: take save-state requests (TWIN_STATE_REQUEST) into `state_requests`, as
+        (payload, reply subject), for the runner's thread (libsumo is not thread-safe)."""
         self.received: queue.Queue[Received] = queue.Queue()
+        self.state_requests: queue.Queue[tuple[bytes, str]] = queue.Queue()
+        self._serve_states = serve_states
         self._url = url
         self._identity = dict(identity or {})
         self._replayed, self._live, self._streams = list(replayed), list(live), list(streams)
@@ -93,6 +102,12 @@ class BusListener:
             )
         for subject in self._live:
             subscriptions.append(await nc.subscribe(subject, cb=deliver))
+        if self._serve_states:
+
+            async def take(msg: Msg) -> None:
+                self.state_requests.put((msg.data, msg.reply))
+
+            subscriptions.append(await nc.subscribe(TWIN_STATE_REQUEST, cb=take))
         await nc.flush()
         if arrived:
             await asyncio.wait_for(arrived.wait(), 10)
@@ -113,6 +128,37 @@ class BusListener:
                 await nc.publish(subject, payload)
 
         asyncio.run_coroutine_threadsafe(publish_all(), self._loop)
+
+    def store_state(
+        self, state: bytes, object_name: str, reply: str, answer: bytes, failed: Callable[[str], bytes]
+    ) -> None:
+        """Put the saved state (the file's bytes) into TWIN_STATES (created when missing) and answer `reply` with
+        `answer`, or with `failed(reason)` when the store refuses; in the bus thread, so the run steps on."""
+        assert self._nc is not None
+        nc = self._nc
+
+        async def store() -> None:
+            try:
+                js = nc.jetstream()
+                try:
+                    bucket = await js.object_store(TWIN_STATES_BUCKET)
+                except BucketNotFoundError:
+                    config = ObjectStoreConfig(bucket=TWIN_STATES_BUCKET, ttl=STATES_TTL_S, max_bytes=STATES_MAX_BYTES)
+                    bucket = await js.create_object_store(TWIN_STATES_BUCKET, config=config)
+                await bucket.put(object_name, state)
+                data = answer
+            except Exception as exc:
+                data = failed(f"could not store the state: {exc!r}")
+            if reply:
+                await nc.publish(reply, data)
+
+        asyncio.run_coroutine_threadsafe(store(), self._loop)
+
+    def publish_stored(self, subject: str, payload: bytes, msg_id: str) -> None:
+        """A JetStream publish (acknowledged, de-duplicated by `msg_id`), for results a reader must not miss."""
+        assert self._nc is not None
+        js = self._nc.jetstream()
+        asyncio.run_coroutine_threadsafe(js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id}), self._loop)
 
     def drain(self, wait_s: float = 0.0) -> list[Received]:
         """What has arrived; `wait_s`: wait that long for the first message if none has."""

@@ -57,6 +57,11 @@ class ScriptedIncidents:
             if not self._sumo.vehicle.getLaneID(vehicle).startswith(":"):
                 self._sumo.vehicle.rerouteTraveltime(vehicle)
 
+    @property
+    def in_force(self) -> list[ScriptedIncident]:
+        """The incidents started and not yet over (what a saved state must be given again)."""
+        return [incident for incident, _ in self._active]
+
     def close(self) -> None:
         """End what is still open (the run is over): the police clear it."""
         if self.devices:

@@ -45,6 +45,7 @@ from sim.priority import Responders
 from sim.scenarios import registry
 from sim.scenarios.registry import RunnableScenario
 from sim.stops import StopRecorder
+from sim.twin_states import TwinIdentity, TwinStates
 
 MODES = ("none", "sumo", "coordinated")
 CLOCKS = ("lockstep", "realtime")
@@ -163,6 +164,7 @@ class _Run:
         self.bus: BusListener | None = None
         self.navigation: Navigation | None = None
         self.signals: ServiceControl | None = None  # the optimizer drives the lights
+        self.states: TwinStates | None = None  # what-if runs: saved states and observed horizons
         self.rows: list[dict[str, float]] = []
 
     def connect(self) -> None:
@@ -203,6 +205,25 @@ class _Run:
                 live=[SIGNAL_SUBJECTS[1], *GUIDANCE_SUBJECTS],
                 streams=[DETECTORS.config(DEFAULT_LIMITS)],
                 identity=twin_identity(Path(keys) if keys else None),
+                serve_states=True,
+            )
+            variant = getattr(self.source, "variant", None)
+            self.states = TwinStates(
+                sumo=self.sumo,
+                bus=self.bus,
+                identity=TwinIdentity(
+                    scenario=spec.scenario,
+                    seed=spec.seed,
+                    scale=spec.scale,
+                    begin_s=self.scenario.begin_s,
+                    mode=spec.mode,
+                    variant=getattr(variant, "name", ""),
+                    run_tag=self.run_tag,
+                ),
+                incidents=self.incidents,
+                facilities=self.facilities,
+                responder_ids=frozenset(self.responders.ids),
+                adaptive_tls_ids=lambda: self.signals.controlled if self.signals else [],
             )
 
     def step_to_end(self) -> None:
@@ -250,6 +271,8 @@ class _Run:
         self.stops.step(self.sumo, now)
         self.applier.retry(self.sumo, now)
         self.applier.lights.step(self.sumo, now)
+        if self.states:  # between two steps: libsumo is not thread-safe
+            self.states.step(now)
 
     def _sample(self, now: float) -> None:
         """Every sample interval: the time series, the garage counters and the loop detectors."""

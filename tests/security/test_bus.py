@@ -125,9 +125,11 @@ async def test_every_reader_follows_its_streams_in_both_consumer_kinds(
     try:
         js = reader.jetstream()
         await ensure_stream(js, stream.config(DEFAULT_LIMITS), update=False)
-        ordered = await js.subscribe(stream.subjects, stream=stream.name, ordered_consumer=True)
+        # A work queue takes only consumers that acknowledge (its jobs are pulled by durables).
+        if not stream.work_queue:
+            ordered = await js.subscribe(stream.subjects, stream=stream.name, ordered_consumer=True)
+            await ordered.unsubscribe()
         durable = await js.pull_subscribe(stream.subjects, durable=f"probe-{user}", stream=stream.name)
-        await ordered.unsubscribe()
         await durable.unsubscribe()
     finally:
         await reader.close()
