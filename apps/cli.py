@@ -23,6 +23,7 @@ SERVICE_MODULES = {
     "incidents": "services.incidents.service",
     "signals": "services.signals.service",
     "optimizer": "services.optimizer.service",
+    "whatif": "services.whatif.service",
 }
 
 
@@ -150,6 +151,7 @@ def cmd_sim_run(args: argparse.Namespace) -> int:
             equipped=args.equipped,
             gui=args.gui,
             clock=args.clock,
+            pace=args.pace,
             priority=not args.no_priority,
             adaptive_signals=not args.no_adaptive_signals,
         )
@@ -225,6 +227,9 @@ def _add_sim(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run.add_argument("--equipped", type=float, default=0.5, help="share of vehicles with route guidance")
     run.add_argument("--gui", action="store_true", help="watch it in sumo-gui (TraCI, one run at a time)")
     run.add_argument("--clock", choices=["lockstep", "realtime"], default="lockstep")
+    run.add_argument(
+        "--pace", type=float, default=1.0, help="realtime clock: simulated seconds per wall second (default 1)"
+    )
     run.add_argument(
         "--services-dir", type=Path, help="use running services: a folder with endpoints.json and credentials.json"
     )
