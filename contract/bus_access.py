@@ -76,6 +76,9 @@ class BusUser:
             name = stream.name
             publish += [stream.subjects, *_stream_api(stream, update=True)]
             publish += [f"{JS_API}.STREAM.MSG.GET.{name}", f"{JS_API}.STREAM.PURGE.{name}"]
+        if TWIN_STATES in (*self.consumes, *self.stores):
+            # nats-py finds an object store's stream by its subject (the names only, no contents).
+            publish.append(f"{JS_API}.STREAM.NAMES")
         publish += self.publishes
         subscribe += self.listens
         return {"publish": {"allow": _unique(publish)}, "subscribe": {"allow": _unique(subscribe)}}

@@ -120,40 +120,22 @@ class _Optimizer:
     """The in-process optimizer, its facilities fed as the parking service would, and every call timed."""
 
     def __init__(self, graph: Any, facilities: list[Any], locations: dict[str, tuple[float, float]]) -> None:
-        from almere.parking.v1 import events_pb2 as pevents
-        from almere.parking.v1 import parking_pb2 as ppb
-
         from services.optimizer.inprocess import InProcessOptimizer
 
         self.optimizer = InProcessOptimizer(graph)
         self.facilities = facilities
         self.locations = locations
         self.occupied: dict[str, int] = {}
-        self.version = 1
         for f in facilities:
-            doc = ppb.Facility(capacity=f.capacity, entrance_edge_ids=[f.edge])
-            doc.location.latitude, doc.location.longitude = locations[f.facility_id]
-            event = pevents.FacilityChangedEvent(facility_id=f.facility_id, version=1, facility=doc)
-            self.optimizer.decisions.on_facility(event)
+            self.optimizer.add_facility(
+                facility_id=f.facility_id, capacity=f.capacity, entrance_edge=f.edge, location=locations[f.facility_id]
+            )
         self.round_s: list[float] = []
         self.last_request: Any = None
 
     def count(self, occupied: dict[str, int]) -> None:
-        from almere.parking.v1 import events_pb2 as pevents
-        from almere.parking.v1 import parking_pb2 as ppb
-
-        from services.common.clock import to_timestamp, utcnow
-
-        self.version += 1
         self.occupied = occupied
-        for f in self.facilities:
-            event = pevents.OccupancyChangedEvent(
-                facility_id=f.facility_id,
-                version=self.version,
-                occur_time=to_timestamp(utcnow()),
-                occupancy=ppb.Occupancy(occupied_spaces=min(occupied[f.facility_id], f.capacity), capacity=f.capacity),
-            )
-            self.optimizer.decisions.on_occupancy(event)
+        self.optimizer.count(occupied)
 
     def report(self, request: Any, **_: Any) -> Any:
         self.last_request = request
@@ -163,21 +145,17 @@ class _Optimizer:
         return reply
 
 
-def _collision_event(edge: str) -> Any:
-    from almere.incidents.v1 import events_pb2 as ievents
+def _collision(optimizer: _Optimizer, edge: str) -> list[Any]:
+    """The police report the collision: one lane closed, walking pace on the other."""
     from almere.incidents.v1 import incidents_pb2 as ipb
 
-    incident = ipb.Incident(state=ipb.INCIDENT_STATE_ACTIVE)
-    incident.network_location.edge_id = edge
-    incident.impact.closed_lanes.append(1)
-    incident.impact.speed_limit_kmh = 5
-    return ievents.IncidentEvent(incident_id="bench-collision", version=1, incident=incident)
+    impact = ipb.Impact(closed_lanes=[1], speed_limit_kmh=5)
+    return optimizer.optimizer.incident("bench-collision", edge=edge, impact=impact)
 
 
 def coupled(lights: int, out: Path, repeats: int) -> dict[str, Any]:
     from libs.signal_control import layout
     from libs.signal_control.controller import PressureActuated
-    from services.common.clock import utcnow
     from services.optimizer.routing import RoadGraph
     from sim import light_driver, observe
     from sim.decision_applier import DecisionApplier
@@ -227,11 +205,11 @@ def coupled(lights: int, out: Path, repeats: int) -> dict[str, Any]:
                 optimizer.count({f.facility_id: ls.parkingarea.getVehicleCount(f.facility_id) for f in facilities})
             if now == INCIDENT_S:  # the police report it the moment it happens
                 t3 = time.perf_counter()
-                writes = optimizer.optimizer.decisions.on_incident(_collision_event(incident.edge), utcnow())
+                reroutes = _collision(optimizer, incident.edge)
                 on_incident["on_incident_s"] = time.perf_counter() - t3
-                on_incident["on_incident_reroutes"] = len(writes.decisions)
-                for taken in writes.decisions:
-                    applier.decide(ls, now, taken.decision)
+                on_incident["on_incident_reroutes"] = len(reroutes)
+                for decision in reroutes:
+                    applier.decide(ls, now, decision)
                 lanes, near = control.loop.lanes()
                 t4 = time.perf_counter()
                 on_incident["snapshot"] = light_driver.read_lanes(ls, now, lanes=lanes, near=near)
@@ -287,14 +265,12 @@ def decision_rounds(graph: Any, live: _Optimizer, at: dict[str, Any], repeats: i
     most were guided in earlier rounds)."""
     from almere.optimizer.v1 import decisions_pb2 as dpb
 
-    from services.common.clock import utcnow
-
     request, snap = at["request"], at["snapshot"]
     totals, cpu, optimizer_s, signals_s, levers = [], [], [], [], Counter[str]()
     for _ in tqdm(range(repeats), desc="decision rounds", leave=False):
         fresh = _Optimizer(graph, live.facilities, live.locations)
         fresh.count(at["occupied"])
-        fresh.optimizer.decisions.on_incident(_collision_event(at["edge"]), utcnow())
+        _collision(fresh, at["edge"])
         controllers = copy.deepcopy(at["controllers"])
         gc.collect()  # the set-up's garbage (copies of 500 controllers) is not the round's to collect
         started, started_cpu = time.perf_counter(), time.process_time()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sim.devices import FieldDevices
-from sim.variants import WALKING_PACE, ScriptedIncident
+from sim.variants import ScriptedIncident
 
 CLOSED_TO = ["authority", "emergency"]  # only responders pass a closed lane
 
@@ -82,7 +82,7 @@ class ScriptedIncidents:
                 if incident.full_closure or index in incident.closed_lanes:
                     self._sumo.lane.setAllowed(lane, CLOSED_TO)
                 else:
-                    self._sumo.lane.setMaxSpeed(lane, WALKING_PACE)
+                    self._sumo.lane.setMaxSpeed(lane, incident.speed_limit_mps)
             self._active.append((incident, saved))
             heading = self._heading_for(incident.edge)
             self.met.update(heading)  # on their way through it when it happened

@@ -184,6 +184,7 @@ class _Run:
         spec = self.spec
         self.devices = devices = FieldDevices(services_dir, f"{spec.scenario}/{spec.mode}/{spec.seed}/{self.run_tag}")
         devices.register(self.facilities, self.locations)
+        walks = observe.walk_destinations(self.sumo, self.scenario.walks_to())
         self.incidents.devices = devices
         if spec.priority and self.source.responders:
             self.responders.priority = devices.emergency_priority(self.run_dir / "priority.jsonl", self.applier.lights)
@@ -194,7 +195,7 @@ class _Run:
             self.navigation = devices.navigation(
                 seed=spec.seed,
                 prefix=self.applier.vehicle_prefix,
-                walks=observe.walk_destinations(self.sumo, self.scenario.walks_to()),
+                walks=walks,
             )
         endpoints = json.loads((services_dir / "endpoints.json").read_text())
         if endpoints.get("nats"):
@@ -216,13 +217,15 @@ class _Run:
                     seed=spec.seed,
                     scale=spec.scale,
                     begin_s=self.scenario.begin_s,
+                    end_s=spec.end_s,
                     mode=spec.mode,
                     variant=getattr(variant, "name", ""),
                     run_tag=self.run_tag,
                 ),
                 incidents=self.incidents,
                 facilities=self.facilities,
-                responder_ids=frozenset(self.responders.ids),
+                responders=self.source.responders,
+                walks=walks,
                 adaptive_tls_ids=lambda: self.signals.controlled if self.signals else [],
             )
 

@@ -9,7 +9,6 @@ import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,9 @@ from almere.whatif.v1 import runs_pb2, whatif_pb2
 from contract.bus import OBSERVED, WHATIF_RESULTS
 from sim.bus_listener import BusListener
 from sim.incidents import ScriptedIncidents
+from sim.scenarios.almere_centrum.layout import Facility
+from sim.variants import Responder
+from sim.whatif.kpis import WindowKpis
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ class TwinIdentity:
     seed: int
     scale: float
     begin_s: float
+    end_s: float  # the scenario's length (its demand is generated up to it)
     mode: str
     variant: str
     run_tag: str
@@ -39,7 +42,7 @@ class TwinIdentity:
 class _Window:
     request: runs_pb2.SaveStateRequest
     start_s: float
-    kpis: Any
+    kpis: WindowKpis
 
 
 @dataclass
@@ -50,8 +53,9 @@ class TwinStates:
     bus: BusListener
     identity: TwinIdentity
     incidents: ScriptedIncidents
-    facilities: list[Any]
-    responder_ids: frozenset[str]
+    facilities: list[Facility]
+    responders: tuple[Responder, ...]
+    walks: dict[str, tuple[float, float]]
     adaptive_tls_ids: Callable[[], list[str]]
     windows: list[_Window] = field(default_factory=list)
 
@@ -105,6 +109,7 @@ class TwinStates:
             adaptive_tls_ids=self.adaptive_tls_ids(),
             variant=ident.variant,
             closures=self.closures(now),
+            scenario_seconds=ident.end_s,
         )
         state = Path(tmp).read_bytes()
         Path(tmp).unlink()
@@ -119,16 +124,16 @@ class TwinStates:
             self.windows.append(_Window(request, now, self._window_kpis(now, request.horizon_seconds)))
         log.info("saved the twin's state", extra={"object": name, "what_if": request.what_if})
 
-    def _window_kpis(self, now: float, horizon_s: float) -> Any:
-        # The runs' own KPIs, measured the same way (sim.whatif.kpis, imported when first needed).
-        window_kpis = import_module("sim.whatif.kpis").WindowKpis
-        return window_kpis(
+    def _window_kpis(self, now: float, horizon_s: float) -> WindowKpis:
+        # The runs' own KPIs, measured the same way.
+        return WindowKpis(
             ls=self.sumo,
             start_s=now,
             horizon_s=horizon_s,
             watched_edges=[i.edge for i in self.incidents.in_force],
             facilities=self.facilities,
-            responder_ids=self.responder_ids,
+            responders=self.responders,
+            walks=self.walks,
         )
 
     def _answer_error(self, reply: str, reason: str) -> None:

@@ -9,8 +9,8 @@ WALKING_PACE = 1.4  # m/s
 
 @dataclass(frozen=True, kw_only=True)
 class ScriptedIncident:
-    """A collision on an arterial: `closed_lanes` closed, the others slowed to walking pace (a soft
-    blockage routers only learn about from travel times), or the whole road closed."""
+    """A collision on an arterial: `closed_lanes` closed, the others slowed (to walking pace unless said:
+    a soft blockage routers only learn about from travel times), or the whole road closed."""
 
     edge: str
     start_s: float
@@ -18,6 +18,7 @@ class ScriptedIncident:
     closed_lanes: tuple[int, ...]
     full_closure: bool = False
     title: str = "Collision on the Stadsdreef"
+    speed_limit_mps: float = WALKING_PACE  # on the lanes left open
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,10 +17,10 @@ from typing import Any
 from almere.whatif.v1 import runs_pb2, whatif_pb2
 
 from libs.sumo_tools import sumo_binary
-from sim.incidents import CLOSED_TO
-from sim.scenarios import registry
+from sim.incidents import ScriptedIncidents
 from sim.scenarios.almere_centrum.layout import Facility
-from sim.variants import WALKING_PACE
+from sim.scenarios.registry import RunnableScenario
+from sim.whatif.levers import closures_as_incidents
 
 VEHICLE_LENGTH_M = 5.0
 JAM_SPACING_M = 7.5  # a car and its gap in a standing queue
@@ -93,7 +93,7 @@ def _scenario_demand(routes: Path) -> tuple[list[list[str]], dict[str, list[floa
     return paths, stays
 
 
-def _routes_file(built: Any) -> Path:
+def routes_file(built: Any) -> Path:
     routes = getattr(built, "routes", None)
     if routes is not None:
         return Path(routes)
@@ -103,30 +103,11 @@ def _routes_file(built: Any) -> Path:
     return Path(built.config).parent / value.get("value", "").split(",")[0]
 
 
-def apply_closures(ls: Any, closures: Iterable[whatif_pb2.Closure]) -> None:
-    """As sim.incidents does: closed lanes only for responders, the other lanes at walking pace (or the
-    closure's speed limit)."""
-    for closure in closures:
-        for index in range(ls.edge.getLaneNumber(closure.edge_id)):
-            lane = f"{closure.edge_id}_{index}"
-            if closure.full_closure or index in closure.closed_lanes:
-                ls.lane.setAllowed(lane, CLOSED_TO)
-            else:
-                limit = closure.speed_limit_kmh / 3.6 if closure.speed_limit_kmh > 0 else WALKING_PACE
-                ls.lane.setMaxSpeed(lane, limit)
-
-
-def state_from_picture(
-    picture: runs_pb2.LivePicture, *, scenario: str, seed: int, scale: float, work_dir: Path
-) -> Path:
-    """Build the scenario, start it at the picture's time (earlier departures are not loaded), seed the
-    measured traffic, the parked cars and the closures, and save the state into work_dir."""
-    source = registry.resolve(scenario)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    begin = picture.sim_time_seconds
-    built = source.build(work_dir / "scenario", seed=seed, scale=scale, end_s=begin + 4 * 3600)
-    start = built.begin_s + begin
-    paths, stays = _scenario_demand(_routes_file(built))
+def state_from_picture(picture: runs_pb2.LivePicture, *, built: RunnableScenario, seed: int, out: Path) -> Path:
+    """Start the built scenario at the picture's time (earlier departures are not loaded), seed the
+    measured traffic, the parked cars and the closures, and save the state as `out`."""
+    start = built.begin_s + picture.sim_time_seconds
+    paths, stays = _scenario_demand(routes_file(built))
     rng = random.Random(seed)
     import_module("sumo")  # sets SUMO_HOME before libsumo is imported
     import libsumo as ls
@@ -136,7 +117,7 @@ def state_from_picture(
         args += ["--additional-files", ",".join(str(a) for a in additional)]
     ls.start([sumo_binary("sumo"), *args])
     try:
-        apply_closures(ls, picture.closures)
+        ScriptedIncidents(ls, closures_as_incidents(picture.closures, now=start)).step(start)
         _seed_parked(ls, picture, stays, rng)  # first: the moving cars queue behind them otherwise
         _seed_traffic(ls, picture, paths, rng)
         # The seeded vehicles enter the network: SUMO inserts a few per place and step, so step until
@@ -145,7 +126,6 @@ def state_from_picture(
             ls.simulationStep()
             if not ls.simulation.getPendingVehicles():
                 break
-        out = work_dir / f"reconstructed-{int(start)}.xml.gz"
         ls.simulation.saveState(str(out))
     finally:
         ls.close()

@@ -39,7 +39,7 @@ def test_reconstruction_is_close_to_the_run_it_was_read_from(tmp_path: Path) -> 
     finally:
         ls.close()
 
-    state = state_from_picture(picture, scenario=SCENARIO, seed=SEED, scale=SCALE, work_dir=tmp_path / "rebuilt")
+    state = state_from_picture(picture, built=built, seed=SEED, out=tmp_path / "rebuilt.xml.gz")
 
     ls.start(
         [sumo_binary("sumo"), "-c", str(built.config), "--load-state", str(state), "--no-step-log", "--no-warnings"]
