@@ -181,6 +181,7 @@ class SavedState(_message.Message):
     VARIANT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     CLOSURES_FIELD_NUMBER: _builtins.int
+    SCENARIO_SECONDS_FIELD_NUMBER: _builtins.int
     object_name: _builtins.str
     scenario: _builtins.str
     seed: _builtins.int
@@ -193,6 +194,10 @@ class SavedState(_message.Message):
     variant: _builtins.str
     error: _builtins.str
     """Error, when the twin could not save (nothing else is set)."""
+    scenario_seconds: _builtins.float
+    """The scenario's length from its begin: its demand is generated up to it, so a run builds the
+    same files only with the same length.
+    """
     @_builtins.property
     def adaptive_tls_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Lights under adaptive control now, and the event variant's name."""
@@ -217,10 +222,11 @@ class SavedState(_message.Message):
         variant: _builtins.str = ...,
         error: _builtins.str = ...,
         closures: _abc.Iterable[_whatif_pb2.Closure] | None = ...,
+        scenario_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adaptive_tls_ids", b"adaptive_tls_ids", "begin_seconds", b"begin_seconds", "closures", b"closures", "error", b"error", "mode", b"mode", "object_name", b"object_name", "scale", b"scale", "scenario", b"scenario", "seed", b"seed", "sim_time_seconds", b"sim_time_seconds", "variant", b"variant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adaptive_tls_ids", b"adaptive_tls_ids", "begin_seconds", b"begin_seconds", "closures", b"closures", "error", b"error", "mode", b"mode", "object_name", b"object_name", "scale", b"scale", "scenario", b"scenario", "scenario_seconds", b"scenario_seconds", "seed", b"seed", "sim_time_seconds", b"sim_time_seconds", "variant", b"variant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
