@@ -25,6 +25,7 @@ SERVICE_MODULES = {
     "optimizer": "services.optimizer.service",
     "whatif": "services.whatif.service",
 }
+WORKERS = ("whatif-worker",)  # `almere serve` runs them too: processes without a port
 
 
 def _spec(name: str) -> ServiceSpec:
@@ -71,6 +72,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         serve_gateway(Settings())
         return 0
+    if args.service == "whatif-worker":
+        from apps.whatif_worker import run_worker
+
+        return run_worker(Settings())
     serve(_spec(args.service), Settings())
     return 0
 
@@ -285,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     up.set_defaults(func=cmd_up)
     p = sub.add_parser("serve", help="run one service (what a Kubernetes pod runs)")
-    p.add_argument("service", choices=sorted([*SERVICE_MODULES, "gateway"]))
+    p.add_argument("service", choices=sorted([*SERVICE_MODULES, "gateway", *WORKERS]))
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("migrate", help="create or upgrade one service's tables")
     p.add_argument("service", choices=sorted(SERVICE_MODULES))
@@ -307,8 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     ).set_defaults(func=cmd_roles)
     demo = sub.add_parser(
         "demo",
-        help="start the stack and play four scenes: a garage filling up, a collision reported, signal timing, "
-        "and the twin's incident + event morning in three modes (transcript in data/demo/demo.txt)",
+        help="start the stack and play five scenes: a garage filling up, a collision reported, signal timing, "
+        "the twin's incident + event morning in three modes, and response plans to the collision simulated "
+        "forward (what-if), the best adopted (transcript in data/demo/demo.txt)",
     )
     demo.add_argument(
         "--full",

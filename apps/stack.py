@@ -23,9 +23,12 @@ from services.common.channels import open_blocking_channel, open_channel, uses_t
 from services.common.config import DEFAULT_PORTS, Settings
 from sim.named_networks import build_network
 
-SERVICES = ["parking", "incidents", "signals", "optimizer", "gateway"]
+SERVICES = ["parking", "incidents", "signals", "optimizer", "whatif", "gateway"]
 # Served over HTTP (health at /readyz, metrics at /metrics on the same port), not gRPC.
 HTTP_SERVICES = frozenset({"gateway"})
+# Processes without a port that run beside a service: the what-if workers simulate its runs (one SUMO
+# process per core), pulling them from the bus.
+WORKERS = {"whatif": "whatif-worker"}
 METRICS_PORT_BASE = 9101
 # Development callers `almere up --caller <name>` issues when no tokens file is configured (any
 # other as `--caller <name>=<role>`); without --caller, an engineer only.
@@ -41,8 +44,9 @@ DEV_CALLERS = {
 DEFAULT_CALLERS = ("engineer",)
 # The services that call others, each with a development token of its own whenever it runs (in no
 # credentials.json; nobody asks for it): the optimizer proposes signal steps, the parking service
-# asks the optimizer for travel times, the gateway reads its open-data feeds as the public.
-SERVICE_CALLERS = {"optimizer": "optimizer", "parking": "service:parking", "gateway": "public"}
+# asks the optimizer for travel times, the gateway reads its open-data feeds as the public, the
+# what-if service reads the live picture and adopts plans for the engineer who asks.
+SERVICE_CALLERS = {"optimizer": "optimizer", "parking": "service:parking", "gateway": "public", "whatif": "engineer"}
 
 
 def dev_callers(*asked: str) -> dict[str, str]:
@@ -241,7 +245,9 @@ class Stack:
             env["ALMERE_OPTIMIZER_ADDRESS"] = f"{host}:{ports['optimizer']}"
         if "signals" in ports:  # the optimizer proposes adaptive signal steps
             env["ALMERE_SIGNALS_ADDRESS"] = f"{host}:{ports['signals']}"
-        for read in ("parking", "incidents"):  # the gateway reads and feeds them
+        # The gateway reads and feeds parking and incidents; the what-if service reads the live
+        # picture from them and adopts plans through them and the signal service and optimizer.
+        for read in ("parking", "incidents", "whatif"):
             if read in ports:
                 env[f"ALMERE_{read.upper()}_ADDRESS"] = f"{host}:{ports[read]}"
         # The dashboard links to the reports of runs under the reports folder (default: the data folder).
@@ -268,6 +274,14 @@ class Stack:
             )
             self._launch(name)
             self.endpoints[name] = f"{scheme}://{host}:{port}" if name in HTTP_SERVICES else f"{host}:{port}"
+            if worker := WORKERS.get(name):
+                self._spawn_worker(worker, env)
+
+    def _spawn_worker(self, name: str, env: dict[str, str]) -> None:
+        """A service's worker process: its own bus identity and log, no port (it takes jobs from the bus)."""
+        identity = {"ALMERE_NATS_NKEY_SEED_FILE": str(self.bus_keys / f"{name}.nk")} if self.bus_keys else {}
+        self._environments[name] = dict(env, ALMERE_LOG_FILE=str(self.data_dir / f"{name}.log"), **identity)
+        self._launch(name)
 
     def _launch(self, name: str) -> None:
         log = os.fdopen(os.open(self.data_dir / f"{name}.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")

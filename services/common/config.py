@@ -135,6 +135,8 @@ class Settings(BaseSettings):
     # Cycle lengths a signal plan may have.
     signal_cycle_min_seconds: float = 30.0
     signal_cycle_max_seconds: float = 180.0
+    # SUMO runs a what-if worker simulates at once (each its own process); 0: one per core.
+    whatif_worker_processes: int = Field(default=0, ge=0, le=64)
     # The what-if service (host:port), for its clients (control room, demo).
     whatif_address: str | None = None
     # The scenario a what-if's live-picture start names when no twin state was taken with it.

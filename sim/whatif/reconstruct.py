@@ -153,7 +153,9 @@ def _seed_traffic(ls: Any, picture: runs_pb2.LivePicture, paths: list[list[str]]
             route = _route_from(ls, reading.edge_id, through, ends, rng)
             if route is None:
                 break
-            vid = f"seeded-{reading.detector_id}-{k}"
+            # Named by lane, not by the detector (its id carries the reporter's namespace, with characters
+            # a vehicle id may not have).
+            vid = f"seeded-{len(seen)}-{k}"
             ls.route.add(f"r-{vid}", route)
             ls.vehicle.add(
                 vid,
