@@ -12,7 +12,7 @@ DASHBOARD := services/gateway/dashboard/index.html
 WEB_SOURCES := web/package.json web/package-lock.json web/index.html web/vite.config.ts web/tsconfig.json \
 	$(shell find web/src -type f 2>/dev/null)
 
-.PHONY: demo test test-stress lint protos web browser bench bench-twin bench-optimizer bench-city bench-reroute loadtest up clean
+.PHONY: demo test test-stress lint protos web browser bench bench-twin bench-optimizer bench-city bench-reroute bench-whatif loadtest up clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,10 @@ bench-optimizer: $(INSTALLED)
 
 bench-city: $(INSTALLED)
 	$(BIN)/python loadtest/bench_city.py
+
+# Three response plans x three seeds x 60 minutes at the collision: wall time and forecast errors.
+bench-whatif: $(INSTALLED)
+	$(BIN)/python loadtest/bench_whatif.py
 
 # Incident reported -> first reroute in SUMO, quiet and beside the locust mix (150 users).
 bench-reroute: $(INSTALLED)

@@ -23,6 +23,7 @@ SHOWN = (
     ("incident_queue_veh", "queue"),
 )
 Metadata = tuple[tuple[str, str], ...]
+SIGNS_SHARE = 0.8  # drivers following advice shown on the signs as well as in their apps
 
 
 def wait_for_incident(channel: grpc.Channel, auth: Metadata, *, timeout_s: float = 600) -> ipb.Incident:
@@ -49,12 +50,13 @@ def response_plans(incident: ipb.Incident) -> list[w.ResponsePlan]:
         strategy=opb.Strategy(incident_rerouting=True),
         strategy_mask=FieldMask(paths=["incident_rerouting"]),
     )
+    # Advice on the variable message signs too: most drivers follow it, not only the equipped share.
     adaptive = w.ResponsePlan(
         plan_id="adaptive-and-guidance",
-        title="Adaptive lights everywhere, congestion rerouting and parking guidance",
+        title="Adaptive lights everywhere, rerouting and parking guidance also on the signs",
         signals=[w.SignalArea(control=w.SIGNAL_CONTROL_ADAPTIVE)],
-        strategy=opb.Strategy(congestion_rerouting=True, parking_guidance=True),
-        strategy_mask=FieldMask(paths=["congestion_rerouting", "parking_guidance"]),
+        strategy=opb.Strategy(congestion_rerouting=True, parking_guidance=True, equipped_share=SIGNS_SHARE),
+        strategy_mask=FieldMask(paths=["congestion_rerouting", "parking_guidance", "equipped_share"]),
     )
     return [w.ResponsePlan(plan_id="do-nothing", title="Do nothing"), close, adaptive]
 

@@ -24,9 +24,11 @@ COUNT_S = 60.0  # the garages' counters report once a minute, as in the twin
 PREFIX = "whatif:"
 
 
-def plan_strategy(plan: whatif_pb2.ResponsePlan) -> opb.Strategy:
-    """The optimizer's default strategy with the plan's fields (those its mask names) over it."""
-    strategy = default_strategy()
+def plan_strategy(plan: whatif_pb2.ResponsePlan, in_force: opb.Strategy | None) -> opb.Strategy:
+    """The strategy in force (else the optimizer's default) with the plan's fields (those its mask
+    names) over it."""
+    strategy = opb.Strategy()
+    strategy.CopyFrom(in_force if in_force is not None else default_strategy())
     if plan.strategy_mask.paths:
         plan.strategy_mask.MergeMessage(plan.strategy, strategy)
     return strategy

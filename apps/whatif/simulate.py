@@ -50,6 +50,7 @@ class Start:
     mode: str
     adaptive_tls_ids: list[str]
     closures: list[whatif_pb2.Closure] = field(default_factory=list)
+    guided: bool = False  # the equipped drivers follow the optimizer now
 
 
 def simulate(
@@ -95,6 +96,7 @@ def _start(request: runs_pb2.RunRequest, *, state_file: Path | None, work_dir: P
             mode=saved.mode or "none",
             adaptive_tls_ids=list(saved.adaptive_tls_ids),
             closures=list(saved.closures),
+            guided=saved.mode == "coordinated",
         )
     if request.WhichOneof("start") == "live_picture":
         picture = request.live_picture
@@ -109,6 +111,7 @@ def _start(request: runs_pb2.RunRequest, *, state_file: Path | None, work_dir: P
             mode=PICTURE_MODE,
             adaptive_tls_ids=list(picture.adaptive_tls_ids),
             closures=list(picture.closures),
+            guided=request.HasField("strategy_in_force"),  # the optimizer runs in the city
         )
     raise ValueError("the run request has no start (saved_state or live_picture)")
 
@@ -178,8 +181,9 @@ class _PlanRun:
         walks = observe.walk_destinations(ls, built.walks_to())
         facilities = built.parking_facilities()
         self.guidance: Guidance | None = None
-        if start.mode == "coordinated" or plan.strategy_mask.paths:
-            strategy = plan_strategy(plan)
+        strategy_now = request.strategy_in_force if request.HasField("strategy_in_force") else None
+        if start.guided or plan.strategy_mask.paths:
+            strategy = plan_strategy(plan, strategy_now)
             self.guidance = Guidance(
                 ls,
                 network=built.network,

@@ -92,7 +92,10 @@ class WhatIfApi(whatif_pb2_grpc.WhatIfServiceServicer):
         what_if.create_time.CopyFrom(to_timestamp(now))
         what_if.creator = identity.caller
         what_if.runs_total = logic.runs_total(what_if)
-        requests = logic.run_requests(what_if, what_if_id, logic.Starts(saved_state=saved, live_picture=picture))
+        strategy = await starts.strategy_in_force(self._settings)
+        requests = logic.run_requests(
+            what_if, what_if_id, logic.Starts(saved_state=saved, live_picture=picture, strategy=strategy)
+        )
         item = usecases.Create(what_if=what_if, requests=requests, now=now)
         stored = await self._committer.submit(usecases.create_what_ifs, item)
         return pb.CreateWhatIfResponse(what_if=stored)

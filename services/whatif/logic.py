@@ -16,6 +16,7 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from almere.optimizer.v1 import optimizer_pb2 as opb
 from almere.whatif.v1 import runs_pb2
 from almere.whatif.v1 import whatif_pb2 as pb
 
@@ -123,6 +124,7 @@ def runs_total(what_if: pb.WhatIf) -> int:
 class Starts:
     saved_state: runs_pb2.SavedState | None = None
     live_picture: runs_pb2.LivePicture | None = None
+    strategy: opb.Strategy | None = None  # the optimizer's, now
 
 
 def run_requests(what_if: pb.WhatIf, what_if_id: str, starts: Starts) -> list[runs_pb2.RunRequest]:
@@ -140,6 +142,8 @@ def run_requests(what_if: pb.WhatIf, what_if_id: str, starts: Starts) -> list[ru
                     horizon_seconds=horizon,
                     start_source=source,
                 )
+                if starts.strategy is not None:
+                    request.strategy_in_force.CopyFrom(starts.strategy)
                 if source == pb.START_SOURCE_TWIN_STATE:
                     assert starts.saved_state is not None
                     request.saved_state.CopyFrom(starts.saved_state)

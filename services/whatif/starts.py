@@ -3,9 +3,13 @@ the services hold (over gRPC, with this service's own token)."""
 
 from __future__ import annotations
 
+import logging
+
 from almere.detectors.v1 import detectors_pb2
 from almere.incidents.v1 import incidents_pb2 as ipb
 from almere.incidents.v1 import incidents_pb2_grpc
+from almere.optimizer.v1 import optimizer_pb2 as opb
+from almere.optimizer.v1 import optimizer_pb2_grpc
 from almere.parking.v1 import parking_pb2 as ppb
 from almere.parking.v1 import parking_pb2_grpc
 from almere.signals.v1 import signals_pb2 as spb
@@ -22,6 +26,8 @@ from services.common.bus import Bus
 from services.common.clock import from_timestamp, to_timestamp, utcnow
 from services.common.config import Settings
 from services.common.errors import FailedPrecondition
+
+log = logging.getLogger(__name__)
 
 IN_FORCE = (ipb.INCIDENT_STATE_CONFIRMED, ipb.INCIDENT_STATE_ACTIVE, ipb.INCIDENT_STATE_CLEARING)
 
@@ -102,6 +108,21 @@ async def live_picture(settings: Settings, *, saved: runs_pb2.SavedState | None)
     except aio.AioRpcError as err:
         raise FailedPrecondition(f"the live picture could not be gathered: {err.code().name} {err.details()}") from None
     return picture
+
+
+async def strategy_in_force(settings: Settings) -> opb.Strategy | None:
+    """The optimizer's strategy now (None when no optimizer is configured or it does not answer: the
+    runs then assume its default)."""
+    if not settings.optimizer_address:
+        return None
+    try:
+        async with channel(settings.optimizer_address, "optimizer") as ch:
+            optimizer: optimizer_pb2_grpc.OptimizerServiceAsyncStub = optimizer_pb2_grpc.OptimizerServiceStub(ch)
+            reply = await optimizer.GetStrategy(opb.GetStrategyRequest(), metadata=metadata(settings), timeout=10)
+    except aio.AioRpcError as err:
+        log.warning("the optimizer's strategy is unknown: %s %s", err.code().name, err.details())
+        return None
+    return reply.strategy
 
 
 async def _adaptive(signals: signals_pb2_grpc.SignalServiceAsyncStub, auth: tuple[tuple[str, str], ...]) -> list[str]:

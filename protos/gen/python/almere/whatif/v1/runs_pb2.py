@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from almere.optimizer.v1 import optimizer_pb2 as almere_dot_optimizer_dot_v1_dot_optimizer__pb2
 from almere.whatif.v1 import whatif_pb2 as almere_dot_whatif_dot_v1_dot_whatif__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61lmere/whatif/v1/runs.proto\x12\x10\x61lmere.whatif.v1\x1a\x1d\x61lmere/whatif/v1/whatif.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"H\n\rFacilityCount\x12\x13\n\x0b\x66\x61\x63ility_id\x18\x01 \x01(\t\x12\x10\n\x08occupied\x18\x02 \x01(\x05\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\"\xaf\x01\n\x0f\x44\x65tectorReading\x12\x13\n\x0b\x64\x65tector_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x02 \x01(\t\x12\x12\n\nlane_index\x18\x03 \x01(\x05\x12\x18\n\x10interval_seconds\x18\x04 \x01(\x01\x12\x15\n\rvehicle_count\x18\x05 \x01(\x05\x12\x16\n\x0emean_speed_mps\x18\x06 \x01(\x01\x12\x19\n\x11occupancy_percent\x18\x07 \x01(\x01\"\x9d\x02\n\x0bLivePicture\x12\x10\n\x08scenario\x18\x01 \x01(\t\x12\x18\n\x10sim_time_seconds\x18\x02 \x01(\x01\x12\x33\n\nfacilities\x18\x03 \x03(\x0b\x32\x1f.almere.whatif.v1.FacilityCount\x12+\n\x08\x63losures\x18\x04 \x03(\x0b\x32\x19.almere.whatif.v1.Closure\x12\x18\n\x10\x61\x64\x61ptive_tls_ids\x18\x05 \x03(\t\x12\x34\n\tdetectors\x18\x06 \x03(\x0b\x32!.almere.whatif.v1.DetectorReading\x12\x30\n\x0c\x63\x61pture_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x10SaveStateRequest\x12\x0f\n\x07what_if\x18\x01 \x01(\t\x12\x17\n\x0fhorizon_seconds\x18\x02 \x01(\x01\"\x90\x02\n\nSavedState\x12\x13\n\x0bobject_name\x18\x01 \x01(\t\x12\x10\n\x08scenario\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x05\x12\r\n\x05scale\x18\x04 \x01(\x01\x12\x18\n\x10sim_time_seconds\x18\x05 \x01(\x01\x12\x15\n\rbegin_seconds\x18\x06 \x01(\x01\x12\x0c\n\x04mode\x18\x07 \x01(\t\x12\x18\n\x10\x61\x64\x61ptive_tls_ids\x18\x08 \x03(\t\x12\x0f\n\x07variant\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12+\n\x08\x63losures\x18\x0b \x03(\x0b\x32\x19.almere.whatif.v1.Closure\x12\x18\n\x10scenario_seconds\x18\x0c \x01(\x01\"\xac\x02\n\nRunRequest\x12\x0f\n\x07what_if\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12,\n\x04plan\x18\x03 \x01(\x0b\x32\x1e.almere.whatif.v1.ResponsePlan\x12\x0c\n\x04seed\x18\x04 \x01(\x05\x12\x17\n\x0fhorizon_seconds\x18\x05 \x01(\x01\x12\x33\n\x0cstart_source\x18\x06 \x01(\x0e\x32\x1d.almere.whatif.v1.StartSource\x12\x33\n\x0bsaved_state\x18\x07 \x01(\x0b\x32\x1c.almere.whatif.v1.SavedStateH\x00\x12\x35\n\x0clive_picture\x18\x08 \x01(\x0b\x32\x1d.almere.whatif.v1.LivePictureH\x00\x42\x07\n\x05start\"\xbd\x02\n\tRunResult\x12\x0f\n\x07what_if\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07plan_id\x18\x03 \x01(\t\x12\x0c\n\x04seed\x18\x04 \x01(\x05\x12\x33\n\x0cstart_source\x18\x05 \x01(\x0e\x32\x1d.almere.whatif.v1.StartSource\x12\x33\n\x04kpis\x18\x06 \x03(\x0b\x32%.almere.whatif.v1.RunResult.KpisEntry\x12\x34\n\toccupancy\x18\x07 \x03(\x0b\x32!.almere.whatif.v1.OccupancySeries\x12\x14\n\x0cwall_seconds\x18\x08 \x01(\x01\x12\r\n\x05\x65rror\x18\t \x01(\t\x1a+\n\tKpisEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xb5\x01\n\x08Observed\x12\x0f\n\x07what_if\x18\x01 \x01(\t\x12\x1e\n\x16start_sim_time_seconds\x18\x02 \x01(\x01\x12\x17\n\x0fhorizon_seconds\x18\x03 \x01(\x01\x12\x32\n\x04kpis\x18\x04 \x03(\x0b\x32$.almere.whatif.v1.Observed.KpisEntry\x1a+\n\tKpisEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61lmere/whatif/v1/runs.proto\x12\x10\x61lmere.whatif.v1\x1a#almere/optimizer/v1/optimizer.proto\x1a\x1d\x61lmere/whatif/v1/whatif.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"H\n\rFacilityCount\x12\x13\n\x0b\x66\x61\x63ility_id\x18\x01 \x01(\t\x12\x10\n\x08occupied\x18\x02 \x01(\x05\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\"\xaf\x01\n\x0f\x44\x65tectorReading\x12\x13\n\x0b\x64\x65tector_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x02 \x01(\t\x12\x12\n\nlane_index\x18\x03 \x01(\x05\x12\x18\n\x10interval_seconds\x18\x04 \x01(\x01\x12\x15\n\rvehicle_count\x18\x05 \x01(\x05\x12\x16\n\x0emean_speed_mps\x18\x06 \x01(\x01\x12\x19\n\x11occupancy_percent\x18\x07 \x01(\x01\"\x9d\x02\n\x0bLivePicture\x12\x10\n\x08scenario\x18\x01 \x01(\t\x12\x18\n\x10sim_time_seconds\x18\x02 \x01(\x01\x12\x33\n\nfacilities\x18\x03 \x03(\x0b\x32\x1f.almere.whatif.v1.FacilityCount\x12+\n\x08\x63losures\x18\x04 \x03(\x0b\x32\x19.almere.whatif.v1.Closure\x12\x18\n\x10\x61\x64\x61ptive_tls_ids\x18\x05 \x03(\t\x12\x34\n\tdetectors\x18\x06 \x03(\x0b\x32!.almere.whatif.v1.DetectorReading\x12\x30\n\x0c\x63\x61pture_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x10SaveStateRequest\x12\x0f\n\x07what_if\x18\x01 \x01(\t\x12\x17\n\x0fhorizon_seconds\x18\x02 \x01(\x01\"\x90\x02\n\nSavedState\x12\x13\n\x0bobject_name\x18\x01 \x01(\t\x12\x10\n\x08scenario\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x05\x12\r\n\x05scale\x18\x04 \x01(\x01\x12\x18\n\x10sim_time_seconds\x18\x05 \x01(\x01\x12\x15\n\rbegin_seconds\x18\x06 \x01(\x01\x12\x0c\n\x04mode\x18\x07 \x01(\t\x12\x18\n\x10\x61\x64\x61ptive_tls_ids\x18\x08 \x03(\t\x12\x0f\n\x07variant\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12+\n\x08\x63losures\x18\x0b \x03(\x0b\x32\x19.almere.whatif.v1.Closure\x12\x18\n\x10scenario_seconds\x18\x0c \x01(\x01\"\xe6\x02\n\nRunRequest\x12\x0f\n\x07what_if\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12,\n\x04plan\x18\x03 \x01(\x0b\x32\x1e.almere.whatif.v1.ResponsePlan\x12\x0c\n\x04seed\x18\x04 \x01(\x05\x12\x17\n\x0fhorizon_seconds\x18\x05 \x01(\x01\x12\x33\n\x0cstart_source\x18\x06 \x01(\x0e\x32\x1d.almere.whatif.v1.StartSource\x12\x33\n\x0bsaved_state\x18\x07 \x01(\x0b\x32\x1c.almere.whatif.v1.SavedStateH\x00\x12\x35\n\x0clive_picture\x18\x08 \x01(\x0b\x32\x1d.almere.whatif.v1.LivePictureH\x00\x12\x38\n\x11strategy_in_force\x18\t \x01(\x0b\x32\x1d.almere.optimizer.v1.StrategyB\x07\n\x05start\"\xbd\x02\n\tRunResult\x12\x0f\n\x07what_if\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07plan_id\x18\x03 \x01(\t\x12\x0c\n\x04seed\x18\x04 \x01(\x05\x12\x33\n\x0cstart_source\x18\x05 \x01(\x0e\x32\x1d.almere.whatif.v1.StartSource\x12\x33\n\x04kpis\x18\x06 \x03(\x0b\x32%.almere.whatif.v1.RunResult.KpisEntry\x12\x34\n\toccupancy\x18\x07 \x03(\x0b\x32!.almere.whatif.v1.OccupancySeries\x12\x14\n\x0cwall_seconds\x18\x08 \x01(\x01\x12\r\n\x05\x65rror\x18\t \x01(\t\x1a+\n\tKpisEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xb5\x01\n\x08Observed\x12\x0f\n\x07what_if\x18\x01 \x01(\t\x12\x1e\n\x16start_sim_time_seconds\x18\x02 \x01(\x01\x12\x17\n\x0fhorizon_seconds\x18\x03 \x01(\x01\x12\x32\n\x04kpis\x18\x04 \x03(\x0b\x32$.almere.whatif.v1.Observed.KpisEntry\x1a+\n\tKpisEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,24 +38,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNRESULT_KPISENTRY']._serialized_options = b'8\001'
   _globals['_OBSERVED_KPISENTRY']._loaded_options = None
   _globals['_OBSERVED_KPISENTRY']._serialized_options = b'8\001'
-  _globals['_FACILITYCOUNT']._serialized_start=113
-  _globals['_FACILITYCOUNT']._serialized_end=185
-  _globals['_DETECTORREADING']._serialized_start=188
-  _globals['_DETECTORREADING']._serialized_end=363
-  _globals['_LIVEPICTURE']._serialized_start=366
-  _globals['_LIVEPICTURE']._serialized_end=651
-  _globals['_SAVESTATEREQUEST']._serialized_start=653
-  _globals['_SAVESTATEREQUEST']._serialized_end=713
-  _globals['_SAVEDSTATE']._serialized_start=716
-  _globals['_SAVEDSTATE']._serialized_end=988
-  _globals['_RUNREQUEST']._serialized_start=991
-  _globals['_RUNREQUEST']._serialized_end=1291
-  _globals['_RUNRESULT']._serialized_start=1294
-  _globals['_RUNRESULT']._serialized_end=1611
-  _globals['_RUNRESULT_KPISENTRY']._serialized_start=1568
-  _globals['_RUNRESULT_KPISENTRY']._serialized_end=1611
-  _globals['_OBSERVED']._serialized_start=1614
-  _globals['_OBSERVED']._serialized_end=1795
-  _globals['_OBSERVED_KPISENTRY']._serialized_start=1568
-  _globals['_OBSERVED_KPISENTRY']._serialized_end=1611
+  _globals['_FACILITYCOUNT']._serialized_start=150
+  _globals['_FACILITYCOUNT']._serialized_end=222
+  _globals['_DETECTORREADING']._serialized_start=225
+  _globals['_DETECTORREADING']._serialized_end=400
+  _globals['_LIVEPICTURE']._serialized_start=403
+  _globals['_LIVEPICTURE']._serialized_end=688
+  _globals['_SAVESTATEREQUEST']._serialized_start=690
+  _globals['_SAVESTATEREQUEST']._serialized_end=750
+  _globals['_SAVEDSTATE']._serialized_start=753
+  _globals['_SAVEDSTATE']._serialized_end=1025
+  _globals['_RUNREQUEST']._serialized_start=1028
+  _globals['_RUNREQUEST']._serialized_end=1386
+  _globals['_RUNRESULT']._serialized_start=1389
+  _globals['_RUNRESULT']._serialized_end=1706
+  _globals['_RUNRESULT_KPISENTRY']._serialized_start=1663
+  _globals['_RUNRESULT_KPISENTRY']._serialized_end=1706
+  _globals['_OBSERVED']._serialized_start=1709
+  _globals['_OBSERVED']._serialized_end=1890
+  _globals['_OBSERVED_KPISENTRY']._serialized_start=1663
+  _globals['_OBSERVED_KPISENTRY']._serialized_end=1706
 # @@protoc_insertion_point(module_scope)

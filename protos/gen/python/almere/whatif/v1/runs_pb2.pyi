@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from almere.optimizer.v1 import optimizer_pb2 as _optimizer_pb2
 from almere.whatif.v1 import whatif_pb2 as _whatif_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -246,6 +247,7 @@ class RunRequest(_message.Message):
     START_SOURCE_FIELD_NUMBER: _builtins.int
     SAVED_STATE_FIELD_NUMBER: _builtins.int
     LIVE_PICTURE_FIELD_NUMBER: _builtins.int
+    STRATEGY_IN_FORCE_FIELD_NUMBER: _builtins.int
     what_if: _builtins.str
     run_id: _builtins.str
     seed: _builtins.int
@@ -257,6 +259,12 @@ class RunRequest(_message.Message):
     def saved_state(self) -> Global___SavedState: ...
     @_builtins.property
     def live_picture(self) -> Global___LivePicture: ...
+    @_builtins.property
+    def strategy_in_force(self) -> _optimizer_pb2.Strategy:
+        """The optimizer's strategy in force when the what-if was asked (unset: the optimizer was not
+        asked); a plan's strategy changes it. A run from the live picture guides drivers only when set.
+        """
+
     def __init__(
         self,
         *,
@@ -268,10 +276,11 @@ class RunRequest(_message.Message):
         start_source: _whatif_pb2.StartSource.ValueType = ...,
         saved_state: Global___SavedState | None = ...,
         live_picture: Global___LivePicture | None = ...,
+        strategy_in_force: _optimizer_pb2.Strategy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["live_picture", b"live_picture", "plan", b"plan", "saved_state", b"saved_state", "start", b"start"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["live_picture", b"live_picture", "plan", b"plan", "saved_state", b"saved_state", "start", b"start", "strategy_in_force", b"strategy_in_force"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["horizon_seconds", b"horizon_seconds", "live_picture", b"live_picture", "plan", b"plan", "run_id", b"run_id", "saved_state", b"saved_state", "seed", b"seed", "start", b"start", "start_source", b"start_source", "what_if", b"what_if"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["horizon_seconds", b"horizon_seconds", "live_picture", b"live_picture", "plan", b"plan", "run_id", b"run_id", "saved_state", b"saved_state", "seed", b"seed", "start", b"start", "start_source", b"start_source", "strategy_in_force", b"strategy_in_force", "what_if", b"what_if"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_start: _TypeAlias = _typing.Literal["saved_state", "live_picture"]  # noqa: Y015
     _WhichOneofArgType_start: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
