@@ -140,22 +140,14 @@ def _seed_traffic(ls: Any, picture: runs_pb2.LivePicture, paths: list[list[str]]
         for i, edge in enumerate(path):
             through[edge].append(path[i:])
     ends = sorted({p[-1] for p in paths})
-    seen: set[tuple[str, int]] = set()
-    for reading in picture.detectors:
-        key = (reading.edge_id, reading.lane_index)
-        if key in seen:  # one reading per lane
-            continue
-        seen.add(key)
-        lane = f"{reading.edge_id}_{reading.lane_index}"
-        length = ls.lane.getLength(lane)
-        count = lane_vehicles(reading, length)
+    for n, (reading, length, count) in enumerate(_lane_estimates(ls, picture.detectors)):
         for k in range(count):
             route = _route_from(ls, reading.edge_id, through, ends, rng)
             if route is None:
                 break
             # Named by lane, not by the detector (its id carries the reporter's namespace, with characters
             # a vehicle id may not have).
-            vid = f"seeded-{len(seen)}-{k}"
+            vid = f"seeded-{n}-{k}"
             ls.route.add(f"r-{vid}", route)
             ls.vehicle.add(
                 vid,
@@ -166,6 +158,22 @@ def _seed_traffic(ls: Any, picture: runs_pb2.LivePicture, paths: list[list[str]]
                 departPos=f"{length * (k + 0.5) / count:.1f}",
                 departSpeed=f"{max(0.0, reading.mean_speed_mps):.1f}",
             )
+
+
+def _lane_estimates(
+    ls: Any, readings: Iterable[runs_pb2.DetectorReading]
+) -> list[tuple[runs_pb2.DetectorReading, float, int]]:
+    """Per lane, the reading that gives the fewest vehicles, with the lane's length and that count: a
+    lane with two loops has one at its stop line (a light's own), where the queue stands, and one
+    upstream; the queue's density holds only for its stretch, not for the whole lane."""
+    best: dict[tuple[str, int], tuple[runs_pb2.DetectorReading, float, int]] = {}
+    for reading in readings:
+        key = (reading.edge_id, reading.lane_index)
+        length = ls.lane.getLength(f"{reading.edge_id}_{reading.lane_index}")
+        count = lane_vehicles(reading, length)
+        if key not in best or count < best[key][2]:
+            best[key] = (reading, length, count)
+    return list(best.values())
 
 
 def _route_from(

@@ -168,6 +168,9 @@ def guided_rerouters_xml(network: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+LOOP_PERIOD_S = 60  # every loop's aggregation interval (the twin publishes it once a minute)
+
+
 def actuated_xml(network: Path) -> str:
     """Every traffic light's program as an actuated one: green phases may run 5 s to twice their
     length by detector gaps (SUMO places the detectors itself)."""
@@ -176,6 +179,9 @@ def actuated_xml(network: Path) -> str:
     for tls in sorted(net.getTrafficLights(), key=lambda t: t.getID()):
         for program in tls.getPrograms().values():
             lines.append(f'  <tlLogic id="{tls.getID()}" programID="actuated" type="actuated" offset="0">')
+            # The lights' own loops aggregate over the same minute as the detector stations (SUMO's
+            # default is 300 s), so every loop's last interval means the same.
+            lines.append(f'    <param key="freq" value="{LOOP_PERIOD_S}"/>')
             for phase in program.getPhases():
                 if any(c in "Gg" for c in phase.state) and "y" not in phase.state:
                     limits = f' minDur="5" maxDur="{2 * phase.duration:g}"'
@@ -200,7 +206,7 @@ def detectors_xml(network: Path) -> str:
             position = max(0.0, lane.getLength() - 30)
             lines.append(
                 f'  <inductionLoop id="loop-{lane.getID()}" lane="{lane.getID()}" pos="{position:.1f}" '
-                'period="60" file="NUL"/>'
+                f'period="{LOOP_PERIOD_S}" file="NUL"/>'
             )
     lines.append("</additional>")
     return "\n".join(lines) + "\n"
