@@ -192,7 +192,7 @@ class Responders:
         self._pending = sorted(scripted, key=lambda r: r.depart_s)
         self.ids = {r.vehicle_id for r in scripted}
         self.priority: EmergencyPriority | None = None
-        if scripted:
+        if scripted and RESPONDER_TYPE not in sumo.vehicletype.getIDList():  # a saved state has it already
             sumo.vehicletype.copy("DEFAULT_VEHTYPE", RESPONDER_TYPE)
             sumo.vehicletype.setVehicleClass(RESPONDER_TYPE, "emergency")
             sumo.vehicletype.setColor(RESPONDER_TYPE, (255, 255, 255, 255))

@@ -18,6 +18,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from apps.whatif.simulate import simulate
 from libs.sumo_tools import sumo_binary
 from sim.incidents import ScriptedIncidents
+from sim.priority import Responders
 from sim.runner import RunSpec, prepare, sumo_args
 from sim.scenarios import registry
 from sim.whatif import levers
@@ -244,3 +245,35 @@ def test_window_kpis_count_what_sumo_counts(tmp_path: Path) -> None:
     result = kpis.result()
     assert result["arrived"] == arrived > 0
     assert "incident_queue_veh" not in result and "emergency_access_s" not in result  # no incident: left out
+
+
+def test_a_run_dispatches_the_responders_still_to_come(tmp_path: Path) -> None:
+    """The emergency variant's ambulance leaves at 1980 s: a run from 1850 s sends it (its vehicle type
+    is in the saved state already)."""
+    scenario = "almere-centrum-emergency"
+    source = registry.resolve(scenario)
+    root = tmp_path / "scenarios"
+    spec = RunSpec(scenario=scenario, mode="sumo", seed=1, out_root=root, end_s=SCENARIO_S, scale=SCALE)
+    built = prepare(spec)
+    (tmp_path / "twin").mkdir()
+    ls = _sumo()
+    ls.start([sumo_binary("sumo"), *sumo_args(spec, built, tmp_path / "twin")])
+    incidents, responders = ScriptedIncidents(ls, source.incidents), Responders(ls, source.responders)
+    try:
+        while ls.simulation.getTime() < NOW:
+            ls.simulationStep()
+            incidents.step(ls.simulation.getTime())
+            responders.step(ls.simulation.getTime())
+        ls.simulation.saveState(str(tmp_path / "state.xml.gz"))
+    finally:
+        ls.close()
+    saved = runs_pb2.SavedState(
+        scenario=scenario, seed=1, scale=SCALE, mode="sumo", scenario_seconds=SCENARIO_S,
+        closures=[w.Closure(edge_id=EDGE, closed_lanes=[1])],
+    )  # fmt: skip
+    request = runs_pb2.RunRequest(
+        run_id="e", plan=w.ResponsePlan(plan_id="do-nothing"), seed=1, horizon_seconds=HORIZON_S, saved_state=saved
+    )
+    result = simulate(request, state_file=tmp_path / "state.xml.gz", work_dir=tmp_path / "run", build_root=root)
+    assert not result.error, result.error
+    assert set(result.kpis) == KPIS
