@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from services.common.config import Settings
+from services.common.oidc import verifier_from
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "deploy" / "helm" / "almere-traffic"
@@ -271,6 +272,23 @@ def test_every_process_accepts_its_rendered_settings(
         assert settings.stream_max_bytes == 1024**3 and settings.max_message_bytes == 1024**2, name
 
 
+def test_the_identity_provider_reaches_every_service(
+    chart_without_dependencies: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    issuer = "https://login.almere.example/realms/city"
+    docs = render(chart_without_dependencies, *REQUIRED, *OPTIMIZER, "--set", f"oidc.issuer={issuer}")
+    for name in by_kind(docs, "Deployment"):
+        verifier = verifier_from(settings_of(docs, name, monkeypatch))
+        assert verifier is not None, name
+        assert (verifier.config.issuer, verifier.config.audience, verifier.config.jwks_url) == (
+            issuer,
+            "almere-traffic",
+            None,
+        ), name
+    plain = render(chart_without_dependencies, *REQUIRED)
+    assert all(verifier_from(settings_of(plain, n, monkeypatch)) is None for n in by_kind(plain, "Deployment"))
+
+
 def test_the_gateway_serves_http_with_its_own_token_and_no_bus_or_database(
     chart_without_dependencies: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -439,6 +457,7 @@ def test_network_policy_lets_the_gateway_reach_parking_and_incidents_only(chart_
         ([*REQUIRED, *GATEWAY, *WITH_FEEDS, "--set", "gateway.feeds[0].token=abc"], "token"),
         ([*REQUIRED, *GATEWAY, "--set", "gateway.rateLimit=lots"], "rateLimit"),
         ([*REQUIRED, *GATEWAY, *INGRESS, "--set", "gateway.ingress.host="], "gateway.ingress.host is required"),
+        ([*REQUIRED, "--set", "oidc.issuer=http://idp.example"], "issuer"),
     ],
 )
 def test_bad_values_fail_at_install(chart_without_dependencies: Path, values: list[str], message: str) -> None:

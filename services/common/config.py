@@ -48,6 +48,16 @@ class Settings(BaseSettings):
     # or this is set; tls_server_name overrides the name checked (an address by IP, a test CA).
     tls_ca_file: Path | None = None
     tls_server_name: str | None = None
+    # OAuth2/OIDC bearer tokens from the city's identity provider, accepted beside the tokens file
+    # when oidc_issuer is set (see services/common/oidc.py): the audience the tokens must name, the
+    # JWKS address (default: from the issuer's discovery document), the claims holding the role
+    # (`operator:garage-a`, or `operator` with the id in the subject claim), the provider's CA.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_role_claim: str = "almere_role"
+    oidc_subject_claim: str = "almere_subject"
+    oidc_ca_file: Path | None = None
     metrics_port: int = 0
     log_level: str = "INFO"
     log_format: str = "json"

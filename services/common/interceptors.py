@@ -22,6 +22,7 @@ from services.common.errors import InvalidArgument, ServiceError
 from services.common.feed import WatchLimits, watch_limits
 from services.common.limits import LogThrottle, StreamSlots
 from services.common.observability import RPC_LATENCY, RPC_REQUESTS
+from services.common.oidc import OidcVerifier, TokenRefused, looks_like_jwt
 
 # Standard infrastructure services answer without a token (probes and tooling must reach them).
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -108,10 +109,18 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
     """Authenticates the caller, then logs and measures the call and maps its errors to statuses."""
 
     def __init__(
-        self, service: str, tokens: TokenStore, *, streams: StreamSlots, watch: WatchLimits, refusal_log_seconds: float
+        self,
+        service: str,
+        tokens: TokenStore,
+        *,
+        oidc: OidcVerifier | None = None,
+        streams: StreamSlots,
+        watch: WatchLimits,
+        refusal_log_seconds: float,
     ) -> None:
         self._service = service
         self._tokens = tokens
+        self._oidc = oidc
         self._streams = streams
         self._watch = watch
         self._refusals = LogThrottle(access_log, refusal_log_seconds)
@@ -132,30 +141,41 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         wrapped = self._wrapped[method] = _wrap(handler, self._around(method, streaming=handler.response_streaming))
         return wrapped
 
-    def _authenticate(self, method: str, metadata: dict[str, str]) -> tuple[Identity | None, str | None]:
+    async def _authenticate(self, method: str, token: str | None) -> tuple[Identity | None, str]:
         """The caller, or None and the message telling the client why not (logged, at most once per
         interval and reason: a flood of refused calls is counted, not written out)."""
-        token = _bearer_token(metadata)
+        if token and self._oidc is not None and looks_like_jwt(token):
+            try:
+                return await self._oidc.identify(token), ""
+            except TokenRefused as refused:
+                what = f"a JWT refused ({refused.reason})"
+                return None, self._refuse(
+                    method, reason=f"jwt-{refused.reason}", what=what, message=str(refused), caller=None
+                )
         entry = self._tokens.lookup(token) if token else None
         if entry is not None and not entry.expired():
-            return entry.identity, None
-        reason = "expired" if entry else "unknown" if token else "missing"
+            return entry.identity, ""
+        if entry:
+            message = "the bearer token has expired; ask for a new one"
+            return None, self._refuse(
+                method, reason="expired", what="an expired token", message=message, caller=entry.identity.caller
+            )
+        message = "missing or invalid 'authorization: Bearer <token>' metadata"
+        what = "an unknown token" if token else "no token"
+        return None, self._refuse(
+            method, reason="unknown" if token else "missing", what=what, message=message, caller=None
+        )
+
+    def _refuse(self, method: str, *, reason: str, what: str, message: str, caller: str | None) -> str:
         self._refusals.warning(
             reason,
-            "refused a call of %s with %s token%s",
+            "refused a call of %s with %s%s",
             method,
-            "an expired" if entry else "an unknown" if token else "no",
-            f" of caller {entry.identity.caller}" if entry else "",
-            extra={
-                "method": method,
-                "code": "UNAUTHENTICATED",
-                "reason": reason,
-                "caller": entry.identity.caller if entry else None,
-            },
+            what,
+            f" of caller {caller}" if caller else "",
+            extra={"method": method, "code": "UNAUTHENTICATED", "reason": reason, "caller": caller},
         )
-        if entry:
-            return None, "the bearer token has expired; ask for a new one"
-        return None, "missing or invalid 'authorization: Bearer <token>' metadata"
+        return message
 
     def _around(self, method: str, *, streaming: bool) -> Around:
         short = method.rsplit("/", 1)[-1]
@@ -165,7 +185,7 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         async def around(context: Context, call: Callable[[], Awaitable[Any]]) -> Any:
             start = time.perf_counter()
             metadata = _metadata(context)
-            identity, refusal = self._authenticate(method, metadata)
+            identity, refusal = await self._authenticate(method, _bearer_token(metadata))
             request_id = metadata.get(tracing.REQUEST_ID) or tracing.new_id(8)
             trace = tracing.continue_trace(metadata.get(tracing.TRACEPARENT))
             tracing.current_request_id.set(request_id)
@@ -196,7 +216,7 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
 
             if identity is None:
                 finish(grpc.StatusCode.UNAUTHENTICATED)
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, refusal or "")
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, refusal)
             current_identity.set(identity)
             try:
                 if streaming:  # a Watch: within the caller's and the server's streams, and its limits

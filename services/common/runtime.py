@@ -25,6 +25,7 @@ from services.common.clock import utcnow
 from services.common.config import Settings
 from services.common.db import BatchHandler, GroupCommitter, create_tables, make_engine
 from services.common.observability import configure_logging, serve_metrics
+from services.common.oidc import verifier_from
 from services.common.outbox import OutboxBase, OutboxRelay
 from services.common.server import GrpcServer, stop_on_signals
 from services.common.supervisor import die_with_parent, supervise, wake_writer
@@ -109,9 +110,10 @@ class Service:
         )
         self.committer.start()
         tokens = TokenStore(s.tokens_file, s.tokens)
-        if not len(tokens):
+        oidc = verifier_from(s)
+        if not len(tokens) and oidc is None:
             log.warning("no tokens configured: every call will be UNAUTHENTICATED (see `almere token issue`)")
-        self.server = GrpcServer(self.spec.name, full_names=self.spec.full_names, settings=s, tokens=tokens)
+        self.server = GrpcServer(self.spec.name, full_names=self.spec.full_names, settings=s, tokens=tokens, oidc=oidc)
         self._stop_hooks = await self.spec.mount(self, self.server.server)
         return await self.server.start(port)
 

@@ -18,6 +18,7 @@ from services.common.config import Settings
 from services.common.feed import WatchLimits
 from services.common.interceptors import ServiceInterceptor
 from services.common.limits import StreamSlots
+from services.common.oidc import OidcVerifier
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +26,22 @@ log = logging.getLogger(__name__)
 class GrpcServer:
     """One grpc.aio server hosting a service plus the standard health and reflection services."""
 
-    def __init__(self, service: str, *, full_names: list[str], settings: Settings, tokens: TokenStore) -> None:
+    def __init__(
+        self,
+        service: str,
+        *,
+        full_names: list[str],
+        settings: Settings,
+        tokens: TokenStore,
+        oidc: OidcVerifier | None = None,
+    ) -> None:
         self.service = service
         self.full_names = full_names
         self.settings = settings
         interceptor = ServiceInterceptor(
             service,
             tokens,
+            oidc=oidc,
             streams=StreamSlots(per_caller=settings.watch_max_per_caller, total=settings.watch_max_total),
             watch=WatchLimits(queue_size=settings.watch_queue_size, max_seconds=settings.watch_max_seconds),
             refusal_log_seconds=settings.unauthenticated_log_seconds,
