@@ -24,6 +24,7 @@ SERVICE_MODULES = {
     "signals": "services.signals.service",
     "optimizer": "services.optimizer.service",
     "whatif": "services.whatif.service",
+    "partners": "services.partners.service",
 }
 WORKERS = ("whatif-worker",)  # `almere serve` runs them too: processes without a port
 

@@ -23,7 +23,7 @@ from services.common.channels import open_blocking_channel, open_channel, uses_t
 from services.common.config import DEFAULT_PORTS, Settings
 from sim.named_networks import build_network
 
-SERVICES = ["parking", "incidents", "signals", "optimizer", "whatif", "gateway"]
+SERVICES = ["parking", "incidents", "signals", "optimizer", "whatif", "partners", "gateway"]
 # Served over HTTP (health at /readyz, metrics at /metrics on the same port), not gRPC.
 HTTP_SERVICES = frozenset({"gateway"})
 # Processes without a port that run beside a service: the what-if workers simulate its runs (one SUMO
@@ -40,6 +40,7 @@ DEV_CALLERS = {
     "ems": "ems",
     "optimizer": "optimizer",
     "sim": "sim",
+    "partner": "partner:demo-partner",
 }
 DEFAULT_CALLERS = ("engineer",)
 # The services that call others, each with a development token of its own whenever it runs (in no

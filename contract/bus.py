@@ -121,6 +121,12 @@ MEASUREMENT = "measurement"
 DETECTORS = Stream(name="DETECTORS", prefix="almere.detectors.v1", wildcard=f"almere.detectors.v1.{MEASUREMENT}.>")
 
 
+# PARTNERS: almere.partners.v1.<event>.<partner_id>; PartnerChangedEvent or AgreementChangedEvent
+# (almere.partners.v1 events.proto).
+PARTNERS = Stream(name="PARTNERS", prefix="almere.partners.v1")
+PARTNER_EVENTS = ("partner_created", "partner_updated", "partner_suspended", "partner_activated")
+AGREEMENT_SET = "agreement_set"
+
 # What-if runs (almere.whatif.v1 runs.proto). WHATIF_RUNS: almere.whatif.v1.runs.run_requested.<run_id>,
 # a RunRequest each, published by the what-if service and taken by one worker each (work queue).
 # WHATIF_RESULTS: almere.whatif.v1.results.run_finished.<run_id> (RunResult, from the workers) and

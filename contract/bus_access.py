@@ -20,6 +20,7 @@ from contract.bus import (
     INCIDENTS,
     OPTIMIZER,
     PARKING,
+    PARTNERS,
     SIGNALS,
     TWIN_STATE_REQUEST,
     TWIN_STATES_BUCKET,
@@ -127,6 +128,9 @@ WHATIF_USER = BusUser(
     consumes=(WHATIF_RESULTS, DETECTORS),
     publishes=(TWIN_STATE_REQUEST,),
 )
+# The partner registry: partners' state and the agreements in force, for the services that hold
+# partners' data.
+PARTNERS_USER = BusUser(name="partners", owns=(PARTNERS,))
 WHATIF_WORKER_USER = BusUser(name="whatif-worker", consumes=(WHATIF_RUNS, TWIN_STATES), feeds=(WHATIF_RESULTS,))
 TWIN_USER = BusUser(
     name="twin",
@@ -139,10 +143,19 @@ TWIN_USER = BusUser(
 # Read-only: operators' tools, the demo's transcript, tests. Restricted fields never travel on the
 # bus (see the incident events), so reading every stream reveals nothing a service keeps back.
 OBSERVER_USER = BusUser(
-    name="observer", consumes=(PARKING, INCIDENTS, SIGNALS, OPTIMIZER, DETECTORS), listens=("almere.>",)
+    name="observer", consumes=(PARKING, INCIDENTS, SIGNALS, OPTIMIZER, DETECTORS, PARTNERS), listens=("almere.>",)
 )
 
 SERVICE_USERS = {
-    u.name: u for u in (PARKING_USER, INCIDENTS_USER, SIGNALS_USER, OPTIMIZER_USER, WHATIF_USER, WHATIF_WORKER_USER)
+    u.name: u
+    for u in (
+        PARKING_USER,
+        INCIDENTS_USER,
+        SIGNALS_USER,
+        OPTIMIZER_USER,
+        WHATIF_USER,
+        WHATIF_WORKER_USER,
+        PARTNERS_USER,
+    )
 }
 USERS = {**SERVICE_USERS, TWIN_USER.name: TWIN_USER, OBSERVER_USER.name: OBSERVER_USER}

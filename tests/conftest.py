@@ -29,6 +29,8 @@ ROLES = {
     "sim": "sim",
     "parking_service": "service:parking",  # the parking service's own, for its calls to the optimizer
     "public": "public",  # the HTTP gateway's own, for its open-data feeds
+    "partner": "partner:firm-a",  # a private partner (a security firm)
+    "other_partner": "partner:firm-b",
 }
 
 

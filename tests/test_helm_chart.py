@@ -145,6 +145,7 @@ def test_deployments_are_locked_down_and_probed_over_grpc(chart_without_dependen
     assert sorted(deployments) == [
         "rel-almere-traffic-incidents",
         "rel-almere-traffic-parking",
+        "rel-almere-traffic-partners",
         "rel-almere-traffic-signals",
     ]
     policies = by_kind(docs, "NetworkPolicy")

@@ -14,9 +14,10 @@ from typing import Any, TypeVar
 from services.common.auth import Identity, Role, current_identity
 from services.common.errors import PermissionDenied
 
-# Every role but a service's own (`service:<name>`) and the public's: who may make the reads open to
-# any caller. A service's token calls only what a rule names it for.
-ANY_CALLER = frozenset(Role) - {Role.SERVICE, Role.PUBLIC}
+# Every role but a service's own (`service:<name>`), the public's and a partner's: who may make the
+# reads open to any caller. A service's token calls only what a rule names it for; a partner only
+# what its own data and agreements need (its reads of others' data go through their agreements).
+ANY_CALLER = frozenset(Role) - {Role.SERVICE, Role.PUBLIC, Role.PARTNER}
 # The reads the open-data feeds are made of (facilities, occupancy, incidents and planned events as
 # anybody may see them): any caller and the public.
 OPEN_DATA = ANY_CALLER | {Role.PUBLIC}

@@ -38,6 +38,9 @@ class Role(StrEnum):
     SERVICE = "service"
     # The open-data feeds' reader (the HTTP gateway's public feeds): what anybody may see, nothing more.
     PUBLIC = "public"
+    # A private partner of the city (`partner:<id>`): a security firm, a business, a community group,
+    # a sensor owner. A garage operator partner's callers hold `operator:<id>` instead.
+    PARTNER = "partner"
 
 
 PUBLIC_SAFETY = frozenset({Role.POLICE, Role.FIRE, Role.EMS})
@@ -56,8 +59,9 @@ class Identity:
         return f"{self.role}:{self.subject}" if self.subject else str(self.role)
 
 
-# Roles that name who holds them: `operator:<operator id>`, `service:<service name>`.
-SUBJECT_ROLES = {Role.OPERATOR: "an operator id", Role.SERVICE: "a service name"}
+# Roles that name who holds them: `operator:<operator id>`, `service:<service name>`,
+# `partner:<partner id>`.
+SUBJECT_ROLES = {Role.OPERATOR: "an operator id", Role.SERVICE: "a service name", Role.PARTNER: "a partner id"}
 
 
 def parse_role(text: str) -> tuple[Role, str | None]:

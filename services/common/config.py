@@ -16,6 +16,7 @@ DEFAULT_PORTS = {
     "signals": 50053,
     "optimizer": 50054,
     "whatif": 50055,
+    "partners": 50056,
     "gateway": 8080,
 }
 

@@ -214,6 +214,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             raise InvalidArgument("bucket must be at least 1s")
         if (end - start) / width > MAX_BUCKETS:
             raise InvalidArgument(f"the range holds more than {MAX_BUCKETS} buckets; use wider buckets")
+        width = min(width, end - start)  # one bucket, and no date past the calendar's end
 
         def read_and_bucket() -> tuple[int, list[logic.Bucket]]:
             row, prior, samples = usecases.history(

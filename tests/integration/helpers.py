@@ -18,6 +18,8 @@ from almere.incidents.v1 import incidents_pb2_grpc
 from almere.optimizer.v1 import decisions_pb2
 from almere.parking.v1 import events_pb2, parking_pb2_grpc
 from almere.parking.v1 import parking_pb2 as pb
+from almere.partners.v1 import events_pb2 as pevents_pb2
+from almere.partners.v1 import partners_pb2_grpc
 from almere.signals.v1 import events_pb2 as sevents_pb2
 from almere.signals.v1 import signals_pb2_grpc
 from almere.type.v1 import geo_pb2
@@ -27,7 +29,7 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from apps.natsd import NatsServer
-from contract.bus import SIGNAL_EVENTS
+from contract.bus import AGREEMENT_SET, PARTNER_EVENTS, SIGNAL_EVENTS
 
 CENTRE = (52.3731, 5.2194)
 
@@ -102,6 +104,11 @@ class Signals(Client):
         super().__init__(signals_pb2_grpc.SignalServiceStub(channel), tokens)
 
 
+class Partners(Client):
+    def __init__(self, channel: grpc.aio.Channel, tokens: dict[str, str]) -> None:
+        super().__init__(partners_pb2_grpc.PartnerServiceStub(channel), tokens)
+
+
 class _As:
     def __init__(self, stub: Any, metadata: tuple[tuple[str, str], ...]) -> None:
         self._stub = stub
@@ -124,6 +131,8 @@ DECODERS: dict[str, Any] = {
     "facility_updated": events_pb2.FacilityChangedEvent,
     "route_advice": decisions_pb2.Decision,
     "parking_guidance": decisions_pb2.Decision,
+    **dict.fromkeys(PARTNER_EVENTS, pevents_pb2.PartnerChangedEvent),
+    AGREEMENT_SET: pevents_pb2.AgreementChangedEvent,
 }
 
 

@@ -23,6 +23,7 @@ import grpc
 import pytest
 from almere.incidents.v1 import incidents_pb2 as ipb
 from almere.parking.v1 import parking_pb2 as ppb
+from almere.partners.v1 import partners_pb2 as prt
 from almere.signals.v1 import signals_pb2 as spb
 from google.protobuf import descriptor_pool, text_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -37,6 +38,7 @@ from services.common.runtime import ServiceSpec
 from services.incidents.service import SPEC as INCIDENTS_SPEC
 from services.optimizer.service import SPEC as OPTIMIZER_SPEC
 from services.parking.service import SPEC as PARKING_SPEC
+from services.partners.service import SPEC as PARTNERS_SPEC
 from services.signals.service import SPEC as SIGNALS_SPEC
 from tests.conftest import ROLES
 from tests.integration.helpers import facility, ts
@@ -49,7 +51,9 @@ SEEN_PER_KIND = 50  # values kept per field (and messages per type) to borrow fr
 BROKEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED}
 STANDARD = {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
 PLAZA = "intersections/stadhuisplein"
-PARKING, INCIDENTS, SIGNALS = (spec.full_names[0] for spec in (PARKING_SPEC, INCIDENTS_SPEC, SIGNALS_SPEC))
+PARKING, INCIDENTS, SIGNALS, PARTNERS = (
+    spec.full_names[0] for spec in (PARKING_SPEC, INCIDENTS_SPEC, SIGNALS_SPEC, PARTNERS_SPEC)
+)
 
 T = FieldDescriptor
 STRINGS = [
@@ -310,8 +314,9 @@ async def stack(
     network_file: Path,
     tokens: dict[str, str],
 ) -> Stack:
-    """All four services, wired to each other as deployed: the optimizer proposes signal steps to
-    the signal service, parking asks the optimizer for travel times."""
+    """The services, wired to each other as deployed (the partner registry beside them): the
+    optimizer proposes signal steps to the signal service, parking asks the optimizer for travel
+    times."""
     optimizer = await start_service(
         OPTIMIZER_SPEC, network_file=network_file, signals_address=signals, service_token=tokens["optimizer"]
     )
@@ -321,6 +326,7 @@ async def stack(
         (INCIDENTS_SPEC, incidents),
         (SIGNALS_SPEC, signals),
         (OPTIMIZER_SPEC, optimizer),
+        (PARTNERS_SPEC, await start_service(PARTNERS_SPEC)),
     ]
     rpcs, reflected = {}, {}
     for _, address in specs:
@@ -398,6 +404,28 @@ async def _seed(stack: Stack, tokens: dict[str, str], network_file: Path) -> See
         (SIGNALS, "engineer", "CreatePlan", spb.CreatePlanRequest(parent=PLAZA, plan=retimed)),
         (SIGNALS, "optimizer", "ProposePlan", spb.ProposePlanRequest(parent=PLAZA, plan=retimed)),
         (SIGNALS, "ems", "RequestPriority", spb.RequestPriorityRequest(parent=PLAZA, priority=priority)),
+        (
+            PARTNERS,
+            "engineer",
+            "CreatePartner",
+            prt.CreatePartnerRequest(
+                partner_id="firm-a",
+                partner=prt.Partner(display_name="Firm A", kind=prt.PARTNER_KIND_SECURITY_FIRM),
+            ),
+        ),
+        (
+            PARTNERS,
+            "partner",
+            "SetAgreement",
+            prt.SetAgreementRequest(
+                name="partners/firm-a/agreements/incident-reports",
+                agreement=prt.Agreement(
+                    audiences=[prt.AudienceTerms(audience=prt.AUDIENCE_PUBLIC_SAFETY, detail=prt.DETAIL_RAW)],
+                    retention_days=30,
+                    purposes=["public-safety"],
+                ),
+            ),
+        ),
     ]
     rpcs = {rpc.path: (address, rpc) for address, listed in stack.rpcs.items() for rpc in listed if not rpc.streaming}
     for service, caller, method, request in seeds:

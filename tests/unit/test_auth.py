@@ -57,6 +57,12 @@ def test_parse_role_service_names_the_service() -> None:
             parse_role(text)
 
 
+def test_parse_role_partner_names_the_partner() -> None:
+    assert parse_role("partner:securitas") == (Role.PARTNER, "securitas")
+    with pytest.raises(ValueError, match=r"^role partner needs a partner id: partner:<id>$"):
+        parse_role("partner")
+
+
 @pytest.mark.parametrize("text", ["engineer:x", "police:garage-a", "sim:1"])
 def test_parse_role_other_roles_take_no_id(text: str) -> None:
     name = text.partition(":")[0]
@@ -68,7 +74,8 @@ def test_parse_role_other_roles_take_no_id(text: str) -> None:
 def test_parse_role_unknown(text: str) -> None:
     name = text.partition(":")[0]
     expected = (
-        f"unknown role {name!r}; expected one of engineer, operator, police, fire, ems, optimizer, sim, service, public"
+        f"unknown role {name!r}; expected one of engineer, operator, police, fire, ems, optimizer, sim, service, "
+        "public, partner"
     )
     with pytest.raises(ValueError) as err:
         parse_role(text)

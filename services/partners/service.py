@@ -1,0 +1,30 @@
+"""PartnerService wiring: its tables, stream and servicer, on the shared runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from almere.partners.v1 import partners_pb2, partners_pb2_grpc
+from grpc import aio
+
+from contract.bus import PARTNERS
+from services.common.runtime import Service, ServiceSpec
+from services.partners.api import PartnerApi
+from services.partners.models import TABLES, PartnersOutbox
+
+
+async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awaitable[None]]]:
+    partners_pb2_grpc.add_PartnerServiceServicer_to_server(
+        PartnerApi(service.engine, committer=service.committer), server
+    )
+    return []
+
+
+SPEC = ServiceSpec(
+    name="partners",
+    full_names=[partners_pb2.DESCRIPTOR.services_by_name["PartnerService"].full_name],
+    tables=TABLES,
+    outbox=PartnersOutbox,
+    streams=(PARTNERS,),
+    mount=_mount,
+)
