@@ -126,6 +126,10 @@ DETECTORS = Stream(name="DETECTORS", prefix="almere.detectors.v1", wildcard=f"al
 PARTNERS = Stream(name="PARTNERS", prefix="almere.partners.v1")
 PARTNER_EVENTS = ("partner_created", "partner_updated", "partner_suspended", "partner_activated")
 AGREEMENT_SET = "agreement_set"
+# PARTNER_ACCESS: almere.audit.v1.partner_data_read.<partner_id>; PartnerDataRead, from every service
+# serving a partner's data, read by the partner registry (the partner's audit).
+PARTNER_ACCESS = Stream(name="PARTNER_ACCESS", prefix="almere.audit.v1")
+PARTNER_DATA_READ = "partner_data_read"
 
 # What-if runs (almere.whatif.v1 runs.proto). WHATIF_RUNS: almere.whatif.v1.runs.run_requested.<run_id>,
 # a RunRequest each, published by the what-if service and taken by one worker each (work queue).

@@ -20,6 +20,7 @@ from contract.bus import (
     INCIDENTS,
     OPTIMIZER,
     PARKING,
+    PARTNER_ACCESS,
     PARTNERS,
     SIGNALS,
     TWIN_STATE_REQUEST,
@@ -110,12 +111,18 @@ def _unique(subjects: list[str]) -> list[str]:
     return list(dict.fromkeys(subjects))
 
 
-PARKING_USER = BusUser(name="parking", owns=(PARKING,))
-INCIDENTS_USER = BusUser(name="incidents", owns=(INCIDENTS,))
-SIGNALS_USER = BusUser(name="signals", owns=(SIGNALS,))
+# Every service follows the partners' agreements and suspensions (PARTNERS) and audits the reads of
+# their data (PARTNER_ACCESS), whatever it serves.
+PARKING_USER = BusUser(name="parking", owns=(PARKING,), consumes=(PARTNERS,), feeds=(PARTNER_ACCESS,))
+INCIDENTS_USER = BusUser(name="incidents", owns=(INCIDENTS,), consumes=(PARTNERS,), feeds=(PARTNER_ACCESS,))
+SIGNALS_USER = BusUser(name="signals", owns=(SIGNALS,), consumes=(PARTNERS,), feeds=(PARTNER_ACCESS,))
 # The optimizer keeps the DETECTORS stream: it is its only reader, and field devices only publish.
 OPTIMIZER_USER = BusUser(
-    name="optimizer", owns=(OPTIMIZER,), keeps=(DETECTORS,), consumes=(PARKING, INCIDENTS, SIGNALS, DETECTORS)
+    name="optimizer",
+    owns=(OPTIMIZER,),
+    keeps=(DETECTORS,),
+    consumes=(PARKING, INCIDENTS, SIGNALS, DETECTORS, PARTNERS),
+    feeds=(PARTNER_ACCESS,),
 )
 # The twin plays the street's detector stations and reads what the street's devices would receive:
 # signal plans in force, priority grants and the optimizer's guidance.
@@ -125,12 +132,19 @@ WHATIF_USER = BusUser(
     name="whatif",
     owns=(WHATIF_RUNS,),
     keeps=(WHATIF_RESULTS,),
-    consumes=(WHATIF_RESULTS, DETECTORS),
+    consumes=(WHATIF_RESULTS, DETECTORS, PARTNERS),
+    feeds=(PARTNER_ACCESS,),
     publishes=(TWIN_STATE_REQUEST,),
 )
 # The partner registry: partners' state and the agreements in force, for the services that hold
 # partners' data.
-PARTNERS_USER = BusUser(name="partners", owns=(PARTNERS,))
+PARTNERS_USER = BusUser(
+    name="partners",
+    owns=(PARTNERS,),
+    keeps=(PARTNER_ACCESS,),
+    consumes=(PARTNERS, PARTNER_ACCESS),
+    feeds=(PARTNER_ACCESS,),
+)
 WHATIF_WORKER_USER = BusUser(name="whatif-worker", consumes=(WHATIF_RUNS, TWIN_STATES), feeds=(WHATIF_RESULTS,))
 TWIN_USER = BusUser(
     name="twin",

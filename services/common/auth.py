@@ -226,3 +226,6 @@ def write_private(path: Path, data: object) -> None:
 
 # The identity of the caller of the RPC being served; set by the auth interceptor.
 current_identity: contextvars.ContextVar[Identity] = contextvars.ContextVar("current_identity")
+# What the caller declares it reads for (partners' agreements name the purposes they allow).
+PURPOSE_METADATA = "x-almere-purpose"
+current_purpose: contextvars.ContextVar[str] = contextvars.ContextVar("current_purpose", default="")

@@ -5,6 +5,7 @@ cores every microsecond of per-call Python is throughput."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -16,15 +17,18 @@ from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
 from services.common import tracing
-from services.common.auth import Identity, TokenStore, current_identity
+from services.common.agreements import AgreementBook
+from services.common.auth import PURPOSE_METADATA, Identity, Role, TokenStore, current_identity, current_purpose
 from services.common.delegation import on_behalf_of
-from services.common.errors import InvalidArgument, ServiceError
+from services.common.errors import InvalidArgument, PermissionDenied, ServiceError
 from services.common.feed import WatchLimits, watch_limits
 from services.common.limits import LogThrottle, StreamSlots
 from services.common.observability import RPC_LATENCY, RPC_REQUESTS
 from services.common.oidc import OidcVerifier, TokenRefused, looks_like_jwt
 
 # Standard infrastructure services answer without a token (probes and tooling must reach them).
+# Roles whose id is a partner's: suspending the partner refuses them.
+PARTNER_ROLES = frozenset({Role.PARTNER, Role.OPERATOR})
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
@@ -114,6 +118,7 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         tokens: TokenStore,
         *,
         oidc: OidcVerifier | None = None,
+        agreements: AgreementBook | None = None,
         streams: StreamSlots,
         watch: WatchLimits,
         refusal_log_seconds: float,
@@ -121,6 +126,7 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         self._service = service
         self._tokens = tokens
         self._oidc = oidc
+        self._agreements = agreements
         self._streams = streams
         self._watch = watch
         self._refusals = LogThrottle(access_log, refusal_log_seconds)
@@ -177,6 +183,23 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         )
         return message
 
+    async def _until_suspended(self, call: Callable[[], Awaitable[Any]], partner: str) -> Any:
+        """A partner's stream, ended (PERMISSION_DENIED) the moment the partner is suspended."""
+        assert self._agreements is not None
+        suspended = asyncio.ensure_future(self._agreements.suspension(partner).wait())
+        task = asyncio.ensure_future(call())
+        try:
+            await asyncio.wait({task, suspended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            suspended.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if task.cancelled():
+            raise PermissionDenied(f"partner {partner!r} was suspended")
+        return task.result()
+
     def _around(self, method: str, *, streaming: bool) -> Around:
         short = method.rsplit("/", 1)[-1]
         latency = RPC_LATENCY.labels(self._service, short)
@@ -217,12 +240,17 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             if identity is None:
                 finish(grpc.StatusCode.UNAUTHENTICATED)
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, refusal)
+            partner = identity.subject if identity.role in PARTNER_ROLES and self._agreements else None
+            if partner and self._agreements and self._agreements.suspended(partner):
+                finish(grpc.StatusCode.PERMISSION_DENIED)
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"partner {partner!r} is suspended")
             current_identity.set(identity)
+            current_purpose.set(metadata.get(PURPOSE_METADATA, "")[:64])
             try:
                 if streaming:  # a Watch: within the caller's and the server's streams, and its limits
                     watch_limits.set(self._watch)
                     with self._streams.hold(identity.caller):
-                        result = await call()
+                        result = await self._until_suspended(call, partner) if partner else await call()
                 else:
                     result = await call()
             except ServiceError as err:

@@ -18,7 +18,8 @@ from grpc import aio
 from sqlalchemy import Engine
 from sqlmodel import SQLModel
 
-from contract.bus import Stream
+from contract.bus import PARTNER_ACCESS, PARTNERS, Stream
+from services.common.agreements import AccessAudit, AgreementBook
 from services.common.auth import TokenStore
 from services.common.bus import Bus, stream_limits
 from services.common.clock import utcnow
@@ -32,6 +33,7 @@ from services.common.supervisor import die_with_parent, supervise, wake_writer
 from services.common.worker import Worker
 
 log = logging.getLogger(__name__)
+AGREEMENTS_REPLAY_SECONDS = 30.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +79,9 @@ class Service:
     committer: GroupCommitter = field(init=False)
     relay: OutboxRelay = field(init=False)
     server: GrpcServer = field(init=False)
+    # Partners' agreements and suspensions (from PARTNERS), and the audit of reads of their data.
+    agreements: AgreementBook = field(init=False)
+    audit: AccessAudit = field(init=False)
     _stop_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _stop_metrics: Callable[[], None] | None = None
 
@@ -109,11 +114,28 @@ class Service:
             after_commit=self.relay.notify if self.part is Part.ALL else self.wake_relay,
         )
         self.committer.start()
+        for stream in (PARTNERS, PARTNER_ACCESS):
+            await self.bus.ensure_stream(stream.config(stream_limits(s)), update=False)
+        self.agreements = AgreementBook()
+        await self.agreements.follow(self.bus)
+        try:  # a read before the replay ends would miss an agreement
+            await asyncio.wait_for(self.agreements.ready.wait(), AGREEMENTS_REPLAY_SECONDS)
+        except TimeoutError:
+            raise RuntimeError(f"the PARTNERS stream was not replayed in {AGREEMENTS_REPLAY_SECONDS} s") from None
+        self.audit = AccessAudit(self.bus, service=self.spec.name)
+        self.audit.start()
         tokens = TokenStore(s.tokens_file, s.tokens)
         oidc = verifier_from(s)
         if not len(tokens) and oidc is None:
             log.warning("no tokens configured: every call will be UNAUTHENTICATED (see `almere token issue`)")
-        self.server = GrpcServer(self.spec.name, full_names=self.spec.full_names, settings=s, tokens=tokens, oidc=oidc)
+        self.server = GrpcServer(
+            self.spec.name,
+            full_names=self.spec.full_names,
+            settings=s,
+            tokens=tokens,
+            oidc=oidc,
+            agreements=self.agreements,
+        )
         self._stop_hooks = await self.spec.mount(self, self.server.server)
         return await self.server.start(port)
 
@@ -140,6 +162,8 @@ class Service:
         if self.part is not Part.RELAY:
             for hook in self._stop_hooks:
                 await hook()
+            await self.audit.stop()
+            await self.agreements.stop()
             await self.committer.stop()
         if self.part is not Part.SERVING:
             await self.relay.stop()

@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from services.common.agreements import AgreementBook
 from services.common.auth import TokenStore
 from services.common.config import Settings
 from services.common.feed import WatchLimits
@@ -34,6 +35,7 @@ class GrpcServer:
         settings: Settings,
         tokens: TokenStore,
         oidc: OidcVerifier | None = None,
+        agreements: AgreementBook | None = None,
     ) -> None:
         self.service = service
         self.full_names = full_names
@@ -42,6 +44,7 @@ class GrpcServer:
             service,
             tokens,
             oidc=oidc,
+            agreements=agreements,
             streams=StreamSlots(per_caller=settings.watch_max_per_caller, total=settings.watch_max_total),
             watch=WatchLimits(queue_size=settings.watch_queue_size, max_seconds=settings.watch_max_seconds),
             refusal_log_seconds=settings.unauthenticated_log_seconds,

@@ -159,3 +159,17 @@ class PartnerApi(partners_pb2_grpc.PartnerServiceServicer):
         page = found[:size]
         token = paging.encode(str(page[-1].revision), query) if len(found) > size else ""
         return pb.ListAgreementRevisionsResponse(agreements=page, next_page_token=token)
+
+    @allow(logic.CITY_AND_ITSELF, notes=logic.SELF_NOTES)
+    async def ListAccessRecords(
+        self, request: pb.ListAccessRecordsRequest, context: Context
+    ) -> pb.ListAccessRecordsResponse:
+        partner_id = id_from_name(request.parent, "partners", "parent")
+        logic.check_keeper(current_identity.get(), partner_id)
+        size = paging.page_size(request.page_size)
+        query = paging.fingerprint(("access", partner_id))
+        before = paging.decode_int(request.page_token, query)
+        found = await asyncio.to_thread(usecases.access_records, self._engine, partner_id, size=size, before=before)
+        page = found[:size]
+        token = paging.encode(str(page[-1][0]), query) if len(found) > size else ""
+        return pb.ListAccessRecordsResponse(records=[record for _, record in page], next_page_token=token)

@@ -59,8 +59,20 @@ class PartnerHistory(SQLModel, table=True):
     time: datetime = Field(sa_type=UtcDateTime)
 
 
+class AccessRecordRow(SQLModel, table=True):
+    """One read of a partner's data (an AccessRecord from PARTNER_ACCESS), once per stream sequence."""
+
+    __tablename__ = "partners_access_record"
+
+    id: int | None = Field(default=None, primary_key=True)
+    sequence: int = Field(unique=True)  # the PARTNER_ACCESS message's: a redelivery is dropped
+    partner_id: str = Field(max_length=63, index=True)
+    read_time: datetime = Field(sa_type=UtcDateTime)
+    document: bytes = Field(sa_type=LargeBinary)
+
+
 class PartnersOutbox(OutboxBase, table=True):
     __tablename__ = "partners_outbox"
 
 
-TABLES: list[type[SQLModel]] = [PartnerRow, AgreementRow, PartnerHistory, PartnersOutbox]
+TABLES: list[type[SQLModel]] = [PartnerRow, AgreementRow, PartnerHistory, AccessRecordRow, PartnersOutbox]

@@ -7,8 +7,10 @@ from collections.abc import Awaitable, Callable
 from almere.partners.v1 import partners_pb2, partners_pb2_grpc
 from grpc import aio
 
-from contract.bus import PARTNERS
+from contract.bus import PARTNER_ACCESS, PARTNERS
+from services.common.consumer import CommittingConsumer
 from services.common.runtime import Service, ServiceSpec
+from services.partners import usecases
 from services.partners.api import PartnerApi
 from services.partners.models import TABLES, PartnersOutbox
 
@@ -17,7 +19,17 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
     partners_pb2_grpc.add_PartnerServiceServicer_to_server(
         PartnerApi(service.engine, committer=service.committer), server
     )
-    return []
+    # The services' records of who read partners' data: each partner's audit.
+    audit = CommittingConsumer(
+        service.bus,
+        stream=PARTNER_ACCESS,
+        durable="partners-audit",
+        committer=service.committer,
+        handler=usecases.record_reads,
+        item=lambda message: usecases.DataRead(sequence=message.metadata.sequence.stream, data=message.data),
+    )
+    await audit.start()
+    return [audit.stop]
 
 
 SPEC = ServiceSpec(
@@ -25,6 +37,6 @@ SPEC = ServiceSpec(
     full_names=[partners_pb2.DESCRIPTOR.services_by_name["PartnerService"].full_name],
     tables=TABLES,
     outbox=PartnersOutbox,
-    streams=(PARTNERS,),
+    streams=(PARTNERS, PARTNER_ACCESS),
     mount=_mount,
 )

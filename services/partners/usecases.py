@@ -3,24 +3,29 @@ revisions, each with its history row and event) and the reads behind the service
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from almere.partners.v1 import events_pb2
 from almere.partners.v1 import partners_pb2 as pb
 from google.protobuf import field_mask_pb2
+from google.protobuf.message import DecodeError
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session, col
 
 from services.common.auth import Identity
 from services.common.batch import Locked, each, lock
 from services.common.changes import Changes
-from services.common.clock import to_timestamp
+from services.common.clock import from_timestamp, to_timestamp
 from services.common.errors import AlreadyExists, FailedPrecondition, NotFound
 from services.common.tracing import Traced
 from services.partners import events, logic
-from services.partners.models import AgreementRow, PartnerHistory, PartnerRow, PartnersOutbox
+from services.partners.models import AccessRecordRow, AgreementRow, PartnerHistory, PartnerRow, PartnersOutbox
+
+log = logging.getLogger(__name__)
 
 STATE_EVENTS: dict[int, str] = {
     pb.Partner.STATE_SUSPENDED: "partner_suspended",
@@ -217,6 +222,40 @@ def set_agreements(session: Session, items: Sequence[SetAgreement]) -> list[Any]
     return each(session, items, apply, changes)
 
 
+@dataclass(frozen=True, kw_only=True)
+class DataRead:
+    sequence: int
+    data: bytes
+
+
+def record_reads(session: Session, items: Sequence[DataRead]) -> list[Any]:
+    """Stores access records; one whose stream sequence is stored already (a redelivery) or that
+    cannot be read (it would come back for ever) is dropped."""
+    known = set(
+        session.execute(
+            select(col(AccessRecordRow.sequence)).where(col(AccessRecordRow.sequence).in_([i.sequence for i in items]))
+        ).scalars()
+    )
+    for item in items:
+        if item.sequence in known:
+            continue
+        known.add(item.sequence)
+        try:
+            record = events_pb2.PartnerDataRead.FromString(item.data).record
+        except DecodeError:
+            log.error("dropping an unreadable access record (stream sequence %d)", item.sequence)
+            continue
+        session.add(
+            AccessRecordRow(
+                sequence=item.sequence,
+                partner_id=record.partner.removeprefix("partners/"),
+                read_time=from_timestamp(record.read_time),
+                document=record.SerializeToString(),
+            )
+        )
+    return [None] * len(items)
+
+
 # --- reads ----------------------------------------------------------------------------------------
 
 
@@ -271,3 +310,17 @@ def revisions(engine: Engine, partner_id: str, dataset: int, *, size: int, befor
     with Session(engine) as session:
         rows = session.execute(query.order_by(col(AgreementRow.revision).desc()).limit(size + 1)).scalars().all()
         return [pb.Agreement.FromString(r.document) for r in rows]
+
+
+def access_records(
+    engine: Engine, partner_id: str, *, size: int, before: int | None
+) -> list[tuple[int, pb.AccessRecord]]:
+    """Newest first, with their row ids; `before` is the last row id of the previous page."""
+    query = select(AccessRecordRow).where(col(AccessRecordRow.partner_id) == partner_id)
+    if before is not None:
+        query = query.where(col(AccessRecordRow.id) < before)
+    with Session(engine) as session:
+        if session.get(PartnerRow, partner_id) is None:
+            raise NotFound(f"partner {partner_id!r} not found")
+        rows = session.execute(query.order_by(col(AccessRecordRow.id).desc()).limit(size + 1)).scalars().all()
+        return [(r.id or 0, pb.AccessRecord.FromString(r.document)) for r in rows]

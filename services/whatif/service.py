@@ -8,9 +8,11 @@ from almere.whatif.v1 import whatif_pb2, whatif_pb2_grpc
 from grpc import aio
 
 from contract.bus import DETECTORS, WHATIF_RESULTS, WHATIF_RUNS
+from services.common.clock import utcnow
+from services.common.consumer import CommittingConsumer
 from services.common.runtime import Service, ServiceSpec
+from services.whatif import usecases
 from services.whatif.api import WhatIfApi
-from services.whatif.consumers import ResultsConsumer
 from services.whatif.models import TABLES, WhatIfOutbox
 
 
@@ -18,10 +20,17 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
     settings = service.settings
     api = WhatIfApi(service.engine, committer=service.committer, bus=service.bus, settings=settings)
     whatif_pb2_grpc.add_WhatIfServiceServicer_to_server(api, server)
-    consumer = ResultsConsumer(
+    reports_dir = settings.whatif_reports_dir or settings.gateway_reports_dir
+    # Run results from the workers and observations from the twin; a run already stored is dropped.
+    consumer = CommittingConsumer(
         service.bus,
+        stream=WHATIF_RESULTS,
+        durable="whatif-results",
         committer=service.committer,
-        reports_dir=settings.whatif_reports_dir or settings.gateway_reports_dir,
+        handler=usecases.record_results,
+        item=lambda message: usecases.Incoming(
+            subject=message.subject, data=message.data, now=utcnow(), reports_dir=reports_dir
+        ),
     )
     await consumer.start()
     return [consumer.stop]

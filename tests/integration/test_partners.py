@@ -217,27 +217,7 @@ async def test_an_agreement_that_contradicts_itself_is_refused_and_nothing_writt
     ]
 
 
-async def test_suspension_is_the_citys_and_the_partner_keeps_its_contacts_current(partners: Partners) -> None:
-    code, _ = await _code(
-        partners.as_("partner").SuspendPartner(pb.SuspendPartnerRequest(name="partners/firm-a", reason="x"))
-    )
-    assert code == grpc.StatusCode.PERMISSION_DENIED
-    code, message = await _code(
-        partners.as_("engineer").SuspendPartner(pb.SuspendPartnerRequest(name="partners/firm-a"))
-    )
-    assert (code, message) == (grpc.StatusCode.INVALID_ARGUMENT, "reason is required: the partner sees it")
-    suspended = await partners.as_("engineer").SuspendPartner(
-        pb.SuspendPartnerRequest(name="partners/firm-a", reason="contract under review")
-    )
-    assert (suspended.partner.state, suspended.partner.state_reason) == (
-        pb.Partner.STATE_SUSPENDED,
-        "contract under review",
-    )
-    code, message = await _code(
-        partners.as_("engineer").SuspendPartner(pb.SuspendPartnerRequest(name="partners/firm-a", reason="again"))
-    )
-    assert (code, message) == (grpc.StatusCode.FAILED_PRECONDITION, "partner 'firm-a' is already suspended")
-
+async def test_the_partner_keeps_its_contacts_current_and_nothing_else(partners: Partners) -> None:
     contacts = [pb.Contact(display_name="Night desk", phone="+31 36 000 0000", responsibility="24/7 control room")]
     updated = await partners.as_("partner").UpdatePartner(
         pb.UpdatePartnerRequest(
@@ -270,8 +250,56 @@ async def test_suspension_is_the_citys_and_the_partner_keeps_its_contacts_curren
         grpc.StatusCode.INVALID_ARGUMENT,
         "partner.contacts[0]: an email address or a phone number is required",
     )
+    code, _ = await _code(
+        partners.as_("other_partner").UpdatePartner(
+            pb.UpdatePartnerRequest(
+                partner=pb.Partner(name="partners/firm-a"), update_mask=FieldMask(paths=["contacts"])
+            )
+        )
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_suspension_is_the_citys_and_refuses_the_partner_until_it_ends(partners: Partners) -> None:
+    code, _ = await _code(
+        partners.as_("partner").SuspendPartner(pb.SuspendPartnerRequest(name="partners/firm-a", reason="x"))
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    no_reason = pb.SuspendPartnerRequest(name="partners/firm-a")
+    code, message = await _code(partners.as_("engineer").SuspendPartner(no_reason))
+    assert (code, message) == (grpc.StatusCode.INVALID_ARGUMENT, "reason is required: the partner sees it")
+    suspended = await partners.as_("engineer").SuspendPartner(
+        pb.SuspendPartnerRequest(name="partners/firm-a", reason="contract under review")
+    )
+    assert (suspended.partner.state, suspended.partner.state_reason) == (
+        pb.Partner.STATE_SUSPENDED,
+        "contract under review",
+    )
+    code, message = await _code(
+        partners.as_("engineer").SuspendPartner(pb.SuspendPartnerRequest(name="partners/firm-a", reason="again"))
+    )
+    assert (code, message) == (grpc.StatusCode.FAILED_PRECONDITION, "partner 'firm-a' is already suspended")
+
+    read_itself = pb.GetPartnerRequest(name="partners/firm-a")
+    refused_after = await _until(partners, "partner", read_itself, grpc.StatusCode.PERMISSION_DENIED)
+    assert refused_after < 2.0, "the suspension reaches the service through the PARTNERS stream"
+    assert await _code(partners.as_("partner").GetPartner(read_itself)) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "partner 'firm-a' is suspended",
+    )
+    assert (await _code(partners.as_("other_partner").ListPartners(pb.ListPartnersRequest())))[0] == grpc.StatusCode.OK
+
     active = await partners.as_("engineer").ActivatePartner(
         pb.ActivatePartnerRequest(name="partners/firm-a", reason="renewed")
     )
     assert active.partner.state == pb.Partner.STATE_ACTIVE
-    assert list(active.partner.contacts) == contacts
+    await _until(partners, "partner", read_itself, grpc.StatusCode.OK)
+
+
+async def _until(partners: Partners, caller: str, request: pb.GetPartnerRequest, code: grpc.StatusCode) -> float:
+    """Seconds until `caller`'s GetPartner ends with `code`."""
+    started = time.monotonic()
+    while (await _code(partners.as_(caller).GetPartner(request)))[0] != code:
+        assert time.monotonic() - started < 5.0, f"no {code.name} within 5 s"
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started

@@ -26,7 +26,7 @@ from almere.partners.v1 import partners_pb2 as almere_dot_partners_dot_v1_dot_pa
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61lmere/partners/v1/events.proto\x12\x12\x61lmere.partners.v1\x1a!almere/partners/v1/partners.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x01\n\x13PartnerChangedEvent\x12\x12\n\npartner_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07partner\x18\x04 \x01(\x0b\x32\x1b.almere.partners.v1.Partner\"\x9e\x01\n\x15\x41greementChangedEvent\x12\x12\n\npartner_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\tagreement\x18\x04 \x01(\x0b\x32\x1d.almere.partners.v1.Agreementb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61lmere/partners/v1/events.proto\x12\x12\x61lmere.partners.v1\x1a!almere/partners/v1/partners.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x01\n\x13PartnerChangedEvent\x12\x12\n\npartner_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07partner\x18\x04 \x01(\x0b\x32\x1b.almere.partners.v1.Partner\"\x9e\x01\n\x15\x41greementChangedEvent\x12\x12\n\npartner_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\tagreement\x18\x04 \x01(\x0b\x32\x1d.almere.partners.v1.Agreement\"C\n\x0fPartnerDataRead\x12\x30\n\x06record\x18\x01 \x01(\x0b\x32 .almere.partners.v1.AccessRecordb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,4 +37,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PARTNERCHANGEDEVENT']._serialized_end=276
   _globals['_AGREEMENTCHANGEDEVENT']._serialized_start=279
   _globals['_AGREEMENTCHANGEDEVENT']._serialized_end=437
+  _globals['_PARTNERDATAREAD']._serialized_start=439
+  _globals['_PARTNERDATAREAD']._serialized_end=506
 # @@protoc_insertion_point(module_scope)

@@ -90,3 +90,27 @@ class AgreementChangedEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AgreementChangedEvent: _TypeAlias = AgreementChangedEvent  # noqa: Y015
+
+@_typing.final
+class PartnerDataRead(_message.Message):
+    """Stream PARTNER_ACCESS, subject `almere.audit.v1.partner_data_read.<partner_id>`: a read of a
+    partner's data, published by the service that served it, stored by the partner registry.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def record(self) -> _partners_pb2.AccessRecord: ...
+    def __init__(
+        self,
+        *,
+        record: _partners_pb2.AccessRecord | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartnerDataRead: _TypeAlias = PartnerDataRead  # noqa: Y015

@@ -133,6 +133,44 @@ DETAIL_STATUS_ONLY: Detail.ValueType  # 3
 """Occupancy as its status only (free, almost full, full, closed); no counts."""
 Global___Detail: _TypeAlias = Detail  # noqa: Y015
 
+class _AccessOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AccessOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AccessOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ACCESS_OUTCOME_UNSPECIFIED: _AccessOutcome.ValueType  # 0
+    ACCESS_OUTCOME_FULL: _AccessOutcome.ValueType  # 1
+    """Everything the dataset holds."""
+    ACCESS_OUTCOME_DEGRADED: _AccessOutcome.ValueType  # 2
+    """Less detail or older data, as the agreement says."""
+    ACCESS_OUTCOME_WITHHELD: _AccessOutcome.ValueType  # 3
+    """Nothing of the dataset: the caller's audience is not in the agreement (the rest of the answer
+    was given).
+    """
+    ACCESS_OUTCOME_REFUSED: _AccessOutcome.ValueType  # 4
+    """The call was refused (no declared purpose, a purpose the agreement does not name, outside the
+    agreement's validity).
+    """
+
+class AccessOutcome(_AccessOutcome, metaclass=_AccessOutcomeEnumTypeWrapper):
+    """What a read of partner data was given."""
+
+ACCESS_OUTCOME_UNSPECIFIED: AccessOutcome.ValueType  # 0
+ACCESS_OUTCOME_FULL: AccessOutcome.ValueType  # 1
+"""Everything the dataset holds."""
+ACCESS_OUTCOME_DEGRADED: AccessOutcome.ValueType  # 2
+"""Less detail or older data, as the agreement says."""
+ACCESS_OUTCOME_WITHHELD: AccessOutcome.ValueType  # 3
+"""Nothing of the dataset: the caller's audience is not in the agreement (the rest of the answer
+was given).
+"""
+ACCESS_OUTCOME_REFUSED: AccessOutcome.ValueType  # 4
+"""The call was refused (no declared purpose, a purpose the agreement does not name, outside the
+agreement's validity).
+"""
+Global___AccessOutcome: _TypeAlias = AccessOutcome  # noqa: Y015
+
 @_typing.final
 class Contact(_message.Message):
     """A person to reach at the partner."""
@@ -342,6 +380,71 @@ class Agreement(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Agreement: _TypeAlias = Agreement  # noqa: Y015
+
+@_typing.final
+class AccessRecord(_message.Message):
+    """One read of one partner's dataset by one call: the audit a partner can list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTNER_FIELD_NUMBER: _builtins.int
+    DATASET_FIELD_NUMBER: _builtins.int
+    AGREEMENT_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    CALLER_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    SERVICE_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    READ_TIME_FIELD_NUMBER: _builtins.int
+    partner: _builtins.str
+    """`partners/{partner}`."""
+    dataset: Global___Dataset.ValueType
+    agreement: _builtins.str
+    """The agreement applied and its revision."""
+    revision: _builtins.int
+    caller: _builtins.str
+    """Who read: the caller's name and role."""
+    role: _builtins.str
+    purpose: _builtins.str
+    """The purpose the caller declared."""
+    service: _builtins.str
+    """The service and method that served it, e.g. `parking` `GetOccupancy`."""
+    method: _builtins.str
+    outcome: Global___AccessOutcome.ValueType
+    reason: _builtins.str
+    """Why it was degraded, withheld or refused."""
+    items: _builtins.int
+    """How many of the partner's items (facilities, reports, counters) the answer touched."""
+    @_builtins.property
+    def read_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        partner: _builtins.str = ...,
+        dataset: Global___Dataset.ValueType = ...,
+        agreement: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        caller: _builtins.str = ...,
+        role: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        service: _builtins.str = ...,
+        method: _builtins.str = ...,
+        outcome: Global___AccessOutcome.ValueType = ...,
+        reason: _builtins.str = ...,
+        items: _builtins.int = ...,
+        read_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["read_time", b"read_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement", b"agreement", "caller", b"caller", "dataset", b"dataset", "items", b"items", "method", b"method", "outcome", b"outcome", "partner", b"partner", "purpose", b"purpose", "read_time", b"read_time", "reason", b"reason", "revision", b"revision", "role", b"role", "service", b"service"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccessRecord: _TypeAlias = AccessRecord  # noqa: Y015
 
 @_typing.final
 class CreatePartnerRequest(_message.Message):
@@ -781,3 +884,53 @@ class ListAgreementRevisionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAgreementRevisionsResponse: _TypeAlias = ListAgreementRevisionsResponse  # noqa: Y015
+
+@_typing.final
+class ListAccessRecordsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """`partners/{partner}`."""
+    page_size: _builtins.int
+    """1-1000; 0: 100."""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAccessRecordsRequest: _TypeAlias = ListAccessRecordsRequest  # noqa: Y015
+
+@_typing.final
+class ListAccessRecordsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccessRecord]: ...
+    def __init__(
+        self,
+        *,
+        records: _abc.Iterable[Global___AccessRecord] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAccessRecordsResponse: _TypeAlias = ListAccessRecordsResponse  # noqa: Y015

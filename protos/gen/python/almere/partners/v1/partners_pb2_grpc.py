@@ -93,6 +93,11 @@ class PartnerServiceStub:
                 request_serializer=almere_dot_partners_dot_v1_dot_partners__pb2.ListAgreementRevisionsRequest.SerializeToString,
                 response_deserializer=almere_dot_partners_dot_v1_dot_partners__pb2.ListAgreementRevisionsResponse.FromString,
                 _registered_method=True)
+        self.ListAccessRecords = channel.unary_unary(
+                '/almere.partners.v1.PartnerService/ListAccessRecords',
+                request_serializer=almere_dot_partners_dot_v1_dot_partners__pb2.ListAccessRecordsRequest.SerializeToString,
+                response_deserializer=almere_dot_partners_dot_v1_dot_partners__pb2.ListAccessRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class PartnerServiceServicer:
@@ -178,6 +183,14 @@ class PartnerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAccessRecords(self, request, context):
+        """Who read the partner's data, under which revision, for what purpose, and what they were
+        given; newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PartnerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -230,6 +243,11 @@ def add_PartnerServiceServicer_to_server(servicer, server):
                     servicer.ListAgreementRevisions,
                     request_deserializer=almere_dot_partners_dot_v1_dot_partners__pb2.ListAgreementRevisionsRequest.FromString,
                     response_serializer=almere_dot_partners_dot_v1_dot_partners__pb2.ListAgreementRevisionsResponse.SerializeToString,
+            ),
+            'ListAccessRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccessRecords,
+                    request_deserializer=almere_dot_partners_dot_v1_dot_partners__pb2.ListAccessRecordsRequest.FromString,
+                    response_serializer=almere_dot_partners_dot_v1_dot_partners__pb2.ListAccessRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -511,6 +529,33 @@ class PartnerService:
             '/almere.partners.v1.PartnerService/ListAgreementRevisions',
             almere_dot_partners_dot_v1_dot_partners__pb2.ListAgreementRevisionsRequest.SerializeToString,
             almere_dot_partners_dot_v1_dot_partners__pb2.ListAgreementRevisionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccessRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/almere.partners.v1.PartnerService/ListAccessRecords',
+            almere_dot_partners_dot_v1_dot_partners__pb2.ListAccessRecordsRequest.SerializeToString,
+            almere_dot_partners_dot_v1_dot_partners__pb2.ListAccessRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

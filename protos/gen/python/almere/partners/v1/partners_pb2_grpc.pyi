@@ -64,6 +64,10 @@ class PartnerServiceStub:
     """A partner's agreements in force, one per dataset."""
     ListAgreementRevisions: _grpc.UnaryUnaryMultiCallable[_partners_pb2.ListAgreementRevisionsRequest, _partners_pb2.ListAgreementRevisionsResponse]
     """Every revision of an agreement, newest first: who changed what, when."""
+    ListAccessRecords: _grpc.UnaryUnaryMultiCallable[_partners_pb2.ListAccessRecordsRequest, _partners_pb2.ListAccessRecordsResponse]
+    """Who read the partner's data, under which revision, for what purpose, and what they were
+    given; newest first.
+    """
 
 @_typing.type_check_only
 class PartnerServiceAsyncStub(PartnerServiceStub):
@@ -101,6 +105,10 @@ class PartnerServiceAsyncStub(PartnerServiceStub):
     """A partner's agreements in force, one per dataset."""
     ListAgreementRevisions: _aio.UnaryUnaryMultiCallable[_partners_pb2.ListAgreementRevisionsRequest, _partners_pb2.ListAgreementRevisionsResponse]  # type: ignore[assignment]
     """Every revision of an agreement, newest first: who changed what, when."""
+    ListAccessRecords: _aio.UnaryUnaryMultiCallable[_partners_pb2.ListAccessRecordsRequest, _partners_pb2.ListAccessRecordsResponse]  # type: ignore[assignment]
+    """Who read the partner's data, under which revision, for what purpose, and what they were
+    given; newest first.
+    """
 
 class PartnerServiceServicer(metaclass=_abc_1.ABCMeta):
     """The city's partners (garage operators, private security firms, businesses, community groups,
@@ -195,5 +203,15 @@ class PartnerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_partners_pb2.ListAgreementRevisionsResponse, _abc.Awaitable[_partners_pb2.ListAgreementRevisionsResponse]]:
         """Every revision of an agreement, newest first: who changed what, when."""
+
+    @_abc_1.abstractmethod
+    def ListAccessRecords(
+        self,
+        request: _partners_pb2.ListAccessRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_partners_pb2.ListAccessRecordsResponse, _abc.Awaitable[_partners_pb2.ListAccessRecordsResponse]]:
+        """Who read the partner's data, under which revision, for what purpose, and what they were
+        given; newest first.
+        """
 
 def add_PartnerServiceServicer_to_server(servicer: PartnerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

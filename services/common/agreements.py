@@ -1,0 +1,263 @@
+"""Partners' data-sharing agreements as a service holding partners' data applies them.
+
+`AgreementBook` follows the PARTNERS stream (an ordered consumer from the first message: the
+stream holds every partner's changes) and answers, for a caller and one partner's dataset, what the
+caller may see (`Access`). `AccessAudit` publishes one record per call and partner to
+PARTNER_ACCESS, where the partner registry keeps the partner's audit.
+
+The rules, in order: the partner's own callers see everything; a dataset without an agreement is
+shared as before; outside the agreement's validity nobody else sees it (REFUSED); an audience the
+agreement does not list is WITHHELD (the rest of the answer is given, with the partner's items
+marked); a caller (other than the public feed) must declare a purpose the agreement names, in
+`x-almere-purpose` metadata (REFUSED otherwise); then the audience's detail and delay apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from almere.partners.v1 import events_pb2
+from almere.partners.v1 import partners_pb2 as pb
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from contract.bus import AGREEMENT_SET, PARTNER_ACCESS, PARTNER_DATA_READ, PARTNERS
+from services.common.auth import PUBLIC_SAFETY, PURPOSE_METADATA, Identity, Role
+from services.common.bus import Bus
+from services.common.clock import from_timestamp, to_timestamp
+
+log = logging.getLogger(__name__)
+
+AUDIENCES = {
+    Role.ENGINEER: pb.AUDIENCE_ENGINEER,
+    Role.OPTIMIZER: pb.AUDIENCE_OPTIMIZER,
+    Role.SIM: pb.AUDIENCE_OPTIMIZER,
+    **dict.fromkeys(PUBLIC_SAFETY, pb.AUDIENCE_PUBLIC_SAFETY),
+    Role.OPERATOR: pb.AUDIENCE_PARTNERS,
+    Role.PARTNER: pb.AUDIENCE_PARTNERS,
+    Role.PUBLIC: pb.AUDIENCE_PUBLIC,
+}
+AUDIT_QUEUE = 10_000
+
+
+class Outcome(StrEnum):
+    FULL = "full"
+    DEGRADED = "degraded"
+    WITHHELD = "withheld"
+    REFUSED = "refused"
+
+
+OUTCOMES = {
+    Outcome.FULL: pb.ACCESS_OUTCOME_FULL,
+    Outcome.DEGRADED: pb.ACCESS_OUTCOME_DEGRADED,
+    Outcome.WITHHELD: pb.ACCESS_OUTCOME_WITHHELD,
+    Outcome.REFUSED: pb.ACCESS_OUTCOME_REFUSED,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Access:
+    """What one caller may see of one partner's dataset."""
+
+    partner_id: str
+    dataset: int
+    outcome: Outcome
+    agreement: str = ""  # the agreement's name; "" when there is none
+    revision: int = 0
+    detail: int = pb.DETAIL_RAW
+    round_to: int = 0
+    delay: timedelta = timedelta(0)
+    reason: str = ""
+
+    @property
+    def audited(self) -> bool:
+        """Reads under an agreement are audited; the partner's own and unregulated ones are not."""
+        return bool(self.agreement)
+
+
+class AgreementBook:
+    def __init__(self) -> None:
+        self._agreements: dict[tuple[str, int], pb.Agreement] = {}
+        self._suspended: set[str] = set()
+        self._versions: dict[str, int] = {}
+        self._suspensions: dict[str, asyncio.Event] = {}
+        self._sub: object | None = None
+        self.ready = asyncio.Event()
+
+    def apply(self, subject: str, data: bytes) -> None:
+        """One PARTNERS event; an older version than one applied (a redelivery) changes nothing."""
+        event = PARTNERS.event_of(subject)
+        if event == AGREEMENT_SET:
+            changed = events_pb2.AgreementChangedEvent.FromString(data)
+            if changed.version <= self._versions.get(changed.partner_id, 0):
+                return
+            self._versions[changed.partner_id] = changed.version
+            self._agreements[(changed.partner_id, changed.agreement.dataset)] = changed.agreement
+            return
+        partner = events_pb2.PartnerChangedEvent.FromString(data)
+        if partner.version <= self._versions.get(partner.partner_id, 0):
+            return
+        self._versions[partner.partner_id] = partner.version
+        if partner.partner.state == pb.Partner.STATE_SUSPENDED:
+            self._suspended.add(partner.partner_id)
+            self.suspension(partner.partner_id).set()
+        else:
+            self._suspended.discard(partner.partner_id)
+            self._suspensions.pop(partner.partner_id, None)
+
+    async def follow(self, bus: Bus) -> None:
+        """Replay PARTNERS from the start, then keep up; `ready` is set once the replay is done."""
+        info = await bus.js.stream_info(PARTNERS.name)
+        last = info.state.last_seq
+
+        async def on_message(msg: object) -> None:
+            self.apply(msg.subject, msg.data)  # type: ignore[attr-defined]
+            if msg.metadata.sequence.stream >= last:  # type: ignore[attr-defined]
+                self.ready.set()
+
+        if last == 0:
+            self.ready.set()
+        self._sub = await bus.js.subscribe(
+            PARTNERS.subjects,
+            stream=PARTNERS.name,
+            cb=on_message,
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+        )
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()  # type: ignore[attr-defined]
+
+    def suspended(self, partner_id: str) -> bool:
+        return partner_id in self._suspended
+
+    def suspension(self, partner_id: str) -> asyncio.Event:
+        """Set when the partner is suspended: its open streams end."""
+        return self._suspensions.setdefault(partner_id, asyncio.Event())
+
+    def access(self, *, identity: Identity, purpose: str, partner_id: str, dataset: int, now: datetime) -> Access:
+        if identity.subject == partner_id and identity.role in (Role.PARTNER, Role.OPERATOR):
+            return Access(partner_id=partner_id, dataset=dataset, outcome=Outcome.FULL)
+        agreement = self._agreements.get((partner_id, dataset))
+        if agreement is None:
+            return Access(partner_id=partner_id, dataset=dataset, outcome=Outcome.FULL)
+        base = Access(
+            partner_id=partner_id,
+            dataset=dataset,
+            outcome=Outcome.FULL,
+            agreement=agreement.name,
+            revision=agreement.revision,
+        )
+        if (agreement.HasField("valid_from") and now < from_timestamp(agreement.valid_from)) or (
+            agreement.HasField("valid_until") and now >= from_timestamp(agreement.valid_until)
+        ):
+            return replace(base, outcome=Outcome.REFUSED, reason=f"{agreement.name} does not apply now")
+        audience = AUDIENCES.get(identity.role)
+        terms = next((t for t in agreement.audiences if t.audience == audience), None)
+        if terms is None:
+            reason = f"{agreement.name} does not share it with role {identity.role}"
+            return replace(base, outcome=Outcome.WITHHELD, reason=reason)
+        if audience != pb.AUDIENCE_PUBLIC and purpose not in agreement.purposes:
+            declared = f"purpose {purpose!r}" if purpose else "no purpose"
+            reason = (
+                f"{declared} declared; {agreement.name} is for {', '.join(agreement.purposes)} "
+                f"(declare one in '{PURPOSE_METADATA}' metadata)"
+            )
+            return replace(base, outcome=Outcome.REFUSED, reason=reason)
+        if terms.detail == pb.DETAIL_RAW and terms.delay_minutes == 0:
+            return base
+        return replace(
+            base,
+            outcome=Outcome.DEGRADED,
+            detail=terms.detail,
+            round_to=terms.round_to,
+            delay=timedelta(minutes=terms.delay_minutes),
+            reason=_describe(terms),
+        )
+
+
+def _describe(terms: pb.AudienceTerms) -> str:
+    parts = {
+        pb.DETAIL_ROUNDED: [f"counts rounded to {terms.round_to}"],
+        pb.DETAIL_STATUS_ONLY: ["status only"],
+    }.get(terms.detail, [])
+    if terms.delay_minutes:
+        parts.append(f"{terms.delay_minutes} minutes late")
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Read:
+    """One call's read of one partner's dataset, for the audit."""
+
+    access: Access
+    identity: Identity
+    purpose: str
+    method: str
+    items: int
+    now: datetime
+
+
+class AccessAudit:
+    """Publishes access records from a bounded queue, so a read never waits for the bus; a full queue
+    (the bus away for long) drops records with an error logged."""
+
+    def __init__(self, bus: Bus, *, service: str) -> None:
+        self._bus = bus
+        self._service = service
+        self._queue: asyncio.Queue[events_pb2.PartnerDataRead] = asyncio.Queue(AUDIT_QUEUE)
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, read: Read) -> None:
+        if not read.access.audited:
+            return
+        access = read.access
+        message = events_pb2.PartnerDataRead(
+            record=pb.AccessRecord(
+                partner=f"partners/{access.partner_id}",
+                dataset=access.dataset,  # type: ignore[arg-type]
+                agreement=access.agreement,
+                revision=access.revision,
+                caller=read.identity.caller,
+                role=read.identity.role_name,
+                purpose=read.purpose,
+                service=self._service,
+                method=read.method,
+                outcome=OUTCOMES[access.outcome],
+                reason=access.reason,
+                items=read.items,
+                read_time=to_timestamp(read.now),
+            )
+        )
+        try:
+            self._queue.put_nowait(message)
+        except asyncio.QueueFull:
+            log.error("access audit queue full: a read of partner %s went unrecorded", access.partner_id)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._publish())
+
+    async def stop(self) -> None:
+        """Publishes what is queued (bounded by the bus's timeouts), then stops."""
+        if self._task is None:
+            return
+        await self._queue.join()
+        self._task.cancel()
+
+    async def _publish(self) -> None:
+        while True:
+            message = await self._queue.get()
+            partner_id = message.record.partner.removeprefix("partners/")
+            subject = PARTNER_ACCESS.subject(PARTNER_DATA_READ, partner_id)
+            while True:
+                try:
+                    await self._bus.js.publish(subject, message.SerializeToString(), stream=PARTNER_ACCESS.name)
+                    break
+                except Exception as err:  # the bus away: retry, the queue bounds what waits
+                    log.warning("access audit publish failed (%s); retrying", err)
+                    await asyncio.sleep(1.0)
+            self._queue.task_done()
