@@ -160,3 +160,25 @@ class EventFeed:
                     yield change
 
             yield snapshot, changes()
+
+
+async def with_ticks(
+    changes: AsyncIterator[Change], wait_s: Callable[[], float | None]
+) -> AsyncIterator[Change | None]:
+    """`changes`, and None whenever `wait_s()` seconds pass without one (None: wait without end); a
+    change being awaited is never lost to a tick."""
+    pending = asyncio.ensure_future(anext(changes))
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=wait_s())
+            if not done:
+                yield None
+                continue
+            try:
+                change = pending.result()
+            except StopAsyncIteration:
+                return
+            yield change
+            pending = asyncio.ensure_future(anext(changes))
+    finally:
+        pending.cancel()

@@ -4,28 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Any
 
 from almere.parking.v1 import parking_pb2 as pb
 from almere.parking.v1 import parking_pb2_grpc
+from almere.partners.v1 import partners_pb2 as ppb
 from grpc import aio
 from sqlalchemy import Engine
 
 from contract.bus import OCCUPANCY_CHANGED
 from services.common import paging
 from services.common.access import ANY_CALLER, OPEN_DATA, allow
+from services.common.agreements import Outcome
 from services.common.auth import Role, current_identity
 from services.common.clock import from_timestamp, to_timestamp, utcnow
 from services.common.db import GroupCommitter
-from services.common.errors import InvalidArgument
-from services.common.feed import Change, EventFeed
+from services.common.errors import InvalidArgument, PermissionDenied
+from services.common.feed import Change, EventFeed, with_ticks
 from services.common.geo import area_of, inside, validate_lat_lng
 from services.common.names import validate_id
 from services.common.opening_hours import is_open
 from services.parking import logic, usecases
-from services.parking.convert import facility_to_proto, occupancy_to_proto
+from services.parking.convert import FacilityView, facility_to_proto, occupancy_to_proto, thresholds_of
+from services.parking.models import Facility
+from services.parking.sharing import Holdback, Sharing, View, count_of, shape
 from services.parking.travel_times import TravelTimes
 
 Context = aio.ServicerContext[Any, Any]
@@ -40,12 +44,40 @@ def _version_of(change: Change) -> tuple[str, int]:
 
 class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
     def __init__(
-        self, engine: Engine, *, committer: GroupCommitter, feed: EventFeed, travel_times: TravelTimes
+        self,
+        engine: Engine,
+        *,
+        committer: GroupCommitter,
+        feed: EventFeed,
+        travel_times: TravelTimes,
+        sharing: Sharing,
     ) -> None:
         self._engine = engine
         self._committer = committer
         self._feed = feed
         self._travel_times = travel_times
+        self._sharing = sharing
+
+    async def _view(self, rows: Sequence[FacilityView], method: str) -> View:
+        return await self._sharing.view(((r.id, r.operator_id) for r in rows), method=method, now=utcnow())
+
+    @staticmethod
+    def _shaped(occupancy: pb.Occupancy, row: FacilityView, view: View) -> pb.Occupancy:
+        access = view.access(row.operator_id)
+        shape(occupancy, access=access, past=view.past.get(row.id), thresholds=thresholds_of(row))
+        return occupancy
+
+    async def _facilities(self, rows: Sequence[Facility], method: str, *, single: bool = False) -> list[pb.Facility]:
+        """Facilities as the caller may see them: their occupancy shaped by their operators' agreements."""
+        view = await self._view(rows, method)
+        out = []
+        for row in rows:
+            if single:
+                Sharing.require(view.access(row.operator_id))
+            facility = facility_to_proto(row)
+            self._shaped(facility.occupancy, row, view)
+            out.append(facility)
+        return out
 
     # --- facilities ------------------------------------------------------------------------------
 
@@ -69,7 +101,8 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
     async def GetFacility(self, request: pb.GetFacilityRequest, context: Context) -> pb.GetFacilityResponse:
         facility_id = logic.facility_id_from_name(request.name)
         row = await asyncio.to_thread(usecases.get_facility, self._engine, facility_id)
-        return pb.GetFacilityResponse(facility=facility_to_proto(row))
+        facility = (await self._facilities([row], "GetFacility", single=True))[0]
+        return pb.GetFacilityResponse(facility=facility)
 
     @allow(OPEN_DATA)
     async def ListFacilities(self, request: pb.ListFacilitiesRequest, context: Context) -> pb.ListFacilitiesResponse:
@@ -85,9 +118,8 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         after = paging.decode(request.page_token, fingerprint)
         rows = await asyncio.to_thread(usecases.list_facilities, self._engine, f=query, after_id=after, limit=size + 1)
         next_token = paging.encode(rows[size - 1].id, fingerprint) if len(rows) > size else ""
-        return pb.ListFacilitiesResponse(
-            facilities=[facility_to_proto(r) for r in rows[:size]], next_page_token=next_token
-        )
+        facilities = await self._facilities(rows[:size], "ListFacilities")
+        return pb.ListFacilitiesResponse(facilities=facilities, next_page_token=next_token)
 
     @allow(logic.WRITERS, notes={Role.OPERATOR: "its own facilities, not who operates them"})
     async def UpdateFacility(self, request: pb.UpdateFacilityRequest, context: Context) -> pb.UpdateFacilityResponse:
@@ -170,7 +202,9 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
     async def GetOccupancy(self, request: pb.GetOccupancyRequest, context: Context) -> pb.GetOccupancyResponse:
         facility_id = logic.facility_id_from_name(request.facility, "facility")
         row = await asyncio.to_thread(usecases.get_facility, self._engine, facility_id)
-        return pb.GetOccupancyResponse(occupancy=occupancy_to_proto(row))
+        view = await self._view([row], "GetOccupancy")
+        Sharing.require(view.access(row.operator_id))
+        return pb.GetOccupancyResponse(occupancy=self._shaped(occupancy_to_proto(row), row, view))
 
     @allow(ANY_CALLER)
     async def WatchOccupancy(
@@ -184,19 +218,42 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             usecases.occupancy_snapshot, self._engine, usecases.FacilityFilter(area=area), ids or None
         )
         async with self._feed.watch_from(read, _version_of) as (snapshot, changes):
+            view = await self._view(snapshot.items, "WatchOccupancy")
             for row in snapshot.items:
-                yield pb.WatchOccupancyResponse(occupancy=occupancy_to_proto(row), snapshot=True)
+                occupancy = self._shaped(occupancy_to_proto(row), row, view)
+                yield pb.WatchOccupancyResponse(occupancy=occupancy, snapshot=True)
             matching: set[str] | None = ids or ({r.id for r in snapshot.items} if area else None)
-            async for name, event in changes:
+            # Whose each facility is and its thresholds, for shaping its changes under the agreement.
+            owners = {r.id: (r.operator_id, thresholds_of(r)) for r in snapshot.items}
+            held = Holdback()
+            async for change in with_ticks(changes, held.wait_s):
+                for released in held.released():
+                    yield pb.WatchOccupancyResponse(occupancy=released, snapshot=False)
+                if change is None:
+                    continue
+                name, event = change
                 if name != OCCUPANCY_CHANGED:
-                    if area and not ids and event.facility.HasField("location"):
-                        if inside(area, event.facility.location.latitude, event.facility.location.longitude):
+                    facility = event.facility
+                    owners[event.facility_id] = (facility.operator_id, logic.thresholds_from(facility.thresholds))
+                    if area and not ids and facility.HasField("location"):
+                        if inside(area, facility.location.latitude, facility.location.longitude):
                             matching.add(event.facility_id)  # type: ignore[union-attr]
                         else:
                             matching.discard(event.facility_id)  # type: ignore[union-attr]
                     continue
-                if matching is None or event.facility_id in matching:
-                    yield pb.WatchOccupancyResponse(occupancy=event.occupancy, snapshot=False)
+                if (matching is not None and event.facility_id not in matching) or event.facility_id not in owners:
+                    continue
+                operator, thresholds = owners[event.facility_id]
+                access = self._sharing.access(operator)
+                if access.outcome in (Outcome.WITHHELD, Outcome.REFUSED):
+                    continue  # the snapshot said so; the facility's changes are not the caller's to see
+                occupancy = pb.Occupancy()
+                occupancy.CopyFrom(event.occupancy)  # the event is every watcher's: shape a copy
+                shape(occupancy, access=access, thresholds=thresholds, held=True)
+                if access.delay:
+                    held.hold(occupancy, delay_s=access.delay.total_seconds())
+                else:
+                    yield pb.WatchOccupancyResponse(occupancy=occupancy, snapshot=False)
 
     @allow(ANY_CALLER)
     async def GetOccupancyHistory(
@@ -216,11 +273,21 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             raise InvalidArgument(f"the range holds more than {MAX_BUCKETS} buckets; use wider buckets")
         width = min(width, end - start)  # one bucket, and no date past the calendar's end
 
+        row = await asyncio.to_thread(usecases.get_facility, self._engine, facility_id)
+        access = (await self._view([row], "GetOccupancyHistory")).access(row.operator_id)
+        Sharing.require(access)
+        if access.detail == ppb.DETAIL_STATUS_ONLY:
+            raise PermissionDenied(f"{access.agreement} shares this occupancy as its status only: no history of counts")
+        end = min(end, utcnow() - access.delay)  # a delayed audience's history ends a delay ago
+
         def read_and_bucket() -> tuple[int, list[logic.Bucket]]:
-            row, prior, samples = usecases.history(
+            if end <= start:
+                return row.capacity, []
+            _, prior, samples = usecases.history(
                 self._engine, facility_id=facility_id, start=start, end=end, max_rows=MAX_HISTORY_ROWS
             )
-            return row.capacity, logic.bucket_history(prior=prior, samples=samples, start=start, end=end, width=width)
+            buckets = logic.bucket_history(prior=prior, samples=samples, start=start, end=end, width=width)
+            return row.capacity, [logic.rounded(b, access.round_to) for b in buckets] if access.round_to else buckets
 
         capacity, buckets = await asyncio.to_thread(read_and_bucket)
         return pb.GetOccupancyHistoryResponse(
@@ -254,20 +321,26 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         arrival = from_timestamp(request.arrival_time) if request.HasField("arrival_time") else utcnow()
         kinds = tuple(sorted(set(request.kinds)))
         rows = await asyncio.to_thread(usecases.all_facilities, self._engine, usecases.FacilityFilter(kinds=kinds))
-        by_id = {r.id: r for r in rows}
-        candidates = [
-            logic.Candidate(
-                facility_id=r.id,
-                latitude=r.latitude,
-                longitude=r.longitude,
-                capacity=r.capacity,
-                occupied=r.occupied,
-                status=r.status,
-                open_at_arrival=is_open(r.opening_hours, r.time_zone, arrival),
+        # Ranked on what the caller may see: a withheld count ranks as unknown, a delayed one as it was.
+        view = await self._view(rows, "RecommendFacility")
+        shown: dict[str, pb.Facility] = {}
+        candidates = []
+        for r in rows:
+            if r.latitude is None or r.longitude is None:
+                continue
+            facility = shown[r.id] = facility_to_proto(r)
+            self._shaped(facility.occupancy, r, view)
+            candidates.append(
+                logic.Candidate(
+                    facility_id=r.id,
+                    latitude=r.latitude,
+                    longitude=r.longitude,
+                    capacity=r.capacity,
+                    occupied=count_of(facility.occupancy, view.access(r.operator_id)),
+                    status=facility.occupancy.status,
+                    open_at_arrival=is_open(r.opening_hours, r.time_zone, arrival),
+                )
             )
-            for r in rows
-            if r.latitude is not None and r.longitude is not None
-        ]
         drive = None
         if request.origin_edge_id:
             entrances = {r.id: r.entrance_edge_ids[0] for r in rows if r.entrance_edge_ids}
@@ -280,7 +353,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         return pb.RecommendFacilityResponse(
             recommendations=[
                 pb.Recommendation(
-                    facility=facility_to_proto(by_id[c.facility_id]),
+                    facility=shown[c.facility_id],
                     walk_meters=walk,
                     score=score,
                     drive_seconds=seconds,

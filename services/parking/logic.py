@@ -3,7 +3,7 @@ history buckets and ranking. No gRPC, no NATS, no database: everything here test
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -124,6 +124,10 @@ class Thresholds:
     almost_full: float
     full: float
     hysteresis: float
+
+
+def thresholds_from(message: pb.StatusThresholds) -> Thresholds:
+    return Thresholds(message.almost_full, message.full, message.hysteresis)
 
 
 def derive_status(
@@ -252,6 +256,15 @@ class Bucket:
     last: int
     samples: int
     known: bool
+
+
+def rounded(bucket: Bucket, to: int) -> Bucket:
+    """A bucket's counts rounded to a multiple of `to` (a partner's agreement)."""
+
+    def r(value: float) -> int:
+        return round(value / to) * to
+
+    return replace(bucket, min=r(bucket.min), max=r(bucket.max), mean=float(r(bucket.mean)), last=r(bucket.last))
 
 
 def bucket_history(

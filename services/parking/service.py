@@ -12,13 +12,15 @@ from services.common.runtime import Service, ServiceSpec
 from services.parking.api import ParkingApi
 from services.parking.feed import occupancy_feed
 from services.parking.models import TABLES, ParkingOutbox
+from services.parking.sharing import Sharing
 from services.parking.travel_times import TravelTimes
 
 
 async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awaitable[None]]]:
     feed = occupancy_feed(service.bus)
     travel_times = TravelTimes(service.settings)
-    api = ParkingApi(service.engine, committer=service.committer, feed=feed, travel_times=travel_times)
+    sharing = Sharing(book=service.agreements, audit=service.audit, engine=service.engine)
+    api = ParkingApi(service.engine, committer=service.committer, feed=feed, travel_times=travel_times, sharing=sharing)
     parking_pb2_grpc.add_ParkingServiceServicer_to_server(api, server)
 
     return [feed.stop, travel_times.close]

@@ -418,3 +418,20 @@ def history(
         if len(samples) > max_rows:
             raise InvalidArgument(f"more than {max_rows} changes in the range; ask for a shorter range")
         return row, prior, [(t, o) for t, o in samples]
+
+
+def occupancy_at(engine: Engine, when: dict[str, datetime]) -> dict[str, tuple[int, datetime]]:
+    """Per facility, the count in force at its time and when it was measured (absent: none yet)."""
+    s = OccupancySample
+    out: dict[str, tuple[int, datetime]] = {}
+    with Session(engine) as session:
+        for facility_id, at in when.items():
+            found = session.execute(
+                select(col(s.occupied), col(s.source_time))
+                .where(col(s.facility_id) == facility_id, col(s.source_time) <= at)
+                .order_by(col(s.source_time).desc(), col(s.id).desc())
+                .limit(1)
+            ).first()
+            if found is not None:
+                out[facility_id] = (found[0], found[1])
+    return out

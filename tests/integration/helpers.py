@@ -56,8 +56,10 @@ class Client:
         self.stub = stub
         self.tokens = tokens
 
-    def as_(self, caller: str) -> _As:
-        return _As(self.stub, (("authorization", f"Bearer {self.tokens[caller]}"),))
+    def as_(self, caller: str, *, purpose: str = "") -> _As:
+        """Calls as `caller`, declaring `purpose` (what partners' agreements ask readers for) if given."""
+        declared = (("x-almere-purpose", purpose),) if purpose else ()
+        return _As(self.stub, (("authorization", f"Bearer {self.tokens[caller]}"), *declared))
 
 
 class Parking(Client):

@@ -22,83 +22,86 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from almere.partners.v1 import partners_pb2 as almere_dot_partners_dot_v1_dot_partners__pb2
 from almere.type.v1 import geo_pb2 as almere_dot_type_dot_v1_dot_geo__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61lmere/parking/v1/parking.proto\x12\x11\x61lmere.parking.v1\x1a\x18\x61lmere/type/v1/geo.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"C\n\rOpeningWindow\x12\x13\n\x0b\x64\x61y_of_week\x18\x01 \x01(\x05\x12\r\n\x05opens\x18\x02 \x01(\t\x12\x0e\n\x06\x63loses\x18\x03 \x01(\t\"I\n\x10StatusThresholds\x12\x13\n\x0b\x61lmost_full\x18\x01 \x01(\x01\x12\x0c\n\x04\x66ull\x18\x02 \x01(\x01\x12\x12\n\nhysteresis\x18\x03 \x01(\x01\"\xf1\x04\n\x08\x46\x61\x63ility\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12-\n\x04kind\x18\x03 \x01(\x0e\x32\x1f.almere.parking.v1.FacilityKind\x12\x13\n\x0boperator_id\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x05 \x01(\x05\x12(\n\x08location\x18\x06 \x01(\x0b\x32\x16.almere.type.v1.LatLng\x12\x19\n\x11\x65ntrance_edge_ids\x18\x07 \x03(\t\x12\x1c\n\x14sumo_parking_area_id\x18\x08 \x01(\t\x12\x37\n\ropening_hours\x18\t \x03(\x0b\x32 .almere.parking.v1.OpeningWindow\x12\x11\n\ttime_zone\x18\n \x01(\t\x12/\n\x05state\x18\x0b \x01(\x0e\x32 .almere.parking.v1.FacilityState\x12\x37\n\nthresholds\x18\x0c \x01(\x0b\x32#.almere.parking.v1.StatusThresholds\x12\x0f\n\x07version\x18\r \x01(\x04\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\toccupancy\x18\x10 \x01(\x0b\x32\x1c.almere.parking.v1.Occupancy\x12.\n\x0bstale_after\x18\x11 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xbe\x02\n\tOccupancy\x12\x10\n\x08\x66\x61\x63ility\x18\x01 \x01(\t\x12\x17\n\x0foccupied_spaces\x18\x02 \x01(\x05\x12\x13\n\x0b\x66ree_spaces\x18\x03 \x01(\x05\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x12\x17\n\x0foccupancy_ratio\x18\x05 \x01(\x01\x12\x32\n\x06status\x18\x06 \x01(\x0e\x32\".almere.parking.v1.OccupancyStatus\x12\x10\n\x08sequence\x18\x07 \x01(\x04\x12/\n\x0bsource_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\n \x01(\x04\x12\r\n\x05stale\x18\x0b \x01(\x08\"[\n\x15\x43reateFacilityRequest\x12\x13\n\x0b\x66\x61\x63ility_id\x18\x01 \x01(\t\x12-\n\x08\x66\x61\x63ility\x18\x02 \x01(\x0b\x32\x1b.almere.parking.v1.Facility\"G\n\x16\x43reateFacilityResponse\x12-\n\x08\x66\x61\x63ility\x18\x01 \x01(\x0b\x32\x1b.almere.parking.v1.Facility\"\"\n\x12GetFacilityRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"D\n\x13GetFacilityResponse\x12-\n\x08\x66\x61\x63ility\x18\x01 \x01(\x0b\x32\x1b.almere.parking.v1.Facility\"\xae\x01\n\x15ListFacilitiesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0boperator_id\x18\x03 \x01(\t\x12.\n\x05kinds\x18\x04 \x03(\x0e\x32\x1f.almere.parking.v1.FacilityKind\x12)\n\x04\x61rea\x18\x05 \x01(\x0b\x32\x1b.almere.type.v1.BoundingBox\"b\n\x16ListFacilitiesResponse\x12/\n\nfacilities\x18\x01 \x03(\x0b\x32\x1b.almere.parking.v1.Facility\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"w\n\x15UpdateFacilityRequest\x12-\n\x08\x66\x61\x63ility\x18\x01 \x01(\x0b\x32\x1b.almere.parking.v1.Facility\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"G\n\x16UpdateFacilityResponse\x12-\n\x08\x66\x61\x63ility\x18\x01 \x01(\x0b\x32\x1b.almere.parking.v1.Facility\"\xa8\x01\n\x16ReportOccupancyRequest\x12\x10\n\x08\x66\x61\x63ility\x18\x01 \x01(\t\x12\x19\n\x0foccupied_spaces\x18\x02 \x01(\x05H\x00\x12\x15\n\x0b\x66ree_spaces\x18\x03 \x01(\x05H\x00\x12/\n\x0bsource_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x05 \x01(\x04\x42\x07\n\x05\x63ount\"\x8d\x01\n\x17ReportOccupancyResponse\x12\x31\n\x07outcome\x18\x01 \x01(\x0e\x32 .almere.parking.v1.ReportOutcome\x12/\n\toccupancy\x18\x02 \x01(\x0b\x32\x1c.almere.parking.v1.Occupancy\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\x81\x01\n\tGateEvent\x12\x33\n\tdirection\x18\x01 \x01(\x0e\x32 .almere.parking.v1.GateDirection\x12.\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07gate_id\x18\x03 \x01(\t\"k\n\x17RecordGateEventsRequest\x12\x10\n\x08\x66\x61\x63ility\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\x12,\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x1c.almere.parking.v1.GateEvent\"\xb5\x01\n\x18RecordGateEventsResponse\x12\x17\n\x0f\x61\x63\x63\x65pted_events\x18\x01 \x01(\x03\x12\x18\n\x10\x64uplicate_events\x18\x02 \x01(\x03\x12\x18\n\x10\x61\x63\x63\x65pted_batches\x18\x03 \x01(\x05\x12\x19\n\x11\x64uplicate_batches\x18\x04 \x01(\x05\x12\x31\n\x0boccupancies\x18\x05 \x03(\x0b\x32\x1c.almere.parking.v1.Occupancy\"\'\n\x13GetOccupancyRequest\x12\x10\n\x08\x66\x61\x63ility\x18\x01 \x01(\t\"G\n\x14GetOccupancyResponse\x12/\n\toccupancy\x18\x01 \x01(\x0b\x32\x1c.almere.parking.v1.Occupancy\"V\n\x15WatchOccupancyRequest\x12\x12\n\nfacilities\x18\x01 \x03(\t\x12)\n\x04\x61rea\x18\x02 \x01(\x0b\x32\x1b.almere.type.v1.BoundingBox\"[\n\x16WatchOccupancyResponse\x12/\n\toccupancy\x18\x01 \x01(\x0b\x32\x1c.almere.parking.v1.Occupancy\x12\x10\n\x08snapshot\x18\x02 \x01(\x08\"\xb7\x01\n\x1aGetOccupancyHistoryRequest\x12\x10\n\x08\x66\x61\x63ility\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06\x62ucket\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xd7\x01\n\x0fOccupancyBucket\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13min_occupied_spaces\x18\x02 \x01(\x05\x12\x1b\n\x13max_occupied_spaces\x18\x03 \x01(\x05\x12\x1c\n\x14mean_occupied_spaces\x18\x04 \x01(\x01\x12\x1c\n\x14last_occupied_spaces\x18\x05 \x01(\x05\x12\x0f\n\x07samples\x18\x06 \x01(\x05\x12\r\n\x05known\x18\x07 \x01(\x08\"d\n\x1bGetOccupancyHistoryResponse\x12\x33\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\".almere.parking.v1.OccupancyBucket\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\"\xef\x01\n\x18RecommendFacilityRequest\x12+\n\x0b\x64\x65stination\x18\x01 \x01(\x0b\x32\x16.almere.type.v1.LatLng\x12\x30\n\x0c\x61rrival_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x05kinds\x18\x03 \x03(\x0e\x32\x1f.almere.parking.v1.FacilityKind\x12\x13\n\x0bmax_results\x18\x04 \x01(\x05\x12\x17\n\x0fmax_walk_meters\x18\x05 \x01(\x01\x12\x16\n\x0eorigin_edge_id\x18\x06 \x01(\t\"z\n\x0eRecommendation\x12-\n\x08\x66\x61\x63ility\x18\x01 \x01(\x0b\x32\x1b.almere.parking.v1.Facility\x12\x13\n\x0bwalk_meters\x18\x02 \x01(\x01\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x15\n\rdrive_seconds\x18\x04 \x01(\x01\"W\n\x19RecommendFacilityResponse\x12:\n\x0frecommendations\x18\x01 \x03(\x0b\x32!.almere.parking.v1.Recommendation*\xca\x01\n\x0c\x46\x61\x63ilityKind\x12\x1d\n\x19\x46\x41\x43ILITY_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46\x41\x43ILITY_KIND_GARAGE\x10\x01\x12\x1f\n\x1b\x46\x41\x43ILITY_KIND_PARK_AND_RIDE\x10\x02\x12 \n\x1c\x46\x41\x43ILITY_KIND_ON_STREET_ZONE\x10\x03\x12\x1f\n\x1b\x46\x41\x43ILITY_KIND_EVENT_PARKING\x10\x04\x12\x1d\n\x19\x46\x41\x43ILITY_KIND_SURFACE_LOT\x10\x05*c\n\rFacilityState\x12\x1e\n\x1a\x46\x41\x43ILITY_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46\x41\x43ILITY_STATE_OPEN\x10\x01\x12\x19\n\x15\x46\x41\x43ILITY_STATE_CLOSED\x10\x02*\xd2\x01\n\x0fOccupancyStatus\x12 \n\x1cOCCUPANCY_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18OCCUPANCY_STATUS_UNKNOWN\x10\x01\x12%\n!OCCUPANCY_STATUS_SPACES_AVAILABLE\x10\x02\x12 \n\x1cOCCUPANCY_STATUS_ALMOST_FULL\x10\x03\x12\x19\n\x15OCCUPANCY_STATUS_FULL\x10\x04\x12\x1b\n\x17OCCUPANCY_STATUS_CLOSED\x10\x05*\x84\x01\n\rReportOutcome\x12\x1e\n\x1aREPORT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17REPORT_OUTCOME_ACCEPTED\x10\x01\x12\x1c\n\x18REPORT_OUTCOME_DUPLICATE\x10\x02\x12\x18\n\x14REPORT_OUTCOME_STALE\x10\x03*b\n\rGateDirection\x12\x1e\n\x1aGATE_DIRECTION_UNSPECIFIED\x10\x00\x12\x18\n\x14GATE_DIRECTION_ENTRY\x10\x01\x12\x17\n\x13GATE_DIRECTION_EXIT\x10\x02\x32\xac\x08\n\x0eParkingService\x12\x65\n\x0e\x43reateFacility\x12(.almere.parking.v1.CreateFacilityRequest\x1a).almere.parking.v1.CreateFacilityResponse\x12\\\n\x0bGetFacility\x12%.almere.parking.v1.GetFacilityRequest\x1a&.almere.parking.v1.GetFacilityResponse\x12\x65\n\x0eListFacilities\x12(.almere.parking.v1.ListFacilitiesRequest\x1a).almere.parking.v1.ListFacilitiesResponse\x12\x65\n\x0eUpdateFacility\x12(.almere.parking.v1.UpdateFacilityRequest\x1a).almere.parking.v1.UpdateFacilityResponse\x12h\n\x0fReportOccupancy\x12).almere.parking.v1.ReportOccupancyRequest\x1a*.almere.parking.v1.ReportOccupancyResponse\x12m\n\x10RecordGateEvents\x12*.almere.parking.v1.RecordGateEventsRequest\x1a+.almere.parking.v1.RecordGateEventsResponse(\x01\x12_\n\x0cGetOccupancy\x12&.almere.parking.v1.GetOccupancyRequest\x1a\'.almere.parking.v1.GetOccupancyResponse\x12g\n\x0eWatchOccupancy\x12(.almere.parking.v1.WatchOccupancyRequest\x1a).almere.parking.v1.WatchOccupancyResponse0\x01\x12t\n\x13GetOccupancyHistory\x12-.almere.parking.v1.GetOccupancyHistoryRequest\x1a..almere.parking.v1.GetOccupancyHistoryResponse\x12n\n\x11RecommendFacility\x12+.almere.parking.v1.RecommendFacilityRequest\x1a,.almere.parking.v1.RecommendFacilityResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61lmere/parking/v1/parking.proto\x12\x11\x61lmere.parking.v1\x1a!almere/partners/v1/partners.proto\x1a\x18\x61lmere/type/v1/geo.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"C\n\rOpeningWindow\x12\x13\n\x0b\x64\x61y_of_week\x18\x01 \x01(\x05\x12\r\n\x05opens\x18\x02 \x01(\t\x12\x0e\n\x06\x63loses\x18\x03 \x01(\t\"I\n\x10StatusThresholds\x12\x13\n\x0b\x61lmost_full\x18\x01 \x01(\x01\x12\x0c\n\x04\x66ull\x18\x02 \x01(\x01\x12\x12\n\nhysteresis\x18\x03 \x01(\x01\"\xf1\x04\n\x08\x46\x61\x63ility\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12-\n\x04kind\x18\x03 \x01(\x0e\x32\x1f.almere.parking.v1.FacilityKind\x12\x13\n\x0boperator_id\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x05 \x01(\x05\x12(\n\x08location\x18\x06 \x01(\x0b\x32\x16.almere.type.v1.LatLng\x12\x19\n\x11\x65ntrance_edge_ids\x18\x07 \x03(\t\x12\x1c\n\x14sumo_parking_area_id\x18\x08 \x01(\t\x12\x37\n\ropening_hours\x18\t \x03(\x0b\x32 .almere.parking.v1.OpeningWindow\x12\x11\n\ttime_zone\x18\n \x01(\t\x12/\n\x05state\x18\x0b \x01(\x0e\x32 .almere.parking.v1.FacilityState\x12\x37\n\nthresholds\x18\x0c \x01(\x0b\x32#.almere.parking.v1.StatusThresholds\x12\x0f\n\x07version\x18\r \x01(\x04\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\toccupancy\x18\x10 \x01(\x0b\x32\x1c.almere.parking.v1.Occupancy\x12.\n\x0bstale_after\x18\x11 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xeb\x02\n\tOccupancy\x12\x10\n\x08\x66\x61\x63ility\x18\x01 \x01(\t\x12\x17\n\x0foccupied_spaces\x18\x02 \x01(\x05\x12\x13\n\x0b\x66ree_spaces\x18\x03 \x01(\x05\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x12\x17\n\x0foccupancy_ratio\x18\x05 \x01(\x01\x12\x32\n\x06status\x18\x06 \x01(\x0e\x32\".almere.parking.v1.OccupancyStatus\x12\x10\n\x08sequence\x18\x07 \x01(\x04\x12/\n\x0bsource_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\n \x01(\x04\x12\r\n\x05stale\x18\x0b \x01(\x08\x12+\n\x07sharing\x18\x0c \x01(\x0b\x32\x1a.almere.parking.v1.Sharing\"\x9c\x01\n\x07Sharing\x12\x11\n\tagreement\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\x32\n\x07outcome\x18\x03 \x01(\x0e\x32!.almere.partners.v1.AccessOutcome\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12(\n\x05\x64\x65lay\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"[\n\x15\x43reateFacilityRequest\x12\x13\n\x0b\x66\x61\x63ility_id\x18\x01 \x01(\t\x12-\n\x08\x66\x61\x63ility\x18\x02 \x01(\x0b\x32\x1b.almere.parking.v1.Facility\"G\n\x16\x43reateFacilityResponse\x12-\n\x08\x66\x61\x63ility\x18\x01 \x01(\x0b\x32\x1b.almere.parking.v1.Facility\"\"\n\x12GetFacilityRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"D\n\x13GetFacilityResponse\x12-\n\x08\x66\x61\x63ility\x18\x01 \x01(\x0b\x32\x1b.almere.parking.v1.Facility\"\xae\x01\n\x15ListFacilitiesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0boperator_id\x18\x03 \x01(\t\x12.\n\x05kinds\x18\x04 \x03(\x0e\x32\x1f.almere.parking.v1.FacilityKind\x12)\n\x04\x61rea\x18\x05 \x01(\x0b\x32\x1b.almere.type.v1.BoundingBox\"b\n\x16ListFacilitiesResponse\x12/\n\nfacilities\x18\x01 \x03(\x0b\x32\x1b.almere.parking.v1.Facility\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"w\n\x15UpdateFacilityRequest\x12-\n\x08\x66\x61\x63ility\x18\x01 \x01(\x0b\x32\x1b.almere.parking.v1.Facility\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"G\n\x16UpdateFacilityResponse\x12-\n\x08\x66\x61\x63ility\x18\x01 \x01(\x0b\x32\x1b.almere.parking.v1.Facility\"\xa8\x01\n\x16ReportOccupancyRequest\x12\x10\n\x08\x66\x61\x63ility\x18\x01 \x01(\t\x12\x19\n\x0foccupied_spaces\x18\x02 \x01(\x05H\x00\x12\x15\n\x0b\x66ree_spaces\x18\x03 \x01(\x05H\x00\x12/\n\x0bsource_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x05 \x01(\x04\x42\x07\n\x05\x63ount\"\x8d\x01\n\x17ReportOccupancyResponse\x12\x31\n\x07outcome\x18\x01 \x01(\x0e\x32 .almere.parking.v1.ReportOutcome\x12/\n\toccupancy\x18\x02 \x01(\x0b\x32\x1c.almere.parking.v1.Occupancy\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\x81\x01\n\tGateEvent\x12\x33\n\tdirection\x18\x01 \x01(\x0e\x32 .almere.parking.v1.GateDirection\x12.\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07gate_id\x18\x03 \x01(\t\"k\n\x17RecordGateEventsRequest\x12\x10\n\x08\x66\x61\x63ility\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\x12,\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x1c.almere.parking.v1.GateEvent\"\xb5\x01\n\x18RecordGateEventsResponse\x12\x17\n\x0f\x61\x63\x63\x65pted_events\x18\x01 \x01(\x03\x12\x18\n\x10\x64uplicate_events\x18\x02 \x01(\x03\x12\x18\n\x10\x61\x63\x63\x65pted_batches\x18\x03 \x01(\x05\x12\x19\n\x11\x64uplicate_batches\x18\x04 \x01(\x05\x12\x31\n\x0boccupancies\x18\x05 \x03(\x0b\x32\x1c.almere.parking.v1.Occupancy\"\'\n\x13GetOccupancyRequest\x12\x10\n\x08\x66\x61\x63ility\x18\x01 \x01(\t\"G\n\x14GetOccupancyResponse\x12/\n\toccupancy\x18\x01 \x01(\x0b\x32\x1c.almere.parking.v1.Occupancy\"V\n\x15WatchOccupancyRequest\x12\x12\n\nfacilities\x18\x01 \x03(\t\x12)\n\x04\x61rea\x18\x02 \x01(\x0b\x32\x1b.almere.type.v1.BoundingBox\"[\n\x16WatchOccupancyResponse\x12/\n\toccupancy\x18\x01 \x01(\x0b\x32\x1c.almere.parking.v1.Occupancy\x12\x10\n\x08snapshot\x18\x02 \x01(\x08\"\xb7\x01\n\x1aGetOccupancyHistoryRequest\x12\x10\n\x08\x66\x61\x63ility\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06\x62ucket\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xd7\x01\n\x0fOccupancyBucket\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13min_occupied_spaces\x18\x02 \x01(\x05\x12\x1b\n\x13max_occupied_spaces\x18\x03 \x01(\x05\x12\x1c\n\x14mean_occupied_spaces\x18\x04 \x01(\x01\x12\x1c\n\x14last_occupied_spaces\x18\x05 \x01(\x05\x12\x0f\n\x07samples\x18\x06 \x01(\x05\x12\r\n\x05known\x18\x07 \x01(\x08\"d\n\x1bGetOccupancyHistoryResponse\x12\x33\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\".almere.parking.v1.OccupancyBucket\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\"\xef\x01\n\x18RecommendFacilityRequest\x12+\n\x0b\x64\x65stination\x18\x01 \x01(\x0b\x32\x16.almere.type.v1.LatLng\x12\x30\n\x0c\x61rrival_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x05kinds\x18\x03 \x03(\x0e\x32\x1f.almere.parking.v1.FacilityKind\x12\x13\n\x0bmax_results\x18\x04 \x01(\x05\x12\x17\n\x0fmax_walk_meters\x18\x05 \x01(\x01\x12\x16\n\x0eorigin_edge_id\x18\x06 \x01(\t\"z\n\x0eRecommendation\x12-\n\x08\x66\x61\x63ility\x18\x01 \x01(\x0b\x32\x1b.almere.parking.v1.Facility\x12\x13\n\x0bwalk_meters\x18\x02 \x01(\x01\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x15\n\rdrive_seconds\x18\x04 \x01(\x01\"W\n\x19RecommendFacilityResponse\x12:\n\x0frecommendations\x18\x01 \x03(\x0b\x32!.almere.parking.v1.Recommendation*\xca\x01\n\x0c\x46\x61\x63ilityKind\x12\x1d\n\x19\x46\x41\x43ILITY_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46\x41\x43ILITY_KIND_GARAGE\x10\x01\x12\x1f\n\x1b\x46\x41\x43ILITY_KIND_PARK_AND_RIDE\x10\x02\x12 \n\x1c\x46\x41\x43ILITY_KIND_ON_STREET_ZONE\x10\x03\x12\x1f\n\x1b\x46\x41\x43ILITY_KIND_EVENT_PARKING\x10\x04\x12\x1d\n\x19\x46\x41\x43ILITY_KIND_SURFACE_LOT\x10\x05*c\n\rFacilityState\x12\x1e\n\x1a\x46\x41\x43ILITY_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46\x41\x43ILITY_STATE_OPEN\x10\x01\x12\x19\n\x15\x46\x41\x43ILITY_STATE_CLOSED\x10\x02*\xd2\x01\n\x0fOccupancyStatus\x12 \n\x1cOCCUPANCY_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18OCCUPANCY_STATUS_UNKNOWN\x10\x01\x12%\n!OCCUPANCY_STATUS_SPACES_AVAILABLE\x10\x02\x12 \n\x1cOCCUPANCY_STATUS_ALMOST_FULL\x10\x03\x12\x19\n\x15OCCUPANCY_STATUS_FULL\x10\x04\x12\x1b\n\x17OCCUPANCY_STATUS_CLOSED\x10\x05*\x84\x01\n\rReportOutcome\x12\x1e\n\x1aREPORT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17REPORT_OUTCOME_ACCEPTED\x10\x01\x12\x1c\n\x18REPORT_OUTCOME_DUPLICATE\x10\x02\x12\x18\n\x14REPORT_OUTCOME_STALE\x10\x03*b\n\rGateDirection\x12\x1e\n\x1aGATE_DIRECTION_UNSPECIFIED\x10\x00\x12\x18\n\x14GATE_DIRECTION_ENTRY\x10\x01\x12\x17\n\x13GATE_DIRECTION_EXIT\x10\x02\x32\xac\x08\n\x0eParkingService\x12\x65\n\x0e\x43reateFacility\x12(.almere.parking.v1.CreateFacilityRequest\x1a).almere.parking.v1.CreateFacilityResponse\x12\\\n\x0bGetFacility\x12%.almere.parking.v1.GetFacilityRequest\x1a&.almere.parking.v1.GetFacilityResponse\x12\x65\n\x0eListFacilities\x12(.almere.parking.v1.ListFacilitiesRequest\x1a).almere.parking.v1.ListFacilitiesResponse\x12\x65\n\x0eUpdateFacility\x12(.almere.parking.v1.UpdateFacilityRequest\x1a).almere.parking.v1.UpdateFacilityResponse\x12h\n\x0fReportOccupancy\x12).almere.parking.v1.ReportOccupancyRequest\x1a*.almere.parking.v1.ReportOccupancyResponse\x12m\n\x10RecordGateEvents\x12*.almere.parking.v1.RecordGateEventsRequest\x1a+.almere.parking.v1.RecordGateEventsResponse(\x01\x12_\n\x0cGetOccupancy\x12&.almere.parking.v1.GetOccupancyRequest\x1a\'.almere.parking.v1.GetOccupancyResponse\x12g\n\x0eWatchOccupancy\x12(.almere.parking.v1.WatchOccupancyRequest\x1a).almere.parking.v1.WatchOccupancyResponse0\x01\x12t\n\x13GetOccupancyHistory\x12-.almere.parking.v1.GetOccupancyHistoryRequest\x1a..almere.parking.v1.GetOccupancyHistoryResponse\x12n\n\x11RecommendFacility\x12+.almere.parking.v1.RecommendFacilityRequest\x1a,.almere.parking.v1.RecommendFacilityResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'almere.parking.v1.parking_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FACILITYKIND']._serialized_start=4012
-  _globals['_FACILITYKIND']._serialized_end=4214
-  _globals['_FACILITYSTATE']._serialized_start=4216
-  _globals['_FACILITYSTATE']._serialized_end=4315
-  _globals['_OCCUPANCYSTATUS']._serialized_start=4318
-  _globals['_OCCUPANCYSTATUS']._serialized_end=4528
-  _globals['_REPORTOUTCOME']._serialized_start=4531
-  _globals['_REPORTOUTCOME']._serialized_end=4663
-  _globals['_GATEDIRECTION']._serialized_start=4665
-  _globals['_GATEDIRECTION']._serialized_end=4763
-  _globals['_OPENINGWINDOW']._serialized_start=179
-  _globals['_OPENINGWINDOW']._serialized_end=246
-  _globals['_STATUSTHRESHOLDS']._serialized_start=248
-  _globals['_STATUSTHRESHOLDS']._serialized_end=321
-  _globals['_FACILITY']._serialized_start=324
-  _globals['_FACILITY']._serialized_end=949
-  _globals['_OCCUPANCY']._serialized_start=952
-  _globals['_OCCUPANCY']._serialized_end=1270
-  _globals['_CREATEFACILITYREQUEST']._serialized_start=1272
-  _globals['_CREATEFACILITYREQUEST']._serialized_end=1363
-  _globals['_CREATEFACILITYRESPONSE']._serialized_start=1365
-  _globals['_CREATEFACILITYRESPONSE']._serialized_end=1436
-  _globals['_GETFACILITYREQUEST']._serialized_start=1438
-  _globals['_GETFACILITYREQUEST']._serialized_end=1472
-  _globals['_GETFACILITYRESPONSE']._serialized_start=1474
-  _globals['_GETFACILITYRESPONSE']._serialized_end=1542
-  _globals['_LISTFACILITIESREQUEST']._serialized_start=1545
-  _globals['_LISTFACILITIESREQUEST']._serialized_end=1719
-  _globals['_LISTFACILITIESRESPONSE']._serialized_start=1721
-  _globals['_LISTFACILITIESRESPONSE']._serialized_end=1819
-  _globals['_UPDATEFACILITYREQUEST']._serialized_start=1821
-  _globals['_UPDATEFACILITYREQUEST']._serialized_end=1940
-  _globals['_UPDATEFACILITYRESPONSE']._serialized_start=1942
-  _globals['_UPDATEFACILITYRESPONSE']._serialized_end=2013
-  _globals['_REPORTOCCUPANCYREQUEST']._serialized_start=2016
-  _globals['_REPORTOCCUPANCYREQUEST']._serialized_end=2184
-  _globals['_REPORTOCCUPANCYRESPONSE']._serialized_start=2187
-  _globals['_REPORTOCCUPANCYRESPONSE']._serialized_end=2328
-  _globals['_GATEEVENT']._serialized_start=2331
-  _globals['_GATEEVENT']._serialized_end=2460
-  _globals['_RECORDGATEEVENTSREQUEST']._serialized_start=2462
-  _globals['_RECORDGATEEVENTSREQUEST']._serialized_end=2569
-  _globals['_RECORDGATEEVENTSRESPONSE']._serialized_start=2572
-  _globals['_RECORDGATEEVENTSRESPONSE']._serialized_end=2753
-  _globals['_GETOCCUPANCYREQUEST']._serialized_start=2755
-  _globals['_GETOCCUPANCYREQUEST']._serialized_end=2794
-  _globals['_GETOCCUPANCYRESPONSE']._serialized_start=2796
-  _globals['_GETOCCUPANCYRESPONSE']._serialized_end=2867
-  _globals['_WATCHOCCUPANCYREQUEST']._serialized_start=2869
-  _globals['_WATCHOCCUPANCYREQUEST']._serialized_end=2955
-  _globals['_WATCHOCCUPANCYRESPONSE']._serialized_start=2957
-  _globals['_WATCHOCCUPANCYRESPONSE']._serialized_end=3048
-  _globals['_GETOCCUPANCYHISTORYREQUEST']._serialized_start=3051
-  _globals['_GETOCCUPANCYHISTORYREQUEST']._serialized_end=3234
-  _globals['_OCCUPANCYBUCKET']._serialized_start=3237
-  _globals['_OCCUPANCYBUCKET']._serialized_end=3452
-  _globals['_GETOCCUPANCYHISTORYRESPONSE']._serialized_start=3454
-  _globals['_GETOCCUPANCYHISTORYRESPONSE']._serialized_end=3554
-  _globals['_RECOMMENDFACILITYREQUEST']._serialized_start=3557
-  _globals['_RECOMMENDFACILITYREQUEST']._serialized_end=3796
-  _globals['_RECOMMENDATION']._serialized_start=3798
-  _globals['_RECOMMENDATION']._serialized_end=3920
-  _globals['_RECOMMENDFACILITYRESPONSE']._serialized_start=3922
-  _globals['_RECOMMENDFACILITYRESPONSE']._serialized_end=4009
-  _globals['_PARKINGSERVICE']._serialized_start=4766
-  _globals['_PARKINGSERVICE']._serialized_end=5834
+  _globals['_FACILITYKIND']._serialized_start=4251
+  _globals['_FACILITYKIND']._serialized_end=4453
+  _globals['_FACILITYSTATE']._serialized_start=4455
+  _globals['_FACILITYSTATE']._serialized_end=4554
+  _globals['_OCCUPANCYSTATUS']._serialized_start=4557
+  _globals['_OCCUPANCYSTATUS']._serialized_end=4767
+  _globals['_REPORTOUTCOME']._serialized_start=4770
+  _globals['_REPORTOUTCOME']._serialized_end=4902
+  _globals['_GATEDIRECTION']._serialized_start=4904
+  _globals['_GATEDIRECTION']._serialized_end=5002
+  _globals['_OPENINGWINDOW']._serialized_start=214
+  _globals['_OPENINGWINDOW']._serialized_end=281
+  _globals['_STATUSTHRESHOLDS']._serialized_start=283
+  _globals['_STATUSTHRESHOLDS']._serialized_end=356
+  _globals['_FACILITY']._serialized_start=359
+  _globals['_FACILITY']._serialized_end=984
+  _globals['_OCCUPANCY']._serialized_start=987
+  _globals['_OCCUPANCY']._serialized_end=1350
+  _globals['_SHARING']._serialized_start=1353
+  _globals['_SHARING']._serialized_end=1509
+  _globals['_CREATEFACILITYREQUEST']._serialized_start=1511
+  _globals['_CREATEFACILITYREQUEST']._serialized_end=1602
+  _globals['_CREATEFACILITYRESPONSE']._serialized_start=1604
+  _globals['_CREATEFACILITYRESPONSE']._serialized_end=1675
+  _globals['_GETFACILITYREQUEST']._serialized_start=1677
+  _globals['_GETFACILITYREQUEST']._serialized_end=1711
+  _globals['_GETFACILITYRESPONSE']._serialized_start=1713
+  _globals['_GETFACILITYRESPONSE']._serialized_end=1781
+  _globals['_LISTFACILITIESREQUEST']._serialized_start=1784
+  _globals['_LISTFACILITIESREQUEST']._serialized_end=1958
+  _globals['_LISTFACILITIESRESPONSE']._serialized_start=1960
+  _globals['_LISTFACILITIESRESPONSE']._serialized_end=2058
+  _globals['_UPDATEFACILITYREQUEST']._serialized_start=2060
+  _globals['_UPDATEFACILITYREQUEST']._serialized_end=2179
+  _globals['_UPDATEFACILITYRESPONSE']._serialized_start=2181
+  _globals['_UPDATEFACILITYRESPONSE']._serialized_end=2252
+  _globals['_REPORTOCCUPANCYREQUEST']._serialized_start=2255
+  _globals['_REPORTOCCUPANCYREQUEST']._serialized_end=2423
+  _globals['_REPORTOCCUPANCYRESPONSE']._serialized_start=2426
+  _globals['_REPORTOCCUPANCYRESPONSE']._serialized_end=2567
+  _globals['_GATEEVENT']._serialized_start=2570
+  _globals['_GATEEVENT']._serialized_end=2699
+  _globals['_RECORDGATEEVENTSREQUEST']._serialized_start=2701
+  _globals['_RECORDGATEEVENTSREQUEST']._serialized_end=2808
+  _globals['_RECORDGATEEVENTSRESPONSE']._serialized_start=2811
+  _globals['_RECORDGATEEVENTSRESPONSE']._serialized_end=2992
+  _globals['_GETOCCUPANCYREQUEST']._serialized_start=2994
+  _globals['_GETOCCUPANCYREQUEST']._serialized_end=3033
+  _globals['_GETOCCUPANCYRESPONSE']._serialized_start=3035
+  _globals['_GETOCCUPANCYRESPONSE']._serialized_end=3106
+  _globals['_WATCHOCCUPANCYREQUEST']._serialized_start=3108
+  _globals['_WATCHOCCUPANCYREQUEST']._serialized_end=3194
+  _globals['_WATCHOCCUPANCYRESPONSE']._serialized_start=3196
+  _globals['_WATCHOCCUPANCYRESPONSE']._serialized_end=3287
+  _globals['_GETOCCUPANCYHISTORYREQUEST']._serialized_start=3290
+  _globals['_GETOCCUPANCYHISTORYREQUEST']._serialized_end=3473
+  _globals['_OCCUPANCYBUCKET']._serialized_start=3476
+  _globals['_OCCUPANCYBUCKET']._serialized_end=3691
+  _globals['_GETOCCUPANCYHISTORYRESPONSE']._serialized_start=3693
+  _globals['_GETOCCUPANCYHISTORYRESPONSE']._serialized_end=3793
+  _globals['_RECOMMENDFACILITYREQUEST']._serialized_start=3796
+  _globals['_RECOMMENDFACILITYREQUEST']._serialized_end=4035
+  _globals['_RECOMMENDATION']._serialized_start=4037
+  _globals['_RECOMMENDATION']._serialized_end=4159
+  _globals['_RECOMMENDFACILITYRESPONSE']._serialized_start=4161
+  _globals['_RECOMMENDFACILITYRESPONSE']._serialized_end=4248
+  _globals['_PARKINGSERVICE']._serialized_start=5005
+  _globals['_PARKINGSERVICE']._serialized_end=6073
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from almere.partners.v1 import partners_pb2 as _partners_pb2
 from almere.type.v1 import geo_pb2 as _geo_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -338,6 +339,7 @@ class Occupancy(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     STALE_FIELD_NUMBER: _builtins.int
+    SHARING_FIELD_NUMBER: _builtins.int
     facility: _builtins.str
     """Resource name of the facility: `facilities/{facility}`."""
     occupied_spaces: _builtins.int
@@ -362,6 +364,12 @@ class Occupancy(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the service accepted the last change."""
 
+    @_builtins.property
+    def sharing(self) -> Global___Sharing:
+        """Output only. Set when the facility's operator is a partner whose data-sharing agreement covers
+        its occupancy: what the caller is given under it.
+        """
+
     def __init__(
         self,
         *,
@@ -376,14 +384,55 @@ class Occupancy(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         version: _builtins.int = ...,
         stale: _builtins.bool = ...,
+        sharing: Global___Sharing | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["source_time", b"source_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sharing", b"sharing", "source_time", b"source_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "facility", b"facility", "free_spaces", b"free_spaces", "occupancy_ratio", b"occupancy_ratio", "occupied_spaces", b"occupied_spaces", "sequence", b"sequence", "source_time", b"source_time", "stale", b"stale", "status", b"status", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "facility", b"facility", "free_spaces", b"free_spaces", "occupancy_ratio", b"occupancy_ratio", "occupied_spaces", b"occupied_spaces", "sequence", b"sequence", "sharing", b"sharing", "source_time", b"source_time", "stale", b"stale", "status", b"status", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Occupancy: _TypeAlias = Occupancy  # noqa: Y015
+
+@_typing.final
+class Sharing(_message.Message):
+    """How a partner's agreement shaped an occupancy for the caller (see almere.partners.v1)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGREEMENT_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DELAY_FIELD_NUMBER: _builtins.int
+    agreement: _builtins.str
+    """The agreement applied (`partners/{partner}/agreements/occupancy`) and its revision."""
+    revision: _builtins.int
+    outcome: _partners_pb2.AccessOutcome.ValueType
+    """FULL: as counted. DEGRADED: as `reason` says (counts rounded, status only, `delay` old).
+    WITHHELD or REFUSED: nothing of the occupancy but its facility and capacity; `reason` says why.
+    """
+    reason: _builtins.str
+    @_builtins.property
+    def delay(self) -> _duration_pb2.Duration:
+        """The occupancy is as it was this long ago."""
+
+    def __init__(
+        self,
+        *,
+        agreement: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        outcome: _partners_pb2.AccessOutcome.ValueType = ...,
+        reason: _builtins.str = ...,
+        delay: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement", b"agreement", "delay", b"delay", "outcome", b"outcome", "reason", b"reason", "revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Sharing: _TypeAlias = Sharing  # noqa: Y015
 
 @_typing.final
 class CreateFacilityRequest(_message.Message):
