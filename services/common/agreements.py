@@ -48,6 +48,7 @@ class Outcome(StrEnum):
     DEGRADED = "degraded"
     WITHHELD = "withheld"
     REFUSED = "refused"
+    DELETED = "deleted"  # not a read: the retention's deletion, audited like one
 
 
 OUTCOMES = {
@@ -55,6 +56,7 @@ OUTCOMES = {
     Outcome.DEGRADED: pb.ACCESS_OUTCOME_DEGRADED,
     Outcome.WITHHELD: pb.ACCESS_OUTCOME_WITHHELD,
     Outcome.REFUSED: pb.ACCESS_OUTCOME_REFUSED,
+    Outcome.DELETED: pb.ACCESS_OUTCOME_DELETED,
 }
 
 
@@ -131,6 +133,24 @@ class AgreementBook:
     async def stop(self) -> None:
         if self._sub is not None:
             await self._sub.unsubscribe()  # type: ignore[attr-defined]
+
+    def retention(self, dataset: int) -> dict[str, tuple[int, Access]]:
+        """Per partner with an agreement for `dataset`: the days of history to keep, and the Access
+        under which its deletions are audited."""
+        out = {}
+        for (partner_id, of), agreement in self._agreements.items():
+            if of != dataset:
+                continue
+            deleted = Access(
+                partner_id=partner_id,
+                dataset=dataset,
+                outcome=Outcome.DELETED,
+                agreement=agreement.name,
+                revision=agreement.revision,
+                reason=f"history older than {agreement.retention_days} days deleted",
+            )
+            out[partner_id] = (agreement.retention_days, deleted)
+        return out
 
     def suspended(self, partner_id: str) -> bool:
         return partner_id in self._suspended

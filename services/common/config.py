@@ -143,6 +143,8 @@ class Settings(BaseSettings):
     service_token: str | None = None
     # How often scheduled work (planned closures, scheduled plan activations) is checked.
     scheduler_poll_seconds: float = 1.0
+    # How often history older than partners' agreements allow (retention_days) is deleted.
+    retention_check_seconds: float = Field(default=3600.0, gt=0)
     # Cycle lengths a signal plan may have.
     signal_cycle_min_seconds: float = 30.0
     signal_cycle_max_seconds: float = 180.0

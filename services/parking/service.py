@@ -12,6 +12,7 @@ from services.common.runtime import Service, ServiceSpec
 from services.parking.api import ParkingApi
 from services.parking.feed import occupancy_feed
 from services.parking.models import TABLES, ParkingOutbox
+from services.parking.retention import Retention
 from services.parking.sharing import Sharing
 from services.parking.travel_times import TravelTimes
 
@@ -22,8 +23,14 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
     sharing = Sharing(book=service.agreements, audit=service.audit, engine=service.engine)
     api = ParkingApi(service.engine, committer=service.committer, feed=feed, travel_times=travel_times, sharing=sharing)
     parking_pb2_grpc.add_ParkingServiceServicer_to_server(api, server)
-
-    return [feed.stop, travel_times.close]
+    retention = Retention(
+        book=service.agreements,
+        audit=service.audit,
+        committer=service.committer,
+        every_s=service.settings.retention_check_seconds,
+    )
+    retention.start()
+    return [feed.stop, travel_times.close, retention.stop]
 
 
 SPEC = ServiceSpec(

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from almere.parking.v1 import events_pb2
 from almere.parking.v1 import parking_pb2 as pb
 from google.protobuf import field_mask_pb2
-from sqlalchemy import Engine, and_, bindparam, insert, select, true, update
+from sqlalchemy import Engine, and_, bindparam, delete, insert, select, true, update
 from sqlmodel import Session, col
 
 from services.common.auth import Identity, Role
@@ -435,3 +435,25 @@ def occupancy_at(engine: Engine, when: dict[str, datetime]) -> dict[str, tuple[i
             if found is not None:
                 out[facility_id] = (found[0], found[1])
     return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Expire:
+    """Delete the history of `operator_id`'s facilities measured before `before`."""
+
+    operator_id: str
+    before: datetime
+
+
+def expire_history(session: Session, items: Sequence[Expire]) -> list[Any]:
+    """Per item, how many history rows it deleted."""
+    deleted = []
+    for item in items:
+        facilities = select(col(Facility.id)).where(col(Facility.operator_id) == item.operator_id)
+        result = session.execute(
+            delete(OccupancySample).where(
+                col(OccupancySample.facility_id).in_(facilities), col(OccupancySample.source_time) < item.before
+            )
+        )
+        deleted.append(result.rowcount)  # type: ignore[attr-defined]
+    return deleted

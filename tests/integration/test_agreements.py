@@ -18,6 +18,7 @@ import pytest
 from almere.parking.v1 import parking_pb2 as pb
 from almere.partners.v1 import partners_pb2 as ppb
 from almere.type.v1 import geo_pb2
+from google.protobuf.duration_pb2 import Duration
 
 from services.parking.service import SPEC as PARKING
 from services.partners.service import SPEC as PARTNERS
@@ -37,7 +38,7 @@ class City:
 async def city(start_service: Callable[..., Awaitable[str]], tokens: dict[str, str]) -> AsyncIterator[City]:
     """Partner op-a (the test operator's) with garage-a, a city garage beside it, and op-a's terms."""
     async with (
-        grpc.aio.insecure_channel(await start_service(PARKING)) as parking_channel,
+        grpc.aio.insecure_channel(await start_service(PARKING, retention_check_seconds=0.2)) as parking_channel,
         grpc.aio.insecure_channel(await start_service(PARTNERS)) as partners_channel,
     ):
         city = City(parking=Parking(parking_channel, tokens), partners=Partners(partners_channel, tokens))
@@ -220,3 +221,33 @@ async def test_suspending_the_partner_refuses_its_next_call_and_ends_its_stream(
     reading = city.parking.as_("engineer", purpose=TRAFFIC)
     occupancy = (await reading.GetOccupancy(pb.GetOccupancyRequest(facility=GARAGE))).occupancy
     assert occupancy.sequence == 2, "the suspended partner's report wrote nothing"
+
+
+async def test_history_older_than_the_retention_is_deleted_and_audited(city: City) -> None:
+    await city.parking.create("garage-b", operator="op-a")
+    now = datetime.now(UTC)
+    for sequence, age in enumerate((timedelta(days=40), timedelta(days=35), timedelta(0)), start=1):
+        await city.parking.report("garage-b", 10 * sequence, sequence, when=now - age)
+    history = pb.GetOccupancyHistoryRequest(
+        facility="facilities/garage-b", start_time=ts(now - timedelta(days=60)), bucket=Duration(seconds=86400)
+    )
+    reading = city.parking.as_("operator")
+    started = time.monotonic()
+    while any(b.known for b in (await reading.GetOccupancyHistory(history)).buckets[:-1]):
+        assert time.monotonic() - started < 5, "the 40- and 35-day-old counts were not deleted"
+        await asyncio.sleep(0.05)
+    buckets = (await reading.GetOccupancyHistory(history)).buckets
+    assert buckets[-1].last_occupied_spaces == 30, "the recent count stays"
+    started = time.monotonic()
+    while True:
+        records = (
+            await city.partners.as_("engineer").ListAccessRecords(ppb.ListAccessRecordsRequest(parent="partners/op-a"))
+        ).records
+        deletions = [r for r in records if r.outcome == ppb.ACCESS_OUTCOME_DELETED]
+        if deletions:
+            break
+        assert time.monotonic() - started < 5, "the deletion is not in the audit"
+        await asyncio.sleep(0.05)
+    assert [(d.method, d.items, d.reason) for d in deletions] == [
+        ("Retention", 2, "history older than 30 days deleted")
+    ]

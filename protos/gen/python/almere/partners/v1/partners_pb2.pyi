@@ -152,6 +152,8 @@ class _AccessOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AccessO
     """The call was refused (no declared purpose, a purpose the agreement does not name, outside the
     agreement's validity).
     """
+    ACCESS_OUTCOME_DELETED: _AccessOutcome.ValueType  # 5
+    """Not a read: history older than the agreement's retention was deleted (`items` rows)."""
 
 class AccessOutcome(_AccessOutcome, metaclass=_AccessOutcomeEnumTypeWrapper):
     """What a read of partner data was given."""
@@ -169,6 +171,8 @@ ACCESS_OUTCOME_REFUSED: AccessOutcome.ValueType  # 4
 """The call was refused (no declared purpose, a purpose the agreement does not name, outside the
 agreement's validity).
 """
+ACCESS_OUTCOME_DELETED: AccessOutcome.ValueType  # 5
+"""Not a read: history older than the agreement's retention was deleted (`items` rows)."""
 Global___AccessOutcome: _TypeAlias = AccessOutcome  # noqa: Y015
 
 @_typing.final
