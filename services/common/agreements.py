@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from almere.partners.v1 import events_pb2
 from almere.partners.v1 import partners_pb2 as pb
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from contract.bus import AGREEMENT_SET, PARTNER_ACCESS, PARTNER_DATA_READ, PARTNERS
-from services.common.auth import PUBLIC_SAFETY, PURPOSE_METADATA, Identity, Role
+from services.common.auth import PUBLIC_SAFETY, PURPOSE_METADATA, Identity, Role, current_identity, current_purpose
 from services.common.bus import Bus
 from services.common.clock import from_timestamp, to_timestamp
+from services.common.terms import OUTCOMES, Access, Outcome, describe
 
 log = logging.getLogger(__name__)
 
@@ -41,43 +43,6 @@ AUDIENCES = {
     Role.PUBLIC: pb.AUDIENCE_PUBLIC,
 }
 AUDIT_QUEUE = 10_000
-
-
-class Outcome(StrEnum):
-    FULL = "full"
-    DEGRADED = "degraded"
-    WITHHELD = "withheld"
-    REFUSED = "refused"
-    DELETED = "deleted"  # not a read: the retention's deletion, audited like one
-
-
-OUTCOMES = {
-    Outcome.FULL: pb.ACCESS_OUTCOME_FULL,
-    Outcome.DEGRADED: pb.ACCESS_OUTCOME_DEGRADED,
-    Outcome.WITHHELD: pb.ACCESS_OUTCOME_WITHHELD,
-    Outcome.REFUSED: pb.ACCESS_OUTCOME_REFUSED,
-    Outcome.DELETED: pb.ACCESS_OUTCOME_DELETED,
-}
-
-
-@dataclass(frozen=True, kw_only=True)
-class Access:
-    """What one caller may see of one partner's dataset."""
-
-    partner_id: str
-    dataset: int
-    outcome: Outcome
-    agreement: str = ""  # the agreement's name; "" when there is none
-    revision: int = 0
-    detail: int = pb.DETAIL_RAW
-    round_to: int = 0
-    delay: timedelta = timedelta(0)
-    reason: str = ""
-
-    @property
-    def audited(self) -> bool:
-        """Reads under an agreement are audited; the partner's own and unregulated ones are not."""
-        return bool(self.agreement)
 
 
 class AgreementBook:
@@ -196,18 +161,8 @@ class AgreementBook:
             detail=terms.detail,
             round_to=terms.round_to,
             delay=timedelta(minutes=terms.delay_minutes),
-            reason=_describe(terms),
+            reason=describe(terms),
         )
-
-
-def _describe(terms: pb.AudienceTerms) -> str:
-    parts = {
-        pb.DETAIL_ROUNDED: [f"counts rounded to {terms.round_to}"],
-        pb.DETAIL_STATUS_ONLY: ["status only"],
-    }.get(terms.detail, [])
-    if terms.delay_minutes:
-        parts.append(f"{terms.delay_minutes} minutes late")
-    return ", ".join(parts)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -281,3 +236,33 @@ class AccessAudit:
                     log.warning("access audit publish failed (%s); retrying", err)
                     await asyncio.sleep(1.0)
             self._queue.task_done()
+
+
+class Governance:
+    """A service's view of partners' agreements for the caller of the RPC being served."""
+
+    def __init__(self, *, book: AgreementBook, audit: AccessAudit) -> None:
+        self.book = book
+        self._audit = audit
+
+    def access(self, partner_id: str, *, dataset: int, now: datetime) -> Access:
+        """The current caller's access, unaudited (a Watch's changes, audited when it began)."""
+        return self.book.access(
+            identity=current_identity.get(),
+            purpose=current_purpose.get(),
+            partner_id=partner_id,
+            dataset=dataset,
+            now=now,
+        )
+
+    def read(self, owners: Iterable[str], *, dataset: int, method: str, now: datetime) -> dict[str, Access]:
+        """The current caller's access to the data of each owner of the items read (one owner per
+        item), audited once per partner with the number of its items."""
+        items = Counter(owners)
+        accesses = {owner: self.access(owner, dataset=dataset, now=now) for owner in items}
+        identity, purpose = current_identity.get(), current_purpose.get()
+        for owner, access in accesses.items():
+            self._audit.record(
+                Read(access=access, identity=identity, purpose=purpose, method=method, items=items[owner], now=now)
+            )
+        return accesses

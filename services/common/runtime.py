@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from sqlmodel import SQLModel
 
 from contract.bus import PARTNER_ACCESS, PARTNERS, Stream
-from services.common.agreements import AccessAudit, AgreementBook
+from services.common.agreements import AccessAudit, AgreementBook, Governance
 from services.common.auth import TokenStore
 from services.common.bus import Bus, stream_limits
 from services.common.clock import utcnow
@@ -82,6 +82,7 @@ class Service:
     # Partners' agreements and suspensions (from PARTNERS), and the audit of reads of their data.
     agreements: AgreementBook = field(init=False)
     audit: AccessAudit = field(init=False)
+    governance: Governance = field(init=False)
     _stop_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _stop_metrics: Callable[[], None] | None = None
 
@@ -124,6 +125,7 @@ class Service:
             raise RuntimeError(f"the PARTNERS stream was not replayed in {AGREEMENTS_REPLAY_SECONDS} s") from None
         self.audit = AccessAudit(self.bus, service=self.spec.name)
         self.audit.start()
+        self.governance = Governance(book=self.agreements, audit=self.audit)
         tokens = TokenStore(s.tokens_file, s.tokens)
         oidc = verifier_from(s)
         if not len(tokens) and oidc is None:

@@ -11,9 +11,11 @@ from typing import Any
 import numpy as np
 from almere.optimizer.v1 import optimizer_pb2 as pb
 from almere.optimizer.v1 import optimizer_pb2_grpc
+from almere.partners.v1 import partners_pb2 as ppb
 from grpc import aio
 
 from services.common.access import allow
+from services.common.agreements import Governance
 from services.common.auth import current_identity
 from services.common.clock import to_timestamp, utcnow
 from services.common.errors import Unavailable
@@ -30,9 +32,16 @@ Context = aio.ServicerContext[Any, Any]
 
 class OptimizerApi(optimizer_pb2_grpc.OptimizerServiceServicer):
     def __init__(
-        self, decisions: DecisionEngine, *, serial_committer: SerialCommitter, feed: EventFeed, signals: AdaptiveControl
+        self,
+        decisions: DecisionEngine,
+        *,
+        serial_committer: SerialCommitter,
+        feed: EventFeed,
+        signals: AdaptiveControl,
+        governance: Governance,
     ) -> None:
         self._decisions = decisions
+        self._governance = governance
         self._serial_committer = serial_committer
         self._feed = feed
         self._signals = signals
@@ -77,11 +86,22 @@ class OptimizerApi(optimizer_pb2_grpc.OptimizerServiceServicer):
             for i in wanted
         ]
         promised = d.promised()
+        known = sorted(d.facilities.values(), key=lambda f: f.id)
+        accesses = self._governance.read(
+            (f.operator_id or "" for f in known), dataset=ppb.DATASET_OCCUPANCY, method="GetNetworkState", now=utcnow()
+        )
         facilities = [
-            pb.FacilityState(
-                facility_id=f.id, capacity=f.capacity, occupied=f.occupied, promised=promised[f.id], edge_id=f.edge_id
+            logic.facility_state(
+                pb.FacilityState(
+                    facility_id=f.id,
+                    capacity=f.capacity,
+                    occupied=f.occupied,
+                    promised=promised[f.id],
+                    edge_id=f.edge_id,
+                ),
+                accesses[f.operator_id or ""],
             )
-            for f in sorted(d.facilities.values(), key=lambda f: f.id)
+            for f in known
         ]
         return pb.GetNetworkStateResponse(edges=edges, facilities=facilities)
 

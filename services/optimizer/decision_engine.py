@@ -104,6 +104,7 @@ class DecisionEngine:
             report_time=known.report_time if known else None,
             opening_hours=windows(f.opening_hours),
             time_zone=f.time_zone or DEFAULT_TIME_ZONE,
+            operator_id=f.operator_id,
         )
         self.facilities[facility.id] = facility
         return Writes(facilities=[facility])

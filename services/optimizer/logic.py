@@ -4,8 +4,10 @@ no database. What each lever decides is in levers/."""
 from __future__ import annotations
 
 from almere.optimizer.v1 import optimizer_pb2 as pb
+from almere.partners.v1 import partners_pb2 as ppb
 
 from services.common.errors import InvalidArgument
+from services.common.terms import Access, Outcome, sharing_of
 
 STRATEGY_FIELDS = frozenset(pb.Strategy.DESCRIPTOR.fields_by_name)
 
@@ -49,3 +51,16 @@ def validate_strategy(s: pb.Strategy) -> None:
     for ok, message in checks:
         if not ok:
             raise InvalidArgument(message)
+
+
+def facility_state(state: pb.FacilityState, access: Access) -> pb.FacilityState:
+    """A facility of the live model as the caller may see it under its operator's agreement: counts
+    rounded as agreed; withheld, status only or delayed (the model is live) without its count."""
+    if not access.agreement:
+        return state
+    if access.outcome is Outcome.DEGRADED and access.detail == ppb.DETAIL_ROUNDED and not access.delay:
+        state.occupied = round(state.occupied / access.round_to) * access.round_to
+    elif access.outcome is not Outcome.FULL:
+        state.occupied = 0
+    state.sharing.CopyFrom(sharing_of(access))
+    return state

@@ -43,6 +43,7 @@ class FacilityRow(SQLModel, table=True):
     report_time: datetime | None = Field(default=None, sa_type=UtcDateTime)
     opening_hours: list[dict[str, object]] = Field(default_factory=list, sa_type=JSON)
     time_zone: str = Field(default=DEFAULT_TIME_ZONE, max_length=64)
+    operator_id: str | None = Field(default=None, max_length=63)
 
 
 class DecisionRow(SQLModel, table=True):

@@ -80,7 +80,9 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
         signals=signals_pb2_grpc.SignalServiceStub(channel) if channel else None,
         token=settings.service_token,
     )
-    api = OptimizerApi(decisions, serial_committer=serial_committer, feed=feed, signals=signals)
+    api = OptimizerApi(
+        decisions, serial_committer=serial_committer, feed=feed, signals=signals, governance=service.governance
+    )
     optimizer_pb2_grpc.add_OptimizerServiceServicer_to_server(api, server)
 
     consumers = [

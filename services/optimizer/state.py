@@ -48,6 +48,9 @@ class Facility:
     # Weekly windows ({day_of_week, opens, closes}) in the facility's time zone; none: always open.
     opening_hours: list[dict[str, object]] = field(default_factory=list)
     time_zone: str = DEFAULT_TIME_ZONE
+    # Whose the facility is: its occupancy is shown under the operator's agreement (None: not yet
+    # known, a facility the model had before it kept operators).
+    operator_id: str | None = None
 
     def walk_s(self, latitude: float, longitude: float) -> float:
         return walking_m(self.latitude, self.longitude, latitude, longitude) / WALK_SPEED_MPS

@@ -17,7 +17,6 @@ from sqlalchemy import Engine
 from contract.bus import OCCUPANCY_CHANGED
 from services.common import paging
 from services.common.access import ANY_CALLER, OPEN_DATA, allow
-from services.common.agreements import Outcome
 from services.common.auth import Role, current_identity
 from services.common.clock import from_timestamp, to_timestamp, utcnow
 from services.common.db import GroupCommitter
@@ -26,6 +25,7 @@ from services.common.feed import Change, EventFeed, with_ticks
 from services.common.geo import area_of, inside, validate_lat_lng
 from services.common.names import validate_id
 from services.common.opening_hours import is_open
+from services.common.terms import Outcome, require
 from services.parking import logic, usecases
 from services.parking.convert import FacilityView, facility_to_proto, occupancy_to_proto, thresholds_of
 from services.parking.models import Facility
@@ -73,7 +73,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         out = []
         for row in rows:
             if single:
-                Sharing.require(view.access(row.operator_id))
+                require(view.access(row.operator_id))
             facility = facility_to_proto(row)
             self._shaped(facility.occupancy, row, view)
             out.append(facility)
@@ -203,7 +203,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         facility_id = logic.facility_id_from_name(request.facility, "facility")
         row = await asyncio.to_thread(usecases.get_facility, self._engine, facility_id)
         view = await self._view([row], "GetOccupancy")
-        Sharing.require(view.access(row.operator_id))
+        require(view.access(row.operator_id))
         return pb.GetOccupancyResponse(occupancy=self._shaped(occupancy_to_proto(row), row, view))
 
     @allow(ANY_CALLER)
@@ -275,7 +275,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
 
         row = await asyncio.to_thread(usecases.get_facility, self._engine, facility_id)
         access = (await self._view([row], "GetOccupancyHistory")).access(row.operator_id)
-        Sharing.require(access)
+        require(access)
         if access.detail == ppb.DETAIL_STATUS_ONLY:
             raise PermissionDenied(f"{access.agreement} shares this occupancy as its status only: no history of counts")
         end = min(end, utcnow() - access.delay)  # a delayed audience's history ends a delay ago

@@ -20,7 +20,7 @@ from services.parking.travel_times import TravelTimes
 async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awaitable[None]]]:
     feed = occupancy_feed(service.bus)
     travel_times = TravelTimes(service.settings)
-    sharing = Sharing(book=service.agreements, audit=service.audit, engine=service.engine)
+    sharing = Sharing(governance=service.governance, engine=service.engine)
     api = ParkingApi(service.engine, committer=service.committer, feed=feed, travel_times=travel_times, sharing=sharing)
     parking_pb2_grpc.add_ParkingServiceServicer_to_server(api, server)
     retention = Retention(

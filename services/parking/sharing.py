@@ -19,13 +19,11 @@ from datetime import datetime
 
 from almere.parking.v1 import parking_pb2 as pb
 from almere.partners.v1 import partners_pb2 as ppb
-from google.protobuf import duration_pb2
 from sqlalchemy import Engine
 
-from services.common.agreements import OUTCOMES, Access, AccessAudit, AgreementBook, Outcome, Read
-from services.common.auth import current_identity, current_purpose
+from services.common.agreements import Governance
 from services.common.clock import to_timestamp, utcnow
-from services.common.errors import PermissionDenied
+from services.common.terms import Access, Outcome, sharing_of
 from services.parking import logic, usecases
 
 DATASET = ppb.DATASET_OCCUPANCY
@@ -43,58 +41,26 @@ class View:
 
 
 class Sharing:
-    def __init__(self, *, book: AgreementBook, audit: AccessAudit, engine: Engine) -> None:
-        self.book = book
-        self._audit = audit
+    def __init__(self, *, governance: Governance, engine: Engine) -> None:
+        self._governance = governance
         self._engine = engine
 
     async def view(self, facilities: Iterable[tuple[str, str]], *, method: str, now: datetime) -> View:
         """The accesses of the caller to the (facility id, operator id) pairs given, and the past
         counts delayed ones need. Audited, one record per partner."""
-        identity, purpose = current_identity.get(), current_purpose.get()
-        by_operator: dict[str, list[str]] = {}
-        for facility_id, operator_id in facilities:
-            by_operator.setdefault(operator_id, []).append(facility_id)
-        accesses = {
-            operator: self.book.access(
-                identity=identity, purpose=purpose, partner_id=operator, dataset=DATASET, now=now
-            )
-            for operator in by_operator
-        }
-        for operator, access in accesses.items():
-            read = Read(
-                access=access,
-                identity=identity,
-                purpose=purpose,
-                method=method,
-                items=len(by_operator[operator]),
-                now=now,
-            )
-            self._audit.record(read)
+        pairs = list(facilities)
+        accesses = self._governance.read((operator for _, operator in pairs), dataset=DATASET, method=method, now=now)
         delayed = {
-            facility_id: now - access.delay
-            for operator, access in accesses.items()
-            if access.outcome is Outcome.DEGRADED and access.delay
-            for facility_id in by_operator[operator]
+            facility_id: now - accesses[operator].delay
+            for facility_id, operator in pairs
+            if accesses[operator].outcome is Outcome.DEGRADED and accesses[operator].delay
         }
         past = await asyncio.to_thread(usecases.occupancy_at, self._engine, delayed) if delayed else {}
         return View(accesses=accesses, past=past)
 
     def access(self, operator_id: str) -> Access:
         """The current caller's access now, unaudited (a Watch's changes, audited when it began)."""
-        return self.book.access(
-            identity=current_identity.get(),
-            purpose=current_purpose.get(),
-            partner_id=operator_id,
-            dataset=DATASET,
-            now=utcnow(),
-        )
-
-    @staticmethod
-    def require(access: Access) -> None:
-        """A single read: refused unless the caller sees something."""
-        if access.outcome in (Outcome.REFUSED, Outcome.WITHHELD):
-            raise PermissionDenied(access.reason)
+        return self._governance.access(operator_id, dataset=DATASET, now=utcnow())
 
 
 def shape(
@@ -110,13 +76,7 @@ def shape(
     if not access.agreement:
         return
     capacity = occupancy.capacity
-    sharing = pb.Sharing(
-        agreement=access.agreement,
-        revision=access.revision,
-        outcome=OUTCOMES[access.outcome],
-        reason=access.reason,
-        delay=duration_pb2.Duration(seconds=int(access.delay.total_seconds())) if access.delay else None,
-    )
+    sharing = sharing_of(access)
     if access.outcome in (Outcome.REFUSED, Outcome.WITHHELD):
         withheld = pb.Occupancy(
             facility=occupancy.facility, capacity=capacity, status=pb.OCCUPANCY_STATUS_UNKNOWN, sharing=sharing

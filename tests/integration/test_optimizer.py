@@ -25,7 +25,7 @@ from services.common.runtime import Service
 from services.optimizer.routing import RoadGraph
 from services.optimizer.service import SPEC
 from sim.scenarios.almere_centrum import layout
-from tests.integration.helpers import Client, Incidents, Parking, read_stream
+from tests.integration.helpers import Client, Incidents, Parking, Partners, read_stream
 
 WEST_IN = layout.edge_id("ext-w", "j02")
 EAST_OUT = layout.edge_id("j52", "ext-e")
@@ -276,3 +276,59 @@ async def test_watch_decisions_streams_each_decision_with_its_reason_and_trigger
     status = await optimizer.as_("engineer").GetStatus(pb.GetStatusRequest())
     assert status.vehicles == 3 and status.decisions["LEVER_CONGESTION_REROUTING"] == 3
     assert status.last_sim_time_seconds == 30
+
+
+async def test_the_network_state_shows_a_partners_garage_as_its_agreement_allows(
+    start_service: Callable[..., Awaitable[str]], optimizer: Optimizer, tokens: dict[str, str]
+) -> None:
+    from almere.partners.v1 import partners_pb2 as ppb
+
+    from services.parking.service import SPEC as PARKING
+    from services.partners.service import SPEC as PARTNERS
+
+    async with (
+        grpc.aio.insecure_channel(await start_service(PARKING)) as p,
+        grpc.aio.insecure_channel(await start_service(PARTNERS)) as q,
+    ):
+        parking, partners = Parking(p, tokens), Partners(q, tokens)
+        await partners.as_("engineer").CreatePartner(
+            ppb.CreatePartnerRequest(
+                partner_id="op-a", partner=ppb.Partner(display_name="A", kind=ppb.PARTNER_KIND_GARAGE_OPERATOR)
+            )
+        )
+        await partners.as_("operator").SetAgreement(
+            ppb.SetAgreementRequest(
+                name="partners/op-a/agreements/occupancy",
+                agreement=ppb.Agreement(
+                    audiences=[
+                        ppb.AudienceTerms(audience=ppb.AUDIENCE_OPTIMIZER, detail=ppb.DETAIL_RAW),
+                        ppb.AudienceTerms(audience=ppb.AUDIENCE_ENGINEER, detail=ppb.DETAIL_ROUNDED, round_to=10),
+                    ],
+                    retention_days=30,
+                    purposes=["traffic-management"],
+                ),
+            )
+        )
+        await parking.create("garage-forum", capacity=50, entrance_edge_ids=[FORUM.edge])  # operator op-a
+        await parking.report("garage-forum", 47, 1)
+
+        async def seen_by(caller: str) -> pb.FacilityState | None:
+            state = await optimizer.as_(caller, purpose="traffic-management").GetNetworkState(
+                pb.GetNetworkStateRequest()
+            )
+            return next((f for f in state.facilities if f.facility_id == "garage-forum" and f.sharing.revision), None)
+
+        raw = await _until(lambda: seen_by("optimizer"), "the optimizer to count garage-forum under the agreement")
+        await _until(lambda: _counted(seen_by("optimizer"), 47), "the count to reach the optimizer")
+        rounded, withheld = await seen_by("engineer"), await seen_by("police")
+        assert raw.sharing.outcome == ppb.ACCESS_OUTCOME_FULL
+        assert rounded is not None and (rounded.occupied, rounded.sharing.outcome) == (50, ppb.ACCESS_OUTCOME_DEGRADED)
+        assert withheld is not None and (withheld.occupied, withheld.sharing.outcome) == (
+            0,
+            ppb.ACCESS_OUTCOME_WITHHELD,
+        )
+
+
+async def _counted(state: Awaitable[pb.FacilityState | None], occupied: int) -> bool:
+    found = await state
+    return found is not None and found.occupied == occupied

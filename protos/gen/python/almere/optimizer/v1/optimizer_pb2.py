@@ -23,13 +23,14 @@ _sym_db = _symbol_database.Default()
 
 
 from almere.optimizer.v1 import decisions_pb2 as almere_dot_optimizer_dot_v1_dot_decisions__pb2
+from almere.parking.v1 import parking_pb2 as almere_dot_parking_dot_v1_dot_parking__pb2
 from almere.signals.v1 import signals_pb2 as almere_dot_signals_dot_v1_dot_signals__pb2
 from almere.type.v1 import geo_pb2 as almere_dot_type_dot_v1_dot_geo__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#almere/optimizer/v1/optimizer.proto\x12\x13\x61lmere.optimizer.v1\x1a#almere/optimizer/v1/decisions.proto\x1a\x1f\x61lmere/signals/v1/signals.proto\x1a\x18\x61lmere/type/v1/geo.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x02\n\x08Strategy\x12\x1a\n\x12incident_rerouting\x18\x01 \x01(\x08\x12\x1c\n\x14\x63ongestion_rerouting\x18\x02 \x01(\x08\x12\x18\n\x10parking_guidance\x18\x03 \x01(\x08\x12\x16\n\x0e\x65quipped_share\x18\x04 \x01(\x01\x12!\n\x19\x64\x65\x63ision_interval_seconds\x18\x05 \x01(\x01\x12\x18\n\x10min_gain_seconds\x18\x06 \x01(\x01\x12\x19\n\x11min_relative_gain\x18\x07 \x01(\x01\x12\x1c\n\x14reroute_hold_seconds\x18\x08 \x01(\x01\x12\x16\n\x0ereserve_spaces\x18\t \x01(\x05\"\x12\n\x10GetStatusRequest\"\xb6\x03\n\x11GetStatusResponse\x12\x46\n\x08\x63onsumed\x18\x01 \x03(\x0b\x32\x34.almere.optimizer.v1.GetStatusResponse.ConsumedEntry\x12H\n\tdecisions\x18\x02 \x03(\x0b\x32\x35.almere.optimizer.v1.GetStatusResponse.DecisionsEntry\x12\x10\n\x08vehicles\x18\x03 \x01(\x05\x12\x18\n\x10\x61\x63tive_incidents\x18\x04 \x01(\x05\x12\x12\n\nfacilities\x18\x05 \x01(\x05\x12\x17\n\x0fpromised_spaces\x18\x06 \x01(\x05\x12\x34\n\x10last_report_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15last_sim_time_seconds\x18\x08 \x01(\x01\x1a/\n\rConsumedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x30\n\x0e\x44\x65\x63isionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"*\n\x16GetNetworkStateRequest\x12\x10\n\x08\x65\x64ge_ids\x18\x01 \x03(\t\"w\n\tEdgeState\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\x1b\n\x13travel_time_seconds\x18\x02 \x01(\x01\x12\x19\n\x11\x66ree_flow_seconds\x18\x03 \x01(\x01\x12\x0e\n\x06\x63losed\x18\x04 \x01(\x08\x12\x11\n\tincidents\x18\x05 \x03(\t\"k\n\rFacilityState\x12\x13\n\x0b\x66\x61\x63ility_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\x12\x10\n\x08occupied\x18\x03 \x01(\x05\x12\x10\n\x08promised\x18\x04 \x01(\x05\x12\x0f\n\x07\x65\x64ge_id\x18\x05 \x01(\t\"\x80\x01\n\x17GetNetworkStateResponse\x12-\n\x05\x65\x64ges\x18\x01 \x03(\x0b\x32\x1e.almere.optimizer.v1.EdgeState\x12\x36\n\nfacilities\x18\x02 \x03(\x0b\x32\".almere.optimizer.v1.FacilityState\"C\n\x15WatchDecisionsRequest\x12*\n\x06levers\x18\x01 \x03(\x0e\x32\x1a.almere.optimizer.v1.Lever\"I\n\x16WatchDecisionsResponse\x12/\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1d.almere.optimizer.v1.Decision\"\x14\n\x12GetStrategyRequest\"F\n\x13GetStrategyResponse\x12/\n\x08strategy\x18\x01 \x01(\x0b\x32\x1d.almere.optimizer.v1.Strategy\"v\n\x12SetStrategyRequest\x12/\n\x08strategy\x18\x01 \x01(\x0b\x32\x1d.almere.optimizer.v1.Strategy\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"F\n\x13SetStrategyResponse\x12/\n\x08strategy\x18\x01 \x01(\x0b\x32\x1d.almere.optimizer.v1.Strategy\"\xd6\x01\n\x0cVehicleState\x12\x12\n\nvehicle_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x02 \x01(\t\x12\r\n\x05route\x18\x03 \x03(\t\x12\x34\n\x07purpose\x18\x04 \x01(\x0e\x32#.almere.optimizer.v1.VehiclePurpose\x12\x17\n\x0fparking_area_id\x18\x05 \x01(\t\x12\x30\n\x10walk_destination\x18\x06 \x01(\x0b\x32\x16.almere.type.v1.LatLng\x12\x11\n\tparked_at\x18\x07 \x01(\t\">\n\x0e\x45\x64geTravelTime\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\x1b\n\x13travel_time_seconds\x18\x02 \x01(\x01\"\xd8\x01\n\x15ReportVehiclesRequest\x12\x33\n\x08vehicles\x18\x01 \x03(\x0b\x32!.almere.optimizer.v1.VehicleState\x12>\n\x11\x65\x64ge_travel_times\x18\x02 \x03(\x0b\x32#.almere.optimizer.v1.EdgeTravelTime\x12\x30\n\x0cobserve_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10sim_time_seconds\x18\x04 \x01(\x01\"J\n\x16ReportVehiclesResponse\x12\x30\n\tdecisions\x18\x01 \x03(\x0b\x32\x1d.almere.optimizer.v1.Decision\"Q\n\x19\x43omputeTravelTimesRequest\x12\x16\n\x0eorigin_edge_id\x18\x01 \x01(\t\x12\x1c\n\x14\x64\x65stination_edge_ids\x18\x02 \x03(\t\"-\n\x1a\x43omputeTravelTimesResponse\x12\x0f\n\x07seconds\x18\x01 \x03(\x01\";\n\x12\x41pproachingVehicle\x12\x12\n\ndistance_m\x18\x01 \x01(\x01\x12\x11\n\tspeed_mps\x18\x02 \x01(\x01\"\x7f\n\x0bLaneReading\x12\x0f\n\x07lane_id\x18\x01 \x01(\t\x12\x10\n\x08vehicles\x18\x02 \x01(\x05\x12\x0f\n\x07halting\x18\x03 \x01(\x05\x12<\n\x0b\x61pproaching\x18\x04 \x03(\x0b\x32\'.almere.optimizer.v1.ApproachingVehicle\"b\n\x15\x43ontrolSignalsRequest\x12\x18\n\x10sim_time_seconds\x18\x01 \x01(\x01\x12/\n\x05lanes\x18\x02 \x03(\x0b\x32 .almere.optimizer.v1.LaneReading\"\x99\x01\n\nSignalStep\x12\x14\n\x0cintersection\x18\x01 \x01(\t\x12\x13\n\x0bsumo_tls_id\x18\x02 \x01(\t\x12(\n\x06phases\x18\x03 \x03(\x0b\x32\x18.almere.signals.v1.Phase\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x14\n\x0cplan_version\x18\x05 \x01(\x03\x12\x10\n\x08sequence\x18\x06 \x01(\x04\"8\n\rLaneSelection\x12\x10\n\x08lane_ids\x18\x01 \x03(\t\x12\x15\n\rnear_lane_ids\x18\x02 \x03(\t\"M\n\x0bLightStatus\x12\x12\n\ncontrolled\x18\x01 \x03(\t\x12\x19\n\x11\x61waiting_approval\x18\x02 \x03(\t\x12\x0f\n\x07refused\x18\x03 \x03(\t\"\xad\x01\n\x16\x43ontrolSignalsResponse\x12.\n\x05steps\x18\x01 \x03(\x0b\x32\x1f.almere.optimizer.v1.SignalStep\x12\x31\n\x05lanes\x18\x02 \x01(\x0b\x32\".almere.optimizer.v1.LaneSelection\x12\x30\n\x06status\x18\x03 \x01(\x0b\x32 .almere.optimizer.v1.LightStatus*\x87\x01\n\x0eVehiclePurpose\x12\x1f\n\x1bVEHICLE_PURPOSE_UNSPECIFIED\x10\x00\x12\x1b\n\x17VEHICLE_PURPOSE_THROUGH\x10\x01\x12\x1b\n\x17VEHICLE_PURPOSE_PARKING\x10\x02\x12\x1a\n\x16VEHICLE_PURPOSE_PARKED\x10\x03\x32\xde\x06\n\x10OptimizerService\x12Z\n\tGetStatus\x12%.almere.optimizer.v1.GetStatusRequest\x1a&.almere.optimizer.v1.GetStatusResponse\x12l\n\x0fGetNetworkState\x12+.almere.optimizer.v1.GetNetworkStateRequest\x1a,.almere.optimizer.v1.GetNetworkStateResponse\x12k\n\x0eWatchDecisions\x12*.almere.optimizer.v1.WatchDecisionsRequest\x1a+.almere.optimizer.v1.WatchDecisionsResponse0\x01\x12`\n\x0bGetStrategy\x12\'.almere.optimizer.v1.GetStrategyRequest\x1a(.almere.optimizer.v1.GetStrategyResponse\x12`\n\x0bSetStrategy\x12\'.almere.optimizer.v1.SetStrategyRequest\x1a(.almere.optimizer.v1.SetStrategyResponse\x12i\n\x0eReportVehicles\x12*.almere.optimizer.v1.ReportVehiclesRequest\x1a+.almere.optimizer.v1.ReportVehiclesResponse\x12u\n\x12\x43omputeTravelTimes\x12..almere.optimizer.v1.ComputeTravelTimesRequest\x1a/.almere.optimizer.v1.ComputeTravelTimesResponse\x12m\n\x0e\x43ontrolSignals\x12*.almere.optimizer.v1.ControlSignalsRequest\x1a+.almere.optimizer.v1.ControlSignalsResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#almere/optimizer/v1/optimizer.proto\x12\x13\x61lmere.optimizer.v1\x1a#almere/optimizer/v1/decisions.proto\x1a\x1f\x61lmere/parking/v1/parking.proto\x1a\x1f\x61lmere/signals/v1/signals.proto\x1a\x18\x61lmere/type/v1/geo.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x02\n\x08Strategy\x12\x1a\n\x12incident_rerouting\x18\x01 \x01(\x08\x12\x1c\n\x14\x63ongestion_rerouting\x18\x02 \x01(\x08\x12\x18\n\x10parking_guidance\x18\x03 \x01(\x08\x12\x16\n\x0e\x65quipped_share\x18\x04 \x01(\x01\x12!\n\x19\x64\x65\x63ision_interval_seconds\x18\x05 \x01(\x01\x12\x18\n\x10min_gain_seconds\x18\x06 \x01(\x01\x12\x19\n\x11min_relative_gain\x18\x07 \x01(\x01\x12\x1c\n\x14reroute_hold_seconds\x18\x08 \x01(\x01\x12\x16\n\x0ereserve_spaces\x18\t \x01(\x05\"\x12\n\x10GetStatusRequest\"\xb6\x03\n\x11GetStatusResponse\x12\x46\n\x08\x63onsumed\x18\x01 \x03(\x0b\x32\x34.almere.optimizer.v1.GetStatusResponse.ConsumedEntry\x12H\n\tdecisions\x18\x02 \x03(\x0b\x32\x35.almere.optimizer.v1.GetStatusResponse.DecisionsEntry\x12\x10\n\x08vehicles\x18\x03 \x01(\x05\x12\x18\n\x10\x61\x63tive_incidents\x18\x04 \x01(\x05\x12\x12\n\nfacilities\x18\x05 \x01(\x05\x12\x17\n\x0fpromised_spaces\x18\x06 \x01(\x05\x12\x34\n\x10last_report_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15last_sim_time_seconds\x18\x08 \x01(\x01\x1a/\n\rConsumedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x30\n\x0e\x44\x65\x63isionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"*\n\x16GetNetworkStateRequest\x12\x10\n\x08\x65\x64ge_ids\x18\x01 \x03(\t\"w\n\tEdgeState\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\x1b\n\x13travel_time_seconds\x18\x02 \x01(\x01\x12\x19\n\x11\x66ree_flow_seconds\x18\x03 \x01(\x01\x12\x0e\n\x06\x63losed\x18\x04 \x01(\x08\x12\x11\n\tincidents\x18\x05 \x03(\t\"\x98\x01\n\rFacilityState\x12\x13\n\x0b\x66\x61\x63ility_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\x12\x10\n\x08occupied\x18\x03 \x01(\x05\x12\x10\n\x08promised\x18\x04 \x01(\x05\x12\x0f\n\x07\x65\x64ge_id\x18\x05 \x01(\t\x12+\n\x07sharing\x18\x06 \x01(\x0b\x32\x1a.almere.parking.v1.Sharing\"\x80\x01\n\x17GetNetworkStateResponse\x12-\n\x05\x65\x64ges\x18\x01 \x03(\x0b\x32\x1e.almere.optimizer.v1.EdgeState\x12\x36\n\nfacilities\x18\x02 \x03(\x0b\x32\".almere.optimizer.v1.FacilityState\"C\n\x15WatchDecisionsRequest\x12*\n\x06levers\x18\x01 \x03(\x0e\x32\x1a.almere.optimizer.v1.Lever\"I\n\x16WatchDecisionsResponse\x12/\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1d.almere.optimizer.v1.Decision\"\x14\n\x12GetStrategyRequest\"F\n\x13GetStrategyResponse\x12/\n\x08strategy\x18\x01 \x01(\x0b\x32\x1d.almere.optimizer.v1.Strategy\"v\n\x12SetStrategyRequest\x12/\n\x08strategy\x18\x01 \x01(\x0b\x32\x1d.almere.optimizer.v1.Strategy\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"F\n\x13SetStrategyResponse\x12/\n\x08strategy\x18\x01 \x01(\x0b\x32\x1d.almere.optimizer.v1.Strategy\"\xd6\x01\n\x0cVehicleState\x12\x12\n\nvehicle_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x02 \x01(\t\x12\r\n\x05route\x18\x03 \x03(\t\x12\x34\n\x07purpose\x18\x04 \x01(\x0e\x32#.almere.optimizer.v1.VehiclePurpose\x12\x17\n\x0fparking_area_id\x18\x05 \x01(\t\x12\x30\n\x10walk_destination\x18\x06 \x01(\x0b\x32\x16.almere.type.v1.LatLng\x12\x11\n\tparked_at\x18\x07 \x01(\t\">\n\x0e\x45\x64geTravelTime\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\x1b\n\x13travel_time_seconds\x18\x02 \x01(\x01\"\xd8\x01\n\x15ReportVehiclesRequest\x12\x33\n\x08vehicles\x18\x01 \x03(\x0b\x32!.almere.optimizer.v1.VehicleState\x12>\n\x11\x65\x64ge_travel_times\x18\x02 \x03(\x0b\x32#.almere.optimizer.v1.EdgeTravelTime\x12\x30\n\x0cobserve_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10sim_time_seconds\x18\x04 \x01(\x01\"J\n\x16ReportVehiclesResponse\x12\x30\n\tdecisions\x18\x01 \x03(\x0b\x32\x1d.almere.optimizer.v1.Decision\"Q\n\x19\x43omputeTravelTimesRequest\x12\x16\n\x0eorigin_edge_id\x18\x01 \x01(\t\x12\x1c\n\x14\x64\x65stination_edge_ids\x18\x02 \x03(\t\"-\n\x1a\x43omputeTravelTimesResponse\x12\x0f\n\x07seconds\x18\x01 \x03(\x01\";\n\x12\x41pproachingVehicle\x12\x12\n\ndistance_m\x18\x01 \x01(\x01\x12\x11\n\tspeed_mps\x18\x02 \x01(\x01\"\x7f\n\x0bLaneReading\x12\x0f\n\x07lane_id\x18\x01 \x01(\t\x12\x10\n\x08vehicles\x18\x02 \x01(\x05\x12\x0f\n\x07halting\x18\x03 \x01(\x05\x12<\n\x0b\x61pproaching\x18\x04 \x03(\x0b\x32\'.almere.optimizer.v1.ApproachingVehicle\"b\n\x15\x43ontrolSignalsRequest\x12\x18\n\x10sim_time_seconds\x18\x01 \x01(\x01\x12/\n\x05lanes\x18\x02 \x03(\x0b\x32 .almere.optimizer.v1.LaneReading\"\x99\x01\n\nSignalStep\x12\x14\n\x0cintersection\x18\x01 \x01(\t\x12\x13\n\x0bsumo_tls_id\x18\x02 \x01(\t\x12(\n\x06phases\x18\x03 \x03(\x0b\x32\x18.almere.signals.v1.Phase\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x14\n\x0cplan_version\x18\x05 \x01(\x03\x12\x10\n\x08sequence\x18\x06 \x01(\x04\"8\n\rLaneSelection\x12\x10\n\x08lane_ids\x18\x01 \x03(\t\x12\x15\n\rnear_lane_ids\x18\x02 \x03(\t\"M\n\x0bLightStatus\x12\x12\n\ncontrolled\x18\x01 \x03(\t\x12\x19\n\x11\x61waiting_approval\x18\x02 \x03(\t\x12\x0f\n\x07refused\x18\x03 \x03(\t\"\xad\x01\n\x16\x43ontrolSignalsResponse\x12.\n\x05steps\x18\x01 \x03(\x0b\x32\x1f.almere.optimizer.v1.SignalStep\x12\x31\n\x05lanes\x18\x02 \x01(\x0b\x32\".almere.optimizer.v1.LaneSelection\x12\x30\n\x06status\x18\x03 \x01(\x0b\x32 .almere.optimizer.v1.LightStatus*\x87\x01\n\x0eVehiclePurpose\x12\x1f\n\x1bVEHICLE_PURPOSE_UNSPECIFIED\x10\x00\x12\x1b\n\x17VEHICLE_PURPOSE_THROUGH\x10\x01\x12\x1b\n\x17VEHICLE_PURPOSE_PARKING\x10\x02\x12\x1a\n\x16VEHICLE_PURPOSE_PARKED\x10\x03\x32\xde\x06\n\x10OptimizerService\x12Z\n\tGetStatus\x12%.almere.optimizer.v1.GetStatusRequest\x1a&.almere.optimizer.v1.GetStatusResponse\x12l\n\x0fGetNetworkState\x12+.almere.optimizer.v1.GetNetworkStateRequest\x1a,.almere.optimizer.v1.GetNetworkStateResponse\x12k\n\x0eWatchDecisions\x12*.almere.optimizer.v1.WatchDecisionsRequest\x1a+.almere.optimizer.v1.WatchDecisionsResponse0\x01\x12`\n\x0bGetStrategy\x12\'.almere.optimizer.v1.GetStrategyRequest\x1a(.almere.optimizer.v1.GetStrategyResponse\x12`\n\x0bSetStrategy\x12\'.almere.optimizer.v1.SetStrategyRequest\x1a(.almere.optimizer.v1.SetStrategyResponse\x12i\n\x0eReportVehicles\x12*.almere.optimizer.v1.ReportVehiclesRequest\x1a+.almere.optimizer.v1.ReportVehiclesResponse\x12u\n\x12\x43omputeTravelTimes\x12..almere.optimizer.v1.ComputeTravelTimesRequest\x1a/.almere.optimizer.v1.ComputeTravelTimesResponse\x12m\n\x0e\x43ontrolSignals\x12*.almere.optimizer.v1.ControlSignalsRequest\x1a+.almere.optimizer.v1.ControlSignalsResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,64 +41,64 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATUSRESPONSE_CONSUMEDENTRY']._serialized_options = b'8\001'
   _globals['_GETSTATUSRESPONSE_DECISIONSENTRY']._loaded_options = None
   _globals['_GETSTATUSRESPONSE_DECISIONSENTRY']._serialized_options = b'8\001'
-  _globals['_VEHICLEPURPOSE']._serialized_start=3248
-  _globals['_VEHICLEPURPOSE']._serialized_end=3383
-  _globals['_STRATEGY']._serialized_start=224
-  _globals['_STRATEGY']._serialized_end=484
-  _globals['_GETSTATUSREQUEST']._serialized_start=486
-  _globals['_GETSTATUSREQUEST']._serialized_end=504
-  _globals['_GETSTATUSRESPONSE']._serialized_start=507
-  _globals['_GETSTATUSRESPONSE']._serialized_end=945
-  _globals['_GETSTATUSRESPONSE_CONSUMEDENTRY']._serialized_start=848
-  _globals['_GETSTATUSRESPONSE_CONSUMEDENTRY']._serialized_end=895
-  _globals['_GETSTATUSRESPONSE_DECISIONSENTRY']._serialized_start=897
-  _globals['_GETSTATUSRESPONSE_DECISIONSENTRY']._serialized_end=945
-  _globals['_GETNETWORKSTATEREQUEST']._serialized_start=947
-  _globals['_GETNETWORKSTATEREQUEST']._serialized_end=989
-  _globals['_EDGESTATE']._serialized_start=991
-  _globals['_EDGESTATE']._serialized_end=1110
-  _globals['_FACILITYSTATE']._serialized_start=1112
-  _globals['_FACILITYSTATE']._serialized_end=1219
-  _globals['_GETNETWORKSTATERESPONSE']._serialized_start=1222
-  _globals['_GETNETWORKSTATERESPONSE']._serialized_end=1350
-  _globals['_WATCHDECISIONSREQUEST']._serialized_start=1352
-  _globals['_WATCHDECISIONSREQUEST']._serialized_end=1419
-  _globals['_WATCHDECISIONSRESPONSE']._serialized_start=1421
-  _globals['_WATCHDECISIONSRESPONSE']._serialized_end=1494
-  _globals['_GETSTRATEGYREQUEST']._serialized_start=1496
-  _globals['_GETSTRATEGYREQUEST']._serialized_end=1516
-  _globals['_GETSTRATEGYRESPONSE']._serialized_start=1518
-  _globals['_GETSTRATEGYRESPONSE']._serialized_end=1588
-  _globals['_SETSTRATEGYREQUEST']._serialized_start=1590
-  _globals['_SETSTRATEGYREQUEST']._serialized_end=1708
-  _globals['_SETSTRATEGYRESPONSE']._serialized_start=1710
-  _globals['_SETSTRATEGYRESPONSE']._serialized_end=1780
-  _globals['_VEHICLESTATE']._serialized_start=1783
-  _globals['_VEHICLESTATE']._serialized_end=1997
-  _globals['_EDGETRAVELTIME']._serialized_start=1999
-  _globals['_EDGETRAVELTIME']._serialized_end=2061
-  _globals['_REPORTVEHICLESREQUEST']._serialized_start=2064
-  _globals['_REPORTVEHICLESREQUEST']._serialized_end=2280
-  _globals['_REPORTVEHICLESRESPONSE']._serialized_start=2282
-  _globals['_REPORTVEHICLESRESPONSE']._serialized_end=2356
-  _globals['_COMPUTETRAVELTIMESREQUEST']._serialized_start=2358
-  _globals['_COMPUTETRAVELTIMESREQUEST']._serialized_end=2439
-  _globals['_COMPUTETRAVELTIMESRESPONSE']._serialized_start=2441
-  _globals['_COMPUTETRAVELTIMESRESPONSE']._serialized_end=2486
-  _globals['_APPROACHINGVEHICLE']._serialized_start=2488
-  _globals['_APPROACHINGVEHICLE']._serialized_end=2547
-  _globals['_LANEREADING']._serialized_start=2549
-  _globals['_LANEREADING']._serialized_end=2676
-  _globals['_CONTROLSIGNALSREQUEST']._serialized_start=2678
-  _globals['_CONTROLSIGNALSREQUEST']._serialized_end=2776
-  _globals['_SIGNALSTEP']._serialized_start=2779
-  _globals['_SIGNALSTEP']._serialized_end=2932
-  _globals['_LANESELECTION']._serialized_start=2934
-  _globals['_LANESELECTION']._serialized_end=2990
-  _globals['_LIGHTSTATUS']._serialized_start=2992
-  _globals['_LIGHTSTATUS']._serialized_end=3069
-  _globals['_CONTROLSIGNALSRESPONSE']._serialized_start=3072
-  _globals['_CONTROLSIGNALSRESPONSE']._serialized_end=3245
-  _globals['_OPTIMIZERSERVICE']._serialized_start=3386
-  _globals['_OPTIMIZERSERVICE']._serialized_end=4248
+  _globals['_VEHICLEPURPOSE']._serialized_start=3327
+  _globals['_VEHICLEPURPOSE']._serialized_end=3462
+  _globals['_STRATEGY']._serialized_start=257
+  _globals['_STRATEGY']._serialized_end=517
+  _globals['_GETSTATUSREQUEST']._serialized_start=519
+  _globals['_GETSTATUSREQUEST']._serialized_end=537
+  _globals['_GETSTATUSRESPONSE']._serialized_start=540
+  _globals['_GETSTATUSRESPONSE']._serialized_end=978
+  _globals['_GETSTATUSRESPONSE_CONSUMEDENTRY']._serialized_start=881
+  _globals['_GETSTATUSRESPONSE_CONSUMEDENTRY']._serialized_end=928
+  _globals['_GETSTATUSRESPONSE_DECISIONSENTRY']._serialized_start=930
+  _globals['_GETSTATUSRESPONSE_DECISIONSENTRY']._serialized_end=978
+  _globals['_GETNETWORKSTATEREQUEST']._serialized_start=980
+  _globals['_GETNETWORKSTATEREQUEST']._serialized_end=1022
+  _globals['_EDGESTATE']._serialized_start=1024
+  _globals['_EDGESTATE']._serialized_end=1143
+  _globals['_FACILITYSTATE']._serialized_start=1146
+  _globals['_FACILITYSTATE']._serialized_end=1298
+  _globals['_GETNETWORKSTATERESPONSE']._serialized_start=1301
+  _globals['_GETNETWORKSTATERESPONSE']._serialized_end=1429
+  _globals['_WATCHDECISIONSREQUEST']._serialized_start=1431
+  _globals['_WATCHDECISIONSREQUEST']._serialized_end=1498
+  _globals['_WATCHDECISIONSRESPONSE']._serialized_start=1500
+  _globals['_WATCHDECISIONSRESPONSE']._serialized_end=1573
+  _globals['_GETSTRATEGYREQUEST']._serialized_start=1575
+  _globals['_GETSTRATEGYREQUEST']._serialized_end=1595
+  _globals['_GETSTRATEGYRESPONSE']._serialized_start=1597
+  _globals['_GETSTRATEGYRESPONSE']._serialized_end=1667
+  _globals['_SETSTRATEGYREQUEST']._serialized_start=1669
+  _globals['_SETSTRATEGYREQUEST']._serialized_end=1787
+  _globals['_SETSTRATEGYRESPONSE']._serialized_start=1789
+  _globals['_SETSTRATEGYRESPONSE']._serialized_end=1859
+  _globals['_VEHICLESTATE']._serialized_start=1862
+  _globals['_VEHICLESTATE']._serialized_end=2076
+  _globals['_EDGETRAVELTIME']._serialized_start=2078
+  _globals['_EDGETRAVELTIME']._serialized_end=2140
+  _globals['_REPORTVEHICLESREQUEST']._serialized_start=2143
+  _globals['_REPORTVEHICLESREQUEST']._serialized_end=2359
+  _globals['_REPORTVEHICLESRESPONSE']._serialized_start=2361
+  _globals['_REPORTVEHICLESRESPONSE']._serialized_end=2435
+  _globals['_COMPUTETRAVELTIMESREQUEST']._serialized_start=2437
+  _globals['_COMPUTETRAVELTIMESREQUEST']._serialized_end=2518
+  _globals['_COMPUTETRAVELTIMESRESPONSE']._serialized_start=2520
+  _globals['_COMPUTETRAVELTIMESRESPONSE']._serialized_end=2565
+  _globals['_APPROACHINGVEHICLE']._serialized_start=2567
+  _globals['_APPROACHINGVEHICLE']._serialized_end=2626
+  _globals['_LANEREADING']._serialized_start=2628
+  _globals['_LANEREADING']._serialized_end=2755
+  _globals['_CONTROLSIGNALSREQUEST']._serialized_start=2757
+  _globals['_CONTROLSIGNALSREQUEST']._serialized_end=2855
+  _globals['_SIGNALSTEP']._serialized_start=2858
+  _globals['_SIGNALSTEP']._serialized_end=3011
+  _globals['_LANESELECTION']._serialized_start=3013
+  _globals['_LANESELECTION']._serialized_end=3069
+  _globals['_LIGHTSTATUS']._serialized_start=3071
+  _globals['_LIGHTSTATUS']._serialized_end=3148
+  _globals['_CONTROLSIGNALSRESPONSE']._serialized_start=3151
+  _globals['_CONTROLSIGNALSRESPONSE']._serialized_end=3324
+  _globals['_OPTIMIZERSERVICE']._serialized_start=3465
+  _globals['_OPTIMIZERSERVICE']._serialized_end=4327
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from almere.optimizer.v1 import decisions_pb2 as _decisions_pb2
+from almere.parking.v1 import parking_pb2 as _parking_pb2
 from almere.signals.v1 import signals_pb2 as _signals_pb2
 from almere.type.v1 import geo_pb2 as _geo_pb2
 from collections import abc as _abc
@@ -275,12 +276,20 @@ class FacilityState(_message.Message):
     OCCUPIED_FIELD_NUMBER: _builtins.int
     PROMISED_FIELD_NUMBER: _builtins.int
     EDGE_ID_FIELD_NUMBER: _builtins.int
+    SHARING_FIELD_NUMBER: _builtins.int
     facility_id: _builtins.str
     capacity: _builtins.int
     occupied: _builtins.int
     promised: _builtins.int
     """Promised to guided vehicles on their way."""
     edge_id: _builtins.str
+    @_builtins.property
+    def sharing(self) -> _parking_pb2.Sharing:
+        """Set when the facility's operator is a partner whose agreement covers its occupancy: what the
+        caller is given (`occupied` is 0 when the count is withheld, status only or delayed: the model
+        is live).
+        """
+
     def __init__(
         self,
         *,
@@ -289,10 +298,11 @@ class FacilityState(_message.Message):
         occupied: _builtins.int = ...,
         promised: _builtins.int = ...,
         edge_id: _builtins.str = ...,
+        sharing: _parking_pb2.Sharing | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sharing", b"sharing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "edge_id", b"edge_id", "facility_id", b"facility_id", "occupied", b"occupied", "promised", b"promised"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "edge_id", b"edge_id", "facility_id", b"facility_id", "occupied", b"occupied", "promised", b"promised", "sharing", b"sharing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
