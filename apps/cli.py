@@ -107,9 +107,9 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_roles(args: argparse.Namespace) -> int:
-    from apps.role_table import table
+    from apps import partner_reads, role_table
 
-    print(table(), end="")
+    print(role_table.table(), partner_reads.table(), sep="\n", end="")
     return 0
 
 

@@ -228,4 +228,6 @@ def write_private(path: Path, data: object) -> None:
 current_identity: contextvars.ContextVar[Identity] = contextvars.ContextVar("current_identity")
 # What the caller declares it reads for (partners' agreements name the purposes they allow).
 PURPOSE_METADATA = "x-almere-purpose"
+# The purpose the city's own services (the what-if service's live picture) read partners' data for.
+TRAFFIC_MANAGEMENT = "traffic-management"
 current_purpose: contextvars.ContextVar[str] = contextvars.ContextVar("current_purpose", default="")

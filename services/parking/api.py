@@ -140,7 +140,15 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             paths=paths,
             now=utcnow(),
         )
-        updated = await self._committer.submit(usecases.update_facilities, item)
+        updated: pb.Facility = await self._committer.submit(usecases.update_facilities, item)
+        # The answer's occupancy is the operator's data like any read's (an engineer's update).
+        view = await self._sharing.view([(facility_id, updated.operator_id)], method="UpdateFacility", now=utcnow())
+        shape(
+            updated.occupancy,
+            access=view.access(updated.operator_id),
+            past=view.past.get(facility_id),
+            thresholds=logic.thresholds_from(updated.thresholds),
+        )
         return pb.UpdateFacilityResponse(facility=updated)
 
     # --- occupancy -------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contract.bus import DETECTORS, TWIN_STATE_REQUEST
+from services.common.auth import PURPOSE_METADATA, TRAFFIC_MANAGEMENT
 from services.common.bus import Bus
 from services.common.clock import from_timestamp, to_timestamp, utcnow
 from services.common.config import Settings
@@ -47,7 +48,10 @@ async def twin_state(bus: Bus, *, what_if: str, horizon_seconds: float, wait_sec
 
 
 def metadata(settings: Settings) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {settings.service_token}"),) if settings.service_token else ()
+    """The service's own token, reading for traffic management (what partners' agreements ask)."""
+    if not settings.service_token:
+        return ()
+    return (("authorization", f"Bearer {settings.service_token}"), (PURPOSE_METADATA, TRAFFIC_MANAGEMENT))
 
 
 def channel(address: str | None, what: str) -> aio.Channel:

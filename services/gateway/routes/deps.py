@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from fastapi import HTTPException, Request
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.common.auth import TokenStore
+from services.common.auth import PURPOSE_METADATA, TokenStore
 from services.common.config import Settings
 from services.gateway.caching import FeedCache
 from services.gateway.formats.publisher import Publisher
@@ -34,6 +34,8 @@ def gateway(request: Request) -> Gateway:
 
 # RFC 6750 b64token: anything else could not travel as gRPC metadata, and is no token of ours.
 TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+# The purpose a caller declares (partners' agreements name what they may be read for), passed on.
+PURPOSE = re.compile(r"[a-z]+(-[a-z]+)*")
 
 
 def caller(request: Request) -> Metadata:
@@ -42,7 +44,9 @@ def caller(request: Request) -> Metadata:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not TOKEN.fullmatch(token.strip()):
         raise HTTPException(401, "send 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
-    return bearer(f"Bearer {token.strip()}")
+    purpose = request.headers.get(PURPOSE_METADATA, "")
+    declared = ((PURPOSE_METADATA, purpose),) if PURPOSE.fullmatch(purpose) else ()
+    return (*bearer(f"Bearer {token.strip()}"), *declared)
 
 
 def token_of(auth: Metadata) -> str:

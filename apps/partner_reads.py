@@ -1,0 +1,106 @@
+"""What every RPC does with partners' data: the rule each read path enforces under the partners'
+agreements (docs/partners.md), one line per RPC. `almere roles` prints it under the role table and a
+test fails when an RPC of the contract has no line, so a new read path cannot land without a rule."""
+
+from __future__ import annotations
+
+OCCUPANCY = (
+    "partners' occupancy shaped per the caller's audience (counts rounded, status only, as it was N "
+    "minutes ago), marked in `Occupancy.sharing`; audited"
+)
+SINGLE = "; refused (PERMISSION_DENIED, the reason) when withheld or the purpose does not fit"
+LIST = "; a withheld one is listed without its count, marked"
+OWN = "the caller's own or written data: no other partner's"
+NONE = "no partner data"
+REGISTRY = "the partner registry: the city and the partner itself only (see the role table)"
+
+RULES: dict[str, str] = {
+    "IncidentService.ReportIncident": f"{NONE} (partners' own incident reports: not built yet)",
+    "IncidentService.GetIncident": NONE,
+    "IncidentService.ListIncidents": NONE,
+    "IncidentService.UpdateIncident": NONE,
+    "IncidentService.TransitionIncident": NONE,
+    "IncidentService.WatchIncidents": NONE,
+    "IncidentService.ListIncidentHistory": NONE,
+    "IncidentService.CreatePlannedEvent": NONE,
+    "IncidentService.GetPlannedEvent": NONE,
+    "IncidentService.ListPlannedEvents": NONE,
+    "IncidentService.CancelPlannedEvent": NONE,
+    "OptimizerService.GetStatus": f"{NONE} (counts of facilities and vehicles, no occupancy)",
+    "OptimizerService.GetNetworkState": (
+        "partners' garages rounded as agreed, or without their count (withheld, status only or delayed: "
+        "the model is live), marked in `FacilityState.sharing`; audited"
+    ),
+    "OptimizerService.WatchDecisions": (
+        "decisions taken on the optimizer audience's view; they name a garage, never its count"
+    ),
+    "OptimizerService.GetStrategy": NONE,
+    "OptimizerService.SetStrategy": NONE,
+    "OptimizerService.ReportVehicles": f"{NONE} (the twin's vehicles)",
+    "OptimizerService.ComputeTravelTimes": f"{NONE} (travel times)",
+    "OptimizerService.ControlSignals": NONE,
+    "ParkingService.CreateFacility": f"{OWN} (a new facility has no count yet)",
+    "ParkingService.GetFacility": OCCUPANCY + SINGLE,
+    "ParkingService.ListFacilities": OCCUPANCY + LIST,
+    "ParkingService.UpdateFacility": f"the answer's occupancy shaped like {OCCUPANCY}",
+    "ParkingService.ReportOccupancy": f"{OWN} (its operator, or an engineer writing for it)",
+    "ParkingService.RecordGateEvents": f"{OWN} (its operator, or an engineer writing for it)",
+    "ParkingService.GetOccupancy": OCCUPANCY + SINGLE,
+    "ParkingService.WatchOccupancy": (
+        f"{OCCUPANCY}; a delayed audience's changes held back for the delay, a withheld one's not sent"
+    ),
+    "ParkingService.GetOccupancyHistory": (
+        "history rounded as agreed and ending a delay ago; refused when withheld, status only or the "
+        "purpose does not fit; history older than the retention is deleted"
+    ),
+    "ParkingService.RecommendFacility": f"ranked on and showing what the caller may see: {OCCUPANCY}",
+    "PartnerService.CreatePartner": REGISTRY,
+    "PartnerService.GetPartner": REGISTRY,
+    "PartnerService.ListPartners": REGISTRY,
+    "PartnerService.UpdatePartner": REGISTRY,
+    "PartnerService.SuspendPartner": REGISTRY,
+    "PartnerService.ActivatePartner": REGISTRY,
+    "PartnerService.SetAgreement": REGISTRY,
+    "PartnerService.GetAgreement": REGISTRY,
+    "PartnerService.ListAgreements": REGISTRY,
+    "PartnerService.ListAgreementRevisions": REGISTRY,
+    "PartnerService.ListAccessRecords": f"{REGISTRY}: who read the partner's data",
+    "SignalService.ImportNetwork": NONE,
+    "SignalService.GetIntersection": NONE,
+    "SignalService.ListIntersections": NONE,
+    "SignalService.UpdateIntersection": NONE,
+    "SignalService.CreatePlan": NONE,
+    "SignalService.GetPlan": NONE,
+    "SignalService.ListPlans": NONE,
+    "SignalService.ActivatePlan": NONE,
+    "SignalService.RollbackPlan": NONE,
+    "SignalService.ProposePlan": NONE,
+    "SignalService.ApprovePlan": NONE,
+    "SignalService.RejectPlan": NONE,
+    "SignalService.ApplySteps": NONE,
+    "SignalService.ListSteps": NONE,
+    "SignalService.RequestPriority": NONE,
+    "SignalService.CancelPriority": NONE,
+    "SignalService.WatchSignals": NONE,
+    "SignalService.ListIntersectionHistory": NONE,
+    "WhatIfService.CreateWhatIf": (
+        "its live picture reads occupancy as the city's engineers may, for traffic management"
+    ),
+    "WhatIfService.GetWhatIf": f"{NONE} (simulated outcomes)",
+    "WhatIfService.ListWhatIfs": f"{NONE} (simulated outcomes)",
+    "WhatIfService.AdoptPlan": NONE,
+    "WhatIfService.GetForecastScore": NONE,
+}
+
+
+def table() -> str:
+    lines = [
+        "## Partners' data on each path",
+        "",
+        "What each RPC does with the data partners share under their agreements (docs/partners.md).",
+        "",
+        "| RPC | partners' data |",
+        "|---|---|",
+        *(f"| `{rpc}` | {rule} |" for rpc, rule in sorted(RULES.items())),
+    ]
+    return "\n".join(lines) + "\n"
