@@ -41,6 +41,9 @@ class Stream:
     wildcard: str = ""  # what the stream holds, when narrower than everything under the prefix
     # Each message is taken by one consumer and then deleted (jobs), instead of kept for every reader.
     work_queue: bool = False
+    # A state stream: the last message of each subject is kept for ever (no age limit), so a reader
+    # replaying it from the start learns the current state however old.
+    last_per_subject: bool = False
 
     @property
     def subjects(self) -> str:
@@ -64,7 +67,8 @@ class Stream:
             retention=RetentionPolicy.WORK_QUEUE if self.work_queue else RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             discard=DiscardPolicy.OLD,
-            max_age=limits.max_age_s,
+            max_age=0 if self.last_per_subject else limits.max_age_s,
+            max_msgs_per_subject=1 if self.last_per_subject else -1,
             max_bytes=limits.max_bytes,
             max_msg_size=limits.max_msg_bytes,
             duplicate_window=DUPLICATE_WINDOW_S,
@@ -121,9 +125,10 @@ MEASUREMENT = "measurement"
 DETECTORS = Stream(name="DETECTORS", prefix="almere.detectors.v1", wildcard=f"almere.detectors.v1.{MEASUREMENT}.>")
 
 
-# PARTNERS: almere.partners.v1.<event>.<partner_id>; PartnerChangedEvent or AgreementChangedEvent
-# (almere.partners.v1 events.proto).
-PARTNERS = Stream(name="PARTNERS", prefix="almere.partners.v1")
+# PARTNERS: almere.partners.v1.<event>.<partner_id>, PartnerChangedEvent, and
+# almere.partners.v1.agreement_set.<partner_id>.<dataset>, AgreementChangedEvent (almere.partners.v1
+# events.proto). A state stream: the services replay it at start to know every agreement in force.
+PARTNERS = Stream(name="PARTNERS", prefix="almere.partners.v1", last_per_subject=True)
 PARTNER_EVENTS = ("partner_created", "partner_updated", "partner_suspended", "partner_activated")
 AGREEMENT_SET = "agreement_set"
 # PARTNER_ACCESS: almere.audit.v1.partner_data_read.<partner_id>; PartnerDataRead, from every service

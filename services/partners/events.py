@@ -11,6 +11,7 @@ from almere.partners.v1 import partners_pb2 as pb
 from contract.bus import AGREEMENT_SET, PARTNERS
 from services.common.clock import to_timestamp
 from services.common.outbox import outbox_row
+from services.partners.logic import SLUGS
 
 
 def partner_changed(*, event: str, partner_id: str, version: int, partner: pb.Partner, now: datetime) -> dict[str, Any]:
@@ -26,5 +27,5 @@ def agreement_set(*, partner_id: str, version: int, agreement: pb.Agreement, now
     message = events_pb2.AgreementChangedEvent(
         partner_id=partner_id, version=version, occur_time=to_timestamp(now), agreement=agreement
     )
-    subject = PARTNERS.subject(AGREEMENT_SET, partner_id)
+    subject = PARTNERS.subject(AGREEMENT_SET, f"{partner_id}.{SLUGS[agreement.dataset]}")
     return outbox_row(subject=subject, event_type=AGREEMENT_SET, message=message, now=now)

@@ -251,3 +251,13 @@ async def test_history_older_than_the_retention_is_deleted_and_audited(city: Cit
     assert [(d.method, d.items, d.reason) for d in deletions] == [
         ("Retention", 2, "history older than 30 days deleted")
     ]
+
+
+async def test_a_service_started_later_applies_the_agreements_from_its_first_call(
+    city: City, start_service: Callable[..., Awaitable[str]], tokens: dict[str, str]
+) -> None:
+    """A replica (or a restart) replays the PARTNERS state stream before it serves."""
+    async with grpc.aio.insecure_channel(await start_service(PARKING)) as channel:
+        replica = Parking(channel, tokens)
+        first = (await replica.as_("public").GetOccupancy(pb.GetOccupancyRequest(facility=GARAGE))).occupancy
+    assert (first.sharing.revision, first.sharing.reason) == (1, "status only, 5 minutes late")
