@@ -14,7 +14,7 @@ from almere.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from almere.signals.v1 import signals_pb2, signals_pb2_grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from apps.stack import Stack, dev_callers
+from apps.stack import TWIN_SERVICES, Stack, dev_callers
 from services.common.config import Settings
 from sim.runner import RunSpec, prepare, run_many
 
@@ -71,6 +71,7 @@ def coupled_stack(
     settings = Settings(data_dir=data_dir, network_file=scenario.network, log_level="WARNING")
     stack = Stack(
         settings=settings,
+        services=list(TWIN_SERVICES),
         callers=twin_callers(f.operator_id for f in scenario.parking_facilities()),
         default_ports=alone,
         reports_dir=specs[0].out_root,

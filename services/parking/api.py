@@ -156,8 +156,8 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
     @allow(logic.WRITERS, notes={Role.OPERATOR: "its own facilities"})
     async def ReportOccupancy(self, request: pb.ReportOccupancyRequest, context: Context) -> pb.ReportOccupancyResponse:
         facility_id = logic.facility_id_from_name(request.facility, "facility")
-        if request.sequence < 1:
-            raise InvalidArgument("sequence is required and starts at 1")
+        if not 1 <= request.sequence <= logic.MAX_SEQUENCE:
+            raise InvalidArgument(f"sequence is required, from 1 to {logic.MAX_SEQUENCE}")
         if not request.HasField("source_time"):
             raise InvalidArgument("source_time is required: when the count was measured")
         now = utcnow()
@@ -344,7 +344,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
                     latitude=r.latitude,
                     longitude=r.longitude,
                     capacity=r.capacity,
-                    occupied=count_of(facility.occupancy, view.access(r.operator_id)),
+                    occupied=count_of(facility.occupancy),
                     status=facility.occupancy.status,
                     open_at_arrival=is_open(r.opening_hours, r.time_zone, arrival),
                 )

@@ -23,6 +23,9 @@ MAX_CAPACITY = 100_000
 MAX_EDGES = 64
 MAX_STALE_AFTER_S = 7 * 86400
 MAX_BATCH_EVENTS = 10_000
+# Report sequences are stored as signed 64-bit integers (SQL BIGINT): a field system's counter or
+# epoch milliseconds fit many times over.
+MAX_SEQUENCE = 2**63 - 1
 # Clocks of field systems drift; a count "from the future" beyond this is a client bug.
 CLOCK_SKEW = timedelta(seconds=60)
 DEFAULT_THRESHOLDS = (0.90, 1.0, 0.03)

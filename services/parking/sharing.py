@@ -78,6 +78,7 @@ def shape(
     capacity = occupancy.capacity
     sharing = sharing_of(access)
     if access.outcome in (Outcome.REFUSED, Outcome.WITHHELD):
+        sharing.counts_withheld = True
         withheld = pb.Occupancy(
             facility=occupancy.facility, capacity=capacity, status=pb.OCCUPANCY_STATUS_UNKNOWN, sharing=sharing
         )
@@ -93,6 +94,7 @@ def shape(
     elif access.detail == ppb.DETAIL_STATUS_ONLY:
         for counted in ("occupied_spaces", "free_spaces", "occupancy_ratio", "sequence", "version"):
             occupancy.ClearField(counted)
+        sharing.counts_withheld = True
     occupancy.sharing.CopyFrom(sharing)
 
 
@@ -120,11 +122,11 @@ def _as_of(occupancy: pb.Occupancy, *, past: tuple[int, datetime] | None, thresh
     )
 
 
-def count_of(occupancy: pb.Occupancy, access: Access) -> int | None:
+def count_of(occupancy: pb.Occupancy) -> int | None:
     """The count a shaped occupancy still shows; None when withheld, status only or unknown."""
-    if access.outcome in (Outcome.WITHHELD, Outcome.REFUSED) or access.detail == ppb.DETAIL_STATUS_ONLY:
+    if occupancy.sharing.counts_withheld or occupancy.status == pb.OCCUPANCY_STATUS_UNKNOWN:
         return None
-    return None if occupancy.status == pb.OCCUPANCY_STATUS_UNKNOWN else occupancy.occupied_spaces
+    return occupancy.occupied_spaces
 
 
 class Holdback:

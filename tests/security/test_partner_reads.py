@@ -79,7 +79,7 @@ def seen(occupancy: pb.Occupancy) -> int | str:
     outcome = occupancy.sharing.outcome
     if outcome in (ppb.ACCESS_OUTCOME_WITHHELD, ppb.ACCESS_OUTCOME_REFUSED):
         return REFUSED
-    if occupancy.HasField("sharing") and "status only" in occupancy.sharing.reason:
+    if occupancy.sharing.counts_withheld:
         return NO_COUNT
     return occupancy.occupied_spaces
 

@@ -149,7 +149,7 @@ def _opening_times(record: Node, f: pb.Facility, *, now: datetime) -> None:
 
 def _record_status(root: Node, f: pb.Facility, *, now: datetime) -> None:
     occupancy = f.occupancy
-    counted = occupancy.HasField("source_time")
+    counted = occupancy.HasField("source_time") and not occupancy.sharing.counts_withheld
     site_status = None if occupancy.stale else _SITE_STATUS.get(occupancy.status)
     closed = occupancy.status == pb.OCCUPANCY_STATUS_CLOSED and not occupancy.stale
     status = sub(root, PRK, "parkingRecordStatus", xsi_type="prk:ParkingSiteStatus")

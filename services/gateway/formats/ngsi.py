@@ -106,9 +106,10 @@ def offstreet_parking(facility: ppb.Facility, *, publisher: Publisher, key_value
         # The model bounds occupied spots by the total and occupancy by 1; an over-full garage is full.
         occupied = min(occupancy.occupied_spaces, facility.capacity)
         attrs["status"] = _Attribute(value=[STATUS[occupancy.status]], observed_at=measured)
-        attrs["availableSpotNumber"] = _Attribute(value=occupancy.free_spaces, observed_at=measured)
-        attrs["occupiedSpotNumber"] = _Attribute(value=occupied, observed_at=measured)
-        attrs["occupancy"] = _Attribute(value=min(occupancy.occupancy_ratio, 1.0), observed_at=measured)
+        if not occupancy.sharing.counts_withheld:  # a partner may share its status only
+            attrs["availableSpotNumber"] = _Attribute(value=occupancy.free_spaces, observed_at=measured)
+            attrs["occupiedSpotNumber"] = _Attribute(value=occupied, observed_at=measured)
+            attrs["occupancy"] = _Attribute(value=min(occupancy.occupancy_ratio, 1.0), observed_at=measured)
     else:
         attrs["status"] = _Attribute(value=["open"])
     if measured is not None:

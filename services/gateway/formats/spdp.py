@@ -101,13 +101,15 @@ def dynamic(facility: pb.Facility) -> dict[str, Any]:
         "full": not closed and occupancy.status == pb.OCCUPANCY_STATUS_FULL,
         "parkingCapacity": occupancy.capacity or facility.capacity,
     }
-    counted = occupancy.HasField("source_time") and occupancy.status != pb.OCCUPANCY_STATUS_UNKNOWN
+    known = occupancy.HasField("source_time") and occupancy.status != pb.OCCUPANCY_STATUS_UNKNOWN
+    # A partner's agreement may give the public the status only: no figures then, a status still.
+    counted = known and not occupancy.sharing.counts_withheld
     if counted:
         status["vacantSpaces"] = occupancy.free_spaces
         status["lastUpdated"] = occupancy.source_time.seconds
     if closed:
         status["statusDescription"] = STATUS_DESCRIPTIONS[pb.OCCUPANCY_STATUS_CLOSED]
-    elif not counted:
+    elif not known:
         status["statusDescription"] = "Open; no occupancy count yet"
     else:
         described = STATUS_DESCRIPTIONS.get(occupancy.status, "Open")

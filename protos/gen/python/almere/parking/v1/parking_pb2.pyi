@@ -405,6 +405,7 @@ class Sharing(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     DELAY_FIELD_NUMBER: _builtins.int
+    COUNTS_WITHHELD_FIELD_NUMBER: _builtins.int
     agreement: _builtins.str
     """The agreement applied (`partners/{partner}/agreements/occupancy`) and its revision."""
     revision: _builtins.int
@@ -413,6 +414,10 @@ class Sharing(_message.Message):
     WITHHELD or REFUSED: nothing of the occupancy but its facility and capacity; `reason` says why.
     """
     reason: _builtins.str
+    counts_withheld: _builtins.bool
+    """The occupancy carries no counts (status only, withheld or refused): its zero counts mean
+    nothing, and feeds built on it leave the figures out.
+    """
     @_builtins.property
     def delay(self) -> _duration_pb2.Duration:
         """The occupancy is as it was this long ago."""
@@ -425,10 +430,11 @@ class Sharing(_message.Message):
         outcome: _partners_pb2.AccessOutcome.ValueType = ...,
         reason: _builtins.str = ...,
         delay: _duration_pb2.Duration | None = ...,
+        counts_withheld: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement", b"agreement", "delay", b"delay", "outcome", b"outcome", "reason", b"reason", "revision", b"revision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement", b"agreement", "counts_withheld", b"counts_withheld", "delay", b"delay", "outcome", b"outcome", "reason", b"reason", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
