@@ -7,13 +7,13 @@ import shutil
 import signal
 import time
 
-from apps.demo import incidents, parking, signals, simulation, whatif
+from apps.demo import incidents, parking, partners, signals, simulation, whatif
 from apps.stack import Stack, dev_callers
 from services.common.config import Settings
 
 
 def run_demo(settings: Settings, *, full: bool = False, keep: bool = False) -> int:
-    """The five scenes; `keep`: then leave the dashboard showing the coordinated run until Ctrl-C."""
+    """The six scenes; `keep`: then leave the dashboard showing the coordinated run until Ctrl-C."""
     run_dir = (settings.data_dir / "demo").resolve()
     shutil.rmtree(run_dir, ignore_errors=True)
     stack = Stack(
@@ -41,20 +41,28 @@ def run_demo(settings: Settings, *, full: bool = False, keep: bool = False) -> i
         )
         say("\n== 3. Signal timing: a festival plan, an ambulance and a bus ==")
         timed = await signals.play(stack.channel("signals"), stack.credentials, say)
-        return [filled, reported, timed]
+        say("\n== 4. A private garage operator shares its counts on its own terms ==")
+        shared = await partners.play(
+            partners=stack.channel("partners"),
+            parking=stack.channel("parking"),
+            gateway=stack.endpoints["gateway"],
+            tokens=stack.credentials,
+            say=say,
+        )
+        return [filled, reported, timed, shared]
 
     started = time.monotonic()
     try:
         results = asyncio.run(scenes())
     finally:
         stack.stop()
-    say(f"\n[demo] scenes 1-3 in {time.monotonic() - started:.0f} s wall")
-    say("\n== 4. The digital twin: the incident + event morning, without, with SUMO's and with our coordination ==")
+    say(f"\n[demo] scenes 1-4 in {time.monotonic() - started:.0f} s wall")
+    say("\n== 5. The digital twin: the incident + event morning, without, with SUMO's and with our coordination ==")
     results.append(simulation.play(run_dir / "sim", say, full=full))
-    say(f"[demo] scenes 1-4 in {time.monotonic() - started:.0f} s wall")
-    say("\n== 5. What if: at the collision, three response plans simulated forward, the best adopted ==")
-    results.append(whatif.play(run_dir / "whatif", say))
     say(f"[demo] scenes 1-5 in {time.monotonic() - started:.0f} s wall")
+    say("\n== 6. What if: at the collision, three response plans simulated forward, the best adopted ==")
+    results.append(whatif.play(run_dir / "whatif", say))
+    say(f"[demo] scenes 1-6 in {time.monotonic() - started:.0f} s wall")
     out = run_dir / "demo.txt"
     out.write_text("\n".join(transcript) + "\n")
     print(f"\ntranscript saved to {out}")

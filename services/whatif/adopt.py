@@ -26,6 +26,9 @@ TIMEOUT_S = 10.0
 FIXED_TYPES = (spb.PLAN_TYPE_STATIC, spb.PLAN_TYPE_ACTUATED)
 
 
+OVER = (ipb.INCIDENT_STATE_CLEARED, ipb.INCIDENT_STATE_CANCELLED)
+
+
 class AdoptionFailed(Exception):
     def __init__(self, message: str, applied: list[str]) -> None:
         super().__init__(message)
@@ -75,6 +78,11 @@ async def _closure(
     lanes = ",".join(str(lane) for lane in closure.closed_lanes) or "none"
     what = f"lanes {lanes} closed, full closure {'yes' if closure.full_closure else 'no'}"
     if closure.incident:
+        current = await incidents.GetIncident(
+            ipb.GetIncidentRequest(name=closure.incident), metadata=auth, timeout=TIMEOUT_S
+        )
+        if current.incident.state in OVER:  # it cleared while the plans were simulated: nothing to close
+            return f"{closure.incident}: over ({ipb.IncidentState.Name(current.incident.state)}), no closure needed"
         incident = ipb.Incident(name=closure.incident, impact=impact)
         mask = field_mask_pb2.FieldMask(paths=["impact"])
         request = ipb.UpdateIncidentRequest(incident=incident, update_mask=mask)
