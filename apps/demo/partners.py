@@ -85,7 +85,7 @@ async def play(
             feed = (await http.get(f"/feeds/spdp/dynamic/{GARAGE}")).json()["parkingFacilityDynamicInformation"]
         status = feed["facilityActualStatus"]
         say(
-            f"[public feed] SPDP {GARAGE}: {status['statusDescription']!r}, "
+            f"[public feed] SPDP {GARAGE}, as it was five minutes ago: {status['statusDescription']!r}, "
             f"vacantSpaces {status.get('vacantSpaces', 'absent')}"
         )
         raw = (await garages.GetOccupancy(get, metadata=_as(tokens["optimizer"], TRAFFIC_MANAGEMENT))).occupancy

@@ -313,6 +313,12 @@ async def test_a_what_if_runs_ranks_reports_checks_and_is_adopted(
         assert adopted.what_if.adopted_plan_id == "close" and crash.name in adopted.changes[0]
         updated = (await incident_client.as_("police").GetIncident(ipb.GetIncidentRequest(name=crash.name))).incident
         assert updated.impact.full_closure
+        # The incident cleared while the plans were weighed: its closure is no longer needed.
+        for state in (ipb.INCIDENT_STATE_ACTIVE, ipb.INCIDENT_STATE_CLEARED):
+            move = ipb.TransitionIncidentRequest(name=crash.name, state=state)
+            await incident_client.as_("police").TransitionIncident(move)
+        adopted = await adopt(pb.AdoptPlanRequest(name=created.name, plan_id="close"))
+        assert list(adopted.changes) == [f"{crash.name}: over (INCIDENT_STATE_CLEARED), no closure needed"]
 
 
 def _weights() -> dict[str, float]:
