@@ -120,6 +120,13 @@ class AgreementBook:
     def suspended(self, partner_id: str) -> bool:
         return partner_id in self._suspended
 
+    def agreement(self, partner_id: str, dataset: int) -> pb.Agreement | None:
+        return self._agreements.get((partner_id, dataset))
+
+    def known(self, partner_id: str) -> bool:
+        """Whether the registry has the partner (any event of it was seen)."""
+        return partner_id in self._versions
+
     def suspension(self, partner_id: str) -> asyncio.Event:
         """Set when the partner is suspended: its open streams end."""
         return self._suspensions.setdefault(partner_id, asyncio.Event())
@@ -188,8 +195,11 @@ class AccessAudit:
         self._task: asyncio.Task[None] | None = None
 
     def record(self, read: Read) -> None:
-        if not read.access.audited:
-            return
+        """A read under an agreement (others are not the partner's to audit)."""
+        if read.access.audited:
+            self.record_always(read)
+
+    def record_always(self, read: Read) -> None:
         access = read.access
         message = events_pb2.PartnerDataRead(
             record=pb.AccessRecord(
@@ -253,6 +263,25 @@ class Governance:
             partner_id=partner_id,
             dataset=dataset,
             now=now,
+        )
+
+    def refused_write(self, owner: str, *, dataset: int, method: str, reason: str, now: datetime) -> None:
+        """A caller refused writing a partner's data: in the partner's audit (another partner trying
+        to write it is the partner's business), when the owner is a registered partner."""
+        if not self.book.known(owner):
+            return
+        agreement = self.book.agreement(owner, dataset)
+        refused = Access(
+            partner_id=owner,
+            dataset=dataset,
+            outcome=Outcome.REFUSED,
+            agreement=agreement.name if agreement else "",
+            revision=agreement.revision if agreement else 0,
+            reason=reason,
+        )
+        identity, purpose = current_identity.get(), current_purpose.get()
+        self._audit.record_always(
+            Read(access=refused, identity=identity, purpose=purpose, method=method, items=1, now=now)
         )
 
     def read(self, owners: Iterable[str], *, dataset: int, method: str, now: datetime) -> dict[str, Access]:

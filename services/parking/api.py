@@ -19,7 +19,7 @@ from services.common import paging
 from services.common.access import ANY_CALLER, OPEN_DATA, allow
 from services.common.auth import Role, current_identity
 from services.common.clock import from_timestamp, to_timestamp, utcnow
-from services.common.db import GroupCommitter
+from services.common.db import BatchHandler, GroupCommitter
 from services.common.errors import InvalidArgument, PermissionDenied
 from services.common.feed import Change, EventFeed, with_ticks
 from services.common.geo import area_of, inside, validate_lat_lng
@@ -57,6 +57,14 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         self._feed = feed
         self._travel_times = travel_times
         self._sharing = sharing
+
+    async def _audited(self, handler: BatchHandler, item: Any, method: str) -> Any:
+        """A write; one refused for writing another operator's facility goes in that partner's audit."""
+        try:
+            return await self._committer.submit(handler, item)
+        except logic.NotItsOwn as refused:
+            self._sharing.refused_write(refused, method=method)
+            raise
 
     async def _view(self, rows: Sequence[FacilityView], method: str) -> View:
         return await self._sharing.view(((r.id, r.operator_id) for r in rows), method=method, now=utcnow())
@@ -140,7 +148,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             paths=paths,
             now=utcnow(),
         )
-        updated: pb.Facility = await self._committer.submit(usecases.update_facilities, item)
+        updated: pb.Facility = await self._audited(usecases.update_facilities, item, "UpdateFacility")
         # The answer's occupancy is the operator's data like any read's (an engineer's update).
         view = await self._sharing.view([(facility_id, updated.operator_id)], method="UpdateFacility", now=utcnow())
         shape(
@@ -170,7 +178,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             source_time=source_time,
             now=now,
         )
-        response: pb.ReportOccupancyResponse = await self._committer.submit(usecases.report_occupancies, item)
+        response: pb.ReportOccupancyResponse = await self._audited(usecases.report_occupancies, item, "ReportOccupancy")
         return response
 
     @allow(logic.WRITERS, notes={Role.OPERATOR: "its own facilities"})
@@ -193,7 +201,9 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
                 latest=latest_time,
                 now=now,
             )
-            result: usecases.GateBatchResult = await self._committer.submit(usecases.record_gate_batches, item)
+            result: usecases.GateBatchResult = await self._audited(
+                usecases.record_gate_batches, item, "RecordGateEvents"
+            )
             if result.duplicate:
                 response.duplicate_batches += 1
                 response.duplicate_events += len(batch.events)

@@ -51,13 +51,21 @@ MANAGERS = frozenset({Role.ENGINEER})
 WRITERS = frozenset({*MANAGERS, Role.OPERATOR})
 
 
+class NotItsOwn(PermissionDenied):
+    """An operator writing another's facility: refused, and put in the owner's audit."""
+
+    def __init__(self, message: str, *, owner: str) -> None:
+        super().__init__(message)
+        self.owner = owner
+
+
 def authorize_write(identity: Identity, facility_id: str, operator_id: str) -> None:
     """Engineers write any facility; an operator only its own."""
     if identity.role in MANAGERS:
         return
     if identity.role is Role.OPERATOR and identity.subject == operator_id:
         return
-    raise PermissionDenied(f"{identity.role_name} may not write facility {facility_id!r}")
+    raise NotItsOwn(f"{identity.role_name} may not write facility {facility_id!r}", owner=operator_id)
 
 
 # --- facility validation -------------------------------------------------------------------------

@@ -58,6 +58,11 @@ class Sharing:
         past = await asyncio.to_thread(usecases.occupancy_at, self._engine, delayed) if delayed else {}
         return View(accesses=accesses, past=past)
 
+    def refused_write(self, refused: logic.NotItsOwn, *, method: str) -> None:
+        self._governance.refused_write(
+            refused.owner, dataset=DATASET, method=method, reason=refused.message, now=utcnow()
+        )
+
     def access(self, operator_id: str) -> Access:
         """The current caller's access now, unaudited (a Watch's changes, audited when it began)."""
         return self._governance.access(operator_id, dataset=DATASET, now=utcnow())

@@ -261,3 +261,29 @@ async def test_a_service_started_later_applies_the_agreements_from_its_first_cal
         replica = Parking(channel, tokens)
         first = (await replica.as_("public").GetOccupancy(pb.GetOccupancyRequest(facility=GARAGE))).occupancy
     assert (first.sharing.revision, first.sharing.reason) == (1, "status only, 5 minutes late")
+
+
+async def test_another_operator_writing_the_partners_garage_is_refused_and_audited(city: City) -> None:
+    code, message = await _status(city.parking.report("garage-a", 1, 50, caller="other_operator"))
+    assert (code, message) == (grpc.StatusCode.PERMISSION_DENIED, "operator:op-b may not write facility 'garage-a'")
+    reading = city.parking.as_("operator")
+    occupancy = (await reading.GetOccupancy(pb.GetOccupancyRequest(facility=GARAGE))).occupancy
+    assert (occupancy.occupied_spaces, occupancy.sequence) == (57, 2), "nothing written"
+    started = time.monotonic()
+    while True:
+        records = (
+            await city.partners.as_("operator").ListAccessRecords(ppb.ListAccessRecordsRequest(parent="partners/op-a"))
+        ).records
+        refused = [r for r in records if r.method == "ReportOccupancy"]
+        if refused:
+            break
+        assert time.monotonic() - started < 5, "the refused write is not in the owner's audit"
+        await asyncio.sleep(0.05)
+    assert [(r.caller, r.role, r.outcome, r.reason) for r in refused] == [
+        (
+            "other_operator",
+            "operator:op-b",
+            ppb.ACCESS_OUTCOME_REFUSED,
+            "operator:op-b may not write facility 'garage-a'",
+        )
+    ]
