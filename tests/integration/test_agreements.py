@@ -244,13 +244,12 @@ async def test_history_older_than_the_retention_is_deleted_and_audited(city: Cit
             await city.partners.as_("engineer").ListAccessRecords(ppb.ListAccessRecordsRequest(parent="partners/op-a"))
         ).records
         deletions = [r for r in records if r.outcome == ppb.ACCESS_OUTCOME_DELETED]
-        if deletions:
+        if sum(d.items for d in deletions) >= 2:  # one round, or one per report if a round fell between
             break
-        assert time.monotonic() - started < 5, "the deletion is not in the audit"
+        assert time.monotonic() - started < 5, f"the deletions in the audit: {deletions}"
         await asyncio.sleep(0.05)
-    assert [(d.method, d.items, d.reason) for d in deletions] == [
-        ("Retention", 2, "history older than 30 days deleted")
-    ]
+    assert sum(d.items for d in deletions) == 2
+    assert {(d.method, d.reason) for d in deletions} == {("Retention", "history older than 30 days deleted")}
 
 
 async def test_a_service_started_later_applies_the_agreements_from_its_first_call(
