@@ -56,24 +56,27 @@ class AgreementBook:
 
     def apply(self, subject: str, data: bytes) -> None:
         """One PARTNERS event; an older version than one applied (a redelivery) changes nothing."""
-        event = PARTNERS.event_of(subject)
-        if event == AGREEMENT_SET:
+        if PARTNERS.event_of(subject) == AGREEMENT_SET:
             changed = events_pb2.AgreementChangedEvent.FromString(data)
-            if changed.version <= self._versions.get(changed.partner_id, 0):
-                return
-            self._versions[changed.partner_id] = changed.version
-            self._agreements[(changed.partner_id, changed.agreement.dataset)] = changed.agreement
+            if self._newer(changed.partner_id, changed.version):
+                self._agreements[(changed.partner_id, changed.agreement.dataset)] = changed.agreement
             return
         partner = events_pb2.PartnerChangedEvent.FromString(data)
-        if partner.version <= self._versions.get(partner.partner_id, 0):
+        if not self._newer(partner.partner_id, partner.version):
             return
-        self._versions[partner.partner_id] = partner.version
         if partner.partner.state == pb.Partner.STATE_SUSPENDED:
             self._suspended.add(partner.partner_id)
             self.suspension(partner.partner_id).set()
         else:
             self._suspended.discard(partner.partner_id)
             self._suspensions.pop(partner.partner_id, None)
+
+    def _newer(self, partner_id: str, version: int) -> bool:
+        """Whether `version` is newer than what was applied of the partner (and remember it)."""
+        if version <= self._versions.get(partner_id, 0):
+            return False
+        self._versions[partner_id] = version
+        return True
 
     async def follow(self, bus: Bus) -> None:
         """Replay PARTNERS from the start, then keep up; `ready` is set once the replay is done."""

@@ -339,26 +339,21 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         arrival = from_timestamp(request.arrival_time) if request.HasField("arrival_time") else utcnow()
         kinds = tuple(sorted(set(request.kinds)))
         rows = await asyncio.to_thread(usecases.all_facilities, self._engine, usecases.FacilityFilter(kinds=kinds))
+        located = [r for r in rows if r.latitude is not None and r.longitude is not None]
         # Ranked on what the caller may see: a withheld count ranks as unknown, a delayed one as it was.
-        view = await self._view(rows, "RecommendFacility")
-        shown: dict[str, pb.Facility] = {}
-        candidates = []
-        for r in rows:
-            if r.latitude is None or r.longitude is None:
-                continue
-            facility = shown[r.id] = facility_to_proto(r)
-            self._shaped(facility.occupancy, r, view)
-            candidates.append(
-                logic.Candidate(
-                    facility_id=r.id,
-                    latitude=r.latitude,
-                    longitude=r.longitude,
-                    capacity=r.capacity,
-                    occupied=count_of(facility.occupancy),
-                    status=facility.occupancy.status,
-                    open_at_arrival=is_open(r.opening_hours, r.time_zone, arrival),
-                )
+        shown = {r.id: f for r, f in zip(located, await self._facilities(located, "RecommendFacility"), strict=True)}
+        candidates = [
+            logic.Candidate(
+                facility_id=r.id,
+                latitude=shown[r.id].location.latitude,
+                longitude=shown[r.id].location.longitude,
+                capacity=r.capacity,
+                occupied=count_of(shown[r.id].occupancy),
+                status=shown[r.id].occupancy.status,
+                open_at_arrival=is_open(r.opening_hours, r.time_zone, arrival),
             )
+            for r in located
+        ]
         drive = None
         if request.origin_edge_id:
             entrances = {r.id: r.entrance_edge_ids[0] for r in rows if r.entrance_edge_ids}
