@@ -14,9 +14,13 @@ from sim.runner import RunSpec
 pytestmark = pytest.mark.e2e
 
 
+# Long enough that the second stack is up before the first run ends, on a loaded machine too.
+END_S = 2400
+
+
 def test_coordinated_seeds_run_side_by_side_on_stacks_of_their_own(tmp_path: Path) -> None:
     specs = [
-        RunSpec(scenario="almere-centrum-incident", mode=mode, seed=seed, out_root=tmp_path, end_s=300, scale=0.2)
+        RunSpec(scenario="almere-centrum-incident", mode=mode, seed=seed, out_root=tmp_path, end_s=END_S, scale=0.2)
         for mode, seed in (("none", 1), ("coordinated", 1), ("coordinated", 2))
     ]
     runs = run_modes(specs, say=lambda _: None, stacks=2)
@@ -24,7 +28,7 @@ def test_coordinated_seeds_run_side_by_side_on_stacks_of_their_own(tmp_path: Pat
     coordinated = runs[1:]
     for run in coordinated:
         devices = json.loads((run / "devices.json").read_text())
-        assert devices["vehicle_reports"] == 300 // 30 and devices["occupancy_reports"] > 0
+        assert devices["vehicle_reports"] == END_S // 30 and devices["occupancy_reports"] > 0
     # Each seed had its own services (they would mix each other's garages), and both ran at once.
     endpoints = [json.loads((tmp_path / f"stack-{i}" / "endpoints.json").read_text()) for i in (1, 2)]
     assert endpoints[0]["optimizer"] != endpoints[1]["optimizer"]
