@@ -12,16 +12,26 @@ SINGLE = "; refused (PERMISSION_DENIED, the reason) when withheld or the purpose
 LIST = "; a withheld one is listed without its count, marked"
 OWN = "the caller's own or written data: no other partner's"
 NONE = "no partner data"
+REPORT = (
+    "a partner sees its own reports only; others see a partner's report's partner and description as its "
+    "`incident-reports` agreement allows, else withheld (`PartnerReport.withheld`)"
+)
+AUDITED = "; audited"
 REGISTRY = "the partner registry: the city and the partner itself only (see the role table)"
 
 RULES: dict[str, str] = {
-    "IncidentService.ReportIncident": f"{NONE} (partners' own incident reports: not built yet)",
-    "IncidentService.GetIncident": NONE,
-    "IncidentService.ListIncidents": NONE,
-    "IncidentService.UpdateIncident": NONE,
-    "IncidentService.TransitionIncident": NONE,
-    "IncidentService.WatchIncidents": NONE,
-    "IncidentService.ListIncidentHistory": NONE,
+    "IncidentService.ReportIncident": (
+        "a partner's report starts UNVERIFIED; the answer is the reporter's own (a partner: without police notes)"
+    ),
+    "IncidentService.GetIncident": REPORT + "; an unverified or rejected one NOT_FOUND but to public safety" + AUDITED,
+    "IncidentService.ListIncidents": REPORT + "; unverified and rejected ones listed to public safety only" + AUDITED,
+    "IncidentService.UpdateIncident": f"{NONE} (a partner's description is not updatable); unverified: police only",
+    "IncidentService.TransitionIncident": (
+        "partners' reports: the police verify or reject (with the reason the partner reads); the partner may "
+        "withdraw its own; to anyone else an unverified one is NOT_FOUND"
+    ),
+    "IncidentService.WatchIncidents": REPORT + "; unverified ones sent to public safety only" + AUDITED,
+    "IncidentService.ListIncidentHistory": "a partner's unverified or rejected report: NOT_FOUND but to public safety",
     "IncidentService.CreatePlannedEvent": NONE,
     "IncidentService.GetPlannedEvent": NONE,
     "IncidentService.ListPlannedEvents": NONE,

@@ -49,6 +49,7 @@ class AgreementBook:
     def __init__(self) -> None:
         self._agreements: dict[tuple[str, int], pb.Agreement] = {}
         self._suspended: set[str] = set()
+        self._trust: dict[str, int] = {}
         self._versions: dict[str, int] = {}
         self._suspensions: dict[str, asyncio.Event] = {}
         self._sub: object | None = None
@@ -64,6 +65,7 @@ class AgreementBook:
         partner = events_pb2.PartnerChangedEvent.FromString(data)
         if not self._newer(partner.partner_id, partner.version):
             return
+        self._trust[partner.partner_id] = partner.partner.trust_level or pb.TRUST_LEVEL_BASIC
         if partner.partner.state == pb.Partner.STATE_SUSPENDED:
             self._suspended.add(partner.partner_id)
             self.suspension(partner.partner_id).set()
@@ -125,6 +127,10 @@ class AgreementBook:
 
     def agreement(self, partner_id: str, dataset: int) -> pb.Agreement | None:
         return self._agreements.get((partner_id, dataset))
+
+    def trust(self, partner_id: str) -> int:
+        """The city's trust in the partner's incident reports (UNSPECIFIED: not a registered partner)."""
+        return self._trust.get(partner_id, pb.TRUST_LEVEL_UNSPECIFIED)
 
     def known(self, partner_id: str) -> bool:
         """Whether the registry has the partner (any event of it was seen)."""

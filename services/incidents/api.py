@@ -10,15 +10,17 @@ from typing import Any
 
 from almere.incidents.v1 import incidents_pb2 as pb
 from almere.incidents.v1 import incidents_pb2_grpc
+from almere.partners.v1 import partners_pb2 as ppb
 from grpc import aio
 from sqlalchemy import Engine
 
 from services.common import paging
-from services.common.access import ANY_CALLER, OPEN_DATA, allow
-from services.common.auth import Role, current_identity
+from services.common.access import OPEN_DATA, allow
+from services.common.agreements import Governance
+from services.common.auth import PUBLIC_SAFETY, Identity, Role, current_identity
 from services.common.clock import from_timestamp, to_timestamp, utcnow
 from services.common.db import GroupCommitter
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import InvalidArgument, NotFound, PermissionDenied
 from services.common.feed import Change, EventFeed
 from services.common.geo import Area, area_of, inside
 from services.common.names import id_from_name, validate_id
@@ -67,14 +69,58 @@ def _matches(incident: pb.Incident, types: tuple[int, ...], area: Area | None) -
     return area is None or (incident.HasField("location") and inside(area, loc.latitude, loc.longitude))
 
 
+def _filter_for(identity: Identity, **query: Any) -> usecases.IncidentFilter:
+    """A read's filter with what the caller may know of (logic.may_see) added."""
+    partner = identity.subject if identity.role is Role.PARTNER else None
+    hide_pending = identity.role not in PUBLIC_SAFETY and partner is None
+    return usecases.IncidentFilter(partner_id=partner, hide_pending=hide_pending, **query)
+
+
 class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
     def __init__(
-        self, engine: Engine, *, committer: GroupCommitter, feed: EventFeed, network: RoadNetwork | None
+        self,
+        engine: Engine,
+        *,
+        committer: GroupCommitter,
+        feed: EventFeed,
+        network: RoadNetwork | None,
+        governance: Governance,
     ) -> None:
         self._engine = engine
         self._committer = committer
         self._feed = feed
         self._network = network
+        self._governance = governance
+
+    def _shaped(self, identity: Identity, incidents: list[pb.Incident], *, method: str) -> list[pb.Incident]:
+        """The incidents as the caller may see them, partners' reports under their agreements (the
+        reads audited once per partner)."""
+        theirs = [p for i in incidents if (p := logic.partner_of(i)) and not logic.is_own_report(identity, i)]
+        accesses = {}
+        if theirs:
+            dataset = ppb.DATASET_INCIDENT_REPORTS
+            accesses = self._governance.read(theirs, dataset=dataset, method=method, now=utcnow())
+        return [logic.shown(logic.visible(identity, i), accesses.get(logic.partner_of(i))) for i in incidents]
+
+    def _changed(self, identity: Identity, incident: pb.Incident) -> pb.Incident:
+        """A Watch's change as the caller may see it (its reads were audited when the watch began)."""
+        partner = logic.partner_of(incident)
+        access = None
+        if partner and not logic.is_own_report(identity, incident):
+            access = self._governance.access(partner, dataset=ppb.DATASET_INCIDENT_REPORTS, now=utcnow())
+        return logic.shown(logic.visible(identity, incident), access)
+
+    def _partner_report(self, partner_id: str, incident: pb.Incident) -> None:
+        """Marks a partner's report: whose, how trusted, waiting for the police."""
+        book = self._governance.book
+        if not book.known(partner_id):
+            raise PermissionDenied(f"partner {partner_id!r} is not registered with the city (partners/{partner_id})")
+        description = incident.partner_report.description
+        incident.partner_report.Clear()
+        incident.partner_report.partner = f"partners/{partner_id}"
+        incident.partner_report.trust_level = book.trust(partner_id)  # type: ignore[assignment]
+        incident.partner_report.description = description
+        incident.state = pb.INCIDENT_STATE_UNVERIFIED
 
     # --- incidents -------------------------------------------------------------------------------
 
@@ -93,11 +139,14 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
         if incident.severity == pb.SEVERITY_UNSPECIFIED:
             incident.severity = pb.SEVERITY_MODERATE
         logic.validate_incident(incident)
+        logic.validate_partner_report(identity, incident)
         locate(incident, self._network)
         now = utcnow()
         incident.name = usecases.incident_name(usecases.new_incident_id())
         incident.reporting_agency = agency  # type: ignore[assignment]
         incident.state = pb.INCIDENT_STATE_REPORTED
+        if identity.role is Role.PARTNER:
+            self._partner_report(identity.subject or "", incident)
         incident.reporter = identity.caller
         incident.version = 1
         incident.create_time.CopyFrom(to_timestamp(now))
@@ -106,15 +155,16 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
         stored, duplicate = await self._committer.submit(usecases.report_incidents, item)
         return pb.ReportIncidentResponse(incident=logic.visible(identity, stored), duplicate=duplicate)
 
-    @allow(OPEN_DATA, notes=logic.OPEN_VISIBILITY)
+    @allow(OPEN_DATA | logic.READERS, notes=logic.OPEN_VISIBILITY)
     async def GetIncident(self, request: pb.GetIncidentRequest, context: Context) -> pb.GetIncidentResponse:
         identity = current_identity.get()
         incident = await asyncio.to_thread(usecases.get_incident, self._engine, _incident_id(request.name))
-        if identity.role is Role.PUBLIC and not logic.public_may_see(incident):
-            raise NotFound(f"incident {request.name} not found")  # as if unknown: its existence is not public
-        return pb.GetIncidentResponse(incident=logic.visible(identity, incident))
+        if not logic.may_see(identity, incident):
+            raise NotFound(f"incident {request.name} not found")  # as if unknown: its existence is not theirs
+        [shown] = self._shaped(identity, [incident], method="GetIncident")
+        return pb.GetIncidentResponse(incident=shown)
 
-    @allow(OPEN_DATA, notes=logic.OPEN_VISIBILITY)
+    @allow(OPEN_DATA | logic.READERS, notes=logic.OPEN_VISIBILITY)
     async def ListIncidents(self, request: pb.ListIncidentsRequest, context: Context) -> pb.ListIncidentsResponse:
         identity = current_identity.get()
         size = paging.page_size(request.page_size)
@@ -129,7 +179,8 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
         )
         if not (states and types) and identity.role is Role.PUBLIC:
             return pb.ListIncidentsResponse()
-        query = usecases.IncidentFilter(
+        query = _filter_for(
+            identity,
             states=states,
             types=types,
             agencies=_enum_values(request.agencies, pb.Agency, "agencies"),
@@ -151,9 +202,8 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
         if len(rows) > size:
             last_time, last_id, _ = rows[size - 1]
             next_token = paging.encode(f"{last_time.isoformat()}|{last_id}", fingerprint)
-        return pb.ListIncidentsResponse(
-            incidents=[logic.visible(identity, i) for _, _, i in rows[:size]], next_page_token=next_token
-        )
+        shown = self._shaped(identity, [i for _, _, i in rows[:size]], method="ListIncidents")
+        return pb.ListIncidentsResponse(incidents=shown, next_page_token=next_token)
 
     @allow(logic.EDITORS, notes=logic.OWN_AGENCY)
     async def UpdateIncident(self, request: pb.UpdateIncidentRequest, context: Context) -> pb.UpdateIncidentResponse:
@@ -187,38 +237,44 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
         incident_id = _incident_id(request.name)
         if len(request.reason) > logic.MAX_REASON:
             raise InvalidArgument(f"reason is longer than {logic.MAX_REASON} characters")
-        if request.state not in logic.TRANSITIONS:
-            raise InvalidArgument("state must be one of REPORTED, CONFIRMED, ACTIVE, CLEARING, CLEARED, CANCELLED")
+        logic.check_target(request.state)
+        logic.check_partner_move(identity, request.state)
+        logic.check_rejection(request.state, request.reason)
         item = usecases.Transition(
             identity=identity, incident_id=incident_id, state=request.state, reason=request.reason, now=utcnow()
         )
         moved = await self._committer.submit(usecases.transition_incidents, item)
         return pb.TransitionIncidentResponse(incident=logic.visible(identity, moved))
 
-    @allow(ANY_CALLER, notes=logic.VISIBILITY)
+    @allow(logic.READERS, notes=logic.VISIBILITY)
     async def WatchIncidents(
         self, request: pb.WatchIncidentsRequest, context: Context
     ) -> AsyncIterator[pb.WatchIncidentsResponse]:
         identity = current_identity.get()
         types = _enum_values(request.types, pb.IncidentType, "types")
         area = area_of(request.area) if request.HasField("area") else None
-        read = functools.partial(usecases.open_incidents, self._engine, usecases.IncidentFilter(types=types, area=area))
+        read = functools.partial(usecases.open_incidents, self._engine, _filter_for(identity, types=types, area=area))
         # The bus carries incidents without their restricted fields: a caller allowed more reads them
-        # from the store (it may be newer than the event: then that version is what it gets).
-        from_store = logic.visible(identity, _PROBE) != logic.visible(events.BUS_READER, _PROBE)
+        # from the store (it may be newer than the event: then that version is what it gets). A
+        # partner's own description is one of them.
+        from_store = identity.role is Role.PARTNER or (
+            logic.visible(identity, _PROBE) != logic.visible(events.BUS_READER, _PROBE)
+        )
         sent: dict[str, int] = {}
         async with self._feed.watch_from(read, _version_of) as (snapshot, changes):
-            for incident in snapshot.items:
-                yield pb.WatchIncidentsResponse(incident=logic.visible(identity, incident), snapshot=True)
+            for incident in self._shaped(identity, snapshot.items, method="WatchIncidents"):
+                yield pb.WatchIncidentsResponse(incident=incident, snapshot=True)
             async for _, event in changes:
+                if not logic.may_see(identity, event.incident):
+                    continue
                 incident = event.incident
                 if from_store:
                     incident = await asyncio.to_thread(usecases.get_incident, self._engine, event.incident_id)
                     if incident.version <= sent.get(incident.name, 0):
                         continue
                     sent[incident.name] = incident.version
-                if _matches(incident, types, area):
-                    yield pb.WatchIncidentsResponse(incident=logic.visible(identity, incident), snapshot=False)
+                if _matches(incident, types, area) and logic.may_see(identity, incident):
+                    yield pb.WatchIncidentsResponse(incident=self._changed(identity, incident), snapshot=False)
 
     @allow(logic.HISTORY_READERS, notes={Role.ENGINEER: "no actors or reasons of police actions"})
     async def ListIncidentHistory(
@@ -232,6 +288,8 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
             page_token=request.page_token,
         )
         incident = pb.Incident.FromString(row.document)  # its type now decides, as for Get
+        if not logic.may_see(identity, incident):
+            raise NotFound(f"incident {request.name} not found")
         return pb.ListIncidentHistoryResponse(
             entries=[
                 logic.visible_entry(

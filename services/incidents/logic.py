@@ -14,19 +14,33 @@ from services.common.auth import PUBLIC_SAFETY, Identity, Role
 from services.common.clock import from_timestamp
 from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from services.common.geo import validate_lat_lng
+from services.common.terms import Access, Outcome
 
 MAX_TITLE = 200
 MAX_NOTES = 4000
 MAX_REASON = 1000
 MAX_CLOSURES = 200
+MAX_DESCRIPTION = 2000
 
 S = pb.IncidentState
 OPEN_STATES = frozenset(
-    {S.INCIDENT_STATE_REPORTED, S.INCIDENT_STATE_CONFIRMED, S.INCIDENT_STATE_ACTIVE, S.INCIDENT_STATE_CLEARING}
+    {
+        S.INCIDENT_STATE_UNVERIFIED,
+        S.INCIDENT_STATE_REPORTED,
+        S.INCIDENT_STATE_CONFIRMED,
+        S.INCIDENT_STATE_ACTIVE,
+        S.INCIDENT_STATE_CLEARING,
+    }
 )
+# A partner's report before the police verified it, or once they rejected it: public safety's and
+# the partner's business only.
+PENDING_STATES = (S.INCIDENT_STATE_UNVERIFIED, S.INCIDENT_STATE_REJECTED)
+# What the police make of a partner's report.
+VERIFIED_STATES = frozenset({S.INCIDENT_STATE_CONFIRMED, S.INCIDENT_STATE_ACTIVE})
 # The lifecycle. CLEARING may fall back to ACTIVE when the situation worsens; CANCELLED is for
 # incidents withdrawn before they affected traffic.
 TRANSITIONS: dict[int, frozenset[int]] = {
+    S.INCIDENT_STATE_UNVERIFIED: frozenset({*VERIFIED_STATES, S.INCIDENT_STATE_REJECTED, S.INCIDENT_STATE_CANCELLED}),
     S.INCIDENT_STATE_REPORTED: frozenset(
         {S.INCIDENT_STATE_CONFIRMED, S.INCIDENT_STATE_ACTIVE, S.INCIDENT_STATE_CANCELLED}
     ),
@@ -35,7 +49,10 @@ TRANSITIONS: dict[int, frozenset[int]] = {
     S.INCIDENT_STATE_CLEARING: frozenset({S.INCIDENT_STATE_ACTIVE, S.INCIDENT_STATE_CLEARED}),
     S.INCIDENT_STATE_CLEARED: frozenset(),
     S.INCIDENT_STATE_CANCELLED: frozenset(),
+    S.INCIDENT_STATE_REJECTED: frozenset(),
 }
+# What TransitionIncident moves to (UNVERIFIED is where partners' reports start, never a target).
+TARGET_NAMES = "REPORTED, CONFIRMED, ACTIVE, CLEARING, CLEARED, CANCELLED, REJECTED"
 UPDATABLE_FIELDS = frozenset({"type", "severity", "title", "location", "network_location", "impact", "notes"})
 
 AGENCY_OF_ROLE = {
@@ -43,12 +60,22 @@ AGENCY_OF_ROLE = {
     Role.FIRE: pb.AGENCY_FIRE,
     Role.EMS: pb.AGENCY_EMS,
     Role.ENGINEER: pb.AGENCY_TRAFFIC_CONTROL,
+    Role.PARTNER: pb.AGENCY_PARTNER,
 }
-REPORTERS = frozenset({*PUBLIC_SAFETY, Role.ENGINEER, Role.SIM})
+REPORTERS = frozenset({*PUBLIC_SAFETY, Role.ENGINEER, Role.SIM, Role.PARTNER})
 # Who edits incidents (UpdateIncident) and who moves them through their lifecycle: engineers any,
 # public safety those of their own agency, the twin those it reported (authorize_change).
 EDITORS = frozenset({*PUBLIC_SAFETY, Role.ENGINEER})
-MOVERS = frozenset({*EDITORS, Role.SIM})
+MOVERS = frozenset({*EDITORS, Role.SIM, Role.PARTNER})
+# Who reads incidents besides the public: every caller, a partner its own reports only.
+READERS = frozenset({*ANY_CALLER, Role.PARTNER})
+# What a partner may report: what it sees on the street, not the authorities' own business.
+PARTNER_TYPES = frozenset(pb.IncidentType.values()) - {
+    pb.INCIDENT_TYPE_UNSPECIFIED,
+    pb.INCIDENT_TYPE_POLICE_ACTION,
+    pb.INCIDENT_TYPE_ROAD_WORKS,
+    pb.INCIDENT_TYPE_PLANNED_EVENT,
+}
 MANAGERS = frozenset({Role.ENGINEER})  # any incident, whoever reported it
 PLANNERS = frozenset({Role.ENGINEER, Role.POLICE})
 HISTORY_READERS = frozenset({*PUBLIC_SAFETY, Role.ENGINEER})
@@ -60,9 +87,15 @@ REPORTS_AS = {
     **dict.fromkeys(PUBLIC_SAFETY, "as its agency"),
     Role.ENGINEER: "as traffic control",
     Role.SIM: "as police, fire or ems",
+    Role.PARTNER: "UNVERIFIED, until the police verify it",
 }
 OWN_AGENCY = dict.fromkeys(PUBLIC_SAFETY, "own agency's")
-OWN_INCIDENTS = {**OWN_AGENCY, Role.SIM: "those it reported"}
+OWN_INCIDENTS = {
+    **OWN_AGENCY,
+    Role.POLICE: "own agency's; verify or reject partners' reports",
+    Role.SIM: "those it reported",
+    Role.PARTNER: "withdraw its own unverified report",
+}
 
 
 def state_name(state: int) -> str:
@@ -70,6 +103,25 @@ def state_name(state: int) -> str:
 
 
 # --- roles ---------------------------------------------------------------------------------------
+
+
+def partner_of(incident: pb.Incident) -> str:
+    """The partner id of a partner's report ("" for any other incident)."""
+    return incident.partner_report.partner.removeprefix("partners/")
+
+
+def is_own_report(identity: Identity, incident: pb.Incident) -> bool:
+    return identity.role is Role.PARTNER and partner_of(incident) == identity.subject
+
+
+def may_see(identity: Identity, incident: pb.Incident) -> bool:
+    """Whether the caller may know of the incident at all: a partner its own reports only, the public
+    what public_may_see, and a report waiting for (or refused) verification only public safety."""
+    if identity.role is Role.PARTNER:
+        return is_own_report(identity, incident)
+    if identity.role is Role.PUBLIC:
+        return public_may_see(incident)
+    return incident.state not in PENDING_STATES or identity.role in PUBLIC_SAFETY
 
 
 def reporting_agency(identity: Identity, requested: int) -> int:
@@ -85,13 +137,58 @@ def reporting_agency(identity: Identity, requested: int) -> int:
 
 
 def authorize_change(identity: Identity, incident: pb.Incident) -> None:
+    """Who may change an incident the caller may see (may_see is checked first)."""
+    if incident.state in PENDING_STATES or is_own_report(identity, incident):
+        _authorize_report_change(identity, incident)
+        return
     if identity.role in MANAGERS:
         return
+    if identity.role is Role.POLICE and incident.reporting_agency == pb.AGENCY_PARTNER:
+        return  # the police verified it: theirs now
     if identity.role in PUBLIC_SAFETY and AGENCY_OF_ROLE[identity.role] == incident.reporting_agency:
         return
     if identity.role is Role.SIM and incident.reporter == identity.caller:
         return
     raise PermissionDenied(f"{identity.role_name} may not change {incident.name}, reported by another agency")
+
+
+def _authorize_report_change(identity: Identity, incident: pb.Incident) -> None:
+    """A partner's report waiting for verification is the police's to verify, reject or edit; the
+    partner may only withdraw it (check_partner_move). Once verified it is the authorities'."""
+    if incident.state in PENDING_STATES and identity.role is Role.POLICE:
+        return
+    if incident.state == S.INCIDENT_STATE_UNVERIFIED and is_own_report(identity, incident):
+        return
+    if incident.state in PENDING_STATES:
+        raise PermissionDenied(f"{incident.name} is a partner's report: only the police verify or reject it")
+    raise PermissionDenied(f"{incident.name} was verified by the police: it is theirs to change now")
+
+
+def check_partner_move(identity: Identity, target: int) -> None:
+    if identity.role is Role.PARTNER and target != S.INCIDENT_STATE_CANCELLED:
+        raise PermissionDenied("a partner may only withdraw its report (CANCELLED); the police verify or reject it")
+
+
+def check_rejection(target: int, reason: str) -> None:
+    if target == S.INCIDENT_STATE_REJECTED and not reason.strip():
+        raise InvalidArgument("reason is required to reject a partner's report: the partner reads it")
+
+
+def validate_partner_report(identity: Identity, incident: pb.Incident) -> None:
+    """What a partner reports: a kind it may report, its words in partner_report.description, and no
+    responders' fields."""
+    if identity.role is not Role.PARTNER:
+        if incident.HasField("partner_report"):
+            raise InvalidArgument("partner_report is set from a partner's own report (role partner)")
+        return
+    if incident.type not in PARTNER_TYPES:
+        name = pb.IncidentType.Name(incident.type) if incident.type in pb.IncidentType.values() else incident.type
+        raise InvalidArgument(f"a partner does not report type {name}: police actions and works are the city's")
+    if incident.notes:
+        raise InvalidArgument("notes are the responders'; put what you saw in partner_report.description")
+    description = incident.partner_report.description
+    if not description.strip() or len(description) > MAX_DESCRIPTION:
+        raise InvalidArgument(f"partner_report.description is required (at most {MAX_DESCRIPTION} characters)")
 
 
 def authorize_type_change(
@@ -106,8 +203,11 @@ def authorize_type_change(
 
 # What visible() leaves out, for the role table.
 VISIBILITY = {
-    Role.ENGINEER: "no notes or reporter of police actions",
-    **{r: "no notes or reporter" for r in ANY_CALLER - PUBLIC_SAFETY - {Role.ENGINEER}},
+    Role.ENGINEER: "no notes or reporter of police actions; partners' reports once verified",
+    **{
+        r: "no notes or reporter; partners' reports once verified" for r in ANY_CALLER - PUBLIC_SAFETY - {Role.ENGINEER}
+    },
+    Role.PARTNER: "its own reports only, without police notes",
 }
 OPEN_VISIBILITY = {**VISIBILITY, Role.PUBLIC: "confirmed and not over, no police actions; no notes or reporter"}
 
@@ -135,8 +235,9 @@ def narrowed_for(
 
 def sees_restricted(identity: Identity, incident: pb.Incident) -> bool:
     """Whether this caller sees an incident's restricted parts: who reported and changed it, and what
-    they wrote (its notes, its history's reasons). Public safety always; engineers unless it is a
-    police action; nobody else. The one rule of every read: Get, List, Watch and the history."""
+    they wrote (its notes, its history's reasons, a partner's description). Public safety always;
+    engineers unless it is a police action; nobody else (a partner sees its own description, never
+    the notes). The one rule of every read: Get, List, Watch and the history."""
     if identity.role in PUBLIC_SAFETY:
         return True
     return identity.role is Role.ENGINEER and incident.type != pb.INCIDENT_TYPE_POLICE_ACTION
@@ -151,8 +252,24 @@ def visible(identity: Identity, incident: pb.Incident) -> pb.Incident:
     view.CopyFrom(incident)
     if not sees_restricted(identity, incident):
         view.ClearField("notes")
-        view.ClearField("reporter")
+        if not is_own_report(identity, incident):
+            view.ClearField("reporter")
+            view.partner_report.ClearField("description")
     return view
+
+
+def shown(view: pb.Incident, access: Access | None) -> pb.Incident:
+    """A visible() incident with its partner's parts withheld when the partner's agreement does not
+    share its reports with the caller (marked, with the reason); `access` None: not a partner's
+    report, or the caller's own."""
+    if access is None or access.outcome not in (Outcome.WITHHELD, Outcome.REFUSED):
+        return view
+    out = pb.Incident()
+    out.CopyFrom(view)  # a view may be the stored document itself
+    out.partner_report.Clear()
+    out.partner_report.withheld = True
+    out.partner_report.withheld_reason = access.reason
+    return out
 
 
 def visible_entry(identity: Identity, incident: pb.Incident, entry: pb.IncidentHistoryEntry) -> pb.IncidentHistoryEntry:
@@ -168,9 +285,13 @@ def visible_entry(identity: Identity, incident: pb.Incident, entry: pb.IncidentH
 # --- lifecycle -----------------------------------------------------------------------------------
 
 
+def check_target(target: int) -> None:
+    if target not in TRANSITIONS or target == S.INCIDENT_STATE_UNVERIFIED:
+        raise InvalidArgument(f"state must be one of {TARGET_NAMES}")
+
+
 def check_transition(current: int, target: int) -> None:
-    if target not in TRANSITIONS:
-        raise InvalidArgument("state must be one of REPORTED, CONFIRMED, ACTIVE, CLEARING, CLEARED, CANCELLED")
+    check_target(target)
     if target not in TRANSITIONS[current]:
         allowed = ", ".join(sorted(state_name(s) for s in TRANSITIONS[current])) or "none (terminal)"
         raise FailedPrecondition(f"cannot go from {state_name(current)} to {state_name(target)}; allowed: {allowed}")

@@ -31,6 +31,8 @@ class IncidentRow(SQLModel, table=True):
     reporter: str = Field(max_length=128)
     request_id: str = Field(max_length=128)
     planned_event_id: str | None = Field(default=None, index=True, max_length=63)
+    # The partner whose report it is (None: an agency's incident).
+    partner_id: str | None = Field(default=None, index=True, max_length=63)
     expected_start: datetime | None = Field(default=None, sa_type=UtcDateTime)
     expected_end: datetime | None = Field(default=None, sa_type=UtcDateTime)
     version: int

@@ -20,7 +20,9 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
     path = service.settings.network_file
     network = load_network(path.resolve()) if path else None
     feed = incident_feed(service.bus)
-    api = IncidentApi(service.engine, committer=service.committer, feed=feed, network=network)
+    api = IncidentApi(
+        service.engine, committer=service.committer, feed=feed, network=network, governance=service.governance
+    )
     incidents_pb2_grpc.add_IncidentServiceServicer_to_server(api, server)
 
     return [service.schedule("planned-events", usecases.advance_schedule), feed.stop]

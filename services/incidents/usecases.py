@@ -52,6 +52,7 @@ def _columns(incident: pb.Incident) -> dict[str, Any]:
         "type": incident.type,
         "agency": incident.reporting_agency,
         "state": incident.state,
+        "partner_id": logic.partner_of(incident) or None,
         "latitude": incident.location.latitude if incident.HasField("location") else None,
         "longitude": incident.location.longitude if incident.HasField("location") else None,
         "expected_start": from_timestamp(impact.expected_start_time)
@@ -116,6 +117,8 @@ def _stamp(incident: pb.Incident, now: datetime) -> None:
 def _authorized(identity: Identity) -> Callable[[IncidentRow], tuple[IncidentRow, pb.Incident]]:
     def check(row: IncidentRow) -> tuple[IncidentRow, pb.Incident]:
         incident = _document(row)
+        if not logic.may_see(identity, incident):
+            raise NotFound(f"incident {row.id!r} not found")  # as for a read: its existence is not the caller's
         logic.authorize_change(identity, incident)
         return row, incident
 
@@ -243,6 +246,8 @@ def transition_incidents(session: Session, items: Sequence[Transition]) -> list[
     def apply(item: Transition) -> pb.Incident:
         row, incident = rows.writable(item.incident_id, _authorized(item.identity))
         logic.check_transition(incident.state, item.state)
+        if item.state == pb.INCIDENT_STATE_REJECTED:
+            incident.partner_report.rejection_reason = item.reason
         _move(
             row,
             incident,
@@ -427,6 +432,10 @@ class IncidentFilter:
     area: Area | None = None
     start: datetime | None = None
     end: datetime | None = None
+    # Only this partner's reports (a partner reading).
+    partner_id: str | None = None
+    # Without partners' reports awaiting or refused verification (anyone but public safety).
+    hide_pending: bool = False
 
 
 def _conditions(f: IncidentFilter) -> list[Any]:
@@ -445,6 +454,10 @@ def _conditions(f: IncidentFilter) -> list[Any]:
         conditions.append(col(r.create_time) >= f.start)
     if f.end:
         conditions.append(col(r.create_time) < f.end)
+    if f.partner_id is not None:
+        conditions.append(col(r.partner_id) == f.partner_id)
+    if f.hide_pending:
+        conditions.append(col(r.state).not_in(logic.PENDING_STATES))
     return conditions
 
 

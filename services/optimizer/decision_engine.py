@@ -17,6 +17,7 @@ from almere.optimizer.v1 import decisions_pb2 as dpb
 from almere.optimizer.v1 import optimizer_pb2 as pb
 from almere.parking.v1 import events_pb2 as pevents
 from almere.parking.v1 import parking_pb2 as ppb
+from almere.partners.v1.partners_pb2 import TRUST_LEVEL_TRUSTED
 
 from services.common.clock import from_timestamp, to_timestamp
 from services.common.opening_hours import DEFAULT_TIME_ZONE, is_open, windows
@@ -129,7 +130,19 @@ class DecisionEngine:
             del self.reservations[vehicle]
         return Writes(facilities=[facility], released=counted)
 
-    def on_incident(self, event: ievents.IncidentEvent, now: datetime) -> Writes:
+    def _steers(self, incident: ipb.Incident, *, report_shared: bool) -> bool:
+        """Whether an incident acts on traffic: once active; a trusted partner's unverified report
+        already when the strategy says so and its agreement shares reports with the optimizer."""
+        if incident.state in AFFECTING:
+            return True
+        return (
+            incident.state == ipb.INCIDENT_STATE_UNVERIFIED
+            and report_shared
+            and self.strategy.trusted_reports_steer
+            and incident.partner_report.trust_level == TRUST_LEVEL_TRUSTED
+        )
+
+    def on_incident(self, event: ievents.IncidentEvent, now: datetime, *, report_shared: bool = False) -> Writes:
         known = self.incidents.get(event.incident_id)
         if known is not None and event.version <= known.version:
             return Writes()
@@ -138,7 +151,7 @@ class DecisionEngine:
             id=event.incident_id,
             version=event.version,
             edge_id=i.network_location.edge_id,
-            active=i.state in AFFECTING,
+            active=self._steers(i, report_shared=report_shared),
             full_closure=i.impact.full_closure,
             closed_lanes=list(i.impact.closed_lanes),
             speed_limit_kmh=i.impact.speed_limit_kmh,

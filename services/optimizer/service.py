@@ -9,16 +9,20 @@ from almere.detectors.v1 import detectors_pb2
 from almere.incidents.v1 import events_pb2 as ievents
 from almere.optimizer.v1 import decisions_pb2, optimizer_pb2, optimizer_pb2_grpc
 from almere.parking.v1 import events_pb2 as pevents
+from almere.partners.v1 import partners_pb2 as partners_pb
 from almere.signals.v1 import events_pb2 as sevents
 from almere.signals.v1 import signals_pb2_grpc
 from grpc import aio
 from nats.aio.msg import Msg
 
 from contract import bus
+from services.common.agreements import AgreementBook
+from services.common.auth import TRAFFIC_MANAGEMENT, Identity, Role
 from services.common.channels import open_channel
 from services.common.clock import utcnow
 from services.common.feed import EventFeed
 from services.common.runtime import Service, ServiceSpec
+from services.common.terms import Outcome
 from services.optimizer import usecases
 from services.optimizer.adaptive_control import AdaptiveControl
 from services.optimizer.api import OptimizerApi, SerialCommitter
@@ -37,7 +41,28 @@ SOURCES = [
 ]
 
 
-def _handler(decisions: DecisionEngine, signals: AdaptiveControl, stream: str) -> Callable[[Msg], Writes]:
+OPTIMIZER = Identity("optimizer", Role.OPTIMIZER)
+
+
+def _shares_reports(book: AgreementBook, event: ievents.IncidentEvent) -> bool:
+    """Whether a partner's agreement lets the optimizer act on its reports (before the police verify
+    them; after, the incident is theirs)."""
+    partner = event.incident.partner_report.partner.removeprefix("partners/")
+    if not partner:
+        return False
+    access = book.access(
+        identity=OPTIMIZER,
+        purpose=TRAFFIC_MANAGEMENT,
+        partner_id=partner,
+        dataset=partners_pb.DATASET_INCIDENT_REPORTS,
+        now=utcnow(),
+    )
+    return access.outcome in (Outcome.FULL, Outcome.DEGRADED)
+
+
+def _handler(
+    decisions: DecisionEngine, signals: AdaptiveControl, stream: str, book: AgreementBook
+) -> Callable[[Msg], Writes]:
     def handle(msg: Msg) -> Writes:
         decisions.consumed[stream] += 1
         kind = msg.subject.split(".")[3]
@@ -47,7 +72,8 @@ def _handler(decisions: DecisionEngine, signals: AdaptiveControl, stream: str) -
             if kind == bus.OCCUPANCY_CHANGED:
                 return decisions.on_occupancy(pevents.OccupancyChangedEvent.FromString(msg.data))
         elif stream == bus.INCIDENTS.name:
-            return decisions.on_incident(ievents.IncidentEvent.FromString(msg.data), utcnow())
+            event = ievents.IncidentEvent.FromString(msg.data)
+            return decisions.on_incident(event, utcnow(), report_shared=_shares_reports(book, event))
         elif stream == bus.DETECTORS.name:
             decisions.on_detector(detectors_pb2.Measurement.FromString(msg.data), utcnow())
         elif kind in (bus.PRIORITY_DECIDED, bus.PRIORITY_ENDED):
@@ -89,7 +115,7 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
         DurableConsumer(
             service.bus,
             source,
-            handle=_handler(decisions, signals, source.stream),
+            handle=_handler(decisions, signals, source.stream, service.agreements),
             serial_committer=serial_committer,
         )
         for source in SOURCES

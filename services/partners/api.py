@@ -83,8 +83,10 @@ class PartnerApi(partners_pb2_grpc.PartnerServiceServicer):
             raise InvalidArgument(
                 f"update_mask: {', '.join(stray)} cannot be changed; only {', '.join(logic.UPDATABLE)}"
             )
+        identity = current_identity.get()
+        logic.check_city_only(identity, paths)
         item = usecases.UpdatePartner(
-            identity=current_identity.get(), partner_id=partner_id, patch=request.partner, paths=paths, now=utcnow()
+            identity=identity, partner_id=partner_id, patch=request.partner, paths=paths, now=utcnow()
         )
         return pb.UpdatePartnerResponse(partner=await self._committer.submit(usecases.update_partners, item))
 

@@ -41,7 +41,10 @@ MAX_PURPOSES = 10
 ROUND_TO = (2, 1000)
 DELAY_MINUTES = (0, 1440)
 RETENTION_DAYS = (1, 3650)
-UPDATABLE = ("display_name", "contacts")
+UPDATABLE = ("display_name", "contacts", "trust_level")
+# What only the city changes: a partner does not vouch for itself.
+CITY_ONLY = frozenset({"trust_level"})
+TRUST_LEVELS = frozenset(pb.TrustLevel.values()) - {pb.TRUST_LEVEL_UNSPECIFIED}
 
 
 def is_itself(identity: Identity, partner_id: str) -> bool:
@@ -73,7 +76,17 @@ def agreement_name(partner_id: str, dataset: int) -> str:
     return f"partners/{partner_id}/agreements/{SLUGS[dataset]}"
 
 
+def check_city_only(identity: Identity, paths: tuple[str, ...]) -> None:
+    if identity.role is not Role.ENGINEER and (city := sorted(CITY_ONLY.intersection(paths))):
+        raise PermissionDenied(f"{', '.join(city)} is the city's to set (role engineer), not the partner's")
+
+
 def validate_partner(partner: pb.Partner) -> None:
+    """Checks a complete partner; an unset trust level becomes BASIC."""
+    if partner.trust_level == pb.TRUST_LEVEL_UNSPECIFIED:
+        partner.trust_level = pb.TRUST_LEVEL_BASIC
+    if partner.trust_level not in TRUST_LEVELS:
+        raise InvalidArgument("partner.trust_level must be BASIC or TRUSTED")
     if not 1 <= len(partner.display_name.strip()) <= 200:
         raise InvalidArgument("partner.display_name is required (at most 200 characters)")
     if partner.kind not in pb.PartnerKind.values() or partner.kind == pb.PARTNER_KIND_UNSPECIFIED:
@@ -111,6 +124,8 @@ def validate_agreement(agreement: pb.Agreement, *, dataset: int, now: datetime) 
             raise InvalidArgument(f"{where}.round_to applies only to DETAIL_ROUNDED")
         if not DELAY_MINUTES[0] <= terms.delay_minutes <= DELAY_MINUTES[1]:
             raise InvalidArgument(f"{where}.delay_minutes must be {DELAY_MINUTES[0]}-{DELAY_MINUTES[1]}")
+    if dataset == pb.DATASET_INCIDENT_REPORTS:
+        _check_reports(agreement)
     if not RETENTION_DAYS[0] <= agreement.retention_days <= RETENTION_DAYS[1]:
         raise InvalidArgument(f"agreement.retention_days must be {RETENTION_DAYS[0]}-{RETENTION_DAYS[1]}")
     if not 1 <= len(agreement.purposes) <= MAX_PURPOSES:
@@ -128,3 +143,15 @@ def validate_agreement(agreement: pb.Agreement, *, dataset: int, now: datetime) 
             raise InvalidArgument("agreement.valid_from must be before valid_until")
     if len(agreement.change_note) > 500:
         raise InvalidArgument("agreement.change_note: at most 500 characters")
+
+
+def _check_reports(agreement: pb.Agreement) -> None:
+    """Reports are made to the police, to act on now: public safety must be an audience, and no
+    audience gets them late."""
+    if not any(t.audience == pb.AUDIENCE_PUBLIC_SAFETY for t in agreement.audiences):
+        raise InvalidArgument(
+            "agreement.audiences: incident reports go to the police; AUDIENCE_PUBLIC_SAFETY must be listed"
+        )
+    for i, terms in enumerate(agreement.audiences):
+        if terms.delay_minutes:
+            raise InvalidArgument(f"agreement.audiences[{i}].delay_minutes: incident reports are shared live (0)")

@@ -332,3 +332,81 @@ async def test_the_network_state_shows_a_partners_garage_as_its_agreement_allows
 async def _counted(state: Awaitable[pb.FacilityState | None], occupied: int) -> bool:
     found = await state
     return found is not None and found.occupied == occupied
+
+
+async def test_a_trusted_partners_unverified_report_steers_only_when_strategy_and_agreement_allow(
+    start_service: Callable[..., Awaitable[str]], almere_net: Path, optimizer: Optimizer, tokens: dict[str, str]
+) -> None:
+    from almere.partners.v1 import partners_pb2 as ppb
+
+    from services.incidents.service import SPEC as INCIDENTS
+    from services.partners.service import SPEC as PARTNERS
+
+    async with (
+        grpc.aio.insecure_channel(await start_service(INCIDENTS, network_file=almere_net)) as i,
+        grpc.aio.insecure_channel(await start_service(PARTNERS)) as q,
+    ):
+        incidents, partners = Incidents(i, tokens), Partners(q, tokens)
+        # firm-a is trusted and shares its reports with the optimizer; firm-b is trusted, but its
+        # agreement keeps its reports for public safety.
+        for firm, audiences in (
+            ("firm-a", [ppb.AUDIENCE_PUBLIC_SAFETY, ppb.AUDIENCE_OPTIMIZER]),
+            ("firm-b", [ppb.AUDIENCE_PUBLIC_SAFETY]),
+        ):
+            await partners.as_("engineer").CreatePartner(
+                ppb.CreatePartnerRequest(
+                    partner_id=firm,
+                    partner=ppb.Partner(
+                        display_name=firm, kind=ppb.PARTNER_KIND_SECURITY_FIRM, trust_level=ppb.TRUST_LEVEL_TRUSTED
+                    ),
+                )
+            )
+            await partners.as_("engineer").SetAgreement(
+                ppb.SetAgreementRequest(
+                    name=f"partners/{firm}/agreements/incident-reports",
+                    agreement=ppb.Agreement(
+                        audiences=[ppb.AudienceTerms(audience=a, detail=ppb.DETAIL_RAW) for a in audiences],
+                        retention_days=30,
+                        purposes=["public-safety", "traffic-management"],
+                    ),
+                )
+            )
+
+        async def partner_report(caller: str, edge: str) -> ipb.Incident:
+            async def reported() -> ipb.Incident | None:
+                try:
+                    return await incidents.report(
+                        caller,
+                        type=ipb.INCIDENT_TYPE_HAZARD,
+                        network_location=ipb.NetworkLocation(edge_id=edge),
+                        impact=ipb.Impact(full_closure=True),
+                        partner_report=ipb.PartnerReport(description="burning car on the road"),
+                    )
+                except grpc.aio.AioRpcError as err:
+                    assert "not registered" in (err.details() or ""), err.details()
+                    return None
+
+            return await _until(reported, f"{caller}'s partner to reach the incident service")
+
+        async def acting(edge: str) -> list[str]:
+            state = await optimizer.as_("engineer").GetNetworkState(pb.GetNetworkStateRequest(edge_ids=[edge]))
+            return list(state.edges[0].incidents)
+
+        async def consumed(n: int) -> bool:
+            status = await optimizer.as_("engineer").GetStatus(pb.GetStatusRequest())
+            return status.consumed["INCIDENTS"] >= n
+
+        # The default strategy: only what the police verified steers.
+        await partner_report("partner", COLLISION)
+        await _until(lambda: consumed(1), "the optimizer to consume the report")
+        assert await acting(COLLISION) == []
+
+        steer = pb.SetStrategyRequest(
+            strategy=pb.Strategy(trusted_reports_steer=True), update_mask=FieldMask(paths=["trusted_reports_steer"])
+        )
+        await optimizer.as_("engineer").SetStrategy(steer)
+        trusted = await partner_report("partner", SECOND)
+        assert await _until(lambda: acting(SECOND), "the trusted report to steer") == [trusted.name]
+        kept = await partner_report("other_partner", WEST_IN)
+        await _until(lambda: consumed(3), "the optimizer to consume firm-b's report")
+        assert await acting(WEST_IN) == [], f"{kept.name}: firm-b's agreement does not share reports with the optimizer"

@@ -195,6 +195,21 @@ async def test_only_the_city_and_the_partner_itself_see_and_set_its_agreements(p
             "incident-reports can be shared as DETAIL_RAW",
         ),
         (
+            "partners/firm-a/agreements/incident-reports",
+            _terms(audiences=[pb.AudienceTerms(audience=pb.AUDIENCE_ENGINEER, detail=pb.DETAIL_RAW)]),
+            "incident reports go to the police; AUDIENCE_PUBLIC_SAFETY must be listed",
+        ),
+        (
+            "partners/firm-a/agreements/incident-reports",
+            _terms(
+                audiences=[
+                    pb.AudienceTerms(audience=pb.AUDIENCE_PUBLIC_SAFETY, detail=pb.DETAIL_RAW),
+                    pb.AudienceTerms(audience=pb.AUDIENCE_ENGINEER, detail=pb.DETAIL_RAW, delay_minutes=10),
+                ]
+            ),
+            "audiences[1].delay_minutes: incident reports are shared live (0)",
+        ),
+        (
             "partners/op-a/agreements/occupancy",
             _terms(audiences=[pb.AudienceTerms(audience=pb.AUDIENCE_ENGINEER)]),
             "detail: occupancy can be shared as",
@@ -255,7 +270,19 @@ async def test_the_partner_keeps_its_contacts_current_and_nothing_else(partners:
     )
     assert (code, message) == (
         grpc.StatusCode.INVALID_ARGUMENT,
-        "update_mask: state cannot be changed; only display_name, contacts",
+        "update_mask: state cannot be changed; only display_name, contacts, trust_level",
+    )
+    code, message = await _code(
+        partners.as_("partner").UpdatePartner(
+            pb.UpdatePartnerRequest(
+                partner=pb.Partner(name="partners/firm-a", trust_level=pb.TRUST_LEVEL_TRUSTED),
+                update_mask=FieldMask(paths=["trust_level"]),
+            )
+        )
+    )
+    assert (code, message) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "trust_level is the city's to set (role engineer), not the partner's",
     )
     code, message = await _code(
         partners.as_("partner").UpdatePartner(

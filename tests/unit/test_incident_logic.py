@@ -22,8 +22,14 @@ from services.incidents.locate import locate
 S = pb.IncidentState
 REPORTED, CONFIRMED, ACTIVE = S.INCIDENT_STATE_REPORTED, S.INCIDENT_STATE_CONFIRMED, S.INCIDENT_STATE_ACTIVE
 CLEARING, CLEARED, CANCELLED = S.INCIDENT_STATE_CLEARING, S.INCIDENT_STATE_CLEARED, S.INCIDENT_STATE_CANCELLED
-STATES = [REPORTED, CONFIRMED, ACTIVE, CLEARING, CLEARED, CANCELLED]
+UNVERIFIED, REJECTED = S.INCIDENT_STATE_UNVERIFIED, S.INCIDENT_STATE_REJECTED
+# What a transition may move to (a partner's report starts UNVERIFIED; nothing moves back to it).
+STATES = [REPORTED, CONFIRMED, ACTIVE, CLEARING, CLEARED, CANCELLED, REJECTED]
 ALLOWED = {
+    (UNVERIFIED, CONFIRMED),
+    (UNVERIFIED, ACTIVE),
+    (UNVERIFIED, REJECTED),
+    (UNVERIFIED, CANCELLED),
     (REPORTED, CONFIRMED),
     (REPORTED, ACTIVE),
     (REPORTED, CANCELLED),
@@ -63,9 +69,11 @@ def edge(edge_id: str, **fields: object) -> pb.Incident:
 
 def test_transition_table_is_exactly_the_documented_lifecycle() -> None:
     assert {(a, b) for a, targets in logic.TRANSITIONS.items() for b in targets} == ALLOWED
-    assert set(logic.TRANSITIONS) == set(STATES)
+    assert set(logic.TRANSITIONS) == {*STATES, UNVERIFIED}
     # CANCELLED is for incidents withdrawn before they affected traffic.
-    assert {s for s, targets in logic.TRANSITIONS.items() if CANCELLED in targets} == {REPORTED, CONFIRMED}
+    assert {s for s, targets in logic.TRANSITIONS.items() if CANCELLED in targets} == {UNVERIFIED, REPORTED, CONFIRMED}
+    # Only a partner's report awaiting the police is rejected.
+    assert {s for s, targets in logic.TRANSITIONS.items() if REJECTED in targets} == {UNVERIFIED}
 
 
 @pytest.mark.parametrize(("current", "target"), sorted(ALLOWED))
@@ -91,7 +99,7 @@ def test_disallowed_transitions_name_both_states_and_allowed_targets(current: in
     assert err.value.message == f"cannot go from {from_name} to {to_name}; allowed: {allowed}"
 
 
-@pytest.mark.parametrize("terminal", [CLEARED, CANCELLED])
+@pytest.mark.parametrize("terminal", [CLEARED, CANCELLED, REJECTED])
 @pytest.mark.parametrize("target", STATES)
 def test_terminal_states_allow_nothing(terminal: int, target: int) -> None:
     with pytest.raises(FailedPrecondition, match=r"allowed: none \(terminal\)$"):
@@ -104,9 +112,9 @@ def test_unknown_target_state_is_invalid_argument(target: int) -> None:
         logic.check_transition(REPORTED, target)
 
 
-@given(st.lists(st.integers(min_value=0, max_value=5), max_size=40))
-def test_random_walks_respect_the_lifecycle(choices: list[int]) -> None:
-    state, path = REPORTED, [REPORTED]
+@given(st.sampled_from([REPORTED, UNVERIFIED]), st.lists(st.integers(min_value=0, max_value=5), max_size=40))
+def test_random_walks_respect_the_lifecycle(start: int, choices: list[int]) -> None:
+    state, path = start, [start]
     for choice in choices:
         targets = sorted(logic.TRANSITIONS[state])
         if not targets:  # terminal: nothing may follow
@@ -119,10 +127,11 @@ def test_random_walks_respect_the_lifecycle(choices: list[int]) -> None:
         state = target
         path.append(state)
     if not logic.TRANSITIONS[state]:
-        assert state in (CLEARED, CANCELLED)
+        assert state in (CLEARED, CANCELLED, REJECTED)
     assert all(s in logic.OPEN_STATES for s in path[:-1])
+    assert UNVERIFIED not in path[1:], "nothing goes back to waiting for verification"
     if CANCELLED in path:
-        assert path[-2] in (REPORTED, CONFIRMED)
+        assert path[-2] in (UNVERIFIED, REPORTED, CONFIRMED)
         assert ACTIVE not in path and CLEARING not in path
 
 
@@ -333,3 +342,57 @@ def test_locate_without_a_network_changes_nothing() -> None:
         before.CopyFrom(given_incident)
         locate(given_incident, None)
         assert given_incident == before
+
+
+# --- partners' reports ---------------------------------------------------------------------------
+
+
+def _report(state: int, partner: str = "firm-a") -> pb.Incident:
+    return incident(
+        state=state,
+        notes="police notes",
+        reporter="firm-a-desk",
+        reporting_agency=pb.AGENCY_PARTNER,
+        partner_report=pb.PartnerReport(partner=f"partners/{partner}", description="what we saw"),
+    )
+
+
+FIRM_A = Identity("firm-a-desk", Role.PARTNER, "firm-a")
+FIRM_B = Identity("firm-b-desk", Role.PARTNER, "firm-b")
+
+
+@pytest.mark.parametrize("state", [UNVERIFIED, REJECTED])
+def test_a_pending_report_is_public_safetys_and_the_partners_only(state: int) -> None:
+    pending = _report(state)
+    seeing = {
+        r for r in Role if r not in (Role.PARTNER, Role.OPERATOR, Role.SERVICE) and logic.may_see(who(r), pending)
+    }
+    assert seeing == {Role.POLICE, Role.FIRE, Role.EMS}
+    assert logic.may_see(FIRM_A, pending) and not logic.may_see(FIRM_B, pending)
+
+
+def test_a_partner_sees_its_own_words_never_the_police_notes_nor_other_partners_reports() -> None:
+    verified = _report(ACTIVE)
+    own = logic.visible(FIRM_A, verified)
+    assert (own.notes, own.reporter, own.partner_report.description) == ("", "firm-a-desk", "what we saw")
+    assert not logic.may_see(FIRM_B, verified)
+    assert not logic.may_see(FIRM_A, incident(state=ACTIVE)), "a partner reads its own reports only"
+    optimizer = logic.visible(who(Role.OPTIMIZER), verified)
+    assert (optimizer.partner_report.partner, optimizer.partner_report.description) == ("partners/firm-a", "")
+
+
+def test_only_the_police_decide_on_a_pending_report_and_the_partner_only_withdraws() -> None:
+    pending = _report(UNVERIFIED)
+    logic.authorize_change(who(Role.POLICE), pending)
+    logic.authorize_change(FIRM_A, pending)
+    for role in (Role.ENGINEER, Role.FIRE, Role.EMS):
+        with pytest.raises(PermissionDenied, match="only the police verify or reject it"):
+            logic.authorize_change(who(role), pending)
+    with pytest.raises(PermissionDenied, match="may only withdraw"):
+        logic.check_partner_move(FIRM_A, CONFIRMED)
+    logic.check_partner_move(FIRM_A, CANCELLED)
+    with pytest.raises(PermissionDenied, match="theirs to change now"):
+        logic.authorize_change(FIRM_A, _report(ACTIVE))
+    logic.authorize_change(who(Role.POLICE), _report(ACTIVE))
+    with pytest.raises(InvalidArgument, match="reason is required"):
+        logic.check_rejection(REJECTED, "  ")

@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from almere.partners.v1 import partners_pb2 as _partners_pb2
 from almere.type.v1 import geo_pb2 as _geo_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -97,6 +98,8 @@ class _AgencyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Agency.ValueTy
     AGENCY_FIRE: _Agency.ValueType  # 2
     AGENCY_EMS: _Agency.ValueType  # 3
     AGENCY_TRAFFIC_CONTROL: _Agency.ValueType  # 4
+    AGENCY_PARTNER: _Agency.ValueType  # 5
+    """A partner of the city (a security firm, a business): see Incident.partner_report."""
 
 class Agency(_Agency, metaclass=_AgencyEnumTypeWrapper):
     """Who reported it."""
@@ -106,6 +109,8 @@ AGENCY_POLICE: Agency.ValueType  # 1
 AGENCY_FIRE: Agency.ValueType  # 2
 AGENCY_EMS: Agency.ValueType  # 3
 AGENCY_TRAFFIC_CONTROL: Agency.ValueType  # 4
+AGENCY_PARTNER: Agency.ValueType  # 5
+"""A partner of the city (a security firm, a business): see Incident.partner_report."""
 Global___Agency: _TypeAlias = Agency  # noqa: Y015
 
 class _IncidentState:
@@ -127,6 +132,10 @@ class _IncidentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Inciden
     """Over. Terminal."""
     INCIDENT_STATE_CANCELLED: _IncidentState.ValueType  # 6
     """Withdrawn before it was active (a false report, a cancelled event). Terminal."""
+    INCIDENT_STATE_UNVERIFIED: _IncidentState.ValueType  # 7
+    """A partner's report awaiting police verification: seen by public safety and the partner only."""
+    INCIDENT_STATE_REJECTED: _IncidentState.ValueType  # 8
+    """A partner's report the police rejected (PartnerReport.rejection_reason says why). Terminal."""
 
 class IncidentState(_IncidentState, metaclass=_IncidentStateEnumTypeWrapper):
     """Where an incident is in its lifecycle."""
@@ -144,6 +153,10 @@ INCIDENT_STATE_CLEARED: IncidentState.ValueType  # 5
 """Over. Terminal."""
 INCIDENT_STATE_CANCELLED: IncidentState.ValueType  # 6
 """Withdrawn before it was active (a false report, a cancelled event). Terminal."""
+INCIDENT_STATE_UNVERIFIED: IncidentState.ValueType  # 7
+"""A partner's report awaiting police verification: seen by public safety and the partner only."""
+INCIDENT_STATE_REJECTED: IncidentState.ValueType  # 8
+"""A partner's report the police rejected (PartnerReport.rejection_reason says why). Terminal."""
 Global___IncidentState: _TypeAlias = IncidentState  # noqa: Y015
 
 @_typing.final
@@ -251,6 +264,7 @@ class Incident(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    PARTNER_REPORT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: `incidents/{incident}`."""
     type: Global___IncidentType.ValueType
@@ -287,6 +301,12 @@ class Incident(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
 
+    @_builtins.property
+    def partner_report(self) -> Global___PartnerReport:
+        """A partner's report: set from the reporting partner's call. Its parts are the partner's data,
+        shown to others under the partner's `incident-reports` agreement.
+        """
+
     def __init__(
         self,
         *,
@@ -305,14 +325,60 @@ class Incident(_message.Message):
         version: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        partner_report: Global___PartnerReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "impact", b"impact", "location", b"location", "network_location", b"network_location", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "impact", b"impact", "location", b"location", "network_location", b"network_location", "partner_report", b"partner_report", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "impact", b"impact", "location", b"location", "name", b"name", "network_location", b"network_location", "notes", b"notes", "planned_event", b"planned_event", "reporter", b"reporter", "reporting_agency", b"reporting_agency", "severity", b"severity", "state", b"state", "title", b"title", "type", b"type", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "impact", b"impact", "location", b"location", "name", b"name", "network_location", b"network_location", "notes", b"notes", "partner_report", b"partner_report", "planned_event", b"planned_event", "reporter", b"reporter", "reporting_agency", b"reporting_agency", "severity", b"severity", "state", b"state", "title", b"title", "type", b"type", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Incident: _TypeAlias = Incident  # noqa: Y015
+
+@_typing.final
+class PartnerReport(_message.Message):
+    """What a partner reported, and what became of it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTNER_FIELD_NUMBER: _builtins.int
+    TRUST_LEVEL_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    REJECTION_REASON_FIELD_NUMBER: _builtins.int
+    WITHHELD_FIELD_NUMBER: _builtins.int
+    WITHHELD_REASON_FIELD_NUMBER: _builtins.int
+    partner: _builtins.str
+    """Output only. `partners/{partner}`."""
+    trust_level: _partners_pb2.TrustLevel.ValueType
+    """Output only. The city's trust in the partner when it reported."""
+    description: _builtins.str
+    """What the partner saw, in its words (at most 2,000 characters). Restricted: public safety, the
+    partner itself, and engineers after verification, as the agreement allows.
+    """
+    rejection_reason: _builtins.str
+    """Output only. Why the police rejected it; the partner reads it."""
+    withheld: _builtins.bool
+    """Output only. True when the partner's agreement withholds the report's partner and description
+    from this caller (`withheld_reason` says why): the incident is shown without them.
+    """
+    withheld_reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        partner: _builtins.str = ...,
+        trust_level: _partners_pb2.TrustLevel.ValueType = ...,
+        description: _builtins.str = ...,
+        rejection_reason: _builtins.str = ...,
+        withheld: _builtins.bool = ...,
+        withheld_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "partner", b"partner", "rejection_reason", b"rejection_reason", "trust_level", b"trust_level", "withheld", b"withheld", "withheld_reason", b"withheld_reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartnerReport: _TypeAlias = PartnerReport  # noqa: Y015
 
 @_typing.final
 class ReportIncidentRequest(_message.Message):

@@ -32,6 +32,12 @@ class IncidentServiceStub:
     Resource names (AIP-122): `incidents/{incident}` and `plannedEvents/{planned_event}`.
     Who sees what: police, fire and ems see everything; engineers everything but the notes of
     police actions; other callers the incident and its impact without notes and reporter.
+
+    Partners (`partner:<id>`: a security firm, a shop) report what they see. Their report starts
+    UNVERIFIED: public safety sees it at once, the partner sees its own, nobody else sees it until
+    the police verify it (TransitionIncident to CONFIRMED or ACTIVE: then it is an incident like any
+    other) or reject it (REJECTED, with a reason the partner reads). A partner never sees another
+    partner's reports, nor police notes.
     """
 
     def __init__(self, channel):
@@ -104,6 +110,12 @@ class IncidentServiceServicer:
     Resource names (AIP-122): `incidents/{incident}` and `plannedEvents/{planned_event}`.
     Who sees what: police, fire and ems see everything; engineers everything but the notes of
     police actions; other callers the incident and its impact without notes and reporter.
+
+    Partners (`partner:<id>`: a security firm, a shop) report what they see. Their report starts
+    UNVERIFIED: public safety sees it at once, the partner sees its own, nobody else sees it until
+    the police verify it (TransitionIncident to CONFIRMED or ACTIVE: then it is an incident like any
+    other) or reject it (REJECTED, with a reason the partner reads). A partner never sees another
+    partner's reports, nor police notes.
     """
 
     def ReportIncident(self, request, context):
@@ -137,7 +149,9 @@ class IncidentServiceServicer:
 
     def TransitionIncident(self, request, context):
         """Moves an incident through its lifecycle:
-        REPORTED -> CONFIRMED -> ACTIVE -> CLEARING -> CLEARED, or CANCELLED before it is active.
+        REPORTED -> CONFIRMED -> ACTIVE -> CLEARING -> CLEARED, or CANCELLED before it is active;
+        a partner's report UNVERIFIED -> CONFIRMED or ACTIVE (police verify it), REJECTED (police, with
+        a reason) or CANCELLED (the partner withdraws it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -262,6 +276,12 @@ class IncidentService:
     Resource names (AIP-122): `incidents/{incident}` and `plannedEvents/{planned_event}`.
     Who sees what: police, fire and ems see everything; engineers everything but the notes of
     police actions; other callers the incident and its impact without notes and reporter.
+
+    Partners (`partner:<id>`: a security firm, a shop) report what they see. Their report starts
+    UNVERIFIED: public safety sees it at once, the partner sees its own, nobody else sees it until
+    the police verify it (TransitionIncident to CONFIRMED or ACTIVE: then it is an incident like any
+    other) or reject it (REJECTED, with a reason the partner reads). A partner never sees another
+    partner's reports, nor police notes.
     """
 
     @staticmethod

@@ -33,6 +33,12 @@ class IncidentServiceStub:
     Resource names (AIP-122): `incidents/{incident}` and `plannedEvents/{planned_event}`.
     Who sees what: police, fire and ems see everything; engineers everything but the notes of
     police actions; other callers the incident and its impact without notes and reporter.
+
+    Partners (`partner:<id>`: a security firm, a shop) report what they see. Their report starts
+    UNVERIFIED: public safety sees it at once, the partner sees its own, nobody else sees it until
+    the police verify it (TransitionIncident to CONFIRMED or ACTIVE: then it is an incident like any
+    other) or reject it (REJECTED, with a reason the partner reads). A partner never sees another
+    partner's reports, nor police notes.
     """
 
     @_typing.overload
@@ -51,7 +57,9 @@ class IncidentServiceStub:
     """Changes the fields named in the update mask."""
     TransitionIncident: _grpc.UnaryUnaryMultiCallable[_incidents_pb2.TransitionIncidentRequest, _incidents_pb2.TransitionIncidentResponse]
     """Moves an incident through its lifecycle:
-    REPORTED -> CONFIRMED -> ACTIVE -> CLEARING -> CLEARED, or CANCELLED before it is active.
+    REPORTED -> CONFIRMED -> ACTIVE -> CLEARING -> CLEARED, or CANCELLED before it is active;
+    a partner's report UNVERIFIED -> CONFIRMED or ACTIVE (police verify it), REJECTED (police, with
+    a reason) or CANCELLED (the partner withdraws it).
     """
     WatchIncidents: _grpc.UnaryStreamMultiCallable[_incidents_pb2.WatchIncidentsRequest, _incidents_pb2.WatchIncidentsResponse]
     """Streams the open incidents first (snapshot = true), then every change as it happens.
@@ -80,6 +88,12 @@ class IncidentServiceAsyncStub(IncidentServiceStub):
     Resource names (AIP-122): `incidents/{incident}` and `plannedEvents/{planned_event}`.
     Who sees what: police, fire and ems see everything; engineers everything but the notes of
     police actions; other callers the incident and its impact without notes and reporter.
+
+    Partners (`partner:<id>`: a security firm, a shop) report what they see. Their report starts
+    UNVERIFIED: public safety sees it at once, the partner sees its own, nobody else sees it until
+    the police verify it (TransitionIncident to CONFIRMED or ACTIVE: then it is an incident like any
+    other) or reject it (REJECTED, with a reason the partner reads). A partner never sees another
+    partner's reports, nor police notes.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -95,7 +109,9 @@ class IncidentServiceAsyncStub(IncidentServiceStub):
     """Changes the fields named in the update mask."""
     TransitionIncident: _aio.UnaryUnaryMultiCallable[_incidents_pb2.TransitionIncidentRequest, _incidents_pb2.TransitionIncidentResponse]  # type: ignore[assignment]
     """Moves an incident through its lifecycle:
-    REPORTED -> CONFIRMED -> ACTIVE -> CLEARING -> CLEARED, or CANCELLED before it is active.
+    REPORTED -> CONFIRMED -> ACTIVE -> CLEARING -> CLEARED, or CANCELLED before it is active;
+    a partner's report UNVERIFIED -> CONFIRMED or ACTIVE (police verify it), REJECTED (police, with
+    a reason) or CANCELLED (the partner withdraws it).
     """
     WatchIncidents: _aio.UnaryStreamMultiCallable[_incidents_pb2.WatchIncidentsRequest, _incidents_pb2.WatchIncidentsResponse]  # type: ignore[assignment]
     """Streams the open incidents first (snapshot = true), then every change as it happens.
@@ -123,6 +139,12 @@ class IncidentServiceServicer(metaclass=_abc_1.ABCMeta):
     Resource names (AIP-122): `incidents/{incident}` and `plannedEvents/{planned_event}`.
     Who sees what: police, fire and ems see everything; engineers everything but the notes of
     police actions; other callers the incident and its impact without notes and reporter.
+
+    Partners (`partner:<id>`: a security firm, a shop) report what they see. Their report starts
+    UNVERIFIED: public safety sees it at once, the partner sees its own, nobody else sees it until
+    the police verify it (TransitionIncident to CONFIRMED or ACTIVE: then it is an incident like any
+    other) or reject it (REJECTED, with a reason the partner reads). A partner never sees another
+    partner's reports, nor police notes.
     """
 
     @_abc_1.abstractmethod
@@ -166,7 +188,9 @@ class IncidentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_incidents_pb2.TransitionIncidentResponse, _abc.Awaitable[_incidents_pb2.TransitionIncidentResponse]]:
         """Moves an incident through its lifecycle:
-        REPORTED -> CONFIRMED -> ACTIVE -> CLEARING -> CLEARED, or CANCELLED before it is active.
+        REPORTED -> CONFIRMED -> ACTIVE -> CLEARING -> CLEARED, or CANCELLED before it is active;
+        a partner's report UNVERIFIED -> CONFIRMED or ACTIVE (police verify it), REJECTED (police, with
+        a reason) or CANCELLED (the partner withdraws it).
         """
 
     @_abc_1.abstractmethod

@@ -66,6 +66,7 @@ class Strategy(_message.Message):
     MIN_RELATIVE_GAIN_FIELD_NUMBER: _builtins.int
     REROUTE_HOLD_SECONDS_FIELD_NUMBER: _builtins.int
     RESERVE_SPACES_FIELD_NUMBER: _builtins.int
+    TRUSTED_REPORTS_STEER_FIELD_NUMBER: _builtins.int
     incident_rerouting: _builtins.bool
     congestion_rerouting: _builtins.bool
     parking_guidance: _builtins.bool
@@ -81,6 +82,10 @@ class Strategy(_message.Message):
     reroute_hold_seconds: _builtins.float
     reserve_spaces: _builtins.int
     """Parking guidance: facilities with fewer free spaces than this (after promises) get no one."""
+    trusted_reports_steer: _builtins.bool
+    """Unverified incident reports of partners the city trusts (TRUST_LEVEL_TRUSTED) steer traffic
+    already, as if active; off: only what the police verified does.
+    """
     def __init__(
         self,
         *,
@@ -93,10 +98,11 @@ class Strategy(_message.Message):
         min_relative_gain: _builtins.float = ...,
         reroute_hold_seconds: _builtins.float = ...,
         reserve_spaces: _builtins.int = ...,
+        trusted_reports_steer: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["congestion_rerouting", b"congestion_rerouting", "decision_interval_seconds", b"decision_interval_seconds", "equipped_share", b"equipped_share", "incident_rerouting", b"incident_rerouting", "min_gain_seconds", b"min_gain_seconds", "min_relative_gain", b"min_relative_gain", "parking_guidance", b"parking_guidance", "reroute_hold_seconds", b"reroute_hold_seconds", "reserve_spaces", b"reserve_spaces"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["congestion_rerouting", b"congestion_rerouting", "decision_interval_seconds", b"decision_interval_seconds", "equipped_share", b"equipped_share", "incident_rerouting", b"incident_rerouting", "min_gain_seconds", b"min_gain_seconds", "min_relative_gain", b"min_relative_gain", "parking_guidance", b"parking_guidance", "reroute_hold_seconds", b"reroute_hold_seconds", "reserve_spaces", b"reserve_spaces", "trusted_reports_steer", b"trusted_reports_steer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -47,6 +47,32 @@ PARTNER_KIND_COMMUNITY_GROUP: PartnerKind.ValueType  # 4
 PARTNER_KIND_SENSOR_OWNER: PartnerKind.ValueType  # 5
 Global___PartnerKind: _TypeAlias = PartnerKind  # noqa: Y015
 
+class _TrustLevel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TrustLevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TrustLevel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRUST_LEVEL_UNSPECIFIED: _TrustLevel.ValueType  # 0
+    TRUST_LEVEL_BASIC: _TrustLevel.ValueType  # 1
+    """Its reports act only once the police verify them."""
+    TRUST_LEVEL_TRUSTED: _TrustLevel.ValueType  # 2
+    """The optimizer's strategy may let its unverified reports steer traffic already
+    (Strategy.trusted_reports_steer).
+    """
+
+class TrustLevel(_TrustLevel, metaclass=_TrustLevelEnumTypeWrapper):
+    """How far the city trusts a partner's incident reports while they wait for police verification."""
+
+TRUST_LEVEL_UNSPECIFIED: TrustLevel.ValueType  # 0
+TRUST_LEVEL_BASIC: TrustLevel.ValueType  # 1
+"""Its reports act only once the police verify them."""
+TRUST_LEVEL_TRUSTED: TrustLevel.ValueType  # 2
+"""The optimizer's strategy may let its unverified reports steer traffic already
+(Strategy.trusted_reports_steer).
+"""
+Global___TrustLevel: _TypeAlias = TrustLevel  # noqa: Y015
+
 class _Dataset:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -237,6 +263,7 @@ class Partner(_message.Message):
     STATE_REASON_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    TRUST_LEVEL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`partners/{partner}`; the id is what the partner's roles carry (`partner:{partner}`,
     `operator:{partner}`). Output only.
@@ -247,6 +274,10 @@ class Partner(_message.Message):
     """Output only."""
     state_reason: _builtins.str
     """Why it was suspended or reactivated. Output only."""
+    trust_level: Global___TrustLevel.ValueType
+    """How far the city trusts the partner's incident reports before the police verify them. The
+    city's call: set by engineers (default BASIC), never by the partner itself.
+    """
     @_builtins.property
     def contacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Contact]: ...
     @_builtins.property
@@ -268,10 +299,11 @@ class Partner(_message.Message):
         state_reason: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        trust_level: Global___TrustLevel.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contacts", b"contacts", "create_time", b"create_time", "display_name", b"display_name", "kind", b"kind", "name", b"name", "state", b"state", "state_reason", b"state_reason", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contacts", b"contacts", "create_time", b"create_time", "display_name", b"display_name", "kind", b"kind", "name", b"name", "state", b"state", "state_reason", b"state_reason", "trust_level", b"trust_level", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -592,7 +624,7 @@ class UpdatePartnerRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """display_name and/or contacts."""
+        """display_name, contacts; trust_level (engineers only)."""
 
     def __init__(
         self,
