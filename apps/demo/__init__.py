@@ -7,7 +7,7 @@ import shutil
 import signal
 import time
 
-from apps.demo import incidents, parking, partners, signals, simulation, whatif
+from apps.demo import incidents, parking, partners, reports, signals, simulation, whatif
 from apps.stack import Stack, dev_callers
 from services.common.config import Settings
 
@@ -18,7 +18,7 @@ def run_demo(settings: Settings, *, full: bool = False, keep: bool = False) -> i
     shutil.rmtree(run_dir, ignore_errors=True)
     stack = Stack(
         settings=settings.model_copy(update={"data_dir": run_dir, "tokens_file": None, "tokens": None}),
-        callers=dev_callers("engineer", "operator", "police", "ems", "optimizer", "sim"),  # the scenes' cast
+        callers=dev_callers("engineer", "operator", "police", "ems", "optimizer", "sim", "partner"),  # the scenes' cast
     )
     stack.start()
     print(stack.describe(), flush=True)
@@ -41,7 +41,7 @@ def run_demo(settings: Settings, *, full: bool = False, keep: bool = False) -> i
         )
         say("\n== 3. Signal timing: a festival plan, an ambulance and a bus ==")
         timed = await signals.play(stack.channel("signals"), stack.credentials, say)
-        say("\n== 4. A private garage operator shares its counts on its own terms ==")
+        say("\n== 4. Private partners: a garage operator's terms, a security firm's report ==")
         shared = await partners.play(
             partners=stack.channel("partners"),
             parking=stack.channel("parking"),
@@ -49,7 +49,14 @@ def run_demo(settings: Settings, *, full: bool = False, keep: bool = False) -> i
             tokens=stack.credentials,
             say=say,
         )
-        return [filled, reported, timed, shared]
+        verified = await reports.play(
+            partners=stack.channel("partners"),
+            incidents=stack.channel("incidents"),
+            optimizer=stack.channel("optimizer"),
+            tokens=stack.credentials,
+            say=say,
+        )
+        return [filled, reported, timed, shared and verified]
 
     started = time.monotonic()
     try:

@@ -32,7 +32,7 @@ TERMS = ppb.Agreement(
 STATUS = {v: n.removeprefix("OCCUPANCY_STATUS_") for n, v in pb.OccupancyStatus.items()}
 
 
-def _as(token: str, purpose: str = "") -> tuple[tuple[str, str], ...]:
+def as_caller(token: str, purpose: str = "") -> tuple[tuple[str, str], ...]:
     declared = ((PURPOSE_METADATA, purpose),) if purpose else ()
     return (("authorization", f"Bearer {token}"), *declared)
 
@@ -65,18 +65,18 @@ async def play(
                     contacts=[ppb.Contact(display_name="Data desk", email="data@demo-parking.example")],
                 ),
             ),
-            metadata=_as(tokens["engineer"]),
+            metadata=as_caller(tokens["engineer"]),
         )
         say(f"[engineer] registered partner {OPERATOR} (the operator of the scene-1 garages)")
         agreement = (
             await registry.SetAgreement(
                 ppb.SetAgreementRequest(name=f"partners/{OPERATOR}/agreements/occupancy", agreement=TERMS),
-                metadata=_as(tokens["operator"]),
+                metadata=as_caller(tokens["operator"]),
             )
         ).agreement
         say(f"[operator] set {agreement.name} revision {agreement.revision}: {agreement.change_note}")
         get = pb.GetOccupancyRequest(facility=f"facilities/{GARAGE}")
-        engineer = _as(tokens["engineer"], TRAFFIC_MANAGEMENT)
+        engineer = as_caller(tokens["engineer"], TRAFFIC_MANAGEMENT)
         for _ in range(100):  # the agreement reaches the parking service through the PARTNERS stream
             if (await garages.GetOccupancy(get, metadata=engineer)).occupancy.sharing.revision:
                 break
@@ -88,12 +88,12 @@ async def play(
             f"[public feed] SPDP {GARAGE}, as it was five minutes ago: {status['statusDescription']!r}, "
             f"vacantSpaces {status.get('vacantSpaces', 'absent')}"
         )
-        raw = (await garages.GetOccupancy(get, metadata=_as(tokens["optimizer"], TRAFFIC_MANAGEMENT))).occupancy
+        raw = (await garages.GetOccupancy(get, metadata=as_caller(tokens["optimizer"], TRAFFIC_MANAGEMENT))).occupancy
         say(f"[optimizer] {GARAGE}: {_shown(raw)}")
         rounded = (await garages.GetOccupancy(get, metadata=engineer)).occupancy
         say(f"[engineer] {GARAGE}: {_shown(rounded)}")
         try:
-            await garages.GetOccupancy(get, metadata=_as(tokens["police"], TRAFFIC_MANAGEMENT))
+            await garages.GetOccupancy(get, metadata=as_caller(tokens["police"], TRAFFIC_MANAGEMENT))
             police = "read it (unexpected)"
         except grpc.aio.AioRpcError as err:
             police = f"{err.code().name}: {err.details()}"
@@ -101,7 +101,7 @@ async def play(
         for _ in range(100):  # the audit arrives through the PARTNER_ACCESS stream
             records = (
                 await registry.ListAccessRecords(
-                    ppb.ListAccessRecordsRequest(parent=f"partners/{OPERATOR}"), metadata=_as(tokens["operator"])
+                    ppb.ListAccessRecordsRequest(parent=f"partners/{OPERATOR}"), metadata=as_caller(tokens["operator"])
                 )
             ).records
             if {"optimizer", "police", "public"} <= {r.role for r in records}:
