@@ -150,7 +150,8 @@ async def play(
         say(f"[control room] now sees {report.name}: {STATE[engineer.state]}, {engineer.partner_report.description!r}")
         own = await reports.GetIncident(pb.GetIncidentRequest(name=report.name), metadata=as_caller(tokens["partner"]))
         say(
-            f"[security firm] its report is {STATE[own.incident.state]}; police notes shown to it: {own.incident.notes!r}"
+            f"[security firm] its report is {STATE[own.incident.state]}; "
+            f"police notes shown to it: {own.incident.notes!r}"
         )
         for _ in range(100):  # the audit arrives through the PARTNER_ACCESS stream
             records = (
