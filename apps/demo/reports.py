@@ -39,7 +39,7 @@ SEEN = "Car on fire on the right lane of the Hogering by the Forum garage exit; 
 TRIP = opb.ComputeTravelTimesRequest(origin_edge_id="ring-s-w", destination_edge_ids=["ring-n-e"])
 
 
-async def _travel(optimizer: optimizer_pb2_grpc.OptimizerServiceStub, token: str) -> tuple[float, list[str]]:
+async def _travel(optimizer: optimizer_pb2_grpc.OptimizerServiceAsyncStub, token: str) -> tuple[float, list[str]]:
     """The optimizer's drive time for TRIP and the incidents it sees acting on the Hogering."""
     times = await optimizer.ComputeTravelTimes(TRIP, metadata=as_caller(token))
     state = await optimizer.GetNetworkState(
