@@ -95,9 +95,10 @@ class OptimizerApi(optimizer_pb2_grpc.OptimizerServiceServicer):
                 pb.FacilityState(
                     facility_id=f.id,
                     capacity=f.capacity,
-                    occupied=f.occupied,
+                    occupied=f.occupied if f.counted else 0,
                     promised=promised[f.id],
                     edge_id=f.edge_id,
+                    count_unknown=not f.counted,
                 ),
                 accesses[f.operator_id or ""],
             )

@@ -98,6 +98,9 @@ class DecisionEngine:
             version=event.version,
             capacity=f.capacity,
             occupied=f.occupancy.occupied_spaces if f.HasField("occupancy") else (known.occupied if known else 0),
+            counted=not f.occupancy.sharing.counts_withheld
+            if f.HasField("occupancy")
+            else (known is None or known.counted),
             available=f.state not in UNAVAILABLE,
             edge_id=edges[0] if edges else "",
             latitude=f.location.latitude,
@@ -115,7 +118,8 @@ class DecisionEngine:
         if facility is None or event.version <= facility.version:
             return Writes()
         reported = from_timestamp(event.occur_time)  # read everything before changing anything
-        occupied = event.occupancy.occupied_spaces
+        facility.counted = not event.occupancy.sharing.counts_withheld
+        occupied = event.occupancy.occupied_spaces if facility.counted else facility.occupied
         self.freeing[facility.id] = max(0, facility.occupied - occupied)
         facility.version, facility.occupied = event.version, occupied
         facility.capacity = event.occupancy.capacity or facility.capacity

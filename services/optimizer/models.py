@@ -35,6 +35,7 @@ class FacilityRow(SQLModel, table=True):
     version: int
     capacity: int
     occupied: int = 0
+    counted: bool = True
     # Closed or out of service: no guidance there.
     available: bool = True
     edge_id: str = Field(default="", max_length=128)

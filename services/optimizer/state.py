@@ -40,6 +40,9 @@ class Facility:
     version: int
     capacity: int
     occupied: int = 0
+    # Whether the model knows its count: an operator's agreement may keep it from the optimizer (the
+    # PARKING stream then carries the occupancy without counts). Unknown is not empty: no guidance.
+    counted: bool = True
     available: bool = True
     edge_id: str = ""
     latitude: float = 0.0

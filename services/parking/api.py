@@ -29,7 +29,8 @@ from services.common.terms import Outcome, require
 from services.parking import logic, usecases
 from services.parking.convert import FacilityView, facility_to_proto, occupancy_to_proto, thresholds_of
 from services.parking.models import Facility
-from services.parking.sharing import Holdback, Sharing, View, count_of, shape
+from services.parking.shaping import count_of, shape
+from services.parking.sharing import Holdback, Sharing, View
 from services.parking.travel_times import TravelTimes
 
 Context = aio.ServicerContext[Any, Any]
@@ -57,6 +58,13 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         self._feed = feed
         self._travel_times = travel_times
         self._sharing = sharing
+        # The writes publish partners' occupancy as the bus reader may see it (shaping.for_bus); one
+        # handler object each, so the group committer batches their items together.
+        bus = sharing.bus_access
+        self._create = functools.partial(usecases.create_facilities, bus=bus)
+        self._update = functools.partial(usecases.update_facilities, bus=bus)
+        self._report = functools.partial(usecases.report_occupancies, bus=bus)
+        self._gates = functools.partial(usecases.record_gate_batches, bus=bus)
 
     async def _audited(self, handler: BatchHandler, item: Any, method: str) -> Any:
         """A write; one refused for writing another operator's facility goes in that partner's audit."""
@@ -102,7 +110,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         logic.apply_defaults(facility)
         logic.validate_facility(facility)
         item = usecases.CreateFacility(identity=identity, facility_id=facility_id, facility=facility, now=utcnow())
-        created = await self._committer.submit(usecases.create_facilities, item)
+        created = await self._committer.submit(self._create, item)
         return pb.CreateFacilityResponse(facility=created)
 
     @allow(OPEN_DATA)
@@ -148,7 +156,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             paths=paths,
             now=utcnow(),
         )
-        updated: pb.Facility = await self._audited(usecases.update_facilities, item, "UpdateFacility")
+        updated: pb.Facility = await self._audited(self._update, item, "UpdateFacility")
         # The answer's occupancy is the operator's data like any read's (an engineer's update).
         view = await self._sharing.view([(facility_id, updated.operator_id)], method="UpdateFacility", now=utcnow())
         shape(
@@ -178,7 +186,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             source_time=source_time,
             now=now,
         )
-        response: pb.ReportOccupancyResponse = await self._audited(usecases.report_occupancies, item, "ReportOccupancy")
+        response: pb.ReportOccupancyResponse = await self._audited(self._report, item, "ReportOccupancy")
         return response
 
     @allow(logic.WRITERS, notes={Role.OPERATOR: "its own facilities"})
@@ -201,9 +209,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
                 latest=latest_time,
                 now=now,
             )
-            result: usecases.GateBatchResult = await self._audited(
-                usecases.record_gate_batches, item, "RecordGateEvents"
-            )
+            result: usecases.GateBatchResult = await self._audited(self._gates, item, "RecordGateEvents")
             if result.duplicate:
                 response.duplicate_batches += 1
                 response.duplicate_events += len(batch.events)
@@ -244,6 +250,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             # Whose each facility is and its thresholds, for shaping its changes under the agreement.
             owners = {r.id: (r.operator_id, thresholds_of(r)) for r in snapshot.items}
             held = Holdback()
+            sent: dict[str, int] = {}
             async for change in with_ticks(changes, held.wait_s):
                 for released in held.released():
                     yield pb.WatchOccupancyResponse(occupancy=released, snapshot=False)
@@ -265,13 +272,26 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
                 access = self._sharing.access(operator)
                 if access.outcome in (Outcome.WITHHELD, Outcome.REFUSED):
                     continue  # the snapshot said so; the facility's changes are not the caller's to see
-                occupancy = pb.Occupancy()
-                occupancy.CopyFrom(event.occupancy)  # the event is every watcher's: shape a copy
+                occupancy = await self._counted(event)
+                if occupancy.version <= sent.get(event.facility_id, 0):
+                    continue  # read from the store already, at this version or a later one
+                sent[event.facility_id] = occupancy.version
                 shape(occupancy, access=access, thresholds=thresholds, held=True)
                 if access.delay:
                     held.hold(occupancy, delay_s=access.delay.total_seconds())
                 else:
                     yield pb.WatchOccupancyResponse(occupancy=occupancy, snapshot=False)
+
+    async def _counted(self, event: Any) -> pb.Occupancy:
+        """A change's occupancy as counted: the event's own copy, or, when the bus carries it shaped
+        under the operator's agreement, the store's (it may be newer than the event)."""
+        if event.occupancy.sharing.outcome in (ppb.ACCESS_OUTCOME_UNSPECIFIED, ppb.ACCESS_OUTCOME_FULL):
+            occupancy = pb.Occupancy()
+            occupancy.CopyFrom(event.occupancy)  # the event is every watcher's: shape a copy
+            occupancy.ClearField("sharing")
+            return occupancy
+        row = await asyncio.to_thread(usecases.get_facility, self._engine, event.facility_id)
+        return occupancy_to_proto(row)
 
     @allow(ANY_CALLER)
     async def GetOccupancyHistory(

@@ -11,19 +11,26 @@ from almere.parking.v1 import parking_pb2 as pb
 from contract.bus import FACILITY_CREATED, FACILITY_UPDATED, OCCUPANCY_CHANGED, PARKING, STATUS_CHANGED
 from services.common.clock import to_timestamp
 from services.common.outbox import outbox_row
-from services.parking.convert import facility_to_proto
+from services.common.terms import Access
+from services.parking.convert import facility_to_proto, thresholds_of
 from services.parking.models import Facility
+from services.parking.shaping import for_bus
 
 subject = PARKING.subject
 
 
-def facility_changed(*, row: Facility, created: bool, changed: list[str], now: datetime) -> dict[str, Any]:
+def facility_changed(
+    *, row: Facility, created: bool, changed: list[str], access: Access, now: datetime
+) -> dict[str, Any]:
+    """`access`: the bus reader's to the facility's occupancy (see shaping.for_bus)."""
     event = FACILITY_CREATED if created else FACILITY_UPDATED
+    facility = facility_to_proto(row)
+    facility.occupancy.CopyFrom(for_bus(facility.occupancy, access=access, thresholds=thresholds_of(row)))
     message = events_pb2.FacilityChangedEvent(
         facility_id=row.id,
         version=row.version,
         occur_time=to_timestamp(now),
-        facility=facility_to_proto(row),
+        facility=facility,
         changed_fields=changed,
     )
     return outbox_row(subject=subject(event, row.id), event_type=event, message=message, now=now)
@@ -32,7 +39,8 @@ def facility_changed(*, row: Facility, created: bool, changed: list[str], now: d
 def occupancy_changed(
     *, facility_id: str, version: int, occupancy: pb.Occupancy, previous_status: int, cause: int, now: datetime
 ) -> list[dict[str, Any]]:
-    """An occupancy_changed row, plus status_changed when the derived status moved."""
+    """An occupancy_changed row, plus status_changed when the derived status moved; `occupancy` as the
+    bus may carry it (shaping.for_bus), `previous_status` likewise."""
     occurred = to_timestamp(now)
     rows = [
         outbox_row(

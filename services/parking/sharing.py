@@ -5,7 +5,7 @@ and records the read in the partner's audit.
 Single reads (a facility, its occupancy, its history) of a refused or withheld occupancy end with
 PERMISSION_DENIED and the reason. Reads of many (lists, watches, recommendations) give every facility
 and mark the shaped ones in `Occupancy.sharing`: a caller never gets less than it thinks without
-being told.
+being told. (The shaping itself is in services.parking.shaping.)
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ from almere.partners.v1 import partners_pb2 as ppb
 from sqlalchemy import Engine
 
 from services.common.agreements import Governance
-from services.common.clock import to_timestamp, utcnow
-from services.common.terms import Access, Outcome, sharing_of
+from services.common.auth import TRAFFIC_MANAGEMENT
+from services.common.clock import utcnow
+from services.common.terms import Access, Outcome
 from services.parking import logic, usecases
+from services.parking.shaping import BUS_READER
 
 DATASET = ppb.DATASET_OCCUPANCY
 
@@ -67,71 +69,11 @@ class Sharing:
         """The current caller's access now, unaudited (a Watch's changes, audited when it began)."""
         return self._governance.access(operator_id, dataset=DATASET, now=utcnow())
 
-
-def shape(
-    occupancy: pb.Occupancy,
-    *,
-    access: Access,
-    thresholds: logic.Thresholds,
-    past: tuple[int, datetime] | None = None,
-    held: bool = False,
-) -> None:
-    """Turn `occupancy` (as counted now, or `held` back for the delay already) into what `access`
-    allows, in place; a delayed one becomes `past`, the count in force a delay ago."""
-    if not access.agreement:
-        return
-    capacity = occupancy.capacity
-    sharing = sharing_of(access)
-    if access.outcome in (Outcome.REFUSED, Outcome.WITHHELD):
-        sharing.counts_withheld = True
-        withheld = pb.Occupancy(
-            facility=occupancy.facility, capacity=capacity, status=pb.OCCUPANCY_STATUS_UNKNOWN, sharing=sharing
+    def bus_access(self, operator_id: str) -> Access:
+        """What the PARKING stream's readers (the optimizer) may see of an operator's occupancy."""
+        return self._governance.book.access(
+            identity=BUS_READER, purpose=TRAFFIC_MANAGEMENT, partner_id=operator_id, dataset=DATASET, now=utcnow()
         )
-        occupancy.CopyFrom(withheld)
-        return
-    if access.delay and not held:
-        _as_of(occupancy, past=past, thresholds=thresholds)
-    if access.detail == ppb.DETAIL_ROUNDED and occupancy.status != pb.OCCUPANCY_STATUS_UNKNOWN:
-        occupied = round(occupancy.occupied_spaces / access.round_to) * access.round_to
-        occupancy.occupied_spaces = occupied
-        occupancy.free_spaces = max(0, capacity - occupied)
-        occupancy.occupancy_ratio = occupied / capacity
-    elif access.detail == ppb.DETAIL_STATUS_ONLY:
-        for counted in ("occupied_spaces", "free_spaces", "occupancy_ratio", "sequence", "version"):
-            occupancy.ClearField(counted)
-        sharing.counts_withheld = True
-    occupancy.sharing.CopyFrom(sharing)
-
-
-def _as_of(occupancy: pb.Occupancy, *, past: tuple[int, datetime] | None, thresholds: logic.Thresholds) -> None:
-    """The occupancy as it was `delay` ago: the count then in force and its status (UNKNOWN before the
-    first count; the hysteresis of the moment is not replayed)."""
-    capacity = occupancy.capacity
-    keep = (occupancy.facility, occupancy.status == pb.OCCUPANCY_STATUS_CLOSED)
-    occupancy.Clear()
-    occupancy.facility, occupancy.capacity = keep[0], capacity
-    if past is None:
-        occupancy.status = pb.OCCUPANCY_STATUS_CLOSED if keep[1] else pb.OCCUPANCY_STATUS_UNKNOWN
-        return
-    occupied, measured = past
-    occupancy.occupied_spaces = occupied
-    occupancy.free_spaces = max(0, capacity - occupied)
-    occupancy.occupancy_ratio = occupied / capacity
-    occupancy.source_time.CopyFrom(to_timestamp(measured))
-    occupancy.status = logic.derive_status(  # type: ignore[assignment]
-        previous=pb.OCCUPANCY_STATUS_UNKNOWN,
-        occupied=occupied,
-        capacity=capacity,
-        thresholds=thresholds,
-        closed=keep[1],
-    )
-
-
-def count_of(occupancy: pb.Occupancy) -> int | None:
-    """The count a shaped occupancy still shows; None when withheld, status only or unknown."""
-    if occupancy.sharing.counts_withheld or occupancy.status == pb.OCCUPANCY_STATUS_UNKNOWN:
-        return None
-    return occupancy.occupied_spaces
 
 
 class Holdback:

@@ -30,6 +30,7 @@ from services.parking.convert import (
     thresholds_of,
 )
 from services.parking.models import Facility, GateBatch, OccupancySample, ParkingOutbox
+from services.parking.shaping import BusAccess, for_bus
 
 R = TypeVar("R", bound=FacilityView)
 
@@ -112,8 +113,9 @@ class _Changes(Changes):
     """Occupancy samples (the history rows) and outbox events of one batch, plus the occupancy rows
     it changed and the gate batches it recorded, each saved with one executemany."""
 
-    def __init__(self) -> None:
+    def __init__(self, bus: BusAccess) -> None:
         super().__init__(OccupancySample, ParkingOutbox)
+        self.bus = bus
         self.changed: dict[str, OccupancyRow] = {}
         self.gate_batches: list[dict[str, Any]] = []
 
@@ -136,11 +138,14 @@ class _Changes(Changes):
         )
         occupancy = occupancy_to_proto(row)
         metrics.record(row.id, occupancy.occupied_spaces, row.capacity)
+        published = for_bus(occupancy, access=self.bus(row.operator_id), thresholds=thresholds_of(row))
+        if published.sharing.counts_withheld and published.status == pb.OCCUPANCY_STATUS_UNKNOWN:
+            previous_status = published.status  # withheld: not even its status is the bus's to know
         self.outbox.extend(
             events.occupancy_changed(
                 facility_id=row.id,
                 version=row.version,
-                occupancy=occupancy,
+                occupancy=published,
                 previous_status=previous_status,
                 cause=cause,
                 now=now,
@@ -172,9 +177,9 @@ class CreateFacility(Traced):
     now: datetime
 
 
-def create_facilities(session: Session, items: Sequence[CreateFacility]) -> list[Any]:
+def create_facilities(session: Session, items: Sequence[CreateFacility], *, bus: BusAccess) -> list[Any]:
     existing = _facilities(session, {i.facility_id for i in items}).rows
-    changes = _Changes()
+    changes = _Changes(bus)
 
     def apply(item: CreateFacility) -> pb.Facility:
         if item.facility_id in existing:
@@ -190,7 +195,8 @@ def create_facilities(session: Session, items: Sequence[CreateFacility]) -> list
         row.status = _derive(row)
         session.add(row)
         existing[row.id] = row
-        changes.outbox.append(events.facility_changed(row=row, created=True, changed=[], now=item.now))
+        access = bus(row.operator_id)
+        changes.outbox.append(events.facility_changed(row=row, created=True, changed=[], access=access, now=item.now))
         return facility_to_proto(row)
 
     return each(session, items, apply, changes)
@@ -205,9 +211,9 @@ class UpdateFacility(Traced):
     now: datetime
 
 
-def update_facilities(session: Session, items: Sequence[UpdateFacility]) -> list[Any]:
+def update_facilities(session: Session, items: Sequence[UpdateFacility], *, bus: BusAccess) -> list[Any]:
     rows = _facilities(session, {i.facility_id for i in items})
-    changes = _Changes()
+    changes = _Changes(bus)
 
     def apply(item: UpdateFacility) -> pb.Facility:
         row = rows.writable(item.facility_id, _authorized(item.identity))
@@ -225,7 +231,11 @@ def update_facilities(session: Session, items: Sequence[UpdateFacility]) -> list
         row.status = _derive(row)
         row.version += 1
         row.update_time = item.now
-        changes.outbox.append(events.facility_changed(row=row, created=False, changed=sorted(item.paths), now=item.now))
+        changes.outbox.append(
+            events.facility_changed(
+                row=row, created=False, changed=sorted(item.paths), access=bus(row.operator_id), now=item.now
+            )
+        )
         if row.status != previous_status or "capacity" in item.paths:
             cause = events_pb2.OCCUPANCY_CHANGE_CAUSE_FACILITY_UPDATE
             changes.occupancy(row, previous_status=previous_status, cause=cause, now=item.now, source=item.now)
@@ -243,9 +253,9 @@ class ReportOccupancy(Traced):
     now: datetime
 
 
-def report_occupancies(session: Session, items: Sequence[ReportOccupancy]) -> list[Any]:
+def report_occupancies(session: Session, items: Sequence[ReportOccupancy], *, bus: BusAccess) -> list[Any]:
     rows = _occupancies(session, {i.facility_id for i in items})
-    changes = _Changes()
+    changes = _Changes(bus)
 
     def apply(item: ReportOccupancy) -> pb.ReportOccupancyResponse:
         row = rows.writable(item.facility_id, _authorized(item.identity))
@@ -295,7 +305,7 @@ class GateBatchResult:
     occupancy: pb.Occupancy
 
 
-def record_gate_batches(session: Session, items: Sequence[GateBatchItem]) -> list[Any]:
+def record_gate_batches(session: Session, items: Sequence[GateBatchItem], *, bus: BusAccess) -> list[Any]:
     rows = _occupancies(session, {i.facility_id for i in items})
     seen = {
         (b.facility_id, b.batch_id)
@@ -303,7 +313,7 @@ def record_gate_batches(session: Session, items: Sequence[GateBatchItem]) -> lis
             select(GateBatch).where(col(GateBatch.batch_id).in_({i.batch_id for i in items}))
         ).scalars()
     }
-    changes = _Changes()
+    changes = _Changes(bus)
 
     def apply(item: GateBatchItem) -> GateBatchResult:
         row = rows.writable(item.facility_id, _authorized(item.identity))

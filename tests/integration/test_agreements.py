@@ -20,9 +20,10 @@ from almere.partners.v1 import partners_pb2 as ppb
 from almere.type.v1 import geo_pb2
 from google.protobuf.duration_pb2 import Duration
 
+from apps.natsd import NatsServer
 from services.parking.service import SPEC as PARKING
 from services.partners.service import SPEC as PARTNERS
-from tests.integration.helpers import CENTRE, Parking, Partners, ts
+from tests.integration.helpers import CENTRE, Parking, Partners, read_stream, ts
 
 GARAGE = "facilities/garage-a"
 TRAFFIC = "traffic-management"
@@ -161,6 +162,57 @@ async def test_watches_hold_back_what_an_audience_sees_late(city: City) -> None:
         await asyncio.wait_for(late.read(), 1.0)
     late.cancel()
     engineer.cancel()
+
+
+async def _terms_for_optimizer(city: City, *optimizer: ppb.AudienceTerms, revision: int) -> None:
+    """op-a's agreement with the optimizer's terms replaced by `optimizer` (none: not shared)."""
+    await city.partners.as_("operator").SetAgreement(
+        ppb.SetAgreementRequest(
+            name="partners/op-a/agreements/occupancy",
+            agreement=ppb.Agreement(
+                audiences=[
+                    *optimizer,
+                    ppb.AudienceTerms(audience=ppb.AUDIENCE_PUBLIC, detail=ppb.DETAIL_STATUS_ONLY, delay_minutes=5),
+                ],
+                retention_days=30,
+                purposes=[TRAFFIC],
+            ),
+        )
+    )
+    await _until(lambda: city.parking.as_("public").GetOccupancy(pb.GetOccupancyRequest(facility=GARAGE)), revision)
+
+
+async def test_the_bus_carries_a_partners_occupancy_as_the_optimizer_may_see_it(
+    city: City, nats_server: NatsServer
+) -> None:
+    own = city.parking.as_("operator").WatchOccupancy(pb.WatchOccupancyRequest(facilities=[GARAGE]))
+    assert (await own.read()).occupancy.occupied_spaces == 57
+    await city.parking.report("garage-a", 58, 3)  # revision 1: the optimizer gets raw counts
+    rounded = ppb.AudienceTerms(audience=ppb.AUDIENCE_OPTIMIZER, detail=ppb.DETAIL_ROUNDED, round_to=10)
+    await _terms_for_optimizer(city, rounded, revision=2)
+    await city.parking.report("garage-a", 63, 4)
+    await _terms_for_optimizer(city, revision=3)
+    await city.parking.report("garage-a", 71, 5)
+    await city.parking.report("city-1", 13, 2, caller="engineer")
+
+    published = {
+        (e.facility_id, e.version): e.occupancy  # type: ignore[attr-defined]
+        for s, e in await read_stream(nats_server, "almere.parking.v1.occupancy_changed.>", "bus-check")
+    }
+    raw, shaped, withheld = (published[("garage-a", v)] for v in (4, 5, 6))
+    assert (raw.occupied_spaces, raw.sharing.outcome) == (58, ppb.ACCESS_OUTCOME_FULL)
+    assert (shaped.occupied_spaces, shaped.sharing.reason) == (60, "counts rounded to 10")
+    assert (withheld.occupied_spaces, withheld.status, withheld.sharing.counts_withheld) == (
+        0,
+        pb.OCCUPANCY_STATUS_UNKNOWN,
+        True,
+    )
+    assert "does not share it with role optimizer" in withheld.sharing.reason
+    city_garage = published[("city-1", 3)]
+    assert city_garage.occupied_spaces == 13 and not city_garage.HasField("sharing"), "no agreement: as counted"
+    # The partner's own watch reads the counts from the store, not from the shaped bus copy.
+    assert [(await asyncio.wait_for(own.read(), 5)).occupancy.occupied_spaces for _ in range(3)] == [58, 63, 71]
+    own.cancel()
 
 
 async def test_the_partner_lists_who_read_its_data_and_nobody_else_can(city: City) -> None:

@@ -5,6 +5,7 @@ restart from its durable consumers without losing or repeating a decision."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -327,6 +328,28 @@ async def test_the_network_state_shows_a_partners_garage_as_its_agreement_allows
             0,
             ppb.ACCESS_OUTCOME_WITHHELD,
         )
+
+        # The operator takes its counts back from the optimizer: the PARKING stream carries the garage
+        # without them, and the model knows it has no count (no guidance goes there), not an empty one.
+        await partners.as_("operator").SetAgreement(
+            ppb.SetAgreementRequest(
+                name="partners/op-a/agreements/occupancy",
+                agreement=ppb.Agreement(
+                    audiences=[ppb.AudienceTerms(audience=ppb.AUDIENCE_ENGINEER, detail=ppb.DETAIL_RAW)],
+                    retention_days=30,
+                    purposes=["traffic-management"],
+                ),
+            )
+        )
+
+        async def unknown() -> pb.FacilityState | None:
+            await parking.report("garage-forum", 12, next(sequence))
+            found = await seen_by("engineer")
+            return found if found is not None and found.count_unknown else None
+
+        sequence = itertools.count(2)
+        state = await _until(unknown, "the optimizer to lose garage-forum's count")
+        assert (state.occupied, state.sharing.revision) == (0, 2)
 
 
 async def _counted(state: Awaitable[pb.FacilityState | None], occupied: int) -> bool:

@@ -143,6 +143,11 @@ def test_guidance_never_promises_more_spaces_than_are_free(graph: RoadGraph) -> 
     # Spaces about to be freed may cover the reserve, never more than is free now.
     freed = parking.offers([flevo], promised={}, freeing={"garage-flevo": 50}, reserve=2)
     assert freed[0].spaces == 5
+    # A garage whose count its operator keeps from the optimizer is unknown, not empty: no offer.
+    forum.counted = False
+    assert [o.facility.id for o in parking.offers([forum, flevo], promised={}, freeing={}, reserve=0)] == [
+        "garage-flevo"
+    ]
 
 
 def test_guidance_weighs_drive_search_and_walk(graph: RoadGraph) -> None:

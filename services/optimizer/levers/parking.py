@@ -58,7 +58,7 @@ def offers(
     (which spaces about to be freed may cover, but never more than are free now)."""
     out = []
     for f in facilities:
-        if not f.available or f.capacity <= 0 or f.edge_id == "":
+        if not f.available or not f.counted or f.capacity <= 0 or f.edge_id == "":
             continue
         free_now = f.capacity - f.occupied - promised.get(f.id, 0)
         spaces = free_now - max(0, reserve - freeing.get(f.id, 0))

@@ -283,12 +283,17 @@ class FacilityState(_message.Message):
     PROMISED_FIELD_NUMBER: _builtins.int
     EDGE_ID_FIELD_NUMBER: _builtins.int
     SHARING_FIELD_NUMBER: _builtins.int
+    COUNT_UNKNOWN_FIELD_NUMBER: _builtins.int
     facility_id: _builtins.str
     capacity: _builtins.int
     occupied: _builtins.int
     promised: _builtins.int
     """Promised to guided vehicles on their way."""
     edge_id: _builtins.str
+    count_unknown: _builtins.bool
+    """The model has no count of it: its operator's agreement keeps counts from the optimizer (status
+    only, delayed or withheld). No guidance goes there.
+    """
     @_builtins.property
     def sharing(self) -> _parking_pb2.Sharing:
         """Set when the facility's operator is a partner whose agreement covers its occupancy: what the
@@ -305,10 +310,11 @@ class FacilityState(_message.Message):
         promised: _builtins.int = ...,
         edge_id: _builtins.str = ...,
         sharing: _parking_pb2.Sharing | None = ...,
+        count_unknown: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sharing", b"sharing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "edge_id", b"edge_id", "facility_id", b"facility_id", "occupied", b"occupied", "promised", b"promised", "sharing", b"sharing"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "count_unknown", b"count_unknown", "edge_id", b"edge_id", "facility_id", b"facility_id", "occupied", b"occupied", "promised", b"promised", "sharing", b"sharing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
