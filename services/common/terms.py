@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
-from almere.parking.v1 import parking_pb2
 from almere.partners.v1 import partners_pb2 as pb
 from google.protobuf import duration_pb2
 
@@ -67,11 +66,11 @@ def require(access: Access) -> None:
         raise PermissionDenied(access.reason)
 
 
-def sharing_of(access: Access) -> parking_pb2.Sharing:
+def sharing_of(access: Access) -> pb.Sharing:
     """How an agreement shaped what a caller was given, as the answers tell it (Occupancy.sharing,
     the optimizer's FacilityState.sharing)."""
     delay = duration_pb2.Duration(seconds=int(access.delay.total_seconds())) if access.delay else None
-    return parking_pb2.Sharing(
+    return pb.Sharing(
         agreement=access.agreement,
         revision=access.revision,
         outcome=OUTCOMES[access.outcome],

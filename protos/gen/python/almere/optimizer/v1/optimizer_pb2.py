@@ -23,14 +23,14 @@ _sym_db = _symbol_database.Default()
 
 
 from almere.optimizer.v1 import decisions_pb2 as almere_dot_optimizer_dot_v1_dot_decisions__pb2
-from almere.parking.v1 import parking_pb2 as almere_dot_parking_dot_v1_dot_parking__pb2
+from almere.partners.v1 import partners_pb2 as almere_dot_partners_dot_v1_dot_partners__pb2
 from almere.signals.v1 import signals_pb2 as almere_dot_signals_dot_v1_dot_signals__pb2
 from almere.type.v1 import geo_pb2 as almere_dot_type_dot_v1_dot_geo__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#almere/optimizer/v1/optimizer.proto\x12\x13\x61lmere.optimizer.v1\x1a#almere/optimizer/v1/decisions.proto\x1a\x1f\x61lmere/parking/v1/parking.proto\x1a\x1f\x61lmere/signals/v1/signals.proto\x1a\x18\x61lmere/type/v1/geo.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x02\n\x08Strategy\x12\x1a\n\x12incident_rerouting\x18\x01 \x01(\x08\x12\x1c\n\x14\x63ongestion_rerouting\x18\x02 \x01(\x08\x12\x18\n\x10parking_guidance\x18\x03 \x01(\x08\x12\x16\n\x0e\x65quipped_share\x18\x04 \x01(\x01\x12!\n\x19\x64\x65\x63ision_interval_seconds\x18\x05 \x01(\x01\x12\x18\n\x10min_gain_seconds\x18\x06 \x01(\x01\x12\x19\n\x11min_relative_gain\x18\x07 \x01(\x01\x12\x1c\n\x14reroute_hold_seconds\x18\x08 \x01(\x01\x12\x16\n\x0ereserve_spaces\x18\t \x01(\x05\x12\x1d\n\x15trusted_reports_steer\x18\n \x01(\x08\"\x12\n\x10GetStatusRequest\"\xb6\x03\n\x11GetStatusResponse\x12\x46\n\x08\x63onsumed\x18\x01 \x03(\x0b\x32\x34.almere.optimizer.v1.GetStatusResponse.ConsumedEntry\x12H\n\tdecisions\x18\x02 \x03(\x0b\x32\x35.almere.optimizer.v1.GetStatusResponse.DecisionsEntry\x12\x10\n\x08vehicles\x18\x03 \x01(\x05\x12\x18\n\x10\x61\x63tive_incidents\x18\x04 \x01(\x05\x12\x12\n\nfacilities\x18\x05 \x01(\x05\x12\x17\n\x0fpromised_spaces\x18\x06 \x01(\x05\x12\x34\n\x10last_report_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15last_sim_time_seconds\x18\x08 \x01(\x01\x1a/\n\rConsumedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x30\n\x0e\x44\x65\x63isionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"*\n\x16GetNetworkStateRequest\x12\x10\n\x08\x65\x64ge_ids\x18\x01 \x03(\t\"w\n\tEdgeState\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\x1b\n\x13travel_time_seconds\x18\x02 \x01(\x01\x12\x19\n\x11\x66ree_flow_seconds\x18\x03 \x01(\x01\x12\x0e\n\x06\x63losed\x18\x04 \x01(\x08\x12\x11\n\tincidents\x18\x05 \x03(\t\"\xaf\x01\n\rFacilityState\x12\x13\n\x0b\x66\x61\x63ility_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\x12\x10\n\x08occupied\x18\x03 \x01(\x05\x12\x10\n\x08promised\x18\x04 \x01(\x05\x12\x0f\n\x07\x65\x64ge_id\x18\x05 \x01(\t\x12+\n\x07sharing\x18\x06 \x01(\x0b\x32\x1a.almere.parking.v1.Sharing\x12\x15\n\rcount_unknown\x18\x07 \x01(\x08\"\x80\x01\n\x17GetNetworkStateResponse\x12-\n\x05\x65\x64ges\x18\x01 \x03(\x0b\x32\x1e.almere.optimizer.v1.EdgeState\x12\x36\n\nfacilities\x18\x02 \x03(\x0b\x32\".almere.optimizer.v1.FacilityState\"C\n\x15WatchDecisionsRequest\x12*\n\x06levers\x18\x01 \x03(\x0e\x32\x1a.almere.optimizer.v1.Lever\"I\n\x16WatchDecisionsResponse\x12/\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1d.almere.optimizer.v1.Decision\"\x14\n\x12GetStrategyRequest\"F\n\x13GetStrategyResponse\x12/\n\x08strategy\x18\x01 \x01(\x0b\x32\x1d.almere.optimizer.v1.Strategy\"v\n\x12SetStrategyRequest\x12/\n\x08strategy\x18\x01 \x01(\x0b\x32\x1d.almere.optimizer.v1.Strategy\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"F\n\x13SetStrategyResponse\x12/\n\x08strategy\x18\x01 \x01(\x0b\x32\x1d.almere.optimizer.v1.Strategy\"\xd6\x01\n\x0cVehicleState\x12\x12\n\nvehicle_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x02 \x01(\t\x12\r\n\x05route\x18\x03 \x03(\t\x12\x34\n\x07purpose\x18\x04 \x01(\x0e\x32#.almere.optimizer.v1.VehiclePurpose\x12\x17\n\x0fparking_area_id\x18\x05 \x01(\t\x12\x30\n\x10walk_destination\x18\x06 \x01(\x0b\x32\x16.almere.type.v1.LatLng\x12\x11\n\tparked_at\x18\x07 \x01(\t\">\n\x0e\x45\x64geTravelTime\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\x1b\n\x13travel_time_seconds\x18\x02 \x01(\x01\"\xd8\x01\n\x15ReportVehiclesRequest\x12\x33\n\x08vehicles\x18\x01 \x03(\x0b\x32!.almere.optimizer.v1.VehicleState\x12>\n\x11\x65\x64ge_travel_times\x18\x02 \x03(\x0b\x32#.almere.optimizer.v1.EdgeTravelTime\x12\x30\n\x0cobserve_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10sim_time_seconds\x18\x04 \x01(\x01\"J\n\x16ReportVehiclesResponse\x12\x30\n\tdecisions\x18\x01 \x03(\x0b\x32\x1d.almere.optimizer.v1.Decision\"Q\n\x19\x43omputeTravelTimesRequest\x12\x16\n\x0eorigin_edge_id\x18\x01 \x01(\t\x12\x1c\n\x14\x64\x65stination_edge_ids\x18\x02 \x03(\t\"-\n\x1a\x43omputeTravelTimesResponse\x12\x0f\n\x07seconds\x18\x01 \x03(\x01\";\n\x12\x41pproachingVehicle\x12\x12\n\ndistance_m\x18\x01 \x01(\x01\x12\x11\n\tspeed_mps\x18\x02 \x01(\x01\"\x7f\n\x0bLaneReading\x12\x0f\n\x07lane_id\x18\x01 \x01(\t\x12\x10\n\x08vehicles\x18\x02 \x01(\x05\x12\x0f\n\x07halting\x18\x03 \x01(\x05\x12<\n\x0b\x61pproaching\x18\x04 \x03(\x0b\x32\'.almere.optimizer.v1.ApproachingVehicle\"b\n\x15\x43ontrolSignalsRequest\x12\x18\n\x10sim_time_seconds\x18\x01 \x01(\x01\x12/\n\x05lanes\x18\x02 \x03(\x0b\x32 .almere.optimizer.v1.LaneReading\"\x99\x01\n\nSignalStep\x12\x14\n\x0cintersection\x18\x01 \x01(\t\x12\x13\n\x0bsumo_tls_id\x18\x02 \x01(\t\x12(\n\x06phases\x18\x03 \x03(\x0b\x32\x18.almere.signals.v1.Phase\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x14\n\x0cplan_version\x18\x05 \x01(\x03\x12\x10\n\x08sequence\x18\x06 \x01(\x04\"8\n\rLaneSelection\x12\x10\n\x08lane_ids\x18\x01 \x03(\t\x12\x15\n\rnear_lane_ids\x18\x02 \x03(\t\"M\n\x0bLightStatus\x12\x12\n\ncontrolled\x18\x01 \x03(\t\x12\x19\n\x11\x61waiting_approval\x18\x02 \x03(\t\x12\x0f\n\x07refused\x18\x03 \x03(\t\"\xad\x01\n\x16\x43ontrolSignalsResponse\x12.\n\x05steps\x18\x01 \x03(\x0b\x32\x1f.almere.optimizer.v1.SignalStep\x12\x31\n\x05lanes\x18\x02 \x01(\x0b\x32\".almere.optimizer.v1.LaneSelection\x12\x30\n\x06status\x18\x03 \x01(\x0b\x32 .almere.optimizer.v1.LightStatus*\x87\x01\n\x0eVehiclePurpose\x12\x1f\n\x1bVEHICLE_PURPOSE_UNSPECIFIED\x10\x00\x12\x1b\n\x17VEHICLE_PURPOSE_THROUGH\x10\x01\x12\x1b\n\x17VEHICLE_PURPOSE_PARKING\x10\x02\x12\x1a\n\x16VEHICLE_PURPOSE_PARKED\x10\x03\x32\xde\x06\n\x10OptimizerService\x12Z\n\tGetStatus\x12%.almere.optimizer.v1.GetStatusRequest\x1a&.almere.optimizer.v1.GetStatusResponse\x12l\n\x0fGetNetworkState\x12+.almere.optimizer.v1.GetNetworkStateRequest\x1a,.almere.optimizer.v1.GetNetworkStateResponse\x12k\n\x0eWatchDecisions\x12*.almere.optimizer.v1.WatchDecisionsRequest\x1a+.almere.optimizer.v1.WatchDecisionsResponse0\x01\x12`\n\x0bGetStrategy\x12\'.almere.optimizer.v1.GetStrategyRequest\x1a(.almere.optimizer.v1.GetStrategyResponse\x12`\n\x0bSetStrategy\x12\'.almere.optimizer.v1.SetStrategyRequest\x1a(.almere.optimizer.v1.SetStrategyResponse\x12i\n\x0eReportVehicles\x12*.almere.optimizer.v1.ReportVehiclesRequest\x1a+.almere.optimizer.v1.ReportVehiclesResponse\x12u\n\x12\x43omputeTravelTimes\x12..almere.optimizer.v1.ComputeTravelTimesRequest\x1a/.almere.optimizer.v1.ComputeTravelTimesResponse\x12m\n\x0e\x43ontrolSignals\x12*.almere.optimizer.v1.ControlSignalsRequest\x1a+.almere.optimizer.v1.ControlSignalsResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#almere/optimizer/v1/optimizer.proto\x12\x13\x61lmere.optimizer.v1\x1a#almere/optimizer/v1/decisions.proto\x1a!almere/partners/v1/partners.proto\x1a\x1f\x61lmere/signals/v1/signals.proto\x1a\x18\x61lmere/type/v1/geo.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x02\n\x08Strategy\x12\x1a\n\x12incident_rerouting\x18\x01 \x01(\x08\x12\x1c\n\x14\x63ongestion_rerouting\x18\x02 \x01(\x08\x12\x18\n\x10parking_guidance\x18\x03 \x01(\x08\x12\x16\n\x0e\x65quipped_share\x18\x04 \x01(\x01\x12!\n\x19\x64\x65\x63ision_interval_seconds\x18\x05 \x01(\x01\x12\x18\n\x10min_gain_seconds\x18\x06 \x01(\x01\x12\x19\n\x11min_relative_gain\x18\x07 \x01(\x01\x12\x1c\n\x14reroute_hold_seconds\x18\x08 \x01(\x01\x12\x16\n\x0ereserve_spaces\x18\t \x01(\x05\x12\x1d\n\x15trusted_reports_steer\x18\n \x01(\x08\"\x12\n\x10GetStatusRequest\"\xb6\x03\n\x11GetStatusResponse\x12\x46\n\x08\x63onsumed\x18\x01 \x03(\x0b\x32\x34.almere.optimizer.v1.GetStatusResponse.ConsumedEntry\x12H\n\tdecisions\x18\x02 \x03(\x0b\x32\x35.almere.optimizer.v1.GetStatusResponse.DecisionsEntry\x12\x10\n\x08vehicles\x18\x03 \x01(\x05\x12\x18\n\x10\x61\x63tive_incidents\x18\x04 \x01(\x05\x12\x12\n\nfacilities\x18\x05 \x01(\x05\x12\x17\n\x0fpromised_spaces\x18\x06 \x01(\x05\x12\x34\n\x10last_report_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15last_sim_time_seconds\x18\x08 \x01(\x01\x1a/\n\rConsumedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x30\n\x0e\x44\x65\x63isionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"*\n\x16GetNetworkStateRequest\x12\x10\n\x08\x65\x64ge_ids\x18\x01 \x03(\t\"w\n\tEdgeState\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\x1b\n\x13travel_time_seconds\x18\x02 \x01(\x01\x12\x19\n\x11\x66ree_flow_seconds\x18\x03 \x01(\x01\x12\x0e\n\x06\x63losed\x18\x04 \x01(\x08\x12\x11\n\tincidents\x18\x05 \x03(\t\"\xb0\x01\n\rFacilityState\x12\x13\n\x0b\x66\x61\x63ility_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\x12\x10\n\x08occupied\x18\x03 \x01(\x05\x12\x10\n\x08promised\x18\x04 \x01(\x05\x12\x0f\n\x07\x65\x64ge_id\x18\x05 \x01(\t\x12,\n\x07sharing\x18\x06 \x01(\x0b\x32\x1b.almere.partners.v1.Sharing\x12\x15\n\rcount_unknown\x18\x07 \x01(\x08\"\x80\x01\n\x17GetNetworkStateResponse\x12-\n\x05\x65\x64ges\x18\x01 \x03(\x0b\x32\x1e.almere.optimizer.v1.EdgeState\x12\x36\n\nfacilities\x18\x02 \x03(\x0b\x32\".almere.optimizer.v1.FacilityState\"C\n\x15WatchDecisionsRequest\x12*\n\x06levers\x18\x01 \x03(\x0e\x32\x1a.almere.optimizer.v1.Lever\"I\n\x16WatchDecisionsResponse\x12/\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1d.almere.optimizer.v1.Decision\"\x14\n\x12GetStrategyRequest\"F\n\x13GetStrategyResponse\x12/\n\x08strategy\x18\x01 \x01(\x0b\x32\x1d.almere.optimizer.v1.Strategy\"v\n\x12SetStrategyRequest\x12/\n\x08strategy\x18\x01 \x01(\x0b\x32\x1d.almere.optimizer.v1.Strategy\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"F\n\x13SetStrategyResponse\x12/\n\x08strategy\x18\x01 \x01(\x0b\x32\x1d.almere.optimizer.v1.Strategy\"\xd6\x01\n\x0cVehicleState\x12\x12\n\nvehicle_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x02 \x01(\t\x12\r\n\x05route\x18\x03 \x03(\t\x12\x34\n\x07purpose\x18\x04 \x01(\x0e\x32#.almere.optimizer.v1.VehiclePurpose\x12\x17\n\x0fparking_area_id\x18\x05 \x01(\t\x12\x30\n\x10walk_destination\x18\x06 \x01(\x0b\x32\x16.almere.type.v1.LatLng\x12\x11\n\tparked_at\x18\x07 \x01(\t\">\n\x0e\x45\x64geTravelTime\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\x1b\n\x13travel_time_seconds\x18\x02 \x01(\x01\"\xd8\x01\n\x15ReportVehiclesRequest\x12\x33\n\x08vehicles\x18\x01 \x03(\x0b\x32!.almere.optimizer.v1.VehicleState\x12>\n\x11\x65\x64ge_travel_times\x18\x02 \x03(\x0b\x32#.almere.optimizer.v1.EdgeTravelTime\x12\x30\n\x0cobserve_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10sim_time_seconds\x18\x04 \x01(\x01\"J\n\x16ReportVehiclesResponse\x12\x30\n\tdecisions\x18\x01 \x03(\x0b\x32\x1d.almere.optimizer.v1.Decision\"Q\n\x19\x43omputeTravelTimesRequest\x12\x16\n\x0eorigin_edge_id\x18\x01 \x01(\t\x12\x1c\n\x14\x64\x65stination_edge_ids\x18\x02 \x03(\t\"-\n\x1a\x43omputeTravelTimesResponse\x12\x0f\n\x07seconds\x18\x01 \x03(\x01\";\n\x12\x41pproachingVehicle\x12\x12\n\ndistance_m\x18\x01 \x01(\x01\x12\x11\n\tspeed_mps\x18\x02 \x01(\x01\"\x7f\n\x0bLaneReading\x12\x0f\n\x07lane_id\x18\x01 \x01(\t\x12\x10\n\x08vehicles\x18\x02 \x01(\x05\x12\x0f\n\x07halting\x18\x03 \x01(\x05\x12<\n\x0b\x61pproaching\x18\x04 \x03(\x0b\x32\'.almere.optimizer.v1.ApproachingVehicle\"b\n\x15\x43ontrolSignalsRequest\x12\x18\n\x10sim_time_seconds\x18\x01 \x01(\x01\x12/\n\x05lanes\x18\x02 \x03(\x0b\x32 .almere.optimizer.v1.LaneReading\"\x99\x01\n\nSignalStep\x12\x14\n\x0cintersection\x18\x01 \x01(\t\x12\x13\n\x0bsumo_tls_id\x18\x02 \x01(\t\x12(\n\x06phases\x18\x03 \x03(\x0b\x32\x18.almere.signals.v1.Phase\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x14\n\x0cplan_version\x18\x05 \x01(\x03\x12\x10\n\x08sequence\x18\x06 \x01(\x04\"8\n\rLaneSelection\x12\x10\n\x08lane_ids\x18\x01 \x03(\t\x12\x15\n\rnear_lane_ids\x18\x02 \x03(\t\"M\n\x0bLightStatus\x12\x12\n\ncontrolled\x18\x01 \x03(\t\x12\x19\n\x11\x61waiting_approval\x18\x02 \x03(\t\x12\x0f\n\x07refused\x18\x03 \x03(\t\"\xad\x01\n\x16\x43ontrolSignalsResponse\x12.\n\x05steps\x18\x01 \x03(\x0b\x32\x1f.almere.optimizer.v1.SignalStep\x12\x31\n\x05lanes\x18\x02 \x01(\x0b\x32\".almere.optimizer.v1.LaneSelection\x12\x30\n\x06status\x18\x03 \x01(\x0b\x32 .almere.optimizer.v1.LightStatus*\x87\x01\n\x0eVehiclePurpose\x12\x1f\n\x1bVEHICLE_PURPOSE_UNSPECIFIED\x10\x00\x12\x1b\n\x17VEHICLE_PURPOSE_THROUGH\x10\x01\x12\x1b\n\x17VEHICLE_PURPOSE_PARKING\x10\x02\x12\x1a\n\x16VEHICLE_PURPOSE_PARKED\x10\x03\x32\xde\x06\n\x10OptimizerService\x12Z\n\tGetStatus\x12%.almere.optimizer.v1.GetStatusRequest\x1a&.almere.optimizer.v1.GetStatusResponse\x12l\n\x0fGetNetworkState\x12+.almere.optimizer.v1.GetNetworkStateRequest\x1a,.almere.optimizer.v1.GetNetworkStateResponse\x12k\n\x0eWatchDecisions\x12*.almere.optimizer.v1.WatchDecisionsRequest\x1a+.almere.optimizer.v1.WatchDecisionsResponse0\x01\x12`\n\x0bGetStrategy\x12\'.almere.optimizer.v1.GetStrategyRequest\x1a(.almere.optimizer.v1.GetStrategyResponse\x12`\n\x0bSetStrategy\x12\'.almere.optimizer.v1.SetStrategyRequest\x1a(.almere.optimizer.v1.SetStrategyResponse\x12i\n\x0eReportVehicles\x12*.almere.optimizer.v1.ReportVehiclesRequest\x1a+.almere.optimizer.v1.ReportVehiclesResponse\x12u\n\x12\x43omputeTravelTimes\x12..almere.optimizer.v1.ComputeTravelTimesRequest\x1a/.almere.optimizer.v1.ComputeTravelTimesResponse\x12m\n\x0e\x43ontrolSignals\x12*.almere.optimizer.v1.ControlSignalsRequest\x1a+.almere.optimizer.v1.ControlSignalsResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,64 +41,64 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATUSRESPONSE_CONSUMEDENTRY']._serialized_options = b'8\001'
   _globals['_GETSTATUSRESPONSE_DECISIONSENTRY']._loaded_options = None
   _globals['_GETSTATUSRESPONSE_DECISIONSENTRY']._serialized_options = b'8\001'
-  _globals['_VEHICLEPURPOSE']._serialized_start=3381
-  _globals['_VEHICLEPURPOSE']._serialized_end=3516
-  _globals['_STRATEGY']._serialized_start=257
-  _globals['_STRATEGY']._serialized_end=548
-  _globals['_GETSTATUSREQUEST']._serialized_start=550
-  _globals['_GETSTATUSREQUEST']._serialized_end=568
-  _globals['_GETSTATUSRESPONSE']._serialized_start=571
-  _globals['_GETSTATUSRESPONSE']._serialized_end=1009
-  _globals['_GETSTATUSRESPONSE_CONSUMEDENTRY']._serialized_start=912
-  _globals['_GETSTATUSRESPONSE_CONSUMEDENTRY']._serialized_end=959
-  _globals['_GETSTATUSRESPONSE_DECISIONSENTRY']._serialized_start=961
-  _globals['_GETSTATUSRESPONSE_DECISIONSENTRY']._serialized_end=1009
-  _globals['_GETNETWORKSTATEREQUEST']._serialized_start=1011
-  _globals['_GETNETWORKSTATEREQUEST']._serialized_end=1053
-  _globals['_EDGESTATE']._serialized_start=1055
-  _globals['_EDGESTATE']._serialized_end=1174
-  _globals['_FACILITYSTATE']._serialized_start=1177
-  _globals['_FACILITYSTATE']._serialized_end=1352
-  _globals['_GETNETWORKSTATERESPONSE']._serialized_start=1355
-  _globals['_GETNETWORKSTATERESPONSE']._serialized_end=1483
-  _globals['_WATCHDECISIONSREQUEST']._serialized_start=1485
-  _globals['_WATCHDECISIONSREQUEST']._serialized_end=1552
-  _globals['_WATCHDECISIONSRESPONSE']._serialized_start=1554
-  _globals['_WATCHDECISIONSRESPONSE']._serialized_end=1627
-  _globals['_GETSTRATEGYREQUEST']._serialized_start=1629
-  _globals['_GETSTRATEGYREQUEST']._serialized_end=1649
-  _globals['_GETSTRATEGYRESPONSE']._serialized_start=1651
-  _globals['_GETSTRATEGYRESPONSE']._serialized_end=1721
-  _globals['_SETSTRATEGYREQUEST']._serialized_start=1723
-  _globals['_SETSTRATEGYREQUEST']._serialized_end=1841
-  _globals['_SETSTRATEGYRESPONSE']._serialized_start=1843
-  _globals['_SETSTRATEGYRESPONSE']._serialized_end=1913
-  _globals['_VEHICLESTATE']._serialized_start=1916
-  _globals['_VEHICLESTATE']._serialized_end=2130
-  _globals['_EDGETRAVELTIME']._serialized_start=2132
-  _globals['_EDGETRAVELTIME']._serialized_end=2194
-  _globals['_REPORTVEHICLESREQUEST']._serialized_start=2197
-  _globals['_REPORTVEHICLESREQUEST']._serialized_end=2413
-  _globals['_REPORTVEHICLESRESPONSE']._serialized_start=2415
-  _globals['_REPORTVEHICLESRESPONSE']._serialized_end=2489
-  _globals['_COMPUTETRAVELTIMESREQUEST']._serialized_start=2491
-  _globals['_COMPUTETRAVELTIMESREQUEST']._serialized_end=2572
-  _globals['_COMPUTETRAVELTIMESRESPONSE']._serialized_start=2574
-  _globals['_COMPUTETRAVELTIMESRESPONSE']._serialized_end=2619
-  _globals['_APPROACHINGVEHICLE']._serialized_start=2621
-  _globals['_APPROACHINGVEHICLE']._serialized_end=2680
-  _globals['_LANEREADING']._serialized_start=2682
-  _globals['_LANEREADING']._serialized_end=2809
-  _globals['_CONTROLSIGNALSREQUEST']._serialized_start=2811
-  _globals['_CONTROLSIGNALSREQUEST']._serialized_end=2909
-  _globals['_SIGNALSTEP']._serialized_start=2912
-  _globals['_SIGNALSTEP']._serialized_end=3065
-  _globals['_LANESELECTION']._serialized_start=3067
-  _globals['_LANESELECTION']._serialized_end=3123
-  _globals['_LIGHTSTATUS']._serialized_start=3125
-  _globals['_LIGHTSTATUS']._serialized_end=3202
-  _globals['_CONTROLSIGNALSRESPONSE']._serialized_start=3205
-  _globals['_CONTROLSIGNALSRESPONSE']._serialized_end=3378
-  _globals['_OPTIMIZERSERVICE']._serialized_start=3519
-  _globals['_OPTIMIZERSERVICE']._serialized_end=4381
+  _globals['_VEHICLEPURPOSE']._serialized_start=3384
+  _globals['_VEHICLEPURPOSE']._serialized_end=3519
+  _globals['_STRATEGY']._serialized_start=259
+  _globals['_STRATEGY']._serialized_end=550
+  _globals['_GETSTATUSREQUEST']._serialized_start=552
+  _globals['_GETSTATUSREQUEST']._serialized_end=570
+  _globals['_GETSTATUSRESPONSE']._serialized_start=573
+  _globals['_GETSTATUSRESPONSE']._serialized_end=1011
+  _globals['_GETSTATUSRESPONSE_CONSUMEDENTRY']._serialized_start=914
+  _globals['_GETSTATUSRESPONSE_CONSUMEDENTRY']._serialized_end=961
+  _globals['_GETSTATUSRESPONSE_DECISIONSENTRY']._serialized_start=963
+  _globals['_GETSTATUSRESPONSE_DECISIONSENTRY']._serialized_end=1011
+  _globals['_GETNETWORKSTATEREQUEST']._serialized_start=1013
+  _globals['_GETNETWORKSTATEREQUEST']._serialized_end=1055
+  _globals['_EDGESTATE']._serialized_start=1057
+  _globals['_EDGESTATE']._serialized_end=1176
+  _globals['_FACILITYSTATE']._serialized_start=1179
+  _globals['_FACILITYSTATE']._serialized_end=1355
+  _globals['_GETNETWORKSTATERESPONSE']._serialized_start=1358
+  _globals['_GETNETWORKSTATERESPONSE']._serialized_end=1486
+  _globals['_WATCHDECISIONSREQUEST']._serialized_start=1488
+  _globals['_WATCHDECISIONSREQUEST']._serialized_end=1555
+  _globals['_WATCHDECISIONSRESPONSE']._serialized_start=1557
+  _globals['_WATCHDECISIONSRESPONSE']._serialized_end=1630
+  _globals['_GETSTRATEGYREQUEST']._serialized_start=1632
+  _globals['_GETSTRATEGYREQUEST']._serialized_end=1652
+  _globals['_GETSTRATEGYRESPONSE']._serialized_start=1654
+  _globals['_GETSTRATEGYRESPONSE']._serialized_end=1724
+  _globals['_SETSTRATEGYREQUEST']._serialized_start=1726
+  _globals['_SETSTRATEGYREQUEST']._serialized_end=1844
+  _globals['_SETSTRATEGYRESPONSE']._serialized_start=1846
+  _globals['_SETSTRATEGYRESPONSE']._serialized_end=1916
+  _globals['_VEHICLESTATE']._serialized_start=1919
+  _globals['_VEHICLESTATE']._serialized_end=2133
+  _globals['_EDGETRAVELTIME']._serialized_start=2135
+  _globals['_EDGETRAVELTIME']._serialized_end=2197
+  _globals['_REPORTVEHICLESREQUEST']._serialized_start=2200
+  _globals['_REPORTVEHICLESREQUEST']._serialized_end=2416
+  _globals['_REPORTVEHICLESRESPONSE']._serialized_start=2418
+  _globals['_REPORTVEHICLESRESPONSE']._serialized_end=2492
+  _globals['_COMPUTETRAVELTIMESREQUEST']._serialized_start=2494
+  _globals['_COMPUTETRAVELTIMESREQUEST']._serialized_end=2575
+  _globals['_COMPUTETRAVELTIMESRESPONSE']._serialized_start=2577
+  _globals['_COMPUTETRAVELTIMESRESPONSE']._serialized_end=2622
+  _globals['_APPROACHINGVEHICLE']._serialized_start=2624
+  _globals['_APPROACHINGVEHICLE']._serialized_end=2683
+  _globals['_LANEREADING']._serialized_start=2685
+  _globals['_LANEREADING']._serialized_end=2812
+  _globals['_CONTROLSIGNALSREQUEST']._serialized_start=2814
+  _globals['_CONTROLSIGNALSREQUEST']._serialized_end=2912
+  _globals['_SIGNALSTEP']._serialized_start=2915
+  _globals['_SIGNALSTEP']._serialized_end=3068
+  _globals['_LANESELECTION']._serialized_start=3070
+  _globals['_LANESELECTION']._serialized_end=3126
+  _globals['_LIGHTSTATUS']._serialized_start=3128
+  _globals['_LIGHTSTATUS']._serialized_end=3205
+  _globals['_CONTROLSIGNALSRESPONSE']._serialized_start=3208
+  _globals['_CONTROLSIGNALSRESPONSE']._serialized_end=3381
+  _globals['_OPTIMIZERSERVICE']._serialized_start=3522
+  _globals['_OPTIMIZERSERVICE']._serialized_end=4384
 # @@protoc_insertion_point(module_scope)

@@ -4,7 +4,7 @@ isort:skip_file
 """
 
 from almere.optimizer.v1 import decisions_pb2 as _decisions_pb2
-from almere.parking.v1 import parking_pb2 as _parking_pb2
+from almere.partners.v1 import partners_pb2 as _partners_pb2
 from almere.signals.v1 import signals_pb2 as _signals_pb2
 from almere.type.v1 import geo_pb2 as _geo_pb2
 from collections import abc as _abc
@@ -295,7 +295,7 @@ class FacilityState(_message.Message):
     only, delayed or withheld). No guidance goes there.
     """
     @_builtins.property
-    def sharing(self) -> _parking_pb2.Sharing:
+    def sharing(self) -> _partners_pb2.Sharing:
         """Set when the facility's operator is a partner whose agreement covers its occupancy: what the
         caller is given (`occupied` is 0 when the count is withheld, status only or delayed: the model
         is live).
@@ -309,7 +309,7 @@ class FacilityState(_message.Message):
         occupied: _builtins.int = ...,
         promised: _builtins.int = ...,
         edge_id: _builtins.str = ...,
-        sharing: _parking_pb2.Sharing | None = ...,
+        sharing: _partners_pb2.Sharing | None = ...,
         count_unknown: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sharing", b"sharing"]  # noqa: Y015

@@ -365,7 +365,7 @@ class Occupancy(_message.Message):
         """When the service accepted the last change."""
 
     @_builtins.property
-    def sharing(self) -> Global___Sharing:
+    def sharing(self) -> _partners_pb2.Sharing:
         """Output only. Set when the facility's operator is a partner whose data-sharing agreement covers
         its occupancy: what the caller is given under it.
         """
@@ -384,7 +384,7 @@ class Occupancy(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         version: _builtins.int = ...,
         stale: _builtins.bool = ...,
-        sharing: Global___Sharing | None = ...,
+        sharing: _partners_pb2.Sharing | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sharing", b"sharing", "source_time", b"source_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -393,52 +393,6 @@ class Occupancy(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Occupancy: _TypeAlias = Occupancy  # noqa: Y015
-
-@_typing.final
-class Sharing(_message.Message):
-    """How a partner's agreement shaped an occupancy for the caller (see almere.partners.v1)."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    AGREEMENT_FIELD_NUMBER: _builtins.int
-    REVISION_FIELD_NUMBER: _builtins.int
-    OUTCOME_FIELD_NUMBER: _builtins.int
-    REASON_FIELD_NUMBER: _builtins.int
-    DELAY_FIELD_NUMBER: _builtins.int
-    COUNTS_WITHHELD_FIELD_NUMBER: _builtins.int
-    agreement: _builtins.str
-    """The agreement applied (`partners/{partner}/agreements/occupancy`) and its revision."""
-    revision: _builtins.int
-    outcome: _partners_pb2.AccessOutcome.ValueType
-    """FULL: as counted. DEGRADED: as `reason` says (counts rounded, status only, `delay` old).
-    WITHHELD or REFUSED: nothing of the occupancy but its facility and capacity; `reason` says why.
-    """
-    reason: _builtins.str
-    counts_withheld: _builtins.bool
-    """The occupancy carries no counts (status only, withheld or refused): its zero counts mean
-    nothing, and feeds built on it leave the figures out.
-    """
-    @_builtins.property
-    def delay(self) -> _duration_pb2.Duration:
-        """The occupancy is as it was this long ago."""
-
-    def __init__(
-        self,
-        *,
-        agreement: _builtins.str = ...,
-        revision: _builtins.int = ...,
-        outcome: _partners_pb2.AccessOutcome.ValueType = ...,
-        reason: _builtins.str = ...,
-        delay: _duration_pb2.Duration | None = ...,
-        counts_withheld: _builtins.bool = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement", b"agreement", "counts_withheld", b"counts_withheld", "delay", b"delay", "outcome", b"outcome", "reason", b"reason", "revision", b"revision"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___Sharing: _TypeAlias = Sharing  # noqa: Y015
 
 @_typing.final
 class CreateFacilityRequest(_message.Message):

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -416,6 +417,54 @@ class Agreement(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Agreement: _TypeAlias = Agreement  # noqa: Y015
+
+@_typing.final
+class Sharing(_message.Message):
+    """How a partner's agreement shaped what a caller was given (an occupancy, a facility in the
+    optimizer's model, a counter's counts).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGREEMENT_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DELAY_FIELD_NUMBER: _builtins.int
+    COUNTS_WITHHELD_FIELD_NUMBER: _builtins.int
+    agreement: _builtins.str
+    """The agreement applied (`partners/{partner}/agreements/{dataset}`) and its revision."""
+    revision: _builtins.int
+    outcome: Global___AccessOutcome.ValueType
+    """FULL: as recorded. DEGRADED: as `reason` says (counts rounded, status only, `delay` old).
+    WITHHELD or REFUSED: none of the partner's figures; `reason` says why.
+    """
+    reason: _builtins.str
+    counts_withheld: _builtins.bool
+    """No counts are given (status only, withheld or refused): zero counts mean nothing, and feeds
+    built on it leave the figures out.
+    """
+    @_builtins.property
+    def delay(self) -> _duration_pb2.Duration:
+        """What is given is as it was this long ago."""
+
+    def __init__(
+        self,
+        *,
+        agreement: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        outcome: Global___AccessOutcome.ValueType = ...,
+        reason: _builtins.str = ...,
+        delay: _duration_pb2.Duration | None = ...,
+        counts_withheld: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement", b"agreement", "counts_withheld", b"counts_withheld", "delay", b"delay", "outcome", b"outcome", "reason", b"reason", "revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Sharing: _TypeAlias = Sharing  # noqa: Y015
 
 @_typing.final
 class AccessRecord(_message.Message):
