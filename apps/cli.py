@@ -25,6 +25,7 @@ SERVICE_MODULES = {
     "optimizer": "services.optimizer.service",
     "whatif": "services.whatif.service",
     "partners": "services.partners.service",
+    "counters": "services.counters.service",
 }
 WORKERS = ("whatif-worker",)  # `almere serve` runs them too: processes without a port
 

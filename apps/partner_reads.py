@@ -20,6 +20,17 @@ AUDITED = "; audited"
 REGISTRY = "the partner registry: the city and the partner itself only (see the role table)"
 
 RULES: dict[str, str] = {
+    "CounterService.CreateCounter": f"{OWN} (a counter's description, no counts)",
+    "CounterService.GetCounter": "a counter's description (no counts): the city's callers, a partner its own",
+    "CounterService.ListCounters": "counters' descriptions (no counts): the city's callers, a partner its own",
+    "CounterService.ReportCounts": (
+        f"{OWN}; published on COUNTS as the partner's agreement gives the optimizer (rounded; withheld or "
+        "delayed: not published)"
+    ),
+    "CounterService.ListCounts": (
+        "counts rounded as agreed and ending a delay ago; refused (PERMISSION_DENIED, the reason) when "
+        "withheld or the purpose does not fit; counts older than the retention are deleted; audited"
+    ),
     "IncidentService.ReportIncident": (
         "a partner's report starts UNVERIFIED; the answer is the reporter's own (a partner: without police notes)"
     ),

@@ -23,10 +23,10 @@ from services.common.channels import open_blocking_channel, open_channel, uses_t
 from services.common.config import DEFAULT_PORTS, Settings
 from sim.named_networks import build_network
 
-SERVICES = ["parking", "incidents", "signals", "optimizer", "whatif", "partners", "gateway"]
+SERVICES = ["parking", "incidents", "signals", "optimizer", "whatif", "partners", "counters", "gateway"]
 # What a simulation run's city needs: the twin plays no partners, so their registry stays out (a
 # process less to start beside each coupled run).
-TWIN_SERVICES = [s for s in SERVICES if s != "partners"]
+TWIN_SERVICES = [s for s in SERVICES if s not in ("partners", "counters")]
 # Served over HTTP (health at /readyz, metrics at /metrics on the same port), not gRPC.
 HTTP_SERVICES = frozenset({"gateway"})
 # Processes without a port that run beside a service: the what-if workers simulate its runs (one SUMO

@@ -124,6 +124,12 @@ DECISION_EVENTS = (ROUTE_ADVICE, PARKING_GUIDANCE)
 MEASUREMENT = "measurement"
 DETECTORS = Stream(name="DETECTORS", prefix="almere.detectors.v1", wildcard=f"almere.detectors.v1.{MEASUREMENT}.>")
 
+# COUNTS: almere.counters.v1.counted.<partner>_<counter>_<direction>; a Measurement each, a partner's
+# counter's count as the optimizer audience may see it (the counter service shapes it, or leaves it
+# out, before publishing).
+COUNTS = Stream(name="COUNTS", prefix="almere.counters.v1")
+COUNTED = "counted"
+
 
 # PARTNERS: almere.partners.v1.<event>.<partner_id>, PartnerChangedEvent, and
 # almere.partners.v1.agreement_set.<partner_id>.<dataset>, AgreementChangedEvent (almere.partners.v1

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contract.bus import (
+    COUNTS,
     DETECTORS,
     INCIDENTS,
     OPTIMIZER,
@@ -116,12 +117,13 @@ def _unique(subjects: list[str]) -> list[str]:
 PARKING_USER = BusUser(name="parking", owns=(PARKING,), consumes=(PARTNERS,), feeds=(PARTNER_ACCESS,))
 INCIDENTS_USER = BusUser(name="incidents", owns=(INCIDENTS,), consumes=(PARTNERS,), feeds=(PARTNER_ACCESS,))
 SIGNALS_USER = BusUser(name="signals", owns=(SIGNALS,), consumes=(PARTNERS,), feeds=(PARTNER_ACCESS,))
+COUNTERS_USER = BusUser(name="counters", owns=(COUNTS,), consumes=(PARTNERS,), feeds=(PARTNER_ACCESS,))
 # The optimizer keeps the DETECTORS stream: it is its only reader, and field devices only publish.
 OPTIMIZER_USER = BusUser(
     name="optimizer",
     owns=(OPTIMIZER,),
     keeps=(DETECTORS,),
-    consumes=(PARKING, INCIDENTS, SIGNALS, DETECTORS, PARTNERS),
+    consumes=(PARKING, INCIDENTS, SIGNALS, DETECTORS, COUNTS, PARTNERS),
     feeds=(PARTNER_ACCESS,),
 )
 # The twin plays the street's detector stations and reads what the street's devices would receive:
@@ -157,7 +159,9 @@ TWIN_USER = BusUser(
 # Read-only: operators' tools, the demo's transcript, tests. Restricted fields never travel on the
 # bus (see the incident events), so reading every stream reveals nothing a service keeps back.
 OBSERVER_USER = BusUser(
-    name="observer", consumes=(PARKING, INCIDENTS, SIGNALS, OPTIMIZER, DETECTORS, PARTNERS), listens=("almere.>",)
+    name="observer",
+    consumes=(PARKING, INCIDENTS, SIGNALS, OPTIMIZER, DETECTORS, COUNTS, PARTNERS),
+    listens=("almere.>",),
 )
 
 SERVICE_USERS = {
@@ -166,6 +170,7 @@ SERVICE_USERS = {
         PARKING_USER,
         INCIDENTS_USER,
         SIGNALS_USER,
+        COUNTERS_USER,
         OPTIMIZER_USER,
         WHATIF_USER,
         WHATIF_WORKER_USER,

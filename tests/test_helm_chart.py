@@ -143,6 +143,7 @@ def test_deployments_are_locked_down_and_probed_over_grpc(chart_without_dependen
     docs = render(chart_without_dependencies, *REQUIRED)
     deployments = by_kind(docs, "Deployment")
     assert sorted(deployments) == [
+        "rel-almere-traffic-counters",
         "rel-almere-traffic-incidents",
         "rel-almere-traffic-parking",
         "rel-almere-traffic-partners",

@@ -17,6 +17,7 @@ DEFAULT_PORTS = {
     "optimizer": 50054,
     "whatif": 50055,
     "partners": 50056,
+    "counters": 50057,
     "gateway": 8080,
 }
 

@@ -25,6 +25,7 @@ from services.common.feed import WatchLimits, watch_limits
 from services.common.limits import LogThrottle, StreamSlots
 from services.common.observability import RPC_LATENCY, RPC_REQUESTS
 from services.common.oidc import OidcVerifier, TokenRefused, looks_like_jwt
+from services.common.strict import is_strict, refuse_unknown_fields
 
 # Standard infrastructure services answer without a token (probes and tooling must reach them).
 # Roles whose id is a partner's: suspending the partner refuses them.
@@ -48,7 +49,8 @@ def _wrap(handler: Handler, around: Around) -> Handler:
     unread, and from a caller it is INVALID_ARGUMENT (parsed by grpc, it is a logged traceback and
     UNKNOWN). Streamed requests are parsed as the servicer reads them, after authentication anyway.
     """
-    accept = _identity if handler.request_streaming else _parser(handler.request_deserializer)
+    behavior = handler.unary_unary or handler.unary_stream
+    accept = _identity if handler.request_streaming else _parser(handler.request_deserializer, is_strict(behavior))
     serializers = {
         "request_deserializer": handler.request_deserializer if handler.request_streaming else None,
         "response_serializer": handler.response_serializer,
@@ -87,13 +89,15 @@ def _identity(request: Any) -> Any:
     return request
 
 
-def _parser(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+def _parser(deserialize: Callable[[bytes], Any] | None, strict: bool) -> Callable[[bytes], Any]:
     def parse(raw: bytes) -> Any:
         try:
             request = deserialize(raw) if deserialize else raw
         except DecodeError:
             raise InvalidArgument("the request is not a valid message of this method") from None
         if isinstance(request, Message):
+            if strict:
+                refuse_unknown_fields(request)
             request.DiscardUnknownFields()  # never store or republish fields the contract lacks
         return request
 

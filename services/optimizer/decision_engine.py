@@ -170,7 +170,8 @@ class DecisionEngine:
         """A loop's last interval; measurements older than STALE (a backlog after downtime) are not
         today's traffic and are skipped."""
         fresh = from_timestamp(measurement.interval_end) >= now - STALE
-        if measurement.vehicle_count > 0 and fresh:
+        timed = measurement.mean_speed_mps >= 0  # a partner's counter counts, it does not time
+        if measurement.vehicle_count > 0 and fresh and timed:
             self.times.observe_speed(measurement.edge_id, measurement.mean_speed_mps)
 
     # -- reports and decision rounds ---------------------------------------------------------------

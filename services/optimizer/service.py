@@ -38,6 +38,7 @@ SOURCES = [
     Source(stream=bus.INCIDENTS.name, subject=bus.INCIDENTS.subjects, durable="optimizer-incidents"),
     Source(stream=bus.SIGNALS.name, subject=bus.SIGNALS.subjects, durable="optimizer-signals"),
     Source(stream=bus.DETECTORS.name, subject=bus.DETECTORS.subjects, durable="optimizer-detectors", only_new=True),
+    Source(stream=bus.COUNTS.name, subject=bus.COUNTS.subjects, durable="optimizer-counts", only_new=True),
 ]
 
 
@@ -74,7 +75,7 @@ def _handler(
         elif stream == bus.INCIDENTS.name:
             event = ievents.IncidentEvent.FromString(msg.data)
             return decisions.on_incident(event, utcnow(), report_shared=_shares_reports(book, event))
-        elif stream == bus.DETECTORS.name:
+        elif stream in (bus.DETECTORS.name, bus.COUNTS.name):
             decisions.on_detector(detectors_pb2.Measurement.FromString(msg.data), utcnow())
         elif kind in (bus.PRIORITY_DECIDED, bus.PRIORITY_ENDED):
             signals.on_priority(sevents.SignalEvent.FromString(msg.data))
@@ -134,6 +135,6 @@ SPEC = ServiceSpec(
     outbox=OptimizerOutbox,
     # DETECTORS has no service of its own: the optimizer, its reader, keeps its configuration.
     streams=(bus.OPTIMIZER, bus.DETECTORS),
-    consumes=(bus.PARKING, bus.INCIDENTS, bus.SIGNALS),
+    consumes=(bus.PARKING, bus.INCIDENTS, bus.SIGNALS, bus.COUNTS),
     mount=_mount,
 )

@@ -8,12 +8,13 @@ from almere.parking.v1 import parking_pb2, parking_pb2_grpc
 from grpc import aio
 
 from contract.bus import PARKING
+from services.common.retention import Retention
 from services.common.runtime import Service, ServiceSpec
+from services.parking import usecases
 from services.parking.api import ParkingApi
 from services.parking.feed import occupancy_feed
 from services.parking.models import TABLES, ParkingOutbox
-from services.parking.retention import Retention
-from services.parking.sharing import Sharing
+from services.parking.sharing import DATASET, Sharing
 from services.parking.travel_times import TravelTimes
 
 
@@ -24,6 +25,9 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
     api = ParkingApi(service.engine, committer=service.committer, feed=feed, travel_times=travel_times, sharing=sharing)
     parking_pb2_grpc.add_ParkingServiceServicer_to_server(api, server)
     retention = Retention(
+        service="parking",
+        dataset=DATASET,
+        expire=usecases.expire_history,
         book=service.agreements,
         audit=service.audit,
         committer=service.committer,

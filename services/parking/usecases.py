@@ -19,6 +19,7 @@ from services.common.batch import Locked, each, lock
 from services.common.changes import Changes
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from services.common.feed import Snapshot
+from services.common.retention import Expire
 from services.common.tracing import Traced
 from services.parking import events, logic, metrics
 from services.parking.convert import (
@@ -447,19 +448,11 @@ def occupancy_at(engine: Engine, when: dict[str, datetime]) -> dict[str, tuple[i
     return out
 
 
-@dataclass(frozen=True, kw_only=True)
-class Expire:
-    """Delete the history of `operator_id`'s facilities measured before `before`."""
-
-    operator_id: str
-    before: datetime
-
-
 def expire_history(session: Session, items: Sequence[Expire]) -> list[Any]:
-    """Per item, how many history rows it deleted."""
+    """Per item, how many history rows of the operator's facilities it deleted."""
     deleted = []
     for item in items:
-        facilities = select(col(Facility.id)).where(col(Facility.operator_id) == item.operator_id)
+        facilities = select(col(Facility.id)).where(col(Facility.operator_id) == item.partner_id)
         result = session.execute(
             delete(OccupancySample).where(
                 col(OccupancySample.facility_id).in_(facilities), col(OccupancySample.source_time) < item.before

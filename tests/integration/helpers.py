@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import nats
+from almere.counters.v1 import counters_pb2_grpc
 from almere.detectors.v1 import detectors_pb2
 from almere.incidents.v1 import events_pb2 as ievents_pb2
 from almere.incidents.v1 import incidents_pb2 as ipb
@@ -106,6 +107,11 @@ class Signals(Client):
         super().__init__(signals_pb2_grpc.SignalServiceStub(channel), tokens)
 
 
+class Counters(Client):
+    def __init__(self, channel: grpc.aio.Channel, tokens: dict[str, str]) -> None:
+        super().__init__(counters_pb2_grpc.CounterServiceStub(channel), tokens)
+
+
 class Partners(Client):
     def __init__(self, channel: grpc.aio.Channel, tokens: dict[str, str]) -> None:
         super().__init__(partners_pb2_grpc.PartnerServiceStub(channel), tokens)
@@ -123,6 +129,7 @@ class _As:
 
 DECODERS: dict[str, Any] = {
     "measurement": detectors_pb2.Measurement,
+    "counted": detectors_pb2.Measurement,
     **dict.fromkeys(SIGNAL_EVENTS, sevents_pb2.SignalEvent),
     "incident_reported": ievents_pb2.IncidentEvent,
     "incident_updated": ievents_pb2.IncidentEvent,

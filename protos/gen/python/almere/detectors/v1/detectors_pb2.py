@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#almere/detectors/v1/detectors.proto\x12\x13\x61lmere.detectors.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x01\n\x0bMeasurement\x12\x13\n\x0b\x64\x65tector_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x02 \x01(\t\x12\x12\n\nlane_index\x18\x03 \x01(\x05\x12\x32\n\x0einterval_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cinterval_end\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rvehicle_count\x18\x06 \x01(\x05\x12\x16\n\x0emean_speed_mps\x18\x07 \x01(\x01\x12\x19\n\x11occupancy_percent\x18\x08 \x01(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#almere/detectors/v1/detectors.proto\x12\x13\x61lmere.detectors.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x02\n\x0bMeasurement\x12\x13\n\x0b\x64\x65tector_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x02 \x01(\t\x12\x12\n\nlane_index\x18\x03 \x01(\x05\x12\x32\n\x0einterval_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cinterval_end\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rvehicle_count\x18\x06 \x01(\x05\x12\x16\n\x0emean_speed_mps\x18\x07 \x01(\x01\x12\x19\n\x11occupancy_percent\x18\x08 \x01(\x01\x12\x0f\n\x07\x63ounter\x18\t \x01(\t\x12\x11\n\tdirection\x18\n \x01(\t\x12\x14\n\x0cperson_count\x18\x0b \x01(\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'almere.detectors.v1.detecto
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MEASUREMENT']._serialized_start=94
-  _globals['_MEASUREMENT']._serialized_end=341
+  _globals['_MEASUREMENT']._serialized_end=399
 # @@protoc_insertion_point(module_scope)

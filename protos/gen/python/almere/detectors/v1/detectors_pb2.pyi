@@ -21,7 +21,9 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class Measurement(_message.Message):
     """Counts from loop detectors, published every interval on
     `almere.detectors.v1.measurement.<detector_id>` (stream DETECTORS), by the street's detector
-    stations or, in a simulation, by the twin.
+    stations or, in a simulation, by the twin. Partners' counters' counts are measurements too, on
+    `almere.counters.v1.counted.<partner>_<counter>_<direction>` (stream COUNTS) from the counter
+    service, as each partner's agreement lets the optimizer see them.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -34,6 +36,9 @@ class Measurement(_message.Message):
     VEHICLE_COUNT_FIELD_NUMBER: _builtins.int
     MEAN_SPEED_MPS_FIELD_NUMBER: _builtins.int
     OCCUPANCY_PERCENT_FIELD_NUMBER: _builtins.int
+    COUNTER_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    PERSON_COUNT_FIELD_NUMBER: _builtins.int
     detector_id: _builtins.str
     edge_id: _builtins.str
     """Network edge and lane the loop lies in."""
@@ -41,9 +46,17 @@ class Measurement(_message.Message):
     vehicle_count: _builtins.int
     """Vehicles that passed in the interval."""
     mean_speed_mps: _builtins.float
-    """Mean speed of those vehicles (m/s); negative when none passed."""
+    """Mean speed of those vehicles (m/s); negative when none passed or not measured (a partner's
+    counter).
+    """
     occupancy_percent: _builtins.float
     """Share of the interval the loop was occupied, 0-100."""
+    counter: _builtins.str
+    """A partner's counter: `partners/{partner}/counters/{counter}` (empty for a loop)."""
+    direction: _builtins.str
+    """The counter's direction."""
+    person_count: _builtins.int
+    """People that passed (a people counter); vehicles are in vehicle_count."""
     @_builtins.property
     def interval_start(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -59,10 +72,13 @@ class Measurement(_message.Message):
         vehicle_count: _builtins.int = ...,
         mean_speed_mps: _builtins.float = ...,
         occupancy_percent: _builtins.float = ...,
+        counter: _builtins.str = ...,
+        direction: _builtins.str = ...,
+        person_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["interval_end", b"interval_end", "interval_start", b"interval_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detector_id", b"detector_id", "edge_id", b"edge_id", "interval_end", b"interval_end", "interval_start", b"interval_start", "lane_index", b"lane_index", "mean_speed_mps", b"mean_speed_mps", "occupancy_percent", b"occupancy_percent", "vehicle_count", b"vehicle_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counter", b"counter", "detector_id", b"detector_id", "direction", b"direction", "edge_id", b"edge_id", "interval_end", b"interval_end", "interval_start", b"interval_start", "lane_index", b"lane_index", "mean_speed_mps", b"mean_speed_mps", "occupancy_percent", b"occupancy_percent", "person_count", b"person_count", "vehicle_count", b"vehicle_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,2 @@
+"""Partners' counters: anonymous counts per interval and direction, kept and shared under the partners'
+agreements."""
