@@ -233,25 +233,30 @@ async def test_a_bad_feed_is_refused_and_nothing_kept(
     assert not (await _counts(city, "partner")).counts
 
 
+def _counter(**fields: Any) -> pb.Counter:
+    """A valid people counter; keyword arguments replace its fields."""
+    base: dict[str, Any] = {
+        "display_name": "x",
+        "kind": pb.COUNT_KIND_PEOPLE,
+        "location": geo_pb2.LatLng(latitude=52.37, longitude=5.21),
+        "directions": ["in"],
+    }
+    return pb.Counter(**(base | fields))
+
+
 @pytest.mark.parametrize(
     ("caller", "counter", "parent", "code", "message"),
     [
         ("partner", pb.Counter(display_name="x", kind=pb.COUNT_KIND_PEOPLE), "partners/firm-a", "INVALID_ARGUMENT",
          "counter.location is required"),
-        ("partner", pb.Counter(display_name="x", kind=pb.COUNT_KIND_PEOPLE,
-                               location=geo_pb2.LatLng(latitude=52.37, longitude=5.21), edge_id="ring-w-n",
-                               directions=["in"]), "partners/firm-a", "INVALID_ARGUMENT",
+        ("partner", _counter(edge_id="ring-w-n"), "partners/firm-a", "INVALID_ARGUMENT",
          "counter.edge_id is for vehicle counters"),
-        ("partner", pb.Counter(display_name="x", kind=pb.COUNT_KIND_PEOPLE,
-                               location=geo_pb2.LatLng(latitude=52.37, longitude=5.21), directions=["In Out"]),
-         "partners/firm-a", "INVALID_ARGUMENT", "is not lower-case words joined by hyphens"),
-        ("other_partner", pb.Counter(), "partners/firm-a", "PERMISSION_DENIED", "may not use the counters of partner 'firm-a'"),
-        ("engineer", pb.Counter(display_name="x", kind=pb.COUNT_KIND_PEOPLE,
-                                location=geo_pb2.LatLng(latitude=52.37, longitude=5.21), directions=["in"]),
-         "partners/nobody", "NOT_FOUND", "partner 'nobody' is not registered with the city"),
-        ("partner", pb.Counter(display_name="x", kind=pb.COUNT_KIND_PEOPLE,
-                               location=geo_pb2.LatLng(latitude=52.37, longitude=5.21), directions=["in"]),
-         "partners/firm-a", "ALREADY_EXISTS", "partners/firm-a/counters/door-1 already exists"),
+        ("partner", _counter(directions=["In Out"]), "partners/firm-a", "INVALID_ARGUMENT",
+         "is not lower-case words joined by hyphens"),
+        ("other_partner", _counter(), "partners/firm-a", "PERMISSION_DENIED",
+         "may not use the counters of partner 'firm-a'"),
+        ("engineer", _counter(), "partners/nobody", "NOT_FOUND", "partner 'nobody' is not registered with the city"),
+        ("partner", _counter(), "partners/firm-a", "ALREADY_EXISTS", "partners/firm-a/counters/door-1 already exists"),
     ],
 )  # fmt: skip
 async def test_a_bad_counter_is_refused(
