@@ -19,7 +19,7 @@ from services.common.agreements import Governance
 from services.common.auth import TRAFFIC_MANAGEMENT, Role, current_identity
 from services.common.clock import from_timestamp, to_timestamp, utcnow
 from services.common.db import GroupCommitter
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import InvalidArgument, NotFound, PermissionDenied
 from services.common.names import validate_id
 from services.common.strict import strict
 from services.common.terms import require, sharing_of
@@ -35,6 +35,16 @@ class CounterApi(counters_pb2_grpc.CounterServiceServicer):
         self._committer = committer
         self._governance = governance
 
+    def _owner(self, partner_id: str, method: str) -> None:
+        """A partner uses only its own counters; another's trying is in that partner's audit."""
+        try:
+            logic.check_owner(current_identity.get(), partner_id)
+        except PermissionDenied as refused:
+            self._governance.refused_write(
+                partner_id, dataset=DATASET, method=method, reason=refused.message, now=utcnow()
+            )
+            raise
+
     def _registered(self, partner_id: str) -> None:
         if not self._governance.book.known(partner_id):
             raise NotFound(f"partner {partner_id!r} is not registered with the city (partners/{partner_id})")
@@ -47,7 +57,7 @@ class CounterApi(counters_pb2_grpc.CounterServiceServicer):
     @allow(logic.KEEPERS, notes=logic.OWN)
     async def CreateCounter(self, request: pb.CreateCounterRequest, context: Context) -> pb.CreateCounterResponse:
         partner_id = logic.parse_parent(request.parent)
-        logic.check_owner(current_identity.get(), partner_id)
+        self._owner(partner_id, "CreateCounter")
         counter_id = validate_id(request.counter_id, "counter_id")
         self._registered(partner_id)
         counter = pb.Counter()
@@ -93,9 +103,8 @@ class CounterApi(counters_pb2_grpc.CounterServiceServicer):
     @allow({Role.PARTNER}, notes=logic.OWN)
     @strict
     async def ReportCounts(self, request: pb.ReportCountsRequest, context: Context) -> pb.ReportCountsResponse:
-        identity = current_identity.get()
         partner_id, counter_id = logic.parse_name(request.counter, "counter")
-        logic.check_owner(identity, partner_id)
+        self._owner(partner_id, "ReportCounts")
         _, _, counter = await self._counter(request.counter, "counter")
         now = utcnow()
         logic.validate_feed(request, counter=counter, now=now)

@@ -12,10 +12,11 @@ from sqlalchemy import Engine
 
 from services.common import paging
 from services.common.access import allow
+from services.common.agreements import Governance
 from services.common.auth import current_identity
 from services.common.clock import utcnow
 from services.common.db import GroupCommitter
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import InvalidArgument, NotFound, ServiceError
 from services.common.names import id_from_name, validate_id
 from services.partners import logic, usecases
 
@@ -41,9 +42,10 @@ def _cleared(message: Any, fields: tuple[str, ...]) -> Any:
 
 
 class PartnerApi(partners_pb2_grpc.PartnerServiceServicer):
-    def __init__(self, engine: Engine, *, committer: GroupCommitter) -> None:
+    def __init__(self, engine: Engine, *, committer: GroupCommitter, governance: Governance) -> None:
         self._engine = engine
         self._committer = committer
+        self._governance = governance
 
     @allow(logic.MANAGERS)
     async def CreatePartner(self, request: pb.CreatePartnerRequest, context: Context) -> pb.CreatePartnerResponse:
@@ -119,12 +121,18 @@ class PartnerApi(partners_pb2_grpc.PartnerServiceServicer):
     async def SetAgreement(self, request: pb.SetAgreementRequest, context: Context) -> pb.SetAgreementResponse:
         identity = current_identity.get()
         partner_id, dataset = _agreement_name(request.name)
-        logic.check_keeper(identity, partner_id)
-        if not request.HasField("agreement"):
-            raise InvalidArgument("agreement is required")
         now = utcnow()
         agreement = _cleared(request.agreement, AGREEMENT_OUTPUT_ONLY)
-        logic.validate_agreement(agreement, dataset=dataset, now=now)
+        try:  # another's attempt, or terms that contradict themselves: in the partner's audit
+            logic.check_keeper(identity, partner_id)
+            if not request.HasField("agreement"):
+                raise InvalidArgument("agreement is required")
+            logic.validate_agreement(agreement, dataset=dataset, now=now)
+        except ServiceError as refused:
+            self._governance.refused_write(
+                partner_id, dataset=dataset, method="SetAgreement", reason=refused.message, now=now
+            )
+            raise
         item = usecases.SetAgreement(
             identity=identity, partner_id=partner_id, dataset=dataset, agreement=agreement, now=now
         )

@@ -17,7 +17,7 @@ from services.partners.models import TABLES, PartnersOutbox
 
 async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awaitable[None]]]:
     partners_pb2_grpc.add_PartnerServiceServicer_to_server(
-        PartnerApi(service.engine, committer=service.committer), server
+        PartnerApi(service.engine, committer=service.committer, governance=service.governance), server
     )
     # The services' records of who read partners' data: each partner's audit.
     audit = CommittingConsumer(

@@ -299,3 +299,22 @@ async def test_counts_older_than_the_retention_are_deleted_and_audited(city: Cit
     request = pb.ListCountsRequest(counter=DOOR, start_time=ts(NOW - timedelta(days=3)))
     kept = await city.counters.as_("partner").ListCounts(request)
     assert [(c.direction, c.count) for c in kept.counts] == [("in", 55)]
+
+
+async def test_another_partner_writing_the_counters_is_refused_and_audited(city: City) -> None:
+    code, _ = await _status(_report(city, FEED, caller="other_partner"))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    code, _ = await _status(_create(city, "other_partner", "door-2", _counter()))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+
+    async def refused() -> list[tuple[str, str]]:
+        reply = await city.partners.as_("partner").ListAccessRecords(
+            ppb.ListAccessRecordsRequest(parent="partners/firm-a", page_size=100)
+        )
+        return sorted((r.role, r.method) for r in reply.records if r.outcome == ppb.ACCESS_OUTCOME_REFUSED)
+
+    deadline = time.monotonic() + 5
+    while len(found := await refused()) < 2:
+        assert time.monotonic() < deadline, found
+        await asyncio.sleep(0.1)
+    assert found == [("partner:firm-b", "CreateCounter"), ("partner:firm-b", "ReportCounts")]

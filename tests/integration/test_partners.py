@@ -251,6 +251,34 @@ async def test_an_agreement_that_contradicts_itself_is_refused_and_nothing_writt
     ]
 
 
+async def test_a_refused_agreement_is_in_the_partners_audit(partners: Partners) -> None:
+    await asyncio.sleep(0.5)  # the registry audits attempts on partners it has seen on PARTNERS
+    bad = _terms(retention_days=0)
+    code, _ = await _code(partners.as_("operator").SetAgreement(pb.SetAgreementRequest(name=OCCUPANCY, agreement=bad)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    code, _ = await _code(
+        partners.as_("other_operator").SetAgreement(pb.SetAgreementRequest(name=OCCUPANCY, agreement=_terms()))
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+
+    async def refused() -> list[tuple[str, str, str]]:
+        reply = await partners.as_("operator").ListAccessRecords(pb.ListAccessRecordsRequest(parent="partners/op-a"))
+        return [(r.role, r.method, r.reason) for r in reply.records if r.outcome == pb.ACCESS_OUTCOME_REFUSED]
+
+    for _ in range(100):
+        if len(found := await refused()) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert sorted(found) == [
+        ("operator:op-a", "SetAgreement", "agreement.retention_days must be 1-3650"),
+        (
+            "operator:op-b",
+            "SetAgreement",
+            "operator:op-b may not manage partner 'op-a': only the city and the partner itself",
+        ),
+    ]
+
+
 async def test_the_partner_keeps_its_contacts_current_and_nothing_else(partners: Partners) -> None:
     contacts = [pb.Contact(display_name="Night desk", phone="+31 36 000 0000", responsibility="24/7 control room")]
     updated = await partners.as_("partner").UpdatePartner(
