@@ -130,11 +130,17 @@ class CounterApi(counters_pb2_grpc.CounterServiceServicer):
         await self._counter(request.counter, "counter")  # NOT_FOUND before anything is audited
         access = self._governance.read([partner_id], dataset=DATASET, method="ListCounts", now=now)[partner_id]
         require(access)
-        # A delayed audience sees the intervals that had ended a delay ago.
-        end = min(end, now - access.delay)
         size = paging.page_size(request.page_size)
-        q = usecases.CountQuery(partner_id=partner_id, counter_id=counter_id, start=start, end=end)
-        query = paging.fingerprint((q, access.revision))
+        q = usecases.CountQuery(
+            partner_id=partner_id,
+            counter_id=counter_id,
+            start=start,
+            end=end,
+            ended_by=now - access.delay if access.delay else None,  # a delayed audience: ended a delay ago
+        )
+        # Not `q`: its default end and a delayed audience's cut move with the clock between pages.
+        asked_end = end.isoformat() if request.HasField("end_time") else ""
+        query = paging.fingerprint((partner_id, counter_id, start.isoformat(), asked_end, access.revision))
         last = paging.decode(request.page_token, query)
         after = None
         if last:

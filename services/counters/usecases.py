@@ -175,6 +175,8 @@ class CountQuery:
     counter_id: str
     start: datetime
     end: datetime
+    # Only intervals that had ended by then (a delayed audience's view).
+    ended_by: datetime | None = None
 
 
 def list_counts(engine: Engine, q: CountQuery, *, after: tuple[datetime, str] | None, limit: int) -> list[pb.Count]:
@@ -186,6 +188,8 @@ def list_counts(engine: Engine, q: CountQuery, *, after: tuple[datetime, str] | 
         col(r.interval_start) >= q.start,
         col(r.interval_start) < q.end,
     )
+    if q.ended_by is not None:
+        query = query.where(col(r.interval_end) <= q.ended_by)
     if after:
         query = query.where(
             or_(

@@ -318,3 +318,15 @@ async def test_another_partner_writing_the_counters_is_refused_and_audited(city:
         assert time.monotonic() < deadline, found
         await asyncio.sleep(0.1)
     assert found == [("partner:firm-b", "CreateCounter"), ("partner:firm-b", "ReportCounts")]
+
+
+async def test_counts_come_page_by_page(city: City) -> None:
+    await _report(city, FEED)
+    request = pb.ListCountsRequest(counter=DOOR, start_time=ts(NOW - timedelta(hours=3)), page_size=3)
+    first = await city.counters.as_("engineer", purpose=TRAFFIC).ListCounts(request)
+    request.page_token = first.next_page_token
+    second = await city.counters.as_("engineer", purpose=TRAFFIC).ListCounts(request)
+    assert [c.count for c in (*first.counts, *second.counts)] == [42, 37, 55, 51] and not second.next_page_token
+    other = pb.ListCountsRequest(counter=DOOR, start_time=ts(NOW - timedelta(hours=2)), page_token=request.page_token)
+    code, _ = await _status(city.counters.as_("engineer", purpose=TRAFFIC).ListCounts(other))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, "a page token belongs to its query"
