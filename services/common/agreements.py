@@ -2,8 +2,8 @@
 
 `AgreementBook` follows the PARTNERS stream (an ordered consumer from the first message: the
 stream holds every partner's changes) and answers, for a caller and one partner's dataset, what the
-caller may see (`Access`). `AccessAudit` publishes one record per call and partner to
-PARTNER_ACCESS, where the partner registry keeps the partner's audit.
+caller may see (`Access`). `AccessAudit` records one access record per call and partner, through
+the service's outbox to PARTNER_ACCESS, where the partner registry keeps the partner's audit.
 
 The rules, in order: the partner's own callers see everything; a dataset without an agreement is
 shared as before; outside the agreement's validity nobody else sees it (REFUSED); an audience the
@@ -17,18 +17,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from almere.partners.v1 import events_pb2
 from almere.partners.v1 import partners_pb2 as pb
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from sqlalchemy import insert
+from sqlmodel import Session
 
 from contract.bus import AGREEMENT_SET, PARTNER_ACCESS, PARTNER_DATA_READ, PARTNERS
 from services.common.auth import PUBLIC_SAFETY, PURPOSE_METADATA, Identity, Role, current_identity, current_purpose
 from services.common.bus import Bus
 from services.common.clock import from_timestamp, to_timestamp
+from services.common.db import GroupCommitter
+from services.common.outbox import OutboxBase, outbox_row
 from services.common.terms import OUTCOMES, Access, Outcome, describe
 
 log = logging.getLogger(__name__)
@@ -194,14 +199,22 @@ class Read:
 
 
 class AccessAudit:
-    """Publishes access records from a bounded queue, so a read never waits for the bus; a full queue
-    (the bus away for long) drops records with an error logged."""
+    """Writes access records to the service's outbox, whose relay publishes them to PARTNER_ACCESS like
+    any event: a record survives the bus being away and a restart. A read does not wait for it; the
+    records of a moment share one group commit. Beyond AUDIT_QUEUE records not yet committed, a
+    record is dropped with an error logged (the database away for long)."""
 
-    def __init__(self, bus: Bus, *, service: str) -> None:
-        self._bus = bus
+    def __init__(self, *, committer: GroupCommitter, outbox: type[OutboxBase], service: str) -> None:
+        self._committer = committer
         self._service = service
-        self._queue: asyncio.Queue[events_pb2.PartnerDataRead] = asyncio.Queue(AUDIT_QUEUE)
-        self._task: asyncio.Task[None] | None = None
+        self._writing: set[asyncio.Task[None]] = set()
+        table = outbox.__table__  # type: ignore[attr-defined]
+
+        def write(session: Session, rows: Sequence[dict[str, Any]]) -> list[None]:
+            session.connection().execute(insert(table), list(rows))
+            return [None] * len(rows)
+
+        self._write = write  # one handler: the group committer batches its items together
 
     def record(self, read: Read) -> None:
         """A read under an agreement (others are not the partner's to audit)."""
@@ -227,34 +240,25 @@ class AccessAudit:
                 read_time=to_timestamp(read.now),
             )
         )
-        try:
-            self._queue.put_nowait(message)
-        except asyncio.QueueFull:
-            log.error("access audit queue full: a read of partner %s went unrecorded", access.partner_id)
+        subject = PARTNER_ACCESS.subject(PARTNER_DATA_READ, access.partner_id)
+        row = outbox_row(subject=subject, event_type=PARTNER_DATA_READ, message=message, now=read.now)
+        if len(self._writing) >= AUDIT_QUEUE:
+            log.error("access audit backlog full: a read of partner %s went unrecorded", access.partner_id)
+            return
+        task = asyncio.get_running_loop().create_task(self._commit(row, access.partner_id))
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._publish())
+    async def _commit(self, row: dict[str, Any], partner_id: str) -> None:
+        try:
+            await self._committer.submit(self._write, row)
+        except Exception:
+            log.exception("access audit: a read of partner %s went unrecorded", partner_id)
 
     async def stop(self) -> None:
-        """Publishes what is queued (bounded by the bus's timeouts), then stops."""
-        if self._task is None:
-            return
-        await self._queue.join()
-        self._task.cancel()
-
-    async def _publish(self) -> None:
-        while True:
-            message = await self._queue.get()
-            partner_id = message.record.partner.removeprefix("partners/")
-            subject = PARTNER_ACCESS.subject(PARTNER_DATA_READ, partner_id)
-            while True:
-                try:
-                    await self._bus.js.publish(subject, message.SerializeToString(), stream=PARTNER_ACCESS.name)
-                    break
-                except Exception as err:  # the bus away: retry, the queue bounds what waits
-                    log.warning("access audit publish failed (%s); retrying", err)
-                    await asyncio.sleep(1.0)
-            self._queue.task_done()
+        """Commits what is pending (before the committer stops)."""
+        if self._writing:
+            await asyncio.gather(*self._writing, return_exceptions=True)
 
 
 class Governance:

@@ -123,8 +123,7 @@ class Service:
             await asyncio.wait_for(self.agreements.ready.wait(), AGREEMENTS_REPLAY_SECONDS)
         except TimeoutError:
             raise RuntimeError(f"the PARTNERS stream was not replayed in {AGREEMENTS_REPLAY_SECONDS} s") from None
-        self.audit = AccessAudit(self.bus, service=self.spec.name)
-        self.audit.start()
+        self.audit = AccessAudit(committer=self.committer, outbox=self.spec.outbox, service=self.spec.name)
         self.governance = Governance(book=self.agreements, audit=self.audit)
         tokens = TokenStore(s.tokens_file, s.tokens)
         oidc = verifier_from(s)
