@@ -249,9 +249,10 @@ class Stack:
             env["ALMERE_OPTIMIZER_ADDRESS"] = f"{host}:{ports['optimizer']}"
         if "signals" in ports:  # the optimizer proposes adaptive signal steps
             env["ALMERE_SIGNALS_ADDRESS"] = f"{host}:{ports['signals']}"
-        # The gateway reads and feeds parking and incidents; the what-if service reads the live
-        # picture from them and adopts plans through them and the signal service and optimizer.
-        for read in ("parking", "incidents", "whatif"):
+        # The gateway reads and feeds parking and incidents (and carries every service's calls as
+        # JSON); the what-if service reads the live picture from them and adopts plans through them
+        # and the signal service and optimizer.
+        for read in ("parking", "incidents", "whatif", "partners", "counters"):
             if read in ports:
                 env[f"ALMERE_{read.upper()}_ADDRESS"] = f"{host}:{ports[read]}"
         # The dashboard links to the reports of runs under the reports folder (default: the data folder).

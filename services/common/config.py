@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     # The parking and incident services (host:port), which the HTTP gateway reads and feeds.
     parking_address: str | None = None
     incidents_address: str | None = None
+    # The partner registry and the counter service (host:port), which the gateway's JSON routes carry.
+    partners_address: str | None = None
+    counters_address: str | None = None
     # The gateway's operator feeds to poll (a JSON file, see docs/gateway.md).
     gateway_feeds_file: Path | None = None
     # Requests one client may make to the gateway, in `limits` notation: a caller the services know

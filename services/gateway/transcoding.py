@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from almere.counters.v1 import counters_pb2
 from almere.incidents.v1 import incidents_pb2
 from almere.optimizer.v1 import optimizer_pb2
 from almere.parking.v1 import parking_pb2
+from almere.partners.v1 import partners_pb2
 from almere.signals.v1 import signals_pb2
 from almere.whatif.v1 import whatif_pb2
 from google.protobuf import message_factory
@@ -24,6 +26,8 @@ SERVICES: dict[str, ServiceDescriptor] = {
     "signals": signals_pb2.DESCRIPTOR.services_by_name["SignalService"],
     "optimizer": optimizer_pb2.DESCRIPTOR.services_by_name["OptimizerService"],
     "whatif": whatif_pb2.DESCRIPTOR.services_by_name["WhatIfService"],
+    "partners": partners_pb2.DESCRIPTOR.services_by_name["PartnerService"],
+    "counters": counters_pb2.DESCRIPTOR.services_by_name["CounterService"],
 }
 
 
@@ -33,7 +37,7 @@ class UnknownMethod(LookupError):
 
 @dataclass(frozen=True, kw_only=True)
 class Method:
-    service: str  # the short name: parking, incidents, signals, optimizer, whatif
+    service: str  # the short name: parking, incidents, signals, optimizer, whatif, partners, counters
     path: str  # /almere.parking.v1.ParkingService/GetFacility
     streaming: bool  # a server stream (Watch*)
     request: type[Message]

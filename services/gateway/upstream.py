@@ -33,7 +33,8 @@ class Upstream:
     public: Metadata
     max_items: int
     # By service short name (transcoding.SERVICES): parking and incidents always, signals, the
-    # optimizer and the what-if service when their addresses are configured.
+    # optimizer, the what-if service, the partner registry and the counters when their addresses are
+    # configured.
     channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     # The same services on connections of their own for Watch streams: a server takes a limited
     # number of streams per connection (256), and long-lived watches must not queue the feeds'
@@ -53,6 +54,8 @@ class Upstream:
             "signals": settings.signals_address,
             "optimizer": settings.optimizer_address,
             "whatif": settings.whatif_address,
+            "partners": settings.partners_address,
+            "counters": settings.counters_address,
         }
         channels = {name: open_channel(settings, a, options) for name, a in addresses.items() if a}
         own = [*options, ("grpc.use_local_subchannel_pool", 1)]  # else gRPC shares the connection

@@ -89,3 +89,58 @@ async def test_open_data_feeds_carry_a_status_only_garage_without_figures(
 
 async def _spdp(http: httpx.AsyncClient, facility: str) -> Any:
     return (await http.get(f"/feeds/spdp/dynamic/{facility}")).json()["parkingFacilityDynamicInformation"]
+
+
+async def test_a_partner_feeds_its_counter_over_http_and_nothing_but_counts_gets_in(
+    start_service: Callable[..., Awaitable[str]], start_gateway: Callable[..., Awaitable[str]], tokens: dict[str, str]
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.counters.service import SPEC as COUNTERS
+
+    counters_at, partners_at = await start_service(COUNTERS), await start_service(PARTNERS)
+    gateway = await start_gateway(counters_address=counters_at, partners_address=partners_at)
+    partner = {"Authorization": f"Bearer {tokens['partner']}"}
+    engineer = {"Authorization": f"Bearer {tokens['engineer']}"}
+    async with httpx.AsyncClient(base_url=gateway) as http:
+        created = await http.post(
+            "/api/v1/rpc/partners/CreatePartner",
+            headers=engineer,
+            json={"partnerId": "firm-a", "partner": {"displayName": "Shop A", "kind": "PARTNER_KIND_BUSINESS"}},
+        )
+        assert created.status_code == 200, created.text
+        counter = {
+            "parent": "partners/firm-a",
+            "counterId": "door",
+            "counter": {
+                "displayName": "Shop door",
+                "kind": "COUNT_KIND_PEOPLE",
+                "location": {"latitude": 52.37, "longitude": 5.21},
+                "directions": ["in", "out"],
+            },
+        }
+        started = time.monotonic()
+        while (
+            answer := await http.post("/api/v1/rpc/counters/CreateCounter", headers=partner, json=counter)
+        ).status_code != 200:
+            assert time.monotonic() - started < 5, answer.text  # the registry reaches the counter service
+            await asyncio.sleep(0.05)
+        end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+        count = {
+            "direction": "in",
+            "intervalStart": (end - timedelta(minutes=15)).isoformat().replace("+00:00", "Z"),
+            "intervalEnd": end.isoformat().replace("+00:00", "Z"),
+            "count": 17,
+        }
+        feed = {"counter": "partners/firm-a/counters/door", "counts": [count]}
+        sneaky = {**feed, "counts": [{**count, "deviceMac": "AA:BB:CC:DD:EE:FF"}]}
+        refused = await http.post("/api/v1/rpc/counters/ReportCounts", headers=partner, json=sneaky)
+        assert refused.status_code == 400 and "deviceMac" in refused.text
+        kept = await http.post("/api/v1/rpc/counters/ReportCounts", headers=partner, json=feed)
+        assert kept.status_code == 200 and kept.json() == {"accepted": 1}
+        read = await http.post(
+            "/api/v1/rpc/counters/ListCounts",
+            headers=partner,
+            json={"counter": "partners/firm-a/counters/door", "startTime": count["intervalStart"]},
+        )
+        assert [c["count"] for c in read.json()["counts"]] == [17], "only the clean feed was kept"
