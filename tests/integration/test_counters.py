@@ -27,6 +27,8 @@ from tests.integration.helpers import Counters, Partners, read_stream, ts
 TRAFFIC = "traffic-management"
 DOOR = "partners/firm-a/counters/door-1"
 CAMERA = "partners/firm-a/counters/camera-1"
+# The minute the test started: set for each test (the intervals are relative to it; a module-level
+# time would age while the suite runs).
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 TERMS = ppb.Agreement(
     audiences=[
@@ -53,6 +55,12 @@ async def _status(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str]:
     except grpc.aio.AioRpcError as err:
         return err.code(), err.details() or ""
     return grpc.StatusCode.OK, ""
+
+
+@pytest.fixture(autouse=True)
+def _clock() -> None:
+    global NOW
+    NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 
 
 @pytest.fixture
@@ -116,15 +124,16 @@ def _counts(city: City, caller: str, purpose: str = "", counter: str = DOOR) -> 
     return city.counters.as_(caller, purpose=purpose).ListCounts(request)
 
 
-FEED = [_count("in", 60, 42), _count("out", 60, 37), _count("in", 20, 55), _count("out", 20, 51)]
+def _feed() -> list[pb.Count]:
+    return [_count("in", 60, 42), _count("out", 60, 37), _count("in", 20, 55), _count("out", 20, 51)]
 
 
 async def test_counts_are_kept_once_and_each_audience_sees_what_the_agreement_gives_it(
     city: City, nats_server: NatsServer
 ) -> None:
-    first = await _report(city, FEED)
+    first = await _report(city, _feed())
     assert (first.accepted, first.duplicates, first.corrected) == (4, 0, 0)
-    again = await _report(city, [*FEED[:3], _count("out", 20, 52)])
+    again = await _report(city, [*_feed()[:3], _count("out", 20, 52)])
     assert (again.accepted, again.duplicates, again.corrected) == (0, 3, 1)
 
     def seen(reply: Any) -> list[tuple[str, int]]:
@@ -193,7 +202,7 @@ async def test_a_feed_carrying_a_device_identifier_is_refused_and_nothing_kept(
     city: City, nats_server: NatsServer
 ) -> None:
     mac = b"AA:BB:CC:DD:EE:FF"
-    raw = _with_stray_field(pb.ReportCountsRequest(counter=DOOR, counts=FEED[:2]), b"\x7a" + bytes([len(mac)]) + mac)
+    raw = _with_stray_field(pb.ReportCountsRequest(counter=DOOR, counts=_feed()[:2]), b"\x7a" + bytes([len(mac)]) + mac)
     assert pb.ReportCountsRequest.FromString(raw).counts[0].count == 42, "the stray field travels unseen"
     async with grpc.aio.insecure_channel(city.address) as channel:
         report = channel.unary_unary(
@@ -215,20 +224,22 @@ async def test_a_feed_carrying_a_device_identifier_is_refused_and_nothing_kept(
 @pytest.mark.parametrize(
     ("caller", "counts", "message"),
     [
-        ("partner", [_count("sideways", 20, 5)], "counts[0].direction 'sideways' is not one of the counter's: in, out"),
-        ("partner", [_count("in", 120, 5, length=90)], "at most an hour later"),
-        ("partner", [_count("in", 5, 5)], "counts[0].interval_end is in the future"),
-        ("partner", [_count("in", 20, -1)], "counts[0].count must be 0-100000"),
-        ("partner", [_count("in", 20, 5), FEED[0], _count("in", 20, 6)], "counts[2]: this direction's interval"),
-        ("partner", [], "counts: 1-500 per call"),
-        ("other_partner", FEED, "partner:firm-b may not use the counters of partner 'firm-a'"),
-        ("engineer", FEED, "role engineer may not ReportCounts (allowed: partner)"),
+        ("partner", lambda: [_count("sideways", 20, 5)],
+         "counts[0].direction 'sideways' is not one of the counter's: in, out"),
+        ("partner", lambda: [_count("in", 120, 5, length=90)], "at most an hour later"),
+        ("partner", lambda: [_count("in", 5, 5)], "counts[0].interval_end is in the future"),
+        ("partner", lambda: [_count("in", 20, -1)], "counts[0].count must be 0-100000"),
+        ("partner", lambda: [_count("in", 20, 5), _feed()[0], _count("in", 20, 6)],
+         "counts[2]: this direction's interval"),
+        ("partner", lambda: [], "counts: 1-500 per call"),
+        ("other_partner", _feed, "partner:firm-b may not use the counters of partner 'firm-a'"),
+        ("engineer", _feed, "role engineer may not ReportCounts (allowed: partner)"),
     ],
-)
+)  # fmt: skip
 async def test_a_bad_feed_is_refused_and_nothing_kept(
-    city: City, caller: str, counts: list[pb.Count], message: str
+    city: City, caller: str, counts: Callable[[], list[pb.Count]], message: str
 ) -> None:
-    code, details = await _status(_report(city, counts, caller=caller))
+    code, details = await _status(_report(city, counts(), caller=caller))
     assert code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED) and message in details, details
     assert not (await _counts(city, "partner")).counts
 
@@ -284,7 +295,7 @@ async def test_counters_are_described_to_the_city_and_to_their_partner_only(city
 
 async def test_counts_older_than_the_retention_are_deleted_and_audited(city: City) -> None:
     old = [_count("in", 60 * 30, 9), _count("out", 60 * 30, 8)]  # 30 hours ago; the agreement keeps 1 day
-    await _report(city, [*old, FEED[2]])
+    await _report(city, [*old, _feed()[2]])
 
     async def deleted() -> int:
         reply = await city.partners.as_("partner").ListAccessRecords(
@@ -302,7 +313,7 @@ async def test_counts_older_than_the_retention_are_deleted_and_audited(city: Cit
 
 
 async def test_another_partner_writing_the_counters_is_refused_and_audited(city: City) -> None:
-    code, _ = await _status(_report(city, FEED, caller="other_partner"))
+    code, _ = await _status(_report(city, _feed(), caller="other_partner"))
     assert code == grpc.StatusCode.PERMISSION_DENIED
     code, _ = await _status(_create(city, "other_partner", "door-2", _counter()))
     assert code == grpc.StatusCode.PERMISSION_DENIED
@@ -321,7 +332,7 @@ async def test_another_partner_writing_the_counters_is_refused_and_audited(city:
 
 
 async def test_counts_come_page_by_page(city: City) -> None:
-    await _report(city, FEED)
+    await _report(city, _feed())
     request = pb.ListCountsRequest(counter=DOOR, start_time=ts(NOW - timedelta(hours=3)), page_size=3)
     first = await city.counters.as_("engineer", purpose=TRAFFIC).ListCounts(request)
     request.page_token = first.next_page_token

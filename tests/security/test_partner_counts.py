@@ -40,6 +40,7 @@ B = ppb.Agreement(
     retention_days=30,
     purposes=["public-safety", "traffic-management"],
 )
+# The minute the test started: set for each test (a module-level time would age while the suite runs).
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 # Counter -> (partner, its agreement, count of the interval that ended 45 minutes ago, of the one
 # that ended 25 minutes ago).
@@ -64,6 +65,12 @@ def expected(caller: str, counter: str, purpose: str) -> list[int] | str:
     if terms.detail == ppb.DETAIL_ROUNDED:
         counts = [round(c / terms.round_to) * terms.round_to for c in counts]
     return counts
+
+
+@pytest.fixture(autouse=True)
+def _clock() -> None:
+    global NOW
+    NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 
 
 @pytest.fixture
