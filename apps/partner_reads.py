@@ -34,15 +34,21 @@ RULES: dict[str, str] = {
     "IncidentService.ReportIncident": (
         "a partner's report starts UNVERIFIED; the answer is the reporter's own (a partner: without police notes)"
     ),
-    "IncidentService.GetIncident": REPORT + "; an unverified or rejected one NOT_FOUND but to public safety" + AUDITED,
-    "IncidentService.ListIncidents": REPORT + "; unverified and rejected ones listed to public safety only" + AUDITED,
-    "IncidentService.UpdateIncident": f"{NONE} (a partner's description is not updatable); unverified: police only",
+    "IncidentService.GetIncident": REPORT + "; one the police never verified NOT_FOUND but to public safety" + AUDITED,
+    "IncidentService.ListIncidents": REPORT + "; ones the police never verified listed to public safety only" + AUDITED,
+    "IncidentService.UpdateIncident": (
+        "a partner's description is not updatable; an unverified report: the police only; the answer "
+        "shaped like GetIncident's"
+    ),
     "IncidentService.TransitionIncident": (
         "partners' reports: the police verify or reject (with the reason the partner reads); the partner may "
-        "withdraw its own; to anyone else an unverified one is NOT_FOUND"
+        "withdraw its own; to anyone else an unverified one is NOT_FOUND; the answer shaped like GetIncident's"
     ),
-    "IncidentService.WatchIncidents": REPORT + "; unverified ones sent to public safety only" + AUDITED,
-    "IncidentService.ListIncidentHistory": "a partner's unverified or rejected report: NOT_FOUND but to public safety",
+    "IncidentService.WatchIncidents": REPORT + "; ones the police never verified sent to public safety only" + AUDITED,
+    "IncidentService.ListIncidentHistory": (
+        "a report the police never verified: NOT_FOUND but to public safety; the partner's own entries "
+        "without actor and reason when its agreement withholds its reports"
+    ),
     "IncidentService.CreatePlannedEvent": NONE,
     "IncidentService.GetPlannedEvent": NONE,
     "IncidentService.ListPlannedEvents": NONE,

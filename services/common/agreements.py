@@ -6,10 +6,11 @@ caller may see (`Access`). `AccessAudit` records one access record per call and 
 the service's outbox to PARTNER_ACCESS, where the partner registry keeps the partner's audit.
 
 The rules, in order: the partner's own callers see everything; a dataset without an agreement is
-shared as before; outside the agreement's validity nobody else sees it (REFUSED); an audience the
-agreement does not list is WITHHELD (the rest of the answer is given, with the partner's items
-marked); a caller (other than the public feed) must declare a purpose the agreement names, in
-`x-almere-purpose` metadata (REFUSED otherwise); then the audience's detail and delay apply.
+shared as before if it is occupancy, else kept from others (see _unagreed); outside the agreement's
+validity nobody else sees it (REFUSED); an audience the agreement does not list is WITHHELD (the rest
+of the answer is given, with the partner's items marked); a caller (other than the public feed) must
+declare a purpose the agreement names, in `x-almere-purpose` metadata (REFUSED otherwise); then the
+audience's detail and delay apply.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ class AgreementBook:
             return Access(partner_id=partner_id, dataset=dataset, outcome=Outcome.FULL)
         agreement = self._agreements.get((partner_id, dataset))
         if agreement is None:
-            return Access(partner_id=partner_id, dataset=dataset, outcome=Outcome.FULL)
+            return _unagreed(identity, partner_id=partner_id, dataset=dataset)
         base = Access(
             partner_id=partner_id,
             dataset=dataset,
@@ -184,6 +185,17 @@ class AgreementBook:
             delay=timedelta(minutes=terms.delay_minutes),
             reason=describe(terms),
         )
+
+
+def _unagreed(identity: Identity, *, partner_id: str, dataset: int) -> Access:
+    """A dataset the partner has set no agreement for. Garages' occupancy was shared before partners
+    set terms and stays so; counters' counts and the partner's words in its incident reports are new
+    and stay with the partner (and, for a report, the police it is made to) until it agrees more."""
+    if dataset == pb.DATASET_OCCUPANCY or (dataset == pb.DATASET_INCIDENT_REPORTS and identity.role in PUBLIC_SAFETY):
+        return Access(partner_id=partner_id, dataset=dataset, outcome=Outcome.FULL)
+    slug = "sensor-counts" if dataset == pb.DATASET_SENSOR_COUNTS else "incident-reports"
+    reason = f"partners/{partner_id} has set no {slug} agreement: it shares them with nobody yet"
+    return Access(partner_id=partner_id, dataset=dataset, outcome=Outcome.WITHHELD, reason=reason)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -73,19 +73,25 @@ class Report(Traced):
 def report_counts(session: Session, items: Sequence[Report]) -> list[Any]:
     """Per item: (accepted, duplicates, corrected). New counts are inserted in one statement; a count
     resent with another value replaces the one kept (a counter's correction)."""
-    wanted = {
-        (i.partner_id, i.counter_id, c.direction, from_timestamp(c.interval_start)) for i in items for c in i.counts
-    }
-    r = CountRow
     # What is kept of each interval: its row, or the row this batch inserts (a dict for the insert).
-    kept: dict[tuple[str, str, str, datetime], CountRow | dict[str, Any]] = {
-        (row.partner_id, row.counter_id, row.direction, row.interval_start): row
-        for row in session.execute(
+    # Read per counter over the batch's time span: a batch may hold a quarter million counts, too many
+    # for one statement's parameters.
+    kept: dict[tuple[str, str, str, datetime], CountRow | dict[str, Any]] = {}
+    spans: dict[tuple[str, str], list[datetime]] = {}
+    for item in items:
+        spans.setdefault((item.partner_id, item.counter_id), []).extend(
+            from_timestamp(c.interval_start) for c in item.counts
+        )
+    r = CountRow
+    for (partner_id, counter_id), starts in spans.items():
+        rows = session.execute(
             select(r).where(
-                tuple_(col(r.partner_id), col(r.counter_id), col(r.direction), col(r.interval_start)).in_(wanted)
+                col(r.partner_id) == partner_id,
+                col(r.counter_id) == counter_id,
+                col(r.interval_start).between(min(starts), max(starts)),
             )
         ).scalars()
-    }
+        kept.update(((row.partner_id, row.counter_id, row.direction, row.interval_start), row) for row in rows)
     changes = Changes(CountRow, CountersOutbox)
 
     def apply(item: Report) -> tuple[int, int, int]:

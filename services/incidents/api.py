@@ -227,7 +227,8 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
             now=utcnow(),
         )
         updated = await self._committer.submit(usecases.update_incidents, item)
-        return pb.UpdateIncidentResponse(incident=logic.visible(identity, updated))
+        [shown] = self._shaped(identity, [updated], method="UpdateIncident")
+        return pb.UpdateIncidentResponse(incident=shown)
 
     @allow(logic.MOVERS, notes=logic.OWN_INCIDENTS)
     async def TransitionIncident(
@@ -244,7 +245,8 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
             identity=identity, incident_id=incident_id, state=request.state, reason=request.reason, now=utcnow()
         )
         moved = await self._committer.submit(usecases.transition_incidents, item)
-        return pb.TransitionIncidentResponse(incident=logic.visible(identity, moved))
+        [shown] = self._shaped(identity, [moved], method="TransitionIncident")
+        return pb.TransitionIncidentResponse(incident=shown)
 
     @allow(logic.READERS, notes=logic.VISIBILITY)
     async def WatchIncidents(
@@ -290,6 +292,8 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
         incident = pb.Incident.FromString(row.document)  # its type now decides, as for Get
         if not logic.may_see(identity, incident):
             raise NotFound(f"incident {request.name} not found")
+        [shown] = self._shaped(identity, [incident], method="ListIncidentHistory")
+        withheld = shown.partner_report.withheld
         return pb.ListIncidentHistoryResponse(
             entries=[
                 logic.visible_entry(
@@ -306,6 +310,7 @@ class IncidentApi(incidents_pb2_grpc.IncidentServiceServicer):
                         to_state=r.to_state,
                         reason=r.reason,
                     ),
+                    partner_withheld=withheld,
                 )
                 for r in rows
             ],

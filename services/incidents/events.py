@@ -29,11 +29,14 @@ def incident_event(
     changed: list[str] | None = None,
 ) -> dict[str, Any]:
     incident_id = incident.name.removeprefix("incidents/")
+    carried = logic.visible(BUS_READER, incident)
+    if logic.is_pending(incident):
+        carried.ClearField("title")  # the partner's words, like its description, until verified
     message = events_pb2.IncidentEvent(
         incident_id=incident_id,
         version=incident.version,
         occur_time=to_timestamp(now),
-        incident=logic.visible(BUS_READER, incident),
+        incident=carried,
         previous_state=previous_state,  # type: ignore[arg-type]
         changed_fields=changed or [],
         actor=actor,

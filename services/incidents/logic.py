@@ -32,9 +32,6 @@ OPEN_STATES = frozenset(
         S.INCIDENT_STATE_CLEARING,
     }
 )
-# A partner's report before the police verified it, or once they rejected it: public safety's and
-# the partner's business only.
-PENDING_STATES = (S.INCIDENT_STATE_UNVERIFIED, S.INCIDENT_STATE_REJECTED)
 # What the police make of a partner's report.
 VERIFIED_STATES = frozenset({S.INCIDENT_STATE_CONFIRMED, S.INCIDENT_STATE_ACTIVE})
 # The lifecycle. CLEARING may fall back to ACTIVE when the situation worsens; CANCELLED is for
@@ -114,14 +111,20 @@ def is_own_report(identity: Identity, incident: pb.Incident) -> bool:
     return identity.role is Role.PARTNER and partner_of(incident) == identity.subject
 
 
+def is_pending(incident: pb.Incident) -> bool:
+    """A partner's report the police never verified, whatever its state (waiting, rejected, withdrawn):
+    public safety's and the partner's business only."""
+    return bool(partner_of(incident)) and not incident.partner_report.HasField("verify_time")
+
+
 def may_see(identity: Identity, incident: pb.Incident) -> bool:
     """Whether the caller may know of the incident at all: a partner its own reports only, the public
-    what public_may_see, and a report waiting for (or refused) verification only public safety."""
+    what public_may_see, and a report the police never verified only public safety."""
     if identity.role is Role.PARTNER:
         return is_own_report(identity, incident)
     if identity.role is Role.PUBLIC:
-        return public_may_see(incident)
-    return incident.state not in PENDING_STATES or identity.role in PUBLIC_SAFETY
+        return public_may_see(incident) and not is_pending(incident)
+    return not is_pending(incident) or identity.role in PUBLIC_SAFETY
 
 
 def reporting_agency(identity: Identity, requested: int) -> int:
@@ -138,7 +141,7 @@ def reporting_agency(identity: Identity, requested: int) -> int:
 
 def authorize_change(identity: Identity, incident: pb.Incident) -> None:
     """Who may change an incident the caller may see (may_see is checked first)."""
-    if incident.state in PENDING_STATES or is_own_report(identity, incident):
+    if is_pending(incident) or is_own_report(identity, incident):
         _authorize_report_change(identity, incident)
         return
     if identity.role in MANAGERS:
@@ -155,11 +158,11 @@ def authorize_change(identity: Identity, incident: pb.Incident) -> None:
 def _authorize_report_change(identity: Identity, incident: pb.Incident) -> None:
     """A partner's report waiting for verification is the police's to verify, reject or edit; the
     partner may only withdraw it (check_partner_move). Once verified it is the authorities'."""
-    if incident.state in PENDING_STATES and identity.role is Role.POLICE:
+    if is_pending(incident) and identity.role is Role.POLICE:
         return
-    if incident.state == S.INCIDENT_STATE_UNVERIFIED and is_own_report(identity, incident):
-        return
-    if incident.state in PENDING_STATES:
+    if is_pending(incident) and is_own_report(identity, incident):
+        return  # to withdraw it while it waits (check_partner_move); once over, the lifecycle says no
+    if is_pending(incident):
         raise PermissionDenied(f"{incident.name} is a partner's report: only the police verify or reject it")
     raise PermissionDenied(f"{incident.name} was verified by the police: it is theirs to change now")
 
@@ -269,14 +272,18 @@ def shown(view: pb.Incident, access: Access | None) -> pb.Incident:
     out.partner_report.Clear()
     out.partner_report.withheld = True
     out.partner_report.withheld_reason = access.reason
+    out.ClearField("reporter")  # the partner's own caller: who it is, withheld as well
     return out
 
 
-def visible_entry(identity: Identity, incident: pb.Incident, entry: pb.IncidentHistoryEntry) -> pb.IncidentHistoryEntry:
+def visible_entry(
+    identity: Identity, incident: pb.Incident, entry: pb.IncidentHistoryEntry, *, partner_withheld: bool = False
+) -> pb.IncidentHistoryEntry:
     """A history entry of `incident`, cut down in place to what this caller may see: without the
     actor and the reason (who changed it and why, like the incident's reporter and notes) unless
-    sees_restricted."""
-    if not sees_restricted(identity, incident):
+    sees_restricted; a partner's own entries likewise when its agreement withholds its reports."""
+    partners_own = entry.actor_role.startswith(f"{Role.PARTNER}:")
+    if not sees_restricted(identity, incident) or (partner_withheld and partners_own):
         entry.ClearField("actor")
         entry.ClearField("reason")
     return entry

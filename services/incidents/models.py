@@ -33,6 +33,8 @@ class IncidentRow(SQLModel, table=True):
     planned_event_id: str | None = Field(default=None, index=True, max_length=63)
     # The partner whose report it is (None: an agency's incident).
     partner_id: str | None = Field(default=None, index=True, max_length=63)
+    # True for a partner's report the police never verified (logic.is_pending); None otherwise.
+    pending: bool | None = None
     expected_start: datetime | None = Field(default=None, sa_type=UtcDateTime)
     expected_end: datetime | None = Field(default=None, sa_type=UtcDateTime)
     version: int

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from almere.incidents.v1 import incidents_pb2, incidents_pb2_grpc
+from almere.partners.v1 import partners_pb2
 from grpc import aio
 
 from contract.bus import INCIDENTS
 from services.common.network import load_network
+from services.common.retention import Retention
 from services.common.runtime import Service, ServiceSpec
 from services.incidents import usecases
 from services.incidents.api import IncidentApi
@@ -24,8 +26,17 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
         service.engine, committer=service.committer, feed=feed, network=network, governance=service.governance
     )
     incidents_pb2_grpc.add_IncidentServiceServicer_to_server(api, server)
-
-    return [service.schedule("planned-events", usecases.advance_schedule), feed.stop]
+    retention = Retention(
+        service="incidents",
+        dataset=partners_pb2.DATASET_INCIDENT_REPORTS,
+        expire=usecases.expire_reports,
+        book=service.agreements,
+        audit=service.audit,
+        committer=service.committer,
+        every_s=service.settings.retention_check_seconds,
+    )
+    retention.start()
+    return [service.schedule("planned-events", usecases.advance_schedule), feed.stop, retention.stop]
 
 
 SPEC = ServiceSpec(

@@ -25,6 +25,7 @@ from services.common.feed import Snapshot
 from services.common.geo import Area
 from services.common.history import AuditTrail
 from services.common.network import RoadNetwork
+from services.common.retention import Expire
 from services.common.tracing import Traced
 from services.incidents import events, logic
 from services.incidents.locate import locate
@@ -53,6 +54,7 @@ def _columns(incident: pb.Incident) -> dict[str, Any]:
         "agency": incident.reporting_agency,
         "state": incident.state,
         "partner_id": logic.partner_of(incident) or None,
+        "pending": logic.is_pending(incident) or None,
         "latitude": incident.location.latitude if incident.HasField("location") else None,
         "longitude": incident.location.longitude if incident.HasField("location") else None,
         "expected_start": from_timestamp(impact.expected_start_time)
@@ -248,6 +250,8 @@ def transition_incidents(session: Session, items: Sequence[Transition]) -> list[
         logic.check_transition(incident.state, item.state)
         if item.state == pb.INCIDENT_STATE_REJECTED:
             incident.partner_report.rejection_reason = item.reason
+        if logic.is_pending(incident) and item.state in logic.VERIFIED_STATES:
+            incident.partner_report.verify_time.CopyFrom(to_timestamp(item.now))
         _move(
             row,
             incident,
@@ -413,6 +417,32 @@ def advance_schedule(session: Session, items: Sequence[datetime]) -> list[Any]:
     return [None] * len(items)
 
 
+def expire_reports(session: Session, items: Sequence[Expire]) -> list[Any]:
+    """Per item, how many of the partner's reports, over and older than `before`, lost the partner's
+    words and who reported it. The incident stays in the city's record; what was the partner's goes."""
+    over = (pb.INCIDENT_STATE_CLEARED, pb.INCIDENT_STATE_CANCELLED, pb.INCIDENT_STATE_REJECTED)
+    cleared = []
+    for item in items:
+        rows = session.execute(
+            select(IncidentRow).where(
+                col(IncidentRow.partner_id) == item.partner_id,
+                col(IncidentRow.create_time) < item.before,
+                col(IncidentRow.state).in_(over),
+            )
+        ).scalars()
+        count = 0
+        for row in rows:
+            incident = _document(row)
+            if not (incident.partner_report.description or incident.reporter):
+                continue  # expired before
+            incident.partner_report.ClearField("description")
+            incident.ClearField("reporter")
+            row.document = incident.SerializeToString()
+            count += 1
+        cleared.append(count)
+    return cleared
+
+
 # --- reads ---------------------------------------------------------------------------------------
 
 
@@ -457,7 +487,7 @@ def _conditions(f: IncidentFilter) -> list[Any]:
     if f.partner_id is not None:
         conditions.append(col(r.partner_id) == f.partner_id)
     if f.hide_pending:
-        conditions.append(col(r.state).not_in(logic.PENDING_STATES))
+        conditions.append(col(r.pending).is_(None))
     return conditions
 
 

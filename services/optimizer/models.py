@@ -35,7 +35,8 @@ class FacilityRow(SQLModel, table=True):
     version: int
     capacity: int
     occupied: int = 0
-    counted: bool = True
+    # Nullable so an existing table gains the column (None, from before it: counted).
+    counted: bool | None = True
     # Closed or out of service: no guidance there.
     available: bool = True
     edge_id: str = Field(default="", max_length=128)

@@ -68,7 +68,10 @@ def load(engine: Engine, since: datetime) -> Loaded:
         strategy_row = session.get(StrategyRow, 1)
         return Loaded(
             incidents=[Incident(**r.model_dump()) for r in session.exec(select(IncidentRow))],
-            facilities=[Facility(**r.model_dump()) for r in session.exec(select(FacilityRow))],
+            facilities=[
+                Facility(**{**r.model_dump(), "counted": r.counted is not False})
+                for r in session.exec(select(FacilityRow))
+            ],
             reservations=[Reservation(**r.model_dump()) for r in session.exec(select(ReservationRow))],
             decided={
                 (vehicle, cause): time

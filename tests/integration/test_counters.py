@@ -341,3 +341,24 @@ async def test_counts_come_page_by_page(city: City) -> None:
     other = pb.ListCountsRequest(counter=DOOR, start_time=ts(NOW - timedelta(hours=2)), page_token=request.page_token)
     code, _ = await _status(city.counters.as_("engineer", purpose=TRAFFIC).ListCounts(other))
     assert code == grpc.StatusCode.INVALID_ARGUMENT, "a page token belongs to its query"
+
+
+async def test_without_an_agreement_counts_stay_with_the_partner(city: City) -> None:
+    await city.partners.as_("engineer").CreatePartner(
+        ppb.CreatePartnerRequest(
+            partner_id="firm-b", partner=ppb.Partner(display_name="B", kind=ppb.PARTNER_KIND_BUSINESS)
+        )
+    )
+    door = "partners/firm-b/counters/door"
+    deadline = time.monotonic() + 5
+    while (status := await _status(_create(city, "other_partner", "door", _counter(), parent="partners/firm-b")))[
+        0
+    ] == grpc.StatusCode.NOT_FOUND:
+        assert time.monotonic() < deadline, status
+        await asyncio.sleep(0.05)
+    await _report(city, [_count("in", 20, 7)], counter=door, caller="other_partner")
+    assert await _status(_counts(city, "engineer", TRAFFIC, counter=door)) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "partners/firm-b has set no sensor-counts agreement: it shares them with nobody yet",
+    )
+    assert [c.count for c in (await _counts(city, "other_partner", counter=door)).counts] == [7]

@@ -1,10 +1,11 @@
 """The control room's dashboard in a real browser: Debian's Chromium driven by Playwright against the
 gateway in front of the real parking, incident and signal services. Two roles see what their roles
 may, an engineer approves a proposal, an operator's refused action shows the service's message, and
-an incident reported over gRPC appears on the map."""
+an incident reported over gRPC appears on the map; the police verify a partner's report."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,11 +14,13 @@ from pathlib import Path
 import grpc
 import pytest
 from almere.incidents.v1 import incidents_pb2 as ipb
+from almere.partners.v1 import partners_pb2 as ppb
 from almere.signals.v1 import signals_pb2 as spb
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from apps.screenshot import CHROMIUM_FLAGS
-from tests.integration.helpers import Incidents, Parking, Signals
+from services.partners.service import SPEC as PARTNERS
+from tests.integration.helpers import Incidents, Parking, Partners, Signals
 
 pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium")
@@ -128,3 +131,45 @@ async def test_the_control_room_in_a_browser(
     await expect(engineer.get_by_test_id(f"incident-marker-{short(reported.name)}")).to_be_attached(timeout=TIMEOUT_MS)
     await expect(engineer.get_by_test_id(f"incident-{short(reported.name)}")).to_contain_text("Hogering")
     await engineer.screenshot(path=SHOTS / "dashboard-engineer.png")
+
+
+async def test_the_police_verify_a_partners_report_on_the_dashboard(
+    browser: Browser,
+    city: tuple[Parking, Incidents, Signals, ipb.Incident, spb.Plan],
+    start_gateway: Callable[..., Awaitable[str]],
+    start_service: Callable[..., Awaitable[str]],
+    tokens: dict[str, str],
+) -> None:
+    _, incidents, _, _, _ = city
+    async with grpc.aio.insecure_channel(await start_service(PARTNERS)) as channel:
+        await (
+            Partners(channel, tokens)
+            .as_("engineer")
+            .CreatePartner(
+                ppb.CreatePartnerRequest(
+                    partner_id="firm-a", partner=ppb.Partner(display_name="Firm A", kind=ppb.PARTNER_KIND_SECURITY_FIRM)
+                )
+            )
+        )
+    seen = ipb.PartnerReport(description="a car burning in the garage exit")
+    for _ in range(100):  # the registry reaches the incident service through PARTNERS
+        try:
+            report = await incidents.report(
+                "partner", type=ipb.INCIDENT_TYPE_FIRE, title="Car fire", partner_report=seen
+            )
+            break
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.05)
+    report_id = short(report.name)
+    gateway = await start_gateway()
+    police = await login(browser, gateway, tokens["police"])
+    await expect(police.get_by_test_id(f"incident-state-{report_id}")).to_have_text("unverified", ignore_case=True)
+    await expect(police.get_by_test_id(f"incident-partner-{report_id}")).to_contain_text("partners/firm-a")
+    await expect(police.get_by_test_id(f"incident-partner-{report_id}")).to_contain_text(seen.description)
+    await police.get_by_test_id(f"incident-{report_id}-verify").click()
+    await expect(police.get_by_test_id(f"incident-state-{report_id}")).to_have_text(
+        "confirmed", ignore_case=True, timeout=TIMEOUT_MS
+    )
+    await police.screenshot(path=SHOTS / "dashboard-partner-report.png")
+    verified = await incidents.as_("engineer").GetIncident(ipb.GetIncidentRequest(name=report.name))
+    assert verified.incident.state == ipb.INCIDENT_STATE_CONFIRMED

@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -17,8 +18,15 @@ import pytest
 from almere.incidents.v1 import incidents_pb2 as pb
 from almere.partners.v1 import partners_pb2 as ppb
 from google.protobuf.field_mask_pb2 import FieldMask
+from sqlmodel import Session
 
 from apps.natsd import NatsServer
+from services.common.auth import Identity, Role
+from services.common.clock import to_timestamp
+from services.common.db import create_tables, make_engine
+from services.common.retention import Expire
+from services.incidents import usecases
+from services.incidents.models import TABLES
 from services.incidents.service import SPEC as INCIDENTS
 from services.partners.service import SPEC as PARTNERS
 from tests.integration.helpers import Incidents, Partners, read_stream
@@ -187,6 +195,7 @@ async def test_a_report_waits_for_the_police_and_then_is_an_incident_like_any_ot
         "",
         "",
     )
+    assert first.title == "" and events[1][1].incident.title == "Fire on the Hogering"  # type: ignore[attr-defined]
 
     # Every read of firm-a's report by somebody else is in firm-a's audit.
     async def audited() -> list[tuple[str, str, int]]:
@@ -237,6 +246,17 @@ async def test_a_rejected_report_tells_the_partner_why_and_stays_with_public_saf
     withdrawn = await _report(city)
     assert (await _move(city, "partner", withdrawn.name, S.INCIDENT_STATE_CANCELLED, "our mistake")).incident.state == (
         S.INCIDENT_STATE_CANCELLED
+    )
+    # Withdrawn before the police verified it: still nobody else's to know of.
+    assert (await _status(_get(city, "engineer", withdrawn.name, TRAFFIC)))[0] == grpc.StatusCode.NOT_FOUND
+    cancelled = await city.incidents.as_("engineer", purpose=TRAFFIC).ListIncidents(
+        pb.ListIncidentsRequest(states=[S.INCIDENT_STATE_CANCELLED])
+    )
+    assert withdrawn.name not in [i.name for i in cancelled.incidents]
+    again = await _status(_move(city, "partner", withdrawn.name, S.INCIDENT_STATE_CANCELLED, "again"))
+    assert again == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "cannot go from CANCELLED to CANCELLED; allowed: none (terminal)",
     )
     # Another partner cannot touch it, nor learn that it exists.
     await _firm_b(city)
@@ -356,3 +376,60 @@ async def test_watches_show_a_report_to_public_safety_at_once_and_to_others_once
         await next_of("other_partner", report.name, within_s=1)
     for watch in watches.values():
         watch.cancel()
+
+
+async def test_without_an_agreement_a_partners_words_stay_with_it_and_the_police(city: City) -> None:
+    await city.partners.as_("engineer").CreatePartner(
+        ppb.CreatePartnerRequest(
+            partner_id="firm-b", partner=ppb.Partner(display_name="FIRM-B", kind=ppb.PARTNER_KIND_BUSINESS)
+        )
+    )
+    report = await _report(city, "other_partner")
+    assert (await _get(city, "police", report.name)).incident.partner_report.description == SEEN
+    await _move(city, "police", report.name, S.INCIDENT_STATE_CONFIRMED, "seen on camera")
+    engineer = (await _get(city, "engineer", report.name, TRAFFIC)).incident
+    assert engineer.state == S.INCIDENT_STATE_CONFIRMED and not engineer.partner_report.description
+    assert engineer.partner_report.withheld_reason == (
+        "partners/firm-b has set no incident-reports agreement: it shares them with nobody yet"
+    )
+    assert not engineer.reporter, "who reported it is the partner's too"
+
+
+def test_retention_takes_the_partners_words_from_old_closed_reports(tmp_path: Any) -> None:
+    """The retention's deletion on a real SQLite file: the incident stays in the city's record, the
+    partner's words and who reported it go, once, and only from reports that are over."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'incidents.db'}")
+    create_tables(engine, TABLES)
+    old = datetime.now(UTC) - timedelta(days=40)
+    names = []
+    with Session(engine) as session:
+        for n, state in enumerate((S.INCIDENT_STATE_CLEARED, S.INCIDENT_STATE_ACTIVE)):
+            incident = pb.Incident(
+                name=f"incidents/inc-{n}",
+                type=pb.INCIDENT_TYPE_HAZARD,
+                severity=pb.SEVERITY_MINOR,
+                state=state,
+                reporter="firm-a-desk",
+                version=1,
+                create_time=to_timestamp(old),
+                update_time=to_timestamp(old),
+                partner_report=pb.PartnerReport(partner="partners/firm-a", description=SEEN),
+            )
+            identity = Identity("firm-a-desk", Role.PARTNER, "firm-a")
+            usecases.report_incidents(
+                session, [usecases.Report(identity=identity, request_id=str(n), incident=incident)]
+            )
+            names.append(incident.name)
+        session.commit()
+        expire = Expire(partner_id="firm-a", before=datetime.now(UTC) - timedelta(days=30))
+        assert usecases.expire_reports(session, [expire]) == [1], "the cleared one only: the active one is not over"
+        assert usecases.expire_reports(session, [expire]) == [0], "nothing twice"
+        session.commit()
+    closed, active = (usecases.get_incident(engine, name.removeprefix("incidents/")) for name in names)
+    assert (closed.partner_report.description, closed.reporter, closed.partner_report.partner) == (
+        "",
+        "",
+        "partners/firm-a",
+    )
+    assert active.partner_report.description == SEEN
+    engine.dispose()

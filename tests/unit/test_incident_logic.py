@@ -347,13 +347,16 @@ def test_locate_without_a_network_changes_nothing() -> None:
 # --- partners' reports ---------------------------------------------------------------------------
 
 
-def _report(state: int, partner: str = "firm-a") -> pb.Incident:
+def _report(state: int, *, verified: bool = False) -> pb.Incident:
+    report = pb.PartnerReport(partner="partners/firm-a", description="what we saw")
+    if verified:
+        report.verify_time.FromDatetime(NOW)
     return incident(
         state=state,
         notes="police notes",
         reporter="firm-a-desk",
         reporting_agency=pb.AGENCY_PARTNER,
-        partner_report=pb.PartnerReport(partner=f"partners/{partner}", description="what we saw"),
+        partner_report=report,
     )
 
 
@@ -361,7 +364,7 @@ FIRM_A = Identity("firm-a-desk", Role.PARTNER, "firm-a")
 FIRM_B = Identity("firm-b-desk", Role.PARTNER, "firm-b")
 
 
-@pytest.mark.parametrize("state", [UNVERIFIED, REJECTED])
+@pytest.mark.parametrize("state", [UNVERIFIED, REJECTED, CANCELLED])  # CANCELLED: withdrawn before verified
 def test_a_pending_report_is_public_safetys_and_the_partners_only(state: int) -> None:
     pending = _report(state)
     seeing = {
@@ -372,7 +375,7 @@ def test_a_pending_report_is_public_safetys_and_the_partners_only(state: int) ->
 
 
 def test_a_partner_sees_its_own_words_never_the_police_notes_nor_other_partners_reports() -> None:
-    verified = _report(ACTIVE)
+    verified = _report(ACTIVE, verified=True)
     own = logic.visible(FIRM_A, verified)
     assert (own.notes, own.reporter, own.partner_report.description) == ("", "firm-a-desk", "what we saw")
     assert not logic.may_see(FIRM_B, verified)
@@ -392,7 +395,7 @@ def test_only_the_police_decide_on_a_pending_report_and_the_partner_only_withdra
         logic.check_partner_move(FIRM_A, CONFIRMED)
     logic.check_partner_move(FIRM_A, CANCELLED)
     with pytest.raises(PermissionDenied, match="theirs to change now"):
-        logic.authorize_change(FIRM_A, _report(ACTIVE))
-    logic.authorize_change(who(Role.POLICE), _report(ACTIVE))
+        logic.authorize_change(FIRM_A, _report(ACTIVE, verified=True))
+    logic.authorize_change(who(Role.POLICE), _report(ACTIVE, verified=True))
     with pytest.raises(InvalidArgument, match="reason is required"):
         logic.check_rejection(REJECTED, "  ")

@@ -71,7 +71,19 @@ export type IncidentState =
   | "INCIDENT_STATE_ACTIVE"
   | "INCIDENT_STATE_CLEARING"
   | "INCIDENT_STATE_CLEARED"
-  | "INCIDENT_STATE_CANCELLED";
+  | "INCIDENT_STATE_CANCELLED"
+  | "INCIDENT_STATE_UNVERIFIED"
+  | "INCIDENT_STATE_REJECTED";
+
+/** A partner's report (a security firm, a shop): its words, and what the police made of it. */
+export interface PartnerReport {
+  partner?: string;
+  trustLevel?: string;
+  description?: string;
+  rejectionReason?: string;
+  withheld?: boolean;
+  withheldReason?: string;
+}
 
 export type Severity = "SEVERITY_UNSPECIFIED" | "SEVERITY_MINOR" | "SEVERITY_MODERATE" | "SEVERITY_MAJOR" | "SEVERITY_CRITICAL";
 
@@ -88,6 +100,7 @@ export interface Incident {
   notes?: string;
   version?: Int64;
   updateTime?: string;
+  partnerReport?: PartnerReport;
 }
 
 export interface ListIncidentsResponse {

@@ -2,10 +2,16 @@
 
 import type { Incident, IncidentState } from "../messages";
 
-export const TERMINAL: ReadonlySet<IncidentState | undefined> = new Set(["INCIDENT_STATE_CLEARED", "INCIDENT_STATE_CANCELLED"]);
+export const TERMINAL: ReadonlySet<IncidentState | undefined> = new Set([
+  "INCIDENT_STATE_CLEARED",
+  "INCIDENT_STATE_CANCELLED",
+  "INCIDENT_STATE_REJECTED",
+]);
 
-/** The states still affecting (or about to affect) traffic, as ListIncidents filters them. */
+/** The states still affecting (or about to affect) traffic, as ListIncidents filters them; a partner's
+ * report waiting for the police (UNVERIFIED) is listed to public safety only (the service decides). */
 export const OPEN_STATES: IncidentState[] = [
+  "INCIDENT_STATE_UNVERIFIED",
   "INCIDENT_STATE_REPORTED",
   "INCIDENT_STATE_CONFIRMED",
   "INCIDENT_STATE_ACTIVE",
@@ -21,12 +27,25 @@ export interface Action {
 
 // REPORTED -> CONFIRMED -> ACTIVE -> CLEARING -> CLEARED (incidents.proto). Every button is offered
 // in every open state: the service decides what this role may do, and its refusal is shown.
-export const ACTIONS: Action[] = [
+const LIFECYCLE: Action[] = [
   { key: "confirm", label: "Confirm", to: "INCIDENT_STATE_CONFIRMED", after: "INCIDENT_STATE_REPORTED" },
   { key: "activate", label: "Activate", to: "INCIDENT_STATE_ACTIVE", after: "INCIDENT_STATE_CONFIRMED" },
   { key: "clearing", label: "Clearing", to: "INCIDENT_STATE_CLEARING", after: "INCIDENT_STATE_ACTIVE" },
   { key: "clear", label: "Clear", to: "INCIDENT_STATE_CLEARED", after: "INCIDENT_STATE_CLEARING" },
 ];
+
+// A partner's report waits for the police: they verify it (then it is an incident like any other),
+// or reject it (the partner reads why).
+const VERIFICATION: Action[] = [
+  { key: "verify", label: "Verify", to: "INCIDENT_STATE_CONFIRMED", after: "INCIDENT_STATE_UNVERIFIED" },
+  { key: "activate", label: "Activate", to: "INCIDENT_STATE_ACTIVE", after: "INCIDENT_STATE_UNVERIFIED" },
+  { key: "reject", label: "Reject", to: "INCIDENT_STATE_REJECTED", after: "INCIDENT_STATE_UNVERIFIED" },
+];
+
+/** The buttons an incident in this state offers. */
+export function actionsFor(state: IncidentState | undefined): Action[] {
+  return state === "INCIDENT_STATE_UNVERIFIED" ? VERIFICATION : LIFECYCLE;
+}
 
 const SEVERITY_RANK: Record<string, number> = { SEVERITY_CRITICAL: 4, SEVERITY_MAJOR: 3, SEVERITY_MODERATE: 2, SEVERITY_MINOR: 1 };
 

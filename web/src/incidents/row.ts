@@ -4,7 +4,7 @@
 import { idOf, type Incident, type IncidentState, words } from "../messages";
 import { button, el } from "../ui/dom";
 import { day } from "../ui/format";
-import { ACTIONS, TERMINAL, typeLetter } from "./labels";
+import { actionsFor, TERMINAL, typeLetter } from "./labels";
 
 export function incidentRow(
   incident: Incident,
@@ -30,9 +30,10 @@ export function incidentRow(
       incident.updateTime ? ` · ${day(incident.updateTime)}` : "",
     ),
     incident.notes ? el("div", { class: "notes", "data-testid": `incident-notes-${id}` }, incident.notes) : null,
+    partnerLine(incident, id),
   );
   if (!TERMINAL.has(incident.state)) {
-    const actions = ACTIONS.map((action) => {
+    const actions = actionsFor(incident.state).map((action) => {
       const node = button(action.label, `incident-${id}-${action.key}`, (b) => onAction(action.to, action.label, b));
       if (action.after === incident.state) node.classList.add("next");
       return node;
@@ -43,4 +44,17 @@ export function incidentRow(
     if (!(event.target instanceof HTMLButtonElement)) onSelect();
   });
   return row;
+}
+
+/** A partner's report: whose, in its words (when its agreement shares them with this role), and why
+ * the police rejected it. */
+function partnerLine(incident: Incident, id: string): HTMLElement | null {
+  const report = incident.partnerReport;
+  if (!report) return null;
+  const parts = report.withheld
+    ? [`a partner's report (${report.withheldReason ?? "withheld"})`]
+    : [`${report.partner ?? "a partner"}${report.trustLevel ? `, ${words(report.trustLevel, "TRUST_LEVEL_")}` : ""}`];
+  if (report.description) parts.push(`“${report.description}”`);
+  if (report.rejectionReason) parts.push(`rejected: ${report.rejectionReason}`);
+  return el("div", { class: "notes", "data-testid": `incident-partner-${id}` }, parts.join(" · "));
 }

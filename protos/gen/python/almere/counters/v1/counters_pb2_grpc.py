@@ -29,7 +29,7 @@ class CounterServiceStub:
     """Partners' counters: a shop's door counter, a bar street's crowd counter, a business's camera that
     counts cars. Anonymous counts only: people or vehicles per interval and direction, never who.
     Counts are kept under the partner's `sensor-counts` agreement (who sees them, rounded, how late,
-    for how long) and published as detector measurements on stream DETECTORS.
+    for how long) and published as detector measurements on stream COUNTS.
 
     Resource names (AIP-122): `partners/{partner}/counters/{counter}`.
     Roles: a partner (`partner:<id>`) registers its counters and reports their counts; engineers
@@ -73,7 +73,7 @@ class CounterServiceServicer:
     """Partners' counters: a shop's door counter, a bar street's crowd counter, a business's camera that
     counts cars. Anonymous counts only: people or vehicles per interval and direction, never who.
     Counts are kept under the partner's `sensor-counts` agreement (who sees them, rounded, how late,
-    for how long) and published as detector measurements on stream DETECTORS.
+    for how long) and published as detector measurements on stream COUNTS.
 
     Resource names (AIP-122): `partners/{partner}/counters/{counter}`.
     Roles: a partner (`partner:<id>`) registers its counters and reports their counts; engineers
@@ -158,7 +158,7 @@ class CounterService:
     """Partners' counters: a shop's door counter, a bar street's crowd counter, a business's camera that
     counts cars. Anonymous counts only: people or vehicles per interval and direction, never who.
     Counts are kept under the partner's `sensor-counts` agreement (who sees them, rounded, how late,
-    for how long) and published as detector measurements on stream DETECTORS.
+    for how long) and published as detector measurements on stream COUNTS.
 
     Resource names (AIP-122): `partners/{partner}/counters/{counter}`.
     Roles: a partner (`partner:<id>`) registers its counters and reports their counts; engineers

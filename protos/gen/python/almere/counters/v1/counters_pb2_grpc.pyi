@@ -30,7 +30,7 @@ class CounterServiceStub:
     """Partners' counters: a shop's door counter, a bar street's crowd counter, a business's camera that
     counts cars. Anonymous counts only: people or vehicles per interval and direction, never who.
     Counts are kept under the partner's `sensor-counts` agreement (who sees them, rounded, how late,
-    for how long) and published as detector measurements on stream DETECTORS.
+    for how long) and published as detector measurements on stream COUNTS.
 
     Resource names (AIP-122): `partners/{partner}/counters/{counter}`.
     Roles: a partner (`partner:<id>`) registers its counters and reports their counts; engineers
@@ -62,7 +62,7 @@ class CounterServiceAsyncStub(CounterServiceStub):
     """Partners' counters: a shop's door counter, a bar street's crowd counter, a business's camera that
     counts cars. Anonymous counts only: people or vehicles per interval and direction, never who.
     Counts are kept under the partner's `sensor-counts` agreement (who sees them, rounded, how late,
-    for how long) and published as detector measurements on stream DETECTORS.
+    for how long) and published as detector measurements on stream COUNTS.
 
     Resource names (AIP-122): `partners/{partner}/counters/{counter}`.
     Roles: a partner (`partner:<id>`) registers its counters and reports their counts; engineers
@@ -90,7 +90,7 @@ class CounterServiceServicer(metaclass=_abc_1.ABCMeta):
     """Partners' counters: a shop's door counter, a bar street's crowd counter, a business's camera that
     counts cars. Anonymous counts only: people or vehicles per interval and direction, never who.
     Counts are kept under the partner's `sensor-counts` agreement (who sees them, rounded, how late,
-    for how long) and published as detector measurements on stream DETECTORS.
+    for how long) and published as detector measurements on stream COUNTS.
 
     Resource names (AIP-122): `partners/{partner}/counters/{counter}`.
     Roles: a partner (`partner:<id>`) registers its counters and reports their counts; engineers

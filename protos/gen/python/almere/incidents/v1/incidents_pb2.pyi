@@ -347,6 +347,7 @@ class PartnerReport(_message.Message):
     REJECTION_REASON_FIELD_NUMBER: _builtins.int
     WITHHELD_FIELD_NUMBER: _builtins.int
     WITHHELD_REASON_FIELD_NUMBER: _builtins.int
+    VERIFY_TIME_FIELD_NUMBER: _builtins.int
     partner: _builtins.str
     """Output only. `partners/{partner}`."""
     trust_level: _partners_pb2.TrustLevel.ValueType
@@ -362,6 +363,12 @@ class PartnerReport(_message.Message):
     from this caller (`withheld_reason` says why): the incident is shown without them.
     """
     withheld_reason: _builtins.str
+    @_builtins.property
+    def verify_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the police verified it; unset, the report stays between public safety and
+        the partner whatever its state (a withdrawn report too).
+        """
+
     def __init__(
         self,
         *,
@@ -371,10 +378,11 @@ class PartnerReport(_message.Message):
         rejection_reason: _builtins.str = ...,
         withheld: _builtins.bool = ...,
         withheld_reason: _builtins.str = ...,
+        verify_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["verify_time", b"verify_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "partner", b"partner", "rejection_reason", b"rejection_reason", "trust_level", b"trust_level", "withheld", b"withheld", "withheld_reason", b"withheld_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "partner", b"partner", "rejection_reason", b"rejection_reason", "trust_level", b"trust_level", "verify_time", b"verify_time", "withheld", b"withheld", "withheld_reason", b"withheld_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
