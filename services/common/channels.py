@@ -20,10 +20,17 @@ def uses_tls(settings: Settings) -> bool:
 
 def _credentials(settings: Settings) -> tuple[grpc.ChannelCredentials, list[tuple[str, Any]]]:
     """Credentials checking the server against the configured CA (else the system's roots), and
-    the server name to check when it is not the address's host."""
+    the server name to check when it is not the address's host; this process's own certificate
+    goes along, for servers that require one (mutual TLS)."""
     roots = settings.tls_ca_file.read_bytes() if settings.tls_ca_file else None
     name = [("grpc.ssl_target_name_override", settings.tls_server_name)] if settings.tls_server_name else []
-    return grpc.ssl_channel_credentials(root_certificates=roots), name
+    own: dict[str, bytes] = {}
+    if settings.tls_cert_file and settings.tls_key_file:
+        own = {
+            "private_key": settings.tls_key_file.read_bytes(),
+            "certificate_chain": settings.tls_cert_file.read_bytes(),
+        }
+    return grpc.ssl_channel_credentials(root_certificates=roots, **own), name
 
 
 def open_channel(settings: Settings, address: str, options: Options = ()) -> grpc.aio.Channel:

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # or this is set; tls_server_name overrides the name checked (an address by IP, a test CA).
     tls_ca_file: Path | None = None
     tls_server_name: str | None = None
+    # Mutual TLS: the CA whose certificates callers must present (servers refuse any other caller
+    # before a call starts); channels to other services present this process's own certificate.
+    tls_client_ca_file: Path | None = None
     # OAuth2/OIDC bearer tokens from the city's identity provider, accepted beside the tokens file
     # when oidc_issuer is set (see services/common/oidc.py): the audience the tokens must name, the
     # JWKS address (default: from the issuer's discovery document), the claims holding the role

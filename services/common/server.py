@@ -69,8 +69,11 @@ class GrpcServer:
         address = f"{self.settings.bind_host}:{self.settings.port_for(self.service) if port is None else port}"
         if self.settings.tls_enabled:
             assert self.settings.tls_cert_file and self.settings.tls_key_file
+            client_ca = self.settings.tls_client_ca_file
             credentials = grpc.ssl_server_credentials(
-                [(self.settings.tls_key_file.read_bytes(), self.settings.tls_cert_file.read_bytes())]
+                [(self.settings.tls_key_file.read_bytes(), self.settings.tls_cert_file.read_bytes())],
+                root_certificates=client_ca.read_bytes() if client_ca else None,
+                require_client_auth=client_ca is not None,  # mutual TLS: no certificate, no connection
             )
             self.port = self.server.add_secure_port(address, credentials)
         else:

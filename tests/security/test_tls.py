@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -68,6 +69,10 @@ def tls(tmp_path: Path) -> dict[str, object]:
     key_pem = server_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+    ca_key_pem = ca_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    _pem(tmp_path / "ca.key", ca_key_pem)  # for tests that sign callers' certificates too
     return {
         "tls_ca_file": _pem(tmp_path / "ca.pem", ca.public_bytes(serialization.Encoding.PEM)),
         "tls_cert_file": _pem(tmp_path / "server.pem", server.public_bytes(serialization.Encoding.PEM)),
@@ -162,3 +167,54 @@ async def test_a_delegation_header_counts_only_from_a_service(
             await stub.ComputeTravelTimes(ask, metadata=metadata)
     asked = [r for r in caplog.records if getattr(r, "method", "").endswith("/ComputeTravelTimes")]
     assert [(r.caller, r.on_behalf_of) for r in asked] == [("engineer", None), ("parking_service", "police")]  # type: ignore[attr-defined]
+
+
+async def test_mutual_tls_lets_in_only_callers_with_the_deployments_certificate(
+    start_service: Callable[..., Awaitable[str]],
+    settings: Settings,
+    almere_net: Path,
+    tokens: dict[str, str],
+    tls: dict[str, object],
+    tmp_path: Path,
+) -> None:
+    """With a client CA configured, a server refuses a caller before any call: one without a
+    certificate, or with one another CA signed, gets nowhere, token or not. Services present their
+    own certificate on their channels, so the parking service still asks the optimizer."""
+    ca_file = Path(str(tls["tls_ca_file"]))
+    ca_key = serialization.load_pem_private_key((tmp_path / "ca.key").read_bytes(), password=None)
+    mutual = {**tls, "tls_client_ca_file": ca_file}
+    optimizer_at = await start_service(OPTIMIZER, network_file=almere_net, **mutual)
+    parking_at = await start_service(
+        PARKING, optimizer_address=optimizer_at, service_token=tokens["parking_service"], **mutual
+    )
+
+    def client(name: str, signer: tuple[str, Any]) -> Settings:
+        key = ec.generate_private_key(ec.SECP256R1())
+        certificate = _certificate(name, key, issuer=signer)
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        return settings.model_copy(
+            update={
+                "tls_ca_file": ca_file,
+                "tls_server_name": SERVER_NAME,
+                "tls_cert_file": _pem(tmp_path / f"{name}.pem", certificate.public_bytes(serialization.Encoding.PEM)),
+                "tls_key_file": _pem(tmp_path / f"{name}.key", key_pem),
+            }
+        )
+
+    rogue_ca = ("another CA", ec.generate_private_key(ec.SECP256R1()))
+    no_certificate = settings.model_copy(update={"tls_ca_file": ca_file, "tls_server_name": SERVER_NAME})
+    assert await _refused(open_channel(no_certificate, optimizer_at)) == grpc.StatusCode.UNAVAILABLE
+    assert await _refused(open_channel(client("rogue-tool", rogue_ca), optimizer_at)) == grpc.StatusCode.UNAVAILABLE
+
+    async with open_channel(client("control-room", ("almere test CA", ca_key)), parking_at) as channel:
+        parking = Parking(channel, tokens)
+        f = layout.FACILITIES[0]
+        lat, lon = layout.position(*(int(c) for c in f.edge.split("-")[0][1:]))
+        await parking.create(f.facility_id, capacity=f.capacity, entrance_edge_ids=[f.edge], lat=lat, lng=lon)
+        ask = pb.RecommendFacilityRequest(
+            destination=geo_pb2.LatLng(latitude=lat, longitude=lon), origin_edge_id=WEST_IN, max_walk_meters=3000
+        )
+        ranked = (await parking.as_("operator").RecommendFacility(ask)).recommendations
+    assert ranked and ranked[0].drive_seconds > 0, "the parking service reached the optimizer with its own certificate"
