@@ -30,7 +30,15 @@ from sqlalchemy import insert
 from sqlmodel import Session
 
 from contract.bus import AGREEMENT_SET, PARTNER_ACCESS, PARTNER_DATA_READ, PARTNERS
-from services.common.auth import PUBLIC_SAFETY, PURPOSE_METADATA, Identity, Role, current_identity, current_purpose
+from services.common.auth import (
+    PUBLIC_SAFETY,
+    PURPOSE_METADATA,
+    TRAFFIC_MANAGEMENT,
+    Identity,
+    Role,
+    current_identity,
+    current_purpose,
+)
 from services.common.bus import Bus
 from services.common.clock import from_timestamp, to_timestamp
 from services.common.db import GroupCommitter
@@ -49,6 +57,9 @@ AUDIENCES = {
     Role.PUBLIC: pb.AUDIENCE_PUBLIC,
 }
 AUDIT_QUEUE = 10_000
+# Who reads partners' data off the bus: the optimizer, for traffic management. Publishers shape what
+# they publish to its access (AgreementBook.optimizer_access).
+BUS_READER = Identity("bus", Role.OPTIMIZER)
 
 
 class AgreementBook:
@@ -145,6 +156,12 @@ class AgreementBook:
     def suspension(self, partner_id: str) -> asyncio.Event:
         """Set when the partner is suspended: its open streams end."""
         return self._suspensions.setdefault(partner_id, asyncio.Event())
+
+    def optimizer_access(self, partner_id: str, *, dataset: int, now: datetime) -> Access:
+        """What the optimizer, reading for traffic management, may see: what the bus may carry."""
+        return self.access(
+            identity=BUS_READER, purpose=TRAFFIC_MANAGEMENT, partner_id=partner_id, dataset=dataset, now=now
+        )
 
     def access(self, *, identity: Identity, purpose: str, partner_id: str, dataset: int, now: datetime) -> Access:
         if identity.subject == partner_id and identity.role in (Role.PARTNER, Role.OPERATOR):

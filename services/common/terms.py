@@ -50,6 +50,13 @@ class Access:
         return bool(self.agreement)
 
 
+def rounded(count: int, access: Access) -> int:
+    """`count` as the access gives it: to a multiple of its round_to when rounded, else as is."""
+    if access.detail != pb.DETAIL_ROUNDED:
+        return count
+    return round(count / access.round_to) * access.round_to
+
+
 def describe(terms: pb.AudienceTerms) -> str:
     parts = {
         pb.DETAIL_ROUNDED: [f"counts rounded to {terms.round_to}"],

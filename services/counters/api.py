@@ -16,14 +16,14 @@ from sqlalchemy import Engine
 from services.common import paging
 from services.common.access import allow
 from services.common.agreements import Governance
-from services.common.auth import TRAFFIC_MANAGEMENT, Role, current_identity
+from services.common.auth import Role, current_identity
 from services.common.clock import from_timestamp, to_timestamp, utcnow
 from services.common.db import GroupCommitter
 from services.common.errors import InvalidArgument, NotFound, PermissionDenied
 from services.common.names import validate_id
 from services.common.strict import strict
 from services.common.terms import require, sharing_of
-from services.counters import events, logic, usecases
+from services.counters import logic, usecases
 
 Context = aio.ServicerContext[Any, Any]
 DATASET = ppb.DATASET_SENSOR_COUNTS
@@ -49,10 +49,8 @@ class CounterApi(counters_pb2_grpc.CounterServiceServicer):
         if not self._governance.book.known(partner_id):
             raise NotFound(f"partner {partner_id!r} is not registered with the city (partners/{partner_id})")
 
-    async def _counter(self, name: str, field: str) -> tuple[str, str, pb.Counter]:
-        partner_id, counter_id = logic.parse_name(name, field)
-        counter = await asyncio.to_thread(usecases.get_counter, self._engine, partner_id, counter_id)
-        return partner_id, counter_id, counter
+    async def _counter(self, partner_id: str, counter_id: str) -> pb.Counter:
+        return await asyncio.to_thread(usecases.get_counter, self._engine, partner_id, counter_id)
 
     @allow(logic.KEEPERS, notes=logic.OWN)
     async def CreateCounter(self, request: pb.CreateCounterRequest, context: Context) -> pb.CreateCounterResponse:
@@ -70,9 +68,9 @@ class CounterApi(counters_pb2_grpc.CounterServiceServicer):
 
     @allow(logic.DESCRIPTION_READERS, notes=logic.OWN)
     async def GetCounter(self, request: pb.GetCounterRequest, context: Context) -> pb.GetCounterResponse:
-        partner_id, _ = logic.parse_name(request.name)
+        partner_id, counter_id = logic.parse_name(request.name)
         logic.check_owner(current_identity.get(), partner_id)
-        _, _, counter = await self._counter(request.name, "name")
+        counter = await self._counter(partner_id, counter_id)
         return pb.GetCounterResponse(counter=counter)
 
     @allow(logic.DESCRIPTION_READERS, notes=logic.OWN)
@@ -105,12 +103,10 @@ class CounterApi(counters_pb2_grpc.CounterServiceServicer):
     async def ReportCounts(self, request: pb.ReportCountsRequest, context: Context) -> pb.ReportCountsResponse:
         partner_id, counter_id = logic.parse_name(request.counter, "counter")
         self._owner(partner_id, "ReportCounts")
-        _, _, counter = await self._counter(request.counter, "counter")
+        counter = await self._counter(partner_id, counter_id)
         now = utcnow()
         logic.validate_feed(request, counter=counter, now=now)
-        bus = self._governance.book.access(
-            identity=events.BUS_READER, purpose=TRAFFIC_MANAGEMENT, partner_id=partner_id, dataset=DATASET, now=now
-        )
+        bus = self._governance.book.optimizer_access(partner_id, dataset=DATASET, now=now)
         item = usecases.Report(
             partner_id=partner_id, counter_id=counter_id, counter=counter, counts=list(request.counts), bus=bus, now=now
         )
@@ -127,7 +123,7 @@ class CounterApi(counters_pb2_grpc.CounterServiceServicer):
         end = from_timestamp(request.end_time, "end_time") if request.HasField("end_time") else now
         if end <= start:
             raise InvalidArgument("end_time must be after start_time")
-        await self._counter(request.counter, "counter")  # NOT_FOUND before anything is audited
+        await self._counter(partner_id, counter_id)  # NOT_FOUND before anything is audited
         access = self._governance.read([partner_id], dataset=DATASET, method="ListCounts", now=now)[partner_id]
         require(access)
         size = paging.page_size(request.page_size)
@@ -155,7 +151,6 @@ class CounterApi(counters_pb2_grpc.CounterServiceServicer):
         if len(counts) > size:
             last_start = from_timestamp(page[-1].interval_start)
             token = paging.encode(f"{last_start.isoformat()}|{page[-1].direction}", query)
-        if access.detail == ppb.DETAIL_ROUNDED:
-            page = logic.rounded(page, access.round_to)
+        page = logic.shaped(page, access)
         sharing = sharing_of(access) if access.agreement else None
         return pb.ListCountsResponse(counts=page, next_page_token=token, sharing=sharing)

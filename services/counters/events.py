@@ -8,15 +8,10 @@ from typing import Any
 
 from almere.counters.v1 import counters_pb2 as pb
 from almere.detectors.v1 import detectors_pb2
-from almere.partners.v1 import partners_pb2 as ppb
 
 from contract.bus import COUNTED, COUNTS
-from services.common.auth import Identity, Role
 from services.common.outbox import outbox_row
-from services.common.terms import Access, Outcome
-
-# Whoever may read COUNTS sees the counts as the optimizer, its consumer, may.
-BUS_READER = Identity("bus", Role.OPTIMIZER)
+from services.common.terms import Access, Outcome, rounded
 
 
 def counted(*, counter: pb.Counter, count: pb.Count, access: Access, now: datetime) -> dict[str, Any] | None:
@@ -24,9 +19,7 @@ def counted(*, counter: pb.Counter, count: pb.Count, access: Access, now: dateti
     (withheld, refused, or only a delay ago: a late count is not published late)."""
     if access.outcome in (Outcome.WITHHELD, Outcome.REFUSED) or access.delay:
         return None
-    value = count.count
-    if access.detail == ppb.DETAIL_ROUNDED:
-        value = round(value / access.round_to) * access.round_to
+    value = rounded(count.count, access)
     vehicles = counter.kind == pb.COUNT_KIND_VEHICLES
     message = detectors_pb2.Measurement(
         detector_id=f"{counter.name}/{count.direction}",

@@ -15,6 +15,7 @@ from services.common.clock import from_timestamp
 from services.common.errors import InvalidArgument, PermissionDenied
 from services.common.geo import validate_lat_lng
 from services.common.names import validate_id
+from services.common.terms import Access, rounded
 
 MAX_COUNTS = 500
 MAX_COUNT = 100_000
@@ -113,12 +114,12 @@ def validate_feed(request: pb.ReportCountsRequest, *, counter: pb.Counter, now: 
         seen.add((count.direction, start))
 
 
-def rounded(counts: Iterable[pb.Count], round_to: int) -> list[pb.Count]:
-    """The counts rounded to a multiple of `round_to` (copies)."""
+def shaped(counts: Iterable[pb.Count], access: Access) -> list[pb.Count]:
+    """The counts as `access` gives them (copies, rounded when agreed)."""
     out = []
     for count in counts:
         shown = pb.Count()
         shown.CopyFrom(count)
-        shown.count = round(count.count / round_to) * round_to
+        shown.count = rounded(count.count, access)
         out.append(shown)
     return out

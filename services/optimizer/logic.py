@@ -7,7 +7,7 @@ from almere.optimizer.v1 import optimizer_pb2 as pb
 from almere.partners.v1 import partners_pb2 as ppb
 
 from services.common.errors import InvalidArgument
-from services.common.terms import Access, Outcome, sharing_of
+from services.common.terms import Access, Outcome, rounded, sharing_of
 
 STRATEGY_FIELDS = frozenset(pb.Strategy.DESCRIPTOR.fields_by_name)
 
@@ -59,7 +59,7 @@ def facility_state(state: pb.FacilityState, access: Access) -> pb.FacilityState:
     if not access.agreement:
         return state
     if access.outcome is Outcome.DEGRADED and access.detail == ppb.DETAIL_ROUNDED and not access.delay:
-        state.occupied = round(state.occupied / access.round_to) * access.round_to
+        state.occupied = rounded(state.occupied, access)
     elif access.outcome is not Outcome.FULL:
         state.occupied = 0
     state.sharing.CopyFrom(sharing_of(access))

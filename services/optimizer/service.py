@@ -17,7 +17,6 @@ from nats.aio.msg import Msg
 
 from contract import bus
 from services.common.agreements import AgreementBook
-from services.common.auth import TRAFFIC_MANAGEMENT, Identity, Role
 from services.common.channels import open_channel
 from services.common.clock import utcnow
 from services.common.feed import EventFeed
@@ -42,22 +41,13 @@ SOURCES = [
 ]
 
 
-OPTIMIZER = Identity("optimizer", Role.OPTIMIZER)
-
-
 def _shares_reports(book: AgreementBook, event: ievents.IncidentEvent) -> bool:
     """Whether a partner's agreement lets the optimizer act on its reports (before the police verify
     them; after, the incident is theirs)."""
     partner = event.incident.partner_report.partner.removeprefix("partners/")
     if not partner:
         return False
-    access = book.access(
-        identity=OPTIMIZER,
-        purpose=TRAFFIC_MANAGEMENT,
-        partner_id=partner,
-        dataset=partners_pb.DATASET_INCIDENT_REPORTS,
-        now=utcnow(),
-    )
+    access = book.optimizer_access(partner, dataset=partners_pb.DATASET_INCIDENT_REPORTS, now=utcnow())
     return access.outcome in (Outcome.FULL, Outcome.DEGRADED)
 
 

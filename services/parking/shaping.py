@@ -9,16 +9,12 @@ from datetime import datetime
 from almere.parking.v1 import parking_pb2 as pb
 from almere.partners.v1 import partners_pb2 as ppb
 
-from services.common.auth import Identity, Role
 from services.common.clock import to_timestamp
-from services.common.terms import Access, Outcome, sharing_of
+from services.common.terms import Access, Outcome, rounded, sharing_of
 from services.parking import logic
 
-# Whoever may read the PARKING stream sees partners' occupancy as the optimizer, its consumer, may:
-# the events are shaped at the publisher (the parking service's own watches read the counts from
-# the store).
-BUS_READER = Identity("bus", Role.OPTIMIZER)
-# The bus reader's access to an operator's occupancy (services.parking.sharing.Sharing.bus_access).
+# The PARKING stream's reader's access to an operator's occupancy (Sharing.bus_access): the events
+# are shaped at the publisher; the parking service's own watches read the counts from the store.
 BusAccess = Callable[[str], Access]
 
 
@@ -37,16 +33,12 @@ def shape(
     capacity = occupancy.capacity
     sharing = sharing_of(access)
     if access.outcome in (Outcome.REFUSED, Outcome.WITHHELD):
-        sharing.counts_withheld = True
-        withheld = pb.Occupancy(
-            facility=occupancy.facility, capacity=capacity, status=pb.OCCUPANCY_STATUS_UNKNOWN, sharing=sharing
-        )
-        occupancy.CopyFrom(withheld)
+        _withhold(occupancy, access)
         return
     if access.delay and not held:
         _as_of(occupancy, past=past, thresholds=thresholds)
     if access.detail == ppb.DETAIL_ROUNDED and occupancy.status != pb.OCCUPANCY_STATUS_UNKNOWN:
-        occupied = round(occupancy.occupied_spaces / access.round_to) * access.round_to
+        occupied = rounded(occupancy.occupied_spaces, access)
         occupancy.occupied_spaces = occupied
         occupancy.free_spaces = max(0, capacity - occupied)
         occupancy.occupancy_ratio = occupied / capacity
@@ -97,16 +89,21 @@ def for_bus(occupancy: pb.Occupancy, *, access: Access, thresholds: logic.Thresh
     published = pb.Occupancy()
     published.CopyFrom(occupancy)
     if access.delay:
-        withheld = sharing_of(access)
-        withheld.counts_withheld = True
-        published.CopyFrom(
-            pb.Occupancy(
-                facility=occupancy.facility,
-                capacity=occupancy.capacity,
-                status=pb.OCCUPANCY_STATUS_UNKNOWN,
-                sharing=withheld,
-            )
-        )
-        return published
-    shape(published, access=access, thresholds=thresholds, held=True)
+        _withhold(published, access)
+    else:
+        shape(published, access=access, thresholds=thresholds, held=True)
     return published
+
+
+def _withhold(occupancy: pb.Occupancy, access: Access) -> None:
+    """Nothing of the occupancy but its facility and capacity, marked with why (in place)."""
+    sharing = sharing_of(access)
+    sharing.counts_withheld = True
+    occupancy.CopyFrom(
+        pb.Occupancy(
+            facility=occupancy.facility,
+            capacity=occupancy.capacity,
+            status=pb.OCCUPANCY_STATUS_UNKNOWN,
+            sharing=sharing,
+        )
+    )

@@ -22,11 +22,9 @@ from almere.partners.v1 import partners_pb2 as ppb
 from sqlalchemy import Engine
 
 from services.common.agreements import Governance
-from services.common.auth import TRAFFIC_MANAGEMENT
 from services.common.clock import utcnow
 from services.common.terms import Access, Outcome
 from services.parking import logic, usecases
-from services.parking.shaping import BUS_READER
 
 DATASET = ppb.DATASET_OCCUPANCY
 
@@ -71,9 +69,7 @@ class Sharing:
 
     def bus_access(self, operator_id: str) -> Access:
         """What the PARKING stream's readers (the optimizer) may see of an operator's occupancy."""
-        return self._governance.book.access(
-            identity=BUS_READER, purpose=TRAFFIC_MANAGEMENT, partner_id=operator_id, dataset=DATASET, now=utcnow()
-        )
+        return self._governance.book.optimizer_access(operator_id, dataset=DATASET, now=utcnow())
 
 
 class Holdback:
