@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import httpx
+import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from apps.natsd import NatsServer, client_options, issue_bus_keys, port_is_free, start_nats
@@ -82,16 +83,41 @@ class ServiceExited(RuntimeError):
     """A service process ended before it served (e.g. its port was taken after we checked it)."""
 
 
-def _wait(ready: Callable[[], bool], *, what: str, timeout: float, process: subprocess.Popen[bytes] | None) -> None:
+def listens_on(process: subprocess.Popen[bytes], port: int) -> bool:
+    """Whether `process` (or a serving process it started) listens on `port`: the answer on a port
+    may come from another stack's service that took it between our check and our bind."""
+    try:
+        parent = psutil.Process(process.pid)
+        for proc in [parent, *parent.children(recursive=True)]:
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                    return True
+    except psutil.Error:
+        return False
+    return False
+
+
+def _wait(
+    ready: Callable[[], bool],
+    *,
+    what: str,
+    timeout: float,
+    process: subprocess.Popen[bytes] | None,
+    port: int | None = None,
+) -> None:
     """Until `ready()` (a probe failing on its own errors answers False); `process`: the service behind
-    it, which must not exit first."""
+    it, which must not exit first and, given its `port`, must be the one listening there."""
     deadline = time.monotonic() + timeout
-    while not ready():
+    while not (ready() and (process is None or port is None or listens_on(process, port))):
         if process is not None and process.poll() is not None:
             raise ServiceExited(f"the service for {what} exited with {process.returncode} before serving")
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} did not report SERVING within {timeout:.0f} s")
         time.sleep(0.1)
+
+
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1].split("/", 1)[0])
 
 
 def wait_http_ready(url: str, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
@@ -103,7 +129,7 @@ def wait_http_ready(url: str, timeout: float = 30.0, process: subprocess.Popen[b
         except httpx.HTTPError:
             return False
 
-    _wait(ready, what=url, timeout=timeout, process=process)
+    _wait(ready, what=url, timeout=timeout, process=process, port=httpx.URL(url).port if process else None)
 
 
 def wait_serving(
@@ -124,7 +150,7 @@ def wait_serving(
             except grpc.RpcError:
                 return False
 
-        _wait(ready, what=address, timeout=timeout, process=process)
+        _wait(ready, what=address, timeout=timeout, process=process, port=_port(address) if process else None)
 
 
 @dataclass(kw_only=True)

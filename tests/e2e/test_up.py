@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -171,6 +172,42 @@ def test_a_default_port_taken_after_the_check_moves_the_stack_to_free_ports(
             assert health.status == health_pb2.HealthCheckResponse.SERVING
         finally:
             stack.stop()
+
+
+def test_another_stacks_service_answering_on_the_port_is_not_taken_for_ours(
+    tmp_path: Path, nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two stacks side by side: the port checked free is served by the other stack's service (of
+    another kind) when ours binds. Its SERVING answer must not pass for ours: the stack starts ours
+    elsewhere, and each of its endpoints serves its own service."""
+    from grpc_health.v1.health import HealthServicer
+
+    other = grpc.server(ThreadPoolExecutor(max_workers=2), options=[("grpc.so_reuseport", 0)])
+    other_health = HealthServicer()
+    other_health.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(other_health, other)
+    port = other.add_insecure_port("127.0.0.1:0")
+    other.start()
+    try:
+        monkeypatch.setattr(stack_module, "DEFAULT_PORTS", {"parking": port})
+        monkeypatch.setattr(stack_module, "port_is_free", lambda host, p: True)  # the check before the bind
+        monkeypatch.setenv("ALMERE_NATS_URL", nats_server.url)
+        monkeypatch.setenv("ALMERE_NATS_KEYS_DIR", str(nats_server.keys["parking"].seed_file.parent))
+        stack = stack_module.Stack(
+            settings=Settings(data_dir=tmp_path / "data", log_level="WARNING"), services=["parking"]
+        )
+        stack.start()
+        try:
+            assert int(stack.endpoints["parking"].rsplit(":", 1)[1]) != port
+            with grpc.insecure_channel(stack.endpoints["parking"]) as channel:
+                health = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service="almere.parking.v1.ParkingService"), timeout=5
+                )
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+        finally:
+            stack.stop()
+    finally:
+        other.stop(None)
 
 
 def test_a_service_that_dies_is_restarted_with_backoff(
