@@ -44,7 +44,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
-    stack = Stack(settings=Settings(), callers=dev_callers(*(args.caller or DEFAULT_CALLERS)))
+    stack = Stack(
+        settings=Settings(), callers=dev_callers(*(args.caller or DEFAULT_CALLERS)), nats_nodes=args.nats_cluster
+    )
     try:
         stack.start()
         print(stack.describe(), flush=True)
@@ -289,6 +291,14 @@ def main(argv: list[str] | None = None) -> int:
         type=_dev_caller,
         help=f"a development caller to issue a token for (repeat): {', '.join(DEV_CALLERS)}, or <name>=<role> "
         f"(default: {', '.join(DEFAULT_CALLERS)})",
+    )
+    up.add_argument(
+        "--nats-cluster",
+        type=int,
+        default=1,
+        metavar="NODES",
+        help="run NATS as a JetStream cluster of this many nodes (3 survives losing one), every stream with "
+        "as many replicas (default 1: one nats-server)",
     )
     up.set_defaults(func=cmd_up)
     p = sub.add_parser("serve", help="run one service (what a Kubernetes pod runs)")

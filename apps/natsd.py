@@ -9,9 +9,11 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nkeys
 
@@ -61,11 +63,56 @@ def issue_bus_keys(folder: Path, names: Iterable[str] = USERS) -> dict[str, BusK
     return keys
 
 
+@dataclass(frozen=True, kw_only=True)
+class ServerTls:
+    """nats-server's TLS: its certificate and key; with `client_ca_file`, clients must present a
+    certificate that CA signed (mutual TLS), else nats-server refuses them before anything else."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+    def config(self) -> dict[str, object]:
+        tls: dict[str, object] = {"cert_file": str(self.cert_file), "key_file": str(self.key_file)}
+        if self.client_ca_file:
+            tls |= {"ca_file": str(self.client_ca_file), "verify": True}
+        return {"tls": tls}
+
+
 def server_config(keys: dict[str, BusKey]) -> dict[str, object]:
     """nats-server's authorization block: each user by its public key, with its permissions. No user
     means no anonymous access either (nats-server refuses clients it cannot match)."""
     users = [{"nkey": k.public_key, "permissions": k.user.permissions()} for k in keys.values()]
     return {"authorization": {"users": users}}
+
+
+def access_config(keys: dict[str, BusKey] | None, tls: ServerTls | None) -> dict[str, object]:
+    """Who may connect and how, in nats-server's configuration: `keys`' users only, over `tls`."""
+    return {**(server_config(keys) if keys else {}), **(tls.config() if tls else {})}
+
+
+def client_options(keys_dir: Path | None, user: str) -> dict[str, str]:
+    """nats.connect's keyword arguments for bus user `user`, its seed in `keys_dir` (None: a bus
+    that checks no identities)."""
+    seed = {"nkeys_seed": str(keys_dir / f"{user}.nk")} if keys_dir else {}
+    return {**seed, "inbox_prefix": USERS[user].inbox_prefix}
+
+
+def _stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _spawn(args: list[str], log_dir: Path) -> subprocess.Popen[bytes]:
+    log = (log_dir / "nats-server.log").open("ab")
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    return process
 
 
 @dataclass
@@ -79,20 +126,7 @@ class NatsServer:
         return client_options(self.keys[user].seed_file.parent, user)
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def client_options(keys_dir: Path | None, user: str) -> dict[str, str]:
-    """nats.connect's keyword arguments for bus user `user`, its seed in `keys_dir` (None: a bus
-    that checks no identities)."""
-    seed = {"nkeys_seed": str(keys_dir / f"{user}.nk")} if keys_dir else {}
-    return {**seed, "inbox_prefix": USERS[user].inbox_prefix}
+        _stop(self.process, timeout)
 
 
 def start_nats(
@@ -101,23 +135,22 @@ def start_nats(
     host: str = "127.0.0.1",
     *,
     keys: dict[str, BusKey] | None = None,
+    tls: ServerTls | None = None,
     config: str | None = None,
 ) -> NatsServer:
     """Start nats-server on `port` (a free one when None) with JetStream storing under `store_dir`;
-    with `keys`, only those users may connect, each within its permissions; `config`: a
-    configuration of its own instead (nats-server's format)."""
+    with `keys`, only those users may connect, each within its permissions; with `tls`, only over
+    TLS; `config`: a configuration of its own instead (nats-server's format)."""
     store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     args = [str(nats_server_binary()), "-js", "-sd", str(store_dir), "-a", host]
     args += ["-p", str(port) if port else "-1", "--ports_file_dir", str(store_dir)]
-    if keys:
-        config = json.dumps(server_config(keys), indent=2)  # NATS reads JSON as its own format
+    if keys or tls:
+        config = json.dumps(access_config(keys, tls), indent=2)  # NATS reads JSON as its own format
     if config:
         path = store_dir / "nats.conf"
         path.write_text(config)
         args += ["-c", str(path)]
-    log = (store_dir / "nats-server.log").open("ab")
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    log.close()
+    process = _spawn(args, store_dir)
     ports_file = store_dir / f"nats-server_{process.pid}.ports"
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -133,3 +166,167 @@ def start_nats(
         time.sleep(0.01)
     process.kill()
     raise TimeoutError("nats-server did not report its port within 15 s")
+
+
+def free_ports(host: str, count: int) -> list[int]:
+    """`count` distinct ports free on `host` now (the kernel's picks, held together until all are
+    known)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@dataclass(kw_only=True)
+class NatsNode:
+    """One server of a cluster; its ports and store stay the same across restarts."""
+
+    name: str
+    host: str
+    port: int
+    cluster_port: int
+    monitor_port: int
+    store_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        """Run nats-server with the configuration `start_cluster` wrote into the node's store."""
+        self.process = _spawn([str(nats_server_binary()), "-c", str(self.store_dir / "nats.conf")], self.store_dir)
+
+    def _monitor(self, path: str) -> dict[str, Any] | None:
+        """The answer of the monitoring endpoint `path`; None: no answer, or an error status."""
+        try:
+            with urllib.request.urlopen(f"http://{self.host}:{self.monitor_port}/{path}", timeout=1) as answer:
+                return dict(json.loads(answer.read()))
+        except (OSError, ValueError):
+            return None
+
+    def healthy(self) -> bool:
+        """Whether the node passes its health check: JetStream up, in contact with a meta leader,
+        its streams and consumers current (caught up after a restart)."""
+        return self._monitor("healthz") is not None
+
+    def meta_leader(self) -> str | None:
+        """The JetStream meta leader this node knows of (None: none elected yet)."""
+        meta = (self._monitor("jsz") or {}).get("meta_cluster") or {}
+        return meta.get("leader") or None
+
+
+@dataclass(kw_only=True)
+class NatsCluster:
+    """nats-server processes routed into one JetStream cluster on this machine (`start_cluster`).
+    `url` names every node, so clients reconnect to another when one goes away."""
+
+    nodes: list[NatsNode]
+    keys: dict[str, BusKey] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return ",".join(node.url for node in self.nodes)
+
+    def node(self, name: str) -> NatsNode:
+        """The node called `name` (as JetStream names it, e.g. a stream's cluster leader)."""
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(f"no node {name!r} in the cluster: {', '.join(n.name for n in self.nodes)}")
+
+    def client_options(self, user: str) -> dict[str, str]:
+        """nats.connect's keyword arguments (besides the servers) to connect as bus user `user`."""
+        return client_options(self.keys[user].seed_file.parent, user)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL node `name`: no goodbye to its clients or its routes, as a crash."""
+        node = self.node(name)
+        if node.process is not None and node.process.poll() is None:
+            node.process.kill()
+            node.process.wait()
+
+    def restart(self, name: str, timeout: float = 30.0) -> None:
+        """Start node `name` again (same ports, store and configuration); returns once it is healthy,
+        that is back in the cluster with its streams caught up."""
+        node = self.node(name)
+        self.kill(name)
+        node.start()
+        self.wait_healthy([node], timeout)
+
+    def wait_healthy(self, nodes: list[NatsNode] | None = None, timeout: float = 30.0) -> None:
+        """Until every node of `nodes` (default: all) is healthy and knows the meta leader."""
+        waiting = list(self.nodes if nodes is None else nodes)
+        deadline = time.monotonic() + timeout
+        while waiting:
+            for node in waiting:
+                if node.process is not None and node.process.poll() is not None:
+                    log = node.store_dir / "nats-server.log"
+                    raise RuntimeError(f"nats-server {node.name} exited with {node.process.returncode}; see {log}")
+            waiting = [node for node in waiting if not (node.healthy() and node.meta_leader())]
+            if waiting and time.monotonic() > deadline:
+                raise TimeoutError(f"{', '.join(n.name for n in waiting)} not healthy within {timeout:.0f} s")
+            if waiting:
+                time.sleep(0.05)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        running = [node.process for node in self.nodes if node.process is not None and node.process.poll() is None]
+        for process in running:  # all at once, then wait: quicker than one after another
+            process.terminate()
+        for process in running:
+            _stop(process, timeout)
+
+
+def start_cluster(
+    store_dir: Path,
+    size: int = 3,
+    host: str = "127.0.0.1",
+    *,
+    keys: dict[str, BusKey] | None = None,
+    tls: ServerTls | None = None,
+    name: str = "almere",
+) -> NatsCluster:
+    """`size` nats-servers on free ports of `host`, routed into JetStream cluster `name`, each storing
+    under `store_dir/<node>` and serving its health on a monitoring port; `keys` and `tls` as for
+    `start_nats`, the same on every node (the routes between them stay plain: they are loopback).
+    Returns once the cluster has formed and elected its meta leader."""
+    if size < 1:
+        raise ValueError("a cluster needs a node")
+    ports = free_ports(host, 3 * size)
+    nodes = [
+        NatsNode(
+            name=f"{name}-{index + 1}",
+            host=host,
+            port=ports[3 * index],
+            cluster_port=ports[3 * index + 1],
+            monitor_port=ports[3 * index + 2],
+            store_dir=store_dir / f"{name}-{index + 1}",
+        )
+        for index in range(size)
+    ]
+    shared = access_config(keys, tls)
+    routes = [f"nats://{host}:{node.cluster_port}" for node in nodes]
+    cluster = NatsCluster(nodes=nodes, keys=keys or {})
+    try:
+        for node in nodes:
+            node.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            config = {
+                **shared,
+                "server_name": node.name,
+                "host": host,
+                "port": node.port,
+                "http": f"{host}:{node.monitor_port}",
+                "jetstream": {"store_dir": str(node.store_dir / "jetstream")},
+                "cluster": {"name": name, "host": host, "port": node.cluster_port, "routes": routes},
+            }
+            (node.store_dir / "nats.conf").write_text(json.dumps(config, indent=2))  # JSON is NATS's format too
+            node.start()
+        cluster.wait_healthy()
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster

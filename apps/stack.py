@@ -12,14 +12,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from apps.natsd import NatsServer, client_options, issue_bus_keys, port_is_free, start_nats
+from apps.natsd import (
+    NatsCluster,
+    NatsServer,
+    ServerTls,
+    client_options,
+    issue_bus_keys,
+    port_is_free,
+    start_cluster,
+    start_nats,
+)
 from services.common.auth import issue_token, parse_role, write_private
+from services.common.bus import tls as bus_tls
 from services.common.channels import open_blocking_channel, open_channel, uses_tls
 from services.common.config import DEFAULT_PORTS, Settings
 from sim.named_networks import build_network
@@ -157,7 +168,13 @@ def wait_serving(
 class Stack:
     settings: Settings
     services: list[str] = field(default_factory=lambda: list(SERVICES))
-    nats: NatsServer | None = None
+    nats: NatsServer | NatsCluster | None = None
+    # nats-servers of our own: 1, or a JetStream cluster of this many nodes (3 survives losing one),
+    # whose streams the services then create with as many replicas.
+    nats_nodes: int = 1
+    # Whether the bus takes TLS: our own nats-server does when the stack serves TLS (mutual with
+    # the client CA); an external one when $ALMERE_NATS_TLS says so.
+    nats_tls: bool = field(default=False, init=False)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     endpoints: dict[str, str] = field(default_factory=dict)
     # The development callers to issue tokens for (name -> role); their tokens land in credentials.
@@ -187,7 +204,13 @@ class Stack:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)  # databases, logs and tokens: the owner's only
         nats_url = self._nats_url()
-        env = dict(os.environ, ALMERE_DATA_DIR=str(self.data_dir), ALMERE_NATS_URL=nats_url, **self._shared_settings())
+        env = dict(
+            os.environ,
+            ALMERE_DATA_DIR=str(self.data_dir),
+            ALMERE_NATS_URL=nats_url,
+            **self._bus_settings(),
+            **self._shared_settings(),
+        )
         self.network = env["ALMERE_NETWORK_FILE"]
         try:
             try:
@@ -207,25 +230,48 @@ class Stack:
 
     def _nats_url(self) -> str:
         """The NATS of $ALMERE_NATS_URL (with the seeds in $ALMERE_NATS_KEYS_DIR when it checks
-        identities), else a nats-server of our own (on 4222 when that is free) that admits only the
-        bus users of contract.bus_access, each with a key issued now."""
+        identities), else nats-servers of our own (one on 4222 when that is free, or a cluster of
+        `nats_nodes`) that admit only the bus users of contract.bus_access, each with a key issued
+        now, over TLS when the stack serves TLS."""
         if "ALMERE_NATS_URL" in os.environ:
             keys_dir = os.environ.get("ALMERE_NATS_KEYS_DIR")
             self.bus_keys = Path(keys_dir).resolve() if keys_dir else None
+            self.nats_tls = self.settings.nats_tls
             return os.environ["ALMERE_NATS_URL"]
-        port = 4222 if self.default_ports and port_is_free(self.settings.bind_host, 4222) else None
+        s = self.settings
         self.bus_keys = self.data_dir / "bus-keys"
         keys = issue_bus_keys(self.bus_keys)
-        self.nats = start_nats(self.data_dir / "nats", port, self.settings.bind_host, keys=keys)
+        tls = None
+        if s.tls_cert_file and s.tls_key_file:
+            tls = ServerTls(cert_file=s.tls_cert_file, key_file=s.tls_key_file, client_ca_file=s.tls_client_ca_file)
+        self.nats_tls = tls is not None
+        if self.nats_nodes > 1:
+            self.nats = start_cluster(self.data_dir / "nats-cluster", self.nats_nodes, s.bind_host, keys=keys, tls=tls)
+        else:
+            port = 4222 if self.default_ports and port_is_free(s.bind_host, 4222) else None
+            self.nats = start_nats(self.data_dir / "nats", port, s.bind_host, keys=keys, tls=tls)
         return self.nats.url
 
-    def _client_tls(self) -> dict[str, dict[str, str | None]]:
+    def _bus_settings(self) -> dict[str, str]:
+        """What the services need of the stack's own bus: TLS (checked against the stack's CA and
+        server name, as its gRPC) and, on a cluster, a replica of every stream on each node."""
+        env = {"ALMERE_NATS_TLS": "true"} if self.nats_tls else {}
+        if self.nats is not None and self.nats_nodes > 1:
+            env["ALMERE_STREAM_REPLICAS"] = str(self.nats_nodes)
+        return env
+
+    def _client_tls(self) -> dict[str, dict[str, str | bool | None]]:
         """endpoints.json's "tls" for clients outside the services (the twin, tools): present when the
-        stack serves TLS, with the CA and server name to check."""
+        stack serves TLS, with the CA and server name to check, the certificate to present where
+        servers require one (the stack's own), and whether the bus takes TLS too ("nats")."""
         if not uses_tls(self.settings):
             return {}
-        ca = self.settings.tls_ca_file
-        return {"tls": {"ca_file": str(ca.resolve()) if ca else None, "server_name": self.settings.tls_server_name}}
+        s = self.settings
+        files = {"ca_file": s.tls_ca_file, "cert_file": s.tls_cert_file, "key_file": s.tls_key_file}
+        tls: dict[str, str | bool | None] = {
+            name: str(path.resolve()) if path else None for name, path in files.items()
+        }
+        return {"tls": {**tls, "server_name": s.tls_server_name, "nats": self.nats_tls}}
 
     def channel(self, name: str) -> grpc.aio.Channel:
         """A channel to service `name`, TLS when the stack serves TLS (as the services' own)."""
@@ -242,6 +288,7 @@ class Stack:
             "ALMERE_TLS_CERT_FILE": self.settings.tls_cert_file,
             "ALMERE_TLS_KEY_FILE": self.settings.tls_key_file,
             "ALMERE_TLS_CA_FILE": self.settings.tls_ca_file,
+            "ALMERE_TLS_CLIENT_CA_FILE": self.settings.tls_client_ca_file,
         }
         env.update({key: str(path.resolve()) for key, path in tls_files.items() if path})
         if self.settings.tls_server_name:
@@ -345,9 +392,10 @@ class Stack:
         write_private(self.data_dir / "credentials.json", credentials)
         return path
 
-    def bus_options(self, user: str) -> dict[str, str]:
-        """nats.connect's keyword arguments to reach this stack's bus as `user` (contract.bus_access)."""
-        return client_options(self.bus_keys, user)
+    def bus_options(self, user: str) -> dict[str, Any]:
+        """nats.connect's keyword arguments besides the servers to reach this stack's bus as `user`
+        (contract.bus_access): its identity and, when the bus takes TLS, the stack's certificate."""
+        return {**client_options(self.bus_keys, user), **(bus_tls(self.settings) if self.nats_tls else {})}
 
     def stop(self) -> None:
         self._stop_services()

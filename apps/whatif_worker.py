@@ -8,8 +8,7 @@ import logging
 import os
 
 from apps.whatif.worker import work
-from contract.bus_access import USERS
-from services.common.bus import credentials
+from services.common.bus import connect_options
 from services.common.config import Settings
 from services.common.observability import configure_logging
 from services.common.server import stop_on_signals
@@ -21,14 +20,12 @@ USER = "whatif-worker"
 def run_worker(settings: Settings) -> int:
     configure_logging(settings)
     processes = settings.whatif_worker_processes or os.cpu_count() or 1
-    options = {"inbox_prefix": USERS[USER].inbox_prefix, **credentials(settings)}
 
     async def main() -> None:
         stop = stop_on_signals()
         log.info("what-if worker: %d SUMO processes at once", processes)
         await work(
-            nats_url=settings.nats_url,
-            connect_options=options,
+            connect_options=connect_options(settings, USER),
             processes=processes,
             stop=stop,
             root=settings.data_dir / "whatif-worker",  # the scenarios it built stay for the next runs

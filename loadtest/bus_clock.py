@@ -8,6 +8,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import nats
 from almere.incidents.v1 import events_pb2 as ievents
@@ -16,12 +17,13 @@ from almere.optimizer.v1 import decisions_pb2
 from nats.aio.msg import Msg
 
 from contract import bus
+from libs.nats_client import servers
 
 
 class BusClock:
     """Listens in a thread of its own (core subscriptions: what is published from now on)."""
 
-    def __init__(self, url: str, options: Mapping[str, str]) -> None:
+    def __init__(self, url: str, options: Mapping[str, Any]) -> None:
         self._active: dict[str, float] = {}  # incident id -> its ACTIVE event seen
         self._advised: dict[str, float] = {}  # incident id -> the first route advice it caused seen
         self._loop = asyncio.new_event_loop()
@@ -33,8 +35,8 @@ class BusClock:
         if not self._ready.wait(15):
             raise TimeoutError(f"the bus clock got no answer from NATS at {url}")
 
-    async def _run(self, url: str, options: Mapping[str, str]) -> None:
-        nc = await nats.connect(url, **options)
+    async def _run(self, url: str, options: Mapping[str, Any]) -> None:
+        nc = await nats.connect(servers(url), **options)
 
         async def incident(msg: Msg) -> None:
             event = ievents.IncidentEvent.FromString(msg.data)

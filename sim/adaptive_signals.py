@@ -3,12 +3,17 @@ stream per run; each second it sends the readings of the lanes the optimizer ask
 since the second before, waits for the answer (lockstep: the same phase sequences as the
 controllers in-process) and shows the adaptive steps the signal service applied: phase 0 at once,
 the next ones after their durations, the last one held until the light's next step. The
-controllers run in the optimizer, not here."""
+controllers run in the optimizer, not here.
+
+When the stream breaks (the optimizer died, the link is cut) the twin goes on: each light plays out
+the step it has and holds it, until the signal service hands it back to its timing plan (its
+adaptive lease runs out) and the decision applier installs that plan (`release`)."""
 
 from __future__ import annotations
 
 import logging
 import queue
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,6 +40,9 @@ class ServiceControl:
         self._reader: SubscribedLanes | None = None
         self._sent: dict[str, Reading] = {}  # what the optimizer holds for each lane
         self._playing: dict[str, list[tuple[str, float]]] = {}  # tls -> (state, from) still to come
+        self._since: dict[str, float] = {}  # tls -> wall time (time.time) its takeover was first shown
+        self._takeovers: dict[str, int] = {}  # tls -> the takeover (plan version) its steps follow
+        self.lost_at: float | None = None  # simulated time the stream broke
         self.awaiting_approval: list[str] = []
         self.refused: list[str] = []
         self.steps = 0
@@ -45,7 +53,7 @@ class ServiceControl:
 
     def start(self, ls: Any, now: float, record: bool) -> None:
         self.close()
-        self._sent = {}
+        self._sent, self.lost_at = {}, None
         self._lanes, self._reader = [], SubscribedLanes(ls)
         self._responses = iter(self._optimizer.ControlSignals(self._outgoing(), metadata=self._auth))
         self._round(ls, now, [])
@@ -63,6 +71,8 @@ class ServiceControl:
 
     def step(self, ls: Any, now: float) -> int:
         self._play(ls, now)
+        if self._responses is None:  # the stream broke: the lights hold until handed back
+            return 0
         assert self._reader is not None, "start() opens the stream"
         snap = self._reader.read(now)
         readings = []
@@ -84,7 +94,13 @@ class ServiceControl:
     def _round(self, ls: Any, now: float, readings: list[opb.LaneReading]) -> int:
         assert self._responses is not None, "start() opens the stream"
         self._requests.put(opb.ControlSignalsRequest(sim_time_seconds=now, lanes=readings))
-        reply = next(self._responses)
+        try:
+            reply = next(self._responses)
+        except grpc.RpcError as err:
+            log.warning("the ControlSignals stream broke (%s); the lights hold until handed back", err.code())
+            self._responses, self.lost_at = None, now
+            self._requests.put(None)  # ends the request iterator
+            return 0
         if reply.HasField("lanes"):
             assert self._reader is not None
             self._lanes = list(reply.lanes.lane_ids)
@@ -97,9 +113,21 @@ class ServiceControl:
                 phases.append((phase.state, start))
                 start += phase.duration
             self._playing[step.sumo_tls_id] = phases
+            if self._takeovers.get(step.sumo_tls_id) != step.plan_version:
+                self._takeovers[step.sumo_tls_id] = step.plan_version
+                self._since[step.sumo_tls_id] = time.time()
             show(ls, step.sumo_tls_id, phases[0][0])
         self.steps += len(reply.steps)
         return len(reply.steps)
+
+    def release(self, tls: str, occurred: float) -> bool:
+        """A timing plan was activated for `tls` at `occurred` (wall time, from the event): if that
+        ended the takeover whose steps this light plays (not an older one, replayed from the bus),
+        stop playing them and return True: whoever installs the plan owns the light now."""
+        if tls not in self._playing or occurred < self._since[tls]:
+            return False
+        del self._playing[tls], self._takeovers[tls], self._since[tls]
+        return True
 
     @property
     def controlled(self) -> list[str]:

@@ -20,6 +20,7 @@ from nats.js.errors import BucketNotFoundError
 
 from contract.bus import TWIN_STATE_REQUEST, TWIN_STATES_BUCKET, ensure_stream
 from contract.bus_access import TWIN_USER
+from libs.nats_client import servers
 
 Received = tuple[str, bytes]  # (subject, payload)
 # Saved states are for what-if runs about now: an hour is plenty, and the bucket stays small.
@@ -35,12 +36,13 @@ class BusListener:
         replayed: Sequence[tuple[str, str]],
         live: Sequence[str],
         streams: Sequence[StreamConfig] = (),
-        identity: Mapping[str, str] | None = None,
+        identity: Mapping[str, Any] | None = None,
         serve_states: bool = False,
     ) -> None:
         """`replayed`: (stream, subject) pairs delivered last-per-subject first (the state in force),
         then live; `live`: core subjects, from now on; `streams`: streams to create (when missing) for
-        what we publish; `identity`: the twin's credentials as nats.connect takes them (see `twin_identity`);
+        what we publish; `url`: one server or a cluster's, comma-separated; `identity`: the twin's
+        credentials and TLS as nats.connect takes them (see `twin_identity`, sim.channels.bus_tls);
         `serve_states`: take save-state requests (TWIN_STATE_REQUEST) into `state_requests`, as
         (payload, reply subject), for the runner's thread (libsumo is not thread-safe)."""
         self.received: queue.Queue[Received] = queue.Queue()
@@ -76,7 +78,7 @@ class BusListener:
 
     async def _run(self) -> None:
         self._stop = asyncio.Event()
-        self._nc = nc = await nats.connect(self._url, inbox_prefix=TWIN_USER.inbox_prefix, **self._identity)
+        self._nc = nc = await nats.connect(servers(self._url), inbox_prefix=TWIN_USER.inbox_prefix, **self._identity)
         js = nc.jetstream()
         for config in self._streams:
             await ensure_stream(js, config, update=False)

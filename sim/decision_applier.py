@@ -1,6 +1,7 @@
-"""Applies the decisions that reach the twin to SUMO: the signal service's activated plans and granted
-priority, and the optimizer's route advice and parking guidance, each once and never on a junction
-lane. Every application is logged with its apply latency (wall time from the decision to SUMO)."""
+"""Applies the decisions that reach the twin to SUMO: the signal service's activated plans (through
+yellow and all red from what the light shows, light_driver.switch_program) and granted priority,
+and the optimizer's route advice and parking guidance, each once and never on a junction lane.
+Every application is logged with its apply latency (wall time from the decision to SUMO)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from almere.signals.v1 import signals_pb2 as spb
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from contract import bus
+from sim.adaptive_signals import ServiceControl
+from sim.light_driver import switch_program
 from sim.priority import PriorityLights
 
 SIGNAL_SUBJECTS = (bus.SIGNALS.every(bus.PLAN_ACTIVATED), bus.SIGNALS.every(bus.PRIORITY_DECIDED))
@@ -46,6 +49,10 @@ class DecisionApplier:
         self.lights = PriorityLights()
         # Responders that ask for priority themselves (sim/priority.py): their grants are held already.
         self.own_priority: set[str] = set()
+        # The optimizer's lights, when it drives them: a timing plan activated for one of them is a
+        # hand-back (its adaptive lease ran out, or an engineer rolled it back), applied even when
+        # `plans` is off.
+        self.adaptive: ServiceControl | None = None
         self.applied = 0
         self.skipped = 0
 
@@ -60,7 +67,7 @@ class DecisionApplier:
     def apply(self, sumo: Any, sim_s: float, *, subject: str, payload: bytes) -> None:
         """One message from the bus (SIGNAL_SUBJECTS, GUIDANCE_SUBJECTS); others are not for us."""
         kind = subject.split(".")[3]
-        if kind == bus.PRIORITY_DECIDED or (kind == bus.PLAN_ACTIVATED and self._plans):
+        if kind == bus.PRIORITY_DECIDED or (kind == bus.PLAN_ACTIVATED and (self._plans or self.adaptive is not None)):
             event = events_pb2.SignalEvent.FromString(payload)
             if event.change.priority.vehicle_id not in self.own_priority:  # the twin's own: applied already
                 self._signal(sumo, sim_s, event)
@@ -77,18 +84,20 @@ class DecisionApplier:
             plan = change.plan
             if plan.type == spb.PLAN_TYPE_ADAPTIVE:  # shown by who drives them, in lockstep (sim/adaptive_signals.py)
                 return
-            phases = [
-                sumo.trafficlight.Phase(p.duration, p.state, p.min_duration or -1, p.max_duration or -1)
-                for p in plan.phases
-            ]
-            program = f"v{plan.version}"
-            sumo.trafficlight.setProgramLogic(tls, sumo.trafficlight.Logic(program, SUMO_TYPES[plan.type], 0, phases))
-            sumo.trafficlight.setProgram(tls, program)
+            occurred = change.occur_time.seconds + change.occur_time.nanos / 1e9
+            handed_back = self.adaptive is not None and self.adaptive.release(tls, occurred)
+            if not (self._plans or handed_back):
+                return
+            phases = [(p.state, p.duration, p.min_duration or -1, p.max_duration or -1) for p in plan.phases]
+            switch_program(sumo, tls, program=f"v{plan.version}", kind=SUMO_TYPES[plan.type], phases=phases)
             self._record(
                 sim_s,
                 tls=tls,
                 event=change.event,
                 plan_version=plan.version,
+                reason=change.reason,
+                handed_back=handed_back,
+                wall_s=time.time(),
                 apply_latency_s=_latency(change.occur_time),
             )
         elif change.priority.decision == spb.PRIORITY_DECISION_GRANTED and not self.lights.passive:

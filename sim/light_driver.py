@@ -10,9 +10,11 @@ from typing import Any, Protocol
 
 from libs.signal_control.loop import Controller, ControlLoop
 from libs.signal_control.model import Snapshot
+from libs.signal_control.phases import MIN_YELLOW_S, transition_steps
 from libs.sumo_tools import sumo_binary
 
 GRIDLOCK_WAIT_S = 300.0  # a car standing this long (no teleports) means gridlock, not a red light
+ALL_RED_S = 2.0  # after the yellow into a new program: the junction clears before any new green
 
 
 class Control(Protocol):
@@ -171,3 +173,21 @@ class SubscribedLanes:
 
 def show(ls: Any, tls_id: str, state: str) -> None:
     ls.trafficlight.setRedYellowGreenState(tls_id, state)
+
+
+def switch_program(
+    ls: Any, tls_id: str, *, program: str, kind: int, phases: list[tuple[str, float, float, float]]
+) -> None:
+    """Install a program ((state, duration, min, max) per phase; SUMO's `kind`) and run it from
+    phase 0, after what the light shows now has cleared: the movements losing green (or caught in a
+    yellow) through yellow, then all red; a program never starts on a green conflicting with the one
+    before. The transition is part of the program, its last phase leads back to phase 0 of the plan."""
+    make = ls.trafficlight.Phase
+    lead = transition_steps(ls.trafficlight.getRedYellowGreenState(tls_id), phases[0][0], MIN_YELLOW_S, ALL_RED_S)
+    body = [make(duration, state, low, high) for state, duration, low, high in phases]
+    if lead:
+        last = phases[-1]
+        body[-1] = make(last[1], last[0], last[2], last[3], (len(lead),))
+    clearing = [make(seconds, state, seconds, seconds) for state, seconds in lead]
+    ls.trafficlight.setProgramLogic(tls_id, ls.trafficlight.Logic(program, kind, 0, [*clearing, *body]))
+    ls.trafficlight.setProgram(tls_id, program)

@@ -37,6 +37,7 @@ from libs.sumo_tools import sumo_binary
 from sim import kpis, observe
 from sim.adaptive_signals import ServiceControl
 from sim.bus_listener import BusListener, hold_until, twin_identity
+from sim.channels import bus_tls
 from sim.decision_applier import GUIDANCE_SUBJECTS, SIGNAL_SUBJECTS, DecisionApplier
 from sim.devices import FieldDevices
 from sim.incidents import ScriptedIncidents
@@ -190,7 +191,7 @@ class _Run:
             self.responders.priority = devices.emergency_priority(self.run_dir / "priority.jsonl", self.applier.lights)
             self.applier.own_priority = self.responders.ids
         if self.adaptive:
-            self.signals = devices.adaptive_signals()
+            self.signals = self.applier.adaptive = devices.adaptive_signals()
         if self.coordinated:
             self.navigation = devices.navigation(
                 seed=spec.seed,
@@ -205,7 +206,7 @@ class _Run:
                 replayed=[(SIGNALS.name, SIGNAL_SUBJECTS[0])],  # the plans in force; old grants are history
                 live=[SIGNAL_SUBJECTS[1], *GUIDANCE_SUBJECTS],
                 streams=[DETECTORS.config(DEFAULT_LIMITS)],
-                identity=twin_identity(Path(keys) if keys else None),
+                identity={**twin_identity(Path(keys) if keys else None), **bus_tls(endpoints)},
                 serve_states=True,
             )
             variant = getattr(self.source, "variant", None)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from apps.natsd import NatsServer, issue_bus_keys, start_nats
+from apps.natsd import NatsCluster, NatsServer, issue_bus_keys, start_cluster, start_nats
 from services.common.auth import token_digest
 from services.common.config import Settings
 
@@ -53,6 +53,15 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     server = start_nats(tmp_path / "nats", keys=issue_bus_keys(tmp_path / "bus-keys"))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """Three nats-servers in one JetStream cluster, admitting the same bus users (see nats_server);
+    `kill(name)` and `restart(name)` take one down and bring it back."""
+    cluster = start_cluster(tmp_path / "nats-cluster", keys=issue_bus_keys(tmp_path / "bus-keys"))
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

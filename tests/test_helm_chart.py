@@ -184,7 +184,8 @@ def test_the_optimizer_runs_only_with_a_road_network(chart_without_dependencies:
     egress = by_kind(docs, "NetworkPolicy")["rel-almere-traffic-parking"]["spec"]["egress"]
     assert sorted({p["port"] for rule in egress for p in rule["ports"]}) == [53, 4222, 5432, 50054]
     deployment = by_kind(docs, "Deployment")["rel-almere-traffic-optimizer"]["spec"]
-    assert deployment["replicas"] == 1 and deployment["strategy"] == {"type": "Recreate"}
+    # Replicas of their own picture each (durables named after the pod): rolled like the others.
+    assert deployment["replicas"] == 2 and "strategy" not in deployment
     # It proposes adaptive signal steps: finds and may reach the signal service, with its own token.
     assert config["ALMERE_SIGNALS_ADDRESS"] == "rel-almere-traffic-signals:50053"
     egress = by_kind(docs, "NetworkPolicy")["rel-almere-traffic-optimizer"]["spec"]["egress"]
@@ -244,6 +245,19 @@ def test_autoscaling_replaces_fixed_replicas(chart_without_dependencies: Path) -
     hpa = by_kind(docs, "HorizontalPodAutoscaler")["rel-almere-traffic-parking"]
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
     assert "replicas" not in by_kind(docs, "Deployment")["rel-almere-traffic-parking"]["spec"]
+
+
+def test_every_service_runs_replicas_and_keeps_one_up_through_disruptions(chart_without_dependencies: Path) -> None:
+    """Leader election (services/common/leader.py) lets every service run several replicas: none is
+    down for a node drain or a rollout."""
+    docs = render(chart_without_dependencies, *REQUIRED, *OPTIMIZER, "--set", "services.whatif.enabled=true")
+    deployments, budgets = by_kind(docs, "Deployment"), by_kind(docs, "PodDisruptionBudget")
+    names = ["parking", "incidents", "signals", "optimizer", "whatif", "partners", "counters"]
+    for name in names:
+        assert deployments[f"rel-almere-traffic-{name}"]["spec"]["replicas"] >= 2, name
+        assert budgets[f"rel-almere-traffic-{name}"]["spec"]["minAvailable"] == 1, name
+    config = by_kind(docs, "ConfigMap")["rel-almere-traffic"]["data"]
+    assert (config["ALMERE_LEADER_POLL_SECONDS"], config["ALMERE_LEADER_LEASE_SECONDS"]) == ("1", "5")
 
 
 def env_of(deployment: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -446,11 +460,8 @@ def test_network_policy_lets_the_gateway_reach_parking_and_incidents_only(chart_
         ([*REQUIRED, "--set", "services.buses.enabled=true"], "buses"),
         ([*REQUIRED, "--set", "services.optimizer.enabled=true"], "roadNetwork.configMap"),
         ([*REQUIRED, "--set", "serviceTokens.signals.existingSecret=s"], "signals"),
+        ([*REQUIRED, *OPTIMIZER, "--set", "services.optimizer.serveProcesses=2"], "serveProcesses must be 1"),
         ([*REQUIRED, "--set", "serviceTokens.parking.key="], "key"),
-        (
-            [*REQUIRED, *OPTIMIZER, "--set", "services.optimizer.replicas=2"],
-            "runs as one replica",
-        ),
         ([*REQUIRED, "--set", "gateway.enabled=true"], "serviceTokens.gateway.existingSecret is required"),
         ([*REQUIRED, *GATEWAY, "--set", "services.incidents.enabled=false"], "needs services.incidents.enabled"),
         ([*REQUIRED, *GATEWAY, *WITH_FEEDS[:2]], "gateway.feedTokens.existingSecret is required"),
@@ -518,3 +529,77 @@ def test_the_rendered_nats_users_work_on_a_real_nats_server(chart_without_depend
         asyncio.run(probe())
     finally:
         server.stop()
+
+
+TLS = ["--set", "tls.existingSecret=almere-tls", "--set", "tls.nats=true"]
+NATS_TLS = [
+    "--set",
+    "nats.config.nats.tls.enabled=true",
+    "--set",
+    "nats.config.nats.tls.secretName=almere-tls",
+    "--set",
+    "nats.tlsCA.enabled=true",
+    "--set",
+    "nats.tlsCA.secretName=almere-tls",
+]
+
+
+def test_tls_mounts_the_certificates_into_every_pod_for_grpc_and_nats(
+    chart_without_dependencies: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tls.existingSecret goes into every pod (the twin's too); the services serve and call over mutual
+    TLS and connect to NATS with their certificate; probes that cannot speak TLS check the port."""
+    twin = ["--set", "simulation.enabled=true", "--set", "simulation.credentialsSecret=almere-sim"]
+    whatif = ["--set", "services.whatif.enabled=true", "--set", "serviceTokens.whatif.existingSecret=w"]
+    docs = render(chart_without_dependencies, *REQUIRED, *GATEWAY, *OPTIMIZER, *whatif, *twin, *TLS, *NATS_TLS)
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+    pods = {name: d["spec"]["template"]["spec"] for name, d in by_kind(docs, "Deployment").items()}
+    pods |= {name: d["spec"]["template"]["spec"] for name, d in by_kind(docs, "Job").items()}
+    assert "rel-almere-traffic-whatif-workers" in pods and "rel-almere-traffic-gateway" in pods
+    for name, pod in pods.items():
+        assert {"name": "tls", "secret": {"secretName": "almere-tls"}} in pod["volumes"], name
+        mount = {"name": "tls", "mountPath": "/etc/almere/tls", "readOnly": True}
+        assert mount in pod["containers"][0]["volumeMounts"], name
+    tls_dir = Path("/etc/almere/tls")
+    for name in by_kind(docs, "Deployment"):
+        s = settings_of(docs, name, monkeypatch)
+        assert (s.tls_cert_file, s.tls_key_file) == (tls_dir / "tls.crt", tls_dir / "tls.key"), name
+        assert s.tls_ca_file == s.tls_client_ca_file == tls_dir / "ca.crt", name
+        assert s.nats_tls and s.stream_replicas == 3, name
+    for name, pod in pods.items():
+        container = pod["containers"][0]
+        if "gateway" in name:
+            assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+        elif "readinessProbe" in container:
+            port = container["ports"][0]["containerPort"]
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                assert container[probe]["tcpSocket"] == {"port": port} and "grpc" not in container[probe], name
+    endpoints = json.loads(by_kind(docs, "ConfigMap")["rel-almere-traffic-simulation"]["data"]["endpoints.json"])
+    assert endpoints["tls"] == {
+        "ca_file": "/etc/almere/tls/ca.crt",
+        "cert_file": "/etc/almere/tls/tls.crt",
+        "key_file": "/etc/almere/tls/tls.key",
+        "server_name": "",
+        "nats": True,
+    }
+    # Without the Secret: nothing mounted, plain gRPC probed over gRPC, no TLS settings.
+    plain = render(chart_without_dependencies, *REQUIRED)
+    config = by_kind(plain, "ConfigMap")["rel-almere-traffic"]["data"]
+    assert not any(key.startswith(("ALMERE_TLS_", "ALMERE_NATS_TLS")) for key in config)
+    assert config["ALMERE_STREAM_REPLICAS"] == "3"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (["--set", "tls.nats=true"], "tls.nats needs tls.existingSecret"),
+        (TLS, "set nats.config.nats.tls.enabled"),
+    ],
+    ids=["no-certificate", "bundled-nats-without-tls"],
+)
+def test_nats_tls_needs_a_certificate_and_a_nats_that_takes_tls(
+    chart_without_dependencies: Path, values: list[str], message: str
+) -> None:
+    result = helm("template", "rel", str(chart_without_dependencies), *REQUIRED, *values)
+    assert result.returncode != 0 and message in result.stderr

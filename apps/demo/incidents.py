@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import grpc
 import nats
@@ -14,6 +15,7 @@ from almere.incidents.v1 import events_pb2, incidents_pb2_grpc
 from almere.incidents.v1 import incidents_pb2 as pb
 from almere.type.v1 import geo_pb2
 
+from libs.nats_client import servers
 from services.common.clock import to_timestamp, utcnow
 
 # On the Hogering (schematic ring road of the centrum-mini network), northbound.
@@ -38,8 +40,8 @@ async def _watch(stub: incidents_pb2_grpc.IncidentServiceAsyncStub, token: str, 
         say(f"[control room watch {kind}] {change.incident.title}: {_describe(change.incident)}")
 
 
-async def _jetstream(nats_url: str, bus: dict[str, str], say: Callable[[str], None], seen: list[str]) -> None:
-    nc = await nats.connect(nats_url, **bus)
+async def _jetstream(nats_url: str, bus: dict[str, Any], say: Callable[[str], None], seen: list[str]) -> None:
+    nc = await nats.connect(servers(nats_url), **bus)
     try:
         sub = await nc.jetstream().subscribe("almere.incidents.v1.>", durable="demo-optimizer", stream="INCIDENTS")
         async for msg in sub.messages:
@@ -55,7 +57,7 @@ async def play(
     channel: grpc.aio.Channel,
     *,
     nats_url: str,
-    bus: dict[str, str],
+    bus: dict[str, Any],
     tokens: dict[str, str],
     say: Callable[[str], None],
 ) -> bool:

@@ -183,10 +183,11 @@ def _failed(request: runs_pb2.RunRequest, reason: str) -> runs_pb2.RunResult:
 
 
 async def work(
-    *, nats_url: str, connect_options: dict[str, Any], processes: int, stop: asyncio.Event, root: Path | None = None
+    *, connect_options: dict[str, Any], processes: int, stop: asyncio.Event, root: Path | None = None
 ) -> int:
-    """Serve runs until `stop`; returns how many finished."""
-    nc = await nats.connect(nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, **connect_options)
+    """Serve runs until `stop`; returns how many finished. `connect_options`: nats.connect's
+    arguments (servers, identity, reconnecting, TLS; see services.common.bus.connect_options)."""
+    nc = await nats.connect(**connect_options)
     root = root or Path(tempfile.gettempdir()) / "almere-whatif-worker"
     root.mkdir(parents=True, exist_ok=True)
     worker = Worker(js=nc.jetstream(timeout=10), processes=processes, root=root)

@@ -71,15 +71,17 @@ def is_green_state(state: str) -> bool:
 def transition_steps(a: str, b: str, yellow_s: float, all_red_s: float = 0.0) -> tuple[Step, ...]:
     """From green state `a` to green state `b`: links losing right of way turn yellow for `yellow_s`,
     then (optionally) red for `all_red_s`; links green in both keep a's character all along, so the
-    intermediate states only ever show a subset of a's greens (safe as `a` itself is)."""
+    intermediate states only ever show a subset of a's greens (safe as `a` itself is). A link `a`
+    shows yellow already (a light caught mid-transition) clears like a losing one."""
     if len(a) != len(b):
         raise ValueError(f"states of different length: {a!r} -> {b!r}")
-    losing = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x in GREEN and y not in GREEN]
-    if not losing:
+
+    def clears(x: str, y: str) -> bool:
+        return (x in GREEN and y not in GREEN) or x in YELLOW
+
+    if not any(clears(x, y) for x, y in zip(a, b, strict=True)):
         return ()  # b only adds greens: switch directly
-    yellow = "".join(
-        "y" if x in GREEN and y not in GREEN else (x if x in GREEN else "r") for x, y in zip(a, b, strict=True)
-    )
+    yellow = "".join("y" if clears(x, y) else (x if x in GREEN else "r") for x, y in zip(a, b, strict=True))
     steps: list[Step] = [(yellow, max(MIN_YELLOW_S, yellow_s))]
     if all_red_s > 0:
         steps.append(("".join(x if x in GREEN and y in GREEN else "r" for x, y in zip(a, b, strict=True)), all_red_s))

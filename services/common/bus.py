@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import nats
 from nats.aio.client import Client
@@ -12,6 +13,7 @@ from nats.js.api import StreamConfig
 
 from contract.bus import StreamLimits, ensure_stream
 from contract.bus_access import USERS
+from libs.nats_client import servers, tls_options
 from services.common.config import Settings
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,33 @@ def credentials(settings: Settings) -> dict[str, str]:
     return {}
 
 
+def tls(settings: Settings) -> dict[str, Any]:
+    """nats.connect's TLS arguments (see Settings.nats_tls): nats-server checked against the NATS CA
+    (default: the services' CA) under the NATS server name (default: the services'), this process's
+    own certificate presented."""
+    return tls_options(
+        ca_file=settings.nats_tls_ca_file or settings.tls_ca_file,
+        cert_file=settings.tls_cert_file,
+        key_file=settings.tls_key_file,
+        server_name=settings.nats_tls_server_name or settings.tls_server_name,
+    )
+
+
+def connect_options(settings: Settings, user: str) -> dict[str, Any]:
+    """nats.connect's arguments for bus user `user` (contract.bus_access): every server of the
+    cluster, reconnecting (to another node) for as long as it takes, the identity and, when
+    configured, TLS."""
+    return {
+        "servers": servers(settings.nats_url),
+        "name": f"almere-{user}",
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "inbox_prefix": USERS[user].inbox_prefix,
+        **credentials(settings),
+        **(tls(settings) if settings.nats_tls else {}),
+    }
+
+
 class Bus:
     def __init__(self, nc: Client, js: JetStreamContext) -> None:
         self.nc = nc
@@ -58,25 +87,23 @@ class Bus:
 
     @classmethod
     async def connect(cls, settings: Settings, user: str) -> Bus:
-        """Connect as bus user `user` (contract.bus_access) with the credentials in `settings`."""
+        """Connect as bus user `user` with the servers, credentials and TLS in `settings`."""
 
         async def on_error(exc: Exception) -> None:
             log.warning("nats error: %s", exc)
 
-        nc = await nats.connect(
-            settings.nats_url,
-            name=f"almere-{user}",
-            error_cb=on_error,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            inbox_prefix=USERS[user].inbox_prefix,
-            **credentials(settings),
-        )
+        nc = await nats.connect(error_cb=on_error, **connect_options(settings, user))
         return cls(nc, nc.jetstream(timeout=5))
 
     async def ensure_stream(self, config: StreamConfig, *, update: bool = True) -> None:
         await ensure_stream(self.js, config, update=update)
 
     async def close(self) -> None:
-        if not self.nc.is_closed:
+        """Drain (deliver what is in flight), or just close while reconnecting: there is nothing to
+        drain through a connection that is gone."""
+        if self.nc.is_closed:
+            return
+        if self.nc.is_reconnecting or self.nc.is_connecting:
+            await self.nc.close()
+        else:
             await self.nc.drain()

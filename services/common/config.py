@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.bus import DEFAULT_LIMITS
@@ -40,6 +42,13 @@ class Settings(BaseSettings):
     nats_nkey_seed: str | None = None
     nats_user: str | None = None
     nats_password: str | None = None
+    # TLS to NATS (nats_url may name a cluster's servers, comma-separated): nats-server's
+    # certificate checked against nats_tls_ca_file (default tls_ca_file, else the system's roots)
+    # under nats_tls_server_name (default tls_server_name, else the URL's host); this process's
+    # tls_cert_file and tls_key_file go along, for a nats-server that verifies clients (mutual TLS).
+    nats_tls: bool = False
+    nats_tls_ca_file: Path | None = None
+    nats_tls_server_name: str | None = None
     tokens_file: Path | None = None
     # The tokens file's JSON content, for a Kubernetes Secret exposed as an environment variable.
     tokens: str | None = None
@@ -77,8 +86,9 @@ class Settings(BaseSettings):
     # its own GIL and group committer, plus one process relaying the outbox to JetStream; 1 runs
     # everything in one process. With more than one, process i serves metrics on metrics_port + i
     # (the relay on metrics_port + serve_processes) and logs to <log_file stem>-serve-<i> (-relay).
-    # Meant for the parking service's ingest: every serving process runs what a service mounts, so
-    # services with scheduled work or durable consumers (incidents, signals, optimizer) keep 1.
+    # Meant for the parking service's ingest. Every serving process runs what a service mounts; its
+    # scheduled work runs on the one leading the schedulers. The optimizer keeps 1: its durable
+    # consumers are named after the replica, and its processes would split them.
     serve_processes: int = Field(default=1, ge=1, le=64)
     grace_seconds: float = 5.0
     # Connection limits of the gRPC server. The server pings a connection silent for keepalive_seconds
@@ -148,10 +158,37 @@ class Settings(BaseSettings):
     # This service's own bearer token for calling other services (the optimizer's, role optimizer);
     # from a secret, never from the repository.
     service_token: str | None = None
-    # How often scheduled work (planned closures, scheduled plan activations) is checked.
+    # How often scheduled work (planned closures, scheduled plan activations, adaptive leases) is checked.
     scheduler_poll_seconds: float = 1.0
+    # Leader election among a service's replicas (services/common/leader.py): work that must run once
+    # (scheduled ticks, retention, the outbox relay) runs on the replica holding the role's lock.
+    # Followers try every leader_poll_seconds and the leader confirms its lock as often; a leader
+    # that cannot confirm it within a poll steps down, and PostgreSQL frees the lock of a session
+    # silent for leader_lease_seconds (a partitioned or frozen leader). Keep the lease above 2 polls.
+    leader_poll_seconds: float = Field(default=1.0, gt=0)
+    leader_lease_seconds: float = Field(default=5.0, gt=0)
+    # This replica's name, for what each replica keeps of its own (the optimizer's durable consumers:
+    # optimizer-parking-<replica_id>); default: the host name (a pod's name on Kubernetes).
+    replica_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     # How often history older than partners' agreements allow (retention_days) is deleted.
     retention_check_seconds: float = Field(default=3600.0, gt=0)
+    # The city's own retention of what grows with every control step, reading and decision (README
+    # "Retention"); rounds run every retention_check_seconds, and again at once while a round finds
+    # a full batch. Raw adaptive steps: two weeks answers complaints and incident reviews, which
+    # come within days; older ones become hourly summaries per intersection.
+    retention_steps_days: int = Field(default=14, gt=0)
+    # Hourly step summaries, occupancy history: two years, a year-on-year comparison of a season.
+    retention_steps_summary_days: int = Field(default=730, gt=0)
+    retention_occupancy_history_days: int = Field(default=730, gt=0)
+    # Optimizer decisions name vehicles (personal data): no longer than the optimizer recalls them
+    # to answer each cause once (optimizer.state.DECISION_MEMORY, 48 h).
+    retention_decisions_days: int = Field(default=2, ge=2)
+    # Rows one retention round removes at most: it shares a write transaction with control writes.
+    retention_batch_rows: int = Field(default=1000, gt=0, le=10_000)
+    # A light under adaptive control goes back to its timing plan by itself when the optimizer sends
+    # no step or renewal for this long (it renews every third of it): a dead optimizer or a cut
+    # link never freezes a light. The optimizer reads it too, to renew in time.
+    signal_adaptive_lease_seconds: float = Field(default=24.0, gt=0)
     # Cycle lengths a signal plan may have.
     signal_cycle_min_seconds: float = 30.0
     signal_cycle_max_seconds: float = 180.0
@@ -167,6 +204,17 @@ class Settings(BaseSettings):
     # How long CreateWhatIf waits for the twin's saved state (TWIN_STATE_REQUEST).
     whatif_twin_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    @model_validator(mode="after")
+    def _lease_outlasts_two_polls(self) -> Settings:
+        """A leader steps down at most two polls after its link fails; the database must not free its
+        lock (and let another lead) before."""
+        if self.leader_lease_seconds <= 2 * self.leader_poll_seconds:
+            raise ValueError(
+                f"leader_lease_seconds ({self.leader_lease_seconds}) must exceed two leader_poll_seconds"
+                f" ({self.leader_poll_seconds})"
+            )
+        return self
+
     def port_for(self, service: str) -> int:
         return self.port if self.port is not None else DEFAULT_PORTS[service]
 
@@ -174,6 +222,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / f'{service}.db').resolve()}"
+
+    @cached_property
+    def replica(self) -> str:
+        """replica_id, or the host name as a NATS consumer name may spell it."""
+        return self.replica_id or re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:64]
 
     @cached_property
     def tls_enabled(self) -> bool:

@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeEngine
 from sqlmodel import Session, SQLModel, create_engine
 
-from services.common.errors import Internal, ResourceExhausted, ServiceError, Unavailable
+from services.common.errors import Internal, ResourceExhausted, ServiceError, Unavailable, database_error
 from services.common.observability import COMMIT_BATCH
 from services.common.worker import Worker
 
@@ -199,6 +199,12 @@ class GroupCommitter:
         try:
             results = await asyncio.to_thread(self._commit, batch)
         except Exception as exc:
+            if database_error(exc) is not None:
+                # The database itself failed (disk full, server gone): the transaction rolled back as a
+                # whole, and item by item would fail alike. Every caller in the batch is told.
+                log.warning("group commit of %d operations failed: %s", len(batch), exc)
+                _deliver(batch, [exc] * len(batch))
+                return
             if len(batch) == 1:
                 log.exception("write failed")
                 _deliver(batch, [exc])
@@ -240,13 +246,14 @@ class GroupCommitter:
 
 
 def _deliver(batch: list[_Pending[Any]], results: list[Any]) -> None:
-    """Hand each caller its result; unexpected errors become INTERNAL without leaking details."""
+    """Hand each caller its result; the database's own failures become their statuses, other
+    unexpected errors INTERNAL without leaking details."""
     for pending, result in zip(batch, results, strict=True):
         if pending.future.done():  # caller went away (cancelled); its write is committed anyway
             continue
         if isinstance(result, ServiceError):
             pending.future.set_exception(result)
         elif isinstance(result, BaseException):
-            pending.future.set_exception(Internal("the write failed; nothing was stored"))
+            pending.future.set_exception(database_error(result) or Internal("the write failed; nothing was stored"))
         else:
             pending.future.set_result(result)

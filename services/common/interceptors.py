@@ -20,7 +20,7 @@ from services.common import tracing
 from services.common.agreements import AgreementBook
 from services.common.auth import PURPOSE_METADATA, Identity, Role, TokenStore, current_identity, current_purpose
 from services.common.delegation import on_behalf_of
-from services.common.errors import InvalidArgument, PermissionDenied, ServiceError
+from services.common.errors import InvalidArgument, PermissionDenied, ServiceError, database_error
 from services.common.feed import WatchLimits, watch_limits
 from services.common.limits import LogThrottle, StreamSlots
 from services.common.observability import RPC_LATENCY, RPC_REQUESTS
@@ -266,7 +266,11 @@ class ServiceInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             except asyncio.CancelledError:
                 finish(grpc.StatusCode.CANCELLED)
                 raise
-            except Exception:
+            except Exception as exc:
+                if (outage := database_error(exc)) is not None:  # a read while the database is down or full
+                    access_log.warning("%s: %s", method, exc)
+                    finish(outage.code)
+                    await context.abort(outage.code, outage.message)
                 access_log.exception("unhandled error in %s", method)
                 finish(grpc.StatusCode.INTERNAL)
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")

@@ -21,6 +21,12 @@ RPC_LATENCY = Histogram(
 )
 OUTBOX_BACKLOG = Gauge("almere_outbox_backlog", "Outbox rows not yet published to JetStream", ["service"])
 OUTBOX_PUBLISHED = Counter("almere_outbox_published", "Outbox rows published to JetStream", ["service"])
+RETENTION_REMOVED = Counter(
+    "almere_retention_removed",
+    "Rows the city's retention deleted (steps: compacted into summaries)",
+    ["service", "table"],
+)
+LEADER = Gauge("almere_leader", "1 while this process leads the role among the service's replicas", ["service", "role"])
 WATCH_LAG = Gauge("almere_watch_lag", "Changes queued for the slowest Watch stream (its consumer lag)", ["subjects"])
 COMMIT_BATCH = Histogram(
     "almere_commit_batch_size",

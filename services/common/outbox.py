@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -112,7 +112,11 @@ class JetStreamPublisher:
 
 
 class OutboxRelay:
-    """Publishes a service's outbox to JetStream, oldest first, woken after every commit."""
+    """Publishes a service's outbox to JetStream, oldest first, woken after every commit, while `leads()`
+    says this replica leads the relay: the replicas share the outbox table, and two relays taking the
+    same rows would publish each event twice (JetStream drops the copy by its Nats-Msg-Id, so the
+    overlap of a hand-over is harmless, but it must not be the rule). A follower's relay woken by its
+    own commits `ring`s the leader's (services/common/relay_wake.py), whose next poll is the fallback."""
 
     def __init__(
         self,
@@ -121,6 +125,8 @@ class OutboxRelay:
         table: type[OutboxBase],
         bus: Bus,
         service: str,
+        leads: Callable[[], bool],
+        ring: Callable[[], None] | None = None,
         batch: int = 1000,
         poll: float = 1.0,
     ) -> None:
@@ -129,6 +135,9 @@ class OutboxRelay:
         self._publisher = JetStreamPublisher(bus)
         self._service = service
         self._batch = batch
+        self._leads = leads
+        self._ring = ring  # blocking: wakes the leading replica's relay
+        self._committed = False  # woken by a commit of this process (not by another replica's ring)
         # Plain rows, not ORM objects: building a SQLModel instance per event cost more than its query.
         columns = table.__table__.c  # type: ignore[attr-defined]
         names = ("id", "event_id", "subject", "event_type", "payload", "headers")
@@ -136,6 +145,12 @@ class OutboxRelay:
         self._worker = Worker(f"{service}-outbox-relay", self._publish_all_pending, poll)
 
     def notify(self) -> None:
+        """This process committed events."""
+        self._committed = True
+        self._worker.wake()
+
+    def wake(self) -> None:
+        """Another replica committed events (or this one now leads): publish, if leading."""
         self._worker.wake()
 
     def start(self) -> None:
@@ -146,8 +161,16 @@ class OutboxRelay:
         await self._worker.stop()
 
     async def _publish_all_pending(self) -> None:
+        committed, self._committed = self._committed, False
+        if not self._leads():
+            if committed and self._ring is not None:
+                try:
+                    await asyncio.to_thread(self._ring)
+                except Exception as exc:  # the leader's poll publishes them all the same
+                    log.warning("could not wake the leading relay: %r", exc)
+            return
         try:
-            while await self.publish_pending() == self._batch:
+            while await self.publish_pending() == self._batch and self._leads():
                 pass
         except Exception:
             log.warning("outbox relay could not publish; will retry", exc_info=True)

@@ -1,10 +1,12 @@
 """Deletes the history partners' agreements do not let the city keep (`retention_days`), on a schedule,
 and puts each deletion in the partner's audit. Each service holding a partner dataset runs one, with
-the batch handler that deletes its own rows."""
+the batch handler that deletes its own rows; with several replicas only the one leading the
+schedulers (`leads`) deletes, so each deletion is audited once."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -36,12 +38,14 @@ class Retention:
         audit: AccessAudit,
         committer: GroupCommitter,
         every_s: float,
+        leads: Callable[[], bool],
     ) -> None:
         self._dataset = dataset
         self._expire = expire
         self._book = book
         self._audit = audit
         self._committer = committer
+        self._leads = leads
         self._actor = Identity(f"{service}-retention", Role.SERVICE, service)
         self._worker = Worker(f"{service}-retention", self.run, every_s)
 
@@ -53,6 +57,8 @@ class Retention:
 
     async def run(self) -> None:
         """One round: every partner's expired history deleted, each deletion audited."""
+        if not self._leads():
+            return
         now = utcnow()
         for partner_id, (days, access) in self._book.retention(self._dataset).items():
             item = Expire(partner_id=partner_id, before=now - timedelta(days=days))

@@ -25,9 +25,11 @@ from services.common.bus import Bus, stream_limits
 from services.common.clock import utcnow
 from services.common.config import Settings
 from services.common.db import BatchHandler, GroupCommitter, create_tables, make_engine
+from services.common.leader import RELAY, SCHEDULERS, Leadership, claims_for
 from services.common.observability import configure_logging, serve_metrics
 from services.common.oidc import verifier_from
 from services.common.outbox import OutboxBase, OutboxRelay
+from services.common.relay_wake import RelayWake
 from services.common.server import GrpcServer, stop_on_signals
 from services.common.supervisor import die_with_parent, supervise, wake_writer
 from services.common.worker import Worker
@@ -78,11 +80,14 @@ class Service:
     bus: Bus = field(init=False)
     committer: GroupCommitter = field(init=False)
     relay: OutboxRelay = field(init=False)
+    # Which of the work that must run once (SCHEDULERS, RELAY) this replica leads; see `leads`.
+    leadership: Leadership = field(init=False)
     server: GrpcServer = field(init=False)
     # Partners' agreements and suspensions (from PARTNERS), and the audit of reads of their data.
     agreements: AgreementBook = field(init=False)
     audit: AccessAudit = field(init=False)
     governance: Governance = field(init=False)
+    _relay_wake: RelayWake | None = None
     _stop_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _stop_metrics: Callable[[], None] | None = None
 
@@ -96,9 +101,30 @@ class Service:
             await self.bus.ensure_stream(stream.config(stream_limits(s)))
         for stream in self.spec.consumes:
             await self.bus.ensure_stream(stream.config(stream_limits(s)), update=False)
+        # A relay process leads the relay only; a serving process the schedulers; one process both.
+        roles = {Part.ALL: (SCHEDULERS, RELAY), Part.SERVING: (SCHEDULERS,), Part.RELAY: (RELAY,)}[self.part]
+        claims = claims_for(
+            self.engine, service=self.spec.name, lease_s=s.leader_lease_seconds, poll_s=s.leader_poll_seconds
+        )
+        self.leadership = Leadership(claims, service=self.spec.name, roles=roles, poll_s=s.leader_poll_seconds)
         if self.part is not Part.SERVING:
-            self.relay = OutboxRelay(self.engine, table=self.spec.outbox, bus=self.bus, service=self.spec.name)
+            # Replicas on PostgreSQL wake the leading relay after their commits (on SQLite, the
+            # processes of one `serve` wake theirs through a pipe; others wait for its poll).
+            if self.engine.url.get_backend_name() == "postgresql":
+                self._relay_wake = RelayWake(self.engine, service=self.spec.name)
+            self.relay = OutboxRelay(
+                self.engine,
+                table=self.spec.outbox,
+                bus=self.bus,
+                service=self.spec.name,
+                leads=functools.partial(self.leads, RELAY),
+                ring=self._relay_wake.ring if self._relay_wake else None,
+            )
+            self.leadership.on_lead(RELAY, self.relay.wake)  # a new leader publishes what waits at once
+            if self._relay_wake:
+                self._relay_wake.start(self.relay.wake)
             self.relay.start()
+        await self.leadership.start()
         bound = 0
         if self.part is not Part.RELAY:
             bound = await self._start_serving(port)
@@ -140,11 +166,19 @@ class Service:
         self._stop_hooks = await self.spec.mount(self, self.server.server)
         return await self.server.start(port)
 
+    def leads(self, role: str = SCHEDULERS) -> bool:
+        """Whether this replica leads `role` now: work that must run once among the replicas checks it
+        before each round (scheduled ticks and retention: SCHEDULERS; the outbox relay: RELAY)."""
+        return self.leadership.leads(role)
+
     def schedule(self, name: str, handler: BatchHandler) -> Callable[[], Awaitable[None]]:
-        """Submit `handler` (a batch handler taking the current time) every scheduler_poll_seconds;
-        returns the hook that stops it. A failed round is logged and retried on the next."""
+        """Submit `handler` (a batch handler taking the current time) every scheduler_poll_seconds
+        while this replica leads the schedulers; returns the hook that stops it. A failed round is
+        logged and retried on the next."""
 
         async def tick() -> None:
+            if not self.leads(SCHEDULERS):
+                return
             try:
                 await self.committer.submit(handler, utcnow())
             except Exception:
@@ -168,6 +202,9 @@ class Service:
             await self.committer.stop()
         if self.part is not Part.SERVING:
             await self.relay.stop()
+            if self._relay_wake:
+                await self._relay_wake.stop()
+        await self.leadership.stop()  # after the relay's last round: then another replica takes over
         await self.bus.close()
         self.engine.dispose()
 

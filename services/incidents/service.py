@@ -34,6 +34,7 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
         audit=service.audit,
         committer=service.committer,
         every_s=service.settings.retention_check_seconds,
+        leads=service.leads,  # leader-only: one replica deletes and audits
     )
     retention.start()
     return [service.schedule("planned-events", usecases.advance_schedule), feed.stop, retention.stop]

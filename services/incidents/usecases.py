@@ -344,7 +344,8 @@ def cancel_planned_events(session: Session, items: Sequence[CancelPlanned]) -> l
     changes = _Changes()
 
     def apply(item: CancelPlanned) -> pb.PlannedEvent:
-        planned_row = session.get(PlannedEventRow, item.event_id)
+        # Locked: of two replicas cancelling at once, the second sees the first's cancellation.
+        planned_row = session.get(PlannedEventRow, item.event_id, with_for_update=True)
         if planned_row is None:
             raise NotFound(f"planned event {item.event_id!r} not found")
         if planned_row.cancelled:
@@ -374,11 +375,15 @@ def cancel_planned_events(session: Session, items: Sequence[CancelPlanned]) -> l
 
 
 def advance_schedule(session: Session, items: Sequence[datetime]) -> list[Any]:
-    """Start planned closures whose time has come and end those that are over."""
+    """Start planned closures whose time has come and end those that are over. Leader-only (the
+    replica leading the schedulers), and FOR UPDATE all the same: a caller's transition of the same
+    incident on another replica, or a leader handing over, waits for this one (PostgreSQL then
+    re-checks the WHERE against the committed row) instead of overwriting it."""
     tracing.bind(None)  # a new trace for what the schedule does
     now = max(items)
     due = session.execute(
-        select(IncidentRow).where(
+        select(IncidentRow)
+        .where(
             col(IncidentRow.planned_event_id).is_not(None),
             or_(
                 and_(col(IncidentRow.state) == pb.INCIDENT_STATE_CONFIRMED, col(IncidentRow.expected_start) <= now),
@@ -388,6 +393,7 @@ def advance_schedule(session: Session, items: Sequence[datetime]) -> list[Any]:
                 ),
             ),
         )
+        .with_for_update()
     ).scalars()
     changes = _Changes()
     for row in due:
@@ -424,11 +430,13 @@ def expire_reports(session: Session, items: Sequence[Expire]) -> list[Any]:
     cleared = []
     for item in items:
         rows = session.execute(
-            select(IncidentRow).where(
+            select(IncidentRow)
+            .where(
                 col(IncidentRow.partner_id) == item.partner_id,
                 col(IncidentRow.create_time) < item.before,
                 col(IncidentRow.state).in_(over),
             )
+            .with_for_update()  # a transition on another replica must not overwrite this, nor this it
         ).scalars()
         count = 0
         for row in rows:

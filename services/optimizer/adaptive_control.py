@@ -2,13 +2,19 @@
 counts (the twin, or a detector concentrator in the street): the batch bench's controllers and
 control loop (loop.py), each decision proposed as an adaptive step (PLAN_TYPE_ADAPTIVE), validated
 there like any plan; only steps the service activated are returned to be shown. A takeover the
-intersection's policy holds for approval leaves that light alone until an engineer approves it."""
+intersection's policy holds for approval leaves that light alone until an engineer approves it.
+
+A takeover holds a lease at the signal service (services/signals/lease.py) that only steps and
+renewals extend: a light whose controller changes nothing is renewed every quarter of the lease
+(wall clock, whatever pace the caller's rounds keep), so it stays taken over while the rounds come,
+and falls back to its timing plan by itself when they stop."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -94,6 +100,7 @@ class _Run:
     next_check_s: float = 0.0
     called: dict[str, tuple[str, float]] = field(default_factory=dict)  # tls -> (grant, since) being served
     refused: set[str] = field(default_factory=set)  # tls
+    signs: dict[str, float] = field(default_factory=dict)  # tls -> wall time (monotonic) of its lease's last renewal
     takeovers: dict[str, int] = field(default_factory=dict)  # tls -> the active takeover's plan version
     lanes_sent: int = -1  # the loop's version whose lanes the caller has
     status_sent: int = -1  # the loop's version whose LightStatus the caller has
@@ -106,9 +113,11 @@ class AdaptiveControl:
         *,
         signals: signals_pb2_grpc.SignalServiceStub | None,
         token: str | None,
+        lease_s: float,
         make: Callable[[Intersection], Controller] = PressureActuated,
     ) -> None:
         self._network_file = network_file
+        self._renew_s = lease_s / 4  # a round or two late is still well within the lease
         self._signals = signals
         self._auth = (("authorization", f"Bearer {token}"),) if token else ()
         self._make = make
@@ -220,8 +229,8 @@ class AdaptiveControl:
 
     async def _propose(self, run: _Run, shown: list[Shown], now: float) -> list[pb.SignalStep]:
         """Takeovers, each a plan version proposed to the signal service, all at once; those the
-        policy holds wait for approval, a refused one drops the light (an engineer hands it back:
-        RollbackPlan)."""
+        policy holds wait for approval, a refused one drops the light (one still on an earlier
+        takeover goes back to its timing plan when that lease runs out)."""
 
         async def propose(s: Shown) -> spb.Plan | grpc.aio.AioRpcError:
             plan = step_plan(s.controller.clock.outlook(now), s.controller.clock.min_green_s, s.decision.reason)
@@ -243,6 +252,7 @@ class AdaptiveControl:
             tls = s.controller.tls_id
             if isinstance(result, spb.Plan) and result.state == spb.PLAN_STATE_ACTIVE:
                 run.takeovers[tls] = result.version
+                run.signs[tls] = time.monotonic()
                 steps.append(
                     pb.SignalStep(
                         intersection=run.names[tls],
@@ -261,9 +271,17 @@ class AdaptiveControl:
         return steps
 
     async def _apply(self, run: _Run, shown: list[Shown], now: float) -> list[pb.SignalStep]:
-        """The steps after the takeovers, in one call: applied at once by the signal service (no plan
-        version each); a refused one drops the light like a refused takeover."""
-        if not shown:
+        """The steps after the takeovers and the renewals of the lights due one, in one call: applied
+        at once by the signal service (no plan version each); a refused one drops the light like a
+        refused takeover (the signal service hands it back)."""
+        wall = time.monotonic()
+        stepped = {s.controller.tls_id for s in shown}
+        renewals = [
+            c
+            for c in run.loop.controllers
+            if c.tls_id not in stepped and wall - run.signs.get(c.tls_id, -math.inf) >= self._renew_s
+        ]
+        if not shown and not renewals:
             return []
         requests = [
             spb.Step(
@@ -273,11 +291,19 @@ class AdaptiveControl:
             )
             for s in shown
         ]
-        reply = await self._call("ApplySteps", spb.ApplyStepsRequest(steps=requests))
+        renewed = [run.names[c.tls_id] for c in renewals]
+        reply = await self._call("ApplySteps", spb.ApplyStepsRequest(steps=requests, renewals=renewed))
+        for c, refusal in zip(renewals, reply.renewal_refusals, strict=True):
+            if refusal:
+                run.loop.remove(c)
+                self._refuse(run, c, refusal)
+            else:
+                run.signs[c.tls_id] = wall
         steps = []
         for s, result in zip(shown, reply.results, strict=True):
             tls = s.controller.tls_id
             if result.HasField("step"):
+                run.signs[tls] = wall
                 steps.append(
                     pb.SignalStep(
                         intersection=run.names[tls],
@@ -296,7 +322,7 @@ class AdaptiveControl:
     @staticmethod
     def _refuse(run: _Run, controller: Controller, why: str) -> None:
         run.refused.add(controller.tls_id)
-        log.error("%s: step refused (%s); the light keeps its last step", controller.tls_id, why)
+        log.error("%s: step refused (%s); this controller leaves the light", controller.tls_id, why)
 
     async def _resume_approved(self, run: _Run, now: float) -> list[Shown]:
         """Lights whose takeover an engineer approved since (this one or an earlier run's): their

@@ -1,6 +1,13 @@
 """Durable pull consumers on the streams the optimizer learns from. A message is acknowledged only
 after what it changed (and any decision it caused) is committed, so a restart resumes where the
-last commit ended: nothing lost, and versions already seen are dropped, so nothing repeated."""
+last commit ended: nothing lost, and versions already seen are dropped, so nothing repeated.
+
+Each replica consumes every message under durable names of its own (`optimizer-parking-<replica>`):
+its decisions come from its whole picture in memory, which a durable shared by the replicas would
+split between them (each message to one). Versions make the shared tables take each change once,
+whichever replica writes it first. A replica gone for good leaves its consumers behind; JetStream
+deletes them after REPLICA_GONE_S without a fetch (a replica back later replays the streams, and
+drops the versions its tables already hold)."""
 
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 256  # messages committed together at most
 FETCH_WAIT_S = 0.25  # how long a fetch waits for a message before the loop checks it should stop
+REPLICA_GONE_S = 3600.0
 
 # Takes a message, returns what to persist (empty for soft state such as travel times).
 Handler = Callable[[Msg], Writes]
@@ -30,7 +38,7 @@ Handler = Callable[[Msg], Writes]
 class Source:
     stream: str
     subject: str
-    durable: str
+    durable: str  # on a service, the source's name followed by the replica's (service.py)
     # Old measurements are worthless; old facilities and incidents are the state.
     only_new: bool = False
 
@@ -50,6 +58,7 @@ class DurableConsumer:
             ack_policy=AckPolicy.EXPLICIT,
             max_ack_pending=10_000,
             ack_wait=30,
+            inactive_threshold=REPLICA_GONE_S,
         )
         self._subscription = await self._bus.js.pull_subscribe(
             self.source.subject, durable=self.source.durable, stream=self.source.stream, config=config

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 
 from almere.detectors.v1 import detectors_pb2
@@ -22,7 +23,7 @@ from services.common.clock import utcnow
 from services.common.feed import EventFeed
 from services.common.runtime import Service, ServiceSpec
 from services.common.terms import Outcome
-from services.optimizer import usecases
+from services.optimizer import decision_retention, usecases
 from services.optimizer.adaptive_control import AdaptiveControl
 from services.optimizer.api import OptimizerApi, SerialCommitter
 from services.optimizer.consumers import DurableConsumer, Source
@@ -96,16 +97,18 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
         settings.network_file,
         signals=signals_pb2_grpc.SignalServiceStub(channel) if channel else None,
         token=settings.service_token,
+        lease_s=settings.signal_adaptive_lease_seconds,
     )
     api = OptimizerApi(
         decisions, serial_committer=serial_committer, feed=feed, signals=signals, governance=service.governance
     )
     optimizer_pb2_grpc.add_OptimizerServiceServicer_to_server(api, server)
 
+    # Every replica reads every event (durables of its own): its picture is whole or it is wrong.
     consumers = [
         DurableConsumer(
             service.bus,
-            source,
+            dataclasses.replace(source, durable=f"{source.durable}-{settings.replica}"),
             handle=_handler(decisions, signals, source.stream, service.agreements),
             serial_committer=serial_committer,
         )
@@ -113,7 +116,7 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
     ]
     for consumer in consumers:
         await consumer.start()
-    forgetting = service.schedule("forget-decisions", usecases.forget_decisions)
+    forgetting = service.schedule("decision-retention", decision_retention.housekeeping(settings))
     closing = [lambda: channel.close(None)] if channel else []
     return [*(c.stop for c in consumers), feed.stop, forgetting, *closing]
 

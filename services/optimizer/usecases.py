@@ -12,6 +12,7 @@ from typing import Any
 from almere.optimizer.v1 import decisions_pb2 as dpb
 from almere.optimizer.v1 import optimizer_pb2 as pb
 from sqlalchemy import Engine, delete, func, insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from services.optimizer import events
@@ -23,7 +24,7 @@ from services.optimizer.models import (
     ReservationRow,
     StrategyRow,
 )
-from services.optimizer.state import DECISION_MEMORY, Facility, Incident, Reservation
+from services.optimizer.state import Facility, Incident, Reservation
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,15 +94,30 @@ def load(engine: Engine, since: datetime) -> Loaded:
         )
 
 
+def _store_newer(session: Session, model: type[IncidentRow | FacilityRow], rows: list[dict[str, Any]]) -> None:
+    """Insert each row, or overwrite the stored one with an older version: every replica writes what
+    it consumed, in its own time, and one that lags must not put an older version back (nor fail on
+    the row the other inserted first)."""
+    if not rows:
+        return
+    newest = {r["id"]: r for r in sorted(rows, key=lambda r: int(r["version"]))}  # one per id a statement
+    table: Any = model.__table__  # type: ignore[union-attr]
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table)
+    statement = statement.on_conflict_do_update(
+        index_elements=[table.c.id],
+        set_={c.name: statement.excluded[c.name] for c in table.c if c.name != "id"},
+        where=table.c.version < statement.excluded.version,
+    )
+    session.execute(statement, list(newest.values()))
+
+
 def save(session: Session, batch: Sequence[tuple[Writes, datetime]]) -> list[Any]:
     """Batch handler: every item's state changes, decisions and their outbox events."""
     for writes, now in batch:
-        # The rows have the dataclasses' fields: one merge each.
-        for row in [
-            *(IncidentRow(**asdict(i)) for i in writes.incidents),
-            *(FacilityRow(**asdict(f)) for f in writes.facilities),
-        ]:
-            session.merge(row)
+        # The rows have the dataclasses' fields.
+        _store_newer(session, IncidentRow, [asdict(i) for i in writes.incidents])
+        _store_newer(session, FacilityRow, [asdict(f) for f in writes.facilities])
         if writes.released:
             session.execute(delete(ReservationRow).where(col(ReservationRow.vehicle_id).in_(writes.released)))
         for r in writes.reservations:
@@ -126,10 +142,3 @@ def save(session: Session, batch: Sequence[tuple[Writes, datetime]]) -> list[Any
         if writes.strategy is not None:
             session.merge(StrategyRow(id=1, document=writes.strategy.SerializeToString()))
     return [None] * len(batch)
-
-
-def forget_decisions(session: Session, times: Sequence[datetime]) -> list[None]:
-    """Batch handler (scheduled): delete decisions older than DecisionEngine remembers (the stream keeps
-    its own history). Uses the latest of the queued times."""
-    session.execute(delete(DecisionRow).where(col(DecisionRow.time) < max(times) - DECISION_MEMORY))
-    return [None] * len(times)

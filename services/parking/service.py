@@ -10,7 +10,7 @@ from grpc import aio
 from contract.bus import PARKING
 from services.common.retention import Retention
 from services.common.runtime import Service, ServiceSpec
-from services.parking import usecases
+from services.parking import history_retention, usecases
 from services.parking.api import ParkingApi
 from services.parking.feed import occupancy_feed
 from services.parking.models import TABLES, ParkingOutbox
@@ -32,9 +32,11 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
         audit=service.audit,
         committer=service.committer,
         every_s=service.settings.retention_check_seconds,
+        leads=service.leads,  # leader-only: one replica deletes and audits
     )
     retention.start()
-    return [feed.stop, travel_times.close, retention.stop]
+    history = service.schedule("history-retention", history_retention.housekeeping(service.settings))
+    return [feed.stop, travel_times.close, retention.stop, history]
 
 
 SPEC = ServiceSpec(

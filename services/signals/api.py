@@ -63,13 +63,14 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
         feed: EventFeed,
         network: Path | None,
         bounds: logic.CycleBounds,
+        lease_s: float,
     ) -> None:
         self._engine = engine
         self._committer = committer
         self._feed = feed
         self._network = network
         self._bounds = bounds
-        self._steps = StepLedger(engine, committer)
+        self._steps = StepLedger(engine, committer, lease_s=lease_s)
 
     async def drain(self) -> None:
         """Commit the adaptive steps still queued (at stop)."""
@@ -239,7 +240,8 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
 
     @allow(logic.STEP_APPLIERS)
     async def ApplySteps(self, request: pb.ApplyStepsRequest, context: Context) -> pb.ApplyStepsResponse:
-        return pb.ApplyStepsResponse(results=await self._steps.apply(current_identity.get(), list(request.steps)))
+        results, refusals = await self._steps.apply(current_identity.get(), list(request.steps), list(request.renewals))
+        return pb.ApplyStepsResponse(results=results, renewal_refusals=refusals)
 
     @allow(logic.READERS)
     async def ListSteps(self, request: pb.ListStepsRequest, context: Context) -> pb.ListStepsResponse:

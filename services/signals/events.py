@@ -20,6 +20,7 @@ def signal_event(
     intersection: pb.Intersection,
     actor: str,
     now: datetime,
+    reason: str = "",
     plan: pb.Plan | None = None,
     priority: pb.Priority | None = None,
     steps: Sequence[pb.Step] = (),
@@ -35,6 +36,7 @@ def signal_event(
         priority=priority,
         actor=actor,
         steps=steps,
+        reason=reason,
     )
     if steps:  # frequent and not a change of the intersection itself: only who it is, not its links
         intersection = pb.Intersection(

@@ -79,8 +79,53 @@ class StepRow(SQLModel, table=True):
     reason: str = Field(default="", max_length=1000)
 
 
+class StepSummaryRow(SQLModel, table=True):
+    """An hour of an intersection's adaptive steps under one takeover by one caller, after retention
+    compacted their rows (compaction.py): how many, which sequences, when, and the cycles shown."""
+
+    __tablename__ = "signals_step_summary"
+    __table_args__ = (
+        Index("ix_signals_step_summary_key", "intersection_id", "hour", "plan_version", "actor", unique=True),
+        Index("ix_signals_step_summary_hour", "hour"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    intersection_id: str = Field(max_length=63)
+    hour: datetime = Field(sa_type=UtcDateTime)  # its start
+    plan_version: int
+    actor: str = Field(max_length=128)
+    steps: int
+    first_sequence: int
+    last_sequence: int
+    first_time: datetime = Field(sa_type=UtcDateTime)
+    last_time: datetime = Field(sa_type=UtcDateTime)
+    cycle_min_s: float
+    cycle_max_s: float
+    cycle_sum_s: float  # the mean is cycle_sum_s / steps (kept as a sum so partial hours merge)
+
+
+class LeaseRow(SQLModel, table=True):
+    """An intersection under adaptive control: its takeover and the last sign of life of the
+    controller (the takeover, a step or a renewal). lease.py hands it back when that is too old."""
+
+    __tablename__ = "signals_lease"
+
+    intersection_id: str = Field(primary_key=True, max_length=63)
+    plan_version: int  # the takeover (adaptive plan version)
+    renew_time: datetime = Field(sa_type=UtcDateTime, index=True)
+
+
 class SignalsOutbox(OutboxBase, table=True):
     __tablename__ = "signals_outbox"
 
 
-TABLES: list[type[SQLModel]] = [IntersectionRow, PlanRow, PriorityRow, HistoryRow, StepRow, SignalsOutbox]
+TABLES: list[type[SQLModel]] = [
+    IntersectionRow,
+    PlanRow,
+    PriorityRow,
+    HistoryRow,
+    StepRow,
+    StepSummaryRow,
+    LeaseRow,
+    SignalsOutbox,
+]

@@ -4,6 +4,7 @@ the reads behind the servicer."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,9 +25,19 @@ from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.feed import Snapshot
 from services.common.history import AuditTrail
 from services.common.tracing import Traced
-from services.signals import events, logic
-from services.signals.models import HistoryRow, IntersectionRow, PlanRow, PriorityRow, SignalsOutbox, StepRow
+from services.signals import events, lease, logic
+from services.signals.models import (
+    HistoryRow,
+    IntersectionRow,
+    LeaseRow,
+    PlanRow,
+    PriorityRow,
+    SignalsOutbox,
+    StepRow,
+)
 from services.signals.network_import import ImportedLight
+
+log = logging.getLogger(__name__)
 
 SCHEDULER = Identity("scheduler", Role.SIM)
 ACTIVATABLE = frozenset(
@@ -88,6 +99,7 @@ class _Batch(Changes):
         row = self.rows[intersection_id]
         row.version = doc.version
         row.document = doc.SerializeToString()
+        why = reason or (plan.reason if plan else "")
         self.history.append(
             {
                 "intersection_id": intersection_id,
@@ -97,7 +109,7 @@ class _Batch(Changes):
                 "actor_role": identity.role_name,
                 "action": event,
                 "plan_version": plan.version if plan else (steps[-1].plan_version if steps else 0),
-                "reason": reason or (plan.reason if plan else ""),
+                "reason": why,
             }
         )
         self.outbox.append(
@@ -106,6 +118,7 @@ class _Batch(Changes):
                 intersection=doc,
                 actor=identity.caller,
                 now=now,
+                reason=why,
                 plan=plan,
                 priority=priority,
                 steps=steps,
@@ -147,8 +160,28 @@ class _Batch(Changes):
         doc.active_plan_version = version
         if not (plan.type == replaced == pb.PLAN_TYPE_ADAPTIVE):
             self.rows[intersection_id].activations = [*self.rows[intersection_id].activations, version]
+        if plan.type == pb.PLAN_TYPE_ADAPTIVE:
+            lease.start(self.session, intersection_id, plan_version=version, now=now)
+        else:
+            lease.end(self.session, intersection_id)
         self.record(intersection_id, identity=identity, event=PLAN_ACTIVATED, now=now, reason=reason, plan=plan)
         return plan
+
+    def hand_back(self, intersection_id: str, *, identity: Identity, reason: str, now: datetime) -> pb.Plan:
+        """Re-activate the timing plan before the active one: adaptive takeovers in between are
+        skipped (their steps only ever follow the optimizer's own, validated against what shows)."""
+        self.intersection(intersection_id)
+        row = self.rows[intersection_id]
+        earlier = [
+            (n, v)
+            for n, v in enumerate(row.activations[:-1])
+            if self.plan(intersection_id, v)[1].type != pb.PLAN_TYPE_ADAPTIVE
+        ]
+        if not earlier:
+            raise FailedPrecondition(f"intersections/{intersection_id} has no earlier plan to roll back to")
+        n, previous = earlier[-1]
+        row.activations = row.activations[:n]  # activate() appends `previous` again
+        return self.activate(intersection_id, version=previous, identity=identity, reason=reason, now=now)
 
 
 # --- intersections -------------------------------------------------------------------------------
@@ -411,25 +444,8 @@ def rollback_plans(session: Session, items: Sequence[Rollback]) -> list[Any]:
     batch = _Batch(session)
 
     def apply(item: Rollback) -> pb.Plan:
-        batch.intersection(item.intersection_id)
-        row = batch.rows[item.intersection_id]
-        # Back to the timing plan before: adaptive takeovers in between are skipped (their steps
-        # only ever follow the optimizer's own, validated against what shows).
-        earlier = [
-            (n, v)
-            for n, v in enumerate(row.activations[:-1])
-            if batch.plan(item.intersection_id, v)[1].type != pb.PLAN_TYPE_ADAPTIVE
-        ]
-        if not earlier:
-            raise FailedPrecondition(f"intersections/{item.intersection_id} has no earlier plan to roll back to")
-        n, previous = earlier[-1]
-        row.activations = row.activations[:n]  # activate() appends `previous` again
-        return batch.activate(
-            item.intersection_id,
-            version=previous,
-            identity=item.identity,
-            reason=item.reason or "rollback",
-            now=item.now,
+        return batch.hand_back(
+            item.intersection_id, identity=item.identity, reason=item.reason or "rollback", now=item.now
         )
 
     return each(session, items, apply, batch)
@@ -450,6 +466,34 @@ def activate_due(session: Session, items: Sequence[datetime]) -> list[Any]:
         lambda plan: batch.activate(plan[0], version=plan[1], identity=SCHEDULER, reason="scheduled", now=now),
         batch,
     )
+    return [None] * len(items)
+
+
+def expire_leases(session: Session, items: Sequence[datetime], *, lease_s: float) -> list[Any]:
+    """Hand lights whose adaptive lease ran out back to their timing plan (the schedule's tick;
+    lease.py)."""
+    now = max(items)
+    batch = _Batch(session)
+
+    def hand_back(row: LeaseRow) -> pb.Plan:
+        why = lease.reason(row.renew_time, now)
+        return batch.hand_back(row.intersection_id, identity=SCHEDULER, reason=why, now=now)
+
+    each(session, lease.due(session, now, lease_s), hand_back, batch)
+    return [None] * len(items)
+
+
+def lease_unleased_takeovers(session: Session, items: Sequence[datetime]) -> list[Any]:
+    """Give a lease from now to every takeover without one (activated before leases existed), so it
+    too is handed back unless its controller renews it; run once as the service starts."""
+    now = max(items)
+    leased = set(session.execute(select(col(LeaseRow.intersection_id))).scalars())
+    for row in session.execute(select(IntersectionRow)).scalars():
+        if row.id in leased or not row.activations:
+            continue
+        active = session.get(PlanRow, (row.id, row.activations[-1]))
+        if active is not None and pb.Plan.FromString(active.document).type == pb.PLAN_TYPE_ADAPTIVE:
+            lease.start(session, row.id, plan_version=active.version, now=now)
     return [None] * len(items)
 
 
@@ -599,12 +643,13 @@ def shown(session: Session, intersection_id: str, active: pb.Plan) -> pb.Plan:
 @dataclass(frozen=True, kw_only=True)
 class Light:
     """An intersection as step validation needs it: its links, the takeover in force (0: none) and
-    what it shows, and the last step's number."""
+    what it shows, the last step's number and the takeover's last sign of life (lease.py)."""
 
     links: list[pb.SignalLink]
     plan_version: int
     showing: pb.Plan
     sequence: int
+    renew_time: datetime | None
 
 
 def light(engine: Engine, intersection_id: str) -> Light:
@@ -623,28 +668,41 @@ def light(engine: Engine, intersection_id: str) -> Light:
             plan_version=active.version if active.type == pb.PLAN_TYPE_ADAPTIVE else 0,
             showing=shown(session, intersection_id, active),
             sequence=sequence or 0,
+            renew_time=lease.renew_time(session, intersection_id),
         )
 
 
 @dataclass(frozen=True, kw_only=True)
 class RecordSteps(Traced):
-    """Steps applied since the last batch (validated and shown already), oldest first."""
+    """Steps applied since the last batch (validated and shown already), oldest first, and the
+    leases the caller renewed since (intersection -> (takeover, last sign of life))."""
 
     identity: Identity
     steps: list[tuple[str, pb.Step]]  # (intersection id, step)
+    leases: dict[str, tuple[int, datetime]]
 
 
 def record_steps(session: Session, items: Sequence[RecordSteps]) -> list[Any]:
     """Batch handler: one compact row per step; per intersection one history row and one
-    steps_applied event for all its steps in the batch. Each item's result: the intersections whose
-    takeover is no longer in force (handed back meanwhile)."""
+    steps_applied event for all its steps in the batch; the leases extended. Each item's result: the
+    intersections to read afresh before their next step: those whose takeover is no longer in force
+    (handed back meanwhile), and those whose steps were renumbered because another replica recorded
+    steps of the light first (the controller's calls moved to this replica while that one still held
+    some: the steps are kept, numbered after what is recorded)."""
     batch = _Batch(session)
     rows: list[dict[str, Any]] = []
     grouped: dict[tuple[str, str], list[pb.Step]] = {}
     identities: dict[str, Identity] = {}
+    recorded = _last_sequences(session, {intersection_id for item in items for intersection_id, _ in item.steps})
+    renumbered: set[str] = set()
     for item in items:
         identities[item.identity.caller] = item.identity
         for intersection_id, step in item.steps:
+            last = recorded.get(intersection_id, 0)
+            if step.sequence <= last:
+                step.sequence = last + 1
+                renumbered.add(intersection_id)
+            recorded[intersection_id] = step.sequence
             rows.append(
                 {
                     "intersection_id": intersection_id,
@@ -660,7 +718,7 @@ def record_steps(session: Session, items: Sequence[RecordSteps]) -> list[Any]:
     if rows:
         session.execute(insert(StepRow), rows)
     batch.load(sorted({intersection_id for intersection_id, _ in grouped}))
-    handed_back: set[str] = set()
+    handed_back = lease.renew(session, {i: renewed for item in items for i, renewed in item.leases.items()})
     for (intersection_id, caller), steps in grouped.items():
         if batch.intersection(intersection_id).active_plan_version != steps[-1].plan_version:
             handed_back.add(intersection_id)
@@ -673,7 +731,20 @@ def record_steps(session: Session, items: Sequence[RecordSteps]) -> list[Any]:
             steps=steps,
         )
     batch.flush(session)
-    return [sorted(handed_back)] * len(items)
+    if renumbered:
+        log.warning("steps of %s renumbered after those another replica recorded", sorted(renumbered))
+    return [sorted(handed_back | renumbered)] * len(items)
+
+
+def _last_sequences(session: Session, intersection_ids: set[str]) -> dict[str, int]:
+    if not intersection_ids:
+        return {}
+    query = (
+        select(col(StepRow.intersection_id), func.max(StepRow.sequence))
+        .where(col(StepRow.intersection_id).in_(intersection_ids))
+        .group_by(col(StepRow.intersection_id))
+    )
+    return {intersection_id: last for intersection_id, last in session.execute(query).all()}
 
 
 def list_steps(engine: Engine, *, intersection_id: str, before_sequence: int | None, limit: int) -> list[pb.Step]:

@@ -70,8 +70,7 @@ async def test_the_worker_runs_requests_from_the_queue(nats_server: NatsServer, 
     stop = asyncio.Event()
     worker = asyncio.create_task(
         work(
-            nats_url=nats_server.url,
-            connect_options=nats_server.client_options("whatif-worker"),
+            connect_options={"servers": nats_server.url, **nats_server.client_options("whatif-worker")},
             processes=1,
             stop=stop,
             root=root,

@@ -6,11 +6,9 @@ CA, is refused. The CA and the certificate are made here."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -18,10 +16,6 @@ from almere.optimizer.v1 import optimizer_pb2 as opb
 from almere.optimizer.v1 import optimizer_pb2_grpc
 from almere.parking.v1 import parking_pb2 as pb
 from almere.type.v1 import geo_pb2
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from services.common.channels import open_channel
 from services.common.config import Settings
@@ -30,55 +24,9 @@ from services.parking.service import SPEC as PARKING
 from sim.channels import open_channel as open_sim_channel
 from sim.scenarios.almere_centrum import layout
 from tests.integration.helpers import Parking
+from tests.security.certificates import SERVER_NAME, Signer, issue, new_ca
 
-SERVER_NAME = "services.almere.test"  # the name in the services' certificate (they are reached by IP)
 WEST_IN = layout.edge_id("ext-w", "j02")
-
-
-def _certificate(
-    subject: str, key: ec.EllipticCurvePrivateKey, *, issuer: tuple[str, ec.EllipticCurvePrivateKey] | None = None
-) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    issuer_name, signer = issuer or (subject, key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
-    )
-    if issuer is not None:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(SERVER_NAME)]), critical=False)
-    return builder.sign(signer, hashes.SHA256())
-
-
-def _pem(path: Path, data: bytes) -> Path:
-    path.write_bytes(data)
-    return path
-
-
-@pytest.fixture
-def tls(tmp_path: Path) -> dict[str, object]:
-    """A CA, and a server certificate it signed: the TLS settings every service of the test gets."""
-    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = _certificate("almere test CA", ca_key)
-    server = _certificate(SERVER_NAME, server_key, issuer=("almere test CA", ca_key))
-    key_pem = server_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    ca_key_pem = ca_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    _pem(tmp_path / "ca.key", ca_key_pem)  # for tests that sign callers' certificates too
-    return {
-        "tls_ca_file": _pem(tmp_path / "ca.pem", ca.public_bytes(serialization.Encoding.PEM)),
-        "tls_cert_file": _pem(tmp_path / "server.pem", server.public_bytes(serialization.Encoding.PEM)),
-        "tls_key_file": _pem(tmp_path / "server.key", key_pem),
-        "tls_server_name": SERVER_NAME,
-    }
 
 
 async def _refused(channel: grpc.aio.Channel) -> grpc.StatusCode:
@@ -128,9 +76,17 @@ async def test_parking_asks_the_optimizer_over_tls_as_itself(
 
 
 async def test_the_twin_reaches_a_tls_stack_with_what_endpoints_json_names(
-    start_service: Callable[..., Awaitable[str]], almere_net: Path, tokens: dict[str, str], tls: dict[str, object]
+    start_service: Callable[..., Awaitable[str]],
+    almere_net: Path,
+    tokens: dict[str, str],
+    tls: dict[str, object],
+    ca: Signer,
+    tmp_path: Path,
 ) -> None:
-    optimizer_at = await start_service(OPTIMIZER, network_file=almere_net, **tls)
+    """The twin checks the services against the CA endpoints.json names and presents the
+    certificate it names to services that require one (mutual TLS)."""
+    mutual = {**tls, "tls_client_ca_file": tls["tls_ca_file"]}
+    optimizer_at = await start_service(OPTIMIZER, network_file=almere_net, **mutual)
     auth = (("authorization", f"Bearer {tokens['sim']}"),)
 
     def status(endpoints: Mapping[str, object]) -> grpc.StatusCode:
@@ -145,8 +101,11 @@ async def test_the_twin_reaches_a_tls_stack_with_what_endpoints_json_names(
                 return err.code()
             return grpc.StatusCode.OK
 
-    tls_endpoints = {"optimizer": optimizer_at, "tls": {"ca_file": str(tls["tls_ca_file"]), "server_name": SERVER_NAME}}
-    assert await asyncio.to_thread(status, tls_endpoints) == grpc.StatusCode.OK
+    checked = {"ca_file": str(tls["tls_ca_file"]), "server_name": SERVER_NAME}
+    cert_file, key_file = issue(tmp_path, "twin", ca)
+    presented = {**checked, "cert_file": str(cert_file), "key_file": str(key_file)}
+    assert await asyncio.to_thread(status, {"optimizer": optimizer_at, "tls": presented}) == grpc.StatusCode.OK
+    assert await asyncio.to_thread(status, {"optimizer": optimizer_at, "tls": checked}) == grpc.StatusCode.UNAVAILABLE
     assert await asyncio.to_thread(status, {"optimizer": optimizer_at}) == grpc.StatusCode.UNAVAILABLE
 
 
@@ -175,40 +134,29 @@ async def test_mutual_tls_lets_in_only_callers_with_the_deployments_certificate(
     almere_net: Path,
     tokens: dict[str, str],
     tls: dict[str, object],
+    ca: Signer,
     tmp_path: Path,
 ) -> None:
     """With a client CA configured, a server refuses a caller before any call: one without a
     certificate, or with one another CA signed, gets nowhere, token or not. Services present their
     own certificate on their channels, so the parking service still asks the optimizer."""
     ca_file = Path(str(tls["tls_ca_file"]))
-    ca_key = serialization.load_pem_private_key((tmp_path / "ca.key").read_bytes(), password=None)
     mutual = {**tls, "tls_client_ca_file": ca_file}
     optimizer_at = await start_service(OPTIMIZER, network_file=almere_net, **mutual)
     parking_at = await start_service(
         PARKING, optimizer_address=optimizer_at, service_token=tokens["parking_service"], **mutual
     )
 
-    def client(name: str, signer: tuple[str, Any]) -> Settings:
-        key = ec.generate_private_key(ec.SECP256R1())
-        certificate = _certificate(name, key, issuer=signer)
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        return settings.model_copy(
-            update={
-                "tls_ca_file": ca_file,
-                "tls_server_name": SERVER_NAME,
-                "tls_cert_file": _pem(tmp_path / f"{name}.pem", certificate.public_bytes(serialization.Encoding.PEM)),
-                "tls_key_file": _pem(tmp_path / f"{name}.key", key_pem),
-            }
-        )
+    def client(name: str, signer: Signer) -> Settings:
+        cert_file, key_file = issue(tmp_path, name, signer)
+        update = {"tls_ca_file": ca_file, "tls_server_name": SERVER_NAME, "tls_cert_file": cert_file}
+        return settings.model_copy(update={**update, "tls_key_file": key_file})
 
-    rogue_ca = ("another CA", ec.generate_private_key(ec.SECP256R1()))
     no_certificate = settings.model_copy(update={"tls_ca_file": ca_file, "tls_server_name": SERVER_NAME})
     assert await _refused(open_channel(no_certificate, optimizer_at)) == grpc.StatusCode.UNAVAILABLE
-    assert await _refused(open_channel(client("rogue-tool", rogue_ca), optimizer_at)) == grpc.StatusCode.UNAVAILABLE
+    assert await _refused(open_channel(client("rogue-tool", new_ca()), optimizer_at)) == grpc.StatusCode.UNAVAILABLE
 
-    async with open_channel(client("control-room", ("almere test CA", ca_key)), parking_at) as channel:
+    async with open_channel(client("control-room", ca), parking_at) as channel:
         parking = Parking(channel, tokens)
         f = layout.FACILITIES[0]
         lat, lon = layout.position(*(int(c) for c in f.edge.split("-")[0][1:]))

@@ -118,6 +118,9 @@ def test_transitions_are_derived_from_the_states_with_at_least_3_s_of_yellow() -
     assert transition_steps("GGrr", "rrGG", yellow_s=2.0) == (("yyrr", 3.0),)
     assert transition_steps("GgGr", "rGGr", yellow_s=4.0) == (("ygGr", 4.0),)  # kept greens keep their letter
     assert transition_steps("Grrr", "GGrr", yellow_s=3.0) == ()  # only adds green: no clearance
+    # Caught mid-yellow (a light handed back during a step's transition): the yellow runs its full
+    # length again, then all red, before any new green.
+    assert transition_steps("yGrr", "GrrG", 3.0, 2.0) == (("yyrr", 3.0), ("rrrr", 2.0))
 
 
 def test_the_deadlock_guard_leaves_a_green_that_moves_nobody() -> None:

@@ -106,3 +106,36 @@ the path of its token. A feed's name is its token's key, so names must be unique
 {{- end -}}
 {{- keys $ports | sortAlpha | join " " -}}
 {{- end -}}
+
+{{/* Where tls.existingSecret (tls.crt, tls.key, ca.crt) is mounted in every pod of the chart. */}}
+{{- define "almere.tlsDir" -}}
+/etc/almere/tls
+{{- end -}}
+
+{{/* The TLS Secret's mount (a volumeMounts entry), when tls.existingSecret is set. */}}
+{{- define "almere.tlsVolumeMount" -}}
+{{- if .Values.tls.existingSecret }}
+- name: tls
+  mountPath: {{ include "almere.tlsDir" . }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* The TLS Secret as a volume (a volumes entry), when tls.existingSecret is set. */}}
+{{- define "almere.tlsVolume" -}}
+{{- if .Values.tls.existingSecret }}
+- name: tls
+  secret:
+    secretName: {{ .Values.tls.existingSecret }}
+{{- end }}
+{{- end -}}
+
+{{/* How kubelet checks a service's gRPC port (pass (dict "root" $ "port" 50051)): its gRPC health
+check, or with TLS, which kubelet's gRPC probe does not speak, that the port accepts connections. */}}
+{{- define "almere.grpcProbe" -}}
+{{- if .root.Values.tls.existingSecret -}}
+tcpSocket: {port: {{ .port }}}
+{{- else -}}
+grpc: {port: {{ .port }}}
+{{- end -}}
+{{- end -}}

@@ -938,18 +938,26 @@ class ApplyStepsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STEPS_FIELD_NUMBER: _builtins.int
+    RENEWALS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___Step]:
         """At most one step per intersection."""
+
+    @_builtins.property
+    def renewals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """`intersections/{intersection}`: lights whose adaptive lease to renew although their controller
+        changes nothing (the last step goes on holding). At most once each, and none also in steps.
+        """
 
     def __init__(
         self,
         *,
         steps: _abc.Iterable[Global___Step] | None = ...,
+        renewals: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["renewals", b"renewals", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -988,18 +996,24 @@ class ApplyStepsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    RENEWAL_REFUSALS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepResult]:
         """One per requested step, in order."""
+
+    @_builtins.property
+    def renewal_refusals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One per requested renewal, in order: empty when renewed, else why not (as StepResult.refusal)."""
 
     def __init__(
         self,
         *,
         results: _abc.Iterable[Global___StepResult] | None = ...,
+        renewal_refusals: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["renewal_refusals", b"renewal_refusals", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1236,12 +1250,17 @@ class SignalChange(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     intersection: _builtins.str
     """`intersections/{intersection}`."""
     event: _builtins.str
     """plan_activated, plan_proposed, plan_scheduled, plan_rejected, priority_decided, ..."""
     version: _builtins.int
     actor: _builtins.str
+    reason: _builtins.str
+    """Why, as the intersection's history records it (e.g. for plan_activated: "approved", "rollback",
+    "adaptive lease expired: no step for 25 s").
+    """
     @_builtins.property
     def occur_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1267,10 +1286,11 @@ class SignalChange(_message.Message):
         priority: Global___Priority | None = ...,
         actor: _builtins.str = ...,
         steps: _abc.Iterable[Global___Step] | None = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time", "plan", b"plan", "priority", b"priority"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "event", b"event", "intersection", b"intersection", "occur_time", b"occur_time", "plan", b"plan", "priority", b"priority", "steps", b"steps", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "event", b"event", "intersection", b"intersection", "occur_time", b"occur_time", "plan", b"plan", "priority", b"priority", "reason", b"reason", "steps", b"steps", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

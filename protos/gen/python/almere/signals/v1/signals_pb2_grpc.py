@@ -236,13 +236,20 @@ class SignalServiceServicer:
         request order; a refused step changes nothing. The records are committed in batches within a
         fraction of a second (any plan change waits for them) and published on SIGNALS as
         steps_applied, one event per intersection and batch.
+        A takeover holds a lease (ALMERE_SIGNAL_ADAPTIVE_LEASE_SECONDS): the takeover, every step and
+        every renewal extend it; when it runs out, the service hands the light back to its timing plan
+        by itself (plan_activated, reason "adaptive lease expired: ..."), and later steps are refused
+        (FAILED_PRECONDITION) until a new takeover.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListSteps(self, request, context):
-        """The adaptive steps applied at an intersection, newest first.
+        """The adaptive steps applied at an intersection, newest first. Steps older than the city's
+        retention (ALMERE_RETENTION_STEPS_DAYS, 14) are compacted into hourly summaries and are no
+        longer listed, except the intersection's newest step; who took over, activated and handed back
+        what, when, stays in ListIntersectionHistory.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -75,9 +75,17 @@ class SignalServiceStub:
     request order; a refused step changes nothing. The records are committed in batches within a
     fraction of a second (any plan change waits for them) and published on SIGNALS as
     steps_applied, one event per intersection and batch.
+    A takeover holds a lease (ALMERE_SIGNAL_ADAPTIVE_LEASE_SECONDS): the takeover, every step and
+    every renewal extend it; when it runs out, the service hands the light back to its timing plan
+    by itself (plan_activated, reason "adaptive lease expired: ..."), and later steps are refused
+    (FAILED_PRECONDITION) until a new takeover.
     """
     ListSteps: _grpc.UnaryUnaryMultiCallable[_signals_pb2.ListStepsRequest, _signals_pb2.ListStepsResponse]
-    """The adaptive steps applied at an intersection, newest first."""
+    """The adaptive steps applied at an intersection, newest first. Steps older than the city's
+    retention (ALMERE_RETENTION_STEPS_DAYS, 14) are compacted into hourly summaries and are no
+    longer listed, except the intersection's newest step; who took over, activated and handed back
+    what, when, stays in ListIntersectionHistory.
+    """
     RequestPriority: _grpc.UnaryUnaryMultiCallable[_signals_pb2.RequestPriorityRequest, _signals_pb2.RequestPriorityResponse]
     """Asks for green on an approach for a vehicle arriving at eta. Emergency vehicles come first:
     they pre-empt public-transport grants; public transport is denied while an emergency holds it.
@@ -140,9 +148,17 @@ class SignalServiceAsyncStub(SignalServiceStub):
     request order; a refused step changes nothing. The records are committed in batches within a
     fraction of a second (any plan change waits for them) and published on SIGNALS as
     steps_applied, one event per intersection and batch.
+    A takeover holds a lease (ALMERE_SIGNAL_ADAPTIVE_LEASE_SECONDS): the takeover, every step and
+    every renewal extend it; when it runs out, the service hands the light back to its timing plan
+    by itself (plan_activated, reason "adaptive lease expired: ..."), and later steps are refused
+    (FAILED_PRECONDITION) until a new takeover.
     """
     ListSteps: _aio.UnaryUnaryMultiCallable[_signals_pb2.ListStepsRequest, _signals_pb2.ListStepsResponse]  # type: ignore[assignment]
-    """The adaptive steps applied at an intersection, newest first."""
+    """The adaptive steps applied at an intersection, newest first. Steps older than the city's
+    retention (ALMERE_RETENTION_STEPS_DAYS, 14) are compacted into hourly summaries and are no
+    longer listed, except the intersection's newest step; who took over, activated and handed back
+    what, when, stays in ListIntersectionHistory.
+    """
     RequestPriority: _aio.UnaryUnaryMultiCallable[_signals_pb2.RequestPriorityRequest, _signals_pb2.RequestPriorityResponse]  # type: ignore[assignment]
     """Asks for green on an approach for a vehicle arriving at eta. Emergency vehicles come first:
     they pre-empt public-transport grants; public transport is denied while an emergency holds it.
@@ -280,6 +296,10 @@ class SignalServiceServicer(metaclass=_abc_1.ABCMeta):
         request order; a refused step changes nothing. The records are committed in batches within a
         fraction of a second (any plan change waits for them) and published on SIGNALS as
         steps_applied, one event per intersection and batch.
+        A takeover holds a lease (ALMERE_SIGNAL_ADAPTIVE_LEASE_SECONDS): the takeover, every step and
+        every renewal extend it; when it runs out, the service hands the light back to its timing plan
+        by itself (plan_activated, reason "adaptive lease expired: ..."), and later steps are refused
+        (FAILED_PRECONDITION) until a new takeover.
         """
 
     @_abc_1.abstractmethod
@@ -288,7 +308,11 @@ class SignalServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _signals_pb2.ListStepsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_signals_pb2.ListStepsResponse, _abc.Awaitable[_signals_pb2.ListStepsResponse]]:
-        """The adaptive steps applied at an intersection, newest first."""
+        """The adaptive steps applied at an intersection, newest first. Steps older than the city's
+        retention (ALMERE_RETENTION_STEPS_DAYS, 14) are compacted into hourly summaries and are no
+        longer listed, except the intersection's newest step; who took over, activated and handed back
+        what, when, stays in ListIntersectionHistory.
+        """
 
     @_abc_1.abstractmethod
     def RequestPriority(
