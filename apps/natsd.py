@@ -98,7 +98,8 @@ def client_options(keys_dir: Path | None, user: str) -> dict[str, str]:
     return {**seed, "inbox_prefix": USERS[user].inbox_prefix}
 
 
-def _stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after `timeout`: a process of ours gone either way."""
     if process.poll() is None:
         process.terminate()
         try:
@@ -126,7 +127,7 @@ class NatsServer:
         return client_options(self.keys[user].seed_file.parent, user)
 
     def stop(self, timeout: float = 10.0) -> None:
-        _stop(self.process, timeout)
+        stop_process(self.process, timeout)
 
 
 def start_nats(
@@ -278,7 +279,7 @@ class NatsCluster:
         for process in running:  # all at once, then wait: quicker than one after another
             process.terminate()
         for process in running:
-            _stop(process, timeout)
+            stop_process(process, timeout)
 
 
 def start_cluster(

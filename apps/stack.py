@@ -24,6 +24,7 @@ from apps.natsd import (
     NatsServer,
     ServerTls,
     client_options,
+    free_ports,
     issue_bus_keys,
     port_is_free,
     start_cluster,
@@ -361,10 +362,34 @@ class Stack:
         self._environments[name] = dict(env, ALMERE_LOG_FILE=str(self.data_dir / f"{name}.log"), **identity)
         self._launch(name)
 
+    def add_replica(self, name: str, replica_id: str) -> str:
+        """Another process of gRPC service `name` with its settings, but a port, metrics port, log and
+        replica id of its own (leader election picks which replica runs what must run once); known
+        as `<name>@<replica_id>` in processes, endpoints and metrics. Returns its address once it
+        reports SERVING."""
+        if name in HTTP_SERVICES or name not in self.services:
+            raise ValueError(f"{name!r} is not a gRPC service of this stack")
+        host = self.settings.bind_host
+        port, metrics_port = free_ports(host, 2)
+        replica = f"{name}@{replica_id}"
+        self._environments[replica] = dict(
+            self._environments[name],
+            ALMERE_PORT=str(port),
+            ALMERE_METRICS_PORT=str(metrics_port),
+            ALMERE_REPLICA_ID=replica_id,
+            ALMERE_LOG_FILE=str(self.data_dir / f"{replica}.log"),
+        )
+        self._launch(replica)
+        self.endpoints[replica] = f"{host}:{port}"
+        self.metrics[replica] = f"http://{host}:{metrics_port}/metrics"
+        wait_serving(self.endpoints[replica], process=self.processes[replica], settings=self.settings)
+        return self.endpoints[replica]
+
     def _launch(self, name: str) -> None:
+        """Start process `name`: a service, a worker, or a service's replica (`<service>@<replica_id>`)."""
         log = os.fdopen(os.open(self.data_dir / f"{name}.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "apps.cli", "serve", name],
+            [sys.executable, "-m", "apps.cli", "serve", name.partition("@")[0]],
             env=self._environments[name],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -74,7 +74,7 @@ from almere.type.v1 import geo_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Engine, create_engine, text
 
-from apps.natsd import NatsServer, issue_bus_keys, start_nats
+from apps.natsd import NatsServer, issue_bus_keys, start_nats, stop_process
 from apps.stack import wait_serving
 from services.common.auth import token_digest
 
@@ -528,22 +528,12 @@ class Bench:
         self.processes.append(process)
         return process
 
-    @staticmethod
-    def _stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
     def close(self) -> None:
         """Stop every started process; a second Ctrl-C cannot cut this short."""
         previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             for process in reversed(self.processes):
-                self._stop(process)
+                stop_process(process)
             self.processes.clear()
             if self.nats:
                 self.nats.stop()
@@ -625,7 +615,7 @@ class Bench:
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"{mode} client did not finish within {timeout:.0f} s") from None
         finally:
-            self._stop(process)
+            stop_process(process)
             self.processes.remove(process)
         if process.returncode != 0:
             stderr = err.decode(errors="replace")[-3000:]

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlmodel import Session
 
+from services.common.config import Settings
 from services.common.observability import RETENTION_REMOVED
 
 log = logging.getLogger(__name__)
@@ -72,3 +73,13 @@ class Housekeeping:
                 ),
                 extra={"service": self._service, "removed": {r.table: r.rows for r in done}},
             )
+
+
+def scheduled(*, service: str, settings: Settings, sweep: Sweep) -> Housekeeping:
+    """`service`'s housekeeping at the deployment's pace (retention_check_seconds) and batch size."""
+    return Housekeeping(
+        service=service,
+        sweep=sweep,
+        every_s=settings.retention_check_seconds,
+        batch_rows=settings.retention_batch_rows,
+    )

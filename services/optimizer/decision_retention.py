@@ -10,21 +10,17 @@ from sqlalchemy import delete, select
 from sqlmodel import Session, col
 
 from services.common.config import Settings
-from services.common.housekeeping import Housekeeping, Removed
+from services.common.housekeeping import Housekeeping, Removed, scheduled
 from services.optimizer.models import DecisionRow
 
 
 def housekeeping(settings: Settings) -> Housekeeping:
     keep = timedelta(days=settings.retention_decisions_days)  # Settings: >= 2 days, DECISION_MEMORY
 
-    def sweep(session: Session, now: datetime, limit: int) -> list[Removed]:
-        return [expire_decisions(session, before=now - keep, limit=limit)]
-
-    return Housekeeping(
+    return scheduled(
         service="optimizer",
-        sweep=sweep,
-        every_s=settings.retention_check_seconds,
-        batch_rows=settings.retention_batch_rows,
+        settings=settings,
+        sweep=lambda session, now, limit: [expire_decisions(session, before=now - keep, limit=limit)],
     )
 
 

@@ -10,21 +10,17 @@ from sqlalchemy import delete, select
 from sqlmodel import Session, col
 
 from services.common.config import Settings
-from services.common.housekeeping import Housekeeping, Removed
+from services.common.housekeeping import Housekeeping, Removed, scheduled
 from services.parking.models import Facility, OccupancySample
 
 
 def housekeeping(settings: Settings) -> Housekeeping:
     keep = timedelta(days=settings.retention_occupancy_history_days)
 
-    def sweep(session: Session, now: datetime, limit: int) -> list[Removed]:
-        return [expire_samples(session, before=now - keep, limit=limit)]
-
-    return Housekeeping(
+    return scheduled(
         service="parking",
-        sweep=sweep,
-        every_s=settings.retention_check_seconds,
-        batch_rows=settings.retention_batch_rows,
+        settings=settings,
+        sweep=lambda session, now, limit: [expire_samples(session, before=now - keep, limit=limit)],
     )
 
 

@@ -20,7 +20,7 @@ from sqlmodel import Session, col
 
 from contract.bus import STEPS_APPLIED
 from services.common.config import Settings
-from services.common.housekeeping import Housekeeping, Removed
+from services.common.housekeeping import Housekeeping, Removed, scheduled
 from services.signals import logic
 from services.signals.models import HistoryRow, StepRow, StepSummaryRow
 
@@ -46,12 +46,7 @@ def housekeeping(settings: Settings) -> Housekeeping:
             expire_summaries(session, before=now - summaries, limit=limit),
         ]
 
-    return Housekeeping(
-        service="signals",
-        sweep=sweep,
-        every_s=settings.retention_check_seconds,
-        batch_rows=settings.retention_batch_rows,
-    )
+    return scheduled(service="signals", settings=settings, sweep=sweep)
 
 
 @dataclass(kw_only=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from apps.natsd import NatsServer
+from apps.natsd import NatsCluster, NatsServer
 from apps.stack import Stack
 from tests.chaos.faults import FaultUnavailable, Postgres, launched_stack, own_postgres, small_tmpfs
 
@@ -17,9 +17,9 @@ LaunchStack = Callable[..., Awaitable[Stack]]
 
 
 @pytest.fixture
-async def launch_stack(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[LaunchStack]:
+async def launch_stack(tmp_path: Path, nats_server: NatsServer | NatsCluster) -> AsyncIterator[LaunchStack]:
     """`await launch_stack(services=[...], nats_url=..., database_url=...)`: faults.launched_stack on
-    the test's nats-server, stopped after the test."""
+    the test's nats-server (a module may make `nats_server` the cluster), stopped after the test."""
     async with AsyncExitStack() as stacks:
 
         async def launch(*, services: list[str], nats_url: str | None = None, database_url: str | None = None) -> Stack:

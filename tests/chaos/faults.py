@@ -1,6 +1,7 @@
 """The faults themselves, each usable from a test or a benchmark: a TCP proxy that can cut a link, a
 small filesystem to fill, a PostgreSQL server of our own to crash, and the stack of services under
-test, started on the bus and database a fault needs."""
+test, started on the bus (one nats-server or a cluster) and database a fault needs, with what tells
+which NATS node and which service replica lead."""
 
 from __future__ import annotations
 
@@ -12,13 +13,19 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from apps.natsd import NatsServer
+import httpx
+import nats
+from prometheus_client.parser import text_string_to_metric_families
+
+from apps.natsd import NatsCluster, NatsServer
 from apps.stack import Stack, dev_callers, free_port
+from libs.nats_client import servers
 from services.common.config import Settings
+from services.common.leader import RELAY, SCHEDULERS
 
 
 class FaultUnavailable(RuntimeError):
@@ -29,17 +36,19 @@ class FaultUnavailable(RuntimeError):
 async def launched_stack(
     *,
     data_dir: Path,
-    nats: NatsServer,
+    nats: NatsServer | NatsCluster,
     services: list[str],
     nats_url: str | None = None,
     database_url: str | None = None,
 ) -> AsyncIterator[Stack]:
     """The services as their own processes (apps.stack), each reaching NATS at `nats_url` (default:
-    `nats` itself; a proxy's URL cuts in) and storing in `database_url` (default: a SQLite file each
-    under `data_dir`), with a development token for the police; stopped on leaving."""
+    `nats` itself, every node of a cluster, whose streams they replicate on each node as `almere up
+    --nats-cluster` has them; a proxy's URL cuts in) and storing in `database_url` (default: a SQLite
+    file each under `data_dir`), with a development token for the police; stopped on leaving."""
     environment = {
         "ALMERE_NATS_URL": nats_url or nats.url,
         "ALMERE_NATS_KEYS_DIR": str(nats.keys["observer"].seed_file.parent),
+        **({"ALMERE_STREAM_REPLICAS": str(len(nats.nodes))} if isinstance(nats, NatsCluster) else {}),
         **({"ALMERE_DATABASE_URL": database_url} if database_url else {}),
     }
     settings = Settings(data_dir=data_dir, log_level="WARNING", grace_seconds=2.0)
@@ -51,6 +60,50 @@ async def launched_stack(
         yield stack
     finally:
         await asyncio.to_thread(stack.stop)
+
+
+async def stream_placement(url: str, options: dict[str, str], stream: str) -> tuple[str, set[str]]:
+    """The node leading `stream` (JetStream's name for it, as NatsCluster.node takes it) and every
+    node holding a replica of it, leader included."""
+    nc = await nats.connect(servers(url), **options)
+    try:
+        info = await nc.jetstream(timeout=10).stream_info(stream)
+    finally:
+        await nc.close()
+    assert info.cluster is not None and info.cluster.leader, f"{stream} has no cluster leader: {info.cluster}"
+    return info.cluster.leader, {info.cluster.leader, *(r.name for r in info.cluster.replicas or [] if r.name)}
+
+
+async def led_roles(metrics_url: str) -> set[str]:
+    """The roles (services.common.leader SCHEDULERS, RELAY) a service replica leads, by its
+    `almere_leader` gauge; none when it does not answer (dead)."""
+    try:
+        async with httpx.AsyncClient(timeout=2) as client:
+            text = (await client.get(metrics_url)).text
+    except httpx.HTTPError:
+        return set()
+    return {
+        sample.labels["role"]
+        for family in text_string_to_metric_families(text)
+        if family.name == "almere_leader"
+        for sample in family.samples
+        if sample.value == 1
+    }
+
+
+async def leading_replica(stack: Stack, replicas: Sequence[str]) -> str:
+    """Which of the stack's `replicas` of a service leads both the schedulers and the relay (the
+    first started does, having campaigned alone); the others must lead nothing."""
+    roles = {replica: await led_roles(stack.metrics[replica]) for replica in replicas}
+    leaders = [replica for replica, led in roles.items() if led == {SCHEDULERS, RELAY}]
+    assert len(leaders) == 1 and sum(bool(led) for led in roles.values()) == 1, f"roles led: {roles}"
+    return leaders[0]
+
+
+async def sigkill(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process of ours and reap it: no step-down, no goodbye, as a crash."""
+    process.kill()
+    await asyncio.to_thread(process.wait)
 
 
 @contextlib.contextmanager
@@ -65,62 +118,6 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-class TcpProxy:
-    """Forwards a loopback port to `target`. `partition()` stops moving bytes in both directions and
-    holds new connections, closing nothing: the peers see silence, as across a cut link (their TCP
-    buffers fill and wait). `heal()` moves the held bytes on."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self._open = asyncio.Event()
-        self._open.set()
-        self._server: asyncio.Server | None = None
-        self._pipes: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    def partition(self) -> None:
-        self._open.clear()
-
-    def heal(self) -> None:
-        self._open.set()
-
-    async def close(self) -> None:
-        if self._server:
-            self._server.close()
-        for task in self._pipes:
-            task.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
-
-    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        await self._open.wait()  # a connection attempt across the cut waits like an unanswered SYN
-        try:
-            server_r, server_w = await asyncio.open_connection(*self._target)
-        except OSError:
-            client_w.close()
-            return
-        for reader, writer in ((client_r, server_w), (server_r, client_w)):
-            task = asyncio.create_task(self._pipe(reader, writer))
-            self._pipes.add(task)
-            task.add_done_callback(self._pipes.discard)
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                data = await reader.read(65536)
-                await self._open.wait()  # across a partition even the close waits
-                if not data:
-                    break
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
 
 
 def fill_disk(ballast: Path) -> int:

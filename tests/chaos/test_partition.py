@@ -11,8 +11,8 @@ import pytest
 
 from apps.natsd import NatsServer
 from tests.chaos.conftest import LaunchStack
-from tests.chaos.faults import TcpProxy
 from tests.chaos.harness import incidents_under_load
+from tests.tcp_proxy import TcpProxy
 
 CLEAR_REFUSALS = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
 

@@ -149,6 +149,28 @@ def test_up_serves_every_service_and_stops_cleanly(tmp_path: Path, stop_signal: 
         httpx.get(f"{endpoints['gateway']}/healthz", timeout=1)
 
 
+def _parking_stack_moves_off(
+    port: int, tmp_path: Path, nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stack told to serve parking on `port`, found free by its check and taken when the service
+    binds it, ends up elsewhere, with its endpoint serving the parking service itself."""
+    monkeypatch.setattr(stack_module, "DEFAULT_PORTS", {"parking": port})
+    monkeypatch.setattr(stack_module, "port_is_free", lambda host, p: True)  # the check before the bind
+    monkeypatch.setenv("ALMERE_NATS_URL", nats_server.url)
+    monkeypatch.setenv("ALMERE_NATS_KEYS_DIR", str(nats_server.keys["parking"].seed_file.parent))
+    stack = stack_module.Stack(settings=Settings(data_dir=tmp_path / "data", log_level="WARNING"), services=["parking"])
+    stack.start()
+    try:
+        assert int(stack.endpoints["parking"].rsplit(":", 1)[1]) != port
+        with grpc.insecure_channel(stack.endpoints["parking"]) as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="almere.parking.v1.ParkingService"), timeout=5
+            )
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        stack.stop()
+
+
 def test_a_default_port_taken_after_the_check_moves_the_stack_to_free_ports(
     tmp_path: Path, nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -156,30 +178,14 @@ def test_a_default_port_taken_after_the_check_moves_the_stack_to_free_ports(
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        port = taken.getsockname()[1]
-        monkeypatch.setattr(stack_module, "DEFAULT_PORTS", {"parking": port})
-        monkeypatch.setattr(stack_module, "port_is_free", lambda host, p: True)  # the check before the bind
-        monkeypatch.setenv("ALMERE_NATS_URL", nats_server.url)
-        monkeypatch.setenv("ALMERE_NATS_KEYS_DIR", str(nats_server.keys["parking"].seed_file.parent))
-        stack = stack_module.Stack(
-            settings=Settings(data_dir=tmp_path / "data", log_level="WARNING"), services=["parking"]
-        )
-        stack.start()
-        try:
-            assert int(stack.endpoints["parking"].rsplit(":", 1)[1]) != port
-            with grpc.insecure_channel(stack.endpoints["parking"]) as channel:
-                health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-            assert health.status == health_pb2.HealthCheckResponse.SERVING
-        finally:
-            stack.stop()
+        _parking_stack_moves_off(taken.getsockname()[1], tmp_path, nats_server, monkeypatch)
 
 
 def test_another_stacks_service_answering_on_the_port_is_not_taken_for_ours(
     tmp_path: Path, nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two stacks side by side: the port checked free is served by the other stack's service (of
-    another kind) when ours binds. Its SERVING answer must not pass for ours: the stack starts ours
-    elsewhere, and each of its endpoints serves its own service."""
+    another kind) when ours binds. Its SERVING answer must not pass for ours."""
     from grpc_health.v1.health import HealthServicer
 
     other = grpc.server(ThreadPoolExecutor(max_workers=2), options=[("grpc.so_reuseport", 0)])
@@ -189,23 +195,7 @@ def test_another_stacks_service_answering_on_the_port_is_not_taken_for_ours(
     port = other.add_insecure_port("127.0.0.1:0")
     other.start()
     try:
-        monkeypatch.setattr(stack_module, "DEFAULT_PORTS", {"parking": port})
-        monkeypatch.setattr(stack_module, "port_is_free", lambda host, p: True)  # the check before the bind
-        monkeypatch.setenv("ALMERE_NATS_URL", nats_server.url)
-        monkeypatch.setenv("ALMERE_NATS_KEYS_DIR", str(nats_server.keys["parking"].seed_file.parent))
-        stack = stack_module.Stack(
-            settings=Settings(data_dir=tmp_path / "data", log_level="WARNING"), services=["parking"]
-        )
-        stack.start()
-        try:
-            assert int(stack.endpoints["parking"].rsplit(":", 1)[1]) != port
-            with grpc.insecure_channel(stack.endpoints["parking"]) as channel:
-                health = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(service="almere.parking.v1.ParkingService"), timeout=5
-                )
-            assert health.status == health_pb2.HealthCheckResponse.SERVING
-        finally:
-            stack.stop()
+        _parking_stack_moves_off(port, tmp_path, nats_server, monkeypatch)
     finally:
         other.stop(None)
 

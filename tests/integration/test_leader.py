@@ -31,6 +31,7 @@ from services.common.db import make_engine
 from services.common.leader import RELAY, SCHEDULERS, Leadership, claims_for, lock_key
 from services.common.runtime import Service, ServiceSpec
 from tests.integration.helpers import Client, Incidents, Parking, read_stream, ts, wait_for_last_message
+from tests.tcp_proxy import TcpProxy
 
 POLL_S = 0.2
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,46 +158,6 @@ async def test_a_leader_whose_lock_connection_breaks_steps_down(database_url: st
         admin.dispose()
 
 
-class Proxy:
-    """A TCP relay to PostgreSQL that can black-hole what passes (a partition: nothing arrives,
-    nothing is refused) and then cut every connection."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self._open = asyncio.Event()
-        self._open.set()
-        self._writers: list[asyncio.StreamWriter] = []
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._connect, "127.0.0.1", 0)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    def partition(self) -> None:
-        self._open.clear()
-
-    async def close(self) -> None:
-        self._server.close()
-        for writer in self._writers:
-            writer.close()
-        self._open.set()
-
-    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self._target)
-        self._writers += [writer, up_writer]
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                await self._open.wait()
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
-
-
 async def test_a_partitioned_leader_steps_down_before_another_takes_over(database_url: str) -> None:
     """The leader's link to PostgreSQL goes silent: it stops leading when its check does not come
     back within a poll; the server ends its silent session after the lease, and only then may a
@@ -204,7 +165,7 @@ async def test_a_partitioned_leader_steps_down_before_another_takes_over(databas
     if not database_url.startswith("postgresql"):
         pytest.skip("a flock has no link to lose")
     url = make_url(database_url)
-    proxy = Proxy(url.host or "127.0.0.1", url.port or 5432)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
     through_proxy = url.set(port=await proxy.start()).render_as_string(hide_password=False)
     leader, follower = _leadership(through_proxy), _leadership(database_url)
     await leader.start()
