@@ -106,6 +106,7 @@ RULES: dict[str, str] = {
     "SignalService.RejectPlan": NONE,
     "SignalService.ApplySteps": NONE,
     "SignalService.ListSteps": NONE,
+    "SignalService.ListStepSummaries": NONE,
     "SignalService.RequestPriority": NONE,
     "SignalService.CancelPriority": NONE,
     "SignalService.WatchSignals": NONE,

@@ -23,7 +23,7 @@ from services.common.db import GroupCommitter
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.feed import Change, EventFeed
 from services.common.names import id_from_name, validate_id
-from services.signals import logic, usecases
+from services.signals import compaction, logic, usecases
 from services.signals.network_import import read_lights
 from services.signals.steps import StepLedger
 
@@ -254,6 +254,20 @@ class SignalApi(signals_pb2_grpc.SignalServiceServicer):
         )
         token = paging.encode(str(steps[size - 1].sequence), f"steps/{intersection_id}") if len(steps) > size else ""
         return pb.ListStepsResponse(steps=steps[:size], next_page_token=token)
+
+    @allow(logic.READERS)
+    async def ListStepSummaries(
+        self, request: pb.ListStepSummariesRequest, context: Context
+    ) -> pb.ListStepSummariesResponse:
+        intersection_id = _intersection_id(request.parent, "parent")
+        size = paging.page_size(request.page_size)
+        scope = f"step-summaries/{intersection_id}"
+        after = compaction.SummaryPosition.decode(paging.decode(request.page_token, scope))
+        summaries = await asyncio.to_thread(
+            compaction.list_summaries, self._engine, intersection_id=intersection_id, after=after, limit=size + 1
+        )
+        token = paging.encode(summaries[size - 1][1].encode(), scope) if len(summaries) > size else ""
+        return pb.ListStepSummariesResponse(step_summaries=[s for s, _ in summaries[:size]], next_page_token=token)
 
     # --- priority --------------------------------------------------------------------------------
 

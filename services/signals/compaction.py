@@ -11,18 +11,21 @@ never touched: the audit keeps its meaning."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import takewhile
 
-from sqlalchemy import delete, func, select
+from almere.signals.v1 import signals_pb2 as pb
+from sqlalchemy import Engine, and_, delete, func, or_, select
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col
 
 from contract.bus import STEPS_APPLIED
+from services.common.clock import to_timestamp
 from services.common.config import Settings
+from services.common.errors import InvalidArgument, NotFound
 from services.common.housekeeping import Housekeeping, Removed, scheduled
 from services.signals import logic
-from services.signals.models import HistoryRow, StepRow, StepSummaryRow
+from services.signals.models import HistoryRow, IntersectionRow, StepRow, StepSummaryRow
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,3 +185,56 @@ def expire_summaries(session: Session, *, before: datetime, limit: int) -> Remov
         delete(StepSummaryRow).where(col(StepSummaryRow.id).in_(old)).execution_options(synchronize_session=False)
     )
     return Removed(table=StepSummaryRow.__tablename__, rows=result.rowcount, before=before)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SummaryPosition:
+    """Where a page of summaries (newest hour first; within an hour, newest row first) ended."""
+
+    hour: datetime
+    id: int
+
+    def encode(self) -> str:
+        return f"{self.hour.timestamp():.0f}:{self.id}"
+
+    @classmethod
+    def decode(cls, text: str) -> SummaryPosition | None:
+        if not text:
+            return None
+        hour, _, row = text.partition(":")
+        if not (hour.isdigit() and row.isdigit()):
+            raise InvalidArgument("page_token is malformed")
+        return cls(hour=datetime.fromtimestamp(int(hour), UTC), id=int(row))
+
+
+def list_summaries(
+    engine: Engine, *, intersection_id: str, after: SummaryPosition | None, limit: int
+) -> list[tuple[pb.StepSummary, SummaryPosition]]:
+    s = StepSummaryRow
+    with Session(engine) as session:
+        if session.get(IntersectionRow, intersection_id) is None:
+            raise NotFound(f"intersection {intersection_id!r} not found")
+        query = select(s).where(col(s.intersection_id) == intersection_id)
+        if after is not None:
+            query = query.where(or_(col(s.hour) < after.hour, and_(col(s.hour) == after.hour, col(s.id) < after.id)))
+        rows = session.execute(query.order_by(col(s.hour).desc(), col(s.id).desc()).limit(limit)).scalars()
+        return [
+            (
+                pb.StepSummary(
+                    intersection=f"intersections/{r.intersection_id}",
+                    hour_start_time=to_timestamp(r.hour),
+                    plan_version=r.plan_version,
+                    actor=r.actor,
+                    step_count=r.steps,
+                    first_sequence=r.first_sequence,
+                    last_sequence=r.last_sequence,
+                    first_apply_time=to_timestamp(r.first_time),
+                    last_apply_time=to_timestamp(r.last_time),
+                    min_cycle_seconds=r.cycle_min_s,
+                    mean_cycle_seconds=r.cycle_sum_s / r.steps,
+                    max_cycle_seconds=r.cycle_max_s,
+                ),
+                SummaryPosition(hour=r.hour, id=r.id or 0),
+            )
+            for r in rows
+        ]

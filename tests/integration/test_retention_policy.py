@@ -153,6 +153,31 @@ async def _listed_sequences(service: Service, tokens: dict[str, str], intersecti
     return [s.sequence for s in reply.steps]
 
 
+async def _listed_summaries(service: Service, tokens: dict[str, str], intersection: str) -> list[tuple[Any, ...]]:
+    """(hour, steps, first and last sequence, mean cycle) of every summary, read a page of one at a time."""
+    listed: list[tuple[Any, ...]] = []
+    token = ""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.server.port}") as channel:
+        engineer = Signals(channel, tokens).as_("engineer")
+        while True:
+            request = spb.ListStepSummariesRequest(
+                parent=f"intersections/{intersection}", page_size=1, page_token=token
+            )
+            reply = await engineer.ListStepSummaries(request)
+            listed += [
+                (
+                    s.hour_start_time.ToDatetime(UTC),
+                    s.step_count,
+                    s.first_sequence,
+                    s.last_sequence,
+                    s.mean_cycle_seconds,
+                )
+                for s in reply.step_summaries
+            ]
+            if not (token := reply.next_page_token):
+                return listed
+
+
 @pytest.mark.parametrize("batch_rows", [1000, 2])
 async def test_old_steps_become_hourly_summaries_and_the_audit_stays(
     signals: Service, tokens: dict[str, str], batch_rows: int
@@ -189,6 +214,11 @@ async def test_old_steps_become_hourly_summaries_and_the_audit_stays(
     ]
     assert (_count(signals, PlanRow), _count(signals, HistoryRow)) == (plans, history - 2)
     assert _history_actions(signals) == ["plan_activated", "steps_applied"]
+    # The summaries are read over gRPC, newest hour first, a page at a time.
+    assert await _listed_summaries(signals, tokens, PLAZA) == [
+        (HOUR + timedelta(hours=1), 2, 4, 5, 95.0),
+        (HOUR, 3, 1, 3, 70.0),
+    ]
 
     # Nothing more to do: the next round, when due, deletes nothing.
     later = NOW + timedelta(seconds=signals.settings.retention_check_seconds)

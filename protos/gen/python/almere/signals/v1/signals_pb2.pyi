@@ -1069,6 +1069,121 @@ class ListStepsResponse(_message.Message):
 Global___ListStepsResponse: _TypeAlias = ListStepsResponse  # noqa: Y015
 
 @_typing.final
+class ListStepSummariesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """`intersections/{intersection}`."""
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStepSummariesRequest: _TypeAlias = ListStepSummariesRequest  # noqa: Y015
+
+@_typing.final
+class ListStepSummariesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_SUMMARIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def step_summaries(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepSummary]: ...
+    def __init__(
+        self,
+        *,
+        step_summaries: _abc.Iterable[Global___StepSummary] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "step_summaries", b"step_summaries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStepSummariesResponse: _TypeAlias = ListStepSummariesResponse  # noqa: Y015
+
+@_typing.final
+class StepSummary(_message.Message):
+    """An hour of an intersection's adaptive steps under one takeover by one caller, once retention
+    compacted their records.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTERSECTION_FIELD_NUMBER: _builtins.int
+    HOUR_START_TIME_FIELD_NUMBER: _builtins.int
+    PLAN_VERSION_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    STEP_COUNT_FIELD_NUMBER: _builtins.int
+    FIRST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    FIRST_APPLY_TIME_FIELD_NUMBER: _builtins.int
+    LAST_APPLY_TIME_FIELD_NUMBER: _builtins.int
+    MIN_CYCLE_SECONDS_FIELD_NUMBER: _builtins.int
+    MEAN_CYCLE_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_CYCLE_SECONDS_FIELD_NUMBER: _builtins.int
+    intersection: _builtins.str
+    """`intersections/{intersection}`."""
+    plan_version: _builtins.int
+    """The takeover (PLAN_TYPE_ADAPTIVE plan version) the steps followed."""
+    actor: _builtins.str
+    """Who applied them."""
+    step_count: _builtins.int
+    """How many steps, and their first and last sequence numbers and times."""
+    first_sequence: _builtins.int
+    last_sequence: _builtins.int
+    min_cycle_seconds: _builtins.float
+    """The cycles the steps showed (the sum of their phases' durations), in seconds."""
+    mean_cycle_seconds: _builtins.float
+    max_cycle_seconds: _builtins.float
+    @_builtins.property
+    def hour_start_time(self) -> _timestamp_pb2.Timestamp:
+        """The start of the hour."""
+
+    @_builtins.property
+    def first_apply_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_apply_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        intersection: _builtins.str = ...,
+        hour_start_time: _timestamp_pb2.Timestamp | None = ...,
+        plan_version: _builtins.int = ...,
+        actor: _builtins.str = ...,
+        step_count: _builtins.int = ...,
+        first_sequence: _builtins.int = ...,
+        last_sequence: _builtins.int = ...,
+        first_apply_time: _timestamp_pb2.Timestamp | None = ...,
+        last_apply_time: _timestamp_pb2.Timestamp | None = ...,
+        min_cycle_seconds: _builtins.float = ...,
+        mean_cycle_seconds: _builtins.float = ...,
+        max_cycle_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_apply_time", b"first_apply_time", "hour_start_time", b"hour_start_time", "last_apply_time", b"last_apply_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "first_apply_time", b"first_apply_time", "first_sequence", b"first_sequence", "hour_start_time", b"hour_start_time", "intersection", b"intersection", "last_apply_time", b"last_apply_time", "last_sequence", b"last_sequence", "max_cycle_seconds", b"max_cycle_seconds", "mean_cycle_seconds", b"mean_cycle_seconds", "min_cycle_seconds", b"min_cycle_seconds", "plan_version", b"plan_version", "step_count", b"step_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepSummary: _TypeAlias = StepSummary  # noqa: Y015
+
+@_typing.final
 class Priority(_message.Message):
     """A priority request and its decision."""
 

@@ -111,6 +111,11 @@ class SignalServiceStub:
                 request_serializer=almere_dot_signals_dot_v1_dot_signals__pb2.ListStepsRequest.SerializeToString,
                 response_deserializer=almere_dot_signals_dot_v1_dot_signals__pb2.ListStepsResponse.FromString,
                 _registered_method=True)
+        self.ListStepSummaries = channel.unary_unary(
+                '/almere.signals.v1.SignalService/ListStepSummaries',
+                request_serializer=almere_dot_signals_dot_v1_dot_signals__pb2.ListStepSummariesRequest.SerializeToString,
+                response_deserializer=almere_dot_signals_dot_v1_dot_signals__pb2.ListStepSummariesResponse.FromString,
+                _registered_method=True)
         self.RequestPriority = channel.unary_unary(
                 '/almere.signals.v1.SignalService/RequestPriority',
                 request_serializer=almere_dot_signals_dot_v1_dot_signals__pb2.RequestPriorityRequest.SerializeToString,
@@ -248,8 +253,17 @@ class SignalServiceServicer:
     def ListSteps(self, request, context):
         """The adaptive steps applied at an intersection, newest first. Steps older than the city's
         retention (ALMERE_RETENTION_STEPS_DAYS, 14) are compacted into hourly summaries and are no
-        longer listed, except the intersection's newest step; who took over, activated and handed back
-        what, when, stays in ListIntersectionHistory.
+        longer listed (ListStepSummaries has them), except the intersection's newest step; who took
+        over, activated and handed back what, when, stays in ListIntersectionHistory.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStepSummaries(self, request, context):
+        """The hourly summaries of an intersection's compacted steps (ListSteps no longer lists them),
+        newest hour first: kept for ALMERE_RETENTION_STEPS_SUMMARY_DAYS (730), one per hour, takeover
+        and caller.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -359,6 +373,11 @@ def add_SignalServiceServicer_to_server(servicer, server):
                     servicer.ListSteps,
                     request_deserializer=almere_dot_signals_dot_v1_dot_signals__pb2.ListStepsRequest.FromString,
                     response_serializer=almere_dot_signals_dot_v1_dot_signals__pb2.ListStepsResponse.SerializeToString,
+            ),
+            'ListStepSummaries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStepSummaries,
+                    request_deserializer=almere_dot_signals_dot_v1_dot_signals__pb2.ListStepSummariesRequest.FromString,
+                    response_serializer=almere_dot_signals_dot_v1_dot_signals__pb2.ListStepSummariesResponse.SerializeToString,
             ),
             'RequestPriority': grpc.unary_unary_rpc_method_handler(
                     servicer.RequestPriority,
@@ -766,6 +785,33 @@ class SignalService:
             '/almere.signals.v1.SignalService/ListSteps',
             almere_dot_signals_dot_v1_dot_signals__pb2.ListStepsRequest.SerializeToString,
             almere_dot_signals_dot_v1_dot_signals__pb2.ListStepsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStepSummaries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/almere.signals.v1.SignalService/ListStepSummaries',
+            almere_dot_signals_dot_v1_dot_signals__pb2.ListStepSummariesRequest.SerializeToString,
+            almere_dot_signals_dot_v1_dot_signals__pb2.ListStepSummariesResponse.FromString,
             options,
             channel_credentials,
             insecure,

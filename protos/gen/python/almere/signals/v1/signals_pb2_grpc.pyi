@@ -83,8 +83,13 @@ class SignalServiceStub:
     ListSteps: _grpc.UnaryUnaryMultiCallable[_signals_pb2.ListStepsRequest, _signals_pb2.ListStepsResponse]
     """The adaptive steps applied at an intersection, newest first. Steps older than the city's
     retention (ALMERE_RETENTION_STEPS_DAYS, 14) are compacted into hourly summaries and are no
-    longer listed, except the intersection's newest step; who took over, activated and handed back
-    what, when, stays in ListIntersectionHistory.
+    longer listed (ListStepSummaries has them), except the intersection's newest step; who took
+    over, activated and handed back what, when, stays in ListIntersectionHistory.
+    """
+    ListStepSummaries: _grpc.UnaryUnaryMultiCallable[_signals_pb2.ListStepSummariesRequest, _signals_pb2.ListStepSummariesResponse]
+    """The hourly summaries of an intersection's compacted steps (ListSteps no longer lists them),
+    newest hour first: kept for ALMERE_RETENTION_STEPS_SUMMARY_DAYS (730), one per hour, takeover
+    and caller.
     """
     RequestPriority: _grpc.UnaryUnaryMultiCallable[_signals_pb2.RequestPriorityRequest, _signals_pb2.RequestPriorityResponse]
     """Asks for green on an approach for a vehicle arriving at eta. Emergency vehicles come first:
@@ -156,8 +161,13 @@ class SignalServiceAsyncStub(SignalServiceStub):
     ListSteps: _aio.UnaryUnaryMultiCallable[_signals_pb2.ListStepsRequest, _signals_pb2.ListStepsResponse]  # type: ignore[assignment]
     """The adaptive steps applied at an intersection, newest first. Steps older than the city's
     retention (ALMERE_RETENTION_STEPS_DAYS, 14) are compacted into hourly summaries and are no
-    longer listed, except the intersection's newest step; who took over, activated and handed back
-    what, when, stays in ListIntersectionHistory.
+    longer listed (ListStepSummaries has them), except the intersection's newest step; who took
+    over, activated and handed back what, when, stays in ListIntersectionHistory.
+    """
+    ListStepSummaries: _aio.UnaryUnaryMultiCallable[_signals_pb2.ListStepSummariesRequest, _signals_pb2.ListStepSummariesResponse]  # type: ignore[assignment]
+    """The hourly summaries of an intersection's compacted steps (ListSteps no longer lists them),
+    newest hour first: kept for ALMERE_RETENTION_STEPS_SUMMARY_DAYS (730), one per hour, takeover
+    and caller.
     """
     RequestPriority: _aio.UnaryUnaryMultiCallable[_signals_pb2.RequestPriorityRequest, _signals_pb2.RequestPriorityResponse]  # type: ignore[assignment]
     """Asks for green on an approach for a vehicle arriving at eta. Emergency vehicles come first:
@@ -310,8 +320,19 @@ class SignalServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_signals_pb2.ListStepsResponse, _abc.Awaitable[_signals_pb2.ListStepsResponse]]:
         """The adaptive steps applied at an intersection, newest first. Steps older than the city's
         retention (ALMERE_RETENTION_STEPS_DAYS, 14) are compacted into hourly summaries and are no
-        longer listed, except the intersection's newest step; who took over, activated and handed back
-        what, when, stays in ListIntersectionHistory.
+        longer listed (ListStepSummaries has them), except the intersection's newest step; who took
+        over, activated and handed back what, when, stays in ListIntersectionHistory.
+        """
+
+    @_abc_1.abstractmethod
+    def ListStepSummaries(
+        self,
+        request: _signals_pb2.ListStepSummariesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_signals_pb2.ListStepSummariesResponse, _abc.Awaitable[_signals_pb2.ListStepSummariesResponse]]:
+        """The hourly summaries of an intersection's compacted steps (ListSteps no longer lists them),
+        newest hour first: kept for ALMERE_RETENTION_STEPS_SUMMARY_DAYS (730), one per hour, takeover
+        and caller.
         """
 
     @_abc_1.abstractmethod
