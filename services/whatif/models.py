@@ -47,6 +47,16 @@ class RunResultRow(SQLModel, table=True):
     result: bytes = Field(sa_type=LargeBinary)
 
 
+class PendingObservedRow(SQLModel, table=True):
+    """What the twin observed over a what-if's horizon, kept until the what-if's runs are all in."""
+
+    __tablename__ = "whatif_pending_observed"
+
+    what_if_id: str = Field(primary_key=True, max_length=63)
+    observed: bytes = Field(sa_type=LargeBinary)
+    time: datetime = Field(sa_type=UtcDateTime)
+
+
 class ForecastCheckRow(SQLModel, table=True):
     """`do-nothing`'s forecast of one KPI against what the twin then observed."""
 
@@ -83,4 +93,11 @@ class WhatIfOutbox(OutboxBase, table=True):
     __tablename__ = "whatif_outbox"
 
 
-TABLES: list[type[SQLModel]] = [WhatIfRow, RunResultRow, ForecastCheckRow, AdoptionRow, WhatIfOutbox]
+TABLES: list[type[SQLModel]] = [
+    WhatIfRow,
+    RunResultRow,
+    ForecastCheckRow,
+    PendingObservedRow,
+    AdoptionRow,
+    WhatIfOutbox,
+]

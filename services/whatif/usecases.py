@@ -23,7 +23,14 @@ from services.common.clock import from_timestamp, to_timestamp
 from services.common.errors import NotFound
 from services.common.outbox import outbox_row
 from services.whatif import logic, report
-from services.whatif.models import AdoptionRow, ForecastCheckRow, RunResultRow, WhatIfOutbox, WhatIfRow
+from services.whatif.models import (
+    AdoptionRow,
+    ForecastCheckRow,
+    PendingObservedRow,
+    RunResultRow,
+    WhatIfOutbox,
+    WhatIfRow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +180,10 @@ def _finish(session: Session, what_if: pb.WhatIf, item: Incoming) -> None:
     what_if.start_errors.extend(logic.start_errors(what_if.results))
     what_if.state = pb.WhatIf.STATE_FAILED if what_if.error else pb.WhatIf.STATE_SUCCEEDED
     what_if.finish_time.CopyFrom(to_timestamp(item.now))
+    pending = session.get(PendingObservedRow, what_if_id)
+    if pending is not None:  # the twin passed the horizon before the last run was in
+        _check(session, what_if, runs_pb2.Observed.FromString(pending.observed), item.now)
+        session.delete(pending)
     if item.reports_dir is not None and what_if.results:
         try:
             what_if.report_path = report.write(what_if, item.reports_dir)
@@ -181,11 +192,24 @@ def _finish(session: Session, what_if: pb.WhatIf, item: Incoming) -> None:
 
 
 def _observed(session: Session, observed: runs_pb2.Observed, now: datetime) -> str | None:
+    """The twin's KPIs once it has run past a what-if's horizon: checked against its forecasts, or
+    kept until its runs are in (a busy machine may finish them after the twin passed the horizon)."""
     what_if_id = observed.what_if.removeprefix("whatIfs/")
     row = _locked(session, what_if_id)
     if row is None:
         return None
     what_if = _document(row)
+    if what_if.state == pb.WhatIf.STATE_RUNNING:
+        if session.get(PendingObservedRow, what_if_id) is None:
+            session.add(PendingObservedRow(what_if_id=what_if_id, observed=observed.SerializeToString(), time=now))
+        return None
+    _check(session, what_if, observed, now)
+    _save(row, what_if)
+    return what_if_id
+
+
+def _check(session: Session, what_if: pb.WhatIf, observed: runs_pb2.Observed, now: datetime) -> None:
+    what_if_id = what_if.name.removeprefix("whatIfs/")
     checks = logic.forecast_checks(what_if.results, observed)
     existing = {
         (r.kpi, r.start_source)
@@ -210,8 +234,6 @@ def _observed(session: Session, observed: runs_pb2.Observed, now: datetime) -> s
         )
     what_if.ClearField("checks")
     what_if.checks.extend(checks)
-    _save(row, what_if)
-    return what_if_id
 
 
 # --- adoption -------------------------------------------------------------------------------------

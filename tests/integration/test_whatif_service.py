@@ -254,8 +254,15 @@ async def test_a_what_if_runs_ranks_reports_checks_and_is_adopted(
         assert twin[0].saved_state.object_name == f"{created.name}.xml"
 
         js = bus.jetstream()
-        for request in runs:
+        for request in runs[:-1]:
             await js.publish(WHATIF_RESULTS.subject(RUN_FINISHED, request.run_id), _result(request).SerializeToString())
+        # The twin passes the horizon before the last run is in (a busy machine): what it observed
+        # is checked once the what-if finishes.
+        observed = runs_pb2.Observed(what_if=created.name, kpis={"network_delay_h": 10.75, "arrived": 900.0})
+        await js.publish(
+            WHATIF_RESULTS.subject(OBSERVED, created.name.removeprefix("whatIfs/")), observed.SerializeToString()
+        )
+        await js.publish(WHATIF_RESULTS.subject(RUN_FINISHED, runs[-1].run_id), _result(runs[-1]).SerializeToString())
         await js.publish(WHATIF_RESULTS.subject(RUN_FINISHED, runs[0].run_id), _result(runs[0]).SerializeToString())
 
         async def finished() -> pb.WhatIf | None:
@@ -281,11 +288,6 @@ async def test_a_what_if_runs_ranks_reports_checks_and_is_adopted(
         folder = reports / done.report_path.rsplit("/", 1)[0]
         assert (folder / "report.md").read_text().count("| 1 | guide |") == 2
         assert (folder / "network_delay_h.png").stat().st_size > 0 and (folder / "occupancy.png").exists()
-
-        observed = runs_pb2.Observed(what_if=created.name, kpis={"network_delay_h": 10.75, "arrived": 900.0})
-        await js.publish(
-            WHATIF_RESULTS.subject(OBSERVED, created.name.removeprefix("whatIfs/")), observed.SerializeToString()
-        )
 
         async def checked() -> list[pb.ForecastCheck]:
             got = (await client.as_("ems").GetWhatIf(pb.GetWhatIfRequest(name=created.name))).what_if
