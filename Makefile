@@ -7,6 +7,8 @@ INSTALLED := $(VENV)/.installed
 HELM := .tools/helm
 
 RUNS ?= 5
+# Test workers (pytest-xdist): 2 for the 2-core machine the suite's timing is measured on.
+TEST_WORKERS ?= 2
 # The control room's dashboard: built from web/ (npm, Vite, TypeScript) into the gateway's folder.
 DASHBOARD := services/gateway/dashboard/index.html
 WEB_SOURCES := web/package.json web/package-lock.json web/index.html web/vite.config.ts web/tsconfig.json \
@@ -41,8 +43,9 @@ up: $(INSTALLED) $(DASHBOARD)
 $(HELM):
 	deploy/tools/fetch-helm.sh $(HELM)
 
+# A test file's tests stay on one worker (--dist loadfile): they share its module's fixtures.
 test: lint $(HELM) $(DASHBOARD) browser
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=20 $(PYTEST_ARGS)
 
 # The whole suite RUNS times with every core kept busy: flaky tests show here, not in CI.
 test-stress: lint $(HELM) $(DASHBOARD) browser
