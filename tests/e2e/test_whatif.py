@@ -36,7 +36,9 @@ def test_a_what_if_from_the_twin_is_ranked_adopted_and_checked(tmp_path: Path) -
         scale=0.3,
         adaptive_signals=False,
         clock="realtime",
-        pace=120,
+        # The collision lasts 30 simulated minutes: at 50x, 36 s for the what-if's eight runs and the
+        # adoption to land before it clears, with the other test worker busy beside it.
+        pace=50,
     )
     with coupled_stack([spec], lambda _: None, stack_dir=tmp_path / "stack") as stack, ThreadPoolExecutor(1) as pool:
         auth = (("authorization", f"Bearer {stack.credentials['engineer']}"),)
