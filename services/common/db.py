@@ -124,9 +124,16 @@ def create_tables(engine: Engine, tables: Iterable[type[SQLModel]]) -> None:
     tables an older one created, and widen integers it made 64-bit (idempotent). Anything more needs a
     migration."""
     schema: list[Table] = [t.__table__ for t in tables]  # type: ignore[attr-defined]
-    SQLModel.metadata.create_all(engine, tables=schema)
+    # As a writer: on a SQLite file other services (or replicas) may be writing meanwhile, and a
+    # deferred transaction that reads the schema first could not then write (SQLITE_BUSY at once).
+    with writer_lock(engine):
+        SQLModel.metadata.create_all(writer(engine), tables=schema)
+        _add_columns(engine, schema)
+
+
+def _add_columns(engine: Engine, schema: list[Table]) -> None:
     existing = inspect(engine)
-    with engine.begin() as connection:
+    with writer(engine).begin() as connection:
         for table in schema:
             have = {c["name"]: c["type"] for c in existing.get_columns(table.name)}
             for column in table.columns:
