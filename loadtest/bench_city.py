@@ -14,7 +14,8 @@ runs in the service), no gRPC, bus or database. Per size, each part in its own p
 4. decision round (in the coupled process, after its run): the round right after the collision,
    REPEATS times on a fresh engine each: one ReportVehicles round (incident reroutes for every
    affected vehicle, parking guidance for every vehicle looking for a space, congestion rerouting)
-   plus one signal-control decision for every light, on the lane counts read at that second.
+   plus one signal-control decision for every light, on the lane counts read at that second (their
+   pressure sums and spill-back checks for all lights at once, as the control loop computes them).
 
 Prints the targets with their figures (decision round p99 < 1 s, coupled run >= 10x real time, both
 at the largest size), RSS per process and how each cost grows with the size.
@@ -265,6 +266,8 @@ def decision_rounds(graph: Any, live: _Optimizer, at: dict[str, Any], repeats: i
     most were guided in earlier rounds)."""
     from almere.optimizer.v1 import decisions_pb2 as dpb
 
+    from libs.signal_control.pressure import PressureTable
+
     request, snap = at["request"], at["snapshot"]
     totals, cpu, optimizer_s, signals_s, levers = [], [], [], [], Counter[str]()
     for _ in tqdm(range(repeats), desc="decision rounds", leave=False):
@@ -272,12 +275,14 @@ def decision_rounds(graph: Any, live: _Optimizer, at: dict[str, Any], repeats: i
         fresh.count(at["occupied"])
         _collision(fresh, at["edge"])
         controllers = copy.deepcopy(at["controllers"])
+        table = PressureTable(controllers)  # the control loop's, built once per set of lights
         gc.collect()  # the set-up's garbage (copies of 500 controllers) is not the round's to collect
         started, started_cpu = time.perf_counter(), time.process_time()
         reply = fresh.optimizer.ReportVehicles(request)
         middle = time.perf_counter()
+        pressures = table.on(snap)  # what every light asks of the snapshot, at once (as ControlLoop does)
         for c in controllers:
-            c.decide(snap)
+            c.decide(snap, pressures)
         ended = time.perf_counter()
         cpu.append(time.process_time() - started_cpu)
         optimizer_s.append(middle - started)

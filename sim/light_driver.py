@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -113,24 +113,46 @@ class DirectControl:
 
     def step(self, ls: Any, now: float) -> int:
         before = self.loop.decisions
-        for shown in self.loop.step(now, lambda t, lanes, near: read_lanes(ls, t, lanes=lanes, near=near)):
+        for shown in self.loop.step(now, lambda t, lanes, near: read_lanes(ls, t, lanes=lanes, near=near, lazy=True)):
             show(ls, shown.decision.tls_id, shown.decision.state)
         return self.loop.decisions - before
 
 
-def read_lanes(ls: Any, now: float, *, lanes: Iterable[str], near: Iterable[str]) -> Snapshot:
+def read_lanes(ls: Any, now: float, *, lanes: Iterable[str], near: Iterable[str], lazy: bool = False) -> Snapshot:
     """Vehicles and halting vehicles on `lanes`; distance to the lane's end and speed of each
-    vehicle on the `near` lanes: what detectors would report."""
+    vehicle on the `near` lanes: what detectors would report. `lazy`: the positions are read when
+    first asked for (before the simulation steps on: most decisions never look at them)."""
     lanes = list(lanes)
     vehicles = {lane: ls.lane.getLastStepVehicleNumber(lane) for lane in lanes}
     halting = {lane: ls.lane.getLastStepHaltingNumber(lane) for lane in lanes}
-    positions = {}
-    for lane in near:
-        ids = ls.lane.getLastStepVehicleIDs(lane)
-        if ids:
-            length = ls.lane.getLength(lane)
-            positions[lane] = tuple((length - ls.vehicle.getLanePosition(v), ls.vehicle.getSpeed(v)) for v in ids)
-    return Snapshot(now, vehicles, halting, positions)
+    positions = Positions(ls, near)
+    return Snapshot(now, vehicles, halting, positions if lazy else dict(positions))
+
+
+class Positions(Mapping[str, tuple[tuple[float, float], ...]]):
+    """Per near lane with vehicles on it, (distance to the lane's end, speed) of each, read from
+    libsumo per lane when first asked for."""
+
+    def __init__(self, ls: Any, near: Iterable[str]) -> None:
+        self._ls, self._near = ls, frozenset(near)
+        self._read: dict[str, tuple[tuple[float, float], ...]] = {}
+
+    def __getitem__(self, lane: str) -> tuple[tuple[float, float], ...]:
+        if lane not in self._read:
+            if lane not in self._near:
+                raise KeyError(lane)
+            ids = self._ls.lane.getLastStepVehicleIDs(lane)
+            vehicle, length = self._ls.vehicle, self._ls.lane.getLength(lane) if ids else 0.0
+            self._read[lane] = tuple((length - vehicle.getLanePosition(v), vehicle.getSpeed(v)) for v in ids)
+        if not self._read[lane]:
+            raise KeyError(lane)
+        return self._read[lane]
+
+    def __iter__(self) -> Iterator[str]:
+        return (lane for lane in self._near if lane in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 class SubscribedLanes:

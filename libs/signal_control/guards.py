@@ -43,16 +43,12 @@ def open_phases(intersection: Intersection, gates: set[int]) -> list[int]:
 def starving(intersection: Intersection, clock: PhaseClock, snap: Snapshot, max_red_s: float) -> set[int]:
     """Links red for `max_red_s` whose approach lane has a halted car (which may be waiting for
     exactly that link: counts cannot tell which way the car in front wants to go)."""
-    waiting = {
-        lane
-        for lane in intersection.program.in_lanes
-        if any(snap.halting.get(x, 0) > 0 for x in intersection.stop_lanes(lane))
-    }
-    return {
-        m.link
-        for m in intersection.program.links
-        if m.in_lane in waiting and clock.red_for(snap.time, m.link) >= max_red_s
-    }
+    # Red that long first: rare, and cheaper to ask than the counts.
+    if clock.longest_red(snap.time) < max_red_s:
+        return set()
+    long_red = [m for m in intersection.program.links if clock.red_for(snap.time, m.link) >= max_red_s]
+    halting, stops = snap.halting, intersection.stops
+    return {m.link for m in long_red if any(halting.get(x, 0) > 0 for x in stops[m.in_lane])}
 
 
 @dataclass
@@ -67,7 +63,7 @@ class DeadlockGuard:
 
     def stuck(self, intersection: Intersection, clock: PhaseClock, snap: Snapshot) -> bool:
         """True once the current green has had cars on its lanes, all halted, for `stuck_s`."""
-        lanes = {x for lane in clock.program.greens[clock.current].in_lanes for x in intersection.stop_lanes(lane)}
+        lanes = intersection.green_stops[clock.current]
         cars = sum(snap.vehicles.get(lane, 0) for lane in lanes)
         halted = sum(snap.halting.get(lane, 0) for lane in lanes)
         if cars == 0 or halted < cars:

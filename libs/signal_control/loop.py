@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from libs.signal_control.model import Decision, Intersection, PhaseClock, Snapshot
+from libs.signal_control.pressure import Pressures, PressureTable
 
 # (now, lanes, near lanes) -> the counts at `now` (positions only for the near lanes)
 Reader = Callable[[float, set[str], set[str]], Snapshot]
@@ -25,7 +26,9 @@ class Controller(Protocol):
     def start(self, now: float, record: bool = False, shown: str | None = None) -> Decision: ...
     def tick(self, now: float) -> Decision | None: ...
     def due(self, now: float) -> bool: ...
-    def decide(self, snap: Snapshot) -> Decision | None: ...
+    @property
+    def pressure_weights(self) -> tuple[float, float, float, float]: ...
+    def decide(self, snap: Snapshot, pressures: Pressures | None = None) -> Decision | None: ...
     def call(self, target_state: str | None) -> None: ...
 
 
@@ -45,6 +48,7 @@ class ControlLoop:
         self.clocks: dict[str, PhaseClock] = {}  # what every light of the loop shows, for coordination
         self.decisions = 0
         self.version = 0  # changes whenever a light joins or leaves
+        self._table: tuple[int, PressureTable] | None = None  # (version, every light's scores)
         for c in controllers:
             self.add(c)
 
@@ -58,6 +62,12 @@ class ControlLoop:
         self.controllers.remove(controller)
         del self.clocks[controller.tls_id]
         self.version += 1
+
+    def table(self) -> PressureTable:
+        """What the lights in the loop now ask of each snapshot, for all at once."""
+        if self._table is None or self._table[0] != self.version:
+            self._table = (self.version, PressureTable(self.controllers))
+        return self._table[1]
 
     def lanes(self) -> tuple[frozenset[str], frozenset[str]]:
         """Every lane the controllers count, and those near stop lines (positions wanted)."""
@@ -83,8 +93,9 @@ class ControlLoop:
             lanes = set().union(*(c.intersection.lanes for c in due))
             near = set().union(*(c.intersection.near_lanes for c in due))
             snap = read(now, lanes, near)
+            pressures = self.table().on(snap)
             for c in due:
-                decision = c.decide(snap)
+                decision = c.decide(snap, pressures)
                 self.decisions += 1
                 if decision is not None:
                     shown.append(Shown(c, decision, True))

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 from libs.signal_control import guards
 from libs.signal_control.model import Decision, Intersection, PhaseClock, Snapshot
+from libs.signal_control.pressure import Pressures
 
 # Per lane, its weighted count upstream (in lanes) and downstream (out lanes), on one snapshot.
-Pressures = tuple[dict[str, float], dict[str, float]]
+Shared = tuple[dict[str, float], dict[str, float]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,16 +71,30 @@ class MaxPressure:
     def due(self, now: float) -> bool:
         return not self.clock.in_transition and now >= self._next
 
-    def decide(self, snap: Snapshot) -> Decision | None:
-        """Gate spilled-back links at once; after min green, pick the green to run."""
+    @property
+    def pressure_weights(self) -> tuple[float, float, float, float]:
+        """Up all, up halted, down all, down halted: for `PressureTable`."""
+        p = self.params
+        return p.up_all, p.up_halted, p.down_all, p.down_halted
+
+    def decide(self, snap: Snapshot, pressures: Pressures | None = None) -> Decision | None:
+        """Gate spilled-back links at once; after min green, pick the green to run. `pressures`:
+        what every light asks of `snap`, computed for all at once (ControlLoop's `PressureTable`)."""
         self._next = snap.time + self.params.decide_every_s
-        blocked = guards.blocked_out_lanes(self.intersection, snap)
-        gates = guards.links_into(self.intersection, blocked) if self.params.gate_spillback else set()
+        if not self.params.gate_spillback:
+            gates: set[int] = set()
+        elif pressures is not None:
+            gates = pressures.gates(self.tls_id)
+        else:
+            gates = guards.links_into(self.intersection, guards.blocked_out_lanes(self.intersection, snap))
         gated = self.clock.gate(snap.time, gates)
         if not self.clock.may_switch(snap.time):
             return gated
-        pressures: Pressures = ({}, {})  # the phases' movements share lanes: each counted once
-        scores = [self.score(i, snap, gates, pressures) for i in range(len(self.intersection.program.greens))]
+        if pressures is not None and not gates:
+            scores = pressures.scores(self.tls_id)
+        else:
+            shared: Shared = ({}, {})  # the phases' movements share lanes: each counted once
+            scores = [self.score(i, snap, gates, shared) for i in range(len(self.intersection.program.greens))]
         choice, reason = self.choose(snap, scores, gates)
         return self.clock.switch(snap.time, choice, reason, frozenset(gates)) or gated
 
@@ -120,14 +135,14 @@ class MaxPressure:
             return best, "pressure"
         return current, "hold"
 
-    def score(self, phase: int, snap: Snapshot, gates: set[int], pressures: Pressures | None = None) -> float:
+    def score(self, phase: int, snap: Snapshot, gates: set[int], shared: Shared | None = None) -> float:
         """Σ over the phase's movements of upstream minus downstream vehicles, each lane's count
         shared among the movements that use it; links held red for spill-back count nothing.
-        `pressures`: each lane's upstream and downstream count, kept across the movements and phases
-        scored on one snapshot (movements share lanes)."""
+        `shared`: each lane's upstream and downstream count, kept across the movements and phases
+        scored on one snapshot (movements share lanes). `PressureTable` scores every light at once."""
         total, p = 0.0, self.params
         up, down = self.intersection.upstream, self.intersection.downstream
-        ups, downs = pressures if pressures is not None else ({}, {})
+        ups, downs = shared if shared is not None else ({}, {})
         for m in self.intersection.program.greens[phase].movements:
             if m.link in gates:
                 continue

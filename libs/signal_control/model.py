@@ -70,6 +70,16 @@ class Intersection:
     def near_lanes(self) -> frozenset[str]:
         return frozenset(lane for chain in self.near.values() for lane, _ in chain)
 
+    @cached_property
+    def stops(self) -> Mapping[str, tuple[str, ...]]:
+        """`stop_lanes` of every in lane (the guards ask every second: kept)."""
+        return {lane: self.stop_lanes(lane) for lane in self.program.in_lanes}
+
+    @cached_property
+    def green_stops(self) -> tuple[frozenset[str], ...]:
+        """Per green phase, the lanes where the cars it serves wait at the stop line."""
+        return tuple(frozenset(x for lane in g.in_lanes for x in self.stops[lane]) for g in self.program.greens)
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -222,15 +232,20 @@ class PhaseClock:
         return now - self.last_green.get(link, now)
 
     def _green_state(self, now: float, green: int | None = None) -> str:
+        if not self.gated:
+            return self.program.greens[self.current if green is None else green].state
         state = list(self.program.greens[self.current if green is None else green].state)
         for link, since in self.gated.items():
             state[link] = "y" if now - since < self.yellow_s else "r"
         return "".join(state)
 
+    def longest_red(self, now: float) -> float:
+        """The longest `red_for` of any link (0 before `start`)."""
+        return now - min(self.last_green.values(), default=now)
+
     def _mark_green(self, now: float) -> None:
-        for m in self.program.greens[self.current].movements:
-            if m.link not in self.gated:
-                self.last_green[m.link] = now
+        links = self.program.greens[self.current].link_ids
+        self.last_green.update(dict.fromkeys(links - self.gated.keys() if self.gated else links, now))
 
     def _show_if_changed(self, now: float, state: str, reason: str) -> Decision | None:
         return None if state == self.shown else self._show(now, state, reason)

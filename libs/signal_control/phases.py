@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 GREEN = frozenset("Gg")
 YELLOW = frozenset("yY")
@@ -27,15 +28,16 @@ class GreenPhase:
     movements: tuple[Movement, ...]  # links with 'G' or 'g' in this phase
     source: str  # the program's phase it comes from (with permissive turns `protect_turns` took away)
 
-    @property
+    # Cached: the controllers ask every light's phases for these every second.
+    @cached_property
     def in_lanes(self) -> frozenset[str]:
         return frozenset(m.in_lane for m in self.movements)
 
-    @property
+    @cached_property
     def out_lanes(self) -> frozenset[str]:
         return frozenset(m.out_lane for m in self.movements)
 
-    @property
+    @cached_property
     def link_ids(self) -> frozenset[int]:
         return frozenset(m.link for m in self.movements)
 
@@ -58,7 +60,7 @@ class SignalProgram:
         lit = {k for k, c in enumerate(state) if c in GREEN}
         return max(range(len(self.greens)), key=lambda i: (len(lit & self.greens[i].link_ids), -i))
 
-    @property
+    @cached_property
     def in_lanes(self) -> frozenset[str]:
         return frozenset(m.in_lane for m in self.links)
 

@@ -305,3 +305,34 @@ def test_a_controller_taking_a_light_over_again_starts_afresh() -> None:
     outlook = controller.clock.outlook(60.0)
     assert outlook == [("Gr", 60.0)]
     assert all(p.duration > 0 for p in step_plan(outlook, 5.0, "start").phases)
+
+
+@pytest.mark.parametrize("network", ["cologne8", "ingolstadt21"])
+def test_the_loops_pressure_table_gives_every_lights_gates_and_scores_bit_for_bit(network: str) -> None:
+    """What a control loop computes for all its lights at once (`PressureTable`) is what each
+    controller would compute alone: the links into spilled-back lanes, and each green's score as
+    the very same float (a different rounding could flip a close decision), for max-pressure and
+    ours (other weights) side by side, on snapshots with queues long enough to gate some links."""
+    import random
+
+    from libs.signal_control import guards
+    from libs.signal_control.layout import intersections
+    from libs.signal_control.pressure import PressureTable
+
+    layouts = intersections(resco.locate(network).network)
+    controllers = [(MaxPressure if n % 2 else PressureActuated)(i) for n, i in enumerate(layouts)]
+    table = PressureTable(controllers)
+    lanes = sorted(frozenset().union(*(i.lanes for i in layouts)))
+    rng = random.Random(7)
+    gated = 0
+    for t in range(20):
+        vehicles = {lane: rng.choice((0, 0, 1, 3, 8, 30)) for lane in lanes}
+        snap = Snapshot(float(t), vehicles, {lane: rng.randint(0, n) for lane, n in vehicles.items()})
+        pressures = table.on(snap)
+        for c in controllers:
+            gates = guards.links_into(c.intersection, guards.blocked_out_lanes(c.intersection, snap))
+            assert pressures.gates(c.tls_id) == gates
+            gated += bool(gates)
+            greens = range(len(c.intersection.program.greens))
+            assert pressures.scores(c.tls_id) == [c.score(i, snap, set()) for i in greens]
+    assert gated > 0
