@@ -52,11 +52,10 @@ def lock(
     query: Select[Any],
     id_column: Any,
     ids: Iterable[str],
-    make: Callable[[Any], Row] = lambda result: result[0],
 ) -> Locked[Row]:
-    """`query`'s rows with these ids, `make` turning each result row into a batch row. FOR UPDATE:
-    replicas sharing PostgreSQL serialise their writes per row (SQLite has one writer anyway)."""
-    found = (make(r) for r in session.execute(query.where(id_column.in_(set(ids))).with_for_update()))
+    """`query`'s rows (its first entity) with these ids. FOR UPDATE: replicas sharing PostgreSQL
+    serialise their writes per row (SQLite has one writer anyway)."""
+    found = (r[0] for r in session.execute(query.where(id_column.in_(set(ids))).with_for_update()))
     return Locked(noun, {row.id: row for row in found})
 
 

@@ -68,3 +68,28 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    # On SQLite the value is text. The two steps above plus SQLAlchemy's own text conversion cost
+    # ~2 us a value through its layers (seven go into every occupancy report); these do the same in
+    # one step: the same text (SQLAlchemy's "YYYY-MM-DD HH:MM:SS.ffffff"), the same datetimes.
+
+    def bind_processor(self, dialect: Any) -> Any:
+        return _to_sqlite_text if dialect.name == "sqlite" else super().bind_processor(dialect)
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        return _from_sqlite_text if dialect.name == "sqlite" else super().result_processor(dialect, coltype)
+
+
+def _to_sqlite_text(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _from_sqlite_text(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    when = datetime.fromisoformat(value)
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)

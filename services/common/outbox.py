@@ -16,10 +16,10 @@ from nats.aio.msg import Msg
 from sqlalchemy import JSON, Engine, LargeBinary, delete, func, select
 from sqlmodel import Field, SQLModel
 
-from services.common import tracing
+from services.common import driver_sql, tracing
 from services.common.bus import EVENT_TYPE_HEADER, MSG_ID_HEADER, Bus, OutgoingMessage
 from services.common.clock import UtcDateTime
-from services.common.db import writer, writer_lock
+from services.common.db import begin_unsynced, writer, writer_lock
 from services.common.errors import InvalidArgument
 from services.common.observability import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
 from services.common.worker import Worker
@@ -40,6 +40,8 @@ class OutboxBase(SQLModel):
     created_at: datetime = Field(sa_type=UtcDateTime)
 
 
+# The columns an outbox row (outbox_row) sets.
+OUTBOX_COLUMNS = ("event_id", "subject", "event_type", "payload", "headers", "created_at")
 # Largest event the outbox accepts: below the streams' max_msg_size (64 KiB) with room for headers.
 MAX_EVENT_BYTES = 60_000
 
@@ -131,6 +133,7 @@ class OutboxRelay:
         poll: float = 1.0,
     ) -> None:
         self._engine = engine
+        self._writer = writer(engine)
         self._table: Any = table
         self._publisher = JetStreamPublisher(bus)
         self._service = service
@@ -138,10 +141,14 @@ class OutboxRelay:
         self._leads = leads
         self._ring = ring  # blocking: wakes the leading replica's relay
         self._committed = False  # woken by a commit of this process (not by another replica's ring)
-        # Plain rows, not ORM objects: building a SQLModel instance per event cost more than its query.
+        # Plain tuples read and deleted by the driver (services/common/driver_sql.py): building a
+        # SQLModel instance per event cost more than its query, and SQLAlchemy's execution nearly so.
         columns = table.__table__.c  # type: ignore[attr-defined]
-        names = ("id", "event_id", "subject", "event_type", "payload", "headers")
-        self._pending: Any = select(*(columns[n] for n in names)).order_by(columns.id)
+        pending = [columns[n] for n in ("id", "event_id", "subject", "event_type", "payload", "headers")]
+        self._pending = driver_sql.Statement(
+            select(*pending).order_by(columns.id).limit(batch), params=[], columns=pending
+        )
+        self._published = driver_sql.KeyIn(lambda where: delete(self._table).where(where), key=columns.id)
         self._worker = Worker(f"{service}-outbox-relay", self._publish_all_pending, poll)
 
     def notify(self) -> None:
@@ -184,16 +191,12 @@ class OutboxRelay:
         acked = await self._publisher.publish(
             [
                 OutgoingMessage(
-                    subject=r.subject,
-                    payload=r.payload,
-                    msg_id=r.event_id,
-                    event_type=r.event_type,
-                    headers=r.headers or {},
+                    subject=subject, payload=payload, msg_id=event_id, event_type=kind, headers=headers or {}
                 )
-                for r in rows
+                for _, event_id, subject, kind, payload, headers in rows
             ]
         )
-        done = [r.id for r, ok in zip(rows, acked, strict=True) if ok]
+        done = [r[0] for r, ok in zip(rows, acked, strict=True) if ok]
         if done:
             await asyncio.to_thread(self._delete, done)
             OUTBOX_PUBLISHED.labels(self._service).inc(len(done))
@@ -201,9 +204,9 @@ class OutboxRelay:
             raise RuntimeError(f"JetStream did not acknowledge {len(rows) - len(done)} of {len(rows)} events")
         return len(done)
 
-    def _fetch(self) -> list[Any]:
+    def _fetch(self) -> list[tuple[Any, ...]]:
         with self._engine.connect() as conn:
-            rows = list(conn.execute(self._pending.limit(self._batch)))
+            rows = self._pending.fetch(conn, [])
             backlog = len(rows)
             if backlog == self._batch:
                 backlog = conn.execute(select(func.count(self._table.id))).scalar_one()
@@ -211,5 +214,5 @@ class OutboxRelay:
             return rows
 
     def _delete(self, ids: list[int]) -> None:
-        with writer_lock(self._engine), writer(self._engine).begin() as conn:
-            conn.execute(delete(self._table).where(self._table.id.in_(ids)))
+        with writer_lock(self._engine), self._writer.connect() as conn, begin_unsynced(conn):
+            self._published.execute(conn, ids)

@@ -11,14 +11,16 @@ from typing import Any, TypeVar
 from almere.parking.v1 import events_pb2
 from almere.parking.v1 import parking_pb2 as pb
 from google.protobuf import field_mask_pb2
-from sqlalchemy import Engine, and_, bindparam, delete, insert, select, true, update
+from sqlalchemy import Engine, and_, bindparam, delete, select, true, update
 from sqlmodel import Session, col
 
+from services.common import driver_sql
 from services.common.auth import Identity, Role
 from services.common.batch import Locked, each, lock
 from services.common.changes import Changes
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from services.common.feed import Snapshot
+from services.common.outbox import OUTBOX_COLUMNS
 from services.common.retention import Expire
 from services.common.tracing import Traced
 from services.parking import events, logic, metrics
@@ -55,8 +57,9 @@ UPDATABLE_FIELDS = frozenset(
 
 FACILITY = Facility.__table__  # type: ignore[attr-defined]
 GATE_BATCH = GateBatch.__table__  # type: ignore[attr-defined]
-# Occupancy writes (the hot path) read and write these columns with SQLAlchemy Core: ORM identity
-# maps and change tracking cost more than the SQL itself at thousands of reports a second.
+# Occupancy writes (the hot path) read and write these columns with the driver itself (driver_sql):
+# ORM identity maps and change tracking, and Core's per-execution work, cost more than the SQL itself
+# at thousands of reports a second.
 OCCUPANCY_COLUMNS = [f.name for f in fields(OccupancyRow)]
 MUTABLE_COLUMNS = [
     "version",
@@ -70,10 +73,19 @@ MUTABLE_COLUMNS = [
     "update_time",
     "count_time",
 ]
-_SAVE_OCCUPANCY = (
-    update(FACILITY).where(FACILITY.c.id == bindparam("b_id")).values({c: bindparam(f"b_{c}") for c in MUTABLE_COLUMNS})
+_SAVED = ["id", *MUTABLE_COLUMNS]  # the values of each saved occupancy, in the statement's order
+_SAVE_OCCUPANCY = driver_sql.Statement(
+    update(FACILITY)
+    .where(FACILITY.c.id == bindparam("b_id"))
+    .values({c: bindparam(f"b_{c}") for c in MUTABLE_COLUMNS}),
+    params=[f"b_{c}" for c in _SAVED],
 )
-_SAVED = [(f"b_{c}", c) for c in ["id", *MUTABLE_COLUMNS]]  # (parameter, column) of each saved value
+_READ_OCCUPANCY = driver_sql.select_for_update(FACILITY, OCCUPANCY_COLUMNS, key="id")
+_HISTORY = ["facility_id", "source_time", "occupied", "version", "cause", "sequence"]
+_INSERT_HISTORY = driver_sql.Insert(OccupancySample.__table__, _HISTORY)  # type: ignore[attr-defined]
+_INSERT_OUTBOX = driver_sql.Insert(ParkingOutbox.__table__, OUTBOX_COLUMNS)  # type: ignore[attr-defined]
+_GATE_BATCH = ["facility_id", "batch_id", "entries", "exits", "recorded_time"]
+_INSERT_GATE_BATCH = driver_sql.Insert(GATE_BATCH, _GATE_BATCH)
 
 
 def _facilities(session: Session, ids: set[str]) -> Locked[Facility]:
@@ -81,15 +93,11 @@ def _facilities(session: Session, ids: set[str]) -> Locked[Facility]:
 
 
 def _occupancies(session: Session, ids: set[str]) -> Locked[OccupancyRow]:
-    query = select(*(FACILITY.c[c] for c in OCCUPANCY_COLUMNS))
-    return lock(
-        session,
-        noun="facility",
-        query=query,
-        id_column=FACILITY.c.id,
-        ids=ids,
-        make=lambda r: OccupancyRow(**r._mapping),
+    found = (
+        OccupancyRow(**dict(zip(OCCUPANCY_COLUMNS, r, strict=True)))
+        for r in _READ_OCCUPANCY.fetch(session.connection(), ids)
     )
+    return Locked("facility", {row.id: row for row in found})
 
 
 def _authorized(identity: Identity) -> Callable[[R], R]:
@@ -118,7 +126,7 @@ class _Changes(Changes):
         super().__init__(OccupancySample, ParkingOutbox)
         self.bus = bus
         self.changed: dict[str, OccupancyRow] = {}
-        self.gate_batches: list[dict[str, Any]] = []
+        self.gate_batches: list[tuple[Any, ...]] = []
 
     def occupancy(
         self, row: FacilityView, *, previous_status: int, cause: int, now: datetime, source: datetime
@@ -157,14 +165,15 @@ class _Changes(Changes):
         return occupancy
 
     def flush(self, session: Session) -> None:
+        connection = session.connection()
         if self.changed:
-            session.connection().execute(
-                _SAVE_OCCUPANCY,
-                [{key: getattr(r, c) for key, c in _SAVED} for r in self.changed.values()],
-            )
+            _SAVE_OCCUPANCY.executemany(connection, [[getattr(r, c) for c in _SAVED] for r in self.changed.values()])
         if self.gate_batches:
-            session.connection().execute(insert(GATE_BATCH), self.gate_batches)
-        super().flush(session)
+            _INSERT_GATE_BATCH.executemany(connection, self.gate_batches)
+        if self.history:
+            _INSERT_HISTORY.executemany(connection, [[h[c] for c in _HISTORY] for h in self.history])
+        if self.outbox:
+            _INSERT_OUTBOX.executemany(connection, [[e[c] for c in OUTBOX_COLUMNS] for e in self.outbox])
 
 
 # --- writes --------------------------------------------------------------------------------------
@@ -333,15 +342,7 @@ def record_gate_batches(session: Session, items: Sequence[GateBatchItem], *, bus
             now=item.now,
             source=max(item.latest, row.source_time) if row.source_time else item.latest,
         )
-        changes.gate_batches.append(
-            {
-                "facility_id": row.id,
-                "batch_id": item.batch_id,
-                "entries": item.entries,
-                "exits": item.exits,
-                "recorded_time": item.now,
-            }
-        )
+        changes.gate_batches.append((row.id, item.batch_id, item.entries, item.exits, item.now))  # _GATE_BATCH
         return GateBatchResult(False, occupancy)
 
     return each(session, items, apply, changes, savepoints=False)  # apply checks before it changes
