@@ -1,17 +1,21 @@
 """Speed of the twin: simulated seconds per wall second for almere-centrum, for a bare libsumo run of
 the scenario (the baseline, measured in the same run), the runner (samples, incidents, KPIs), the
 runner coupled to the services (field devices reporting over gRPC, signal plans from JetStream) and
-the closed loop in lockstep (mode coordinated: the equipped vehicles report to the optimizer every
-30 simulated seconds and the twin waits for its decisions), first with SUMO's actuated lights, then
+the closed loop (mode coordinated: the equipped vehicles report to the optimizer every 30 simulated
+seconds and get its decisions 2 simulated seconds later, the twin waiting only if they are not in
+by then), first with SUMO's actuated lights, then
 with the optimizer driving them (one ControlSignals stream: every simulated second the twin sends
 the lane counts that changed and shows the adaptive steps the signal service applied). Targets
 (TARGETS): the closed loop at most 2x the bare run's wall time, with adaptive signals at most 3x.
+For the closed loop runs it also prints each process's CPU time per simulated hour (the twin, each
+service): on a shared machine wall time moves with the other jobs, CPU time much less.
 
 Run: `.venv/bin/python loadtest/bench_twin.py [--end 14400] [--scale 0.7]` (make bench-twin)."""
 
 from __future__ import annotations
 
 import argparse
+import resource
 import subprocess
 import sys
 import tempfile
@@ -19,6 +23,8 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+
+import psutil
 
 from apps.coupled import import_lights, twin_callers
 from apps.stack import Stack
@@ -46,6 +52,22 @@ def timed(label: str, action: object, *, end_s: float, results: dict[str, float]
     action()  # type: ignore[operator]
     results[label] = time.perf_counter() - start
     print(f"{label:<34} {results[label]:7.1f} s wall   {end_s / results[label]:8.0f} sim s / wall s", flush=True)
+
+
+def cpu_seconds(stack: Stack) -> dict[str, float]:
+    """CPU time so far of each service and of this process's finished children (the twin's run)."""
+    out = {"twin": sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])}
+    for name, process in stack.processes.items():
+        times = psutil.Process(process.pid).cpu_times()
+        out[name] = times.user + times.system
+    return out
+
+
+def print_cpu(before: dict[str, float], after: dict[str, float], *, end_s: float) -> None:
+    """CPU per simulated hour of each process in a run: robust where wall time is not (a shared machine)."""
+    per_hour = {name: (after[name] - before[name]) * 3600 / end_s for name in after}
+    busy = sorted(((s, n) for n, s in per_hour.items() if s >= 0.05), reverse=True)
+    print("    CPU per simulated hour: " + ", ".join(f"{n} {s:.2f} s" for s, n in busy), flush=True)
 
 
 def main() -> int:
@@ -96,9 +118,13 @@ def main() -> int:
             # Each target run between two bare runs (other jobs on a shared machine come and go): its
             # baseline is the faster of the two.
             timed(BARE_RUNS[0], plain, end_s=args.end, results=results)
+            cpu_before = cpu_seconds(stack)
             timed("closed loop with the optimizer", lambda: run_many([loop]), end_s=args.end, results=results)
+            print_cpu(cpu_before, cpu_seconds(stack), end_s=args.end)
             timed(BARE_RUNS[1], plain, end_s=args.end, results=results)
+            cpu_before = cpu_seconds(stack)
             timed("... and its adaptive signals", lambda: run_many([lights]), end_s=args.end, results=results)
+            print_cpu(cpu_before, cpu_seconds(stack), end_s=args.end)
         finally:
             stack.stop()
         timed(BARE_RUNS[2], plain, end_s=args.end, results=results)

@@ -26,6 +26,9 @@ GUIDANCE_SUBJECTS = (bus.OPTIMIZER.every(bus.ROUTE_ADVICE), bus.OPTIMIZER.every(
 SUMO_TYPES = {spb.PLAN_TYPE_STATIC: 0, spb.PLAN_TYPE_ACTUATED: 3}
 # How long a decision waits for its vehicle to leave a junction before it is dropped (simulated s).
 RETRY_S = 10.0
+# Levers the optimizer uses only in report rounds: their copies on the bus wait until the round's
+# answer is due (`latency_s`), so when a car is told does not depend on how fast the bus was.
+ROUND_LEVERS = frozenset({decisions_pb2.LEVER_PARKING_GUIDANCE, decisions_pb2.LEVER_CONGESTION_REROUTING})
 
 
 def _latency(when: Timestamp) -> float:
@@ -41,7 +44,10 @@ class DecisionApplier:
         self.vehicle_prefix = vehicle_prefix
         self._log: IO[str] = log_path.open("a")
         self._seen: set[str] = set()
-        self._pending: dict[str, tuple[decisions_pb2.Decision, float]] = {}
+        # Decisions to apply: (decision, not before, given up after), in simulated s.
+        self._pending: dict[str, tuple[decisions_pb2.Decision, float, float]] = {}
+        # How long after its report a round's decisions are applied (the runner's decision_latency_s).
+        self.latency_s = 0.0
         self._present_ids: set[str] = set()
         self._present_at = -1.0
         self._parking_areas: set[str] | None = None
@@ -72,7 +78,9 @@ class DecisionApplier:
             if event.change.priority.vehicle_id not in self.own_priority:  # the twin's own: applied already
                 self._signal(sumo, sim_s, event)
         elif kind in bus.DECISION_EVENTS and self._guidance:
-            self.decide(sumo, sim_s, decisions_pb2.Decision.FromString(payload))
+            decision = decisions_pb2.Decision.FromString(payload)
+            due = decision.sim_time_seconds + self.latency_s if decision.lever in ROUND_LEVERS else sim_s
+            self.decide(sumo, sim_s, decision, not_before=due)
 
     def local_id(self, vehicle_id: str) -> str:
         """The SUMO id of a vehicle the optimizer knows as `<run tag>:<id>` (ids unique across runs)."""
@@ -131,17 +139,22 @@ class DecisionApplier:
             self._present_ids, self._present_at = set(sumo.vehicle.getIDList()), step
         return self._present_ids
 
-    def decide(self, sumo: Any, sim_s: float, decision: decisions_pb2.Decision) -> None:
-        """Apply one of the optimizer's decisions (once, however often it arrives); a vehicle crossing
-        a junction gets it on the next steps."""
+    def decide(
+        self, sumo: Any, sim_s: float, decision: decisions_pb2.Decision, *, not_before: float | None = None
+    ) -> None:
+        """Apply one of the optimizer's decisions (once, however often it arrives), at `not_before` if
+        that is later; a vehicle crossing a junction gets it on the next steps."""
         if decision.name in self._seen:
             return
         self._seen.add(decision.name)
-        self._pending[decision.name] = (decision, sim_s + RETRY_S)
+        start = sim_s if not_before is None else max(sim_s, not_before)
+        self._pending[decision.name] = (decision, start, start + RETRY_S)
         self.retry(sumo, sim_s)
 
     def retry(self, sumo: Any, sim_s: float) -> None:
-        for name, (decision, until) in list(self._pending.items()):
+        for name, (decision, start, until) in list(self._pending.items()):
+            if sim_s < start:
+                continue
             vehicle = self.local_id(decision.route_advice.vehicle_id or decision.parking_guidance.vehicle_id)
             edge = self._where(sumo, vehicle)
             if edge == "" and sim_s < until:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -76,11 +77,31 @@ class FieldDevices:
         self._every_s = every_s
         self._last: dict[str, tuple[float, int]] = {}
         self._open: dict[str, str] = {}
+        # Calls that need not hold the street up (occupancy reports, report rounds) go out from threads
+        # of their own: the twin steps on while the services commit. Threads rather than gRPC's own
+        # futures: starting one of those costs the stepping thread more than the hand-over.
+        self._background = ThreadPoolExecutor(max_workers=3, thread_name_prefix="field-devices")
+        # Occupancy reports in flight; a failed one still fails the run, at the next count or close.
+        self._in_flight: list[Future[ppb.ReportOccupancyResponse]] = []
         self.reports = 0
 
     def close(self) -> None:
-        for channel in self._channels:
-            channel.close()
+        try:
+            self._settle(wait=True)
+        finally:
+            self._background.shutdown(cancel_futures=True)
+            for channel in self._channels:
+                channel.close()
+
+    def _settle(self, *, wait: bool) -> None:
+        """Forget the reports that are in; raise the first that failed, as a blocking call would have."""
+        in_flight = []
+        for future in self._in_flight:
+            if wait or future.done():
+                future.result()
+            else:
+                in_flight.append(future)
+        self._in_flight = in_flight
 
     def navigation(
         self, *, seed: int, prefix: str, walks: dict[str, tuple[float, float]], equipped: float | None = None
@@ -98,6 +119,7 @@ class FieldDevices:
             equipped = stub.GetStrategy(opb.GetStrategyRequest(), metadata=self._auth).strategy.equipped_share
         return Navigation(
             report_vehicles=stub.ReportVehicles,
+            in_background=self._background,
             metadata=self._auth,
             equipped=equipped,
             seed=seed,
@@ -163,14 +185,18 @@ class FieldDevices:
                     raise
 
     def count(self, sim_s: float, counts: dict[str, int]) -> None:
-        """The garage counters: report a count that changed, or every `every_s` anyway."""
+        """The garage counters: report a count that changed, or every `every_s` anyway. The reports go
+        out without waiting for their answers (a later report of the same facility has a higher sequence,
+        so one overtaking another cannot put an older count back)."""
+        self._settle(wait=False)
         for facility_id, occupied in counts.items():
             last = self._last.get(facility_id)
             if last is not None and last[1] == occupied and sim_s - last[0] < self._every_s:
                 continue
             # Sequence numbers increase across runs too: the service keeps the last one per facility.
             sequence = time.time_ns() // 1000
-            self.parking.ReportOccupancy(
+            report = self._background.submit(
+                self.parking.ReportOccupancy,
                 ppb.ReportOccupancyRequest(
                     facility=f"facilities/{facility_id}",
                     occupied_spaces=occupied,
@@ -179,6 +205,7 @@ class FieldDevices:
                 ),
                 metadata=self._operator_auth[self._operator_of[facility_id]],
             )
+            self._in_flight.append(report)
             self._last[facility_id] = (sim_s, occupied)
             self.reports += 1
 

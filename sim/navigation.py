@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from typing import Any
 
 from almere.optimizer.v1 import decisions_pb2
@@ -44,6 +45,7 @@ class Navigation:
         self,
         *,
         report_vehicles: ReportVehicles,
+        in_background: Executor | None = None,
         metadata: tuple[tuple[str, str], ...],
         equipped: float,
         seed: int,
@@ -51,9 +53,12 @@ class Navigation:
         walks: dict[str, tuple[float, float]],
         areas: set[str],
     ) -> None:
-        """`prefix`: prepended to SUMO ids so the optimizer sees ids unique across runs; `walks`: where
-        each parker's driver walks to (lat, lon), as a navigation app knows its user's destination."""
+        """`in_background`: where a round is sent from, so the twin can step on meanwhile (None: sent
+        and answered before `send` returns, as an in-process optimizer does); `prefix`: prepended to
+        SUMO ids so the optimizer sees ids unique across runs; `walks`: where each parker's driver
+        walks to (lat, lon), as a navigation app knows its user's destination."""
         self._report_vehicles = report_vehicles
+        self._in_background = in_background
         self._metadata = metadata
         self.share = equipped
         self._seed = seed
@@ -61,6 +66,9 @@ class Navigation:
         self._walks = walks
         self._areas = areas
         self._draws: dict[str, bool] = {}
+        # Parked vehicles' last states by (route, route index): most equipped vehicles on the map are
+        # parked, and their state stands until they leave (no protobuf built for them every round).
+        self._parked: dict[str, tuple[tuple[tuple[str, ...], int], pb.VehicleState]] = {}
         self.reports = 0
         self.vehicles_reported = 0
 
@@ -73,27 +81,52 @@ class Navigation:
     def _state(self, sumo: Any, vehicle: str) -> pb.VehicleState:
         route = sumo.vehicle.getRoute(vehicle)
         index = max(0, sumo.vehicle.getRouteIndex(vehicle))
+        parked = sumo.vehicle.isStoppedParking(vehicle)
+        if parked:
+            known = self._parked.get(vehicle)
+            if known is not None and known[0] == (route, index):
+                return known[1]
         state = pb.VehicleState(vehicle_id=self.prefix + vehicle, edge_id=route[index], route=route[index:])
         stops = sumo.vehicle.getStops(vehicle, 1)
         area = stops[0].stoppingPlaceID if stops else ""
         if area not in self._areas:
             state.purpose = pb.VEHICLE_PURPOSE_THROUGH
-        elif sumo.vehicle.isStoppedParking(vehicle):
+        elif parked:
             state.purpose, state.parked_at = pb.VEHICLE_PURPOSE_PARKED, area
         else:
             state.purpose, state.parking_area_id = pb.VEHICLE_PURPOSE_PARKING, area
             walk = self._walks.get(vehicle)
             if walk:
                 state.walk_destination.CopyFrom(geo_pb2.LatLng(latitude=walk[0], longitude=walk[1]))
+        if parked:
+            self._parked[vehicle] = ((route, index), state)
+        else:
+            self._parked.pop(vehicle, None)
         return state
 
-    def report(self, sumo: Any, sim_s: float, edges: list[str]) -> list[decisions_pb2.Decision]:
-        """One decision round: the equipped vehicles on the road and every edge's current travel time."""
-        vehicles = [self._state(sumo, v) for v in sumo.vehicle.getIDList() if self.is_equipped(v)]
+    def _equipped_on_road(self, sumo: Any) -> list[str]:
+        """The equipped vehicles in the simulation (each vehicle's draw made once)."""
+        present, draws = sumo.vehicle.getIDList(), self._draws
+        for vehicle in present:
+            if vehicle not in draws:
+                self.is_equipped(vehicle)
+        return [v for v in present if draws[v]]
+
+    def send(self, sumo: Any, sim_s: float, edges: list[str]) -> Future[pb.ReportVehiclesResponse]:
+        """One decision round: the equipped vehicles on the road and every edge's current travel time,
+        read now and sent without waiting for the answer."""
+        vehicles = [self._state(sumo, v) for v in self._equipped_on_road(sumo)]
         times = [pb.EdgeTravelTime(edge_id=e, travel_time_seconds=max(0.1, sumo.edge.getTraveltime(e))) for e in edges]
         request = pb.ReportVehiclesRequest(vehicles=vehicles, edge_travel_times=times, sim_time_seconds=sim_s)
         request.observe_time.GetCurrentTime()
-        reply = self._report_vehicles(request, metadata=self._metadata, timeout=30)
         self.reports += 1
         self.vehicles_reported += len(vehicles)
-        return list(reply.decisions)
+        if self._in_background is not None:
+            return self._in_background.submit(self._report_vehicles, request, metadata=self._metadata, timeout=30)
+        answered: Future[pb.ReportVehiclesResponse] = Future()
+        answered.set_result(self._report_vehicles(request, metadata=self._metadata, timeout=30))
+        return answered
+
+    def report(self, sumo: Any, sim_s: float, edges: list[str]) -> list[decisions_pb2.Decision]:
+        """One decision round, waiting for its decisions."""
+        return list(self.send(sumo, sim_s, edges).result().decisions)

@@ -52,23 +52,37 @@ def sample(sumo: Any, now: float, *, edges: list[str], facilities: list[Facility
     return row
 
 
-def publish_detectors(sumo: Any, bus: BusListener, loops: list[str], *, interval_s: float) -> None:
+def detector_stations(sumo: Any, loops: list[str]) -> dict[str, tuple[str, str, int]]:
+    """Each loop's subject, edge and lane index: fixed for the run, so read once, not every minute."""
+    stations = {}
+    for loop in loops:
+        edge, index = sumo.inductionloop.getLaneID(loop).rsplit("_", 1)
+        stations[loop] = (DETECTORS.subject(MEASUREMENT, detector_loop_id(loop)), edge, int(index))
+    return stations
+
+
+def publish_detectors(
+    sumo: Any, bus: BusListener, stations: dict[str, tuple[str, str, int]], *, interval_s: float
+) -> None:
     """The loop detectors' last interval, as the street's detector stations would send it."""
     start, end = Timestamp(), Timestamp()
     end.GetCurrentTime()
     start.FromNanoseconds(end.ToNanoseconds() - int(interval_s * 1e9))
-    messages = []
-    for loop in loops:
-        lane = sumo.inductionloop.getLaneID(loop)
-        measurement = detectors_pb2.Measurement(
-            detector_id=loop,
-            edge_id=lane.rsplit("_", 1)[0],
-            lane_index=int(lane.rsplit("_", 1)[1]),
-            interval_start=start,
-            interval_end=end,
-            vehicle_count=sumo.inductionloop.getLastIntervalVehicleNumber(loop),
-            mean_speed_mps=sumo.inductionloop.getLastIntervalMeanSpeed(loop),
-            occupancy_percent=sumo.inductionloop.getLastIntervalOccupancy(loop),
+    loops = sumo.inductionloop
+    messages = [
+        (
+            subject,
+            detectors_pb2.Measurement(
+                detector_id=loop,
+                edge_id=edge,
+                lane_index=index,
+                interval_start=start,
+                interval_end=end,
+                vehicle_count=loops.getLastIntervalVehicleNumber(loop),
+                mean_speed_mps=loops.getLastIntervalMeanSpeed(loop),
+                occupancy_percent=loops.getLastIntervalOccupancy(loop),
+            ).SerializeToString(),
         )
-        messages.append((DETECTORS.subject(MEASUREMENT, detector_loop_id(loop)), measurement.SerializeToString()))
+        for loop, (subject, edge, index) in stations.items()
+    ]
     bus.publish(messages)

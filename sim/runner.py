@@ -11,8 +11,9 @@ Modes (both at the same equipped-vehicle share):
   edge, closures seen by every router at once, actuated lights.
 * coordinated: the same street, but the equipped share follows the optimizer instead of SUMO's
   rerouting device: every decision interval their navigation systems report to it and apply its
-  route advice and parking guidance; it also hears the police, the garages and the detectors through
-  the services, and answers an incident at once.
+  route advice and parking guidance (decision_latency_s later, 2 simulated seconds by default); it
+  also hears the police, the garages and the detectors through the services, and answers an
+  incident at once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import json
 import shutil
 import time
 import uuid
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from importlib import import_module
@@ -30,6 +32,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from almere.optimizer.v1.optimizer_pb2 import ReportVehiclesResponse
 from tqdm import tqdm
 
 from contract.bus import DEFAULT_LIMITS, DETECTORS, SIGNALS
@@ -72,6 +75,11 @@ class RunSpec:
     pace: float = 1.0
     # coordinated: how often the equipped vehicles report to the optimizer (simulated s).
     decision_s: float = 30
+    # coordinated: the navigation systems apply a round's decisions this long after their report
+    # (simulated s; the twin steps on meanwhile and waits only if the answer is not in by then), as
+    # a real navigation service's answers take a moment to reach the cars. Fixed, so a run stays
+    # reproducible; 0: the street waits for the optimizer (lockstep).
+    decision_latency_s: float = 2
     # With services: responders (the variant's ambulances) ask the signal service for priority.
     priority: bool = True
     # coordinated: the optimizer drives the lights through the signal service (each takeover by the
@@ -156,6 +164,7 @@ class _Run:
             vehicle_prefix=f"{self.run_tag}:",
         )
         self.applier.lights.passive = self.adaptive
+        self.applier.latency_s = spec.decision_latency_s
         self.incidents = ScriptedIncidents(sumo, source.incidents, broadcast=spec.mode != "none")
         self.facilities = scenario.parking_facilities()
         self.stops = StopRecorder({f.facility_id for f in self.facilities})
@@ -166,6 +175,8 @@ class _Run:
         self.navigation: Navigation | None = None
         self.signals: ServiceControl | None = None  # the optimizer drives the lights
         self.states: TwinStates | None = None  # what-if runs: saved states and observed horizons
+        # Report rounds sent, by the simulated time their decisions are due (decision_latency_s).
+        self.answers: deque[tuple[float, Future[ReportVehiclesResponse]]] = deque()
         self.rows: list[dict[str, float]] = []
 
     def connect(self) -> None:
@@ -174,7 +185,7 @@ class _Run:
         self.locations = observe.facility_locations(sumo, self.facilities)
         if self.spec.services_dir is not None:
             self._connect_services(self.spec.services_dir)
-        self.loops = list(sumo.inductionloop.getIDList())
+        self.detectors = observe.detector_stations(sumo, list(sumo.inductionloop.getIDList()))
         self.junctions = {
             j: observe.geo(sumo, *sumo.junction.getPosition(j)) for j in sumo.junction.getIDList() if ":" not in j
         }
@@ -245,9 +256,16 @@ class _Run:
                 if now % spec.sample_s == 0:
                     self._sample(now)
                     bar.update(int(spec.sample_s))
-                if self.navigation and now % spec.decision_s == 0:
-                    for decision in self.navigation.report(self.sumo, now, self.edges):
-                        self.applier.decide(self.sumo, now, decision)
+                if self.navigation:
+                    self._navigate(self.navigation, now)
+
+    def _navigate(self, navigation: Navigation, now: float) -> None:
+        """Report every decision interval; apply each round's decisions when they are due."""
+        if now % self.spec.decision_s == 0:
+            self.answers.append((now + self.spec.decision_latency_s, navigation.send(self.sumo, now, self.edges)))
+        while self.answers and self.answers[0][0] <= now:
+            for decision in self.answers.popleft()[1].result().decisions:
+                self.applier.decide(self.sumo, now, decision)
 
     def _applying_at(self, now: float) -> Any:
         def apply(subject: str, payload: bytes) -> None:
@@ -286,7 +304,7 @@ class _Run:
                 now, {f.facility_id: int(self.rows[-1][f"parked:{f.facility_id}"]) for f in self.facilities}
             )
         if self.bus:
-            observe.publish_detectors(self.sumo, self.bus, self.loops, interval_s=self.spec.sample_s)
+            observe.publish_detectors(self.sumo, self.bus, self.detectors, interval_s=self.spec.sample_s)
 
     def close(self) -> None:
         """End SUMO and everything talking to it; with services, write what the devices did."""
@@ -370,6 +388,8 @@ def run(spec: RunSpec) -> Path:
         raise ValueError(f"clock must be one of {', '.join(CLOCKS)}")
     if not spec.pace > 0:
         raise ValueError("pace must be above 0 simulated seconds per wall second")
+    if not 0 <= spec.decision_latency_s < spec.decision_s:
+        raise ValueError("decision_latency_s must be from 0 to below decision_s")
     if spec.mode == "coordinated" and spec.services_dir is None:
         raise ValueError("mode coordinated runs with the services: start them with the run (almere sim run)")
     run_dir = _fresh_folder(spec, source)

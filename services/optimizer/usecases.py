@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from almere.optimizer.v1 import decisions_pb2 as dpb
@@ -94,34 +95,44 @@ def load(engine: Engine, since: datetime) -> Loaded:
         )
 
 
-def _store_newer(session: Session, model: type[IncidentRow | FacilityRow], rows: list[dict[str, Any]]) -> None:
-    """Insert each row, or overwrite the stored one with an older version: every replica writes what
-    it consumed, in its own time, and one that lags must not put an older version back (nor fail on
-    the row the other inserted first)."""
+@cache
+def _upsert_statement(table: Any, dialect_name: str, *, newer_only: bool) -> Any:
+    """Built once per table (building it and its cache key cost more than the rows it writes)."""
+    (key,) = table.primary_key.columns
+    statement = (postgresql if dialect_name == "postgresql" else sqlite).insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=[key],
+        set_={c.name: statement.excluded[c.name] for c in table.c if c.name != key.name},
+        where=table.c.version < statement.excluded.version if newer_only else None,
+    )
+
+
+def _upsert(session: Session, model: type[Any], rows: list[dict[str, Any]], *, newer_only: bool) -> None:
+    """Insert each row, or overwrite the stored one, in one statement (no read first, as the ORM's
+    merge would). `newer_only`: only with a higher version: every replica writes what it consumed,
+    in its own time, and one that lags must not put an older version back (nor fail on the row the
+    other inserted first)."""
     if not rows:
         return
-    newest = {r["id"]: r for r in sorted(rows, key=lambda r: int(r["version"]))}  # one per id a statement
-    table: Any = model.__table__  # type: ignore[union-attr]
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table)
-    statement = statement.on_conflict_do_update(
-        index_elements=[table.c.id],
-        set_={c.name: statement.excluded[c.name] for c in table.c if c.name != "id"},
-        where=table.c.version < statement.excluded.version,
-    )
-    session.execute(statement, list(newest.values()))
+    table: Any = model.__table__
+    (key,) = table.primary_key.columns
+    ordered = sorted(rows, key=lambda r: int(r["version"])) if newer_only else rows
+    last = {r[key.name]: r for r in ordered}  # one per key a statement
+    statement = _upsert_statement(table, session.get_bind().dialect.name, newer_only=newer_only)
+    session.execute(statement, list(last.values()))
 
 
 def save(session: Session, batch: Sequence[tuple[Writes, datetime]]) -> list[Any]:
-    """Batch handler: every item's state changes, decisions and their outbox events."""
+    """Batch handler: every item's state changes, decisions and their outbox events. Incidents and
+    facilities (versioned: the newest wins whatever the order) go in one statement each for the
+    batch; the rest item by item, in order (a promise released, then made again)."""
+    # The rows have the dataclasses' fields.
+    _upsert(session, IncidentRow, [asdict(i) for w, _ in batch for i in w.incidents], newer_only=True)
+    _upsert(session, FacilityRow, [asdict(f) for w, _ in batch for f in w.facilities], newer_only=True)
     for writes, now in batch:
-        # The rows have the dataclasses' fields.
-        _store_newer(session, IncidentRow, [asdict(i) for i in writes.incidents])
-        _store_newer(session, FacilityRow, [asdict(f) for f in writes.facilities])
         if writes.released:
             session.execute(delete(ReservationRow).where(col(ReservationRow.vehicle_id).in_(writes.released)))
-        for r in writes.reservations:
-            session.merge(ReservationRow(**asdict(r)))
+        _upsert(session, ReservationRow, [asdict(r) for r in writes.reservations], newer_only=False)
         if writes.decisions:
             session.execute(
                 insert(DecisionRow),

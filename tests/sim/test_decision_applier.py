@@ -1,5 +1,6 @@
 """The twin applying an incident reroute that arrives after the vehicle drove past where the optimizer
-last saw it: planned from where it is, around the incident, instead of dropped."""
+last saw it: planned from where it is, around the incident, instead of dropped; and a report round's
+decisions arriving early over the bus held until the round's answer is due."""
 
 from __future__ import annotations
 
@@ -58,3 +59,41 @@ def test_a_late_incident_reroute_is_planned_from_where_the_vehicle_is(tmp_path: 
     log = [json.loads(line) for line in (tmp_path / "applied.jsonl").read_text().splitlines()]
     assert [(e["vehicle"], e["trigger"]["edge"]) for e in log] == [(vehicle, incident)]
     assert applier.skipped == 1
+
+
+def test_a_rounds_decision_from_the_bus_waits_until_the_round_is_due(tmp_path: Path) -> None:
+    """The runner applies a report round's answer `latency_s` after the report; a copy of one of its
+    decisions that the bus brings sooner waits for that moment (when a car is told must not depend on
+    how fast the bus was), while an incident's reroute, decided on the police's report, goes at once."""
+    scenario = prepare(RunSpec(scenario="almere-centrum", mode="sumo", seed=1, out_root=tmp_path, end_s=900, scale=0.5))
+    libsumo = start_libsumo(scenario.config, scenario.parking)
+    applier = DecisionApplier(tmp_path / "applied.jsonl", plans=False)
+    applier.latency_s = 2
+    try:
+        vehicle, ahead = _through_vehicle(libsumo)
+        reported = libsumo.simulation.getTime()
+        detour = decisions_pb2.Decision(
+            name="decisions/round",
+            lever=decisions_pb2.LEVER_CONGESTION_REROUTING,
+            route_advice=decisions_pb2.RouteAdvice(vehicle_id=vehicle),  # no edges: SUMO re-plans it
+            sim_time_seconds=reported,
+        )
+        applier.apply(libsumo, reported + 1, subject=SUBJECT + vehicle, payload=detour.SerializeToString())
+        applier.apply(
+            libsumo, reported + 1, subject=SUBJECT + vehicle, payload=_advice("decisions/i", vehicle, ahead[2])
+        )
+        assert [json.loads(line)["lever"] for line in (tmp_path / "applied.jsonl").read_text().splitlines()] == [
+            "LEVER_INCIDENT_REROUTING"
+        ]
+        libsumo.simulationStep()
+        applier.retry(libsumo, reported + 1)
+        applier.retry(libsumo, reported + 2)
+        applier.decide(libsumo, reported + 2, detour)  # the round's own answer: applied once already
+    finally:
+        libsumo.close()
+        applier.close()
+    log = [json.loads(line) for line in (tmp_path / "applied.jsonl").read_text().splitlines()]
+    assert [(e["lever"], e["sim_s"]) for e in log] == [
+        ("LEVER_INCIDENT_REROUTING", reported + 1),
+        ("LEVER_CONGESTION_REROUTING", reported + 2),
+    ]
