@@ -109,6 +109,12 @@ def listens_on(process: subprocess.Popen[bytes], port: int) -> bool:
     return False
 
 
+# How long a service that is still running may take to serve: its imports (grpc, SQLAlchemy, numpy,
+# scipy) alone took over 30 s with every service starting at once on two cores busy with other jobs.
+# A service that exits is reported at once, so a long bound only costs time when one hangs.
+STARTUP_TIMEOUT_S = 90.0
+
+
 def _wait(
     ready: Callable[[], bool],
     *,
@@ -132,7 +138,9 @@ def _port(address: str) -> int:
     return int(address.rsplit(":", 1)[1].split("/", 1)[0])
 
 
-def wait_http_ready(url: str, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_http_ready(
+    url: str, timeout: float = STARTUP_TIMEOUT_S, process: subprocess.Popen[bytes] | None = None
+) -> None:
     """Until GET `url` answers 200 (the gateway's /readyz: it and the services behind it serve)."""
 
     def ready() -> bool:
@@ -146,7 +154,7 @@ def wait_http_ready(url: str, timeout: float = 30.0, process: subprocess.Popen[b
 
 def wait_serving(
     address: str,
-    timeout: float = 30.0,
+    timeout: float = STARTUP_TIMEOUT_S,
     process: subprocess.Popen[bytes] | None = None,
     settings: Settings | None = None,
 ) -> None:
