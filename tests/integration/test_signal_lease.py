@@ -25,7 +25,7 @@ from services.common.config import Settings
 from services.signals.steps import FLUSH_S  # the lease is recorded up to this late, and expires as much later
 from tests.integration.helpers import Client, Signals
 
-LEASE_S = 2.0
+LEASE_S = 4.0  # renewals every second; a loaded machine (load ~11 in CI) stalled a 2-s lease past expiry
 POLL_S = 0.2
 SLACK_S = 2.0  # a loaded machine's commit and scheduling delays
 LIGHT = "intersections/j12"
