@@ -14,7 +14,7 @@ DASHBOARD := services/gateway/dashboard/index.html
 WEB_SOURCES := web/package.json web/package-lock.json web/index.html web/vite.config.ts web/tsconfig.json \
 	$(shell find web/src -type f 2>/dev/null)
 
-.PHONY: demo test test-stress lint protos web browser bench bench-twin bench-optimizer bench-city bench-retention bench-reroute bench-whatif loadtest up clean
+.PHONY: demo test test-stress lint protos web browser bench bench-twin bench-optimizer bench-city bench-retention bench-reroute bench-whatif bench-forecast loadtest up clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,10 @@ bench-optimizer: $(INSTALLED)
 
 bench-city: $(INSTALLED)
 	$(BIN)/python loadtest/bench_city.py
+
+# Occupancy forecasts against persistence and the historical profile on unseen event mornings (twin runs cached).
+bench-forecast: $(INSTALLED)
+	$(BIN)/python loadtest/bench_forecast.py
 
 # A month of adaptive steps (22 lights x 3,000/day) with the city's retention against without.
 bench-retention: $(INSTALLED)

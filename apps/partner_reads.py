@@ -80,6 +80,10 @@ RULES: dict[str, str] = {
         "history rounded as agreed and ending a delay ago; refused when withheld, status only or the "
         "purpose does not fit; history older than the retention is deleted"
     ),
+    "ParkingService.Forecast": (
+        "made from the history as the caller may read it (ending a delay ago), rounded as agreed; refused "
+        "when withheld, status only or the purpose does not fit"
+    ),
     "ParkingService.RecommendFacility": f"ranked on and showing what the caller may see: {OCCUPANCY}",
     "PartnerService.CreatePartner": REGISTRY,
     "PartnerService.GetPartner": REGISTRY,

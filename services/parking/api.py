@@ -11,6 +11,7 @@ from typing import Any
 from almere.parking.v1 import parking_pb2 as pb
 from almere.parking.v1 import parking_pb2_grpc
 from almere.partners.v1 import partners_pb2 as ppb
+from google.protobuf.duration_pb2 import Duration
 from grpc import aio
 from sqlalchemy import Engine
 
@@ -26,7 +27,7 @@ from services.common.geo import area_of, inside, validate_lat_lng
 from services.common.names import validate_id
 from services.common.opening_hours import is_open
 from services.common.terms import Outcome, require
-from services.parking import logic, usecases
+from services.parking import forecast, logic, usecases
 from services.parking.convert import FacilityView, facility_to_proto, occupancy_to_proto, thresholds_of
 from services.parking.models import Facility
 from services.parking.shaping import count_of, shape
@@ -58,6 +59,7 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         self._feed = feed
         self._travel_times = travel_times
         self._sharing = sharing
+        self._forecasts = forecast.Forecasts(engine)
         # The writes publish partners' occupancy as the bus reader may see it (shaping.for_bus); one
         # handler object each, so the group committer batches their items together.
         bus = sharing.bus_access
@@ -393,4 +395,47 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
                 )
                 for c, walk, score, seconds in ranked
             ]
+        )
+
+    @allow(ANY_CALLER)
+    async def Forecast(self, request: pb.ForecastRequest, context: Context) -> pb.ForecastResponse:
+        facility_id = logic.facility_id_from_name(request.facility, "facility")
+        now = utcnow()
+        events = [
+            (from_timestamp(e.start_time) if e.HasField("start_time") else None, list(e.vehicles_per_hour))
+            for e in request.planned_events
+        ]
+        en_route = [from_timestamp(t) for t in request.en_route_arrival_times]
+        forecast.validate_inputs(events=events, en_route=en_route, now=now)
+        # Readable as its history is: refused when withheld or status only, made a delay ago, rounded.
+        row = await asyncio.to_thread(usecases.get_facility, self._engine, facility_id)
+        access = (await self._view([row], "Forecast")).access(row.operator_id)
+        require(access)
+        if access.detail == ppb.DETAIL_STATUS_ONLY:
+            raise PermissionDenied(f"{access.agreement} shares this occupancy as its status only: no forecasts")
+        made = await asyncio.to_thread(
+            self._forecasts.make,
+            facility_id,
+            now=now,
+            delay=access.delay,
+            events=[(start, rates) for start, rates in events if start is not None],
+            en_route=en_route,
+        )
+
+        def shown(value: float) -> float:
+            return float(round(value / access.round_to) * access.round_to) if access.round_to else value
+
+        return pb.ForecastResponse(
+            capacity=made.capacity,
+            forecast_time=to_timestamp(made.forecast_time),
+            forecasts=[
+                pb.OccupancyForecast(
+                    horizon=Duration(seconds=f.horizon_min * 60),
+                    target_time=to_timestamp(made.forecast_time + timedelta(minutes=f.horizon_min)),
+                    occupied_spaces=shown(f.occupied),
+                    low_occupied_spaces=shown(f.low),
+                    high_occupied_spaces=shown(f.high),
+                )
+                for f in made.forecasts
+            ],
         )

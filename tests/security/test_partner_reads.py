@@ -150,6 +150,7 @@ async def test_every_occupancy_read_path_gives_every_role_what_the_agreements_al
                 "GetOccupancy": await _answer(client.GetOccupancy(pb.GetOccupancyRequest(facility=name))),
                 "GetFacility": await _answer(client.GetFacility(pb.GetFacilityRequest(name=name))),
                 "GetOccupancyHistory": await _answer(client.GetOccupancyHistory(hour)),
+                "Forecast": await _answer(client.Forecast(pb.ForecastRequest(facility=name))),
             }
             got: dict[str, Any] = {}
             for path, answer in answers.items():
@@ -171,6 +172,8 @@ async def test_every_occupancy_read_path_gives_every_role_what_the_agreements_al
                 "GetOccupancy": want if allowed else REFUSED,
                 "GetFacility": want if allowed else REFUSED,
                 "GetOccupancyHistory": "history" if history_ok else REFUSED,
+                # Read as its history is; ten minutes of it are too few to learn from.
+                "Forecast": grpc.StatusCode.FAILED_PRECONDITION if history_ok else REFUSED,
             }
             if not isinstance(listed, grpc.StatusCode):
                 wants["ListFacilities"] = want

@@ -1055,3 +1055,137 @@ class RecommendFacilityResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecommendFacilityResponse: _TypeAlias = RecommendFacilityResponse  # noqa: Y015
+
+@_typing.final
+class PlannedEvent(_message.Message):
+    """Visitors of a planned event expected to park at the facility."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    VEHICLES_PER_HOUR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the first of them arrive. Required."""
+
+    @_builtins.property
+    def vehicles_per_hour(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Vehicles expected per hour, hour by hour from start_time (at most 48 hours, each 0 to 100,000)."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        vehicles_per_hour: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["start_time", b"start_time", "vehicles_per_hour", b"vehicles_per_hour"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlannedEvent: _TypeAlias = PlannedEvent  # noqa: Y015
+
+@_typing.final
+class ForecastRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FACILITY_FIELD_NUMBER: _builtins.int
+    PLANNED_EVENTS_FIELD_NUMBER: _builtins.int
+    EN_ROUTE_ARRIVAL_TIMES_FIELD_NUMBER: _builtins.int
+    facility: _builtins.str
+    """`facilities/{facility}`."""
+    @_builtins.property
+    def planned_events(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlannedEvent]:
+        """Planned events whose visitors will park here (at most 20)."""
+
+    @_builtins.property
+    def en_route_arrival_times(self) -> _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]:
+        """Expected arrival times of the vehicles already guided here and on their way (at most 10,000;
+        none in the past): each counts from its arrival on.
+        """
+
+    def __init__(
+        self,
+        *,
+        facility: _builtins.str = ...,
+        planned_events: _abc.Iterable[Global___PlannedEvent] | None = ...,
+        en_route_arrival_times: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["en_route_arrival_times", b"en_route_arrival_times", "facility", b"facility", "planned_events", b"planned_events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForecastRequest: _TypeAlias = ForecastRequest  # noqa: Y015
+
+@_typing.final
+class OccupancyForecast(_message.Message):
+    """The occupancy expected at one horizon."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HORIZON_FIELD_NUMBER: _builtins.int
+    TARGET_TIME_FIELD_NUMBER: _builtins.int
+    OCCUPIED_SPACES_FIELD_NUMBER: _builtins.int
+    LOW_OCCUPIED_SPACES_FIELD_NUMBER: _builtins.int
+    HIGH_OCCUPIED_SPACES_FIELD_NUMBER: _builtins.int
+    occupied_spaces: _builtins.float
+    """The median forecast."""
+    low_occupied_spaces: _builtins.float
+    """The 10 % and 90 % quantiles: the outcome falls between them about 8 times in 10."""
+    high_occupied_spaces: _builtins.float
+    @_builtins.property
+    def horizon(self) -> _duration_pb2.Duration:
+        """How far ahead of forecast_time: 15, 30 or 60 minutes."""
+
+    @_builtins.property
+    def target_time(self) -> _timestamp_pb2.Timestamp:
+        """forecast_time + horizon."""
+
+    def __init__(
+        self,
+        *,
+        horizon: _duration_pb2.Duration | None = ...,
+        target_time: _timestamp_pb2.Timestamp | None = ...,
+        occupied_spaces: _builtins.float = ...,
+        low_occupied_spaces: _builtins.float = ...,
+        high_occupied_spaces: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["horizon", b"horizon", "target_time", b"target_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["high_occupied_spaces", b"high_occupied_spaces", "horizon", b"horizon", "low_occupied_spaces", b"low_occupied_spaces", "occupied_spaces", b"occupied_spaces", "target_time", b"target_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OccupancyForecast: _TypeAlias = OccupancyForecast  # noqa: Y015
+
+@_typing.final
+class ForecastResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAPACITY_FIELD_NUMBER: _builtins.int
+    FORECAST_TIME_FIELD_NUMBER: _builtins.int
+    FORECASTS_FIELD_NUMBER: _builtins.int
+    capacity: _builtins.int
+    @_builtins.property
+    def forecast_time(self) -> _timestamp_pb2.Timestamp:
+        """The last minute of history the forecasts start from (for a delayed audience, a delay ago)."""
+
+    @_builtins.property
+    def forecasts(self) -> _containers.RepeatedCompositeFieldContainer[Global___OccupancyForecast]: ...
+    def __init__(
+        self,
+        *,
+        capacity: _builtins.int = ...,
+        forecast_time: _timestamp_pb2.Timestamp | None = ...,
+        forecasts: _abc.Iterable[Global___OccupancyForecast] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["forecast_time", b"forecast_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "forecast_time", b"forecast_time", "forecasts", b"forecasts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForecastResponse: _TypeAlias = ForecastResponse  # noqa: Y015

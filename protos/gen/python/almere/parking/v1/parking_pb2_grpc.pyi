@@ -69,6 +69,11 @@ class ParkingServiceStub:
     """Returns occupancy over a time range in fixed buckets."""
     RecommendFacility: _grpc.UnaryUnaryMultiCallable[_parking_pb2.RecommendFacilityRequest, _parking_pb2.RecommendFacilityResponse]
     """Ranks open facilities with free spaces for a destination and arrival time."""
+    Forecast: _grpc.UnaryUnaryMultiCallable[_parking_pb2.ForecastRequest, _parking_pb2.ForecastResponse]
+    """Forecasts a facility's occupancy 15, 30 and 60 minutes ahead with a 10-90 % band, from its
+    stored history (time of day, day of the week, recent trend) and what the caller adds: planned
+    events' visitors and vehicles already guided there. Readable by whoever may read its history.
+    """
 
 @_typing.type_check_only
 class ParkingServiceAsyncStub(ParkingServiceStub):
@@ -111,6 +116,11 @@ class ParkingServiceAsyncStub(ParkingServiceStub):
     """Returns occupancy over a time range in fixed buckets."""
     RecommendFacility: _aio.UnaryUnaryMultiCallable[_parking_pb2.RecommendFacilityRequest, _parking_pb2.RecommendFacilityResponse]  # type: ignore[assignment]
     """Ranks open facilities with free spaces for a destination and arrival time."""
+    Forecast: _aio.UnaryUnaryMultiCallable[_parking_pb2.ForecastRequest, _parking_pb2.ForecastResponse]  # type: ignore[assignment]
+    """Forecasts a facility's occupancy 15, 30 and 60 minutes ahead with a 10-90 % band, from its
+    stored history (time of day, day of the week, recent trend) and what the caller adds: planned
+    events' visitors and vehicles already guided there. Readable by whoever may read its history.
+    """
 
 class ParkingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Parking facilities of every owner (public garages, private garages, P+R, on-street zones) and
@@ -210,5 +220,16 @@ class ParkingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_parking_pb2.RecommendFacilityResponse, _abc.Awaitable[_parking_pb2.RecommendFacilityResponse]]:
         """Ranks open facilities with free spaces for a destination and arrival time."""
+
+    @_abc_1.abstractmethod
+    def Forecast(
+        self,
+        request: _parking_pb2.ForecastRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_parking_pb2.ForecastResponse, _abc.Awaitable[_parking_pb2.ForecastResponse]]:
+        """Forecasts a facility's occupancy 15, 30 and 60 minutes ahead with a 10-90 % band, from its
+        stored history (time of day, day of the week, recent trend) and what the caller adds: planned
+        events' visitors and vehicles already guided there. Readable by whoever may read its history.
+        """
 
 def add_ParkingServiceServicer_to_server(servicer: ParkingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
