@@ -80,12 +80,13 @@ class Stream:
 # subjects and the message type they carry.
 
 # PARKING: almere.parking.v1.<event>.<facility_id>; FacilityChangedEvent, OccupancyChangedEvent,
-# StatusChangedEvent (almere.parking.v1 events.proto).
+# StatusChangedEvent, ForecastUpdatedEvent (almere.parking.v1 events.proto).
 PARKING = Stream(name="PARKING", prefix="almere.parking.v1")
 FACILITY_CREATED = "facility_created"
 FACILITY_UPDATED = "facility_updated"
 OCCUPANCY_CHANGED = "occupancy_changed"
 STATUS_CHANGED = "status_changed"
+FORECAST_UPDATED = "forecast_updated"
 
 # INCIDENTS: almere.incidents.v1.<event>.<incident_id>; IncidentEvent each.
 INCIDENTS = Stream(name="INCIDENTS", prefix="almere.incidents.v1")

@@ -11,7 +11,6 @@ from typing import Any
 from almere.parking.v1 import parking_pb2 as pb
 from almere.parking.v1 import parking_pb2_grpc
 from almere.partners.v1 import partners_pb2 as ppb
-from google.protobuf.duration_pb2 import Duration
 from grpc import aio
 from sqlalchemy import Engine
 
@@ -21,12 +20,12 @@ from services.common.access import ANY_CALLER, OPEN_DATA, allow
 from services.common.auth import Role, current_identity
 from services.common.clock import from_timestamp, to_timestamp, utcnow
 from services.common.db import BatchHandler, GroupCommitter
-from services.common.errors import InvalidArgument, PermissionDenied
+from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from services.common.feed import Change, EventFeed, with_ticks
 from services.common.geo import area_of, inside, validate_lat_lng
 from services.common.names import validate_id
 from services.common.opening_hours import is_open
-from services.common.terms import Outcome, require
+from services.common.terms import Access, Outcome, require
 from services.parking import forecast, logic, usecases
 from services.parking.convert import FacilityView, facility_to_proto, occupancy_to_proto, thresholds_of
 from services.parking.models import Facility
@@ -53,13 +52,14 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         feed: EventFeed,
         travel_times: TravelTimes,
         sharing: Sharing,
+        forecasts: forecast.Forecasts,
     ) -> None:
         self._engine = engine
         self._committer = committer
         self._feed = feed
         self._travel_times = travel_times
         self._sharing = sharing
-        self._forecasts = forecast.Forecasts(engine)
+        self._forecasts = forecasts
         # The writes publish partners' occupancy as the bus reader may see it (shaping.for_bus); one
         # handler object each, so the group committer batches their items together.
         bus = sharing.bus_access
@@ -248,14 +248,35 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             for row in snapshot.items:
                 occupancy = self._shaped(occupancy_to_proto(row), row, view)
                 yield pb.WatchOccupancyResponse(occupancy=occupancy, snapshot=True)
+            # Forecasts after every occupancy of the snapshot: a caller's map fills before they come.
+            refresh = forecast.Refreshes() if request.include_forecasts else None
+            versions = {r.id: r.version for r in snapshot.items}
+            if refresh is not None:
+                for row in snapshot.items:
+                    access = view.access(row.operator_id)
+                    made = await self._watched_forecast(row.id, version=row.version, access=access)
+                    refresh.sent(row.id)
+                    if made is not None:
+                        yield pb.WatchOccupancyResponse(forecast=made, snapshot=True)
             matching: set[str] | None = ids or ({r.id for r in snapshot.items} if area else None)
             # Whose each facility is and its thresholds, for shaping its changes under the agreement.
             owners = {r.id: (r.operator_id, thresholds_of(r)) for r in snapshot.items}
             held = Holdback()
             sent: dict[str, int] = {}
-            async for change in with_ticks(changes, held.wait_s):
+
+            def wait_s() -> float | None:
+                waits = [w for w in (held.wait_s(), refresh.wait_s() if refresh else None) if w is not None]
+                return min(waits, default=None)
+
+            async for change in with_ticks(changes, wait_s):
                 for released in held.released():
                     yield pb.WatchOccupancyResponse(occupancy=released, snapshot=False)
+                for facility_id in refresh.due() if refresh is not None else ():
+                    access = self._sharing.access(owners[facility_id][0])
+                    made = await self._watched_forecast(facility_id, version=versions[facility_id], access=access)
+                    refresh.sent(facility_id)  # type: ignore[union-attr]  # due() of None is empty
+                    if made is not None:
+                        yield pb.WatchOccupancyResponse(forecast=made, snapshot=False)
                 if change is None:
                     continue
                 name, event = change
@@ -277,7 +298,9 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
                 occupancy = await self._counted(event)
                 if occupancy.version <= sent.get(event.facility_id, 0):
                     continue  # read from the store already, at this version or a later one
-                sent[event.facility_id] = occupancy.version
+                sent[event.facility_id] = versions[event.facility_id] = occupancy.version
+                if refresh:
+                    refresh.changed(event.facility_id)
                 shape(occupancy, access=access, thresholds=thresholds, held=True)
                 if access.delay:
                     held.hold(occupancy, delay_s=access.delay.total_seconds())
@@ -411,8 +434,8 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
         row = await asyncio.to_thread(usecases.get_facility, self._engine, facility_id)
         access = (await self._view([row], "Forecast")).access(row.operator_id)
         require(access)
-        if access.detail == ppb.DETAIL_STATUS_ONLY:
-            raise PermissionDenied(f"{access.agreement} shares this occupancy as its status only: no forecasts")
+        if (why := forecast.refusal(access)) is not None:
+            raise PermissionDenied(why)
         made = await asyncio.to_thread(
             self._forecasts.make,
             facility_id,
@@ -421,21 +444,19 @@ class ParkingApi(parking_pb2_grpc.ParkingServiceServicer):
             events=[(start, rates) for start, rates in events if start is not None],
             en_route=en_route,
         )
-
-        def shown(value: float) -> float:
-            return float(round(value / access.round_to) * access.round_to) if access.round_to else value
-
         return pb.ForecastResponse(
             capacity=made.capacity,
             forecast_time=to_timestamp(made.forecast_time),
-            forecasts=[
-                pb.OccupancyForecast(
-                    horizon=Duration(seconds=f.horizon_min * 60),
-                    target_time=to_timestamp(made.forecast_time + timedelta(minutes=f.horizon_min)),
-                    occupied_spaces=shown(f.occupied),
-                    low_occupied_spaces=shown(f.low),
-                    high_occupied_spaces=shown(f.high),
-                )
-                for f in made.forecasts
-            ],
+            forecasts=forecast.to_proto(made, round_to=access.round_to),
         )
+
+    async def _watched_forecast(self, facility_id: str, *, version: int, access: Access) -> pb.FacilityForecast | None:
+        """A facility's forecasts for a Watch, as Forecast would answer the caller: None when it may
+        not read them or the facility has too little history (not an error in a stream)."""
+        if forecast.refusal(access) is not None:
+            return None
+        try:
+            made = await asyncio.to_thread(self._forecasts.make, facility_id, now=utcnow(), delay=access.delay)
+        except FailedPrecondition:
+            return None
+        return forecast.facility_forecast(made, facility_id=facility_id, version=version, round_to=access.round_to)

@@ -8,7 +8,14 @@ from typing import Any
 from almere.parking.v1 import events_pb2
 from almere.parking.v1 import parking_pb2 as pb
 
-from contract.bus import FACILITY_CREATED, FACILITY_UPDATED, OCCUPANCY_CHANGED, PARKING, STATUS_CHANGED
+from contract.bus import (
+    FACILITY_CREATED,
+    FACILITY_UPDATED,
+    FORECAST_UPDATED,
+    OCCUPANCY_CHANGED,
+    PARKING,
+    STATUS_CHANGED,
+)
 from services.common.clock import to_timestamp
 from services.common.outbox import outbox_row
 from services.common.terms import Access
@@ -74,3 +81,13 @@ def occupancy_changed(
             )
         )
     return rows
+
+
+def forecast_updated(*, facility_id: str, made: pb.FacilityForecast, now: datetime) -> dict[str, Any]:
+    """A forecast_updated row; `made` as the bus reader may see it (forecast_bus)."""
+    message = events_pb2.ForecastUpdatedEvent(
+        facility_id=facility_id, version=made.version, occur_time=to_timestamp(now), forecast=made
+    )
+    return outbox_row(
+        subject=subject(FORECAST_UPDATED, facility_id), event_type=FORECAST_UPDATED, message=message, now=now
+    )

@@ -5,16 +5,22 @@ kept per facility for RELEARN (learning takes seconds; a forecast, milliseconds)
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
+from almere.parking.v1 import parking_pb2 as pb
+from almere.partners.v1 import partners_pb2 as ppb
+from google.protobuf.duration_pb2 import Duration
 from sqlalchemy import Engine
 
 from libs.forecast import FacilityDay, Forecast, Forecaster, PlannedEvent
+from services.common.clock import to_timestamp
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.terms import Access, Outcome
 from services.parking import usecases
 
 HISTORY_DAYS = 14
@@ -22,6 +28,8 @@ RELEARN = timedelta(hours=1)
 MAX_HISTORY_ROWS = 500_000
 MINUTE = timedelta(minutes=1)
 DAY_TYPES = ("workday",) * 5 + ("saturday", "sunday")
+# Forecasts sent again (a Watch) or published (the bus) at most this often per facility: one costs ~20 ms.
+REFRESH_S = 60.0
 MAX_EVENTS, MAX_EVENT_HOURS, MAX_VEHICLES_PER_HOUR, MAX_EN_ROUTE = 20, 48, 100_000, 10_000
 
 
@@ -30,6 +38,45 @@ class Made:
     capacity: int
     forecast_time: datetime  # the minute the forecasts start from
     forecasts: list[Forecast]
+
+
+def refusal(access: Access) -> str | None:
+    """Why `access` may not read a facility's forecasts (None: it may): forecasts are read as the
+    history is, so withheld, refused and status-only occupancies have none."""
+    if access.outcome in (Outcome.REFUSED, Outcome.WITHHELD):
+        return access.reason or f"{access.agreement} does not share this occupancy"
+    if access.detail == ppb.DETAIL_STATUS_ONLY:
+        return f"{access.agreement} shares this occupancy as its status only: no forecasts"
+    return None
+
+
+def to_proto(made: Made, *, round_to: int = 0) -> list[pb.OccupancyForecast]:
+    """The forecasts as the caller may see them: counts rounded to `round_to` when it is set."""
+
+    def shown(value: float) -> float:
+        return float(round(value / round_to) * round_to) if round_to else value
+
+    return [
+        pb.OccupancyForecast(
+            horizon=Duration(seconds=f.horizon_min * 60),
+            target_time=to_timestamp(made.forecast_time + timedelta(minutes=f.horizon_min)),
+            occupied_spaces=shown(f.occupied),
+            low_occupied_spaces=shown(f.low),
+            high_occupied_spaces=shown(f.high),
+        )
+        for f in made.forecasts
+    ]
+
+
+def facility_forecast(made: Made, *, facility_id: str, version: int, round_to: int = 0) -> pb.FacilityForecast:
+    """One facility's forecasts as the Watch stream and the bus carry them."""
+    return pb.FacilityForecast(
+        facility=f"facilities/{facility_id}",
+        capacity=made.capacity,
+        forecast_time=to_timestamp(made.forecast_time),
+        forecasts=to_proto(made, round_to=round_to),
+        version=version,
+    )
 
 
 def minute_counts(
@@ -95,6 +142,10 @@ class Forecasts:
         self._engine = engine
         # By facility and the audience's delay: a delayed audience's model learns only what it may see.
         self._learned: dict[tuple[str, timedelta], tuple[datetime, Forecaster]] = {}
+        # The last plain forecast (no events, nobody en route) per facility and delay, with the minute
+        # and the facility version it was made at: watchers and the bus's publisher asking in the same
+        # minute share it while no count came in (a late count may still change that minute's history).
+        self._plain: dict[tuple[str, timedelta], tuple[datetime, int, Made]] = {}
         self._lock = threading.Lock()
 
     def make(
@@ -109,6 +160,12 @@ class Forecasts:
         """Forecasts from the history up to `delay` before `now` (blocking: run it in a thread). `events`:
         (start, vehicles per hour) of planned events' visitors; `en_route`: arrival times of guided vehicles."""
         end = (now - delay).replace(second=0, microsecond=0)
+        plain = not events and not en_route
+        if plain:
+            with self._lock:
+                cached = self._plain.get((facility_id, delay))
+            if cached is not None and cached[:2] == (end, usecases.get_facility(self._engine, facility_id).version):
+                return cached[2]
         start = end - timedelta(days=HISTORY_DAYS)
         row, prior, samples = usecases.history(
             self._engine, facility_id=facility_id, start=start, end=end + MINUTE, max_rows=MAX_HISTORY_ROWS
@@ -126,9 +183,13 @@ class Forecasts:
         )
         today = replace(days[-1], events=planned)
         etas = [(when - end) / MINUTE for when in en_route]
-        return Made(
+        made = Made(
             capacity=row.capacity, forecast_time=end, forecasts=forecaster.forecast(today, en_route_minutes=etas)
         )
+        if plain:
+            with self._lock:
+                self._plain[(facility_id, delay)] = (end, row.version, made)
+        return made
 
     def _forecaster(self, key: tuple[str, timedelta], days: list[FacilityDay], *, now: datetime) -> Forecaster:
         """The facility's learned model, learned again from `days` when older than RELEARN."""
@@ -143,3 +204,27 @@ class Forecasts:
         with self._lock:
             self._learned[key] = (now, forecaster)
         return forecaster
+
+
+class Refreshes:
+    """When a Watch sends a facility's forecasts again: after its occupancy changed, and no sooner
+    than REFRESH_S after the last ones (changes in between wait for that moment, together)."""
+
+    def __init__(self) -> None:
+        self._sent: dict[str, float] = {}  # monotonic time of each facility's last forecasts
+        self._pending: dict[str, float] = {}  # facilities changed since, and when they are due
+
+    def sent(self, facility_id: str) -> None:
+        self._sent[facility_id] = time.monotonic()
+        self._pending.pop(facility_id, None)
+
+    def changed(self, facility_id: str) -> None:
+        self._pending.setdefault(facility_id, self._sent.get(facility_id, float("-inf")) + REFRESH_S)
+
+    def wait_s(self) -> float | None:
+        """Seconds until the next is due; None when no facility changed."""
+        return max(0.0, min(self._pending.values()) - time.monotonic()) if self._pending else None
+
+    def due(self) -> list[str]:
+        now = time.monotonic()
+        return sorted(f for f, when in self._pending.items() if when <= now)

@@ -10,9 +10,10 @@ from grpc import aio
 from contract.bus import PARKING
 from services.common.retention import Retention
 from services.common.runtime import Service, ServiceSpec
-from services.parking import history_retention, usecases
+from services.parking import forecast, history_retention, usecases
 from services.parking.api import ParkingApi
 from services.parking.feed import occupancy_feed
+from services.parking.forecast_bus import ForecastPublisher
 from services.parking.models import TABLES, ParkingOutbox
 from services.parking.sharing import DATASET, Sharing
 from services.parking.travel_times import TravelTimes
@@ -22,7 +23,15 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
     feed = occupancy_feed(service.bus)
     travel_times = TravelTimes(service.settings)
     sharing = Sharing(governance=service.governance, engine=service.engine)
-    api = ParkingApi(service.engine, committer=service.committer, feed=feed, travel_times=travel_times, sharing=sharing)
+    forecasts = forecast.Forecasts(service.engine)  # learned models shared by the calls and the bus
+    api = ParkingApi(
+        service.engine,
+        committer=service.committer,
+        feed=feed,
+        travel_times=travel_times,
+        sharing=sharing,
+        forecasts=forecasts,
+    )
     parking_pb2_grpc.add_ParkingServiceServicer_to_server(api, server)
     retention = Retention(
         service="parking",
@@ -36,7 +45,16 @@ async def _mount(service: Service, server: aio.Server) -> list[Callable[[], Awai
     )
     retention.start()
     history = service.schedule("history-retention", history_retention.housekeeping(service.settings))
-    return [feed.stop, travel_times.close, retention.stop, history]
+    publisher = ForecastPublisher(
+        engine=service.engine,
+        forecasts=forecasts,
+        committer=service.committer,
+        bus=sharing.bus_access,
+        leads=service.leads,  # leader-only: one replica publishes
+        poll_s=service.settings.scheduler_poll_seconds,
+    )
+    publisher.start()
+    return [feed.stop, travel_times.close, retention.stop, history, publisher.stop]
 
 
 SPEC = ServiceSpec(

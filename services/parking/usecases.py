@@ -179,6 +179,15 @@ class _Changes(Changes):
 # --- writes --------------------------------------------------------------------------------------
 
 
+def insert_events(session: Session, items: Sequence[list[dict[str, Any]]]) -> list[None]:
+    """Batch handler: outbox rows (outbox_row values) of events no write of a facility causes (the
+    published forecasts), each item a list of them."""
+    rows = [row for item in items for row in item]
+    if rows:
+        _INSERT_OUTBOX.executemany(session.connection(), [[e[c] for c in OUTBOX_COLUMNS] for e in rows])
+    return [None] * len(items)
+
+
 @dataclass(frozen=True, kw_only=True)
 class CreateFacility(Traced):
     identity: Identity

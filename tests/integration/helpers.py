@@ -138,6 +138,7 @@ DECODERS: dict[str, Any] = {
     "status_changed": events_pb2.StatusChangedEvent,
     "facility_created": events_pb2.FacilityChangedEvent,
     "facility_updated": events_pb2.FacilityChangedEvent,
+    "forecast_updated": events_pb2.ForecastUpdatedEvent,
     "route_advice": decisions_pb2.Decision,
     "parking_guidance": decisions_pb2.Decision,
     **dict.fromkeys(PARTNER_EVENTS, pevents_pb2.PartnerChangedEvent),

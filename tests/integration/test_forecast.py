@@ -23,6 +23,11 @@ def usual(when: datetime) -> int:
 async def with_history(client: Parking, facility_id: str, *, days: int = 2, step_min: int = 10) -> datetime:
     """The facility with `days` of counts every `step_min` minutes up to now; returns now."""
     await client.create(facility_id, capacity=CAPACITY)
+    return await seed_history(client, facility_id, days=days, step_min=step_min)
+
+
+async def seed_history(client: Parking, facility_id: str, *, days: int = 2, step_min: int = 10) -> datetime:
+    """`days` of counts every `step_min` minutes up to now for an existing facility; returns now."""
     now = datetime.now(UTC).replace(microsecond=0)
     when = now - timedelta(days=days)
     sequence = 1

@@ -26,19 +26,21 @@ from almere.parking.v1 import parking_pb2 as almere_dot_parking_dot_v1_dot_parki
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61lmere/parking/v1/events.proto\x12\x11\x61lmere.parking.v1\x1a\x1f\x61lmere/parking/v1/parking.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x01\n\x14\x46\x61\x63ilityChangedEvent\x12\x13\n\x0b\x66\x61\x63ility_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x08\x66\x61\x63ility\x18\x04 \x01(\x0b\x32\x1b.almere.parking.v1.Facility\x12\x16\n\x0e\x63hanged_fields\x18\x05 \x03(\t\"\x93\x02\n\x15OccupancyChangedEvent\x12\x13\n\x0b\x66\x61\x63ility_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\toccupancy\x18\x04 \x01(\x0b\x32\x1c.almere.parking.v1.Occupancy\x12;\n\x0fprevious_status\x18\x05 \x01(\x0e\x32\".almere.parking.v1.OccupancyStatus\x12\x36\n\x05\x63\x61use\x18\x06 \x01(\x0e\x32\'.almere.parking.v1.OccupancyChangeCause\"\x8c\x02\n\x12StatusChangedEvent\x12\x13\n\x0b\x66\x61\x63ility_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x0fprevious_status\x18\x04 \x01(\x0e\x32\".almere.parking.v1.OccupancyStatus\x12\x32\n\x06status\x18\x05 \x01(\x0e\x32\".almere.parking.v1.OccupancyStatus\x12/\n\toccupancy\x18\x06 \x01(\x0b\x32\x1c.almere.parking.v1.Occupancy*\xbb\x01\n\x14OccupancyChangeCause\x12&\n\"OCCUPANCY_CHANGE_CAUSE_UNSPECIFIED\x10\x00\x12\'\n#OCCUPANCY_CHANGE_CAUSE_COUNT_REPORT\x10\x01\x12&\n\"OCCUPANCY_CHANGE_CAUSE_GATE_EVENTS\x10\x02\x12*\n&OCCUPANCY_CHANGE_CAUSE_FACILITY_UPDATE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61lmere/parking/v1/events.proto\x12\x11\x61lmere.parking.v1\x1a\x1f\x61lmere/parking/v1/parking.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x01\n\x14\x46\x61\x63ilityChangedEvent\x12\x13\n\x0b\x66\x61\x63ility_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x08\x66\x61\x63ility\x18\x04 \x01(\x0b\x32\x1b.almere.parking.v1.Facility\x12\x16\n\x0e\x63hanged_fields\x18\x05 \x03(\t\"\x93\x02\n\x15OccupancyChangedEvent\x12\x13\n\x0b\x66\x61\x63ility_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\toccupancy\x18\x04 \x01(\x0b\x32\x1c.almere.parking.v1.Occupancy\x12;\n\x0fprevious_status\x18\x05 \x01(\x0e\x32\".almere.parking.v1.OccupancyStatus\x12\x36\n\x05\x63\x61use\x18\x06 \x01(\x0e\x32\'.almere.parking.v1.OccupancyChangeCause\"\x8c\x02\n\x12StatusChangedEvent\x12\x13\n\x0b\x66\x61\x63ility_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x0fprevious_status\x18\x04 \x01(\x0e\x32\".almere.parking.v1.OccupancyStatus\x12\x32\n\x06status\x18\x05 \x01(\x0e\x32\".almere.parking.v1.OccupancyStatus\x12/\n\toccupancy\x18\x06 \x01(\x0b\x32\x1c.almere.parking.v1.Occupancy\"\xa3\x01\n\x14\x46orecastUpdatedEvent\x12\x13\n\x0b\x66\x61\x63ility_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x08\x66orecast\x18\x04 \x01(\x0b\x32#.almere.parking.v1.FacilityForecast*\xbb\x01\n\x14OccupancyChangeCause\x12&\n\"OCCUPANCY_CHANGE_CAUSE_UNSPECIFIED\x10\x00\x12\'\n#OCCUPANCY_CHANGE_CAUSE_COUNT_REPORT\x10\x01\x12&\n\"OCCUPANCY_CHANGE_CAUSE_GATE_EVENTS\x10\x02\x12*\n&OCCUPANCY_CHANGE_CAUSE_FACILITY_UPDATE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'almere.parking.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OCCUPANCYCHANGECAUSE']._serialized_start=851
-  _globals['_OCCUPANCYCHANGECAUSE']._serialized_end=1038
+  _globals['_OCCUPANCYCHANGECAUSE']._serialized_start=1017
+  _globals['_OCCUPANCYCHANGECAUSE']._serialized_end=1204
   _globals['_FACILITYCHANGEDEVENT']._serialized_start=120
   _globals['_FACILITYCHANGEDEVENT']._serialized_end=299
   _globals['_OCCUPANCYCHANGEDEVENT']._serialized_start=302
   _globals['_OCCUPANCYCHANGEDEVENT']._serialized_end=577
   _globals['_STATUSCHANGEDEVENT']._serialized_start=580
   _globals['_STATUSCHANGEDEVENT']._serialized_end=848
+  _globals['_FORECASTUPDATEDEVENT']._serialized_start=851
+  _globals['_FORECASTUPDATEDEVENT']._serialized_end=1014
 # @@protoc_insertion_point(module_scope)

@@ -161,3 +161,39 @@ class StatusChangedEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StatusChangedEvent: _TypeAlias = StatusChangedEvent  # noqa: Y015
+
+@_typing.final
+class ForecastUpdatedEvent(_message.Message):
+    """Subject `forecast_updated`: a facility's forecasts, published by the schedulers' leader at most
+    once a minute per facility and only after its occupancy changed. A partner's facility carries what
+    the optimizer's agreement allows (counts rounded; none when shared as status only, delayed or
+    withheld). `version`: the facility's version the forecasts were made at.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FACILITY_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    FORECAST_FIELD_NUMBER: _builtins.int
+    facility_id: _builtins.str
+    version: _builtins.int
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def forecast(self) -> _parking_pb2.FacilityForecast: ...
+    def __init__(
+        self,
+        *,
+        facility_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        forecast: _parking_pb2.FacilityForecast | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["forecast", b"forecast", "occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["facility_id", b"facility_id", "forecast", b"forecast", "occur_time", b"occur_time", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForecastUpdatedEvent: _TypeAlias = ForecastUpdatedEvent  # noqa: Y015

@@ -800,6 +800,13 @@ class WatchOccupancyRequest(_message.Message):
 
     FACILITIES_FIELD_NUMBER: _builtins.int
     AREA_FIELD_NUMBER: _builtins.int
+    INCLUDE_FORECASTS_FIELD_NUMBER: _builtins.int
+    include_forecasts: _builtins.bool
+    """Also send each facility's forecasts (as Forecast makes them without planned events or vehicles
+    en route): with the snapshot, then again when its occupancy changes, at most once a minute per
+    facility. A facility with too little history, or whose forecasts the caller may not read (as
+    Forecast refuses them), gets none.
+    """
     @_builtins.property
     def facilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Facilities to watch (`facilities/{facility}`); with `area` empty and this empty, all."""
@@ -813,10 +820,11 @@ class WatchOccupancyRequest(_message.Message):
         *,
         facilities: _abc.Iterable[_builtins.str] | None = ...,
         area: _geo_pb2.BoundingBox | None = ...,
+        include_forecasts: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["area", b"area"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["area", b"area", "facilities", b"facilities"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["area", b"area", "facilities", b"facilities", "include_forecasts", b"include_forecasts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -828,19 +836,27 @@ class WatchOccupancyResponse(_message.Message):
 
     OCCUPANCY_FIELD_NUMBER: _builtins.int
     SNAPSHOT_FIELD_NUMBER: _builtins.int
+    FORECAST_FIELD_NUMBER: _builtins.int
     snapshot: _builtins.bool
     """True for the initial state sent when the watch starts, false for changes."""
     @_builtins.property
-    def occupancy(self) -> Global___Occupancy: ...
+    def occupancy(self) -> Global___Occupancy:
+        """Set on occupancy messages; a forecast message carries `forecast` instead."""
+
+    @_builtins.property
+    def forecast(self) -> Global___FacilityForecast:
+        """A facility's forecasts (only with include_forecasts)."""
+
     def __init__(
         self,
         *,
         occupancy: Global___Occupancy | None = ...,
         snapshot: _builtins.bool = ...,
+        forecast: Global___FacilityForecast | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["occupancy", b"occupancy"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["forecast", b"forecast", "occupancy", b"occupancy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["occupancy", b"occupancy", "snapshot", b"snapshot"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["forecast", b"forecast", "occupancy", b"occupancy", "snapshot", b"snapshot"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1189,3 +1205,42 @@ class ForecastResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ForecastResponse: _TypeAlias = ForecastResponse  # noqa: Y015
+
+@_typing.final
+class FacilityForecast(_message.Message):
+    """One facility's forecasts, in the Watch stream and on the bus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FACILITY_FIELD_NUMBER: _builtins.int
+    CAPACITY_FIELD_NUMBER: _builtins.int
+    FORECAST_TIME_FIELD_NUMBER: _builtins.int
+    FORECASTS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    facility: _builtins.str
+    """`facilities/{facility}`."""
+    capacity: _builtins.int
+    version: _builtins.int
+    """The facility's version (occupancy) the forecasts were made at."""
+    @_builtins.property
+    def forecast_time(self) -> _timestamp_pb2.Timestamp:
+        """The last minute of history the forecasts start from (for a delayed audience, a delay ago)."""
+
+    @_builtins.property
+    def forecasts(self) -> _containers.RepeatedCompositeFieldContainer[Global___OccupancyForecast]: ...
+    def __init__(
+        self,
+        *,
+        facility: _builtins.str = ...,
+        capacity: _builtins.int = ...,
+        forecast_time: _timestamp_pb2.Timestamp | None = ...,
+        forecasts: _abc.Iterable[Global___OccupancyForecast] | None = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["forecast_time", b"forecast_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "facility", b"facility", "forecast_time", b"forecast_time", "forecasts", b"forecasts", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FacilityForecast: _TypeAlias = FacilityForecast  # noqa: Y015
