@@ -1,7 +1,9 @@
 """`almere sim bench-signals`: fixed time (the network's own programs), SUMO's actuated control,
 max-pressure and ours on the RESCO networks and on almere-centrum (our own schematic city centre,
 built by code), several seeds, no teleports, with RESCO's delay (timeLoss + departDelay over every
-scheduled vehicle, unfinished and never-inserted included)."""
+scheduled vehicle, unfinished and never-inserted included). Stress: the map's demand scaled
+(`--scales`, SUMO's `--scale`), a gridlock verdict per run, and the issue's targets checked per map
+and scale in a summary."""
 
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ ACTUATED_MIN_S, ACTUATED_MAX_S = 5.0, 50.0  # for green phases the network gives
 ALMERE = "almere-centrum"
 ALMERE_SCALE, ALMERE_HORIZON_S = 0.7, 3600.0  # the scenario's default demand, its first hour
 MAPS = (*resco.NETWORKS, ALMERE)
+# Issue 21: at x1.0, ours <= 0.90x the best published learner's delay ratio on every seed.
+TARGET_RATIO = {"cologne1": 0.41, "cologne8": 0.31, "ingolstadt1": 0.48, "ingolstadt21": 0.41}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +46,7 @@ class BenchRun:
     seed: int
     end_s: float | None
     out: Path
+    scale: float = 1.0  # the map's demand times this (SUMO's --scale)
     # Through the services: the optimizer's address and the twin's token (ours only).
     via: tuple[str, str] | None = None
 
@@ -93,11 +98,14 @@ def bench_map(name: str, out: Path, seed: int) -> BenchMap:
     )
 
 
-def sumo_args(bench: BenchMap, controller: str, *, seed: int, stop: float, folder: Path) -> list[str]:
-    """Command line of one run (without binary and outputs): no teleports; for `actuated` the
-    actuated programs are loaded last, so they are the ones that run."""
+def sumo_args(
+    bench: BenchMap, controller: str, *, seed: int, stop: float, folder: Path, scale: float = 1.0
+) -> list[str]:
+    """Command line of one run (without binary and outputs): no teleports (a jam stays a jam and
+    shows as one); demand times `scale`; for `actuated` the actuated programs are loaded last, so
+    they are the ones that run."""
     args = ["-c", str(bench.config), "--seed", str(seed), "--end", f"{stop:.0f}", "--time-to-teleport", "-1",
-            "--no-step-log", "--no-warnings"]  # fmt: skip
+            "--scale", f"{scale:g}", "--no-step-log", "--no-warnings"]  # fmt: skip
     additional = list(bench.additional)
     if controller == "actuated":
         additional.append(bench.actuated or actuated_programs(bench.network, folder / "actuated.add.xml"))
@@ -158,9 +166,9 @@ def run_one(run: BenchRun) -> dict[str, Any]:
     scenario = bench_map(run.map, run.out, run.seed)
     folder = run.out / run.map
     folder.mkdir(parents=True, exist_ok=True)
-    tripinfo = folder / f"{run.controller}-seed{run.seed}.tripinfo.xml"
+    tripinfo = folder / f"{run.controller}-seed{run.seed}-x{run.scale:g}.tripinfo.xml"
     stop = scenario.end if run.end_s is None else scenario.begin + run.end_s
-    args = sumo_args(scenario, run.controller, seed=run.seed, stop=stop, folder=folder)
+    args = sumo_args(scenario, run.controller, seed=run.seed, stop=stop, folder=folder, scale=run.scale)
     args += ["--tripinfo-output", str(tripinfo), "--tripinfo-output.write-unfinished",
              "--tripinfo-output.write-undeparted"]  # fmt: skip
     ls = light_driver.start(args)
@@ -173,12 +181,14 @@ def run_one(run: BenchRun) -> dict[str, Any]:
         "map": run.map,
         "controller": run.controller,
         "seed": run.seed,
-        **resco.measure(tripinfo, scenario.scheduled),
+        "scale": run.scale,
+        **resco.measure(tripinfo, round(scenario.scheduled * run.scale)),
         "gridlock": stats.gridlock_at is not None,
         "gridlock_at_s": stats.gridlock_at,
         "longest_wait_s": stats.longest_wait_s,
         "teleports": stats.teleports,
         "wall_s": time.monotonic() - started,
+        "cpu_s": time.process_time(),  # this process ran this run only (max_tasks_per_child=1)
         "via": "services" if run.via else "direct",
         # through the services: lights whose step the signal service refused (they froze)
         "refused": driver.refused if isinstance(driver, ServiceControl) else [],
@@ -216,58 +226,129 @@ def _runs(args: argparse.Namespace) -> list[BenchRun]:
             resco.locate(m)  # the sumo-rl package is there
     if "fixed" not in names:
         names.insert(0, "fixed")  # the ratio needs it
+    try:
+        scales = [float(x) for x in args.scales.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"--scales: a comma list of numbers, not {args.scales!r}") from None
+    if not scales or any(x <= 0 for x in scales):
+        raise SystemExit("--scales: positive numbers")
+    first = args.first_seed
     return [
-        BenchRun(map=m, controller=c, seed=s, end_s=args.end, out=args.out)
+        BenchRun(map=m, controller=c, seed=s, end_s=args.end, out=args.out, scale=x)
+        for x in scales
         for m in maps
-        for s in range(1, args.seeds + 1)
+        for s in range(first, first + args.seeds)
         for c in names
     ]
+
+
+def _ratio(r: dict[str, Any], fixed: dict[tuple[str, float, int], float]) -> float | None:
+    """Delay over fixed time's on the same map, scale and seed."""
+    base = fixed.get((r["map"], r["scale"], r["seed"]))
+    return r["delay_s"] / base if base else None
+
+
+def _fixed(results: list[dict[str, Any]]) -> dict[tuple[str, float, int], float]:
+    return {(r["map"], r["scale"], r["seed"]): r["delay_s"] for r in results if r["controller"] == "fixed"}
 
 
 def _table(results: list[dict[str, Any]]) -> str:
     """stuck300: some car stood still for 300 s at once (no teleports): gridlock, or a queue that
     long. The ratio divides by fixed time's delay on the same seed."""
     lines = []
-    fixed = {(r["map"], r["seed"]): r["delay_s"] for r in results if r["controller"] == "fixed"}
+    fixed = _fixed(results)
     order = {c: float(i) for i, c in enumerate(CONTROLLERS)}
     # ours through the services: its own rows, after in-process ours
     results = [r | {"controller": f"{r['controller']}/svc"} if r["via"] == "services" else r for r in results]
     order |= {f"{c}/svc": i + 0.5 for c, i in order.items()}
-    for name in dict.fromkeys(r["map"] for r in results):
-        lines.append(f"\n{name}")
+    for name, scale in dict.fromkeys((r["map"], r["scale"]) for r in results):
+        lines.append(f"\n{name} x{scale:g}")
         lines.append(f"{'controller':<12}{'seed':>5}{'delay s':>10}{'trip s':>9}{'wait s':>9}{'unfin':>7}"
                      f"{'telep':>7}{'stuck300':>10}{'ratio':>8}")  # fmt: skip
-        rows = sorted((r for r in results if r["map"] == name), key=lambda r: (order[r["controller"]], r["seed"]))
+        rows = sorted(
+            (r for r in results if (r["map"], r["scale"]) == (name, scale)),
+            key=lambda r: (order[r["controller"]], r["seed"]),
+        )
         for r in rows:
-            base = fixed.get((name, r["seed"]))
-            ratio = f"{r['delay_s'] / base:.3f}" if base else "-"
+            ratio = _ratio(r, fixed)
             lines.append(
                 f"{r['controller']:<12}{r['seed']:>5}{r['delay_s']:>10.1f}{r['trip_time_s']:>9.1f}"
                 f"{r['waiting_time_s']:>9.1f}{r['vehicles_unfinished']:>7}{r['teleports']:>7}"
-                f"{'yes' if r['gridlock'] else 'no':>10}{ratio:>8}"
+                f"{'yes' if r['gridlock'] else 'no':>10}{'-' if ratio is None else f'{ratio:.3f}':>8}"
             )
         for controller in dict.fromkeys(r["controller"] for r in rows):
             mine = [r for r in rows if r["controller"] == controller]
-            ratios = [r["delay_s"] / fixed[(name, r["seed"])] for r in mine if (name, r["seed"]) in fixed]
+            ratios = [x for x in (_ratio(r, fixed) for r in mine) if x is not None]
             mean = sum(r["delay_s"] for r in mine) / len(mine)
             worst = f"{max(ratios):.3f}" if ratios else "-"
             lines.append(f"{'mean ' + controller:<17}{mean:>10.1f}   worst ratio {worst}")
     return "\n".join(lines)
 
 
+def _summary(results: list[dict[str, Any]]) -> tuple[str, list[str]]:
+    """Per map and scale, per controller (in-process runs): worst and mean ratio to fixed time and
+    gridlocked runs; then the issue's targets, each met or not. Returns the text and the unmet ones."""
+    fixed = _fixed(results)
+    direct = [r for r in results if r["via"] == "direct"]
+    lines = [f"\n{'summary':<22}{'controller':<13}{'runs':>5}{'worst':>8}{'mean':>8}{'gridlocked':>12}"]
+    mean_ratio: dict[tuple[str, float, str], float] = {}
+    for name, scale in sorted(dict.fromkeys((r["map"], r["scale"]) for r in direct), key=lambda k: (k[1], k[0])):
+        here = [r for r in direct if (r["map"], r["scale"]) == (name, scale)]
+        for controller in (c for c in CONTROLLERS if any(r["controller"] == c for r in here)):
+            mine = [r for r in here if r["controller"] == controller]
+            ratios = [x for x in (_ratio(r, fixed) for r in mine) if x is not None]
+            if ratios:
+                mean_ratio[(name, scale, controller)] = sum(ratios) / len(ratios)
+            worst = f"{max(ratios):.3f}" if ratios else "-"
+            mean = f"{sum(ratios) / len(ratios):.3f}" if ratios else "-"
+            jammed = sum(1 for r in mine if r["gridlock"])
+            lines.append(f"  {name + ' x' + format(scale, 'g'):<20}{controller:<13}{len(mine):>5}{worst:>8}{mean:>8}"
+                         f"{jammed:>12}")  # fmt: skip
+    unmet: list[str] = []
+    checks: list[tuple[str, bool]] = []
+    ours = [r for r in direct if r["controller"] == "ours"]
+    if ours:
+        locked = [f"{r['map']} x{r['scale']:g} seed {r['seed']}" for r in ours if r["gridlock"]]
+        checks.append((f"ours: zero gridlock ({len(ours)} runs)" + (f"; locked: {', '.join(locked)}" if locked else ""),
+                       not locked))  # fmt: skip
+    for name, bound in TARGET_RATIO.items():
+        ratios = [x for x in (_ratio(r, fixed) for r in ours if r["map"] == name and r["scale"] == 1.0) if x]
+        if ratios:
+            checks.append((f"{name} x1: ours <= {bound} on every seed (worst {max(ratios):.3f})", max(ratios) <= bound))
+    for (name, scale, controller), ratio in sorted(mean_ratio.items()):
+        if controller != "ours" or scale == 1.0:
+            continue
+        for rival in ("maxpressure", "actuated"):
+            theirs = mean_ratio.get((name, scale, rival))
+            if theirs is not None:
+                checks.append((f"{name} x{scale:g}: ours <= {rival} (mean ratio {ratio:.3f} vs {theirs:.3f})",
+                               ratio <= theirs))  # fmt: skip
+    if checks:
+        lines.append("\ntargets (issue 21):")
+        for text, met in checks:
+            lines.append(f"  {'met    ' if met else 'NOT MET'}  {text}")
+            if not met:
+                unmet.append(text)
+    return "\n".join(lines), unmet
+
+
 def _through_services(results: list[dict[str, Any]]) -> str:
     """PressureActuated in the optimizer (each step applied by the signal service) against
     ours in-process: the same delay (the same phase sequences), and what the services cost."""
-    direct = {(r["map"], r["seed"]): r for r in results if r["controller"] == "ours" and r["via"] == "direct"}
+    direct = {
+        (r["map"], r["scale"], r["seed"]): r for r in results if r["controller"] == "ours" and r["via"] == "direct"
+    }
     lines = [
         "\nours through the services (one ControlSignals stream, steps applied by the signal service) vs in-process:"
     ]
     for r in (r for r in results if r["via"] == "services"):
-        base = direct[(r["map"], r["seed"])]
+        base = direct[(r["map"], r["scale"], r["seed"])]
         same = (
             "same delay" if r["delay_s"] == base["delay_s"] else f"delay {r['delay_s']:.1f} vs {base['delay_s']:.1f} s"
         )
-        lines.append(f"  {r['map']:<15} seed {r['seed']}: {same}, wall time {r['wall_s'] / base['wall_s']:.1f}x")
+        lines.append(
+            f"  {r['map']:<15} x{r['scale']:g} seed {r['seed']}: {same}, wall time {r['wall_s'] / base['wall_s']:.1f}x"
+        )
     return "\n".join(lines)
 
 
@@ -307,6 +388,8 @@ def bench(args: argparse.Namespace) -> int:
     print(_table(results))
     if through:
         print(_through_services(results))
+    summary, _ = _summary(results)
+    print(summary)
     print(f"\n{len(results)} runs in {time.monotonic() - started:.0f} s wall time ({workers} workers)")
     print(f"\nresults: {args.out / 'results.json'}, {args.out / 'results.csv'}")
     refused = sorted({name for r in results for name in r["refused"]})
@@ -320,7 +403,13 @@ def add_parser(sub: Any) -> None:
     """Register `bench-signals` on a subparsers object (`almere sim ...`)."""
     p = sub.add_parser("bench-signals", help="compare signal controllers on real networks (no teleports)")
     p.add_argument("--maps", default=DEFAULT_MAPS, help=f"comma list of {', '.join(MAPS)} (default {DEFAULT_MAPS})")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 1..N (default 3)")
+    p.add_argument("--seeds", type=int, default=3, help="how many seeds, from --first-seed on (default 3)")
+    p.add_argument("--first-seed", type=int, default=1, help="the first seed (default 1)")
+    p.add_argument(
+        "--scales",
+        default="1.0",
+        help="comma list of demand scales, each run at every one (SUMO's --scale; e.g. 1.0,1.25,1.5; default 1.0)",
+    )
     p.add_argument(
         "--controllers",
         default=",".join(DEFAULT_CONTROLLERS),

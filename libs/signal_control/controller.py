@@ -1,5 +1,38 @@
 """`PressureActuated`, the default adaptive controller: actuation (gap-out on moving cars) with
-max-pressure's demand and guards; platoon holds for arterials as an option (`COORDINATED`)."""
+max-pressure's demand and guards; platoon holds for arterials as an option (`COORDINATED`).
+
+Gridlock. Without teleports a lock is for good, so the controller must never be the one that
+starts it. A lock is a cycle of links each waiting for room on the next; it forms where cars stop
+inside a junction box, because there they block the crossing streams that would have made the room.
+The signal controls only two ways in: its own green, and how long a queue on its approach stands.
+- Green into a full lane (spill-back gate): a car sent on would stop in this light's own box. The
+  gate holds that link red until its exit has room, and an intersection whose every exit is full
+  shows red (it meters the inflow of the jam around it).
+- A queue back over the junction behind (spill-over guard): a short approach lane (a car to three,
+  under layout's SHORT_LINK_M) begins at a priority junction (no signal there holds cars back);
+  once its halted queue fills it while a car stands at the end of the lane behind (the near
+  chain's positions), every further car stops in that junction's box, where it blocks the roads
+  crossing there, often the very roads the other phases here must discharge into. That is how
+  cologne3 locked (seed 3, 15.7x fixed time): a 12 m approach filled during a long cross green,
+  the priority junction behind it filled with cars for it, and the crossing traffic stood in the
+  box with its foes. Once the boxes hold such a cycle no signal state clears it (all red was
+  tried: nobody moves), so the guard acts before: an approach spilled back for `spill_s` is
+  served next, whatever the pressures say (after the starvation guard, which bounds everyone's
+  red). Pressure cannot do it: a lane that holds three cars never outweighs a long queue.
+  Longer lanes are left to pressure, and the guard forces as little as it can: forcing queues
+  out of turn on every approach from a priority junction (tried) pushed them into the 12 m links
+  of ingolstadt21's pair of lights and locked that pair on 2 seeds in 5. So a forced green only
+  drains into exits the queue fits in, and a full lane with nobody waiting behind it (one car at
+  a red on a 9 m approach) forces nothing: it blocks nobody. The lanes, and whether a signal
+  meters their start, come from the network (layout.py), not per-map tuning; where a signal
+  stands behind, its own gate holds the cars back and the guard stays out.
+- A green nobody can use (deadlock guard): its cars all stand for `stuck_s` because their exit or
+  the box is blocked; holding it serves nobody, so another phase gets its turn.
+Not covered yet: a cycle spanning lights (each light sees its own lanes and the others' clocks,
+not their queues). Two lights joined by short links both ways (ingolstadt21's pair, 12 m) lock
+when both links fill while cars for them wait in both boxes; the gates and the drain weight on
+such links (layout.py) keep it rare, and it is what a perturbed timing there still risks.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +63,7 @@ class PressureActuatedParams(Params):
     # light up the road has released and that reaches this stop line within this many seconds
     # (None: off). Costs the cross street that much red; see README for what it gave.
     platoon_hold_s: float | None = None
+    spill_s: float | None = 10.0
 
 
 OURS = PressureActuatedParams()

@@ -6,6 +6,9 @@ out of deadlock."""
 #   links concerned are held red inside the running green (after their min green and a yellow) and
 #   start red in the next green (`PhaseClock.gate` / `switch`);
 # - starvation: no link whose approach has a halted car stays red longer than `max_red_s`;
+# - spill-over: a short approach whose halted queue reaches back into the priority junction behind
+#   it (nobody there holds cars back), with a car waiting there, is served after `spill_s`: cars
+#   would stand in that box and block the streams crossing it (controller.py has the case and why);
 # - deadlock: a green whose cars all stand for `stuck_s` is given up for another open phase; an
 #   intersection whose every exit is full shows red until room appears (the gates), so it never
 #   feeds a gridlock, and serves whoever has room first.
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 
 from libs.signal_control.model import Intersection, PhaseClock, Snapshot
 
+HALTED_MS = 0.1  # SUMO's halting speed
 VEHICLE_SPACING_M = 7.5  # a halted car and its gap: SUMO default 5 m + 2.5 m (cologne8 uses 4.3 + 1.5)
 
 
@@ -27,6 +31,15 @@ def blocked_out_lanes(intersection: Intersection, snap: Snapshot, spacing_m: flo
         if queued_m > 0 and queued_m >= length_m - spacing_m:  # lanes of 0-7 m: one halted car
             blocked.add(out_lane)
     return blocked
+
+
+def room_m(intersection: Intersection, snap: Snapshot, spacing_m: float = VEHICLE_SPACING_M) -> dict[str, float]:
+    """Per receiving lane, the metres not taken by cars on it, moving or not (spill-back looks at
+    halted ones only: cars still rolling on are fine for a green in turn, not for one forced)."""
+    return {
+        out_lane: length_m - spacing_m * sum(snap.vehicles.get(lane, 0) for lane in lanes)
+        for out_lane, (lanes, length_m) in intersection.entry.items()
+    }
 
 
 def links_into(intersection: Intersection, blocked: set[str]) -> set[int]:
@@ -49,6 +62,44 @@ def starving(intersection: Intersection, clock: PhaseClock, snap: Snapshot, max_
     long_red = [m for m in intersection.program.links if clock.red_for(snap.time, m.link) >= max_red_s]
     halting, stops = snap.halting, intersection.stops
     return {m.link for m in long_red if any(halting.get(x, 0) > 0 for x in stops[m.in_lane])}
+
+
+def spilling_over(intersection: Intersection, snap: Snapshot, spacing_m: float = VEHICLE_SPACING_M) -> set[str]:
+    """In lanes whose halted queue reaches back to their start at a junction (`Intersection.spill`)
+    while a car stands at the end of a lane feeding them: that junction holds cars for them (a
+    full lane with nobody behind blocks nothing)."""
+    return {
+        lane
+        for lane, length_m in intersection.spill.items()
+        if (halted := snap.halting.get(lane, 0))
+        and spacing_m * halted >= length_m - spacing_m
+        and _waiting_behind(intersection, snap, lane, length_m, spacing_m)
+    }
+
+
+def _waiting_behind(intersection: Intersection, snap: Snapshot, lane: str, length_m: float, spacing_m: float) -> bool:
+    """A car stands within a car's length of the end of a lane feeding `lane` (its near chain's
+    lanes right behind it, offset by `lane`'s length)."""
+    return any(
+        to_end < spacing_m and speed < HALTED_MS
+        for feeder, offset in intersection.near.get(lane, ())
+        if 0.0 < offset <= length_m + 0.01
+        for to_end, speed in snap.positions.get(feeder, ())
+    )
+
+
+@dataclass
+class SpillOverGuard:
+    """Per intersection: which in lanes have spilled back over the junction behind them for `bound_s`
+    without a break."""
+
+    bound_s: float
+    since: dict[str, float] = field(default_factory=dict)  # lane -> when its queue reached back
+
+    def overdue(self, intersection: Intersection, snap: Snapshot) -> set[str]:
+        now = spilling_over(intersection, snap)
+        self.since = {lane: self.since.get(lane, snap.time) for lane in now}
+        return {lane for lane, since in self.since.items() if snap.time - since >= self.bound_s}
 
 
 @dataclass

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from libs.signal_control.guards import VEHICLE_SPACING_M
 from libs.signal_control.model import Intersection, PlatoonSource, Weighted
 from libs.signal_control.phases import SignalProgram, build_program
 
@@ -125,6 +126,13 @@ def _downstream(lane: Any, tls_nodes: set[str], reach_m: float) -> Weighted:
     return tuple(weights.items())
 
 
+def _starts_at_priority_junction(lane: Any, tls_nodes: set[str]) -> bool:
+    """The lane's road begins where several roads meet (not at a bend or a lane change) and no
+    signal meters what enters it (a signal there holds its links into a full lane red itself)."""
+    node = lane.getEdge().getFromNode()
+    return node.getID() not in tls_nodes and len([e for e in node.getIncoming() if not e.getID().startswith(":")]) > 1
+
+
 def _entry(lane: Any, tls_nodes: set[str], entry_m: float) -> tuple[tuple[str, ...], float]:
     """A receiving lane, plus the lanes right after it when it is too short to judge alone, unless
     it ends at a signal: then its own few metres are all the room there is (the queue waits on it)."""
@@ -148,7 +156,10 @@ def intersections(
     unless told otherwise (its first), links as traci's getControlledLinks lists them.
     `short_link_m`: lanes between two signals shorter than this get protected turns only (0: off);
     cars on them count `drain_weight` times in pressure: emptying them unblocks the neighbouring
-    junction."""
+    junction. Approach lanes that short beginning at a priority junction get the spill-over guard
+    (`Intersection.spill`): a car or three fill them, too few for pressure to notice; not those
+    shorter than a car (stubs of a few metres), which hold no queue: the car waiting at their stop
+    line always stands at the junction behind, and pressure counts the lanes behind it."""
     import sumo  # noqa: F401  - sets SUMO_HOME
     import sumolib
 
@@ -160,7 +171,18 @@ def intersections(
     found = []
     for tls in ids:
         program = _program(net.getTLS(tls), short)
-        found.append(_layout(net, program, tls_nodes, feeding, short, reach_m=reach_m, drain_weight=drain_weight))
+        found.append(
+            _layout(
+                net,
+                program,
+                tls_nodes,
+                feeding,
+                short,
+                reach_m=reach_m,
+                drain_weight=drain_weight,
+                short_link_m=short_link_m,
+            )
+        )
     return found
 
 
@@ -206,6 +228,7 @@ def _layout(
     *,
     reach_m: float,
     drain_weight: float,
+    short_link_m: float,
 ) -> Intersection:
     """The lanes whose vehicles count for `program`'s links; cars on `short` lanes count
     `drain_weight` times upstream."""
@@ -228,5 +251,10 @@ def _layout(
             lane.getID(): sources
             for lane in ins
             if (sources := _platoon_sources(lane, tls, feeding, NEAR_M, PLATOON_M))
+        },
+        spill={
+            lane.getID(): lane.getLength()
+            for lane in ins
+            if VEHICLE_SPACING_M <= lane.getLength() < short_link_m and _starts_at_priority_junction(lane, tls_nodes)
         },
     )

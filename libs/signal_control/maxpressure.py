@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from libs.signal_control import guards
 from libs.signal_control.model import Decision, Intersection, PhaseClock, Snapshot
+from libs.signal_control.phases import Movement
 from libs.signal_control.pressure import Pressures
 
 # Per lane, its weighted count upstream (in lanes) and downstream (out lanes), on one snapshot.
@@ -23,6 +24,9 @@ class Params:
     stuck_s: float = 20.0  # deadlock guard: a green that moves nobody this long is abandoned
     decide_every_s: float = 1.0
     gate_spillback: bool = True  # hold red single links into full lanes, within a green
+    # spill-over guard: an approach whose queue has stood back into the junction behind it this long
+    # is served next (None: off, as in classic max-pressure)
+    spill_s: float | None = None
     switch_margin: float = 0.0  # pressure the challenger must beat the running green by
     # Pressure = upstream minus downstream, each a weighted sum of all and of halted vehicles.
     # Classic max-pressure counts every vehicle on both sides.
@@ -44,6 +48,7 @@ class MaxPressure:
         self.params = params or Params()
         self.clock = PhaseClock(intersection.program, self.params.min_green_s)
         self.deadlock = guards.DeadlockGuard(self.params.stuck_s)
+        self.spill = None if self.params.spill_s is None else guards.SpillOverGuard(self.params.spill_s)
         links = intersection.program.links
         # What the other lights run by the same loop show (ControlLoop fills it): for coordination.
         self.neighbours: Mapping[str, PhaseClock] = {}
@@ -123,7 +128,30 @@ class MaxPressure:
             candidates = [i for i in serving if i in usable] or serving
             if current not in candidates:
                 return max(candidates, key=lambda i: (len(greens[i].link_ids & starving), scores[i])), "starvation"
-        return None
+        return self.drain(snap, scores, usable, gates)
+
+    def drain(self, snap: Snapshot, scores: list[float], usable: list[int], gates: set[int]) -> tuple[int, str] | None:
+        """Serve an approach whose queue stands in the junction behind it (spill-over guard)."""
+        if self.spill is None:
+            return None
+        spilling = self.spill.overdue(self.intersection, snap)
+        if not spilling:
+            return None
+        greens, room = self.intersection.program.greens, guards.room_m(self.intersection, snap)
+
+        def fits(m: Movement) -> bool:
+            """The spilled queue fits where this movement sends it: pushed out of turn into a lane
+            it fills (a short link to the next signal), it would stand in two boxes instead of one."""
+            queue_m = guards.VEHICLE_SPACING_M * snap.halting.get(m.in_lane, 0)
+            return m.link not in gates and room.get(m.out_lane, 0.0) - queue_m >= guards.VEHICLE_SPACING_M
+
+        def drained(phase: int) -> int:
+            return len({m.in_lane for m in greens[phase].movements if m.in_lane in spilling and fits(m)})
+
+        serving = [i for i in usable if drained(i)]
+        if not serving or self.clock.current in serving:
+            return None
+        return max(serving, key=lambda i: (drained(i), scores[i])), "spill-over: drain the queue out of the junction"
 
     def preferred(self, snap: Snapshot, scores: list[float], usable: list[int]) -> tuple[int, str]:
         """The open phase with the highest pressure."""

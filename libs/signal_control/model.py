@@ -44,6 +44,9 @@ class Intersection:
     seen_s: Mapping[str, float] = field(default_factory=dict)
     # in lane -> lights beyond the near chain whose greens send platoons down this lane.
     platoons: Mapping[str, tuple[PlatoonSource, ...]] = field(default_factory=dict)
+    # in lane -> its length, for short in lanes that begin at a priority junction: a queue reaching
+    # back over that start stands in the junction and blocks the traffic crossing it.
+    spill: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def tls_id(self) -> str:
