@@ -25,6 +25,9 @@ from services.parking import usecases
 
 HISTORY_DAYS = 14
 RELEARN = timedelta(hours=1)
+# ... or sooner once the stored history has grown by this share: a model learned while a facility's
+# past counts were still being loaded (or in its first hours) saw the last count held over the gap.
+RELEARN_GROWTH = 0.01
 MAX_HISTORY_ROWS = 500_000
 MINUTE = timedelta(minutes=1)
 DAY_TYPES = ("workday",) * 5 + ("saturday", "sunday")
@@ -141,7 +144,8 @@ class Forecasts:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         # By facility and the audience's delay: a delayed audience's model learns only what it may see.
-        self._learned: dict[tuple[str, timedelta], tuple[datetime, Forecaster]] = {}
+        # (facility, delay) -> when learned, from how many stored counts, the model
+        self._learned: dict[tuple[str, timedelta], tuple[datetime, int, Forecaster]] = {}
         # The last plain forecast (no events, nobody en route) per facility and delay, with the minute
         # and the facility version it was made at: watchers and the bus's publisher asking in the same
         # minute share it while no count came in (a late count may still change that minute's history).
@@ -175,7 +179,7 @@ class Forecasts:
         days = local_days(facility_id=facility_id, capacity=row.capacity, zone=zone, start=start, counts=counts)
         if not days:  # a count, once known, holds until the next: the last day ends at `end`
             raise FailedPrecondition(f"facility {facility_id!r} has no count yet to forecast from")
-        forecaster = self._forecaster((facility_id, delay), days, now=end)
+        forecaster = self._forecaster((facility_id, delay), days, now=end, counts=len(samples))
         midnight = end.astimezone(zone).replace(hour=0, minute=0)
         planned = tuple(
             PlannedEvent(start_minute=int((when - midnight) / MINUTE), vehicles_per_hour=tuple(rates))
@@ -191,18 +195,21 @@ class Forecasts:
                 self._plain[(facility_id, delay)] = (end, row.version, made)
         return made
 
-    def _forecaster(self, key: tuple[str, timedelta], days: list[FacilityDay], *, now: datetime) -> Forecaster:
-        """The facility's learned model, learned again from `days` when older than RELEARN."""
+    def _forecaster(
+        self, key: tuple[str, timedelta], days: list[FacilityDay], *, now: datetime, counts: int
+    ) -> Forecaster:
+        """The facility's learned model, learned again from `days` (`counts` stored counts) when older
+        than RELEARN or the history has grown by RELEARN_GROWTH since."""
         with self._lock:
             learned = self._learned.get(key)
-            if learned is not None and now - learned[0] < RELEARN:
-                return learned[1]
+            if learned is not None and now - learned[0] < RELEARN and counts <= learned[1] * (1 + RELEARN_GROWTH):
+                return learned[2]
         try:
             forecaster = Forecaster(days)
         except ValueError as exc:
             raise FailedPrecondition(f"facility {key[0]!r}: too little history to forecast from ({exc})") from None
         with self._lock:
-            self._learned[key] = (now, forecaster)
+            self._learned[key] = (now, counts, forecaster)
         return forecaster
 
 
